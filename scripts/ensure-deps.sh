@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs what nginx-lb's commands need and is missing: npm dependencies, then Debian's nginx (with the Lua module
+# for reload-free endpoints), etcd and wrk. Without root it says what to install instead. Idempotent and quiet.
+set -e
+cd "$(dirname "$0")/.."
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "nginx-lb: installing npm dependencies (npm ci)" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+
+missing=""
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
+[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing="$missing libnginx-mod-http-lua lua-resty-core"
+if [ "${NGINX_LB_NEED_ETCD:-1}" = 1 ]; then
+  command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+  command -v etcdctl >/dev/null 2>&1 || missing="$missing etcd-client"
+  command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+fi
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "nginx-lb: installing Debian packages:$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >&2
+    # Debian starts nginx and etcd as services on install; nginx-lb runs its own, so stop the packaged ones.
+    (systemctl disable --now nginx etcd 2>/dev/null || service nginx stop 2>/dev/null || true) >/dev/null 2>&1
+    pkill -x nginx 2>/dev/null || true
+  else
+    echo "nginx-lb: missing Debian packages:$missing -- install them with: sudo apt-get install$missing" >&2
+    exit 1
+  fi
+fi

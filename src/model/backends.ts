@@ -1,0 +1,136 @@
+import { ipFamily } from "./ip.js";
+import { NAME_RE, NAME_MAX } from "./grammar.js";
+import { type Checked, type Problem, describeValue } from "./problem.js";
+
+/** One endpoint of a backend. Weight 0 means drained: rendered `down`, sent no traffic. */
+export interface Endpoint {
+  readonly weight: number;
+}
+
+/** A snapshot of the registry: backend name `<app>-<service>` -> ip -> endpoint. Plain JSON, so it persists as is. */
+export type BackendSet = Readonly<Record<string, Readonly<Record<string, Endpoint>>>>;
+
+export const WEIGHT_MAX = 1000;
+export const DEFAULT_PREFIX = "/lb/backends";
+
+/** The outcome of reading one registry key/value. */
+export type KeyReading =
+  | {
+      readonly kind: "endpoint";
+      readonly name: string;
+      readonly ip: string;
+      readonly endpoint: Endpoint;
+      readonly warning?: string;
+    }
+  | { readonly kind: "rejected"; readonly reason: string };
+
+/** Reads `<prefix>/<app>-<service>/ips/<ip>` = `{"weight":50}` into an endpoint, or says why it is not one. */
+export function parseEndpointKey(key: string, value: string, prefix: string = DEFAULT_PREFIX): KeyReading {
+  const base = prefix.endsWith("/") ? prefix : `${prefix}/`;
+  if (!key.startsWith(base)) return { kind: "rejected", reason: `key is outside the prefix ${base}` };
+  const parts = key.slice(base.length).split("/");
+  if (parts.length !== 3 || parts[1] !== "ips")
+    return { kind: "rejected", reason: `key is not of the form ${base}<app>-<service>/ips/<ip>` };
+  const [name = "", , ip = ""] = parts;
+  if (name.length > 2 * NAME_MAX + 1 || !NAME_RE.test(name))
+    return { kind: "rejected", reason: `backend name ${describeValue(name)} must be characters of A-Z a-z 0-9 . _ -` };
+  if (ipFamily(ip) === null)
+    return {
+      kind: "rejected",
+      reason: `${describeValue(ip)} is not a literal IPv4 or IPv6 address (no host names, ports or zones)`,
+    };
+  const { weight, warning } = parseWeight(value);
+  return { kind: "endpoint", name, ip: ip.toLowerCase(), endpoint: { weight }, ...(warning ? { warning } : {}) };
+}
+
+/** Reads the value's weight: an integer 0..1000; anything else is weight 1 with a warning. */
+export function parseWeight(value: string): { weight: number; warning?: string } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    return { weight: 1, warning: `value ${describeValue(value)} is not JSON; using weight 1` };
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    return { weight: 1, warning: `value ${describeValue(value)} is not a JSON object; using weight 1` };
+  const w = (parsed as Record<string, unknown>)["weight"];
+  if (w === undefined) return { weight: 1, warning: `value has no "weight"; using weight 1` };
+  if (typeof w !== "number" || !Number.isInteger(w) || w < 0 || w > WEIGHT_MAX)
+    return {
+      weight: 1,
+      warning: `weight must be an integer from 0 to ${WEIGHT_MAX}, got ${describeValue(w)}; using weight 1`,
+    };
+  return { weight: w };
+}
+
+/** Builds a backend set from registry key/values; rejected keys become warnings naming the key. */
+export function backendSetFromKeys(
+  entries: Iterable<readonly [string, string]>,
+  prefix: string = DEFAULT_PREFIX,
+): { set: BackendSet; warnings: Problem[] } {
+  const set: Record<string, Record<string, Endpoint>> = {};
+  const warnings: Problem[] = [];
+  for (const [key, value] of entries) {
+    const r = parseEndpointKey(key, value, prefix);
+    if (r.kind === "rejected") {
+      warnings.push({ code: "registry_key_rejected", path: key, message: r.reason });
+      continue;
+    }
+    if (r.warning) warnings.push({ code: "registry_value", path: key, message: r.warning });
+    (set[r.name] ??= {})[r.ip] = r.endpoint;
+  }
+  return { set: sortBackendSet(set), warnings };
+}
+
+/** The same set with names and ips in sorted order, so equal sets serialise identically. */
+export function sortBackendSet(set: BackendSet): BackendSet {
+  const out: Record<string, Record<string, Endpoint>> = {};
+  for (const name of Object.keys(set).sort()) {
+    const eps = set[name] ?? {};
+    const sorted: Record<string, Endpoint> = {};
+    for (const ip of Object.keys(eps).sort()) sorted[ip] = { weight: eps[ip]?.weight ?? 1 };
+    if (Object.keys(sorted).length > 0) out[name] = sorted;
+  }
+  return out;
+}
+
+/**
+ * Validates the embedded registry file `{ "<app>-<service>": { "<ip>": { "weight": 50 } } }` with the same rules as
+ * etcd keys. Bad names or addresses are errors (the file is the operator's own); odd weights are warnings.
+ */
+export function parseBackendsFile(raw: unknown): Checked<BackendSet> {
+  const errors: Problem[] = [];
+  const warnings: Problem[] = [];
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+    return {
+      ok: false,
+      errors: [
+        {
+          code: "invalid_type",
+          path: "(file)",
+          message: `must be an object of "<app>-<service>": { "<ip>": { "weight": N } }`,
+        },
+      ],
+      warnings,
+    };
+  const entries: [string, string][] = [];
+  for (const [name, eps] of Object.entries(raw as Record<string, unknown>)) {
+    if (typeof eps !== "object" || eps === null || Array.isArray(eps)) {
+      errors.push({
+        code: "invalid_type",
+        path: `[${JSON.stringify(name)}]`,
+        message: `must be an object of "<ip>": { "weight": N }, got ${describeValue(eps)}`,
+      });
+      continue;
+    }
+    for (const [ip, ep] of Object.entries(eps as Record<string, unknown>))
+      entries.push([`${DEFAULT_PREFIX}/${name}/ips/${ip}`, JSON.stringify(ep ?? null)]);
+  }
+  const { set, warnings: w } = backendSetFromKeys(entries);
+  for (const p of w) {
+    const [, name = "", , ip = ""] = p.path.slice(DEFAULT_PREFIX.length).split("/");
+    const problem = { ...p, path: `[${JSON.stringify(name)}][${JSON.stringify(ip)}]` };
+    (p.code === "registry_key_rejected" ? errors : warnings).push(problem);
+  }
+  return errors.length > 0 ? { ok: false, errors, warnings } : { ok: true, value: set, warnings };
+}

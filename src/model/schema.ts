@@ -1,0 +1,124 @@
+import { z } from "zod";
+import { describeValue } from "./problem.js";
+import { DOMAIN_MAX, DOMAIN_RE, NAME_MAX, NAME_RE, URL_PATH_MAX, URL_PATH_RE, hasDotSegment } from "./grammar.js";
+
+/**
+ * The zod schema of services.json (format version "0.1", as the original csphere deployment wrote it).
+ * It checks shape and grammar field by field; cross-field rules live in services.ts. `strict` turns unknown fields
+ * into issues, which the caller reports as warnings.
+ */
+
+type Issue = { input?: unknown };
+const got = (iss: Issue): string => `got ${describeValue(iss.input)}`;
+
+const port = (what: string) => {
+  const msg = (iss: Issue) => `${what} must be an integer from 1 to 65535, ${got(iss)}`;
+  return z.int({ error: msg }).min(1, { error: msg }).max(65535, { error: msg });
+};
+
+const name = (field: string) => {
+  const msg = (iss: Issue) => `${field} must be 1-${NAME_MAX} characters of A-Z a-z 0-9 . _ -, ${got(iss)}`;
+  return z.string({ error: msg }).max(NAME_MAX, { error: msg }).regex(NAME_RE, { error: msg });
+};
+
+const urlPath = (field: string) => {
+  const msg = (iss: Issue) =>
+    `${field} must be an absolute URL path of letters, digits and . _ ~ ! * + , : @ = - separated by single "/" ` +
+    `(no spaces, quotes, ; $ # % { }, no "." or ".." segments), ${got(iss)}`;
+  return z
+    .string({ error: msg })
+    .max(URL_PATH_MAX, { error: msg })
+    .regex(URL_PATH_RE, { error: msg })
+    .refine((s) => !hasDotSegment(s), { error: msg });
+};
+
+const routeKey = () => {
+  const msg = (iss: Issue) =>
+    `route key must be an absolute URL path of letters, digits and . _ ~ ! * + , : @ = - separated by single "/" ` +
+    `(no spaces, quotes, ; $ # % { }, no "." or ".." segments), ${got(iss)}`;
+  return z
+    .string()
+    .max(URL_PATH_MAX, { error: msg })
+    .regex(URL_PATH_RE, { error: msg })
+    .refine((s) => !hasDotSegment(s), { error: msg });
+};
+
+const pem = (field: string, label: string) => {
+  const msg = (iss: Issue) => `${field} must be the PEM text of ${label} (a string starting "-----BEGIN"), ${got(iss)}`;
+  return z
+    .string({ error: msg })
+    .max(1 << 20, { error: `${field} is larger than 1 MiB` })
+    .regex(/^\s*-----BEGIN [A-Z0-9 ]+-----[\s\S]+-----END [A-Z0-9 ]+-----\s*$/, { error: msg });
+};
+
+function build(strict: boolean) {
+  const obj = <S extends z.ZodRawShape>(shape: S) => (strict ? z.strictObject(shape) : z.object(shape));
+
+  const backup = obj({
+    app: name("app"),
+    service: name("service"),
+    port: port("port").default(80).describe("Port the backup endpoints listen on. Default 80, as for a route."),
+    backend_path: urlPath("backend_path")
+      .optional()
+      .describe("Must equal the route's backend_path if given: nginx sends one path to a whole upstream."),
+  }).describe("A service whose endpoints serve only when every primary endpoint has failed.");
+
+  const route = obj({
+    app: name("app").describe("Application name; with service it names the registry key <app>-<service>."),
+    service: name("service").describe("Service name within the application."),
+    port: port("port").default(80).describe("Port the backend endpoints listen on. Default 80."),
+    backend_path: urlPath("backend_path")
+      .default("/")
+      .describe('Path prefix on the backend that replaces the route prefix. Default "/".'),
+    backup: backup.optional(),
+  });
+
+  const domainMsg = (iss: Issue) =>
+    `domain_name must be a host name (letters, digits, hyphens, dot-separated labels of at most 63 characters, ` +
+    `optionally starting with "*."), ${got(iss)}`;
+  const server = obj({
+    domain_name: z
+      .string({ error: domainMsg })
+      .max(DOMAIN_MAX, { error: domainMsg })
+      .regex(DOMAIN_RE, { error: domainMsg })
+      .describe("Host name this server answers, matched against the Host header (or SNI). `*.` wildcard allowed."),
+    frontend_port: port("frontend_port").default(80).describe("Plain HTTP port. Default 80."),
+    ssl_certificate: pem("ssl_certificate", "an X.509 certificate (optionally followed by its chain)")
+      .optional()
+      .describe("PEM certificate; with ssl_certificate_key enables TLS on ssl_port."),
+    ssl_certificate_key: pem("ssl_certificate_key", "the certificate's private key")
+      .optional()
+      .describe("PEM private key of ssl_certificate, unencrypted, RSA >= 2048 bits or EC >= 224 bits."),
+    ssl_port: port("ssl_port").default(443).describe("TLS port, used when a certificate is given. Default 443."),
+    routes: z
+      .record(routeKey(), route.describe("Where requests under this URL prefix go."))
+      .default({})
+      .describe("URL prefix (absolute path; `/a` and `/a/` are the same route) -> backend."),
+  });
+
+  return obj({
+    $schema: z.string().optional(),
+    version: z
+      .literal("0.1", { error: (iss) => `version must be "0.1" (the only format version), ${got(iss)}` })
+      .default("0.1"),
+    servers: z
+      .array(server, { error: (iss) => `servers must be a list of servers, ${got(iss)}` })
+      .describe("Virtual servers, one per domain_name and port."),
+  });
+}
+
+/** The schema that reports unknown fields as issues (used to collect warnings). */
+export const strictServicesSchema = build(true);
+/** The schema that ignores unknown fields (used to produce the value). */
+export const servicesSchema = build(false);
+
+/** services.json as written, after defaults. */
+export type ServicesFile = z.output<typeof servicesSchema>;
+
+/** The JSON Schema of services.json, for editors. */
+export function servicesJsonSchema(): unknown {
+  return {
+    ...z.toJSONSchema(servicesSchema, { io: "input", unrepresentable: "any" }),
+    title: "nginx-lb services.json",
+  };
+}

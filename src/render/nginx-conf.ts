@@ -1,0 +1,126 @@
+import type { BackendSet } from "../model/backends.js";
+import type { Services } from "../model/services.js";
+import { fnv1a64 } from "./hash.js";
+import type { RenderOptions, Rendered, RenderedFile } from "./options.js";
+import { planRoutes, type RoutePlan } from "./plan-routes.js";
+import { renderDefaultServer, renderServer } from "./server.js";
+import { tlsFiles } from "./tls.js";
+import { tok } from "./tokens.js";
+import { renderUpstream } from "./upstream.js";
+
+/** The desired state: the routing model and the endpoint snapshot. */
+export interface Desired {
+  readonly services: Services;
+  readonly backends: BackendSet;
+}
+
+const GENERATION_MARK = "@@NGINX_LB_GENERATION@@";
+export const GENERATION_PATH = "/nginx-lb/generation";
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** Hash sizes that let nginx place every server name (10,000 domains and more) without a start-up error. */
+function serverNamesHash(services: Services): string[] {
+  const longest = Math.max(0, ...services.servers.map((s) => s.domain.length));
+  const bucket = longest > 100 ? 512 : 128;
+  const max = Math.max(1024, nextPow2(services.servers.length * 4));
+  return [`server_names_hash_max_size ${tok.int(max)};`, `server_names_hash_bucket_size ${tok.int(bucket)};`];
+}
+
+function controlServer(port: number): string {
+  return [
+    `    server {`,
+    `        # nginx-lb's internal control server: loopback only, never a frontend port.`,
+    `        listen 127.0.0.1:${tok.port(port)};`,
+    `        access_log off;`,
+    `        location = ${GENERATION_PATH} {`,
+    `            default_type text/plain;`,
+    `            return 200 "${GENERATION_MARK}";`,
+    `        }`,
+    `        location / {`,
+    `            return 404;`,
+    `        }`,
+    `    }`,
+  ].join("\n");
+}
+
+/** Renders the whole nginx.conf and its TLS files. Pure: the same input gives byte-identical output. */
+export function renderNginxConf(desired: Desired, options: RenderOptions): Rendered {
+  const dir = tok.file(options.dir.replace(/\/+$/, ""));
+  const opts = { ...options, dir };
+  const plans = planRoutes(desired.services, desired.backends);
+  const byServer = new Map<object, RoutePlan[]>();
+  for (const p of plans) byServer.set(p.server, [...(byServer.get(p.server) ?? []), p]);
+
+  const ports = new Map<number, boolean>();
+  for (const s of desired.services.servers) {
+    ports.set(s.port, false);
+    if (s.tls) ports.set(s.tls.port, true);
+  }
+  const files: RenderedFile[] = [];
+  for (const s of desired.services.servers) {
+    const f = tlsFiles(s);
+    if (f) files.push(f.cert, f.key);
+  }
+
+  const out: string[] = [
+    `# Rendered by nginx-lb from services.json and the backend registry. Do not edit: it is rewritten on every change.`,
+    `worker_processes ${options.workerProcesses === undefined || options.workerProcesses === "auto" ? "auto" : tok.int(options.workerProcesses)};`,
+    ...(options.user ? [`user ${tok.name(options.user)};`] : []),
+    `pid ${tok.file(options.pidFile ?? `${dir}/nginx.pid`)};`,
+    `error_log ${tok.file(`${dir}/logs/error.log`)} warn;`,
+    `worker_rlimit_nofile 65536;`,
+    ``,
+    `events {`,
+    `    worker_connections 8192;`,
+    `}`,
+    ``,
+    `http {`,
+    `    default_type application/octet-stream;`,
+    `    server_tokens off;`,
+    `    sendfile on;`,
+    `    tcp_nodelay on;`,
+    `    keepalive_timeout 65s;`,
+    options.accessLog ? `    access_log ${tok.file(options.accessLog)};` : `    access_log off;`,
+    ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map(
+      (t) => `    ${t}_temp_path ${tok.file(`${dir}/tmp/${t}`)};`,
+    ),
+    ...serverNamesHash(desired.services).map((l) => `    ${l}`),
+    ``,
+    `    # Upgrade only when the client asks; otherwise an empty Connection keeps upstream keepalive working.`,
+    `    map $http_upgrade $nlb_connection {`,
+    `        default upgrade;`,
+    `        "" "";`,
+    `    }`,
+    `    # The Host header as the client sent it (port included); $host only when the client sent none.`,
+    `    map $http_host $nlb_host {`,
+    `        "" $host;`,
+    `        default $http_host;`,
+    `    }`,
+    `    proxy_http_version 1.1;`,
+    `    proxy_set_header Host $nlb_host;`,
+    `    proxy_set_header X-Real-IP $remote_addr;`,
+    `    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`,
+    `    proxy_set_header X-Forwarded-Proto $scheme;`,
+    `    proxy_set_header X-Forwarded-Host $nlb_host;`,
+    `    proxy_set_header Upgrade $http_upgrade;`,
+    `    proxy_set_header Connection $nlb_connection;`,
+    `    proxy_connect_timeout 5s;`,
+    `    proxy_next_upstream error timeout;`,
+    `    proxy_next_upstream_tries 3;`,
+    ``,
+  ];
+  for (const p of plans) if (p.members.length > 0) out.push(renderUpstream(p, options.upstreamKeepalive ?? 32));
+  for (const [port, tls] of [...ports].sort((a, b) => a[0] - b[0])) out.push(renderDefaultServer(port, tls, opts));
+  for (const s of desired.services.servers) out.push(renderServer(s, byServer.get(s) ?? [], opts));
+  if (options.controlPort !== undefined) out.push(controlServer(options.controlPort));
+  out.push(`}`, ``);
+
+  const draft = out.join("\n");
+  const generation = fnv1a64(draft + files.map((f) => `${f.path}\n${f.content}`).join("\n"));
+  return { conf: draft.replace(GENERATION_MARK, generation), files, generation };
+}

@@ -1,0 +1,33 @@
+/** How the rendered nginx.conf is placed on this machine. Operator-chosen, so checked like any other token. */
+export interface RenderOptions {
+  /** Absolute directory holding nginx.conf, TLS files, temp dirs and logs (the state dir). */
+  readonly dir: string;
+  /** nginx pid file. Default `<dir>/nginx.pid`. */
+  readonly pidFile?: string;
+  /** `worker_processes`. Default "auto". */
+  readonly workerProcesses?: number | "auto";
+  /** Address frontend ports listen on (an IP literal, or undefined for all addresses). */
+  readonly listenHost?: string;
+  /** Loopback port of the internal control server (generation check, later endpoint pushes). None when absent. */
+  readonly controlPort?: number;
+  /** Idle keepalive connections per upstream per worker. Default 32. */
+  readonly upstreamKeepalive?: number;
+  /** Access log file, or null for none. Default none. */
+  readonly accessLog?: string | null;
+  /** `user` directive when nginx starts as root. Default none (nginx's own default). */
+  readonly user?: string;
+}
+
+/** The file a rendered config needs beside nginx.conf: a path relative to `dir`, its bytes and mode. */
+export interface RenderedFile {
+  readonly path: string;
+  readonly content: string;
+  readonly mode: number;
+}
+
+/** The whole output of a render: nginx.conf text, the files it references, and its generation hash. */
+export interface Rendered {
+  readonly conf: string;
+  readonly files: readonly RenderedFile[];
+  readonly generation: string;
+}

@@ -1,0 +1,55 @@
+import type { BackendSet, Endpoint } from "../model/backends.js";
+import { backendName, type Route, type Server, type Services } from "../model/services.js";
+import { fnv1a64 } from "./hash.js";
+
+/** An endpoint as an upstream `server` line needs it. */
+export interface UpstreamMember {
+  readonly ip: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly backup: boolean;
+}
+
+/** A route joined with its endpoints and its upstream name; the unit both render modes work from. */
+export interface RoutePlan {
+  readonly server: Server;
+  readonly route: Route;
+  readonly upstream: string;
+  /** Primaries first, then backups; sorted; empty when nothing can serve (the route answers 503). */
+  readonly members: readonly UpstreamMember[];
+}
+
+function members(route: Route, backends: BackendSet): UpstreamMember[] {
+  const toMembers = (eps: Readonly<Record<string, Endpoint>> | undefined, port: number, backup: boolean) =>
+    Object.keys(eps ?? {})
+      .sort()
+      .map((ip) => ({ ip, port, weight: eps?.[ip]?.weight ?? 1, backup }));
+  const primaries = toMembers(backends[backendName(route.primary)], route.primary.port, false);
+  const seen = new Set(primaries.map((m) => `${m.ip} ${m.port}`));
+  const backups = route.backup
+    ? toMembers(backends[backendName(route.backup)], route.backup.port, true).filter(
+        (m) => !seen.has(`${m.ip} ${m.port}`),
+      )
+    : [];
+  const live = (ms: UpstreamMember[]) => ms.some((m) => m.weight > 0);
+  if (!live(primaries) && !live(backups)) return [];
+  // nginx needs at least one non-backup server; with no primary at all the backups are all there is.
+  if (primaries.length === 0) return backups.map((m) => ({ ...m, backup: false }));
+  return [...primaries, ...backups];
+}
+
+/** Joins every route with its endpoints and gives it an upstream name that no other route can have. */
+export function planRoutes(services: Services, backends: BackendSet): RoutePlan[] {
+  const used = new Set<string>();
+  const plans: RoutePlan[] = [];
+  for (const server of services.servers) {
+    for (const route of server.routes) {
+      const base = `nlb_${fnv1a64(`${server.domain}|${server.port}|${route.prefix}`)}`;
+      let upstream = base;
+      for (let n = 2; used.has(upstream); n++) upstream = `${base}_${n}`;
+      used.add(upstream);
+      plans.push({ server, route, upstream, members: members(route, backends) });
+    }
+  }
+  return plans;
+}

@@ -1,0 +1,58 @@
+import { isDomain, isName, isUrlPath } from "../model/grammar.js";
+import { ipFamily } from "../model/ip.js";
+
+/**
+ * Every value emitted into nginx.conf passes through one of these. The model was validated at the edge, so a
+ * failure here is a bug in nginx-lb, and we throw rather than emit something nginx would read differently.
+ */
+export class RenderBug extends Error {
+  override name = "RenderBug";
+}
+
+function check(ok: boolean, kind: string, value: unknown): void {
+  if (!ok) throw new RenderBug(`refusing to emit ${kind} ${JSON.stringify(value)}: it fails the ${kind} grammar`);
+}
+
+export const tok = {
+  domain(v: string): string {
+    check(isDomain(v), "domain", v);
+    return v;
+  },
+  path(v: string): string {
+    check(isUrlPath(v), "URL path", v);
+    return v;
+  },
+  name(v: string): string {
+    check(isName(v), "name", v);
+    return v;
+  },
+  port(v: number): string {
+    check(Number.isInteger(v) && v >= 1 && v <= 65535, "port", v);
+    return String(v);
+  },
+  int(v: number): string {
+    check(Number.isInteger(v) && v >= 0, "integer", v);
+    return String(v);
+  },
+  /** An address as a `server` line writes it: IPv6 in brackets. */
+  hostPort(ip: string, port: number): string {
+    const family = ipFamily(ip);
+    check(family !== null, "IP address", ip);
+    return family === 6 ? `[${ip}]:${tok.port(port)}` : `${ip}:${tok.port(port)}`;
+  },
+  /** A file path chosen by the operator (state dir, pid file): absolute, no characters nginx would read specially. */
+  file(v: string): string {
+    check(/^\/[A-Za-z0-9._/@+-]*$/.test(v), "file path", v);
+    return v;
+  },
+  /** An upstream name we generated. */
+  upstream(v: string): string {
+    check(/^nlb_[0-9a-f]{16}(_[0-9]+)?$/.test(v), "upstream name", v);
+    return v;
+  },
+  /** A listen address: host (IPv4, [IPv6] or *) with a port. */
+  listen(host: string | undefined, port: number): string {
+    if (host === undefined) return tok.port(port);
+    return host === "*" ? `*:${tok.port(port)}` : tok.hostPort(host, port);
+  },
+};

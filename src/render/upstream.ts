@@ -1,0 +1,24 @@
+import { backendName } from "../model/services.js";
+import type { RoutePlan } from "./plan-routes.js";
+import { tok } from "./tokens.js";
+
+/** Passive health: one connection failure takes a primary out for this long, then nginx tries it again. */
+const FAIL_TIMEOUT = "10s";
+
+/** The `upstream` block of a route with endpoints (weights, drains as `down`, backups, keepalive). */
+export function renderUpstream(plan: RoutePlan, keepalive: number): string {
+  const { route, server } = plan;
+  const backup = route.backup ? `, backup ${tok.name(backendName(route.backup))}:${tok.port(route.backup.port)}` : "";
+  const lines = [
+    `    upstream ${tok.upstream(plan.upstream)} {`,
+    `        # ${tok.domain(server.domain)}:${tok.port(server.port)} ${tok.path(route.prefix)} -> ` +
+      `${tok.name(backendName(route.primary))}:${tok.port(route.primary.port)}${backup}`,
+  ];
+  for (const m of plan.members) {
+    const addr = tok.hostPort(m.ip, m.port);
+    const params = m.weight === 0 ? "down" : `weight=${tok.int(m.weight)} max_fails=1 fail_timeout=${FAIL_TIMEOUT}`;
+    lines.push(`        server ${addr} ${params}${m.backup ? " backup" : ""};`);
+  }
+  lines.push(`        keepalive ${tok.int(keepalive)};`, `    }`);
+  return lines.join("\n");
+}

@@ -1,0 +1,19 @@
+import { parseServices, type Services } from "../model/services.js";
+import type { Checked } from "../model/problem.js";
+import { nodeTlsInspector } from "../tls/inspect.js";
+import { readJsonFile } from "./read-json.js";
+import { parseBackendsFile, type BackendSet } from "../model/backends.js";
+
+/** Loads and validates services.json, certificates checked with node:crypto. */
+export async function loadServicesFile(file: string): Promise<Checked<Services>> {
+  const json = await readJsonFile(file);
+  if (!json.ok) return json;
+  return parseServices(json.value, { inspectTls: nodeTlsInspector });
+}
+
+/** Loads and validates the embedded registry file. */
+export async function loadBackendsFile(file: string): Promise<Checked<BackendSet>> {
+  const json = await readJsonFile(file);
+  if (!json.ok) return json;
+  return parseBackendsFile(json.value);
+}
