@@ -31,10 +31,11 @@ export function etcd3ClientOptions(options: Pick<EtcdSourceOptions, "endpoints" 
   return {
     hosts: [...options.endpoints],
     dialTimeout: 3_000,
+    // Without a CA, https endpoints are checked against the system roots (the client's default).
     ...(tls?.ca || tls?.cert
       ? {
           credentials: {
-            rootCertificate: tls.ca ?? Buffer.alloc(0),
+            rootCertificate: tls.ca as Buffer,
             ...(tls.key ? { privateKey: tls.key } : {}),
             ...(tls.cert ? { certChain: tls.cert } : {}),
           },
