@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import type { Checked, Problem } from "../model/problem.js";
 import type { Logger } from "../shared/log.js";
 import type { EndpointSource } from "./source.js";
-import type { EtcdTlsOptions, RetryOptions } from "./registry-state.js";
+import type { EtcdSourceOptions, EtcdTlsOptions, RetryOptions } from "./registry-state.js";
 import { etcdV3Source } from "./etcd-v3.js";
 import { etcdV2Source } from "./etcd-v2.js";
 
@@ -22,6 +22,17 @@ export async function createEndpointSource(
   config: EndpointSourceConfig,
   logger: Logger,
 ): Promise<Checked<EndpointSource>> {
+  const options = await resolveEtcdOptions(config, logger);
+  if (!options.ok) return options;
+  const source = config.api === "v2" ? etcdV2Source(options.value) : etcdV3Source(options.value);
+  return { ok: true, value: source, warnings: [] };
+}
+
+/** Checks the endpoints and reads the TLS files: the connection options every etcd user here (sources, register) takes. */
+export async function resolveEtcdOptions(
+  config: EndpointSourceConfig,
+  logger: Logger,
+): Promise<Checked<EtcdSourceOptions>> {
   const errors: Problem[] = [];
   if (config.endpoints.length === 0)
     errors.push({ code: "etcd_endpoints", path: "--etcd-endpoints", message: "no etcd endpoint given" });
@@ -38,16 +49,18 @@ export async function createEndpointSource(
   if (config.tls?.certFile && !config.tls.keyFile)
     errors.push({ code: "etcd_tls", path: "--etcd-key", message: "--etcd-cert needs --etcd-key (the client key)" });
   if (errors.length > 0) return { ok: false, errors, warnings: [] };
-  const options = {
-    endpoints: config.endpoints,
-    prefix: config.prefix,
-    logger,
-    ...(tls ? { tls } : {}),
-    ...(config.auth ? { auth: config.auth } : {}),
-    ...(config.retry ? { retry: config.retry } : {}),
+  return {
+    ok: true,
+    value: {
+      endpoints: config.endpoints,
+      prefix: config.prefix,
+      logger,
+      ...(tls ? { tls } : {}),
+      ...(config.auth ? { auth: config.auth } : {}),
+      ...(config.retry ? { retry: config.retry } : {}),
+    },
+    warnings: [],
   };
-  const source = config.api === "v2" ? etcdV2Source(options) : etcdV3Source(options);
-  return { ok: true, value: source, warnings: [] };
 }
 
 async function readTls(tls: EndpointSourceConfig["tls"], errors: Problem[]): Promise<EtcdTlsOptions | undefined> {
