@@ -85,6 +85,7 @@ async function runV2(
         state.replace(nodes);
         waitIndex = index + 1;
         needList = false;
+        log.debug({ index, keys: nodes.length }, "listed");
         recovered();
         state.publish(true, `etcd index ${index}`);
       }

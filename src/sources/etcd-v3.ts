@@ -31,6 +31,9 @@ export function etcd3ClientOptions(options: Pick<EtcdSourceOptions, "endpoints" 
   return {
     hosts: [...options.endpoints],
     dialTimeout: 3_000,
+    // Without keepalive pings a watch over a silently dead connection (peer gone, no RST) would wait forever; etcd
+    // accepts pings every 5 s or slower (--grpc-keepalive-min-time).
+    grpcOptions: { "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000 },
     // Without a CA, https endpoints are checked against the system roots (the client's default).
     ...(tls?.ca || tls?.cert
       ? {
@@ -81,9 +84,11 @@ async function runV3(
           state.replace(r.kvs.map((kv) => [kv.key.toString(), kv.value.toString()] as const));
           revision = Number(r.header.revision);
           needList = false;
+          log.debug({ revision, keys: state.keys.size }, "listed");
           recovered();
           state.publish(true, `etcd revision ${revision}`);
         }
+        log.debug({ fromRevision: revision + 1 }, "watching");
         const end = await watchFrom(client, base, revision, signal, {
           connected: () => {
             recovered();

@@ -132,10 +132,11 @@ describe.each([v3, v2])("etcd $name endpoint source", (api) => {
     const prefix = `${P}-restart`;
     await api.put(etcd, `${prefix}/app-web/ips/10.1.0.1`, w(10));
     const gate = gatedRetry();
-    const { logger } = memoryLogger();
+    const { logger, lines } = memoryLogger();
     const src = run(api.source({ endpoints: [etcd.endpoint], prefix, logger, retry: gate.retry }));
     try {
       await src.waitFor("initial list", (s) => s.connected && s.value["app-web"] !== undefined);
+      const listedAt = api.name === "v3" ? await etcd.revision() : 0;
       const down = await restartHeld(etcd, src, gate);
       expect(down.value).toEqual({ "app-web": { "10.1.0.1": { weight: 10 } } });
       await api.put(etcd, `${prefix}/app-web/ips/10.1.0.2`, w(20));
@@ -149,6 +150,15 @@ describe.each([v3, v2])("etcd $name endpoint source", (api) => {
       // A later change still arrives: the watch resumed.
       await api.put(etcd, `${prefix}/app-web/ips/10.1.0.3`, w(30));
       await src.waitFor("watch after reconnect", (s) => s.value["app-web"]?.["10.1.0.3"]?.weight === 30);
+      if (api.name === "v3") {
+        // Resumed from the last revision seen, not listed again: one list, and the second watch starts right after
+        // the revision the first one had reached.
+        const logged = lines.map((l) => JSON.parse(l) as { msg: string; revision?: number; fromRevision?: number });
+        expect(logged.filter((l) => l.msg === "listed")).toHaveLength(1);
+        const watches = logged.filter((l) => l.msg === "watching").map((l) => l.fromRevision);
+        expect(watches.length).toBeGreaterThanOrEqual(2);
+        expect(watches[1]).toBe(listedAt + 1);
+      }
     } finally {
       gate.release();
       await src.stop();
