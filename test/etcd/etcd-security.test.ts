@@ -86,6 +86,27 @@ describe("etcd v3 with auth", () => {
     await etcd?.destroy();
   });
 
+  test("after an etcd restart (every auth token void) the source authenticates again and follows changes", async () => {
+    const { src } = await source({
+      endpoints: [etcd.endpoint],
+      prefix: "/lb/auth-restart",
+      api: "v3",
+      auth: { username: "root", password: "right-pw" },
+      retry: { baseMs: 50, maxMs: 400 },
+    });
+    try {
+      await src.waitFor("list with auth", (x) => x.connected);
+      await etcd.stop();
+      await src.waitFor("disconnected", (x) => !x.connected);
+      await etcd.start();
+      await etcd.ctl(["put", "/lb/auth-restart/sec-web/ips/10.9.0.2", '{"weight":6}'], { user: "root:right-pw" });
+      const s = await src.waitFor("reconnected", (x) => x.connected && x.value["sec-web"]?.["10.9.0.2"] !== undefined);
+      expect(s.value).toEqual({ "sec-web": { "10.9.0.2": { weight: 6 } } });
+    } finally {
+      await src.stop();
+    }
+  });
+
   test("right credentials read; after the password changes, the error is clear and the last endpoints stay", async () => {
     const gate = gatedRetry();
     const { src, lines } = await source({
