@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { Etcd3 } from "etcd3";
-import { startEtcd, waitFor, type EtcdServer } from "../helpers/etcd.js";
+import { freePort, startEtcd, waitFor, type EtcdServer } from "../helpers/etcd.js";
 import { gatedRetry, memoryLogger, run, type Running } from "../helpers/sources.js";
 import type { BackendSet } from "../../src/model/backends.js";
 import { etcdV3Source } from "../../src/sources/etcd-v3.js";
@@ -185,6 +185,22 @@ describe.each([v3, v2])("etcd $name endpoint source", (api) => {
       await src.waitFor("watch after relist", (s) => s.value["app-web"]?.["10.2.0.3"]?.weight === 30);
     } finally {
       gate.release();
+      await src.stop();
+    }
+  });
+
+  test("a dead endpoint listed first: the source reads through the live one", async () => {
+    const prefix = `${P}-multi`;
+    await api.put(etcd, `${prefix}/app-web/ips/10.4.0.1`, w(10));
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const { logger } = memoryLogger();
+    const src = run(
+      api.source({ endpoints: [dead, etcd.endpoint], prefix, logger, retry: { baseMs: 50, maxMs: 200 } }),
+    );
+    try {
+      const s = await src.waitFor("list", (x) => x.connected);
+      expect(s.value).toEqual({ "app-web": { "10.4.0.1": { weight: 10 } } });
+    } finally {
       await src.stop();
     }
   });
