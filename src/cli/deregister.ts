@@ -15,11 +15,11 @@ export async function deregisterCommand(flags: Omit<RegisterFlags, "weight" | "t
   try {
     let deleted: boolean;
     if (setup.config.api === "v2") {
-      const r = await v2Client(setup.options).call("DELETE", key);
+      const r = await v2Client(setup.connection).call("DELETE", key);
       if (!r.ok && r.status !== 404) throw new Error(`etcd answered ${r.status}: ${r.text.slice(0, 200)}`);
       deleted = r.ok;
     } else {
-      const client = new Etcd3(etcd3ClientOptions(setup.options));
+      const client = new Etcd3(etcd3ClientOptions(setup.connection));
       try {
         deleted = Number((await client.delete().key(key).exec()).deleted) > 0;
       } finally {
@@ -29,7 +29,7 @@ export async function deregisterCommand(flags: Omit<RegisterFlags, "weight" | "t
     console.error(deleted ? `deleted ${key}` : `${key} was not registered`);
     return 0;
   } catch (e) {
-    console.error(`error: ${key}: ${describeEtcdError(e, setup.config)}`);
+    console.error(`error: ${key}: ${describeEtcdError(e, setup.connection)}`);
     return 1;
   }
 }

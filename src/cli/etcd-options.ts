@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { Option, type Command } from "commander";
 import { DEFAULT_PREFIX } from "../model/backends.js";
 import type { Checked, Problem } from "../model/problem.js";
-import type { EndpointSourceConfig } from "../sources/registry.js";
+import type { EtcdOptions } from "../sources/registry.js";
 
 /** The etcd flags as commander hands them over (each also settable as NGINX_LB_<FLAG>). */
 export interface EtcdFlags {
@@ -62,11 +62,11 @@ export function etcdEndpoints(flags: EtcdFlags, env: NodeJS.ProcessEnv): string[
   return [];
 }
 
-/** Turns the flags (and the password from the environment or its file) into an endpoint source configuration. */
-export async function etcdConfigFromFlags(
-  flags: EtcdFlags,
-  env: NodeJS.ProcessEnv,
-): Promise<Checked<EndpointSourceConfig>> {
+/**
+ * Turns the flags (and the password: --etcd-password-file, else $NGINX_LB_ETCD_PASSWORD) into the etcd options; a
+ * user without a password is caught by checkEtcdOptions, which every command that connects runs.
+ */
+export async function etcdConfigFromFlags(flags: EtcdFlags, env: NodeJS.ProcessEnv): Promise<Checked<EtcdOptions>> {
   const errors: Problem[] = [];
   let password: string | undefined;
   if (flags.etcdPasswordFile) {
@@ -77,28 +77,20 @@ export async function etcdConfigFromFlags(
       errors.push({ code: "etcd_auth", path: "--etcd-password-file", message: (e as Error).message });
     }
   } else password = env[PASSWORD_ENV];
-  if (flags.etcdUsername && password === undefined && errors.length === 0)
-    errors.push({
-      code: "etcd_auth",
-      path: "--etcd-username",
-      message: `needs a password: set $${PASSWORD_ENV} or pass --etcd-password-file`,
-    });
   if (!flags.etcdUsername && flags.etcdPasswordFile)
     errors.push({ code: "etcd_auth", path: "--etcd-password-file", message: "needs --etcd-username" });
   if (errors.length > 0) return { ok: false, errors, warnings: [] };
-  const tls = {
-    ...(flags.etcdCacert ? { caFile: flags.etcdCacert } : {}),
-    ...(flags.etcdCert ? { certFile: flags.etcdCert } : {}),
-    ...(flags.etcdKey ? { keyFile: flags.etcdKey } : {}),
-  };
   return {
     ok: true,
     value: {
       endpoints: etcdEndpoints(flags, env),
       prefix: flags.etcdPrefix ?? DEFAULT_PREFIX,
       api: flags.etcdApi === "v2" ? "v2" : "v3",
-      ...(Object.keys(tls).length > 0 ? { tls } : {}),
-      ...(flags.etcdUsername && password !== undefined ? { auth: { username: flags.etcdUsername, password } } : {}),
+      ...(flags.etcdCacert ? { cacert: flags.etcdCacert } : {}),
+      ...(flags.etcdCert ? { cert: flags.etcdCert } : {}),
+      ...(flags.etcdKey ? { key: flags.etcdKey } : {}),
+      ...(flags.etcdUsername ? { username: flags.etcdUsername } : {}),
+      ...(flags.etcdUsername && password !== undefined ? { password } : {}),
     },
     warnings: [],
   };

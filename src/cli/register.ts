@@ -8,9 +8,10 @@ import {
   backoffDelay,
   keyPrefix,
   retryOptions,
-  type EtcdSourceOptions,
+  type EtcdAuthOptions,
+  type EtcdTlsOptions,
 } from "../sources/registry-state.js";
-import { resolveEtcdOptions, type EndpointSourceConfig } from "../sources/registry.js";
+import { checkEtcdOptions, sourceOptions, type EtcdOptions } from "../sources/registry.js";
 import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
 
 export interface RegisterFlags extends EtcdFlags {
@@ -70,7 +71,7 @@ export async function registerCommand(flags: RegisterFlags): Promise<number> {
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
   try {
-    await (setup.config.api === "v2" ? holdV2 : holdV3)(setup.options, reg.value, ac.signal, setup.logger);
+    await (setup.config.api === "v2" ? holdV2 : holdV3)(setup.connection, reg.value, ac.signal, setup.logger);
   } finally {
     process.off("SIGTERM", stop);
     process.off("SIGINT", stop);
@@ -78,19 +79,31 @@ export async function registerCommand(flags: RegisterFlags): Promise<number> {
   return 0;
 }
 
+/** What register/deregister connect with: endpoints, credentials and the TLS material already read. */
+export interface Connection {
+  readonly endpoints: readonly string[];
+  readonly auth?: EtcdAuthOptions;
+  readonly tls?: EtcdTlsOptions;
+}
+
 /** Reads the etcd flags (default endpoint: local etcd); prints problems and returns undefined when they are wrong. */
 export async function setupEtcd(
   flags: EtcdFlags,
-): Promise<{ config: EndpointSourceConfig; options: EtcdSourceOptions; logger: Logger } | undefined> {
+): Promise<{ config: EtcdOptions; connection: Connection; logger: Logger } | undefined> {
   const c = await etcdConfigFromFlags(
     { ...flags, etcdEndpoints: flags.etcdEndpoints ?? (process.env["HOST_IP"] ? undefined : "http://127.0.0.1:2379") },
     process.env,
   );
   if (!c.ok) return void fail(c.errors);
-  const logger = createLogger();
-  const options = await resolveEtcdOptions(c.value, logger);
-  if (!options.ok) return void fail(options.errors);
-  return { config: c.value, options: options.value, logger };
+  const checked = await checkEtcdOptions(c.value);
+  if (!checked.ok) return void fail(checked.errors);
+  const { auth } = sourceOptions(c.value, createLogger({ level: "silent" }));
+  const connection = {
+    endpoints: c.value.endpoints,
+    ...(auth ? { auth } : {}),
+    ...(checked.tls ? { tls: checked.tls } : {}),
+  };
+  return { config: c.value, connection, logger: createLogger() };
 }
 
 function fail(errors: readonly Problem[]): number {
@@ -99,7 +112,7 @@ function fail(errors: readonly Problem[]): number {
 }
 
 /** Holds the key on a v3 lease until the signal aborts; re-grants and re-puts after a lost lease (etcd restart). */
-async function holdV3(config: EtcdSourceOptions, reg: Registration, signal: AbortSignal, log: Logger) {
+async function holdV3(config: Connection, reg: Registration, signal: AbortSignal, log: Logger) {
   const client = new Etcd3(etcd3ClientOptions(config));
   const retry = retryOptions();
   let attempt = 0;
@@ -134,7 +147,7 @@ async function holdV3(config: EtcdSourceOptions, reg: Registration, signal: Abor
 }
 
 /** Holds the key with a v2 TTL until the signal aborts, refreshing it at a third of the TTL. */
-async function holdV2(config: EtcdSourceOptions, reg: Registration, signal: AbortSignal, log: Logger) {
+async function holdV2(config: Connection, reg: Registration, signal: AbortSignal, log: Logger) {
   const v2 = v2Client(config);
   let registered = false;
   let attempt = 0;
@@ -162,7 +175,7 @@ async function holdV2(config: EtcdSourceOptions, reg: Registration, signal: Abor
 }
 
 /** A minimal v2 key client for register/deregister (plain fetch: TLS client certificates are a v3 feature here). */
-export function v2Client(config: Pick<EtcdSourceOptions, "endpoints" | "auth">) {
+export function v2Client(config: Pick<Connection, "endpoints" | "auth">) {
   const endpoint = config.endpoints[0] ?? "";
   const headers: Record<string, string> = { "content-type": "application/x-www-form-urlencoded" };
   if (config.auth)

@@ -15,6 +15,7 @@ import {
   RegistryState,
   keyPrefix,
   retryOptions,
+  tlsWhenReadable,
   type EtcdSourceOptions,
   type EtcdTlsOptions,
   type EtcdAuthOptions,
@@ -69,13 +70,14 @@ async function runV2(
   const dirPath = `/v2/keys${base.slice(0, -1).split("/").map(encodeURIComponent).join("/")}`;
   const retry = retryOptions(options.retry);
   const state = new RegistryState(options.prefix, emit, log, options.endpoints);
+  const tls = await tlsWhenReadable(options.tls, state, retry, signal);
   let endpointIndex = 0;
   let waitIndex = 0;
   let needList = true;
   const recovered = () => state.reachable({ waitIndex });
   const get = (query: string, timeoutMs?: number) => {
     const endpoint = options.endpoints[endpointIndex % options.endpoints.length] ?? "";
-    return v2Get(new URL(`${dirPath}?${query}`, endpoint), options, signal, timeoutMs);
+    return v2Get(new URL(`${dirPath}?${query}`, endpoint), { tls, auth: options.auth }, signal, timeoutMs);
   };
 
   while (!signal.aborted) {
@@ -163,7 +165,7 @@ function describeV2Error(e: unknown, auth: EtcdAuthOptions | undefined): string 
 /** One GET against the v2 API; resolves with etcd's JSON answer, "timeout" after `timeoutMs`, or rejects. */
 function v2Get(
   url: URL,
-  options: { tls?: EtcdTlsOptions; auth?: EtcdAuthOptions },
+  options: { tls: EtcdTlsOptions | undefined; auth: EtcdAuthOptions | undefined },
   signal: AbortSignal,
   timeoutMs?: number,
 ): Promise<{ headers: IncomingHttpHeaders; body: V2Body } | "timeout"> {

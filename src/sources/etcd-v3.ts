@@ -13,7 +13,14 @@
  */
 import { Etcd3, type IOptions, type IWatchResponse, type Watcher } from "etcd3";
 import type { EndpointSource } from "./source.js";
-import { RegistryState, keyPrefix, retryOptions, type EtcdSourceOptions } from "./registry-state.js";
+import {
+  RegistryState,
+  keyPrefix,
+  retryOptions,
+  tlsWhenReadable,
+  type EtcdSourceOptions,
+  type EtcdTlsOptions,
+} from "./registry-state.js";
 
 type WatchEnd = { kind: "aborted" } | { kind: "disconnected"; error: Error } | { kind: "cancelled"; error: Error };
 
@@ -26,7 +33,9 @@ export function etcdV3Source(options: EtcdSourceOptions): EndpointSource {
 }
 
 /** The etcd3 client options for these endpoints, TLS and credentials. */
-export function etcd3ClientOptions(options: Pick<EtcdSourceOptions, "endpoints" | "tls" | "auth">): IOptions {
+export function etcd3ClientOptions(
+  options: Pick<EtcdSourceOptions, "endpoints" | "auth"> & { tls?: EtcdTlsOptions | undefined },
+): IOptions {
   const { tls, auth } = options;
   return {
     hosts: [...options.endpoints],
@@ -71,7 +80,9 @@ async function runV3(
   const base = keyPrefix(options.prefix);
   const retry = retryOptions(options.retry);
   const state = new RegistryState(options.prefix, emit, log, options.endpoints);
-  const client = new Etcd3(etcd3ClientOptions(options));
+  const tls = await tlsWhenReadable(options.tls, state, retry, signal);
+  if (signal.aborted) return;
+  const client = new Etcd3(etcd3ClientOptions({ ...options, tls }));
   let revision = 0;
   let needList = true;
   const recovered = () => state.reachable({ revision });

@@ -1,4 +1,6 @@
+import { readFile } from "node:fs/promises";
 import { backendSetFromKeys, type BackendSet } from "../model/backends.js";
+import type { Problem } from "../model/problem.js";
 import type { Logger } from "../shared/log.js";
 import type { Snapshot } from "./source.js";
 
@@ -7,6 +9,13 @@ export interface EtcdTlsOptions {
   readonly ca?: Buffer;
   readonly cert?: Buffer;
   readonly key?: Buffer;
+}
+
+/** Paths of the PEM files for an etcd connection; read when the source starts, so a file fixed on disk is picked up. */
+export interface EtcdTlsFiles {
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
 }
 
 /** etcd user credentials; the password never reaches a log line. */
@@ -29,10 +38,54 @@ export interface RetryOptions {
 export interface EtcdSourceOptions {
   readonly endpoints: readonly string[];
   readonly prefix: string;
-  readonly tls?: EtcdTlsOptions;
+  readonly tls?: EtcdTlsFiles;
   readonly auth?: EtcdAuthOptions;
   readonly logger: Logger;
   readonly retry?: Partial<RetryOptions>;
+}
+
+/** Reads the TLS files; each unreadable one is a problem naming its flag. No files: no TLS material. */
+export async function readTlsFiles(
+  files: EtcdTlsFiles | undefined,
+): Promise<{ tls: EtcdTlsOptions | undefined; errors: Problem[] }> {
+  const errors: Problem[] = [];
+  const read = async (file: string | undefined, flag: string) => {
+    if (!file) return undefined;
+    try {
+      return await readFile(file);
+    } catch (e) {
+      errors.push({ code: "etcd_tls", path: flag, message: `cannot read ${file}: ${(e as Error).message}` });
+      return undefined;
+    }
+  };
+  const [ca, cert, key] = await Promise.all([
+    read(files?.caFile, "--etcd-cacert"),
+    read(files?.certFile, "--etcd-cert"),
+    read(files?.keyFile, "--etcd-key"),
+  ]);
+  if (files?.certFile && !files.keyFile)
+    errors.push({ code: "etcd_tls", path: "--etcd-key", message: "--etcd-cert needs --etcd-key (the client key)" });
+  if (!ca && !cert && !key) return { tls: undefined, errors };
+  return { tls: { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) }, errors };
+}
+
+/**
+ * The TLS material for a source, retried with backoff while a file is unreadable (a daemon keeps serving its last
+ * known endpoints rather than refusing to start over a certificate not mounted yet). Undefined also when aborted.
+ */
+export async function tlsWhenReadable(
+  files: EtcdTlsFiles | undefined,
+  state: RegistryState,
+  retry: RetryOptions,
+  signal: AbortSignal,
+): Promise<EtcdTlsOptions | undefined> {
+  while (!signal.aborted) {
+    const { tls, errors } = await readTlsFiles(files);
+    if (errors.length === 0) return tls;
+    state.unreachable(errors.map((e) => `${e.path}: ${e.message}`).join("; "));
+    await retry.sleep(state.nextDelay(retry), signal);
+  }
+  return undefined;
 }
 
 /** Resolves after `ms` or as soon as the signal aborts. */

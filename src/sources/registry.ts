@@ -1,42 +1,68 @@
-import { readFile } from "node:fs/promises";
-import type { Checked, Problem } from "../model/problem.js";
+import type { Problem } from "../model/problem.js";
 import type { Logger } from "../shared/log.js";
 import type { EndpointSource } from "./source.js";
-import type { EtcdSourceOptions, EtcdTlsOptions, RetryOptions } from "./registry-state.js";
+import {
+  readTlsFiles,
+  type EtcdSourceOptions,
+  type EtcdTlsFiles,
+  type EtcdTlsOptions,
+  type RetryOptions,
+} from "./registry-state.js";
 import { etcdV3Source } from "./etcd-v3.js";
 import { etcdV2Source } from "./etcd-v2.js";
 
-/** Where the registry is and how to reach it; files are paths, read when the source is created. */
-export interface EndpointSourceConfig {
+/**
+ * Where the registry is and how to reach it, as `nginx-lb run` hands it over (the shape of app.ts's EtcdOptions).
+ * Files are paths. The password comes from the environment or a file, never from the command line.
+ */
+export interface EtcdOptions {
   readonly endpoints: readonly string[];
   readonly prefix: string;
   readonly api: "v3" | "v2";
-  readonly tls?: { readonly caFile?: string; readonly certFile?: string; readonly keyFile?: string };
-  /** The password comes from the environment or a file (see src/cli/etcd-options.ts), never from the command line. */
-  readonly auth?: { readonly username: string; readonly password: string };
+  readonly cacert?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  readonly username?: string;
+  readonly password?: string;
+  /** Tests only: control the reconnect backoff. */
   readonly retry?: Partial<RetryOptions>;
 }
 
-/** Builds the etcd endpoint source for `config.api`; unreadable TLS files or bad endpoints are problems, not throws. */
-export async function createEndpointSource(
-  config: EndpointSourceConfig,
-  logger: Logger,
-): Promise<Checked<EndpointSource>> {
-  const options = await resolveEtcdOptions(config, logger);
-  if (!options.ok) return options;
-  const source = config.api === "v2" ? etcdV2Source(options.value) : etcdV3Source(options.value);
-  return { ok: true, value: source, warnings: [] };
+/**
+ * Builds the etcd endpoint source for `options.api`. It never throws: what is wrong (an unreadable certificate, a
+ * refused password, etcd down) is logged and retried while the last known endpoints keep serving.
+ */
+export function createEndpointSource(options: EtcdOptions, logger: Logger): EndpointSource {
+  const o = sourceOptions(options, logger);
+  return options.api === "v2" ? etcdV2Source(o) : etcdV3Source(o);
 }
 
-/** Checks the endpoints and reads the TLS files: the connection options every etcd user here (sources, register) takes. */
-export async function resolveEtcdOptions(
-  config: EndpointSourceConfig,
-  logger: Logger,
-): Promise<Checked<EtcdSourceOptions>> {
+/** The options both sources take, from the run options. */
+export function sourceOptions(options: EtcdOptions, logger: Logger): EtcdSourceOptions {
+  const tls = tlsFiles(options);
+  return {
+    endpoints: options.endpoints,
+    prefix: options.prefix,
+    logger,
+    ...(tls ? { tls } : {}),
+    ...(options.username !== undefined
+      ? { auth: { username: options.username, password: options.password ?? "" } }
+      : {}),
+    ...(options.retry ? { retry: options.retry } : {}),
+  };
+}
+
+/**
+ * Checks what can be checked before connecting (endpoint URLs, readable TLS files, a password for the user), for
+ * commands that should fail fast instead of retrying; returns the TLS material read.
+ */
+export async function checkEtcdOptions(
+  options: EtcdOptions,
+): Promise<{ ok: true; tls: EtcdTlsOptions | undefined } | { ok: false; errors: Problem[] }> {
   const errors: Problem[] = [];
-  if (config.endpoints.length === 0)
+  if (options.endpoints.length === 0)
     errors.push({ code: "etcd_endpoints", path: "--etcd-endpoints", message: "no etcd endpoint given" });
-  for (const e of config.endpoints) {
+  for (const e of options.endpoints) {
     const url = URL.canParse(e) ? new URL(e) : undefined;
     if (!url || (url.protocol !== "http:" && url.protocol !== "https:"))
       errors.push({
@@ -45,37 +71,22 @@ export async function resolveEtcdOptions(
         message: `${JSON.stringify(e)} is not an http(s):// URL`,
       });
   }
-  const tls = await readTls(config.tls, errors);
-  if (config.tls?.certFile && !config.tls.keyFile)
-    errors.push({ code: "etcd_tls", path: "--etcd-key", message: "--etcd-cert needs --etcd-key (the client key)" });
-  if (errors.length > 0) return { ok: false, errors, warnings: [] };
-  return {
-    ok: true,
-    value: {
-      endpoints: config.endpoints,
-      prefix: config.prefix,
-      logger,
-      ...(tls ? { tls } : {}),
-      ...(config.auth ? { auth: config.auth } : {}),
-      ...(config.retry ? { retry: config.retry } : {}),
-    },
-    warnings: [],
-  };
+  if (options.username !== undefined && options.password === undefined)
+    errors.push({
+      code: "etcd_auth",
+      path: "--etcd-username",
+      message: "needs a password: set $NGINX_LB_ETCD_PASSWORD or pass --etcd-password-file",
+    });
+  const { tls, errors: tlsErrors } = await readTlsFiles(tlsFiles(options));
+  errors.push(...tlsErrors);
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, tls };
 }
 
-async function readTls(tls: EndpointSourceConfig["tls"], errors: Problem[]): Promise<EtcdTlsOptions | undefined> {
-  if (!tls || (!tls.caFile && !tls.certFile && !tls.keyFile)) return undefined;
-  const read = async (file: string | undefined, flag: string): Promise<Buffer | undefined> => {
-    if (!file) return undefined;
-    try {
-      return await readFile(file);
-    } catch (e) {
-      errors.push({ code: "etcd_tls", path: flag, message: `${file}: ${(e as Error).message}` });
-      return undefined;
-    }
+function tlsFiles(options: EtcdOptions): EtcdTlsFiles | undefined {
+  if (!options.cacert && !options.cert && !options.key) return undefined;
+  return {
+    ...(options.cacert ? { caFile: options.cacert } : {}),
+    ...(options.cert ? { certFile: options.cert } : {}),
+    ...(options.key ? { keyFile: options.key } : {}),
   };
-  const ca = await read(tls.caFile, "--etcd-cacert");
-  const cert = await read(tls.certFile, "--etcd-cert");
-  const key = await read(tls.keyFile, "--etcd-key");
-  return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
 }

@@ -6,17 +6,15 @@ import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startEtcd, waitFor, type EtcdServer } from "../helpers/etcd.js";
 import { gatedRetry, memoryLogger, run } from "../helpers/sources.js";
-import { createEndpointSource, type EndpointSourceConfig } from "../../src/sources/registry.js";
-import type { EndpointSource } from "../../src/sources/source.js";
+import { createEndpointSource, type EtcdOptions } from "../../src/sources/registry.js";
+import type { BackendSet } from "../../src/model/backends.js";
 
 const P = "/lb/backends";
 const KEY = `${P}/sec-web/ips/10.9.0.1`;
 
-async function source(config: EndpointSourceConfig) {
+function source(config: EtcdOptions) {
   const { logger, lines } = memoryLogger();
-  const made = await createEndpointSource(config, logger);
-  if (!made.ok) throw new Error(JSON.stringify(made.errors));
-  return { src: run<Parameters<Parameters<EndpointSource["start"]>[1]>[0]["value"]>(made.value), lines };
+  return { src: run<BackendSet>(createEndpointSource(config, logger)), lines };
 }
 
 const errorLogged = (lines: string[], re: RegExp) => () => lines.some((l) => l.includes('"level":50') && re.test(l));
@@ -34,11 +32,13 @@ describe.each(["v3", "v2"] as const)("etcd %s over TLS with client certificates"
 
   test("the CA and a client certificate read the registry", async () => {
     const tls = etcd.tls!;
-    const { src } = await source({
+    const { src } = source({
       endpoints: [etcd.endpoint],
       prefix: P,
       api,
-      tls: { caFile: tls.caFile, certFile: tls.clientCertFile, keyFile: tls.clientKeyFile },
+      cacert: tls.caFile,
+      cert: tls.clientCertFile,
+      key: tls.clientKeyFile,
     });
     try {
       const s = await src.waitFor("list over TLS", (x) => x.connected);
@@ -49,11 +49,11 @@ describe.each(["v3", "v2"] as const)("etcd %s over TLS with client certificates"
   });
 
   test("without a client certificate: an error is logged and no endpoints are invented", async () => {
-    const { src, lines } = await source({
+    const { src, lines } = source({
       endpoints: [etcd.endpoint],
       prefix: P,
       api,
-      tls: { caFile: etcd.tls!.caFile },
+      cacert: etcd.tls!.caFile,
       retry: { baseMs: 50, maxMs: 200 },
     });
     try {
@@ -64,14 +64,20 @@ describe.each(["v3", "v2"] as const)("etcd %s over TLS with client certificates"
     }
   });
 
-  test("a missing CA file is a problem naming the flag", async () => {
-    const { logger } = memoryLogger();
-    const made = await createEndpointSource(
-      { endpoints: [etcd.endpoint], prefix: P, api, tls: { caFile: "/nonexistent/ca.pem" } },
-      logger,
-    );
-    expect(made.ok).toBe(false);
-    expect(!made.ok && made.errors[0]).toMatchObject({ code: "etcd_tls", path: "--etcd-cacert" });
+  test("an unreadable CA file: the error names the flag, and the source retries rather than failing", async () => {
+    const { src, lines } = source({
+      endpoints: [etcd.endpoint],
+      prefix: P,
+      api,
+      cacert: "/nonexistent/ca.pem",
+      retry: { baseMs: 50, maxMs: 200 },
+    });
+    try {
+      await waitFor("an error log", errorLogged(lines, /--etcd-cacert: cannot read \/nonexistent\/ca.pem/));
+      expect(src.snapshots).toEqual([]);
+    } finally {
+      await src.stop();
+    }
   });
 });
 
@@ -87,11 +93,12 @@ describe("etcd v3 with auth", () => {
   });
 
   test("after an etcd restart (every auth token void) the source authenticates again and follows changes", async () => {
-    const { src } = await source({
+    const { src } = source({
       endpoints: [etcd.endpoint],
       prefix: "/lb/auth-restart",
       api: "v3",
-      auth: { username: "root", password: "right-pw" },
+      username: "root",
+      password: "right-pw",
       retry: { baseMs: 50, maxMs: 400 },
     });
     try {
@@ -109,11 +116,12 @@ describe("etcd v3 with auth", () => {
 
   test("right credentials read; after the password changes, the error is clear and the last endpoints stay", async () => {
     const gate = gatedRetry();
-    const { src, lines } = await source({
+    const { src, lines } = source({
       endpoints: [etcd.endpoint],
       prefix: P,
       api: "v3",
-      auth: { username: "root", password: "right-pw" },
+      username: "root",
+      password: "right-pw",
       retry: gate.retry,
     });
     try {
@@ -150,11 +158,12 @@ describe("etcd v2 with auth", () => {
   });
 
   test("right credentials read; wrong ones give a clear error", async () => {
-    const good = await source({
+    const good = source({
       endpoints: [etcd.endpoint],
       prefix: P,
       api: "v2",
-      auth: { username: "root", password: "right-pw" },
+      username: "root",
+      password: "right-pw",
     });
     try {
       const s = await good.src.waitFor("list with auth", (x) => x.connected);
@@ -162,11 +171,12 @@ describe("etcd v2 with auth", () => {
     } finally {
       await good.src.stop();
     }
-    const bad = await source({
+    const bad = source({
       endpoints: [etcd.endpoint],
       prefix: P,
       api: "v2",
-      auth: { username: "root", password: "wrong-pw" },
+      username: "root",
+      password: "wrong-pw",
     });
     try {
       await waitFor("a clear error", errorLogged(bad.lines, /rejected the credentials of user \\"root\\"/));
