@@ -23,6 +23,8 @@ export interface RunOptions {
   readonly backends?: string;
   readonly etcd?: EtcdOptions;
   readonly listenHost?: string;
+  /** Re-read services.json when it changes on disk (besides SIGUSR2). Default true. */
+  readonly watchServices?: boolean;
   readonly controlPort?: number;
   readonly workerProcesses?: number | "auto";
   /** How long to wait at start for the registry's first answer before serving the last known endpoints. */
@@ -83,7 +85,12 @@ export async function startController(options: RunOptions, log: Logger): Promise
   const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());
   if (saved.controlPort !== controlPort) await store.save({ ...saved, controlPort });
 
-  const paths = { nginx: findNginx(options.nginx), dir, conf: join(dir, "nginx.conf"), pidFile: join(dir, "nginx.pid") };
+  const paths = {
+    nginx: findNginx(options.nginx),
+    dir,
+    conf: join(dir, "nginx.conf"),
+    pidFile: join(dir, "nginx.pid"),
+  };
   const source = await endpointSource(options, log);
   const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
   const abort = new AbortController();
@@ -99,7 +106,14 @@ export async function startController(options: RunOptions, log: Logger): Promise
   const nginx = new NginxProcess(paths, log, onNginxExit);
   const applier = new NginxApplier(paths, nginx, controlPort, log);
   const markRunning = () =>
-    status.update((s) => ({ nginx: { ...s.nginx, running: nginx.masterPid !== null, pid: nginx.masterPid, generation: applier.liveGeneration } }));
+    status.update((s) => ({
+      nginx: {
+        ...s.nginx,
+        running: nginx.masterPid !== null,
+        pid: nginx.masterPid,
+        generation: applier.liveGeneration,
+      },
+    }));
 
   const restartNginx = async () => {
     if (stopping) return;
@@ -128,7 +142,14 @@ export async function startController(options: RunOptions, log: Logger): Promise
       markRunning();
       return out;
     },
-    persist: async (desired) => store.save({ version: 1, controlPort, services: desired.services, backends: desired.backends, savedAt: new Date().toISOString() }),
+    persist: async (desired) =>
+      store.save({
+        version: 1,
+        controlPort,
+        services: desired.services,
+        backends: desired.backends,
+        savedAt: new Date().toISOString(),
+      }),
     status,
     log,
     ...(options.debounceMs !== undefined ? { debounceMs: options.debounceMs } : {}),
@@ -142,17 +163,30 @@ export async function startController(options: RunOptions, log: Logger): Promise
   if (saved.services) reconciler.setServices(saved.services, "last applied state");
   if (saved.backends) reconciler.setBackends(saved.backends, "last applied state");
 
-  const services = new ServicesFileSource(resolve(options.services));
+  const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true);
   await services.start(
     abort.signal,
     (snap) => {
-      status.update(() => ({ services: { file: services.file, valid: true, errors: [], warnings: snap.warnings, loadedAt: new Date().toISOString() } }));
+      status.update(() => ({
+        services: {
+          file: services.file,
+          valid: true,
+          errors: [],
+          warnings: snap.warnings,
+          loadedAt: new Date().toISOString(),
+        },
+      }));
       for (const w of snap.warnings) log.warn({ file: services.file }, `services.json: ${formatProblem(w)}`);
       reconciler.setServices(snap.value, `services.json: ${snap.origin}`);
     },
     (errors, warnings) => {
-      status.update(() => ({ services: { file: services.file, valid: false, errors, warnings, loadedAt: new Date().toISOString() } }));
-      log.error({ file: services.file, errors: errors.map(formatProblem) }, "services.json is invalid; the last valid routes stay in force");
+      status.update(() => ({
+        services: { file: services.file, valid: false, errors, warnings, loadedAt: new Date().toISOString() },
+      }));
+      log.error(
+        { file: services.file, errors: errors.map(formatProblem) },
+        "services.json is invalid; the last valid routes stay in force",
+      );
     },
   );
 
@@ -161,7 +195,9 @@ export async function startController(options: RunOptions, log: Logger): Promise
     const firstSnapshot = new Promise<void>((r) => (first = r));
     void source
       .start(abort.signal, (snap) => {
-        status.update(() => ({ registry: { kind: source.name, connected: snap.connected, origin: snap.origin, warnings: snap.warnings } }));
+        status.update(() => ({
+          registry: { kind: source.name, connected: snap.connected, origin: snap.origin, warnings: snap.warnings },
+        }));
         if (snap.connected) {
           reconciler.setBackends(snap.value, `registry: ${snap.origin}`);
           first();
@@ -169,13 +205,26 @@ export async function startController(options: RunOptions, log: Logger): Promise
       })
       .catch((e: unknown) => log.error({ err: (e as Error).message }, "endpoint source stopped"));
     const grace = options.startupGraceMs ?? 3000;
-    const timedOut = await Promise.race([firstSnapshot.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), grace).unref())]);
+    const timedOut = await Promise.race([
+      firstSnapshot.then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), grace).unref()),
+    ]);
     if (timedOut)
-      log.warn({ registry: source.name, endpoints: saved.backends ? "last known (state dir)" : "none yet" }, "the registry did not answer in time; serving the last known endpoints while retrying");
+      log.warn(
+        { registry: source.name, endpoints: saved.backends ? "last known (state dir)" : "none yet" },
+        "the registry did not answer in time; serving the last known endpoints while retrying",
+      );
   } else {
     const empty: BackendSet = {};
     reconciler.setBackends(empty, "no registry");
-    status.update(() => ({ registry: { kind: "none", connected: false, origin: "no --etcd-endpoints and no --backends: every route answers 503", warnings: [] } }));
+    status.update(() => ({
+      registry: {
+        kind: "none",
+        connected: false,
+        origin: "no --etcd-endpoints and no --backends: every route answers 503",
+        warnings: [],
+      },
+    }));
     log.warn("no registry given (--etcd-endpoints or --backends): every route answers 503 until one is configured");
   }
   reconciler.start();

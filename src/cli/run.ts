@@ -19,11 +19,16 @@ export interface RunFlags {
   controlPort?: string;
   workerProcesses?: string;
   logLevel?: string;
+  watch?: boolean;
 }
 
 /** The etcd URLs: the flag, or the original image's HOST_IP + ETCD_PORT. */
 function etcdUrls(flags: RunFlags): string[] | undefined {
-  if (flags.etcdEndpoints) return flags.etcdEndpoints.split(",").map((s) => s.trim()).filter(Boolean);
+  if (flags.etcdEndpoints)
+    return flags.etcdEndpoints
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
   const host = process.env["HOST_IP"];
   const port = process.env["ETCD_PORT"];
   if (host && port) return [`http://${host.includes(":") ? `[${host}]` : host}:${port}`];
@@ -39,15 +44,19 @@ export async function runCommand(flags: RunFlags): Promise<number> {
     return 1;
   }
   const password =
-    process.env["NGINX_LB_ETCD_PASSWORD"] ?? (flags.etcdPasswordFile ? readFileSync(flags.etcdPasswordFile, "utf8").trim() : undefined);
+    process.env["NGINX_LB_ETCD_PASSWORD"] ??
+    (flags.etcdPasswordFile ? readFileSync(flags.etcdPasswordFile, "utf8").trim() : undefined);
   const options: RunOptions = {
     services: flags.services,
     stateDir: flags.stateDir,
     ...(flags.nginx ? { nginx: flags.nginx } : {}),
     ...(flags.backends ? { backends: flags.backends } : {}),
     ...(flags.listenHost ? { listenHost: flags.listenHost } : {}),
+    watchServices: flags.watch !== false,
     ...(flags.controlPort ? { controlPort: Number(flags.controlPort) } : {}),
-    ...(flags.workerProcesses ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) } : {}),
+    ...(flags.workerProcesses
+      ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }
+      : {}),
     ...(endpoints
       ? {
           etcd: {

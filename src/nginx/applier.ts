@@ -5,7 +5,7 @@ import type { Logger } from "../shared/log.js";
 import { nginxTest } from "./binary.js";
 import { fetchGeneration, waitForGeneration } from "./control.js";
 import { prepareStateDir, writeFileAtomic, writeRenderedFiles } from "./files.js";
-import type { NginxPaths, NginxProcess } from "./process.js";
+import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
 
 /** What one apply did and how long each step took. */
 export interface ApplyOutcome {
@@ -61,7 +61,13 @@ export class NginxApplier {
     const action = running ? "reload" : "start";
     if (!test.ok) {
       await rm(candidate, { force: true });
-      return { result: "failed", action, generation: rendered.generation, error: `nginx -t rejected the new config: ${test.output}`, ms: ms(test.ms, 0) };
+      return {
+        result: "failed",
+        action,
+        generation: rendered.generation,
+        error: `nginx -t rejected the new config: ${test.output}`,
+        ms: ms(test.ms, 0),
+      };
     }
 
     const lastGood = `${conf}.last-good`;
@@ -73,10 +79,14 @@ export class NginxApplier {
     const reloadStarted = performance.now();
     let error: string | undefined;
     try {
+      const oldWorkers = running ? await workerPids(this.nginx.masterPid ?? 0) : [];
       if (running) this.nginx.reload();
       else await this.nginx.start();
       if (!(await waitForGeneration(this.controlPort, rendered.generation, this.confirmTimeoutMs)))
         error = `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await tail(errorLog, logOffset)}`;
+      // Live means every accepting worker runs the new config: old workers accept for a while after a reload.
+      else if (!(await waitWorkersRetired(oldWorkers, this.confirmTimeoutMs)))
+        this.log.warn({ oldWorkers }, "old nginx workers still accept connections after the reload");
     } catch (e) {
       error = (e as Error).message;
     }
@@ -125,7 +135,11 @@ async function tail(file: string, from: number): Promise<string> {
     try {
       const buf = Buffer.alloc(8192);
       const { bytesRead } = await fh.read(buf, 0, buf.length, from);
-      const lines = buf.subarray(0, bytesRead).toString("utf8").split("\n").filter((l) => /\[(emerg|alert|crit|error)\]/.test(l));
+      const lines = buf
+        .subarray(0, bytesRead)
+        .toString("utf8")
+        .split("\n")
+        .filter((l) => /\[(emerg|alert|crit|error)\]/.test(l));
       return lines.slice(-3).join(" | ") || "no error was logged";
     } finally {
       await fh.close();

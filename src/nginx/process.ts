@@ -38,10 +38,55 @@ export async function isNginxMaster(pid: number): Promise<boolean> {
 export async function workerPids(master: number): Promise<number[]> {
   try {
     const children = await readFile(`/proc/${master}/task/${master}/children`, "utf8");
-    return children.trim().split(/\s+/).filter(Boolean).map(Number).sort((a, b) => a - b);
+    return children
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number)
+      .sort((a, b) => a - b);
   } catch {
     return [];
   }
+}
+
+/**
+ * A master killed with SIGKILL leaves its workers serving on the listening sockets, which would keep a new master
+ * from binding. They share the master's process group (we start it as a group leader): ask them to finish and quit.
+ */
+function quitOrphanedWorkers(masterPid: number | null | undefined): void {
+  if (!masterPid) return;
+  try {
+    process.kill(-masterPid, "SIGQUIT");
+  } catch {
+    // No such group: nothing was left behind.
+  }
+}
+
+/** True once a worker no longer accepts connections: exited, or retitled "is shutting down" after a reload. */
+async function retired(pid: number): Promise<boolean> {
+  try {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8");
+    return cmdline.includes("shutting down") || !cmdline.includes("nginx");
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Waits until every listed (pre-reload) worker stopped accepting. Until then some connections still reach the old
+ * config, so a change is not live before this. Resolves false on timeout.
+ */
+export async function waitWorkersRetired(pids: readonly number[], timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  let left = [...pids];
+  while (left.length > 0) {
+    const states = await Promise.all(left.map(retired));
+    left = left.filter((_, i) => !states[i]);
+    if (left.length === 0) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(2);
+  }
+  return true;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -110,6 +155,7 @@ export class NginxProcess {
       if (this.child !== child) return;
       this.child = null;
       this.pid = null;
+      quitOrphanedWorkers(child.pid);
       if (!this.stopping) this.onExit(why);
     });
     child.unref();
@@ -125,6 +171,7 @@ export class NginxProcess {
         if (this.pollTimer) clearInterval(this.pollTimer);
         this.pollTimer = null;
         this.pid = null;
+        quitOrphanedWorkers(pid);
         if (!this.stopping) this.onExit(`adopted nginx master ${pid} is gone`);
       });
     }, 500);

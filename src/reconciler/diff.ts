@@ -14,7 +14,14 @@ function index(desired: Desired | null): Map<string, Set<string>> {
   if (!desired) return out;
   for (const p of planRoutes(desired.services, desired.backends)) {
     const label = `${p.server.domain}:${p.server.port}${p.route.prefix}`;
-    out.set(label, new Set(p.members.map((m) => `${m.ip}:${m.port}${m.backup ? " backup" : ""}${m.weight === 0 ? " down" : ` w${m.weight}`}`)));
+    out.set(
+      label,
+      new Set(
+        p.members.map(
+          (m) => `${m.ip}:${m.port}${m.backup ? " backup" : ""}${m.weight === 0 ? " down" : ` w${m.weight}`}`,
+        ),
+      ),
+    );
   }
   return out;
 }
@@ -37,5 +44,7 @@ export function diffDesired(before: Desired | null, after: Desired): Change {
 
 /** True when nothing changed. */
 export function isEmptyChange(c: Change): boolean {
-  return !c.upstreamsAdded.length && !c.upstreamsRemoved.length && !c.endpointsAdded.length && !c.endpointsRemoved.length;
+  return (
+    !c.upstreamsAdded.length && !c.upstreamsRemoved.length && !c.endpointsAdded.length && !c.endpointsRemoved.length
+  );
 }

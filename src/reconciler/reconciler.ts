@@ -112,12 +112,25 @@ export class Reconciler {
       rendered = this.deps.render(desired);
     } catch (e) {
       log.error({ err: (e as Error).message }, "render failed (a bug in nginx-lb)");
-      status.recordApply({ at: new Date().toISOString(), result: "failed", action: "none", reason, generation: "", ms: { render: 0, test: 0, reload: 0, total: 0 }, error: `render failed: ${(e as Error).message}` });
+      status.recordApply({
+        at: new Date().toISOString(),
+        result: "failed",
+        action: "none",
+        reason,
+        generation: "",
+        ms: { render: 0, test: 0, reload: 0, total: 0 },
+        error: `render failed: ${(e as Error).message}`,
+      });
       return;
     }
     const renderMs = performance.now() - t0;
     const out = await this.deps.apply(rendered, force);
-    const ms = { render: round(renderMs), test: round(out.ms.test), reload: round(out.ms.reload), total: round(renderMs + out.ms.total) };
+    const ms = {
+      render: round(renderMs),
+      test: round(out.ms.test),
+      reload: round(out.ms.reload),
+      total: round(renderMs + out.ms.total),
+    };
     const at = new Date().toISOString();
     if (out.result === "unchanged") {
       this.applied = desired;
@@ -127,7 +140,16 @@ export class Reconciler {
     }
     const change = diffDesired(this.applied, desired);
     if (out.result === "failed") {
-      status.recordApply({ at, result: "failed", action: out.action, reason, generation: out.generation, ms, change, ...(out.error ? { error: out.error } : {}) });
+      status.recordApply({
+        at,
+        result: "failed",
+        action: out.action,
+        reason,
+        generation: out.generation,
+        ms,
+        change,
+        ...(out.error ? { error: out.error } : {}),
+      });
       status.update((s) => ({ nginx: { ...s.nginx, ...(out.error ? { lastError: out.error } : {}) } }));
       log.error({ reason, error: out.error, ms }, "apply failed: the previous config keeps serving");
       // A failed start is retried with backoff; a rejected config waits for the next change.
@@ -139,7 +161,15 @@ export class Reconciler {
     }
     this.retryMs = 0;
     this.applied = desired;
-    status.recordApply({ at, result: "applied", action: out.action, reason, generation: out.generation, ms, ...(isEmptyChange(change) ? {} : { change }) });
+    status.recordApply({
+      at,
+      result: "applied",
+      action: out.action,
+      reason,
+      generation: out.generation,
+      ms,
+      ...(isEmptyChange(change) ? {} : { change }),
+    });
     log.info(
       {
         reason,
@@ -147,11 +177,18 @@ export class Reconciler {
         generation: out.generation,
         ms,
         upstreams: { added: change.upstreamsAdded, removed: change.upstreamsRemoved },
-        endpoints: { added: change.endpointsAdded.slice(0, 20), removed: change.endpointsRemoved.slice(0, 20), addedCount: change.endpointsAdded.length, removedCount: change.endpointsRemoved.length },
+        endpoints: {
+          added: change.endpointsAdded.slice(0, 20),
+          removed: change.endpointsRemoved.slice(0, 20),
+          addedCount: change.endpointsAdded.length,
+          removedCount: change.endpointsRemoved.length,
+        },
       },
       out.action === "start" ? "nginx started" : "config applied",
     );
-    await this.deps.persist(desired).catch((e: unknown) => log.warn({ err: (e as Error).message }, "could not save state"));
+    await this.deps
+      .persist(desired)
+      .catch((e: unknown) => log.warn({ err: (e as Error).message }, "could not save state"));
   }
 }
 

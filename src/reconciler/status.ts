@@ -36,7 +36,12 @@ export interface StatusSnapshot {
     readonly lastError?: string;
   };
   readonly applies: readonly ApplyRecord[];
-  readonly counters: { readonly applied: number; readonly failed: number; readonly unchanged: number; readonly reloads: number };
+  readonly counters: {
+    readonly applied: number;
+    readonly failed: number;
+    readonly unchanged: number;
+    readonly reloads: number;
+  };
   readonly lastSuccessAt?: string;
 }
 

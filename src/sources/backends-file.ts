@@ -17,7 +17,10 @@ export class BackendsFileSource implements EndpointSource {
     const read = async (why: string) => {
       const r = await loadBackendsFile(this.file);
       if (!r.ok) {
-        this.log.error({ file: this.file, errors: r.errors.map((e) => `${e.path}: ${e.message}`) }, "backends file is invalid; keeping the last endpoints");
+        this.log.error(
+          { file: this.file, errors: r.errors.map((e) => `${e.path}: ${e.message}`) },
+          "backends file is invalid; keeping the last endpoints",
+        );
         return;
       }
       emit({ value: r.value, warnings: r.warnings, connected: true, origin: `${this.file} (${why})` });

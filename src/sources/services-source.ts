@@ -16,7 +16,10 @@ export class ServicesFileSource {
   private lastDigest = "";
   private reading: Promise<void> = Promise.resolve();
 
-  constructor(readonly file: string) {}
+  constructor(
+    readonly file: string,
+    private readonly watch = true,
+  ) {}
 
   /** Reads the file now and on every change until the signal aborts. */
   async start(
@@ -26,7 +29,7 @@ export class ServicesFileSource {
   ): Promise<void> {
     this.emitFn = emit;
     this.rejectFn = reject;
-    watchFile(this.file, () => void this.reload("file changed"), signal);
+    if (this.watch) watchFile(this.file, () => void this.reload("file changed"), signal);
     await this.reload("start");
   }
 
