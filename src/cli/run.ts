@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { startController, type RunOptions } from "../app.js";
+import { ownChildren } from "../shared/children.js";
 import { createLogger } from "../shared/log.js";
+import { startReaper } from "../shared/reaper.js";
 
 export interface RunFlags {
   services: string;
@@ -73,6 +75,14 @@ export async function runCommand(flags: RunFlags): Promise<number> {
       : {}),
   };
 
+  const reaper = startReaper(ownChildren);
+  if (process.pid === 1)
+    log.info(
+      { reaping: reaper.active },
+      reaper.active
+        ? "running as pid 1: reaping orphaned processes"
+        : "running as pid 1 without the native reaper (build it with npm ci): orphaned processes stay zombies",
+    );
   const controller = await startController(options, log);
   log.info({ pid: process.pid, services: options.services, stateDir: options.stateDir }, "nginx-lb is running");
   return new Promise<number>((resolveExit) => {
@@ -85,6 +95,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
       log.info({ signal }, "stopping: nginx drains its connections");
       void controller.stop(true).then(() => {
         clearInterval(keepAlive);
+        reaper.stop();
         resolveExit(0);
       });
     };

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { trackChild } from "../shared/children.js";
 import type { Logger } from "../shared/log.js";
 
 /** Where a managed nginx keeps its files. */
@@ -127,10 +128,12 @@ export class NginxProcess {
   async start(): Promise<void> {
     this.stopping = false;
     const { nginx, dir, conf } = this.paths;
-    const child = spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-e", join(dir, "logs/error.log"), "-g", "daemon off;"], {
-      detached: true,
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    const child = trackChild(
+      spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-e", join(dir, "logs/error.log"), "-g", "daemon off;"], {
+        detached: true,
+        stdio: ["ignore", "ignore", "pipe"],
+      }),
+    );
     let stderr = "";
     child.stderr?.on("data", (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-4000);

@@ -310,6 +310,20 @@ describe("nginx-lb run with a backends file", () => {
     await writeServices(services, [server(port, { "/": route("web", pool.port), "/new": route("new", pool.port) })]);
     execFileSync("nsenter", ["-t", String(inner), "-p", "-m", "kill", "-USR2", "1"]);
     await eventually(async () => (await who(`http://127.0.0.1:${port}/new`)) === "127.0.0.5", 10_000, "the new route");
+    // A killed nginx master leaves workers that end up as pid 1's children: they must be reaped, not left as zombies.
+    const master = Number((await readFile(join(dir, "state/nginx.pid"), "utf8")).trim());
+    execFileSync("nsenter", ["-t", String(inner), "-p", "-m", "kill", "-KILL", String(master)]);
+    await lb.waitFor(/nginx exited unexpectedly/);
+    await eventually(
+      async () => (await who(`http://127.0.0.1:${port}/new`)) === "127.0.0.5",
+      15_000,
+      "traffic after the nginx restart",
+    );
+    const zombies = () =>
+      execFileSync("ps", ["-eo", "stat=,ppid="], { encoding: "utf8" })
+        .split("\n")
+        .filter((l) => /^Z\S*\s+(\d+)$/.test(l.trim()) && Number(l.trim().split(/\s+/)[1]) === inner).length;
+    await eventually(async () => zombies() === 0, 10_000, "no zombie children of pid 1");
     // Signals reach pid 1 only through its own handlers; SIGTERM must still stop it (and its nginx).
     execFileSync("nsenter", ["-t", String(inner), "-p", "-m", "kill", "-TERM", "1"]);
     const code = await Promise.race([lb.exited, sleep(15_000).then(() => "timeout")]);
@@ -317,5 +331,3 @@ describe("nginx-lb run with a backends file", () => {
     expect(masters(join(dir, "state"))).toBe(0);
   });
 });
-
-
