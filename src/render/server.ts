@@ -25,16 +25,12 @@ export function renderServer(server: Server, plans: readonly RoutePlan[], option
 /** The catch-all of a port: unknown Host names get 404 (TLS: the handshake is refused), never another site. */
 export function renderDefaultServer(port: number, tls: boolean, options: RenderOptions): string {
   const listen = tok.listen(options.listenHost, port);
-  if (tls)
-    return [
-      `    server {`,
-      `        listen ${listen} ssl http2 default_server;`,
-      `        ssl_reject_handshake on;`,
-      `    }`,
-    ].join("\n");
+  // On a TLS port a client can name a known site in SNI and another in Host; nginx then picks this server by Host,
+  // so it needs the same 404 as the plain one (without it nginx serves files from <prefix>/html).
   return [
     `    server {`,
-    `        listen ${listen} default_server;`,
+    tls ? `        listen ${listen} ssl http2 default_server;` : `        listen ${listen} default_server;`,
+    ...(tls ? [`        ssl_reject_handshake on;`] : []),
     `        server_name _;`,
     `        default_type text/plain;`,
     `        return 404 "no site is configured for this host name\\n";`,

@@ -1,0 +1,151 @@
+/**
+ * Real HTTP echo backends on loopback addresses (127.0.0.2, 127.0.0.3, ...), all on one shared port, so one route's
+ * upstream can list them as `<ip>:<port>`. Each answers JSON naming itself and what it received, and echoes websocket
+ * messages prefixed with its address.
+ *
+ *   const pool = await startBackends(["127.0.0.2", "127.0.0.3"]);
+ *   pool.port;                        // the shared port
+ *   pool.get("127.0.0.2").connections // TCP connections accepted so far (keepalive checks)
+ *   await pool.get("127.0.0.2").stop(); await pool.get("127.0.0.2").start();
+ *   await pool.close();
+ */
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { Socket } from "node:net";
+import { WebSocketServer } from "ws";
+
+/** What an echo backend answers to every HTTP request. */
+export interface Echo {
+  readonly backend: string;
+  readonly method: string;
+  /** Path and query exactly as the backend received them. */
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+}
+
+export interface Backend {
+  readonly ip: string;
+  readonly port: number;
+  /** TCP connections accepted since start (not reset by stop/start). */
+  readonly connections: number;
+  /** HTTP requests answered since start. */
+  readonly requests: number;
+  readonly running: boolean;
+  /** Closes the listener and every open connection, so the address refuses connections. */
+  stop(): Promise<void>;
+  /** Listens again on the same address and port. */
+  start(): Promise<void>;
+}
+
+export interface BackendPool {
+  readonly port: number;
+  readonly backends: readonly Backend[];
+  get(ip: string): Backend;
+  close(): Promise<void>;
+}
+
+class EchoBackend implements Backend {
+  connections = 0;
+  requests = 0;
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  private wss: WebSocketServer | null = null;
+
+  constructor(
+    readonly ip: string,
+    public port: number,
+  ) {}
+
+  get running(): boolean {
+    return this.server !== null;
+  }
+
+  start(): Promise<void> {
+    const server = createServer((req, res) => {
+      this.requests++;
+      const echo: Echo = { backend: this.ip, method: req.method ?? "", url: req.url ?? "", headers: req.headers };
+      // Drain the body so keepalive connections stay usable.
+      req.resume();
+      req.on("end", () => {
+        res.setHeader("content-type", "application/json");
+        res.setHeader("x-backend", this.ip);
+        res.end(JSON.stringify(echo));
+      });
+    });
+    server.keepAliveTimeout = 120_000;
+    server.on("connection", (s: Socket) => {
+      this.connections++;
+      this.sockets.add(s);
+      s.on("close", () => this.sockets.delete(s));
+    });
+    const wss = new WebSocketServer({ server });
+    wss.on("connection", (ws, req) => {
+      ws.on("message", (data) => ws.send(`${this.ip} ${req.url ?? ""} ${String(data)}`));
+    });
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.port, this.ip, () => {
+        server.off("error", reject);
+        const addr = server.address();
+        if (addr && typeof addr === "object") this.port = addr.port;
+        this.server = server;
+        this.wss = wss;
+        resolve();
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = null;
+    for (const c of this.wss?.clients ?? []) c.terminate();
+    this.wss?.close();
+    this.wss = null;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    server.closeAllConnections();
+    await closed;
+  }
+}
+
+/** The loopback addresses 127.0.0.<first> .. 127.0.0.<first+n-1>. */
+export function loopbackIps(n: number, first = 2): string[] {
+  return Array.from({ length: n }, (_, i) => `127.0.0.${first + i}`);
+}
+
+/**
+ * Starts one echo backend per ip, all on one port that is free on every ip. The port comes from the kernel for the
+ * first ip; when another ip has it taken (another test run), everything is closed and a new port tried.
+ */
+export async function startBackends(ips: readonly string[]): Promise<BackendPool> {
+  if (ips.length === 0) throw new Error("startBackends needs at least one ip");
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const first = new EchoBackend(ips[0] ?? "", 0);
+    await first.start();
+    const all: EchoBackend[] = [first];
+    try {
+      for (const ip of ips.slice(1)) {
+        const b = new EchoBackend(ip, first.port);
+        await b.start();
+        all.push(b);
+      }
+    } catch (e) {
+      await Promise.all(all.map((b) => b.stop()));
+      if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") continue;
+      throw e;
+    }
+    return {
+      port: first.port,
+      backends: all,
+      get(ip: string): Backend {
+        const b = all.find((x) => x.ip === ip);
+        if (!b) throw new Error(`no backend on ${ip}`);
+        return b;
+      },
+      async close() {
+        await Promise.all(all.map((b) => b.stop()));
+      },
+    };
+  }
+  throw new Error(`no port free on all of ${ips.join(", ")} after 20 attempts`);
+}

@@ -1,0 +1,124 @@
+/**
+ * A small HTTP(S) client for tests: sets the Host header (and SNI for https) independently of the address dialled,
+ * so one nginx on 127.0.0.1 can be asked for any site.
+ *
+ *   const r = await get(`http://127.0.0.1:${port}/api?x=1`, { host: "demo.example.com" });
+ *   r.status; r.body; r.json<Echo>();
+ *   await get(`https://127.0.0.1:${tlsPort}/`, { host: "demo.example.com", ca });   // SNI = host
+ *   await alpn("127.0.0.1", tlsPort, "demo.example.com");                            // "h2" | "http/1.1" | false
+ *   await h2get(`https://127.0.0.1:${tlsPort}/`, { host: "demo.example.com" });       // a real HTTP/2 request
+ */
+import http, { type IncomingHttpHeaders } from "node:http";
+import http2 from "node:http2";
+import https from "node:https";
+import tls from "node:tls";
+
+export interface Reply {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: string;
+  readonly httpVersion: string;
+  json<T = unknown>(): T;
+}
+
+export interface GetOptions {
+  /** Host header, and the TLS server name for https. Default: the URL's host. */
+  readonly host?: string;
+  readonly method?: string;
+  readonly headers?: Record<string, string>;
+  readonly body?: string;
+  /** CA certificate PEM to verify the server with; without it the certificate is not verified. */
+  readonly ca?: string;
+  /** SNI to send when it must differ from `host`. */
+  readonly servername?: string;
+  /** An agent, e.g. a keepalive one; default: a new connection per request. */
+  readonly agent?: http.Agent;
+  readonly timeoutMs?: number;
+}
+
+function reply(status: number, headers: IncomingHttpHeaders, body: string, httpVersion: string): Reply {
+  return { status, headers, body, httpVersion, json: <T>() => JSON.parse(body) as T };
+}
+
+/** One request; resolves with the whole response, rejects on connection errors and after `timeoutMs` (5 s). */
+export function get(url: string, options: GetOptions = {}): Promise<Reply> {
+  const u = new URL(url);
+  const isTls = u.protocol === "https:";
+  const host = options.host ?? u.host;
+  const servername = options.servername ?? host.replace(/:\d+$/, "");
+  return new Promise((resolve, reject) => {
+    const req = (isTls ? https : http).request(
+      {
+        host: u.hostname.replace(/^\[|\]$/g, ""),
+        port: u.port,
+        path: `${u.pathname}${u.search}`,
+        method: options.method ?? "GET",
+        headers: { ...options.headers, host },
+        agent: options.agent ?? false,
+        ...(isTls
+          ? {
+              servername,
+              ...(options.ca ? { ca: options.ca } : { rejectUnauthorized: false }),
+            }
+          : {}),
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve(reply(res.statusCode ?? 0, res.headers, body, res.httpVersion)));
+        res.on("error", reject);
+      },
+    );
+    req.setTimeout(options.timeoutMs ?? 5_000, () => req.destroy(new Error(`timeout: ${url} (Host ${host})`)));
+    req.on("error", reject);
+    req.end(options.body);
+  });
+}
+
+/** The application protocol the server picks from `h2, http/1.1` during the handshake (false when none). */
+export function alpn(ip: string, port: number, servername: string): Promise<string | false> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host: ip, port, servername, ALPNProtocols: ["h2", "http/1.1"], rejectUnauthorized: false });
+    s.setTimeout(5_000, () => s.destroy(new Error("alpn: timeout")));
+    s.once("secureConnect", () => {
+      const p = s.alpnProtocol ?? false;
+      s.end();
+      resolve(p);
+    });
+    s.once("error", reject);
+  });
+}
+
+/** One HTTP/2 request over TLS (`:authority` = host, SNI = host); the certificate is not verified. */
+export function h2get(url: string, options: { host: string; timeoutMs?: number }): Promise<Reply> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`https://${u.host}`, {
+      servername: options.host.replace(/:\d+$/, ""),
+      rejectUnauthorized: false,
+    });
+    const timer = setTimeout(() => session.destroy(new Error(`h2 timeout: ${url}`)), options.timeoutMs ?? 5_000);
+    session.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    const req = session.request({ ":path": `${u.pathname}${u.search}`, ":authority": options.host });
+    let status = 0;
+    let headers: IncomingHttpHeaders = {};
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("response", (h) => {
+      status = Number(h[":status"]);
+      headers = h as IncomingHttpHeaders;
+    });
+    req.on("data", (c: string) => (body += c));
+    req.on("end", () => {
+      clearTimeout(timer);
+      session.close();
+      resolve(reply(status, headers, body, "2.0"));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}

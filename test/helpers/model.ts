@@ -1,0 +1,19 @@
+/**
+ * Builds a validated `Desired` from plain JSON the way the CLI does (parseServices with the real TLS inspector, then
+ * parseBackendsFile), throwing with every error when the input is invalid: tests state inputs as users write them.
+ *
+ *   const desired = mustDesired({ servers: [...] }, { "app-svc": { "127.0.0.2": { weight: 1 } } });
+ */
+import { parseBackendsFile } from "../../src/model/backends.js";
+import { formatProblem } from "../../src/model/problem.js";
+import { parseServices } from "../../src/model/services.js";
+import type { Desired } from "../../src/render/index.js";
+import { nodeTlsInspector } from "../../src/tls/inspect.js";
+
+export function mustDesired(services: unknown, backends: unknown = {}): Desired {
+  const s = parseServices(services, { inspectTls: nodeTlsInspector });
+  const b = parseBackendsFile(backends);
+  const errors = [...(s.ok ? [] : s.errors), ...(b.ok ? [] : b.errors)];
+  if (!s.ok || !b.ok) throw new Error(`invalid test input:\n${errors.map(formatProblem).join("\n")}`);
+  return { services: s.value, backends: b.value };
+}

@@ -1,0 +1,215 @@
+/**
+ * The real nginx in throwaway prefixes, for tests. Every nginx started here runs in the foreground as a child of the
+ * test process (`daemon off`), so it can be waited for and can never outlive the test file:
+ *
+ *   const dir = await tempDir();
+ *   const port = await freePort();
+ *   const ngx = await startNginx(renderNginxConf(desired, { dir, listenHost: "127.0.0.1", ... }), dir);
+ *   await ngx.reload(nextRendered);
+ *   afterAll(cleanupNginx);          // stops every nginx and removes every temp dir this file made
+ *
+ * `checkConfig(rendered, dir)` runs `nginx -t` (bounded by a timeout) without starting anything.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer, connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { findNginx, nginxTest, type NginxTestResult } from "../../src/nginx/binary.js";
+import { writeRendered } from "../../src/nginx/files.js";
+import type { Rendered } from "../../src/render/index.js";
+
+export const NGINX = findNginx();
+
+const dirs = new Set<string>();
+const running = new Set<RunningNginx>();
+
+/** A fresh temporary directory, removed by `cleanupNginx`. */
+export async function tempDir(prefix = "nginx-lb-test-"): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), prefix));
+  dirs.add(d);
+  return d;
+}
+
+/** A TCP port that was free on `host` a moment ago (the kernel's choice, so concurrent runs do not collide). */
+export function freePort(host = "127.0.0.1"): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      const port = addr && typeof addr === "object" ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** `n` distinct free ports. */
+export async function freePorts(n: number, host = "127.0.0.1"): Promise<number[]> {
+  const out = new Set<number>();
+  while (out.size < n) out.add(await freePort(host));
+  return [...out];
+}
+
+const confText = (r: Rendered | string) => (typeof r === "string" ? r : r.conf);
+const asRendered = (r: Rendered | string): Rendered =>
+  typeof r === "string" ? { conf: r, files: [], generation: "" } : r;
+
+/** Writes the config (and its TLS files) into `dir` and runs the real `nginx -t` on it. */
+export async function checkConfig(rendered: Rendered | string, dir: string): Promise<NginxTestResult> {
+  const conf = await writeRendered(dir, asRendered(rendered));
+  return nginxTest(NGINX, conf, dir);
+}
+
+/** The TCP ports a config listens on, with the address to reach each (`listen 127.0.0.1:8080 ssl;` etc.). */
+export function listenAddresses(conf: string): { host: string; port: number }[] {
+  const seen = new Map<string, { host: string; port: number }>();
+  for (const m of confText(conf).matchAll(/^\s*listen\s+(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+|\*):)?(\d+)\b/gm)) {
+    const raw = m[1] ?? "127.0.0.1";
+    const host = raw === "*" ? "127.0.0.1" : raw.replace(/^\[|\]$/g, "");
+    const port = Number(m[2]);
+    seen.set(`${host} ${port}`, { host, port });
+  }
+  return [...seen.values()];
+}
+
+function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    s.setTimeout(500);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+    s.once("timeout", () => {
+      s.destroy();
+      resolve(false);
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function childPids(pid: number): Promise<number[]> {
+  try {
+    const text = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8");
+    return text.trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+export class RunningNginx {
+  private exited: Promise<number | null>;
+  private done = false;
+
+  constructor(
+    readonly dir: string,
+    readonly confFile: string,
+    private readonly child: ChildProcess,
+  ) {
+    this.exited = new Promise((resolve) =>
+      child.once("exit", (code) => {
+        this.done = true;
+        resolve(code);
+      }),
+    );
+  }
+
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  get alive(): boolean {
+    return !this.done;
+  }
+
+  errorLog(): Promise<string> {
+    return readFile(join(this.dir, "logs/error.log"), "utf8").catch(() => "");
+  }
+
+  /** Resolves once every listen address accepts TCP connections; throws with nginx's error log otherwise. */
+  async waitListening(conf: string, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const { host, port } of listenAddresses(conf)) {
+      while (!(await canConnect(host, port))) {
+        if (this.done || Date.now() > deadline)
+          throw new Error(`nginx is not listening on ${host}:${port}:\n${await this.errorLog()}`);
+        await sleep(25);
+      }
+    }
+  }
+
+  /**
+   * Writes the next config and sends SIGHUP; resolves when new worker processes run it (nginx starts new workers
+   * only after the new config loaded), and the new listen addresses accept connections.
+   */
+  async reload(next: Rendered | string, timeoutMs = 10_000): Promise<void> {
+    const before = new Set(await childPids(this.pid));
+    await writeRendered(this.dir, asRendered(next));
+    this.child.kill("SIGHUP");
+    const deadline = Date.now() + timeoutMs;
+    while (!(await childPids(this.pid)).some((p) => !before.has(p))) {
+      if (this.done || Date.now() > deadline)
+        throw new Error(`nginx did not start new workers after reload:\n${await this.errorLog()}`);
+      await sleep(25);
+    }
+    await this.waitListening(confText(next), Math.max(0, deadline - Date.now()));
+  }
+
+  /** Synchronous fast shutdown, for process exit. */
+  terminateNow(): void {
+    if (!this.done) this.child.kill("SIGTERM");
+  }
+
+  /** Graceful stop (QUIT); after `timeoutMs` a TERM, then KILL. Resolves when the master has exited. */
+  async stop(timeoutMs = 5_000): Promise<void> {
+    running.delete(this);
+    if (this.done) return;
+    this.child.kill("SIGQUIT");
+    const timedOut = Symbol();
+    const step = (ms: number) => Promise.race([this.exited, sleep(ms).then(() => timedOut)]);
+    if ((await step(timeoutMs)) !== timedOut) return;
+    this.child.kill("SIGTERM");
+    if ((await step(2_000)) !== timedOut) return;
+    this.child.kill("SIGKILL");
+    await this.exited;
+  }
+}
+
+/**
+ * Starts nginx in the foreground on a rendered config written into `dir` and waits until it listens on every
+ * address the config names. Stop it with `stop()` or `cleanupNginx()`.
+ */
+export async function startNginx(rendered: Rendered | string, dir: string): Promise<RunningNginx> {
+  const confFile = await writeRendered(dir, asRendered(rendered));
+  const child = spawn(
+    NGINX,
+    ["-p", `${dir}/`, "-c", confFile, "-e", join(dir, "logs/error.log"), "-g", "daemon off;"],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const ngx = new RunningNginx(dir, confFile, child);
+  running.add(ngx);
+  try {
+    await ngx.waitListening(confText(rendered));
+  } catch (e) {
+    await ngx.stop();
+    throw new Error(`${(e as Error).message}\n${stderr}`);
+  }
+  return ngx;
+}
+
+/** Stops every nginx this test file started and removes its temp dirs. Use as `afterAll(cleanupNginx)`. */
+export async function cleanupNginx(): Promise<void> {
+  await Promise.all([...running].map((n) => n.stop()));
+  await Promise.all([...dirs].map((d) => rm(d, { recursive: true, force: true })));
+  dirs.clear();
+}
+
+// A crashed test file must not leave nginx behind: TERM makes the master stop its workers too.
+process.once("exit", () => {
+  for (const n of running) n.terminateNow();
+});
