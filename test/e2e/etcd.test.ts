@@ -3,6 +3,7 @@
  * 127.0.0.x, keys written with etcdctl (v3, and v2 with `etcdctl set`) or by `nginx-lb register`.
  */
 import { spawn } from "node:child_process";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
@@ -162,5 +163,54 @@ describe("nginx-lb run over etcd v2 (etcdctl set)", () => {
     await etcd.ctl(["rm", `${prefix}/web-api/ips/127.0.0.2`], { api: 2 });
     await servedBy(url, ["127.0.0.4"], "v2 change applied");
     await lb.stop();
+  });
+});
+
+describe("nginx-lb run over etcd with auth", () => {
+  let secure: EtcdServer;
+  beforeAll(async () => {
+    secure = await startEtcd();
+    await secure.ctl(["put", "/e2e/auth/web-api/ips/127.0.0.3", w(1)]);
+    await secure.enableAuth("s3cret-pw");
+  });
+  afterAll(async () => {
+    await secure?.destroy();
+  });
+
+  it("reads with the password from a file; a wrong password is a clear error and never logged", async () => {
+    const dir = await tempDir("nginx-lb-etcd-auth-");
+    const right = join(dir, "right");
+    const wrong = join(dir, "wrong");
+    await writeFile(right, "s3cret-pw\n");
+    await writeFile(wrong, "not-the-pw\n");
+    const run = async (file: string) => {
+      const port = await freePort();
+      const services = join(dir, `services-${port}.json`);
+      await writeServices(services, [
+        {
+          domain_name: "a.test",
+          frontend_port: port,
+          routes: { "/": { app: "web", service: "api", port: pool.port } },
+        },
+      ]);
+      const lb = await startController({
+        stateDir: join(dir, `state-${port}`),
+        services,
+        args: ["--etcd-endpoints", secure.endpoint, "--etcd-prefix", "/e2e/auth"].concat([
+          "--etcd-username",
+          "root",
+          "--etcd-password-file",
+          file,
+        ]),
+      });
+      return { lb, url: `http://127.0.0.1:${port}/` };
+    };
+    const good = await run(right);
+    await servedBy(good.url, ["127.0.0.3"], "endpoint read with auth");
+    await good.lb.stop();
+    const bad = await run(wrong);
+    await bad.lb.waitFor(/etcd rejected the credentials of user \\"root\\"/);
+    expect(JSON.stringify(bad.lb.lines)).not.toContain("not-the-pw");
+    await bad.lb.stop();
   });
 });
