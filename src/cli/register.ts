@@ -11,6 +11,7 @@ import {
   type EtcdAuthOptions,
   type EtcdTlsOptions,
 } from "../sources/registry-state.js";
+import { EtcdV2Answer, describeV2Error, v2KeyPath, v2Request } from "../sources/etcd-v2.js";
 import { checkEtcdOptions, sourceOptions, type EtcdOptions } from "../sources/registry.js";
 import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
 
@@ -155,7 +156,7 @@ async function holdV2(config: Connection, reg: Registration, signal: AbortSignal
     const body: Record<string, string> = registered
       ? { ttl: String(reg.ttl), refresh: "true", prevExist: "true" }
       : { ttl: String(reg.ttl), value: reg.value };
-    const r = await v2.call("PUT", reg.key, body).catch((e: Error) => ({ ok: false, status: 0, text: e.message }));
+    const r = await v2.call("PUT", reg.key, body);
     if (r.ok) {
       if (!registered) log.info({ key: reg.key, value: reg.value, ttl: reg.ttl }, "registered; renewing until SIGTERM");
       registered = true;
@@ -169,26 +170,29 @@ async function holdV2(config: Connection, reg: Registration, signal: AbortSignal
     await abortableSleep(backoffDelay(attempt++, retryOptions()), signal);
   }
   if (registered) {
-    await v2.call("DELETE", reg.key).catch(() => undefined);
+    await v2.call("DELETE", reg.key);
     log.info({ key: reg.key }, "deregistered");
   }
 }
 
-/** A minimal v2 key client for register/deregister (plain fetch: TLS client certificates are a v3 feature here). */
-export function v2Client(config: Pick<Connection, "endpoints" | "auth">) {
-  const endpoint = config.endpoints[0] ?? "";
-  const headers: Record<string, string> = { "content-type": "application/x-www-form-urlencoded" };
-  if (config.auth)
-    headers["authorization"] =
-      `Basic ${Buffer.from(`${config.auth.username}:${config.auth.password}`).toString("base64")}`;
+/** A minimal v2 key client for register/deregister, with the same TLS and auth handling as the v2 source. */
+export function v2Client(config: Connection) {
   return {
-    call: async (method: "PUT" | "DELETE", key: string, body?: Record<string, string>) => {
-      const r = await fetch(`${endpoint}/v2/keys${key.split("/").map(encodeURIComponent).join("/")}`, {
-        method,
-        headers,
-        ...(body ? { body: new URLSearchParams(body).toString() } : {}),
-      });
-      return { ok: r.ok, status: r.status, text: await r.text() };
+    call: async (method: "PUT" | "DELETE", key: string, form?: Record<string, string>) => {
+      const url = new URL(v2KeyPath(key), config.endpoints[0] ?? "");
+      try {
+        const r = await v2Request(
+          url,
+          { tls: config.tls, auth: config.auth, method, ...(form ? { form } : {}) },
+          new AbortController().signal,
+          10_000,
+        );
+        if (r === "timeout") return { ok: false, status: 0, text: "timed out" };
+        return { ok: true, status: 200, text: "" };
+      } catch (e) {
+        if (e instanceof EtcdV2Answer) return { ok: false, status: e.status, text: describeV2Error(e, config.auth) };
+        return { ok: false, status: 0, text: (e as Error).message };
+      }
     },
   };
 }

@@ -40,7 +40,7 @@ interface V2Body {
 }
 
 /** An answer etcd gave (as opposed to no answer at all). */
-class EtcdV2Answer extends Error {
+export class EtcdV2Answer extends Error {
   constructor(
     readonly status: number,
     readonly body: V2Body,
@@ -67,7 +67,7 @@ async function runV2(
 ): Promise<void> {
   const log = options.logger.child({ source: "etcd-v2" });
   const base = keyPrefix(options.prefix);
-  const dirPath = `/v2/keys${base.slice(0, -1).split("/").map(encodeURIComponent).join("/")}`;
+  const dirPath = v2KeyPath(base.slice(0, -1));
   const retry = retryOptions(options.retry);
   const state = new RegistryState(options.prefix, emit, log, options.endpoints);
   const tls = await tlsWhenReadable(options.tls, state, retry, signal);
@@ -77,7 +77,7 @@ async function runV2(
   const recovered = () => state.reachable({ waitIndex });
   const get = (query: string, timeoutMs?: number) => {
     const endpoint = options.endpoints[endpointIndex % options.endpoints.length] ?? "";
-    return v2Get(new URL(`${dirPath}?${query}`, endpoint), { tls, auth: options.auth }, signal, timeoutMs);
+    return v2Request(new URL(`${dirPath}?${query}`, endpoint), { tls, auth: options.auth }, signal, timeoutMs);
   };
 
   while (!signal.aborted) {
@@ -154,7 +154,7 @@ function applyEvent(keys: Map<string, string>, base: string, body: V2Body): void
 }
 
 /** Says why a v2 request failed, in words an operator can act on (never including the password). */
-function describeV2Error(e: unknown, auth: EtcdAuthOptions | undefined): string {
+export function describeV2Error(e: unknown, auth: EtcdAuthOptions | undefined): string {
   if (e instanceof EtcdV2Answer && (e.body.errorCode === ERROR_UNAUTHORIZED || e.status === 401))
     return auth
       ? `etcd rejected the credentials of user ${JSON.stringify(auth.username)} (check --etcd-username and the password)`
@@ -162,10 +162,15 @@ function describeV2Error(e: unknown, auth: EtcdAuthOptions | undefined): string 
   return e instanceof Error ? e.message : String(e);
 }
 
-/** One GET against the v2 API; resolves with etcd's JSON answer, "timeout" after `timeoutMs`, or rejects. */
-function v2Get(
+/** One request to the v2 API; resolves with etcd's JSON answer, "timeout" after `timeoutMs`, or rejects. */
+export function v2Request(
   url: URL,
-  options: { tls: EtcdTlsOptions | undefined; auth: EtcdAuthOptions | undefined },
+  options: {
+    tls: EtcdTlsOptions | undefined;
+    auth: EtcdAuthOptions | undefined;
+    method?: "GET" | "PUT" | "DELETE";
+    form?: Record<string, string>;
+  },
   signal: AbortSignal,
   timeoutMs?: number,
 ): Promise<{ headers: IncomingHttpHeaders; body: V2Body } | "timeout"> {
@@ -174,11 +179,13 @@ function v2Get(
     if (options.auth)
       headers["authorization"] =
         `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`).toString("base64")}`;
+    const form = options.form ? new URLSearchParams(options.form).toString() : undefined;
+    if (form !== undefined) headers["content-type"] = "application/x-www-form-urlencoded";
     const tls =
       url.protocol === "https:" ? { ca: options.tls?.ca, cert: options.tls?.cert, key: options.tls?.key } : {};
     const request = url.protocol === "https:" ? httpsRequest : httpRequest;
     let timer: NodeJS.Timeout | undefined;
-    const req = request(url, { method: "GET", headers, signal, ...tls }, (res) => {
+    const req = request(url, { method: options.method ?? "GET", headers, signal, ...tls }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("error", reject);
@@ -206,6 +213,11 @@ function v2Get(
         req.destroy();
         resolve("timeout");
       }, timeoutMs);
-    req.end();
+    req.end(form);
   });
+}
+
+/** The v2 API path of a key, each segment escaped. */
+export function v2KeyPath(key: string): string {
+  return `/v2/keys${key.split("/").map(encodeURIComponent).join("/")}`;
 }

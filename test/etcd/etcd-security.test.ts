@@ -5,7 +5,7 @@
 import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startEtcd, waitFor, type EtcdServer } from "../helpers/etcd.js";
-import { gatedRetry, memoryLogger, run } from "../helpers/sources.js";
+import { cli, gatedRetry, memoryLogger, run } from "../helpers/sources.js";
 import { createEndpointSource, type EtcdOptions } from "../../src/sources/registry.js";
 import type { BackendSet } from "../../src/model/backends.js";
 
@@ -62,6 +62,33 @@ describe.each(["v3", "v2"] as const)("etcd %s over TLS with client certificates"
     } finally {
       await src.stop();
     }
+  });
+
+  test("register and deregister over TLS with the client certificate", async () => {
+    const tls = etcd.tls!;
+    const key = `${P}/reg-web/ips/10.9.1.1`;
+    const flags = ["--etcd-endpoints", etcd.endpoint, "--etcd-api", api, "--etcd-cacert", tls.caFile]
+      .concat(["--etcd-cert", tls.clientCertFile, "--etcd-key", tls.clientKeyFile])
+      .concat(["--app", "reg", "--service", "web", "--ip", "10.9.1.1"]);
+    const get = async () => {
+      const r = await etcd.ctl(api === "v2" ? ["get", key] : ["get", key, "--print-value-only"], {
+        api: api === "v2" ? 2 : 3,
+        allowFail: true,
+      });
+      return r.code === 0 ? r.stdout.trim() : "";
+    };
+    const reg = cli(["register", ...flags]);
+    try {
+      await waitFor("registered over TLS", async () => (await get()) === '{"weight":50}');
+    } finally {
+      reg.child.kill("SIGTERM");
+    }
+    expect(await reg.exited).toBe(0);
+    expect(await get()).toBe("");
+    await etcd.ctl(api === "v2" ? ["set", key, "{}"] : ["put", key, "{}"], { api: api === "v2" ? 2 : 3 });
+    const d = cli(["deregister", ...flags]);
+    expect(await d.exited).toBe(0);
+    expect(await get()).toBe("");
   });
 
   test("an unreadable CA file: the error names the flag, and the source retries rather than failing", async () => {

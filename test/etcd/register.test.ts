@@ -2,27 +2,13 @@
  * `nginx-lb register` / `deregister` as an operator runs them, against a real etcd: the key appears and the endpoint
  * source reads it back; SIGTERM deletes it at once; after kill -9 it vanishes when the lease TTL runs out.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startEtcd, waitFor, type EtcdServer } from "../helpers/etcd.js";
-import { memoryLogger, run } from "../helpers/sources.js";
+import { cli, memoryLogger, run } from "../helpers/sources.js";
 import { etcdV3Source } from "../../src/sources/etcd-v3.js";
 
-const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 const P = "/lb/backends";
-
-/** Runs the CLI in one node process (no npx wrapper), so signals reach the registrar itself. */
-function cli(args: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, NGINX_LB_LOG_LEVEL: "info" },
-  });
-  let out = "";
-  child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  return { child, output: () => out, exited };
-}
 
 describe("register / deregister", () => {
   let etcd: EtcdServer;

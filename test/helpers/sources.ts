@@ -2,6 +2,7 @@
  * Drives a `Source` in a test: collects every snapshot, waits for one that matches, captures the source's log lines,
  * and holds or releases its reconnect backoff (so a test can change etcd before the source looks again).
  */
+import { spawn, type ChildProcess } from "node:child_process";
 import pino from "pino";
 import type { Logger } from "../../src/shared/log.js";
 import type { Snapshot, Source } from "../../src/sources/source.js";
@@ -66,4 +67,19 @@ export function run<T>(source: Source<T>): Running<T> {
       await done;
     },
   };
+}
+
+const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+
+/** Runs the CLI in one node process (no npx wrapper), so signals reach the registrar itself. */
+export function cli(args: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NGINX_LB_LOG_LEVEL: "info" },
+  });
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return { child, output: () => out, exited };
 }
