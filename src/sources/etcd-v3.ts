@@ -122,11 +122,10 @@ async function runV3(
         if (end.kind === "aborted") break;
         if (end.kind === "cancelled") {
           // Almost always a compaction past our revision: the history we would resume from is gone.
+          // The list comes after the usual short delay, so a watch etcd keeps cancelling cannot spin.
           log.warn({ revision, reason: end.error.message }, "etcd cancelled the watch (compacted?); listing afresh");
           needList = true;
-          continue;
-        }
-        state.unreachable(describeEtcdError(end.error, options));
+        } else state.unreachable(describeEtcdError(end.error, options));
       } catch (e) {
         if (signal.aborted) break;
         state.unreachable(describeEtcdError(e, options));

@@ -3,7 +3,8 @@
  * 127.0.0.x, keys written with etcdctl (v3, and v2 with `etcdctl set`) or by `nginx-lb register`.
  */
 import { spawn } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { Etcd3 } from "etcd3";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
@@ -120,6 +121,36 @@ describe("nginx-lb run over etcd v3", () => {
     await etcd.ctl(["del", `${prefix}/web-api/ips/127.0.0.2`]);
     await Promise.all([servedBy(a.url, ["127.0.0.4"], "a converged"), servedBy(b.url, ["127.0.0.4"], "b converged")]);
     await Promise.all([a.lb.stop(), b.lb.stop()]);
+  });
+
+  it("a burst of 500 key changes: a handful of reloads, and the final config holds all 500", async () => {
+    const prefix = "/e2e/burst";
+    await etcd.ctl(["put", `${prefix}/web-api/ips/127.0.0.2`, w(1)]);
+    const { lb, dir } = await daemon("web", prefix);
+    await lb.waitFor(/nginx started|config applied/);
+    const before = lb.applies("reload").length;
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      // 500 separate puts (500 revisions, 500 watch events), all within about a second.
+      await Promise.all(
+        Array.from({ length: 500 }, (_, i) =>
+          client.put(`${prefix}/web-api/ips/10.7.${i >> 8}.${i & 255}`).value(w(1)),
+        ),
+      );
+    } finally {
+      client.close();
+    }
+    await eventually(
+      async () =>
+        ((await readFile(join(dir, "state/nginx.conf"), "utf8")).match(/server 10\.7\./g)?.length ?? 0) === 500,
+      15_000,
+      "all 500 endpoints rendered",
+    );
+    const reloads = lb.applies("reload").length - before;
+    expect(reloads).toBeGreaterThanOrEqual(1);
+    // The reconciler coalesces; the source emits whole sets, at most one per watch response.
+    expect(reloads).toBeLessThanOrEqual(5);
+    await lb.stop();
   });
 
   it("nginx-lb register puts the backend into rotation; after kill -9 it leaves when the TTL runs out", async () => {
