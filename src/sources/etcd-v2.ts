@@ -106,7 +106,8 @@ async function runV2(
         needList = true;
         continue;
       }
-      state.unreachable(describeV2Error(e, options.auth));
+      const endpoint = options.endpoints[endpointIndex % options.endpoints.length] ?? "";
+      state.unreachable(`${endpoint}: ${describeV2Error(e, options.auth)}`);
       endpointIndex++;
     }
     await retry.sleep(state.nextDelay(retry), signal);
@@ -159,7 +160,10 @@ export function describeV2Error(e: unknown, auth: EtcdAuthOptions | undefined): 
     return auth
       ? `etcd rejected the credentials of user ${JSON.stringify(auth.username)} (check --etcd-username and the password)`
       : "etcd requires authentication: pass --etcd-username and the password";
-  return e instanceof Error ? e.message : String(e);
+  const err = e as NodeJS.ErrnoException;
+  // node reports a connection cut mid-answer (etcd stopped during a long-poll wait) as a bare "aborted".
+  if (err?.message === "aborted" || err?.code === "ECONNRESET") return "etcd closed the connection";
+  return err instanceof Error ? err.message : String(e);
 }
 
 /** One request to the v2 API; resolves with etcd's JSON answer, "timeout" after `timeoutMs`, or rejects. */

@@ -129,7 +129,7 @@ export class RegistryState {
   readonly keys = new Map<string, string>();
   private connected = false;
   private lastEmitted: string | undefined;
-  private outage: string | undefined;
+  private outage: Set<string> | undefined;
   private attempt = 0;
 
   constructor(
@@ -146,11 +146,15 @@ export class RegistryState {
     this.attempt = 0;
   }
 
-  /** etcd did not answer or refused us: logged once per distinct reason; the value stays the last known set. */
+  /**
+   * etcd did not answer or refused us: each distinct reason is logged once per outage (retries alternate between a
+   * few, e.g. a refused connection and an ended watch stream); the value stays the last known set.
+   */
   unreachable(why: string): void {
-    if (this.outage !== why)
+    if (this.outage === undefined) this.outage = new Set();
+    if (!this.outage.has(why))
       this.log.error({ endpoints: this.endpoints }, `etcd: ${why}; serving the last known endpoints`);
-    this.outage = why;
+    this.outage.add(why);
     this.disconnected(`last known (etcd unreachable: ${why})`);
   }
 
