@@ -5,8 +5,10 @@ set -e
 cd "$(dirname "$0")/.."
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "nginx-lb: installing npm dependencies (npm ci)" >&2
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  echo "nginx-lb: installing npm dependencies" >&2
+  # npm install, not npm ci: vite (under vitest) lists a Windows-only optional package this registry does not
+  # serve, which npm ci counts as a lock mismatch; npm install honours the lock and skips it.
+  npm install --no-audit --no-fund --loglevel=error >&2
 fi
 
 missing=""
