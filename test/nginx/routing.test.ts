@@ -29,7 +29,14 @@ beforeAll(async () => {
             "/empty": { app: "nobody", service: "home", port: bp },
           },
         },
-        { domain_name: "other.test", frontend_port: port, routes: { "/": { app: "other", service: "web", port: bp } } },
+        {
+          domain_name: "other.test",
+          frontend_port: port,
+          routes: {
+            "/": { app: "other", service: "web", port: bp },
+            "/keep": { app: "sub", service: "web", port: bp, backend_path: "/keep/" },
+          },
+        },
       ],
     },
     {
@@ -103,6 +110,13 @@ describe("prefix rules", () => {
     const q = "?a=%2F%20b&c=d+e&&f=%26&g=%E4%BD%A0&h";
     expect((await echo(`/suburl/x${q}`)).url).toBe(`/x${q}`);
     expect((await echo(`/p${q}`)).url).toBe(`/v2/p${q}`);
+  });
+
+  it("passes the request URI byte for byte when the route maps a path to itself (%2F, //, %20 kept)", async () => {
+    for (const path of ["/projects/group%2Fname?x=%2F", "/a//b", "/sp%20ace", "/%7Euser"])
+      expect(await echo(path, "other.test")).toMatchObject({ backend: "127.0.0.5", url: path });
+    for (const path of ["/keep/a%2Fb?q=%2F", "/keep", "/keep/"])
+      expect(await echo(path, "other.test")).toMatchObject({ backend: "127.0.0.3", url: path });
   });
 
   it("passes every method and the request body", async () => {
