@@ -23,10 +23,12 @@ export function isIPv6(text: string): boolean {
   const tail = halves.length === 2 ? groups(halves[1] ?? "") : [];
   if (head === null || tail === null) return false;
   const all = [...head, ...tail];
+  // A dotted quad may only be the last group of the text: `1.2.3.4::` has it last in `all` but not in the text.
+  const quadAt = halves.length === 2 && tail.length === 0 ? -1 : all.length - 1;
   let count = 0;
   for (let i = 0; i < all.length; i++) {
     const g = all[i] ?? "";
-    if (i === all.length - 1 && g.includes(".")) {
+    if (i === quadAt && g.includes(".")) {
       if (!isIPv4(g)) return false;
       count += 2;
     } else if (HEXTET.test(g)) count += 1;
