@@ -129,6 +129,20 @@ export class RunningNginx {
     return readFile(join(this.dir, "logs/error.log"), "utf8").catch(() => "");
   }
 
+  /**
+   * nginx writes its pid file only after it has bound every listen socket, so this tells a started nginx from one
+   * still retrying a taken port (whose address another process may be answering on).
+   */
+  async waitPidFile(conf: string, timeoutMs = 10_000): Promise<void> {
+    const file = /^pid\s+(\S+);/m.exec(conf)?.[1] ?? join(this.dir, "logs/nginx.pid");
+    const deadline = Date.now() + timeoutMs;
+    while ((await readFile(file, "utf8").catch(() => "")).trim() !== String(this.pid)) {
+      if (this.done || Date.now() > deadline)
+        throw new Error(`nginx did not start (no pid file ${file}):\n${await this.errorLog()}`);
+      await sleep(25);
+    }
+  }
+
   /** Resolves once every listen address accepts TCP connections; throws with nginx's error log otherwise. */
   async waitListening(conf: string, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -194,6 +208,7 @@ export async function startNginx(rendered: Rendered | string, dir: string): Prom
   const ngx = new RunningNginx(dir, confFile, child);
   running.add(ngx);
   try {
+    await ngx.waitPidFile(confText(rendered));
     await ngx.waitListening(confText(rendered));
   } catch (e) {
     await ngx.stop();
