@@ -160,6 +160,19 @@ describe("headers the backend receives", () => {
     });
   });
 
+  it("overwrites what a client claims in X-Real-IP, X-Forwarded-Proto and X-Forwarded-Host", async () => {
+    const r = await demo("/suburl/h", {
+      "x-real-ip": "203.0.113.1",
+      "x-forwarded-proto": "https",
+      "x-forwarded-host": "evil.test",
+    });
+    expect(r.json<Echo>().headers).toMatchObject({
+      "x-real-ip": "127.0.0.1",
+      "x-forwarded-proto": "http",
+      "x-forwarded-host": "demo.test",
+    });
+  });
+
   it("does not forward an Upgrade the client did not ask for (keepalive stays possible)", async () => {
     const { headers } = (await demo("/suburl/h")).json<Echo>();
     expect(headers["upgrade"]).toBeUndefined();

@@ -97,6 +97,23 @@ describe("passive health and backups", () => {
   });
 });
 
+describe("recovery", () => {
+  it("sends traffic back to the primaries once they answer again after fail_timeout (10 s)", async () => {
+    await pool.get("127.0.0.5").start();
+    await pool.get("127.0.0.6").start();
+    const deadline = Date.now() + 15_000;
+    let backend = "";
+    while (Date.now() < deadline) {
+      const r = await get(`http://127.0.0.1:${port}/`, { host: "failover.test", agent });
+      expect(r.status).toBe(200);
+      backend = r.json<Echo>().backend;
+      if (backend !== "127.0.0.7") break;
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    expect(["127.0.0.5", "127.0.0.6"]).toContain(backend);
+  }, 20_000);
+});
+
 describe("upstream keepalive", () => {
   it("reuses backend connections: 300 requests over few TCP connections", async () => {
     const k = pool.get("127.0.0.8");
