@@ -30,6 +30,11 @@ beforeAll(async () => {
           },
         },
         {
+          domain_name: "noroot.test",
+          frontend_port: port,
+          routes: { "/api": { app: "other", service: "web", port: bp } },
+        },
+        {
           domain_name: "other.test",
           frontend_port: port,
           routes: {
@@ -81,6 +86,16 @@ describe("host routing", () => {
 });
 
 describe("prefix rules", () => {
+  it("a site without a / route answers 404 for paths no route matches (never files from nginx's prefix)", async () => {
+    for (const path of ["/", "/x", "/apix", "/index.html"]) {
+      const r = await get(url(path), { host: "noroot.test" });
+      expect(r.status, path).toBe(404);
+      expect(r.headers["x-backend"]).toBeUndefined();
+      expect(r.body).toContain("no route");
+    }
+    expect((await echo("/api/x", "noroot.test")).url).toBe("/x");
+  });
+
   it("route / with backend_path /v2 maps /foo?x=1 to /v2/foo?x=1", async () => {
     expect(await echo("/foo?x=1")).toMatchObject({ backend: "127.0.0.2", url: "/v2/foo?x=1" });
   });
