@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { backendSetFromKeys, parseBackendsFile, parseEndpointKey, parseWeight } from "../../src/model/backends.js";
 import { isDomain, isName, isUrlPath, normalizePrefix } from "../../src/model/grammar.js";
-import { ipFamily } from "../../src/model/ip.js";
+import { canonicalIp, ipFamily } from "../../src/model/ip.js";
 import { parseServices } from "../../src/model/services.js";
 
 describe("ip", () => {
@@ -49,6 +49,37 @@ describe("ip", () => {
         expect(ipFamily(s) ?? 0, s).toBe(isIP(s));
       }),
       { numRuns: 3000 },
+    );
+  });
+});
+
+describe("canonicalIp", () => {
+  it.each([
+    ["10.0.0.1", "10.0.0.1"],
+    ["2001:DB8:0:0:0:0:0:1", "2001:db8::1"],
+    ["2001:0db8::0001", "2001:db8::1"],
+    ["0:0:0:0:0:0:0:0", "::"],
+    ["0:0:0:0:0:0:0:1", "::1"],
+    ["1:0:0:2:0:0:0:3", "1:0:0:2::3"],
+    ["1:0:2:0:3:0:4:0", "1:0:2:0:3:0:4:0"],
+    ["1:0:0:2:0:0:3:4", "1::2:0:0:3:4"],
+    ["::FFFF:10.1.2.3", "::ffff:10.1.2.3"],
+    ["0:0:0:0:0:ffff:a01:203", "::ffff:10.1.2.3"],
+    ["::1.2.3.4", "::102:304"],
+  ])("%s is written %s", (text, canonical) => expect(canonicalIp(text)).toBe(canonical));
+
+  it("is null for what is not an address", () => expect(canonicalIp("1.2.3.4:80")).toBeNull());
+
+  it("agrees with the WHATWG URL parser on generated IPv6 addresses (IPv4-mapped aside)", () => {
+    const group = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffff }));
+    fc.assert(
+      fc.property(fc.array(group, { minLength: 8, maxLength: 8 }), fc.boolean(), (groups, pad) => {
+        const text = groups.map((g) => (pad ? g.toString(16).padStart(4, "0") : g.toString(16))).join(":");
+        const url = new URL(`http://[${text}]/`).hostname.slice(1, -1);
+        if (!url.startsWith("::ffff:")) expect(canonicalIp(text)).toBe(url);
+        expect(canonicalIp(canonicalIp(text) ?? "")).toBe(canonicalIp(text));
+      }),
+      { numRuns: 2000 },
     );
   });
 });
@@ -100,9 +131,14 @@ describe("registry keys and weights", () => {
     });
   });
 
-  it("lower-cases IPv6 so one address is one endpoint", () => {
+  it("writes IPv6 canonically, so two spellings of one address are one endpoint, not twice its weight", () => {
     const r = parseEndpointKey("/lb/backends/a-b/ips/2001:DB8::A", "{}");
     expect(r).toMatchObject({ kind: "endpoint", ip: "2001:db8::a" });
+    const { set } = backendSetFromKeys([
+      ["/lb/backends/a-b/ips/2001:db8::1", '{"weight":5}'],
+      ["/lb/backends/a-b/ips/2001:0DB8:0:0:0:0:0:1", '{"weight":7}'],
+    ]);
+    expect(set).toEqual({ "a-b": { "2001:db8::1": { weight: 7 } } });
   });
 
   it("honours another prefix, with or without its trailing slash", () => {
