@@ -29,6 +29,12 @@ beforeAll(async () => {
             "/empty": { app: "nobody", service: "home", port: bp },
           },
         },
+        { domain_name: "*.wild.test", frontend_port: port, routes: { "/": { app: "sub", service: "web", port: bp } } },
+        {
+          domain_name: "exact.wild.test",
+          frontend_port: port,
+          routes: { "/": { app: "other", service: "web", port: bp } },
+        },
         {
           domain_name: "noroot.test",
           frontend_port: port,
@@ -75,6 +81,13 @@ describe("host routing", () => {
   it("matches Host case-insensitively and with the port", async () => {
     expect((await echo("/", "OTHER.Test")).backend).toBe("127.0.0.5");
     expect((await echo("/", `other.test:${port}`)).backend).toBe("127.0.0.5");
+  });
+
+  it("a wildcard domain takes every subdomain depth, not the bare domain; an exact name wins over it", async () => {
+    expect((await echo("/", "a.wild.test")).backend).toBe("127.0.0.3");
+    expect((await echo("/", "x.y.wild.test")).backend).toBe("127.0.0.3");
+    expect((await echo("/", "exact.wild.test")).backend).toBe("127.0.0.5");
+    expect((await get(url("/"), { host: "wild.test" })).status).toBe(404);
   });
 
   it("answers 404 for an unknown Host, never another site", async () => {
