@@ -100,6 +100,11 @@ async function childPids(pid: number): Promise<number[]> {
   }
 }
 
+async function isServingWorker(pid: number): Promise<boolean> {
+  const title = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+  return title.includes("worker process") && !title.includes("shutting down");
+}
+
 export class RunningNginx {
   private exited: Promise<number | null>;
   private done = false;
@@ -157,7 +162,8 @@ export class RunningNginx {
 
   /**
    * Writes the next config and sends SIGHUP; resolves when new worker processes run it (nginx starts new workers
-   * only after the new config loaded), and the new listen addresses accept connections.
+   * only after the new config loaded), no old worker accepts connections any more, and every listen address of the
+   * new config accepts connections.
    */
   async reload(next: Rendered | string, timeoutMs = 10_000): Promise<void> {
     const before = new Set(await childPids(this.pid));
@@ -168,6 +174,14 @@ export class RunningNginx {
       if (this.done || Date.now() > deadline)
         throw new Error(`nginx did not start new workers after reload:\n${await this.errorLog()}`);
       await sleep(25);
+    }
+    // Old workers keep accepting until they handle their QUIT; they retitle themselves "shutting down" right after
+    // closing their listen sockets, and from then on every new connection meets the new config.
+    for (const old of before) {
+      while (await isServingWorker(old)) {
+        if (Date.now() > deadline) throw new Error(`old nginx worker ${old} still serving after reload`);
+        await sleep(10);
+      }
     }
     await this.waitListening(confText(next), Math.max(0, deadline - Date.now()));
   }
