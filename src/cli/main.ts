@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command } from "commander";
+import { Command, Option } from "commander";
 
 /** The thin CLI: flags -> one command module (loaded lazily) -> exit code. */
 const program = new Command()
@@ -38,10 +38,60 @@ program
   .description("print the JSON Schema of services.json, for editors")
   .action(async () => exit((await import("./schema.js")).schemaCommand()));
 
+const env = (flag: string, description: string, name: string) => new Option(flag, description).env(`NGINX_LB_${name}`);
+program
+  .command("run")
+  .description("the daemon: keep nginx serving services.json over the registry's endpoints, through every change")
+  .addOption(
+    env("--services <file>", "services.json (re-read on SIGUSR2 and on change)", "SERVICES").default(
+      "/etc/csphere-services.json",
+    ),
+  )
+  .addOption(
+    env(
+      "--etcd-endpoints <urls>",
+      "etcd URLs, comma-separated (default: http://$HOST_IP:$ETCD_PORT when both are set)",
+      "ETCD_ENDPOINTS",
+    ),
+  )
+  .addOption(env("--etcd-prefix <prefix>", "registry prefix", "ETCD_PREFIX").default("/lb/backends"))
+  .addOption(env("--etcd-api <v3|v2>", "etcd API the registry was written with", "ETCD_API").default("v3"))
+  .addOption(env("--etcd-cacert <file>", "CA certificate for etcd TLS", "ETCD_CACERT"))
+  .addOption(env("--etcd-cert <file>", "client certificate for etcd", "ETCD_CERT"))
+  .addOption(env("--etcd-key <file>", "client key for etcd", "ETCD_KEY"))
+  .addOption(
+    env(
+      "--etcd-username <name>",
+      "etcd user; the password comes from NGINX_LB_ETCD_PASSWORD or --etcd-password-file",
+      "ETCD_USERNAME",
+    ),
+  )
+  .addOption(env("--etcd-password-file <file>", "file holding the etcd password", "ETCD_PASSWORD_FILE"))
+  .addOption(env("--backends <file>", "embedded registry file instead of etcd (watched)", "BACKENDS"))
+  .addOption(
+    env("--state-dir <dir>", "nginx.conf, TLS files, logs and the last applied state", "STATE_DIR").default(
+      "/var/lib/nginx-lb",
+    ),
+  )
+  .addOption(env("--nginx <path>", "nginx binary", "NGINX"))
+  .addOption(env("--listen-host <ip>", "address frontend ports listen on (default: all)", "LISTEN_HOST"))
+  .addOption(
+    env(
+      "--control-port <port>",
+      "loopback port of nginx's internal control server (default: chosen once, kept in the state dir)",
+      "CONTROL_PORT",
+    ),
+  )
+  .addOption(env("--worker-processes <n>", "nginx worker_processes", "WORKER_PROCESSES"))
+  .addOption(env("--no-watch", "re-read services.json only on SIGUSR2/SIGHUP, not when the file changes", "NO_WATCH"))
+  .addOption(env("--log-level <level>", "trace, debug, info, warn, error", "LOG_LEVEL"))
+  .action(async (flags: import("./run.js").RunFlags) => exit(await (await import("./run.js")).runCommand(flags)));
+
 program
   .command("example")
-  .description("the Quick start: render the bundled example and check it with the real nginx -t")
-  .action(async () => exit(await (await import("./example.js")).exampleCommand()));
+  .description("the Quick start: run a live load balancer on the bundled example (examples/) with example backends")
+  .option("--check", "only render the example and check it with the real nginx -t")
+  .action(async (flags: { check?: boolean }) => exit(await (await import("./example.js")).exampleCommand(flags)));
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`nginx-lb: ${(e as Error).stack ?? String(e)}`);

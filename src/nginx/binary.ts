@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
+import { trackChild } from "../shared/children.js";
 
 /** The nginx binary to use: an explicit path, `NGINX_LB_NGINX`, or the first of the usual places. */
 export function findNginx(explicit?: string): string {
@@ -22,7 +23,7 @@ export interface NginxTestResult {
 export function nginxTest(nginx: string, confFile: string, prefix: string): Promise<NginxTestResult> {
   const started = performance.now();
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       nginx,
       ["-t", "-q", "-p", `${prefix}/`, "-c", confFile, "-e", `${prefix}/logs/error.log`],
       { timeout: 60_000, maxBuffer: 4 << 20 },
@@ -38,5 +39,6 @@ export function nginxTest(nginx: string, confFile: string, prefix: string): Prom
         else resolve({ ok: !err, output, ms });
       },
     );
+    trackChild(child);
   });
 }

@@ -1,0 +1,5 @@
+{
+  "targets": [
+    { "target_name": "reaper", "sources": ["native/reaper.c"] }
+  ]
+}

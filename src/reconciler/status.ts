@@ -1,0 +1,96 @@
+import type { Problem } from "../model/problem.js";
+import type { Change } from "./diff.js";
+
+/** One apply as the status API and metrics report it. */
+export interface ApplyRecord {
+  readonly at: string;
+  readonly result: "applied" | "unchanged" | "failed";
+  readonly action: "none" | "reload" | "start";
+  readonly reason: string;
+  readonly generation: string;
+  readonly ms: { readonly render: number; readonly test: number; readonly reload: number; readonly total: number };
+  readonly change?: Change;
+  readonly error?: string;
+}
+
+/** Everything the admin server and `nginx-lb status` read. Contains no key material. */
+export interface StatusSnapshot {
+  readonly startedAt: string;
+  readonly services: {
+    readonly file: string;
+    readonly valid: boolean;
+    readonly errors: readonly Problem[];
+    readonly warnings: readonly Problem[];
+    readonly loadedAt?: string;
+  };
+  readonly registry: {
+    readonly kind: string;
+    readonly connected: boolean;
+    readonly origin: string;
+    readonly warnings: readonly Problem[];
+  };
+  readonly nginx: {
+    readonly running: boolean;
+    readonly pid: number | null;
+    readonly generation: string | null;
+    readonly lastError?: string;
+  };
+  readonly applies: readonly ApplyRecord[];
+  readonly counters: {
+    readonly applied: number;
+    readonly failed: number;
+    readonly unchanged: number;
+    readonly reloads: number;
+  };
+  readonly lastSuccessAt?: string;
+}
+
+type Listener = (s: StatusSnapshot) => void;
+
+/** Holds the status snapshot; writers replace parts, readers get an immutable copy and change notifications. */
+export class StatusStore {
+  private state: StatusSnapshot;
+  private listeners = new Set<Listener>();
+
+  constructor(servicesFile: string, registryKind: string, now: Date) {
+    this.state = {
+      startedAt: now.toISOString(),
+      services: { file: servicesFile, valid: false, errors: [], warnings: [] },
+      registry: { kind: registryKind, connected: false, origin: "not yet read", warnings: [] },
+      nginx: { running: false, pid: null, generation: null },
+      applies: [],
+      counters: { applied: 0, failed: 0, unchanged: 0, reloads: 0 },
+    };
+  }
+
+  /** The current snapshot. */
+  get(): StatusSnapshot {
+    return this.state;
+  }
+
+  /** Replaces parts of the snapshot and notifies listeners. */
+  update(patch: (s: StatusSnapshot) => Partial<StatusSnapshot>): void {
+    this.state = { ...this.state, ...patch(this.state) };
+    for (const l of this.listeners) l(this.state);
+  }
+
+  /** Records an apply outcome, keeping the latest 50. */
+  recordApply(rec: ApplyRecord): void {
+    this.update((s) => ({
+      applies: [rec, ...s.applies].slice(0, 50),
+      counters: {
+        applied: s.counters.applied + (rec.result === "applied" ? 1 : 0),
+        failed: s.counters.failed + (rec.result === "failed" ? 1 : 0),
+        unchanged: s.counters.unchanged + (rec.result === "unchanged" ? 1 : 0),
+        reloads: s.counters.reloads + (rec.result === "applied" && rec.action === "reload" ? 1 : 0),
+      },
+      ...(rec.result === "applied" ? { lastSuccessAt: rec.at } : {}),
+    }));
+  }
+
+  /** Calls the listener on every change; returns an unsubscribe function. */
+  subscribe(l: Listener): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+}

@@ -1,0 +1,31 @@
+import type { BackendSet } from "../model/backends.js";
+import type { Logger } from "../shared/log.js";
+import { loadBackendsFile } from "./services-file.js";
+import type { EndpointSource, Snapshot } from "./source.js";
+import { watchFile } from "./watch-file.js";
+
+/** The embedded registry: a JSON file `{ "<app>-<service>": { "<ip>": { "weight": 50 } } }`, watched for changes. */
+export class BackendsFileSource implements EndpointSource {
+  readonly name = "backends-file";
+  constructor(
+    readonly file: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Emits the file's endpoint set now and after every valid change; an invalid file keeps the last set. */
+  async start(signal: AbortSignal, emit: (s: Snapshot<BackendSet>) => void): Promise<void> {
+    const read = async (why: string) => {
+      const r = await loadBackendsFile(this.file);
+      if (!r.ok) {
+        this.log.error(
+          { file: this.file, errors: r.errors.map((e) => `${e.path}: ${e.message}`) },
+          "backends file is invalid; keeping the last endpoints",
+        );
+        return;
+      }
+      emit({ value: r.value, warnings: r.warnings, connected: true, origin: `${this.file} (${why})` });
+    };
+    watchFile(this.file, () => void read("changed"), signal);
+    await read("start");
+  }
+}

@@ -1,0 +1,55 @@
+import { createHash } from "node:crypto";
+import type { Problem } from "../model/problem.js";
+import type { Services } from "../model/services.js";
+import type { Snapshot } from "./source.js";
+import { loadServicesFile } from "./services-file.js";
+import { watchFile } from "./watch-file.js";
+
+/**
+ * services.json: read at start, on `reload()` (SIGUSR2, the original contract with the config centre) and when the
+ * file changes on disk. An invalid file is reported through `reject` and never emitted, so the last valid model stays.
+ */
+export class ServicesFileSource {
+  readonly name = "services-file";
+  private emitFn: ((s: Snapshot<Services>) => void) | null = null;
+  private rejectFn: ((errors: readonly Problem[], warnings: readonly Problem[]) => void) | null = null;
+  private lastDigest = "";
+  private reading: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly file: string,
+    private readonly watch = true,
+  ) {}
+
+  /** Reads the file now and on every change until the signal aborts. */
+  async start(
+    signal: AbortSignal,
+    emit: (s: Snapshot<Services>) => void,
+    reject: (errors: readonly Problem[], warnings: readonly Problem[]) => void,
+  ): Promise<void> {
+    this.emitFn = emit;
+    this.rejectFn = reject;
+    if (this.watch) watchFile(this.file, () => void this.reload("file changed"), signal);
+    await this.reload("start");
+  }
+
+  /** Re-reads the file (serialised: a read never overtakes another). */
+  reload(reason: string): Promise<void> {
+    this.reading = this.reading.then(() => this.read(reason));
+    return this.reading;
+  }
+
+  private async read(reason: string): Promise<void> {
+    const r = await loadServicesFile(this.file);
+    if (!r.ok) {
+      this.lastDigest = "";
+      this.rejectFn?.(r.errors, r.warnings);
+      return;
+    }
+    const digest = createHash("sha256").update(JSON.stringify(r.value)).digest("hex");
+    // A re-read of identical content is still reported (status shows when it was read), but reasons stay honest.
+    const origin = digest === this.lastDigest ? `${reason} (unchanged)` : reason;
+    this.lastDigest = digest;
+    this.emitFn?.({ value: r.value, warnings: r.warnings, connected: true, origin });
+  }
+}

@@ -1,0 +1,348 @@
+import { execFileSync } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
+import {
+  Controller,
+  eventually,
+  sleep,
+  startController,
+  stopAllControllers,
+  writeServices,
+} from "../helpers/controller.js";
+import { get } from "../helpers/http.js";
+import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
+
+/** The daemon driven as a user drives it: a real `nginx-lb run` process, real nginx, real backends, a backends file. */
+
+let pool: BackendPool;
+beforeAll(async () => {
+  pool = await startBackends(["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]);
+});
+afterAll(async () => {
+  await stopAllControllers();
+  await pool.close();
+  await cleanupNginx();
+});
+
+interface Setup {
+  dir: string;
+  services: string;
+  backends: string;
+  port: number;
+  lb: Controller;
+  url: (path?: string) => string;
+}
+
+const route = (app: string, port: number) => ({ app, service: "api", port });
+const server = (port: number, routes: Record<string, unknown>) => ({
+  domain_name: "a.test",
+  frontend_port: port,
+  routes,
+});
+
+async function setup(
+  endpoints: Record<string, Record<string, { weight: number }>>,
+  extraArgs: string[] = [],
+): Promise<Setup> {
+  const dir = await tempDir("nginx-lb-daemon-");
+  const port = await freePort();
+  const services = join(dir, "services.json");
+  const backends = join(dir, "backends.json");
+  await writeServices(services, [server(port, { "/": route("web", pool.port) })]);
+  await writeFile(backends, JSON.stringify(endpoints));
+  const lb = await startController({
+    stateDir: join(dir, "state"),
+    services,
+    args: ["--backends", backends, ...extraArgs],
+  });
+  await lb.waitFor(/nginx started|config applied/);
+  return { dir, services, backends, port, lb, url: (p = "/") => `http://127.0.0.1:${port}${p}` };
+}
+
+const who = async (url: string) => (await get(url, { host: "a.test" })).json<Echo>().backend;
+
+/** nginx masters running on a state dir. */
+function masters(stateDir: string): number {
+  const out = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" });
+  return out.split("\n").filter((l) => l.startsWith("nginx: master") && l.includes(stateDir)).length;
+}
+
+/** A bounded request loop (count and time) that records every failure. */
+function load(url: string, opts: { count: number; concurrency: number; maxMs: number }) {
+  const failures: string[] = [];
+  let done = 0;
+  let stop = false;
+  const deadline = Date.now() + opts.maxMs;
+  const worker = async () => {
+    while (!stop && done < opts.count && Date.now() < deadline) {
+      done++;
+      try {
+        const r = await get(url, { host: "a.test", timeoutMs: 5000 });
+        if (r.status !== 200) failures.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
+      } catch (e) {
+        failures.push(String(e));
+      }
+    }
+  };
+  const finished = Promise.all(Array.from({ length: opts.concurrency }, worker));
+  return {
+    failures,
+    get done() {
+      return done;
+    },
+    finished,
+    stop: () => {
+      stop = true;
+      return finished;
+    },
+  };
+}
+
+describe("nginx-lb run with a backends file", () => {
+  it("follows endpoint changes: traffic starts and stops reaching a backend", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    expect(await who(s.url())).toBe("127.0.0.2");
+    await writeFile(
+      s.backends,
+      JSON.stringify({ "web-api": { "127.0.0.2": { weight: 1 }, "127.0.0.3": { weight: 1 } } }),
+    );
+    await eventually(async () => (await who(s.url())) === "127.0.0.3", 10_000, "traffic reaching 127.0.0.3");
+    await writeFile(s.backends, JSON.stringify({ "web-api": { "127.0.0.3": { weight: 1 } } }));
+    await eventually(
+      async () => {
+        for (let i = 0; i < 10; i++) if ((await who(s.url())) !== "127.0.0.3") return false;
+        return true;
+      },
+      10_000,
+      "traffic only on 127.0.0.3",
+    );
+    // Each apply logs what it changed.
+    await s.lb.waitFor(/"endpoints":\{"added":\[\],"removed":\["a\.test:\d+\/ 127\.0\.0\.2:\d+ w1"\]/);
+    await s.lb.stop();
+  });
+
+  it("SIGUSR2 applies a new route; an invalid edit keeps the old routes serving and names the error", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } }, "new-api": { "127.0.0.4": { weight: 1 } } }, [
+      "--no-watch",
+    ]);
+    await writeServices(s.services, [
+      server(s.port, { "/": route("web", pool.port), "/new": route("new", pool.port) }),
+    ]);
+    s.lb.signal("SIGUSR2");
+    // Once the apply is logged, every accepting nginx worker runs the new config.
+    await s.lb.waitFor(/"reason":"services.json: SIGUSR2".*config applied/);
+    for (let i = 0; i < 20; i++) expect(await who(s.url("/new/x"))).toBe("127.0.0.4");
+
+    await writeFile(
+      s.services,
+      JSON.stringify({
+        servers: [
+          {
+            domain_name: "a.test",
+            frontend_port: s.port,
+            routes: { "/": { app: "web", service: "api", port: "80a" } },
+          },
+        ],
+      }),
+    );
+    s.lb.signal("SIGUSR2");
+    const err = await s.lb.waitFor(/services.json is invalid/);
+    expect(JSON.stringify(err["errors"])).toContain(
+      `servers[0].routes[\\"/\\"].port: port must be an integer from 1 to 65535, got \\"80a\\"`,
+    );
+    expect(await who(s.url("/new/x"))).toBe("127.0.0.4");
+    expect(await who(s.url("/"))).toBe("127.0.0.2");
+    // Endpoint changes keep applying while the routing file is broken.
+    await writeFile(s.backends, JSON.stringify({ "web-api": { "127.0.0.3": { weight: 1 } }, "new-api": { "127.0.0.4": { weight: 1 } } }));
+    await eventually(async () => (await who(s.url("/"))) === "127.0.0.3", 10_000, "endpoint change while services.json is invalid");
+    await s.lb.stop();
+  });
+
+  it("a candidate nginx cannot take (its port is held by another process) leaves the previous config serving", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } }, ["--no-watch"]);
+    const held: Server = createServer();
+    const heldPort = await freePort();
+    await new Promise<void>((r) => held.listen(heldPort, "127.0.0.1", r));
+    try {
+      await writeServices(s.services, [
+        server(s.port, { "/": route("web", pool.port) }),
+        { domain_name: "b.test", frontend_port: heldPort, routes: {} },
+      ]);
+      s.lb.signal("SIGUSR2");
+      const failed = await s.lb.waitFor(/apply failed/);
+      expect(String(failed["error"])).toMatch(/Address already in use/);
+      expect(await who(s.url())).toBe("127.0.0.2");
+      const conf = await readFile(join(s.dir, "state/nginx.conf"), "utf8");
+      expect(conf).not.toContain(`:${heldPort}`);
+    } finally {
+      held.close();
+    }
+    await s.lb.stop();
+  });
+
+  it("restarts nginx on the last good config when it dies", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    const pid = Number((await readFile(join(s.dir, "state/nginx.pid"), "utf8")).trim());
+    process.kill(pid, "SIGKILL");
+    await s.lb.waitFor(/nginx exited unexpectedly/);
+    await eventually(async () => (await who(s.url())) === "127.0.0.2", 15_000, "traffic after the restart");
+    expect(masters(join(s.dir, "state"))).toBe(1);
+    await s.lb.stop();
+  });
+
+  it("a controller SIGKILLed and restarted under load drops no request and leaves one nginx master", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 }, "127.0.0.3": { weight: 1 } } });
+    const stateDir = join(s.dir, "state");
+    const traffic = load(s.url(), { count: 3000, concurrency: 4, maxMs: 60_000 });
+    await sleep(300);
+    s.lb.signal("SIGKILL");
+    await s.lb.exited;
+    await sleep(300);
+    const lb2 = await startController({ stateDir, services: s.services, args: ["--backends", s.backends] });
+    await lb2.waitFor(/adopted the running nginx master/);
+    await traffic.finished;
+    expect(traffic.done).toBeGreaterThanOrEqual(1000);
+    expect(traffic.failures).toEqual([]);
+    expect(masters(stateDir)).toBe(1);
+    // Same inputs, same bytes: the new controller does not even reload.
+    await lb2.waitFor(/config unchanged/);
+    expect(lb2.applies("reload")).toEqual([]);
+    await lb2.stop();
+    expect(masters(stateDir)).toBe(0);
+  });
+
+  it("a burst of 500 endpoint changes costs at most 5 reloads and ends with all 500 in the config", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    const set: Record<string, { weight: number }> = { "127.0.0.2": { weight: 1 } };
+    const before = s.lb.applies("reload").length;
+    const started = Date.now();
+    for (let i = 0; i < 500; i++) {
+      set[`10.1.${Math.floor(i / 250)}.${(i % 250) + 1}`] = { weight: 1 };
+      await writeFile(s.backends, JSON.stringify({ "web-api": set }));
+      await sleep(1);
+    }
+    expect(Date.now() - started).toBeLessThan(5_000);
+    await eventually(
+      async () =>
+        ((await readFile(join(s.dir, "state/nginx.conf"), "utf8")).match(/server 10\.1\./g)?.length ?? 0) === 500,
+      10_000,
+      "all 500 endpoints rendered",
+    );
+    await sleep(500);
+    const reloads = s.lb.applies("reload").length - before;
+    expect(reloads).toBeGreaterThanOrEqual(1);
+    expect(reloads).toBeLessThanOrEqual(5);
+    await s.lb.stop();
+  });
+
+  it("endpoints churning every 100 ms under a bounded load loop: zero failed requests", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 }, "127.0.0.3": { weight: 1 } } });
+    const traffic = load(s.url(), { count: 4000, concurrency: 4, maxMs: 8_000 });
+    const variants = [
+      ["127.0.0.2", "127.0.0.3"],
+      ["127.0.0.3", "127.0.0.4"],
+      ["127.0.0.4", "127.0.0.5"],
+      ["127.0.0.5", "127.0.0.2"],
+    ];
+    for (let i = 0; i < 40; i++) {
+      const ips = variants[i % variants.length] ?? [];
+      await writeFile(
+        s.backends,
+        JSON.stringify({ "web-api": Object.fromEntries(ips.map((ip) => [ip, { weight: 1 }])) }),
+      );
+      await sleep(100);
+    }
+    await traffic.stop();
+    expect(traffic.done).toBeGreaterThan(200);
+    expect(traffic.failures).toEqual([]);
+    expect(s.lb.applies("reload").length).toBeGreaterThan(3);
+    await s.lb.stop();
+  });
+
+  it("keys no route references are kept but never cause a reload", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    const before = s.lb.applies("reload").length;
+    await writeFile(s.backends, JSON.stringify({ "web-api": { "127.0.0.2": { weight: 1 } }, "other-svc": { "10.9.9.9": { weight: 5 } } }));
+    await s.lb.waitFor(/config unchanged/);
+    await sleep(300);
+    expect(s.lb.applies("reload").length).toBe(before);
+    const state = JSON.parse(await readFile(join(s.dir, "state/state.json"), "utf8")) as { backends: Record<string, unknown> };
+    expect(Object.keys(state.backends)).toContain("other-svc");
+    await s.lb.stop();
+  });
+
+  it("SIGTERM stops gracefully: nginx quits, the controller exits 0", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    expect(masters(join(s.dir, "state"))).toBe(1);
+    expect(await s.lb.stop()).toBe(0);
+    expect(masters(join(s.dir, "state"))).toBe(0);
+  });
+
+  it("without a registry every route answers 503 and the log says why", async () => {
+    const dir = await tempDir("nginx-lb-daemon-");
+    const port = await freePort();
+    const services = join(dir, "services.json");
+    await writeServices(services, [server(port, { "/": route("web", pool.port) })]);
+    const lb = await startController({ stateDir: join(dir, "state"), services });
+    await lb.waitFor(/no registry given/);
+    await lb.waitFor(/nginx started/);
+    const r = await get(`http://127.0.0.1:${port}/`, { host: "a.test" });
+    expect(r.status).toBe(503);
+    expect(r.body).toContain("no endpoint for route /");
+    await lb.stop();
+  });
+
+  it("as pid 1 of a new pid namespace, `kill -USR2 1` from inside applies the file", async () => {
+    const dir = await tempDir("nginx-lb-pid1-");
+    const port = await freePort();
+    const services = join(dir, "services.json");
+    const backends = join(dir, "backends.json");
+    await writeServices(services, [server(port, { "/": route("web", pool.port) })]);
+    await writeFile(
+      backends,
+      JSON.stringify({ "web-api": { "127.0.0.2": { weight: 1 } }, "new-api": { "127.0.0.5": { weight: 1 } } }),
+    );
+    const lb = await startController({
+      stateDir: join(dir, "state"),
+      services,
+      args: ["--backends", backends, "--no-watch"],
+      wrap: ["unshare", "--pid", "--fork", "--mount-proc"],
+    });
+    await lb.waitFor(/nginx started/);
+    const inner = Number(
+      execFileSync("cat", [`/proc/${lb.child.pid}/task/${lb.child.pid}/children`], { encoding: "utf8" })
+        .trim()
+        .split(/\s+/)[0],
+    );
+    expect(
+      execFileSync("nsenter", ["-t", String(inner), "-p", "-m", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"], {
+        encoding: "utf8",
+      }),
+    ).toContain("src/cli/main.ts run");
+    await writeServices(services, [server(port, { "/": route("web", pool.port), "/new": route("new", pool.port) })]);
+    execFileSync("nsenter", ["-t", String(inner), "-p", "-m", "kill", "-USR2", "1"]);
+    await eventually(async () => (await who(`http://127.0.0.1:${port}/new`)) === "127.0.0.5", 10_000, "the new route");
+    // A killed nginx master leaves workers that end up as pid 1's children: they must be reaped, not left as zombies.
+    const master = Number((await readFile(join(dir, "state/nginx.pid"), "utf8")).trim());
+    execFileSync("nsenter", ["-t", String(inner), "-p", "-m", "kill", "-KILL", String(master)]);
+    await lb.waitFor(/nginx exited unexpectedly/);
+    await eventually(
+      async () => (await who(`http://127.0.0.1:${port}/new`)) === "127.0.0.5",
+      15_000,
+      "traffic after the nginx restart",
+    );
+    const zombies = () =>
+      execFileSync("ps", ["-eo", "stat=,ppid="], { encoding: "utf8" })
+        .split("\n")
+        .filter((l) => /^Z\S*\s+(\d+)$/.test(l.trim()) && Number(l.trim().split(/\s+/)[1]) === inner).length;
+    await eventually(async () => zombies() === 0, 10_000, "no zombie children of pid 1");
+    // Signals reach pid 1 only through its own handlers; SIGTERM must still stop it (and its nginx).
+    execFileSync("nsenter", ["-t", String(inner), "-p", "-m", "kill", "-TERM", "1"]);
+    const code = await Promise.race([lb.exited, sleep(15_000).then(() => "timeout")]);
+    expect(code).toBe(0);
+    expect(masters(join(dir, "state"))).toBe(0);
+  });
+});

@@ -1,0 +1,161 @@
+/**
+ * Runs the real `nginx-lb run` as a user would (a separate process, via tsx), with its own state dir and ports.
+ *
+ *   const lb = await startController({ services, backends, stateDir });  // waits for the first apply
+ *   lb.applies("reload");            // applies logged so far, by action
+ *   lb.signal("SIGUSR2");
+ *   await lb.stop();                 // SIGTERM, waits for exit
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const running = new Set<Controller>();
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+export interface ControllerOptions {
+  readonly stateDir: string;
+  readonly services: string;
+  readonly args?: readonly string[];
+  readonly env?: Record<string, string>;
+  /** Wrap the command (e.g. `unshare --pid --fork --mount-proc`). */
+  readonly wrap?: readonly string[];
+  /** Wait for this log message before resolving. Default "nginx-lb is running". */
+  readonly readyMsg?: string;
+}
+
+export class Controller {
+  readonly lines: LogLine[] = [];
+  readonly exited: Promise<number | null>;
+  constructor(readonly child: ChildProcess) {
+    let buf = "";
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          this.lines.push(JSON.parse(line) as LogLine);
+        } catch {
+          this.lines.push({ level: 0, msg: line });
+        }
+      }
+    });
+    this.exited = new Promise((r) => child.once("exit", (code) => r(code)));
+  }
+
+  /** Applies logged so far ("config applied"/"nginx started"), optionally only those with this action. */
+  applies(action?: "reload" | "start"): LogLine[] {
+    return this.lines.filter(
+      (l) => (l.msg === "config applied" || l.msg === "nginx started") && (!action || l["action"] === action),
+    );
+  }
+
+  /** Log lines whose message matches. */
+  find(re: RegExp): LogLine[] {
+    return this.lines.filter((l) => re.test(l.msg) || re.test(JSON.stringify(l)));
+  }
+
+  /** Waits until a log line matches (poll with a deadline). */
+  async waitFor(re: RegExp, timeoutMs = 15_000): Promise<LogLine> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const hit = this.find(re)[0];
+      if (hit) return hit;
+      await sleep(20);
+    }
+    throw new Error(
+      `no log line matching ${re} within ${timeoutMs} ms; log:\n${this.lines
+        .map((l) => JSON.stringify(l))
+        .join("\n")
+        .slice(-3000)}`,
+    );
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.child.kill(sig);
+  }
+
+  /** SIGTERM and wait for the process to exit. */
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGTERM");
+    const code = await Promise.race([this.exited, sleep(15_000).then(() => "timeout" as const)]);
+    if (code === "timeout") this.child.kill("SIGKILL");
+    running.delete(this);
+    return code === "timeout" ? null : code;
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Starts `nginx-lb run` and waits until it is running. */
+export async function startController(o: ControllerOptions): Promise<Controller> {
+  const cmd = [
+    ...(o.wrap ?? []),
+    process.execPath,
+    "--import",
+    "tsx",
+    join(ROOT, "src/cli/main.ts"),
+    "run",
+    "--services",
+    o.services,
+    "--state-dir",
+    o.stateDir,
+    "--listen-host",
+    "127.0.0.1",
+    "--worker-processes",
+    "1",
+    ...(o.args ?? []),
+  ];
+  const [bin = "", ...args] = cmd;
+  const child = spawn(bin, args, {
+    cwd: ROOT,
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, NGINX_LB_LOG_LEVEL: "debug", ...o.env },
+  });
+  const c = new Controller(child);
+  running.add(c);
+  await c.waitFor(new RegExp(o.readyMsg ?? "nginx-lb is running"), 30_000);
+  return c;
+}
+
+/** Stops every controller a test file started (and the nginx each runs). */
+export async function stopAllControllers(): Promise<void> {
+  await Promise.all([...running].map((c) => c.stop()));
+}
+
+/** Writes a services.json with one server and the given routes. */
+export async function writeServices(file: string, servers: unknown[]): Promise<void> {
+  await writeFile(`${file}.tmp`, JSON.stringify({ version: "0.1", servers }, null, 2));
+  const { rename } = await import("node:fs/promises");
+  await rename(`${file}.tmp`, file);
+}
+
+/** Polls `fn` until it returns a truthy value or the deadline passes. */
+export async function eventually<T>(
+  fn: () => Promise<T | null | undefined | false>,
+  timeoutMs = 10_000,
+  what = "condition",
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(25);
+  }
+  throw new Error(`${what} not reached within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
+}
