@@ -23,7 +23,7 @@ export function renderServer(server: Server, plans: readonly RoutePlan[], option
     lines.push(
       `        location / {`,
       `            default_type text/plain;`,
-      `            return 404 "no route for this path\n";`,
+      `            return 404 "no route for this path\\n";`,
       `        }`,
     );
   lines.push(`    }`);
