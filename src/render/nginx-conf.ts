@@ -111,7 +111,10 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     `    proxy_set_header Connection $nlb_connection;`,
     `    proxy_connect_timeout 5s;`,
     `    proxy_next_upstream error timeout;`,
-    `    proxy_next_upstream_tries 3;`,
+    // Each endpoint of an upstream at most once (0 = as many tries as it has servers), so the backups are reached
+    // however many primaries are down; endpoints that time out rather than refuse are bounded by the timeout.
+    `    proxy_next_upstream_tries 0;`,
+    `    proxy_next_upstream_timeout 15s;`,
     ``,
   ];
   for (const p of plans) if (p.members.length > 0) out.push(renderUpstream(p, options.upstreamKeepalive ?? 32));
