@@ -28,7 +28,6 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >&2
     # Debian starts nginx and etcd as services on install; nginx-lb runs its own, so stop the packaged ones.
     (systemctl disable --now nginx etcd 2>/dev/null || service nginx stop 2>/dev/null || true) >/dev/null 2>&1
-    pkill -x nginx 2>/dev/null || true
   else
     echo "nginx-lb: missing Debian packages:$missing -- install them with: sudo apt-get install$missing" >&2
     exit 1

@@ -206,4 +206,16 @@ describe("headers the backend receives", () => {
     expect(headers["upgrade"]).toBeUndefined();
     expect(headers["connection"]).toBeUndefined();
   });
+
+  it("passes websocket upgrades only: an h2c upgrade (request smuggling past the route prefix) is not forwarded", async () => {
+    const { headers } = (
+      await demo("/suburl/h", {
+        upgrade: "h2c",
+        connection: "Upgrade, HTTP2-Settings",
+        "http2-settings": "AAMAAABkAAQAAP__",
+      })
+    ).json<Echo>();
+    expect(headers["upgrade"]).toBeUndefined();
+    expect(headers["connection"]).toBeUndefined();
+  });
 });

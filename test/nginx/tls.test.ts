@@ -77,11 +77,9 @@ describe("TLS", () => {
   });
 
   it("upgrades a websocket over TLS (wss) with SNI", async () => {
-    const ws = new WebSocket(`wss://127.0.0.1:${tlsPort}/sock`, {
-      headers: { host: "b.test" },
-      servername: "b.test",
-      ca: ca.cert,
-    });
+    // ws passes TLS options through to https.request; its types omit `servername`.
+    const options = { headers: { host: "b.test" }, servername: "b.test", ca: ca.cert } as WebSocket.ClientOptions;
+    const ws = new WebSocket(`wss://127.0.0.1:${tlsPort}/sock`, options);
     const reply = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("wss: no echo within 5 s")), 5_000);
       ws.once("open", () => ws.send("hi"));
