@@ -1,4 +1,5 @@
 import { backendName } from "../model/services.js";
+import { dynamicLocationBody } from "./dynamic.js";
 import type { RoutePlan } from "./plan-routes.js";
 import { tok } from "./tokens.js";
 
@@ -11,7 +12,8 @@ function withoutSlash(path: string): string {
 }
 
 /** What a location does: proxy to the route's upstream, or answer 503 naming the route when it has no endpoint. */
-function body(plan: RoutePlan, target: string): string[] {
+function body(plan: RoutePlan, target: string, dynamic: boolean): string[] {
+  if (dynamic) return dynamicLocationBody(plan, target);
   if (plan.members.length > 0) return [`proxy_pass http://${tok.upstream(plan.upstream)}${target};`];
   const { route } = plan;
   return [
@@ -28,12 +30,12 @@ function block(match: string, lines: string[]): string {
  * The locations of one route. A prefix `/p` maps `/p/x` to `<backend_path>/x` and `/p` itself to `<backend_path>`;
  * `/px` is not this route. nginx's prefix locations give "longest prefix wins" for free.
  */
-export function renderLocations(plan: RoutePlan): string {
+export function renderLocations(plan: RoutePlan, dynamic = false): string {
   const prefix = tok.path(plan.route.prefix);
   const backendPath = tok.path(plan.route.backendPath);
-  if (prefix === "/") return block("/", body(plan, withSlash(backendPath)));
+  if (prefix === "/") return block("/", body(plan, withSlash(backendPath), dynamic));
   return [
-    block(`${prefix}/`, body(plan, withSlash(backendPath))),
-    block(`= ${prefix}`, body(plan, withoutSlash(backendPath))),
+    block(`${prefix}/`, body(plan, withSlash(backendPath), dynamic)),
+    block(`= ${prefix}`, body(plan, withoutSlash(backendPath), dynamic)),
   ].join("\n");
 }

@@ -1,0 +1,97 @@
+import { request } from "node:http";
+import type { EndpointSets } from "../model/plan.js";
+import { ENDPOINTS_PATH, endpointSets } from "../render/dynamic.js";
+import type { RoutePlan } from "../render/plan-routes.js";
+
+/** The body of a push: every route's whole endpoint set, tagged with the controller's version. */
+export interface PushBody {
+  readonly version: number;
+  readonly upstreams: EndpointSets;
+}
+
+/** Builds the push body from the same route plan the renderer uses, so both modes balance over identical members. */
+export function pushBody(version: number, plans: readonly RoutePlan[]): PushBody {
+  return { version, upstreams: endpointSets(plans) };
+}
+
+export interface PushTarget {
+  /** The control server's loopback port (RenderOptions.controlPort). */
+  readonly port: number;
+  readonly host?: string;
+  /** Whole-request deadline. Default 5,000 ms. */
+  readonly timeoutMs?: number;
+}
+
+/** Why a push or query failed: the HTTP status (0 when no answer) and nginx's words. */
+export class PushError extends Error {
+  override name = "PushError";
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function call(target: PushTarget, method: "GET" | "POST", body?: string): Promise<{ version: number | null }> {
+  const payload = body === undefined ? undefined : Buffer.from(body);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: target.host ?? "127.0.0.1",
+        port: target.port,
+        path: ENDPOINTS_PATH,
+        method,
+        agent: false,
+        headers: payload
+          ? { "content-type": "application/json", "content-length": payload.length }
+          : { "content-length": 0 },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8").trim();
+          const status = res.statusCode ?? 0;
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = undefined;
+          }
+          const obj = (typeof parsed === "object" && parsed !== null ? parsed : {}) as Record<string, unknown>;
+          if (status !== 200) {
+            reject(new PushError(status, `${method} ${ENDPOINTS_PATH}: ${status} ${String(obj["error"] ?? text)}`));
+            return;
+          }
+          const v = obj["version"];
+          if (v !== null && typeof v !== "number") {
+            reject(new PushError(status, `${method} ${ENDPOINTS_PATH}: unexpected answer ${text.slice(0, 200)}`));
+            return;
+          }
+          resolve({ version: v });
+        });
+      },
+    );
+    req.setTimeout(target.timeoutMs ?? 5000, () =>
+      req.destroy(new PushError(0, `${method} ${ENDPOINTS_PATH}: no answer within ${target.timeoutMs ?? 5000} ms`)),
+    );
+    req.on("error", (e) =>
+      reject(e instanceof PushError ? e : new PushError(0, `${method} ${ENDPOINTS_PATH}: ${e.message}`)),
+    );
+    req.end(payload);
+  });
+}
+
+/** Replaces every endpoint set nginx holds; resolves with the version nginx stored. */
+export async function pushEndpoints(target: PushTarget, body: PushBody): Promise<number> {
+  const { version } = await call(target, "POST", JSON.stringify(body));
+  if (version === null) throw new PushError(200, `POST ${ENDPOINTS_PATH}: nginx stored no version`);
+  return version;
+}
+
+/** The version nginx holds, or null when nothing was pushed since its shared dict was created. */
+export async function pushedVersion(target: PushTarget): Promise<number | null> {
+  return (await call(target, "GET")).version;
+}
