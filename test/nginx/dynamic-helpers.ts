@@ -46,6 +46,8 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
 export interface Backend {
   readonly ip: string;
   readonly port: number;
+  /** TCP connections accepted so far (upstream keepalive keeps this low). */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -67,6 +69,8 @@ export async function startBackend(ip: string, port: number): Promise<Backend> {
     res.end(ip);
   });
   server.keepAliveTimeout = 30_000;
+  let connections = 0;
+  server.on("connection", () => connections++);
   const wss = new WebSocketServer({ server });
   wss.on("connection", (ws) => ws.on("message", (m) => ws.send(`${ip} ${String(m)}`)));
   await listen(server, ip, port);
@@ -75,6 +79,7 @@ export async function startBackend(ip: string, port: number): Promise<Backend> {
   return {
     ip,
     port: bound,
+    connections: () => connections,
     close: () =>
       new Promise<void>((resolve) => {
         for (const c of wss.clients) c.terminate();
@@ -128,11 +133,12 @@ export function postRaw(
   port: number,
   body: Buffer | string,
   path = "/nginx-lb/endpoints",
+  host = "127.0.0.1",
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const data = typeof body === "string" ? Buffer.from(body) : body;
     const req = request(
-      { host: "127.0.0.1", port, path, method: "POST", agent: false, headers: { "content-length": data.length } },
+      { host: "127.0.0.1", port, path, method: "POST", agent: false, headers: { host, "content-length": data.length } },
       (res) => {
         let text = "";
         res.setEncoding("utf8");
