@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { plan, type AppliedState, type EndpointSets } from "./plan.js";
+import { changedUpstreams, plan, type AppliedState, type EndpointSets } from "./plan.js";
 
 const sets = (w: number): EndpointSets => ({
   nlb_0000000000000001: [
@@ -64,5 +64,19 @@ describe("plan", () => {
     };
     expect(plan(dyn("g1", a), dyn("g1", flip))).toBe("dynamic");
     expect(plan(dyn("g1", a), dyn("g1", port))).toBe("dynamic");
+  });
+});
+
+describe("changedUpstreams", () => {
+  it("lists only the upstreams whose sets differ", () => {
+    expect(changedUpstreams(sets(1), sets(1))).toEqual([]);
+    expect(changedUpstreams(sets(1), sets(2))).toEqual(["nlb_0000000000000001"]);
+  });
+
+  it("gives null when the upstream names differ (a routing change)", () => {
+    const fewer: EndpointSets = { nlb_0000000000000001: [] };
+    expect(changedUpstreams(sets(1), fewer)).toBeNull();
+    expect(changedUpstreams(fewer, sets(1))).toBeNull();
+    expect(changedUpstreams({ nlb_0000000000000003: [] }, fewer)).toBeNull();
   });
 });

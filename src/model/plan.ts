@@ -55,3 +55,20 @@ export function plan(running: AppliedState | null, desired: AppliedState): PlanA
   if (running.endpoints === null) return "dynamic";
   return sameEndpointSets(running.endpoints, desired.endpoints) ? "none" : "dynamic";
 }
+
+/**
+ * The upstreams whose sets differ between `running` and `desired`, for a partial push; null when the two do not name
+ * the same upstreams (a routing change: a reload and a whole push follow).
+ */
+export function changedUpstreams(running: EndpointSets, desired: EndpointSets): string[] | null {
+  const names = Object.keys(desired);
+  if (names.length !== Object.keys(running).length) return null;
+  const changed: string[] = [];
+  for (const name of names) {
+    const a = running[name];
+    const b = desired[name];
+    if (a === undefined || b === undefined) return null;
+    if (!sameEndpointSets({ [name]: a }, { [name]: b })) changed.push(name);
+  }
+  return changed;
+}

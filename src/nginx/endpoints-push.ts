@@ -1,17 +1,36 @@
 import { request } from "node:http";
-import type { EndpointSets } from "../model/plan.js";
+import { changedUpstreams, type EndpointSets } from "../model/plan.js";
 import { ENDPOINTS_PATH, endpointSets } from "../render/dynamic.js";
 import type { RoutePlan } from "../render/plan-routes.js";
 
 /** The body of a push: every route's whole endpoint set, tagged with the controller's version. */
 export interface PushBody {
   readonly version: number;
+  /** Present on a partial push: the version nginx must hold; only the listed upstreams are replaced. */
+  readonly base?: number;
   readonly upstreams: EndpointSets;
 }
 
 /** Builds the push body from the same route plan the renderer uses, so both modes balance over identical members. */
 export function pushBody(version: number, plans: readonly RoutePlan[]): PushBody {
   return { version, upstreams: endpointSets(plans) };
+}
+
+/**
+ * A partial push carrying only the sets that differ from `running` (what nginx holds at version `base`), or null
+ * when the upstream names differ and a whole push is needed. Keeps a one-endpoint change cheap with 10,000 routes.
+ */
+export function partialPushBody(
+  version: number,
+  base: number,
+  running: EndpointSets,
+  desired: EndpointSets,
+): PushBody | null {
+  const changed = changedUpstreams(running, desired);
+  if (changed === null) return null;
+  const upstreams: Record<string, EndpointSets[string]> = {};
+  for (const name of changed) upstreams[name] = desired[name] ?? [];
+  return { version, base, upstreams };
 }
 
 export interface PushTarget {
@@ -84,7 +103,10 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
   });
 }
 
-/** Replaces every endpoint set nginx holds; resolves with the version nginx stored. */
+/**
+ * Sends a push (whole, or partial with `base`); resolves with the version nginx stored. A 409 on a partial push means
+ * nginx holds another version: send a whole push.
+ */
 export async function pushEndpoints(target: PushTarget, body: PushBody): Promise<number> {
   const { version } = await call(target, "POST", JSON.stringify(body));
   if (version === null) throw new PushError(200, `POST ${ENDPOINTS_PATH}: nginx stored no version`);

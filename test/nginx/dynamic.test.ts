@@ -2,10 +2,10 @@ import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackendSet } from "../../src/model/backends.js";
 import { findNginx } from "../../src/nginx/binary.js";
-import { pushedVersion } from "../../src/nginx/endpoints-push.js";
+import { partialPushBody, PushError, pushBody, pushedVersion, pushEndpoints } from "../../src/nginx/endpoints-push.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { detectLuaSupport } from "../../src/nginx/lua-support.js";
-import { renderNginxConf } from "../../src/render/index.js";
+import { planRoutes, renderNginxConf } from "../../src/render/index.js";
 import {
   type Backend,
   get,
@@ -173,6 +173,28 @@ describe("dynamic endpoints through real nginx", () => {
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body)).toMatchObject({ version: 777 });
     expect(await pushedVersion({ port: dyn.controlPort })).toBe(777);
+  });
+
+  it("applies a partial push only on the version it was built against", async () => {
+    const target = { port: dyn.controlPort };
+    const routes = model(dyn.port);
+    const v1 = set({ "127.0.0.2": 1 });
+    const v2 = { ...v1, "none-web": { "127.0.0.5": { weight: 1 } } };
+    const sets = (b: BackendSet) => pushBody(0, planRoutes(routes, b)).upstreams;
+    expect(await pushEndpoints(target, pushBody(5000, planRoutes(routes, v1)))).toBe(5000);
+    const partial = partialPushBody(5001, 5000, sets(v1), sets(v2));
+    expect(Object.keys(partial?.upstreams ?? {}).length).toBe(1); // only /empty's set changed
+    // Against a version nginx does not hold: refused, nothing changes.
+    const stale = { ...(partial ?? pushBody(0, [])), base: 4999 };
+    await expect(pushEndpoints(target, stale)).rejects.toMatchObject({ status: 409 });
+    await expect(pushEndpoints(target, stale)).rejects.toBeInstanceOf(PushError);
+    expect((await get(dyn.port, HOST, "/empty/")).status).toBe(503);
+    // Against the right version: the listed set changes and the others stay.
+    expect(await pushEndpoints(target, partial ?? pushBody(0, []))).toBe(5001);
+    expect(await get(dyn.port, HOST, "/empty/")).toMatchObject({ status: 200, body: "127.0.0.5" });
+    expect(await get(dyn.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
+    await dyn.push(set({ "127.0.0.2": 1 }));
+    expect((await get(dyn.port, HOST, "/empty/")).status).toBe(503);
   });
 
   it("skips a dead primary without a failed request", async () => {

@@ -373,13 +373,17 @@ local function is_int(v, lo, hi)
   return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi
 end
 
--- Validates a decoded push body; returns the version and upstream name -> serialised set, or nil and why.
+-- Validates a decoded push body; returns the version, upstream name -> serialised set and the base version of a
+-- partial push (nil for a whole push), or nil and why.
 local function validate(doc)
   if type(doc) ~= "table" or getmetatable(doc) == ARRAY then
     return nil, "body must be a JSON object {version, upstreams}"
   end
   if not is_int(doc.version, 0, 9007199254740991) then
     return nil, "version must be a non-negative integer"
+  end
+  if doc.base ~= nil and not is_int(doc.base, 0, 9007199254740991) then
+    return nil, "base must be a non-negative integer (the version a partial push applies to)"
   end
   local ups = doc.upstreams
   if type(ups) ~= "table" or getmetatable(ups) == ARRAY or ups == NULL then
@@ -415,7 +419,7 @@ local function validate(doc)
     end
     out[name] = concat(parts)
   end
-  return doc.version, out
+  return doc.version, out, doc.base
 end
 
 local function reply(status, body)
@@ -434,9 +438,9 @@ local function stored_version()
   return v and format("%.0f", v) or "null"
 end
 
--- Writes the sets, then bumps the generation, then forgets upstreams no longer pushed: a reader never sees a
--- pushed upstream missing, only the old or the new set.
-local function store(version, upsets)
+-- Writes the sets, then bumps the generation, then (whole pushes only) forgets upstreams no longer pushed: a reader
+-- never sees a pushed upstream missing, only the old or the new set.
+local function store(version, upsets, partial)
   local count = 0
   for name, raw in pairs(upsets) do
     -- safe_set: fail rather than silently evict other upstreams' sets when the dict is full.
@@ -448,6 +452,9 @@ local function store(version, upsets)
   end
   shared:safe_set("version", version)
   shared:incr("gen", 1, 0)
+  if partial then
+    return count
+  end
   for _, key in ipairs(shared:get_keys(0)) do
     if sub(key, 1, 2) == "u:" and upsets[sub(key, 3)] == nil then
       shared:delete(key)
@@ -456,7 +463,8 @@ local function store(version, upsets)
   return count
 end
 
---- content_by_lua for the control server: GET answers the stored version, POST replaces every endpoint set.
+--- content_by_lua for the control server: GET answers the stored version; POST replaces every endpoint set, or with
+--- `base` (a partial push) only the sets it lists, and only when nginx holds exactly version `base`.
 function _M.endpoints()
   local method = ngx.req.get_method()
   if method == "GET" then
@@ -479,14 +487,20 @@ function _M.endpoints()
   if doc == nil then
     return error_reply(400, "invalid JSON: " .. derr)
   end
-  local version, upsets = validate(doc)
+  local version, upsets, base = validate(doc)
   if version == nil then
     return error_reply(400, upsets)
   end
   if not shared:add("push_lock", true, 5) then
     return error_reply(409, "another push is in progress")
   end
-  local count, serr = store(version, upsets)
+  -- A partial push is a diff against what the controller believes nginx holds; on any other base (nginx restarted,
+  -- a push was lost) it would leave a mix, so it is refused and the controller sends everything.
+  if base ~= nil and shared:get("version") ~= base then
+    shared:delete("push_lock")
+    return error_reply(409, "partial push against version " .. format("%.0f", base) .. ", nginx holds " .. stored_version())
+  end
+  local count, serr = store(version, upsets, base ~= nil)
   shared:delete("push_lock")
   if count == nil then
     return error_reply(507, serr)

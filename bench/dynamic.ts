@@ -1,0 +1,121 @@
+/**
+ * Dynamic endpoints benchmark (one run, real nginx, node:http backends on loopback):
+ *  - convergence: push -> first request answered by the new backend, p50/p99 over 50 trials, with 10 and 10,000
+ *    upstream keys in every push;
+ *  - reloads per 200 endpoint changes (worker pids before/after);
+ *  - requests/s and p99 latency through a dynamic route vs a static upstream of the same endpoints (wrk).
+ * Usage: npx tsx bench/dynamic.ts [--trials 50] [--wrk-seconds 5]
+ */
+import { execFile } from "node:child_process";
+import { Agent } from "node:http";
+import type { BackendSet } from "../src/model/backends.js";
+import type { Services } from "../src/model/services.js";
+import { get, services, startBackends, startNginx, type Nginx } from "../test/nginx/dynamic-helpers.js";
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const TRIALS = arg("trials", 50);
+const WRK_SECONDS = arg("wrk-seconds", 5);
+const HOST = "bench.test";
+const A = "127.0.0.2";
+const B = "127.0.0.3";
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
+}
+
+/** A model with `routes` routes on one server: `/` plus `/r1`..; every route but `/` has its own backend name. */
+function model(routes: number, port: number) {
+  return (fp: number): Services =>
+    services(HOST, fp, [
+      { prefix: "/", app: "app", service: "web", port },
+      ...Array.from({ length: routes - 1 }, (_, i) => ({ prefix: `/r${i + 1}`, app: `filler${i + 1}`, service: "web", port })),
+    ]);
+}
+
+function fillers(routes: number): BackendSet {
+  const out: Record<string, Record<string, { weight: number }>> = {};
+  for (let i = 1; i < routes; i++) out[`filler${i}-web`] = { [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`]: { weight: 1 } };
+  return out;
+}
+
+async function convergence(routes: number, port: number): Promise<void> {
+  const ng = await startNginx({ mode: "dynamic", services: model(routes, port), backends: {}, workers: 2 });
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    const rest = fillers(routes);
+    await ng.push({ ...rest, "app-web": { [A]: { weight: 1 } } });
+    const workers = await ng.workerPids();
+    const times: number[] = [];
+    const pushTimes: number[] = [];
+    for (let t = 0; t < TRIALS; t++) {
+      const target = t % 2 === 0 ? B : A;
+      const started = performance.now();
+      await ng.push({ ...rest, "app-web": { [target]: { weight: 1 } } });
+      pushTimes.push(performance.now() - started);
+      // Bounded: a converged nginx answers the first time; 1,000 tries is far beyond any sane convergence.
+      for (let i = 0; i < 1000; i++) if ((await get(ng.port, HOST, "/", agent)).body === target) break;
+      times.push(performance.now() - started);
+    }
+    for (let i = 0; i < 200 - TRIALS; i++) await ng.push({ ...rest, "app-web": { [i % 2 ? A : B]: { weight: 1 } } });
+    const after = await ng.workerPids();
+    const reloads = JSON.stringify(after) === JSON.stringify(workers) ? 0 : "workers changed";
+    console.log(
+      `convergence, ${routes} upstream keys per push: p50 ${pct(times, 50).toFixed(2)} ms, p99 ${pct(times, 99).toFixed(2)} ms` +
+        ` (push alone p50 ${pct(pushTimes, 50).toFixed(2)} ms, p99 ${pct(pushTimes, 99).toFixed(2)} ms); ` +
+        `reloads over 200 changes: ${reloads}`,
+    );
+  } finally {
+    agent.destroy();
+    await ng.stop();
+  }
+}
+
+function wrk(port: number): Promise<{ rps: number; p99: string; errors: string }> {
+  return new Promise((resolve, reject) =>
+    execFile(
+      "wrk",
+      ["-t2", "-c64", `-d${WRK_SECONDS}s`, "--latency", "-H", `Host: ${HOST}`, `http://127.0.0.1:${port}/`],
+      { timeout: (WRK_SECONDS + 30) * 1000 },
+      (err, stdout) => {
+        if (err) return reject(err);
+        const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
+        const p99 = /99%\s+(\S+)/.exec(stdout)?.[1] ?? "?";
+        const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: .*/.exec(stdout)?.[0] ?? "none";
+        resolve({ rps, p99, errors });
+      },
+    ),
+  );
+}
+
+async function throughput(port: number): Promise<void> {
+  const endpoints: BackendSet = { "app-web": { [A]: { weight: 1 }, [B]: { weight: 1 } } };
+  const results: Record<string, { rps: number; p99: string; errors: string }> = {};
+  for (const mode of ["reload", "dynamic"] as const) {
+    let ng: Nginx | undefined;
+    try {
+      ng = await startNginx({ mode, services: model(1, port), backends: endpoints, workers: 1 });
+      if (mode === "dynamic") await ng.push(endpoints);
+      await wrk(ng.port); // warm-up run, discarded
+      results[mode] = await wrk(ng.port);
+    } finally {
+      await ng?.stop();
+    }
+  }
+  for (const [mode, r] of Object.entries(results))
+    console.log(`${mode === "reload" ? "static upstream" : "dynamic route  "}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99}, errors: ${r.errors}`);
+  const ratio = (results["dynamic"]?.rps ?? NaN) / (results["reload"]?.rps ?? NaN);
+  console.log(`dynamic / static requests/s: ${ratio.toFixed(3)}`);
+}
+
+const { port, backends } = await startBackends([A, B]);
+try {
+  await convergence(10, port);
+  await convergence(10_000, port);
+  await throughput(port);
+} finally {
+  await Promise.all(backends.map((b) => b.close()));
+}
