@@ -1,7 +1,7 @@
 /**
  * Dynamic endpoints benchmark (one run, real nginx, node:http backends on loopback):
- *  - convergence: push -> first request answered by the new backend, p50/p99 over 50 trials, with 10 and 10,000
- *    upstream keys in every push;
+ *  - convergence: endpoint change -> first request answered by the new backend (plan, diff, push, request),
+ *    p50/p99 over the first 50 of 200 changes, with 10 and 10,000 upstream keys, whole and partial pushes;
  *  - reloads per 200 endpoint changes (worker pids before/after);
  *  - requests/s and p99 latency through a dynamic route vs a static upstream of the same endpoints (wrk).
  * Usage: npx tsx bench/dynamic.ts [--trials 50] [--wrk-seconds 5]
@@ -10,6 +10,8 @@ import { execFile } from "node:child_process";
 import { Agent } from "node:http";
 import type { BackendSet } from "../src/model/backends.js";
 import type { Services } from "../src/model/services.js";
+import { partialPushBody, pushBody, pushEndpoints } from "../src/nginx/endpoints-push.js";
+import { planRoutes } from "../src/render/index.js";
 import { get, services, startBackends, startNginx, type Nginx } from "../test/nginx/dynamic-helpers.js";
 
 const arg = (name: string, dflt: number) => {
@@ -32,41 +34,60 @@ function model(routes: number, port: number) {
   return (fp: number): Services =>
     services(HOST, fp, [
       { prefix: "/", app: "app", service: "web", port },
-      ...Array.from({ length: routes - 1 }, (_, i) => ({ prefix: `/r${i + 1}`, app: `filler${i + 1}`, service: "web", port })),
+      ...Array.from({ length: routes - 1 }, (_, i) => ({
+        prefix: `/r${i + 1}`,
+        app: `filler${i + 1}`,
+        service: "web",
+        port,
+      })),
     ]);
 }
 
 function fillers(routes: number): BackendSet {
   const out: Record<string, Record<string, { weight: number }>> = {};
-  for (let i = 1; i < routes; i++) out[`filler${i}-web`] = { [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`]: { weight: 1 } };
+  for (let i = 1; i < routes; i++)
+    out[`filler${i}-web`] = { [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`]: { weight: 1 } };
   return out;
 }
 
-async function convergence(routes: number, port: number): Promise<void> {
+async function convergence(routes: number, port: number, partial: boolean): Promise<void> {
   const ng = await startNginx({ mode: "dynamic", services: model(routes, port), backends: {}, workers: 2 });
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const target = { port: ng.controlPort };
+  const routing = model(routes, port)(ng.port);
   try {
     const rest = fillers(routes);
-    await ng.push({ ...rest, "app-web": { [A]: { weight: 1 } } });
+    const desired = (ip: string): BackendSet => ({ ...rest, "app-web": { [ip]: { weight: 1 } } });
+    let version = 1;
+    let running = pushBody(version, planRoutes(routing, desired(A))).upstreams;
+    await pushEndpoints(target, { version, upstreams: running });
     const workers = await ng.workerPids();
-    const times: number[] = [];
-    const pushTimes: number[] = [];
-    for (let t = 0; t < TRIALS; t++) {
-      const target = t % 2 === 0 ? B : A;
+    const total: number[] = [];
+    const build: number[] = [];
+    const push: number[] = [];
+    for (let t = 0; t < 200; t++) {
+      const ip = t % 2 === 0 ? B : A;
       const started = performance.now();
-      await ng.push({ ...rest, "app-web": { [target]: { weight: 1 } } });
-      pushTimes.push(performance.now() - started);
-      // Bounded: a converged nginx answers the first time; 1,000 tries is far beyond any sane convergence.
-      for (let i = 0; i < 1000; i++) if ((await get(ng.port, HOST, "/", agent)).body === target) break;
-      times.push(performance.now() - started);
+      // What the controller does on an endpoint change: plan the routes, diff against nginx's sets, push.
+      const next = pushBody(version + 1, planRoutes(routing, desired(ip)));
+      const body = partial ? partialPushBody(version + 1, version, running, next.upstreams) : next;
+      const built = performance.now();
+      version = await pushEndpoints(target, body ?? next);
+      running = next.upstreams;
+      const pushed = performance.now();
+      // Bounded: a converged nginx answers right away; 1,000 tries is far beyond any sane convergence.
+      for (let i = 0; i < 1000; i++) if ((await get(ng.port, HOST, "/", agent)).body === ip) break;
+      if (t < TRIALS) {
+        total.push(performance.now() - started);
+        build.push(built - started);
+        push.push(pushed - built);
+      }
     }
-    for (let i = 0; i < 200 - TRIALS; i++) await ng.push({ ...rest, "app-web": { [i % 2 ? A : B]: { weight: 1 } } });
-    const after = await ng.workerPids();
-    const reloads = JSON.stringify(after) === JSON.stringify(workers) ? 0 : "workers changed";
+    const reloads = JSON.stringify(await ng.workerPids()) === JSON.stringify(workers) ? 0 : "workers changed";
+    const f = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(2)} ms, p99 ${pct(xs, 99).toFixed(2)} ms`;
     console.log(
-      `convergence, ${routes} upstream keys per push: p50 ${pct(times, 50).toFixed(2)} ms, p99 ${pct(times, 99).toFixed(2)} ms` +
-        ` (push alone p50 ${pct(pushTimes, 50).toFixed(2)} ms, p99 ${pct(pushTimes, 99).toFixed(2)} ms); ` +
-        `reloads over 200 changes: ${reloads}`,
+      `${routes} upstream keys, ${partial ? "partial" : "whole"} pushes: change -> first request on new backend ` +
+        `${f(total)} [plan+diff ${f(build)}; push ${f(push)}]; reloads over 200 changes: ${reloads}`,
     );
   } finally {
     agent.destroy();
@@ -106,15 +127,16 @@ async function throughput(port: number): Promise<void> {
     }
   }
   for (const [mode, r] of Object.entries(results))
-    console.log(`${mode === "reload" ? "static upstream" : "dynamic route  "}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99}, errors: ${r.errors}`);
+    console.log(
+      `${mode === "reload" ? "static upstream" : "dynamic route  "}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99}, errors: ${r.errors}`,
+    );
   const ratio = (results["dynamic"]?.rps ?? NaN) / (results["reload"]?.rps ?? NaN);
   console.log(`dynamic / static requests/s: ${ratio.toFixed(3)}`);
 }
 
 const { port, backends } = await startBackends([A, B]);
 try {
-  await convergence(10, port);
-  await convergence(10_000, port);
+  for (const routes of [10, 10_000]) for (const partial of [false, true]) await convergence(routes, port, partial);
   await throughput(port);
 } finally {
   await Promise.all(backends.map((b) => b.close()));

@@ -117,3 +117,32 @@ export async function pushEndpoints(target: PushTarget, body: PushBody): Promise
 export async function pushedVersion(target: PushTarget): Promise<number | null> {
   return (await call(target, "GET")).version;
 }
+
+/** What the controller last knew nginx to hold: the version and the sets; null after a (re)start or a failed push. */
+export interface PushedState {
+  readonly version: number;
+  readonly sets: EndpointSets;
+}
+
+/**
+ * Makes nginx hold `desired`: a partial push when nginx's sets are known and name the same upstreams, a whole push
+ * otherwise or when nginx refuses the partial one (409: it holds another version). Throws PushError when nginx cannot
+ * be reached or refuses the whole push; the caller retries with backoff and treats the state as unknown (null).
+ */
+export async function syncEndpoints(
+  target: PushTarget,
+  running: PushedState | null,
+  desired: EndpointSets,
+  nextVersion: number,
+): Promise<PushedState> {
+  const partial = running && partialPushBody(nextVersion, running.version, running.sets, desired);
+  if (partial) {
+    if (Object.keys(partial.upstreams).length === 0) return running;
+    try {
+      return { version: await pushEndpoints(target, partial), sets: desired };
+    } catch (e) {
+      if (!(e instanceof PushError && e.status === 409)) throw e;
+    }
+  }
+  return { version: await pushEndpoints(target, { version: nextVersion, upstreams: desired }), sets: desired };
+}

@@ -2,7 +2,14 @@ import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackendSet } from "../../src/model/backends.js";
 import { findNginx } from "../../src/nginx/binary.js";
-import { partialPushBody, PushError, pushBody, pushedVersion, pushEndpoints } from "../../src/nginx/endpoints-push.js";
+import {
+  partialPushBody,
+  PushError,
+  pushBody,
+  pushedVersion,
+  pushEndpoints,
+  syncEndpoints,
+} from "../../src/nginx/endpoints-push.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { detectLuaSupport } from "../../src/nginx/lua-support.js";
 import { planRoutes, renderNginxConf } from "../../src/render/index.js";
@@ -152,13 +159,14 @@ describe("dynamic endpoints through real nginx", () => {
       ["string weight", ep({ weight: "5" })],
       ["weight over the maximum", ep({ weight: 1001 })],
       ["non-boolean backup", ep({ backup: "yes" })],
-      ["bad upstream name", JSON.stringify({ version: 1, upstreams: { "evil name": [] } })],
+      ["bad upstream name", JSON.stringify({ version: 1, upstreams: { 'evil\u0001name"': [] } })],
       ["oversize body", Buffer.alloc(17 * 1024 * 1024, 0x20)],
     ];
     for (const [what, body] of bad) {
       const r = await postRaw(dyn.controlPort, body);
       expect(r.status, `${what}: ${r.body}`).toBeGreaterThanOrEqual(400);
       expect(r.status, what).toBeLessThan(500);
+      if (what !== "oversize body") expect(typeof JSON.parse(r.body).error, `${what}: ${r.body}`).toBe("string");
     }
     expect(await pushedVersion({ port: dyn.controlPort })).toBe(stored);
     expect(Object.fromEntries(await tally(dyn.port, HOST, 20))).toEqual({ "127.0.0.3": 20 });
@@ -195,6 +203,23 @@ describe("dynamic endpoints through real nginx", () => {
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
     await dyn.push(set({ "127.0.0.2": 1 }));
     expect((await get(dyn.port, HOST, "/empty/")).status).toBe(503);
+  });
+
+  it("syncs with a partial push when it can and a whole push when nginx holds another version", async () => {
+    const target = { port: dyn.controlPort };
+    const sets = (b: BackendSet) => pushBody(0, planRoutes(model(dyn.port), b)).upstreams;
+    const first = await syncEndpoints(target, null, sets(set({ "127.0.0.3": 1 })), 6000);
+    expect(first.version).toBe(6000);
+    expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.3" });
+    const second = await syncEndpoints(target, first, sets(set({ "127.0.0.4": 1 })), 6001);
+    expect(second.version).toBe(6001);
+    expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.4" });
+    // The controller believes nginx holds 5999 (say nginx restarted): the partial push is refused, the whole one lands.
+    const wrong = { version: 5999, sets: second.sets };
+    const third = await syncEndpoints(target, wrong, sets(set({ "127.0.0.2": 1 })), 6002);
+    expect(third.version).toBe(6002);
+    expect(await pushedVersion(target)).toBe(6002);
+    expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.2" });
   });
 
   it("skips a dead primary without a failed request", async () => {

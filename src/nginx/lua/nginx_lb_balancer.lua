@@ -92,8 +92,14 @@ local function pick_from(name, list, tried, t, ignore_fails)
   for i = 1, #list do
     local p = list[i]
     if not tried[p] then
-      local failed_at = failed[peer_key(name, p)]
-      if ignore_fails or not failed_at or t - failed_at >= FAIL_TIMEOUT then
+      local key = peer_key(name, p)
+      local failed_at = failed[key]
+      if failed_at and t - failed_at >= FAIL_TIMEOUT then
+        -- Expired: forget it, so the table stays as small as the set of currently failing peers.
+        failed[key] = nil
+        failed_at = nil
+      end
+      if ignore_fails or not failed_at then
         p.current = p.current + p.weight
         total = total + p.weight
         if best == nil or p.current > best.current then
@@ -392,7 +398,7 @@ local function validate(doc)
   local out = {}
   for name, list in pairs(ups) do
     if #name > 64 or not (find(name, "^nlb_%x+$") or find(name, "^nlb_%x+_%d+$")) then
-      return nil, "upstreams: bad upstream name " .. format("%q", sub(name, 1, 80))
+      return nil, "upstreams: bad upstream name " .. sub(name, 1, 80)
     end
     if getmetatable(list) ~= ARRAY then
       return nil, "upstreams." .. name .. ": must be an array"
@@ -429,8 +435,16 @@ local function reply(status, body)
   return ngx.exit(ngx.HTTP_OK)
 end
 
+local JSON_ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\" }
+
+local function json_string(text)
+  return '"' .. text:gsub('[%c"\\]', function(c)
+    return JSON_ESCAPES[c] or format("\\u%04x", byte(c))
+  end) .. '"'
+end
+
 local function error_reply(status, message)
-  return reply(status, format('{"error":%q}', message):gsub("\\\n", "\\n"))
+  return reply(status, '{"error":' .. json_string(message) .. "}")
 end
 
 local function stored_version()
