@@ -186,6 +186,11 @@ local MAX_DEPTH = 6
 local decode_value
 
 local function skip_ws(s, i)
+  local c = byte(s, i)
+  -- Fast path: compact JSON (what the controller sends) has no whitespace between tokens.
+  if c ~= 32 and c ~= 9 and c ~= 10 and c ~= 13 then
+    return i
+  end
   local _, e = find(s, "^[ \t\r\n]*", i)
   return e + 1
 end
@@ -193,7 +198,11 @@ end
 local ESCAPES = { [34] = '"', [92] = "\\", [47] = "/", [98] = "\b", [102] = "\f", [110] = "\n", [114] = "\r", [116] = "\t" }
 
 local function decode_string(s, i)
-  -- i points at the opening quote
+  -- i points at the opening quote. Fast path: no escape before the closing quote, one sub() and no table.
+  local q = find(s, '["\\%c]', i + 1)
+  if q and byte(s, q) == 34 then
+    return sub(s, i + 1, q - 1), q + 1
+  end
   local out, n = {}, 0
   local j = i + 1
   while true do
