@@ -57,8 +57,12 @@ describe("endpoint churn in dynamic mode", () => {
       for (let i = 0; i < 100; i++) {
         // Half the pushes drop the websocket's own backend from the set: established connections are not cut.
         await ng.push(i % 2 === 0 ? only("127.0.0.3", "127.0.0.4") : only("127.0.0.2", "127.0.0.4"));
+        const reply = new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no reply to m${i} within 5 s`)), 5000);
+          ws.once("message", () => (clearTimeout(timer), resolve()));
+        });
         ws.send(`m${i}`);
-        await waitFor(`reply ${i}`, async () => (replies.length > i ? true : undefined), 5000);
+        await reply;
         expect(replies[i]).toBe(`127.0.0.2 m${i}`);
       }
       expect(ws.readyState).toBe(WebSocket.OPEN);
@@ -79,23 +83,33 @@ describe("endpoint churn in dynamic mode", () => {
     let pushing = true;
     const failures: string[] = [];
     let served = 0;
+    const seen = new Set<string>();
     const client = async () => {
       // Bounded: stops when pushing ends, or after 20,000 requests whatever happens.
       for (let n = 0; n < 20_000 && pushing; n++) {
         const r = await get(ng.port, HOST, "/", agent).catch((e: Error) => ({ status: 0, body: e.message }));
         if (r.status !== 200 || !IPS.includes(r.body)) failures.push(`${r.status} ${r.body}`);
-        else served++;
+        else {
+          served++;
+          seen.add(r.body);
+        }
       }
     };
     const clients = [client(), client(), client(), client()];
     try {
-      for (let i = 0; i < 100; i++) await ng.push(sets[i % sets.length] ?? {});
+      for (let i = 0; i < 100; i++) {
+        await ng.push(sets[i % sets.length] ?? {});
+        // Let traffic flow between pushes, so every push lands among requests in flight.
+        const mark = served + failures.length;
+        await waitFor("traffic after a push", async () => (served + failures.length >= mark + 8 ? true : undefined));
+      }
     } finally {
       pushing = false;
       await Promise.all(clients);
       agent.destroy();
     }
     expect(failures).toEqual([]);
-    expect(served).toBeGreaterThan(100);
+    expect(served).toBeGreaterThanOrEqual(800);
+    expect([...seen].sort()).toEqual(IPS);
   });
 });

@@ -1,4 +1,5 @@
 import { execFile, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer as createNetServer } from "node:net";
 import { Agent, createServer, request, type Server } from "node:http";
@@ -212,10 +213,10 @@ export async function childPids(pid: number): Promise<number[]> {
     .sort((a, b) => a - b);
 }
 
+/** True while the process runs; a zombie counts as gone (nginx daemonises, and pid 1 may reap it late). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return false;
   }
