@@ -234,6 +234,11 @@ describe("dynamic endpoints through real nginx", () => {
       await extra[1]?.close();
       const counts = await tally(ng.port, HOST, 100);
       expect(Object.fromEntries(counts)).toEqual({ "127.0.0.6": 100 });
+      // Passive health like max_fails=1 fail_timeout=10s: each of the two workers tries the dead peer once, then
+      // skips it, instead of paying a failed connect on every other request.
+      const refused = (await ng.errorLog()).split("\n").filter((l) => l.includes("connect() failed")).length;
+      expect(refused).toBeGreaterThanOrEqual(1);
+      expect(refused).toBeLessThanOrEqual(2);
     } finally {
       await ng.stop();
       await Promise.all(extra.map((b) => b.close()));

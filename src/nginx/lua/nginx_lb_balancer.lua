@@ -38,7 +38,7 @@ local sets = {}
 -- Per worker: "<upstream> <ip> <port>" -> time of the last connection failure.
 local failed = {}
 
-local function parse_set(raw)
+local function parse_set(name, raw)
   local primaries, backups = {}, {}
   for ip, port, weight, backup in raw:gmatch("(%S+) (%d+) (%d+) ([01]);") do
     weight = tonumber(weight)
@@ -49,6 +49,8 @@ local function parse_set(raw)
         -- set_current_peer parses its address like a `server` line, so IPv6 needs brackets.
         host = find(ip, ":", 1, true) and ("[" .. ip .. "]") or ip,
         port = tonumber(port),
+        -- Built once per set, not per request: the passive-failure key of this peer in this upstream.
+        key = name .. " " .. ip .. " " .. port,
         weight = weight,
         current = 0,
       }
@@ -76,23 +78,19 @@ local function current_set(name)
     entry.gen = gen
     return entry.set
   end
-  local set = parse_set(raw)
+  local set = parse_set(name, raw)
   sets[name] = { gen = gen, raw = raw, set = set }
   return set
 end
 
-local function peer_key(name, peer)
-  return name .. " " .. peer.ip .. " " .. peer.port
-end
-
 -- nginx's smooth weighted round robin over the peers of one list that are neither tried by this request nor (unless
 -- `ignore_fails`) marked failed.
-local function pick_from(name, list, tried, t, ignore_fails)
+local function pick_from(list, tried, t, ignore_fails)
   local best, total = nil, 0
   for i = 1, #list do
     local p = list[i]
     if not tried[p] then
-      local key = peer_key(name, p)
+      local key = p.key
       local failed_at = failed[key]
       if failed_at and t - failed_at >= FAIL_TIMEOUT then
         -- Expired: forget it, so the table stays as small as the set of currently failing peers.
@@ -114,13 +112,13 @@ local function pick_from(name, list, tried, t, ignore_fails)
   return best
 end
 
-local function pick(name, set, tried)
+local function pick(set, tried)
   local t = now()
-  return pick_from(name, set.primaries, tried, t, false)
-    or pick_from(name, set.backups, tried, t, false)
+  return pick_from(set.primaries, tried, t, false)
+    or pick_from(set.backups, tried, t, false)
     -- Everything is marked failed: try anyway rather than fail the request; a peer may be back already.
-    or pick_from(name, set.primaries, tried, t, true)
-    or pick_from(name, set.backups, tried, t, true)
+    or pick_from(set.primaries, tried, t, true)
+    or pick_from(set.backups, tried, t, true)
 end
 
 --- access_by_lua: answers 503 with `message` (the same text as reload mode) when the route has no endpoint.
@@ -136,6 +134,9 @@ function _M.access(name, message)
   ngx.ctx.nlb_set = set
 end
 
+-- The first attempt of a request has tried nothing; shared and never written, so the common path allocates nothing.
+local NONE_TRIED = {}
+
 --- balancer_by_lua: chooses the peer for this attempt; called again by nginx for each retry.
 function _M.balance(name)
   local ctx = ngx.ctx
@@ -143,26 +144,29 @@ function _M.balance(name)
   if set == nil or set.empty then
     return ngx.exit(503)
   end
-  local tried = ctx.nlb_tried
-  if tried then
+  local last = ctx.nlb_last
+  local tried = NONE_TRIED
+  if last then
     -- A retry: nginx only retries after a connection error or timeout (proxy_next_upstream error timeout).
-    local state = balancer.get_last_failure()
-    if state and ctx.nlb_last then
-      failed[peer_key(name, ctx.nlb_last)] = now()
+    if balancer.get_last_failure() then
+      failed[last.key] = now()
     end
+    tried = ctx.nlb_tried
+    if not tried then
+      tried = {}
+      ctx.nlb_tried = tried
+    end
+    tried[last] = true
   else
-    tried = {}
-    ctx.nlb_tried = tried
     local more = #set.primaries + #set.backups - 1
     if more > 0 then
       balancer.set_more_tries(more < MAX_MORE_TRIES and more or MAX_MORE_TRIES)
     end
   end
-  local peer = pick(name, set, tried)
+  local peer = pick(set, tried)
   if peer == nil then
     return ngx.exit(502)
   end
-  tried[peer] = true
   ctx.nlb_last = peer
   local ok, err = balancer.set_current_peer(peer.host, peer.port)
   if not ok then
