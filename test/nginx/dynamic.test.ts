@@ -222,6 +222,22 @@ describe("dynamic endpoints through real nginx", () => {
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.2" });
   });
 
+  it("balances to an IPv6 endpoint", async () => {
+    const { backends: v6, port: p6 } = await startBackends(["::1"]);
+    const ng = await startNginx({
+      mode: "dynamic",
+      services: (fp) => services(HOST, fp, [{ prefix: "/", app: "app", service: "web", port: p6 }]),
+      backends: {},
+    });
+    try {
+      await ng.push({ "app-web": { "::1": { weight: 1 } } });
+      expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "::1" });
+    } finally {
+      await ng.stop();
+      await Promise.all(v6.map((b) => b.close()));
+    }
+  });
+
   it("skips a dead primary without a failed request", async () => {
     const { backends: extra, port: p2 } = await startBackends(["127.0.0.6", "127.0.0.7"]);
     const ng = await startNginx({
