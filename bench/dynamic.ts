@@ -4,7 +4,7 @@
  *    p50/p99 over the first 50 of 200 changes, with 10 and 10,000 upstream keys, whole and partial pushes;
  *  - reloads per 200 endpoint changes (worker pids before/after);
  *  - requests/s and p99 latency through a dynamic route vs a static upstream of the same endpoints (wrk).
- * Usage: npx tsx bench/dynamic.ts [--trials 50] [--wrk-seconds 5]
+ * Usage: npx tsx bench/dynamic.ts [--trials 50] [--wrk-seconds 5] [--rounds 3] [--throughput-only]
  */
 import { execFile } from "node:child_process";
 import { Agent } from "node:http";
@@ -112,31 +112,46 @@ function wrk(port: number): Promise<{ rps: number; p99: string; errors: string }
   );
 }
 
+const ROUNDS = arg("rounds", 3);
+
+/** Alternates wrk runs between a static upstream and a dynamic route, so machine noise hits both alike. */
 async function throughput(port: number): Promise<void> {
   const endpoints: BackendSet = { "app-web": { [A]: { weight: 1 }, [B]: { weight: 1 } } };
-  const results: Record<string, { rps: number; p99: string; errors: string }> = {};
-  for (const mode of ["reload", "dynamic"] as const) {
-    let ng: Nginx | undefined;
-    try {
-      ng = await startNginx({ mode, services: model(1, port), backends: endpoints, workers: 1 });
-      if (mode === "dynamic") await ng.push(endpoints);
-      await wrk(ng.port); // warm-up run, discarded
-      results[mode] = await wrk(ng.port);
-    } finally {
-      await ng?.stop();
-    }
+  const runs: Record<"reload" | "dynamic", { rps: number; p99: string; errors: string }[]> = {
+    reload: [],
+    dynamic: [],
+  };
+  const started: Nginx[] = [];
+  try {
+    const ng = {
+      reload: await startNginx({ mode: "reload", services: model(1, port), backends: endpoints, workers: 1 }),
+      dynamic: await startNginx({ mode: "dynamic", services: model(1, port), backends: {}, workers: 1 }),
+    };
+    started.push(ng.reload, ng.dynamic);
+    await ng.dynamic.push(endpoints);
+    for (const mode of ["reload", "dynamic"] as const) await wrk(ng[mode].port); // warm-up, discarded
+    for (let r = 0; r < ROUNDS; r++)
+      for (const mode of ["reload", "dynamic"] as const) runs[mode].push(await wrk(ng[mode].port));
+  } finally {
+    await Promise.all(started.map((n) => n.stop()));
   }
-  for (const [mode, r] of Object.entries(results))
+  const median = (xs: number[]) => pct(xs, 50);
+  for (const mode of ["reload", "dynamic"] as const) {
+    const r = runs[mode];
     console.log(
-      `${mode === "reload" ? "static upstream" : "dynamic route  "}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99}, errors: ${r.errors}`,
+      `${mode === "reload" ? "static upstream" : "dynamic route  "}: median ${median(r.map((x) => x.rps)).toFixed(0)} req/s ` +
+        `(runs ${r.map((x) => x.rps.toFixed(0)).join(", ")}), p99 ${r.map((x) => x.p99).join(", ")}, errors: ${r.map((x) => x.errors).join(", ")}`,
     );
-  const ratio = (results["dynamic"]?.rps ?? NaN) / (results["reload"]?.rps ?? NaN);
-  console.log(`dynamic / static requests/s: ${ratio.toFixed(3)}`);
+  }
+  const ratio = median(runs.dynamic.map((x) => x.rps)) / median(runs.reload.map((x) => x.rps));
+  console.log(`dynamic / static requests/s (medians): ${ratio.toFixed(3)}`);
 }
 
+const only = process.argv.includes("--throughput-only");
 const { port, backends } = await startBackends([A, B]);
 try {
-  for (const routes of [10, 10_000]) for (const partial of [false, true]) await convergence(routes, port, partial);
+  if (!only)
+    for (const routes of [10, 10_000]) for (const partial of [false, true]) await convergence(routes, port, partial);
   await throughput(port);
 } finally {
   await Promise.all(backends.map((b) => b.close()));

@@ -1,0 +1,68 @@
+import { describe, expect, it } from "vitest";
+import type { Services } from "../model/services.js";
+import { endpointSets } from "./dynamic.js";
+import { planRoutes, renderNginxConf } from "./index.js";
+import { RenderBug } from "./tokens.js";
+
+const model = (prefix: string): Services => ({
+  servers: [
+    {
+      domain: "a.test",
+      port: 8080,
+      routes: [
+        {
+          prefix,
+          primary: { app: "app", service: "web", port: 9000 },
+          backendPath: "/",
+          backup: { app: "spare", service: "web", port: 9001 },
+        },
+      ],
+    },
+  ],
+});
+const backends = { "app-web": { "10.0.0.1": { weight: 3 } }, "spare-web": { "10.0.0.2": { weight: 1 } } };
+const dynamic = { dir: "/tmp/nlb", controlPort: 9999, endpointsMode: "dynamic" as const, luaSource: "return {}\n" };
+
+describe("dynamic rendering", () => {
+  it("refuses to render without the balancer's source or a control port", () => {
+    const desired = { services: model("/api"), backends };
+    expect(() => renderNginxConf(desired, { ...dynamic, luaSource: "" })).toThrow(RenderBug);
+    expect(() => renderNginxConf(desired, { ...dynamic, controlPort: undefined })).toThrow(RenderBug);
+  });
+
+  it("never emits a hostile prefix into the Lua of a location", () => {
+    for (const prefix of ['/a")os.exit()--', "/a\\n", "/a b", "/a}"]) {
+      const desired = { services: model(prefix), backends };
+      expect(() => renderNginxConf(desired, dynamic)).toThrow(RenderBug);
+    }
+  });
+
+  it("pushes exactly the members reload mode renders as server lines", () => {
+    const plans = planRoutes(model("/api"), backends);
+    const sets = endpointSets(plans);
+    expect(sets).toEqual({
+      [plans[0]?.upstream ?? ""]: [
+        { ip: "10.0.0.1", port: 9000, weight: 3, backup: false },
+        { ip: "10.0.0.2", port: 9001, weight: 1, backup: true },
+      ],
+    });
+    const reload = renderNginxConf({ services: model("/api"), backends }, { dir: "/tmp/nlb" }).conf;
+    expect(reload).toContain("server 10.0.0.1:9000 weight=3");
+    expect(reload).toContain("server 10.0.0.2:9001 weight=1 max_fails=1 fail_timeout=10s backup");
+  });
+
+  it("renders the same bytes whatever the endpoints, so an endpoint change never needs a reload", () => {
+    const a = renderNginxConf({ services: model("/api"), backends }, dynamic);
+    const b = renderNginxConf({ services: model("/api"), backends: {} }, dynamic);
+    expect(b.conf).toBe(a.conf);
+    expect(b.generation).toBe(a.generation);
+  });
+
+  it("changes the generation when the balancer changes, so a new balancer is loaded by a reload", () => {
+    const desired = { services: model("/api"), backends };
+    const a = renderNginxConf(desired, dynamic);
+    const b = renderNginxConf(desired, { ...dynamic, luaSource: "return { v = 2 }\n" });
+    expect(a.conf.replace(/"[0-9a-f]{16}"/, "")).toBe(b.conf.replace(/"[0-9a-f]{16}"/, ""));
+    expect(a.generation).not.toBe(b.generation);
+  });
+});
