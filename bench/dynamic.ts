@@ -104,7 +104,7 @@ function wrk(port: number): Promise<{ rps: number; p99: string; errors: string }
       (err, stdout) => {
         if (err) return reject(err);
         const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
-        const p99 = /99%\s+(\S+)/.exec(stdout)?.[1] ?? "?";
+        const p99 = /^\s+99%\s+(\S+)/m.exec(stdout)?.[1] ?? "?";
         const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: .*/.exec(stdout)?.[0] ?? "none";
         resolve({ rps, p99, errors });
       },
