@@ -10,7 +10,8 @@ import { execFile } from "node:child_process";
 import { Agent } from "node:http";
 import type { BackendSet } from "../src/model/backends.js";
 import type { Services } from "../src/model/services.js";
-import { partialPushBody, pushBody, pushEndpoints } from "../src/nginx/endpoints-push.js";
+import { partialPushBody, pushEndpoints } from "../src/nginx/endpoints-push.js";
+import { changedBackendNames, endpointSets, updateEndpointSets } from "../src/render/dynamic.js";
 import { planRoutes } from "../src/render/index.js";
 import { get, services, startBackends, startNginx, type Nginx } from "../test/nginx/dynamic-helpers.js";
 
@@ -59,7 +60,10 @@ async function convergence(routes: number, port: number, partial: boolean): Prom
     const rest = fillers(routes);
     const desired = (ip: string): BackendSet => ({ ...rest, "app-web": { [ip]: { weight: 1 } } });
     let version = 1;
-    let running = pushBody(version, planRoutes(routing, desired(A))).upstreams;
+    let registry = desired(A);
+    // Routing is fixed here, so its plan (upstream names) is computed once, as the reconciler would per services file.
+    const plans = planRoutes(routing, registry);
+    let running = endpointSets(plans);
     await pushEndpoints(target, { version, upstreams: running });
     const workers = await ng.workerPids();
     const total: number[] = [];
@@ -68,12 +72,18 @@ async function convergence(routes: number, port: number, partial: boolean): Prom
     for (let t = 0; t < 200; t++) {
       const ip = t % 2 === 0 ? B : A;
       const started = performance.now();
-      // What the controller does on an endpoint change: plan the routes, diff against nginx's sets, push.
-      const next = pushBody(version + 1, planRoutes(routing, desired(ip)));
-      const body = partial ? partialPushBody(version + 1, version, running, next.upstreams) : next;
+      // What the controller does on an endpoint change. Whole: re-plan every route and push everything.
+      // Partial: re-plan the routes of the changed backend names, push only the sets that differ.
+      const after = desired(ip);
+      const next = partial
+        ? updateEndpointSets(plans, running, after, changedBackendNames(registry, after))
+        : endpointSets(planRoutes(routing, after));
+      const whole = { version: version + 1, upstreams: next };
+      const body = partial ? partialPushBody(version + 1, version, running, next) : whole;
       const built = performance.now();
-      version = await pushEndpoints(target, body ?? next);
-      running = next.upstreams;
+      version = await pushEndpoints(target, body ?? whole);
+      running = next;
+      registry = after;
       const pushed = performance.now();
       // Bounded: a converged nginx answers right away; 1,000 tries is far beyond any sane convergence.
       for (let i = 0; i < 1000; i++) if ((await get(ng.port, HOST, "/", agent)).body === ip) break;
@@ -86,7 +96,8 @@ async function convergence(routes: number, port: number, partial: boolean): Prom
     const reloads = JSON.stringify(await ng.workerPids()) === JSON.stringify(workers) ? 0 : "workers changed";
     const f = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(2)} ms, p99 ${pct(xs, 99).toFixed(2)} ms`;
     console.log(
-      `${routes} upstream keys, ${partial ? "partial" : "whole"} pushes: change -> first request on new backend ` +
+      `${routes} upstream keys, ${partial ? "partial push, incremental plan" : "whole push, full re-plan"}: ` +
+        `change -> first request on new backend ` +
         `${f(total)} [plan+diff ${f(build)}; push ${f(push)}]; reloads over 200 changes: ${reloads}`,
     );
   } finally {

@@ -33,15 +33,16 @@ function sameEndpoint(a: PushedEndpoint, b: PushedEndpoint): boolean {
 export function sameEndpointSets(a: EndpointSets, b: EndpointSets): boolean {
   const keys = Object.keys(a);
   if (keys.length !== Object.keys(b).length) return false;
-  for (const k of keys) {
-    const x = a[k];
-    const y = b[k];
-    if (x === undefined || y === undefined || x.length !== y.length) return false;
-    for (let i = 0; i < x.length; i++) {
-      const ex = x[i];
-      const ey = y[i];
-      if (ex === undefined || ey === undefined || !sameEndpoint(ex, ey)) return false;
-    }
+  return keys.every((k) => sameList(a[k], b[k]));
+}
+
+function sameList(x: readonly PushedEndpoint[] | undefined, y: readonly PushedEndpoint[] | undefined): boolean {
+  if (x === y) return x !== undefined;
+  if (x === undefined || y === undefined || x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) {
+    const ex = x[i];
+    const ey = y[i];
+    if (ex === undefined || ey === undefined || !sameEndpoint(ex, ey)) return false;
   }
   return true;
 }
@@ -68,7 +69,7 @@ export function changedUpstreams(running: EndpointSets, desired: EndpointSets): 
     const a = running[name];
     const b = desired[name];
     if (a === undefined || b === undefined) return null;
-    if (!sameEndpointSets({ [name]: a }, { [name]: b })) changed.push(name);
+    if (!sameList(a, b)) changed.push(name);
   }
   return changed;
 }

@@ -1,7 +1,8 @@
+import type { BackendSet } from "../model/backends.js";
 import type { EndpointSets } from "../model/plan.js";
 import { backendName } from "../model/services.js";
 import type { RenderOptions, RenderedFile } from "./options.js";
-import type { RoutePlan } from "./plan-routes.js";
+import { members, type RoutePlan } from "./plan-routes.js";
 import { RenderBug, tok } from "./tokens.js";
 
 /**
@@ -110,6 +111,56 @@ export function dynamicControlLines(options: RenderOptions): string[] {
 /** Every route's endpoint set by upstream name, from the same plan reload mode renders its `server` lines from. */
 export function endpointSets(plans: readonly RoutePlan[]): EndpointSets {
   const out: Record<string, RoutePlan["members"]> = {};
-  for (const p of plans) out[p.upstream] = p.members.map((m) => ({ ...m }));
+  // Members are plain readonly data already: shared, not copied (10,000 routes per endpoint change).
+  for (const p of plans) out[p.upstream] = p.members;
+  return out;
+}
+
+/** Backend names (`<app>-<service>`) whose endpoints differ between two registry snapshots. */
+export function changedBackendNames(before: BackendSet, after: BackendSet): Set<string> {
+  const changed = new Set<string>();
+  for (const name in after) {
+    const a = before[name];
+    const b = after[name];
+    if (a === b) continue;
+    const ips = Object.keys(b ?? {});
+    if (ips.length !== Object.keys(a ?? {}).length || ips.some((ip) => a?.[ip]?.weight !== b?.[ip]?.weight))
+      changed.add(name);
+  }
+  for (const name in before) if (!(name in after)) changed.add(name);
+  return changed;
+}
+
+/** Per plan list: backend name -> the plans using it (as primary or backup). Built once per services snapshot. */
+const plansByName = new WeakMap<readonly RoutePlan[], Map<string, RoutePlan[]>>();
+
+function indexByName(plans: readonly RoutePlan[]): Map<string, RoutePlan[]> {
+  let index = plansByName.get(plans);
+  if (!index) {
+    index = new Map();
+    for (const p of plans)
+      for (const ref of p.route.backup ? [p.route.primary, p.route.backup] : [p.route.primary]) {
+        const name = backendName(ref);
+        index.set(name, [...(index.get(name) ?? []), p]);
+      }
+    plansByName.set(plans, index);
+  }
+  return index;
+}
+
+/**
+ * The endpoint sets after a registry change, re-planning only the routes that use a changed backend name (as
+ * primary or backup); every other set is shared with `previous`. `plans` must come from the current services and
+ * `previous` must hold a set for each of them (else a full `endpointSets(planRoutes(...))` is the way).
+ */
+export function updateEndpointSets(
+  plans: readonly RoutePlan[],
+  previous: EndpointSets,
+  backends: BackendSet,
+  changed: ReadonlySet<string>,
+): EndpointSets {
+  const out: Record<string, EndpointSets[string]> = { ...previous };
+  const index = indexByName(plans);
+  for (const name of changed) for (const p of index.get(name) ?? []) out[p.upstream] = members(p.route, backends);
   return out;
 }
