@@ -222,6 +222,19 @@ describe("dynamic endpoints through real nginx", () => {
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.2" });
   });
 
+  it("serialises concurrent pushes: each is stored whole or refused with 409, never mixed", async () => {
+    const routes = model(dyn.port);
+    const ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    const bodies = ips.map((ip, i) => JSON.stringify(pushBody(7000 + i, planRoutes(routes, set({ [ip]: 1 })))));
+    const answers = await Promise.all(bodies.map((b) => postRaw(dyn.controlPort, b)));
+    for (const a of answers) expect([200, 409], a.body).toContain(a.status);
+    const stored = await pushedVersion({ port: dyn.controlPort });
+    const winners = answers.flatMap((a, i) => (a.status === 200 ? [7000 + i] : []));
+    expect(winners).toContain(stored);
+    const expected = ips[(stored ?? 0) - 7000] ?? "";
+    expect(Object.fromEntries(await tally(dyn.port, HOST, 20))).toEqual({ [expected]: 20 });
+  });
+
   it("balances to an IPv6 endpoint", async () => {
     const { backends: v6, port: p6 } = await startBackends(["::1"]);
     const ng = await startNginx({
