@@ -85,6 +85,15 @@ program
     ),
   )
   .addOption(env("--worker-processes <n>", "nginx worker_processes", "WORKER_PROCESSES"))
+  .addOption(
+    env(
+      "--endpoints-mode <mode>",
+      "dynamic (pushed to nginx, no reload) or reload; default: dynamic when nginx has the Lua module",
+      "ENDPOINTS_MODE",
+    )
+      .choices(["dynamic", "reload", "auto"])
+      .default("auto"),
+  )
   .addOption(env("--no-watch", "re-read services.json only on SIGUSR2/SIGHUP, not when the file changes", "NO_WATCH"))
   .addOption(env("--log-level <level>", "trace, debug, info, warn, error", "LOG_LEVEL"))
   .action(async (flags: import("./run.js").RunFlags) => exit(await (await import("./run.js")).runCommand(flags)));

@@ -22,6 +22,7 @@ export interface RunFlags {
   workerProcesses?: string;
   logLevel?: string;
   watch?: boolean;
+  endpointsMode?: string;
 }
 
 /** The etcd URLs: the flag, or the original image's HOST_IP + ETCD_PORT. */
@@ -55,6 +56,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
     ...(flags.backends ? { backends: flags.backends } : {}),
     ...(flags.listenHost ? { listenHost: flags.listenHost } : {}),
     watchServices: flags.watch !== false,
+    ...(flags.endpointsMode ? { endpointsMode: flags.endpointsMode as "dynamic" | "reload" | "auto" } : {}),
     ...(flags.controlPort ? { controlPort: Number(flags.controlPort) } : {}),
     ...(flags.workerProcesses
       ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }

@@ -1,15 +1,15 @@
 import type { BackendSet } from "../model/backends.js";
 import type { Services } from "../model/services.js";
-import type { Desired, Rendered } from "../render/index.js";
-import type { ApplyOutcome } from "../nginx/applier.js";
+import type { Desired } from "../render/index.js";
+import type { ApplyOutcome, Target } from "../nginx/applier.js";
 import type { Logger } from "../shared/log.js";
 import { diffDesired, isEmptyChange } from "./diff.js";
 import type { StatusStore } from "./status.js";
 
 /** The parts the reconciler drives; interfaces so tests and later modes can supply their own. */
 export interface ReconcilerDeps {
-  readonly render: (desired: Desired) => Rendered;
-  readonly apply: (rendered: Rendered, force: boolean) => Promise<ApplyOutcome>;
+  readonly render: (desired: Desired) => Target;
+  readonly apply: (target: Target, force: boolean) => Promise<ApplyOutcome>;
   readonly persist: (desired: Desired) => Promise<void>;
   readonly status: StatusStore;
   readonly log: Logger;
@@ -107,7 +107,7 @@ export class Reconciler {
     const { status, log } = this.deps;
 
     const t0 = performance.now();
-    let rendered: Rendered;
+    let rendered: Target;
     try {
       rendered = this.deps.render(desired);
     } catch (e) {
@@ -153,8 +153,8 @@ export class Reconciler {
       });
       status.update((s) => ({ nginx: { ...s.nginx, ...(out.error ? { lastError: out.error } : {}) } }));
       log.error({ reason, error: out.error, ms }, "apply failed: the previous config keeps serving");
-      // A failed start is retried with backoff; a rejected config waits for the next change.
-      if (out.action === "start") {
+      // A failed start or push is retried with backoff; a rejected config waits for the next change.
+      if (out.action === "start" || out.action === "push") {
         this.retryMs = Math.min(Math.max(this.retryMs * 2, 100), 10_000);
         this.reasons.add("retry start");
       }
@@ -185,7 +185,7 @@ export class Reconciler {
           removedCount: change.endpointsRemoved.length,
         },
       },
-      out.action === "start" ? "nginx started" : "config applied",
+      out.action === "start" ? "nginx started" : out.action === "push" ? "endpoints pushed" : "config applied",
     );
     await this.save(desired);
   }

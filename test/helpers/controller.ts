@@ -54,9 +54,11 @@ export class Controller {
   }
 
   /** Applies logged so far ("config applied"/"nginx started"), optionally only those with this action. */
-  applies(action?: "reload" | "start"): LogLine[] {
+  applies(action?: "reload" | "start" | "push"): LogLine[] {
     return this.lines.filter(
-      (l) => (l.msg === "config applied" || l.msg === "nginx started") && (!action || l["action"] === action),
+      (l) =>
+        (l.msg === "config applied" || l.msg === "nginx started" || l.msg === "endpoints pushed") &&
+        (!action || l["action"] === action),
     );
   }
 
