@@ -31,6 +31,8 @@ export interface RunOptions {
   readonly startupGraceMs?: number;
   readonly debounceMs?: number;
   readonly minGapMs?: number;
+  /** Loopback UDP port nginx sends per-request access records to (per-route traffic); none when absent. */
+  readonly trafficLogPort?: number;
 }
 
 export interface EtcdOptions {
@@ -136,6 +138,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
         pidFile: paths.pidFile,
         ...(options.listenHost ? { listenHost: options.listenHost } : {}),
         ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
+        ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
       }),
     apply: async (rendered, force) => {
       const out = await applier.apply(rendered, force);

@@ -28,12 +28,14 @@ function block(match: string, lines: string[]): string {
  * The locations of one route. A prefix `/p` maps `/p/x` to `<backend_path>/x` and `/p` itself to `<backend_path>`;
  * `/px` is not this route. nginx's prefix locations give "longest prefix wins" for free.
  */
-export function renderLocations(plan: RoutePlan): string {
+export function renderLocations(plan: RoutePlan, tagRoute = false): string {
   const prefix = tok.path(plan.route.prefix);
   const backendPath = tok.path(plan.route.backendPath);
-  if (prefix === "/") return block("/", body(plan, withSlash(backendPath)));
+  // The access record names the route by its upstream name, also when the route answers 503 without proxying.
+  const tag = tagRoute ? [`set $nlb_route ${tok.upstream(plan.upstream)};`] : [];
+  if (prefix === "/") return block("/", [...tag, ...body(plan, withSlash(backendPath))]);
   return [
-    block(`${prefix}/`, body(plan, withSlash(backendPath))),
-    block(`= ${prefix}`, body(plan, withoutSlash(backendPath))),
+    block(`${prefix}/`, [...tag, ...body(plan, withSlash(backendPath))]),
+    block(`= ${prefix}`, [...tag, ...body(plan, withoutSlash(backendPath))]),
   ].join("\n");
 }

@@ -16,6 +16,8 @@ export interface RenderOptions {
   readonly accessLog?: string | null;
   /** `user` directive when nginx starts as root. Default none (nginx's own default). */
   readonly user?: string;
+  /** Loopback UDP port that receives one JSON access record per request (per-route traffic). None when absent. */
+  readonly trafficLogPort?: number;
 }
 
 /** The file a rendered config needs beside nginx.conf: a path relative to `dir`, its bytes and mode. */

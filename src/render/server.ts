@@ -17,7 +17,7 @@ export function renderServer(server: Server, plans: readonly RoutePlan[], option
     );
   }
   lines.push(`        server_name ${tok.domain(server.domain)};`);
-  for (const plan of plans) lines.push(renderLocations(plan));
+  for (const plan of plans) lines.push(renderLocations(plan, options.trafficLogPort !== undefined));
   lines.push(`    }`);
   return lines.join("\n");
 }
