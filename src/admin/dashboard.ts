@@ -11,7 +11,8 @@ header{display:flex;flex-wrap:wrap;align-items:center;gap:12px;padding:12px 20px
 h1{font-size:17px;margin:0 12px 0 0;letter-spacing:.3px}h1 span{color:var(--accent)}
 .pill{display:inline-flex;align-items:center;gap:6px;padding:3px 10px;border-radius:999px;background:var(--panel2);border:1px solid var(--line);font-size:12.5px;white-space:nowrap}
 .dot{width:8px;height:8px;border-radius:50%;background:var(--dim)}.ok .dot{background:var(--ok)}.bad .dot{background:var(--bad)}.warn .dot{background:var(--warn)}
-.bad{border-color:#5a2a2a}.spacer{flex:1}.conn{font-size:12px;color:var(--dim)}
+.bad{border-color:#5a2a2a}.spacer{flex:1}.conn{font-size:12px;color:var(--dim)}.conn.ok{color:var(--ok)}.conn.bad{color:var(--bad)}.conn.warn{color:var(--warn)}
+#applies td{overflow-wrap:anywhere}
 main{display:grid;grid-template-columns:minmax(0,1fr) 420px;gap:16px;padding:16px 20px}
 @media (max-width:1100px){main{grid-template-columns:1fr}}
 .tiles{display:grid;grid-template-columns:repeat(6,minmax(0,1fr));gap:10px;margin-bottom:14px}

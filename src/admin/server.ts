@@ -66,10 +66,9 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
   let pushTimer: NodeJS.Timeout | null = null;
   let unsubscribe: () => void = () => undefined;
 
-  const currentRates = (): Map<string, RouteTraffic> => {
-    const newest = samples.at(-1);
-    return newest ? rates(samples[0] === newest ? undefined : samples[0], newest) : new Map();
-  };
+  // Live totals against the oldest sample of the window: traffic shows at once, not a tick later.
+  const currentRates = (): Map<string, RouteTraffic> =>
+    sources ? rates(samples[0], { at: Date.now(), totals: sources.traffic.totals() }) : new Map();
   const view = () => (sources ? statusView(sources.status.get(), currentRates(), new Date()) : null);
   const push = () => {
     const v = view();
@@ -161,6 +160,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     attach(s) {
       sources = s;
       s.traffic.setTopology(s.status.get().topology);
+      samples.push({ at: Date.now(), totals: s.traffic.totals() });
       let topology = s.status.get().topology;
       unsubscribe = s.status.subscribe((snap) => {
         if (snap.topology !== topology) s.traffic.setTopology((topology = snap.topology));

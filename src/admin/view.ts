@@ -29,8 +29,9 @@ export function rates(
   const seconds = older ? Math.max((newer.at - older.at) / 1000, 0.001) : 1;
   for (const [upstream, now] of newer.totals) {
     const before = older?.totals.get(upstream);
-    const requests = now.requests - (before?.requests ?? now.requests);
-    const errors = now.errors - (before?.errors ?? now.errors);
+    // A route missing from the older sample is newer than it: its counters started at zero in between.
+    const requests = older ? now.requests - (before?.requests ?? 0) : 0;
+    const errors = older ? now.errors - (before?.errors ?? 0) : 0;
     out.set(upstream, {
       requests: now.requests,
       requestsPerSecond: Math.round((requests / seconds) * 100) / 100,
