@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { StatusStore } from "../reconciler/status.js";
 import type { Logger } from "../shared/log.js";
-import { tokenMatches, type AdminConfig } from "./config.js";
+import { isLoopback, tokenMatches, type AdminConfig } from "./config.js";
 import { DASHBOARD_HTML, LOGIN_HTML } from "./dashboard.js";
 import type { RouteTotals, TrafficStats } from "./traffic.js";
 import { rates, readiness, safeJson, statusView, type RouteTraffic } from "./view.js";
@@ -71,8 +71,9 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     sources ? rates(samples[0], { at: Date.now(), totals: sources.traffic.totals() }) : new Map();
   const view = () => (sources ? statusView(sources.status.get(), currentRates(), new Date()) : null);
   const push = () => {
+    if (clients.size === 0) return;
     const v = view();
-    if (!v || clients.size === 0) return;
+    if (!v) return;
     const frame = `event: status\ndata: ${safeJson(v)}\n\n`;
     for (const c of clients) c.write(frame);
   };
@@ -97,9 +98,17 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
   ticker.unref();
 
   const authorized = (req: IncomingMessage) => !config.token || tokenMatches(presentedToken(req), config.token);
+  // Without a token, loopback is the only protection: a web page could reach it through DNS rebinding, which
+  // shows as a foreign Host header. Only loopback names and the listen address itself are accepted.
+  const allowedHost = (req: IncomingMessage) => {
+    if (config.token) return true;
+    const host = (req.headers.host ?? "").replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+    return host === "" || isLoopback(host) || host === config.host;
+  };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
+    if (!allowedHost(req)) return send(res, 421, "text/plain", "the admin server answers loopback host names only\n");
     if (req.method !== "GET" && req.method !== "HEAD")
       return send(res, 405, "text/plain", "the admin server is read-only\n", { allow: "GET, HEAD" });
     // Liveness and readiness stay open so orchestrator probes need no secret; they reveal no configuration.
@@ -121,6 +130,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     if (!sources || !v) return send(res, 503, "text/plain", "the controller is starting\n");
     if (path === "/metrics") return send(res, 200, sources.registry.contentType, await sources.registry.metrics());
     if (path === "/api/status") return send(res, 200, "application/json", safeJson(v));
+    if (path === "/api/events" && req.method === "HEAD") return send(res, 200, "text/event-stream", "");
     if (path === "/api/events") {
       if (clients.size >= MAX_EVENT_CLIENTS) return send(res, 503, "text/plain", "too many event clients\n");
       res.writeHead(200, { "content-type": "text/event-stream", ...SECURITY_HEADERS, connection: "keep-alive" });

@@ -98,7 +98,7 @@ program
 
 program
   .command("status")
-  .description("print a running nginx-lb's status (servers, routes, endpoints, applies, errors) as tables")
+  .description("print a running nginx-lb's status as tables; exit 0 when ready, 1 when not, 2 when unreachable")
   .addOption(env("--admin <url>", "admin server URL", "ADMIN_URL").default("http://127.0.0.1:9180"))
   .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
   .option("--json", "print the raw JSON instead")

@@ -61,6 +61,10 @@ describe("admin server", () => {
   it("reports every server, route and endpoint, and counts real requests per route in /metrics", async () => {
     const t = await startAdminLb({ pool, endpoints: endpoints() });
     expect((await t.admin("/healthz")).status).toBe(200);
+    // Without a token, a foreign Host (a DNS-rebinding web page) is turned away; loopback names are served.
+    expect((await t.admin("/api/status", { host: `rebind.example:${t.adminPort}` })).status).toBe(421);
+    expect((await t.admin("/api/status", { host: `localhost:${t.adminPort}` })).status).toBe(200);
+    expect((await t.admin("/api/status", { method: "POST" })).status).toBe(405);
     expect((await t.admin("/readyz")).body).toMatch(/^ready: nginx runs generation [0-9a-f]+/);
 
     const view = (await t.admin("/api/status")).json<View>();
