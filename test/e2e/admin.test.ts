@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,7 +8,7 @@ import { defaultServers, sample, startAdminLb } from "../helpers/admin.js";
 import { startBackends, type BackendPool } from "../helpers/backends.js";
 import { eventually, sleep, startController, stopAllControllers, writeServices } from "../helpers/controller.js";
 import { get } from "../helpers/http.js";
-import { cleanupNginx, freePorts, tempDir } from "../helpers/nginx.js";
+import { cleanupNginx, freePorts, NGINX, tempDir } from "../helpers/nginx.js";
 import { makeCa, makeLeaf } from "../helpers/tls.js";
 
 /** The admin server of a real `nginx-lb run`, asked what an operator (or Prometheus) asks it. */
@@ -268,6 +268,40 @@ describe("admin server", () => {
     await new Promise((r) => holder.close(r));
     await eventually(async () => (await admin("/readyz")).status === 200, 20_000, "/readyz 200 after the port is free");
     expect((await get(`http://127.0.0.1:${sitePort}/`, { host: "a.test" })).status).toBe(200);
+  });
+});
+
+describe("readiness when nginx dies", () => {
+  it("/readyz turns 503 while nginx is down and cannot be restarted, and 200 once it runs again", async () => {
+    // An nginx that refuses to start while a flag file exists: the operator's broken binary, made switchable.
+    const dir = await tempDir("nginx-lb-admin-down-");
+    const flag = join(dir, "broken");
+    const wrapper = join(dir, "nginx");
+    await writeFile(
+      wrapper,
+      `#!/bin/sh\nif [ -e '${flag}' ]; then echo 'nginx: [emerg] broken on purpose' >&2; exit 1; fi\nexec ${NGINX} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const t = await startAdminLb({ pool, endpoints: endpoints(), args: ["--nginx", wrapper] });
+    await writeFile(flag, "");
+    const pid = Number((await readFile(join(t.dir, "state/nginx.pid"), "utf8")).trim());
+    process.kill(pid, "SIGKILL");
+    const down = await eventually(
+      async () => {
+        const r = await t.admin("/readyz");
+        return r.status === 503 ? r : null;
+      },
+      10_000,
+      "/readyz 503 after nginx died",
+    );
+    expect(down.body).toMatch(/^not ready: nginx is not running/);
+    // Stays down while nginx cannot start (the controller keeps retrying with backoff).
+    await sleep(1000);
+    expect((await t.admin("/readyz")).status).toBe(503);
+    expect(sample((await t.admin("/metrics")).body, "nginx_lb_nginx_running")).toBe(0);
+    await rm(flag);
+    await eventually(async () => (await t.admin("/readyz")).status === 200, 20_000, "/readyz 200 after restart");
+    expect((await t.site("/")).status).toBe(200);
   });
 });
 
