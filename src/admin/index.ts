@@ -13,11 +13,14 @@ export interface AdminFlags {
   readonly listen?: string;
   readonly token?: string;
   readonly tokenFile?: string;
+  /** Per-route traffic from nginx access records; default on. Off saves nginx one UDP send per request. */
+  readonly traffic?: boolean;
 }
 
 /** The admin side of a running controller: the traffic port for the renderer, then `attach` once it runs. */
 export interface Admin {
-  readonly trafficLogPort: number;
+  /** Where nginx sends access records; undefined with traffic off. */
+  readonly trafficLogPort: number | undefined;
   attach(controller: Controller): void;
   close(): Promise<void>;
 }
@@ -49,15 +52,15 @@ export async function setupAdmin(flags: AdminFlags, log: Logger): Promise<Admin 
   const registry = new Registry();
   const traffic = new TrafficStats(registry);
   // The same number as the admin TCP port, so the rendered config stays the same across controller restarts.
-  const receiver = await startTrafficReceiver(traffic, server.port, log);
+  const receiver = flags.traffic === false ? null : await startTrafficReceiver(traffic, server.port, log);
   return {
-    trafficLogPort: receiver.port,
+    trafficLogPort: receiver?.port,
     attach(controller) {
       createControllerMetrics(controller.status, registry);
       server.attach({ status: controller.status, traffic, registry });
     },
     close: async () => {
-      await Promise.all([server.close(), receiver.close()]);
+      await Promise.all([server.close(), receiver?.close()]);
     },
   };
 }

@@ -179,6 +179,13 @@ export async function startTrafficReceiver(
       });
     });
   const sock = await bind(preferredPort).catch(() => bind(0));
+  // Bursts beyond the buffer are dropped by the kernel (nginx never waits); a larger buffer drops fewer. The kernel
+  // caps it at net.core.rmem_max.
+  try {
+    sock.setRecvBufferSize(8 << 20);
+  } catch {
+    // keep the default buffer
+  }
   sock.on("message", (msg) => {
     const r = parseRecord(msg.toString("utf8"));
     if (r) stats.record(r);

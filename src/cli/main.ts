@@ -94,6 +94,13 @@ program
   )
   .addOption(env("--admin-token <token>", "bearer token for the admin server (prefer the env variable)", "ADMIN_TOKEN"))
   .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
+  .addOption(
+    env(
+      "--no-traffic-log",
+      "no per-route traffic figures (saves nginx a loopback UDP send per request)",
+      "NO_TRAFFIC_LOG",
+    ),
+  )
   .action(async (flags: import("./run.js").RunFlags) => exit(await (await import("./run.js")).runCommand(flags)));
 
 program

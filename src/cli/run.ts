@@ -25,6 +25,7 @@ export interface RunFlags {
   adminListen?: string;
   adminToken?: string;
   adminTokenFile?: string;
+  trafficLog?: boolean;
 }
 
 /** The etcd URLs: the flag, or the original image's HOST_IP + ETCD_PORT. */
@@ -80,7 +81,12 @@ export async function runCommand(flags: RunFlags): Promise<number> {
 
   const { setupAdmin } = await import("../admin/index.js");
   const admin = await setupAdmin(
-    { listen: flags.adminListen, token: flags.adminToken, tokenFile: flags.adminTokenFile },
+    {
+      listen: flags.adminListen,
+      token: flags.adminToken,
+      tokenFile: flags.adminTokenFile,
+      traffic: flags.trafficLog !== false,
+    },
     log,
   ).catch((e: unknown) => {
     log.error({ err: (e as Error).message }, "refusing to start: the admin server is misconfigured");
@@ -96,7 +102,10 @@ export async function runCommand(flags: RunFlags): Promise<number> {
         ? "running as pid 1: reaping orphaned processes"
         : "running as pid 1 without the native reaper (build it with npm ci): orphaned processes stay zombies",
     );
-  const controller = await startController(admin ? { ...options, trafficLogPort: admin.trafficLogPort } : options, log);
+  const controller = await startController(
+    admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
+    log,
+  );
   admin?.attach(controller);
   log.info({ pid: process.pid, services: options.services, stateDir: options.stateDir }, "nginx-lb is running");
   return new Promise<number>((resolveExit) => {

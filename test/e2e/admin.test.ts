@@ -271,6 +271,18 @@ describe("admin server", () => {
   });
 });
 
+describe("traffic figures off", () => {
+  it("--no-traffic-log renders no access records and keeps the rest of the admin server", async () => {
+    const t = await startAdminLb({ pool, endpoints: endpoints(), args: ["--no-traffic-log"] });
+    const conf = await readFile(join(t.dir, "state/nginx.conf"), "utf8");
+    expect(conf).not.toMatch(/syslog|nlb_route/);
+    for (let i = 0; i < 5; i++) expect((await t.site("/")).status).toBe(200);
+    const m = (await t.admin("/metrics")).body;
+    expect(m).not.toMatch(/^nginx_lb_route_requests_total\{/m);
+    expect(sample(m, "nginx_lb_upstream_endpoints", { route: `a.test:${t.sitePort}/`, role: "primary" })).toBe(1);
+  });
+});
+
 describe("readiness when nginx dies", () => {
   it("/readyz turns 503 while nginx is down and cannot be restarted, and 200 once it runs again", async () => {
     // An nginx that refuses to start while a flag file exists: the operator's broken binary, made switchable.
