@@ -50,6 +50,7 @@ const $ = (tag, attrs, ...kids) => {
   return el;
 };
 const history = new Map();
+const MAX_ROWS = 300;
 let last = null;
 let lastNow = null;
 const fmtRate = (n) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
@@ -97,7 +98,7 @@ function render(s) {
     pill(s.lastSuccessAt ? "ok" : "warn", "last apply " + ago(s.lastSuccessAt, s.now)),
   );
   document.getElementById("generation").textContent = s.nginx.generation ? "generation " + s.nginx.generation : "";
-  let routes = 0, eps = 0, rps = 0, errs = 0;
+  let routes = 0, eps = 0, rps = 0, errs = 0, shown = 0, hidden = 0;
   const servers = document.getElementById("servers");
   const cards = [];
   for (const srv of s.servers) {
@@ -111,6 +112,9 @@ function render(s) {
       if (fresh) { h.push(rate); while (h.length > 60) h.shift(); }
       history.set(r.upstream, h);
       if (filter && !(r.label + " " + r.backend + " " + r.endpoints.map((e) => e.address).join(" ")).toLowerCase().includes(filter)) continue;
+      // A page with thousands of rows redrawn every second helps nobody: the filter finds the rest.
+      if (shown >= MAX_ROWS) { hidden++; continue; }
+      shown++;
       rows.push($("tr", { "data-route": r.label },
         $("td", {}, $("div", { class: "mono", text: r.prefix }), $("div", { class: "dim mono", text: "\\u2192 " + r.backend + (r.backendPath !== "/" ? " " + r.backendPath : "") + (r.backup ? "  backup " + r.backup : "") })),
         $("td", {}, endpoints(r)),
@@ -120,11 +124,14 @@ function render(s) {
         $("td", {}, spark(h)),
       ));
     }
-    if (!rows.length && filter) continue;
+    if (!rows.length && (filter || hidden)) continue;
     cards.push($("section", { class: "card", "data-server": srv.domain + ":" + srv.port },
       $("h2", {}, srv.domain, $("span", { class: "sub", text: ":" + srv.port + (srv.tlsPort ? "  \\u00b7  TLS :" + srv.tlsPort : "") + "  \\u00b7  " + srv.routes.length + " route" + (srv.routes.length === 1 ? "" : "s") })),
       $("table", {}, $("thead", {}, $("tr", {}, ...["Route", "Endpoints", "Rate", "5xx", "Requests", "Last minute"].map((h) => $("th", { text: h })))), $("tbody", {}, ...rows))));
   }
+  const current = new Set(s.servers.flatMap((x) => x.routes.map((r) => r.upstream)));
+  for (const k of history.keys()) if (!current.has(k)) history.delete(k);
+  if (hidden) cards.push($("div", { class: "card empty", text: hidden + " more routes not shown: type in the filter to find them" }));
   servers.replaceChildren(...(cards.length ? cards : [$("div", { class: "card empty", text: s.servers.length ? "no route matches the filter" : "no routes applied yet" })]));
   const tiles = [["servers", s.servers.length], ["routes", routes], ["endpoints", eps], ["requests/s", fmtRate(rps)], ["5xx", fmtPct(rps > 0 ? errs / rps : null)], ["reloads", s.counters.reloads]];
   document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => $("div", { class: "tile" }, $("b", { text: String(v) }), $("small", { text: k }))));

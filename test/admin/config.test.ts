@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { AdminConfigError, resolveAdminConfig, tokenMatches } from "../../src/admin/config.js";
+import { safeJson } from "../../src/admin/view.js";
 
 describe("admin settings", () => {
   it("listens on loopback without a token, and refuses any other address without one", () => {
@@ -21,5 +22,20 @@ describe("admin settings", () => {
     expect(tokenMatches(t.slice(0, -1), t)).toBe(false);
     expect(tokenMatches("", t)).toBe(false);
     expect(tokenMatches(undefined, t)).toBe(false);
+  });
+});
+
+describe("response bodies", () => {
+  it("cut out anything shaped like a private key, even one quoted in an error message", () => {
+    const key =
+      "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
+    const out = safeJson({ error: `bad key ${key} here`, truncated: key.slice(0, 60), other: "kept" });
+    expect(out).not.toContain("MIGHAgEAMBMGBy");
+    expect(out).not.toContain("PRIVATE KEY");
+    expect(JSON.parse(out)).toEqual({
+      error: "bad key [private key redacted]\n here",
+      truncated: "[private key redacted]",
+      other: "kept",
+    });
   });
 });
