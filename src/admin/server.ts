@@ -24,6 +24,7 @@ export interface AdminServer {
 }
 
 const MAX_EVENT_CLIENTS = 32;
+const MAX_CLIENT_BACKLOG = 8 << 20;
 const RATE_WINDOW_SAMPLES = 11; // one a second: rates over the last ten seconds
 const COOKIE = "nlb_admin_token";
 
@@ -75,7 +76,13 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     const v = view();
     if (!v) return;
     const frame = `event: status\ndata: ${safeJson(v)}\n\n`;
-    for (const c of clients) c.write(frame);
+    for (const c of clients) {
+      // A client that stops reading would make its buffer grow without end: drop it, it reconnects when it can.
+      if (c.writableLength > MAX_CLIENT_BACKLOG) {
+        clients.delete(c);
+        c.destroy();
+      } else c.write(frame);
+    }
   };
   const pushSoon = () => {
     // Bursts of status changes (a 500-key burst) become at most ten pushes a second.
@@ -90,7 +97,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     samples.push({ at: Date.now(), totals: sources.traffic.totals() });
     if (samples.length > RATE_WINDOW_SAMPLES) samples.shift();
     const totals = JSON.stringify([...(samples.at(-1)?.totals ?? [])].map(([k, v]) => [k, v.requests]));
-    // Rates decay to zero after traffic stops, so keep pushing for one window after the last change.
+    // Rates also move when traffic stops (the window slides), so push at least every two seconds.
     if (totals !== lastPushedTotals || tick % 2 === 0) push();
     lastPushedTotals = totals;
     if (++tick % 15 === 0) for (const c of clients) c.write(": keepalive\n\n");
@@ -108,15 +115,16 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
-    if (!allowedHost(req)) return send(res, 421, "text/plain", "the admin server answers loopback host names only\n");
     if (req.method !== "GET" && req.method !== "HEAD")
       return send(res, 405, "text/plain", "the admin server is read-only\n", { allow: "GET, HEAD" });
-    // Liveness and readiness stay open so orchestrator probes need no secret; they reveal no configuration.
+    // Liveness and readiness stay open (no token, any Host) so orchestrator probes need no secret; they reveal no
+    // configuration.
     if (path === "/healthz") return send(res, 200, "text/plain", "ok\n");
     if (path === "/readyz") {
       const r = readiness(sources?.status.get() ?? null);
       return send(res, r.ready ? 200 : 503, "text/plain", `${r.ready ? "ready" : "not ready"}: ${r.why}\n`);
     }
+    if (!allowedHost(req)) return send(res, 421, "text/plain", "the admin server answers loopback host names only\n");
     if (!authorized(req)) {
       const browser = path === "/" && (req.headers.accept ?? "").includes("text/html");
       if (browser) return send(res, 401, "text/html; charset=utf-8", LOGIN_HTML, { "content-security-policy": CSP });
