@@ -115,8 +115,9 @@ program
 
 program
   .command("example")
-  .description("the Quick start: render the bundled example and check it with the real nginx -t")
-  .action(async () => exit(await (await import("./example.js")).exampleCommand()));
+  .description("the Quick start: run a live load balancer on the bundled example (examples/) with example backends")
+  .option("--check", "only render the example and check it with the real nginx -t")
+  .action(async (flags: { check?: boolean }) => exit(await (await import("./example.js")).exampleCommand(flags)));
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`nginx-lb: ${(e as Error).stack ?? String(e)}`);

@@ -10,9 +10,13 @@ function withoutSlash(path: string): string {
   return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
 }
 
-/** What a location does: proxy to the route's upstream, or answer 503 naming the route when it has no endpoint. */
-function body(plan: RoutePlan, target: string): string[] {
-  if (plan.members.length > 0) return [`proxy_pass http://${tok.upstream(plan.upstream)}${target};`];
+/**
+ * What a location does: proxy to the route's upstream, or answer 503 naming the route when it has no endpoint.
+ * `target` null means the route maps its prefix to itself: proxy_pass without a URI then sends the client's request
+ * URI as received, whereas a URI part makes nginx send its decoded, normalised copy (`%2F` becomes `/`, `//` `/`).
+ */
+function body(plan: RoutePlan, target: string | null): string[] {
+  if (plan.members.length > 0) return [`proxy_pass http://${tok.upstream(plan.upstream)}${target ?? ""};`];
   const { route } = plan;
   return [
     `default_type text/plain;`,
@@ -31,11 +35,12 @@ function block(match: string, lines: string[]): string {
 export function renderLocations(plan: RoutePlan, tagRoute = false): string {
   const prefix = tok.path(plan.route.prefix);
   const backendPath = tok.path(plan.route.backendPath);
+  const identity = withSlash(prefix) === withSlash(backendPath);
   // The access record names the route by its upstream name, also when the route answers 503 without proxying.
   const tag = tagRoute ? [`set $nlb_route ${tok.upstream(plan.upstream)};`] : [];
-  if (prefix === "/") return block("/", [...tag, ...body(plan, withSlash(backendPath))]);
+  if (prefix === "/") return block("/", [...tag, ...body(plan, identity ? null : withSlash(backendPath))]);
   return [
-    block(`${prefix}/`, [...tag, ...body(plan, withSlash(backendPath))]),
-    block(`= ${prefix}`, [...tag, ...body(plan, withoutSlash(backendPath))]),
+    block(`${prefix}/`, [...tag, ...body(plan, identity ? null : withSlash(backendPath))]),
+    block(`= ${prefix}`, [...tag, ...body(plan, identity ? null : withoutSlash(backendPath))]),
   ].join("\n");
 }

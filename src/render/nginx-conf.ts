@@ -108,8 +108,13 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     ),
     ...serverNamesHash(desired.services).map((l) => `    ${l}`),
     ``,
-    `    # Upgrade only when the client asks; otherwise an empty Connection keeps upstream keepalive working.`,
-    `    map $http_upgrade $nlb_connection {`,
+    `    # Only websocket upgrades pass (an h2c upgrade could tunnel past the route's path prefix); without one an empty`,
+    `    # Connection keeps upstream keepalive working.`,
+    `    map $http_upgrade $nlb_upgrade {`,
+    `        default "";`,
+    `        ~*^websocket$ $http_upgrade;`,
+    `    }`,
+    `    map $nlb_upgrade $nlb_connection {`,
     `        default upgrade;`,
     `        "" "";`,
     `    }`,
@@ -124,11 +129,14 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     `    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`,
     `    proxy_set_header X-Forwarded-Proto $scheme;`,
     `    proxy_set_header X-Forwarded-Host $nlb_host;`,
-    `    proxy_set_header Upgrade $http_upgrade;`,
+    `    proxy_set_header Upgrade $nlb_upgrade;`,
     `    proxy_set_header Connection $nlb_connection;`,
     `    proxy_connect_timeout 5s;`,
     `    proxy_next_upstream error timeout;`,
-    `    proxy_next_upstream_tries 3;`,
+    // Each endpoint of an upstream at most once (0 = as many tries as it has servers), so the backups are reached
+    // however many primaries are down; endpoints that time out rather than refuse are bounded by the timeout.
+    `    proxy_next_upstream_tries 0;`,
+    `    proxy_next_upstream_timeout 15s;`,
     ``,
   ];
   for (const p of plans) if (p.members.length > 0) out.push(renderUpstream(p, options.upstreamKeepalive ?? 32));
