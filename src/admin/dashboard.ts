@@ -12,7 +12,7 @@ h1{font-size:17px;margin:0 12px 0 0;letter-spacing:.3px}h1 span{color:var(--acce
 .pill{display:inline-flex;align-items:center;gap:6px;padding:3px 10px;border-radius:999px;background:var(--panel2);border:1px solid var(--line);font-size:12.5px;white-space:nowrap}
 .dot{width:8px;height:8px;border-radius:50%;background:var(--dim)}.ok .dot{background:var(--ok)}.bad .dot{background:var(--bad)}.warn .dot{background:var(--warn)}
 .bad{border-color:#5a2a2a}.spacer{flex:1}.conn{font-size:12px;color:var(--dim)}.conn.ok{color:var(--ok)}.conn.bad{color:var(--bad)}.conn.warn{color:var(--warn)}
-#applies td{overflow-wrap:anywhere}
+#applies td{white-space:nowrap}#applies td:last-child{white-space:normal;overflow-wrap:anywhere}
 main{display:grid;grid-template-columns:minmax(0,1fr) 420px;gap:16px;padding:16px 20px}
 @media (max-width:1100px){main{grid-template-columns:1fr}}
 .tiles{display:grid;grid-template-columns:repeat(6,minmax(0,1fr));gap:10px;margin-bottom:14px}
@@ -145,7 +145,7 @@ function render(s) {
     const c = a.change;
     const what = c ? [c.upstreamsAdded.length && "+" + c.upstreamsAdded.length + " upstream", c.upstreamsRemoved.length && "\\u2212" + c.upstreamsRemoved.length + " upstream", c.endpointsAdded.length && "+" + c.endpointsAdded.length + " endpoint", c.endpointsRemoved.length && "\\u2212" + c.endpointsRemoved.length + " endpoint"].filter(Boolean).join(", ") : "";
     return $("tr", { "data-apply": a.result },
-      $("td", { class: "mono dim", title: a.at, text: new Date(a.at).toLocaleTimeString() }),
+      $("td", { class: "mono dim", title: a.at, text: new Date(a.at).toLocaleTimeString([], { hour12: false }) }),
       $("td", {}, $("span", { class: "badge " + a.result, text: a.result }), " ", $("span", { class: "dim", text: a.action })),
       $("td", { class: "num", text: a.ms.total + " ms" }),
       $("td", {}, $("div", { text: what || a.reason }), a.error ? $("div", { class: "err mono", text: a.error.slice(0, 300) }) : null, what ? $("div", { class: "dim", text: a.reason }) : null));
