@@ -46,13 +46,16 @@ interface View {
 }
 
 /** The status CLI, as an operator runs it. */
-function statusCli(adminUrl: string): Promise<{ code: number; stdout: string }> {
+function statusCli(
+  adminUrl: string,
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
     execFile(
       process.execPath,
       ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "status", "--admin", adminUrl],
-      { cwd: ROOT, timeout: 30_000, env: { ...process.env, NO_COLOR: "1" } },
-      (err, stdout) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout }),
+      { cwd: ROOT, timeout: 30_000, env: { ...process.env, NO_COLOR: "1", ...env } },
+      (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
     ),
   );
 }
@@ -238,6 +241,12 @@ describe("admin server", () => {
     );
     expect((await get(url("/"), { headers: { cookie: `nlb_admin_token=${token}` } })).body).toContain("<title>");
     expect((await get(url("/healthz"))).status).toBe(200);
+    const denied = await statusCli(t.adminUrl);
+    expect(denied.code).toBe(2);
+    expect(denied.stderr).toContain("401");
+    const allowed = await statusCli(t.adminUrl, { NGINX_LB_ADMIN_TOKEN: token });
+    expect(allowed.code).toBe(0);
+    expect(allowed.stdout).toMatch(/ready\s+yes/);
     expect(JSON.stringify(t.lb.lines)).not.toContain(token);
   });
 

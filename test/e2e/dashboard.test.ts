@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -90,6 +90,15 @@ describe("dashboard", () => {
     expect(Date.now() - changedAt).toBeLessThan(5_000);
     expect(await route("/").locator(`[data-endpoint="127.0.0.2:${pool.port}"]`).getAttribute("data-role")).toBe("down");
     expect(await page.locator("#applies tr").first().textContent()).toMatch(/applied\s*reload/);
+
+    // An invalid services.json: the page names the error by its JSON path; the routes in force stay listed.
+    const valid = await readFile(t.services, "utf8");
+    await writeFile(t.services, valid.replace(/"frontend_port": \d+/, '"frontend_port": "eighty"'));
+    await page.locator("#problems", { hasText: "servers[0].frontend_port" }).waitFor({ timeout: 5_000 });
+    expect(await page.locator("#health").textContent()).toContain("routing file invalid");
+    expect(await route("/api").count()).toBe(1);
+    await writeFile(t.services, valid);
+    await page.locator("#health", { hasText: "routing file valid" }).waitFor({ timeout: 5_000 });
 
     for (let i = 0; i < 20; i++) await t.site(`/after${i}`);
     await page.waitForTimeout(1500);
