@@ -34,6 +34,8 @@ export interface RunOptions {
   readonly startupGraceMs?: number;
   readonly debounceMs?: number;
   readonly minGapMs?: number;
+  /** Loopback UDP port nginx sends per-request access records to (per-route traffic); none when absent. */
+  readonly trafficLogPort?: number;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
 }
@@ -164,6 +166,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
         ...(luaSource ? { luaSource } : {}),
         ...(options.listenHost ? { listenHost: options.listenHost } : {}),
         ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
+        ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
       });
       const endpoints = mode === "dynamic" ? endpointSets(planRoutes(desired.services, desired.backends)) : null;
       return { rendered, endpoints };

@@ -96,7 +96,33 @@ program
   )
   .addOption(env("--no-watch", "re-read services.json only on SIGUSR2/SIGHUP, not when the file changes", "NO_WATCH"))
   .addOption(env("--log-level <level>", "trace, debug, info, warn, error", "LOG_LEVEL"))
+  .addOption(
+    env(
+      "--admin-listen <host:port>",
+      "admin server (dashboard, /metrics, /api/status; default 127.0.0.1:9180; off to disable)",
+      "ADMIN_LISTEN",
+    ),
+  )
+  .addOption(env("--admin-token <token>", "bearer token for the admin server (prefer the env variable)", "ADMIN_TOKEN"))
+  .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
+  .addOption(
+    env(
+      "--no-traffic-log",
+      "no per-route traffic figures (saves nginx a loopback UDP send per request)",
+      "NO_TRAFFIC_LOG",
+    ),
+  )
   .action(async (flags: import("./run.js").RunFlags) => exit(await (await import("./run.js")).runCommand(flags)));
+
+program
+  .command("status")
+  .description("print a running nginx-lb's status as tables; exit 0 when ready, 1 when not, 2 when unreachable")
+  .addOption(env("--admin <url>", "admin server URL", "ADMIN_URL").default("http://127.0.0.1:9180"))
+  .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
+  .option("--json", "print the raw JSON instead")
+  .action(async (flags: import("./status.js").StatusFlags) =>
+    exit(await (await import("./status.js")).statusCommand(flags)),
+  );
 
 program
   .command("example")

@@ -23,6 +23,10 @@ export interface RunFlags {
   logLevel?: string;
   watch?: boolean;
   endpointsMode?: string;
+  adminListen?: string;
+  adminToken?: string;
+  adminTokenFile?: string;
+  trafficLog?: boolean;
 }
 
 /** The etcd URLs: the flag, or the original image's HOST_IP + ETCD_PORT. */
@@ -77,6 +81,21 @@ export async function runCommand(flags: RunFlags): Promise<number> {
       : {}),
   };
 
+  const { setupAdmin } = await import("../admin/index.js");
+  const admin = await setupAdmin(
+    {
+      listen: flags.adminListen,
+      token: flags.adminToken,
+      tokenFile: flags.adminTokenFile,
+      traffic: flags.trafficLog !== false,
+    },
+    log,
+  ).catch((e: unknown) => {
+    log.error({ err: (e as Error).message }, "refusing to start: the admin server is misconfigured");
+    return "refused" as const;
+  });
+  if (admin === "refused") return 1;
+
   const reaper = startReaper(ownChildren);
   if (process.pid === 1)
     log.info(
@@ -85,7 +104,11 @@ export async function runCommand(flags: RunFlags): Promise<number> {
         ? "running as pid 1: reaping orphaned processes"
         : "running as pid 1 without the native reaper (build it with npm ci): orphaned processes stay zombies",
     );
-  const controller = await startController(options, log);
+  const controller = await startController(
+    admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
+    log,
+  );
+  admin?.attach(controller);
   log.info({ pid: process.pid, services: options.services, stateDir: options.stateDir }, "nginx-lb is running");
   return new Promise<number>((resolveExit) => {
     // Sources and nginx watchers hold no ref'd handles; this keeps the daemon alive until it is told to stop.
@@ -95,7 +118,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, "stopping: nginx drains its connections");
-      void controller.stop(true).then(() => {
+      void Promise.all([controller.stop(true), admin?.close()]).then(() => {
         clearInterval(keepAlive);
         reaper.stop();
         resolveExit(0);

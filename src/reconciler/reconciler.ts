@@ -5,6 +5,7 @@ import type { ApplyOutcome, Target } from "../nginx/applier.js";
 import type { Logger } from "../shared/log.js";
 import { diffDesired, isEmptyChange } from "./diff.js";
 import type { StatusStore } from "./status.js";
+import { topologyOf } from "./topology.js";
 
 /** The parts the reconciler drives; interfaces so tests and later modes can supply their own. */
 export interface ReconcilerDeps {
@@ -133,6 +134,7 @@ export class Reconciler {
     };
     const at = new Date().toISOString();
     if (out.result === "unchanged") {
+      if (this.applied !== desired) status.update(() => ({ topology: topologyOf(desired) }));
       this.applied = desired;
       status.recordApply({ at, result: "unchanged", action: "none", reason, generation: out.generation, ms });
       log.debug({ reason, generation: out.generation }, "config unchanged: no reload");
@@ -162,6 +164,7 @@ export class Reconciler {
     }
     this.retryMs = 0;
     this.applied = desired;
+    status.update(() => ({ topology: topologyOf(desired) }));
     status.recordApply({
       at,
       result: "applied",

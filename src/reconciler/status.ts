@@ -1,5 +1,6 @@
 import type { Problem } from "../model/problem.js";
 import type { Change } from "./diff.js";
+import type { Topology } from "./topology.js";
 
 /** One apply as the status API and metrics report it. */
 export interface ApplyRecord {
@@ -48,6 +49,8 @@ export interface StatusSnapshot {
     readonly pushes: number;
   };
   readonly lastSuccessAt?: string;
+  /** What nginx serves now (the last applied or confirmed-unchanged state); absent before the first apply. */
+  readonly topology?: Topology;
 }
 
 type Listener = (s: StatusSnapshot) => void;

@@ -122,7 +122,9 @@ export async function startController(o: ControllerOptions): Promise<Controller>
   const child = spawn(bin, args, {
     cwd: ROOT,
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, NGINX_LB_LOG_LEVEL: "debug", ...o.env },
+    // Concurrent test controllers would race for the default admin port 127.0.0.1:9180 (and so render different
+    // configs run to run): admin tests pass --admin-listen with a free port, which overrides this.
+    env: { ...process.env, NGINX_LB_LOG_LEVEL: "debug", NGINX_LB_ADMIN_LISTEN: "off", ...o.env },
   });
   const c = new Controller(child);
   running.add(c);
