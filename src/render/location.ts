@@ -1,4 +1,5 @@
 import { backendName } from "../model/services.js";
+import { dynamicLocationBody } from "./dynamic.js";
 import type { RoutePlan } from "./plan-routes.js";
 import { tok } from "./tokens.js";
 
@@ -15,7 +16,8 @@ function withoutSlash(path: string): string {
  * `target` null means the route maps its prefix to itself: proxy_pass without a URI then sends the client's request
  * URI as received, whereas a URI part makes nginx send its decoded, normalised copy (`%2F` becomes `/`, `//` `/`).
  */
-function body(plan: RoutePlan, target: string | null): string[] {
+function body(plan: RoutePlan, target: string | null, dynamic: boolean): string[] {
+  if (dynamic) return dynamicLocationBody(plan, target ?? "");
   if (plan.members.length > 0) return [`proxy_pass http://${tok.upstream(plan.upstream)}${target ?? ""};`];
   const { route } = plan;
   return [
@@ -32,13 +34,13 @@ function block(match: string, lines: string[]): string {
  * The locations of one route. A prefix `/p` maps `/p/x` to `<backend_path>/x` and `/p` itself to `<backend_path>`;
  * `/px` is not this route. nginx's prefix locations give "longest prefix wins" for free.
  */
-export function renderLocations(plan: RoutePlan): string {
+export function renderLocations(plan: RoutePlan, dynamic = false): string {
   const prefix = tok.path(plan.route.prefix);
   const backendPath = tok.path(plan.route.backendPath);
   const identity = withSlash(prefix) === withSlash(backendPath);
-  if (prefix === "/") return block("/", body(plan, identity ? null : withSlash(backendPath)));
+  if (prefix === "/") return block("/", body(plan, identity ? null : withSlash(backendPath), dynamic));
   return [
-    block(`${prefix}/`, body(plan, identity ? null : withSlash(backendPath))),
-    block(`= ${prefix}`, body(plan, identity ? null : withoutSlash(backendPath))),
+    block(`${prefix}/`, body(plan, identity ? null : withSlash(backendPath), dynamic)),
+    block(`= ${prefix}`, body(plan, identity ? null : withoutSlash(backendPath), dynamic)),
   ].join("\n");
 }
