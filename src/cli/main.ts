@@ -41,34 +41,13 @@ program
   .action(async () => exit((await import("./schema.js")).schemaCommand()));
 
 const env = (flag: string, description: string, name: string) => new Option(flag, description).env(`NGINX_LB_${name}`);
-program
-  .command("run")
+addEtcdOptions(program.command("run"))
   .description("the daemon: keep nginx serving services.json over the registry's endpoints, through every change")
   .addOption(
     env("--services <file>", "services.json (re-read on SIGUSR2 and on change)", "SERVICES").default(
       "/etc/csphere-services.json",
     ),
   )
-  .addOption(
-    env(
-      "--etcd-endpoints <urls>",
-      "etcd URLs, comma-separated (default: http://$HOST_IP:$ETCD_PORT when both are set)",
-      "ETCD_ENDPOINTS",
-    ),
-  )
-  .addOption(env("--etcd-prefix <prefix>", "registry prefix", "ETCD_PREFIX").default("/lb/backends"))
-  .addOption(env("--etcd-api <v3|v2>", "etcd API the registry was written with", "ETCD_API").default("v3"))
-  .addOption(env("--etcd-cacert <file>", "CA certificate for etcd TLS", "ETCD_CACERT"))
-  .addOption(env("--etcd-cert <file>", "client certificate for etcd", "ETCD_CERT"))
-  .addOption(env("--etcd-key <file>", "client key for etcd", "ETCD_KEY"))
-  .addOption(
-    env(
-      "--etcd-username <name>",
-      "etcd user; the password comes from NGINX_LB_ETCD_PASSWORD or --etcd-password-file",
-      "ETCD_USERNAME",
-    ),
-  )
-  .addOption(env("--etcd-password-file <file>", "file holding the etcd password", "ETCD_PASSWORD_FILE"))
   .addOption(env("--backends <file>", "embedded registry file instead of etcd (watched)", "BACKENDS"))
   .addOption(
     env("--state-dir <dir>", "nginx.conf, TLS files, logs and the last applied state", "STATE_DIR").default(

@@ -1,19 +1,12 @@
-import { readFileSync } from "node:fs";
 import { startController, type RunOptions } from "../app.js";
 import { ownChildren } from "../shared/children.js";
 import { createLogger } from "../shared/log.js";
 import { startReaper } from "../shared/reaper.js";
+import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
+import { printProblems } from "./report.js";
 
-export interface RunFlags {
+export interface RunFlags extends EtcdFlags {
   services: string;
-  etcdEndpoints?: string;
-  etcdPrefix: string;
-  etcdApi: string;
-  etcdCacert?: string;
-  etcdCert?: string;
-  etcdKey?: string;
-  etcdUsername?: string;
-  etcdPasswordFile?: string;
   backends?: string;
   stateDir: string;
   nginx?: string;
@@ -29,30 +22,14 @@ export interface RunFlags {
   trafficLog?: boolean;
 }
 
-/** The etcd URLs: the flag, or the original image's HOST_IP + ETCD_PORT. */
-function etcdUrls(flags: RunFlags): string[] | undefined {
-  if (flags.etcdEndpoints)
-    return flags.etcdEndpoints
-      .split(",")
-      .map((s) => s.trim())
-      .filter(Boolean);
-  const host = process.env["HOST_IP"];
-  const port = process.env["ETCD_PORT"];
-  if (host && port) return [`http://${host.includes(":") ? `[${host}]` : host}:${port}`];
-  return undefined;
-}
-
 /** `nginx-lb run`: the daemon. Resolves with the exit code after a graceful stop. */
 export async function runCommand(flags: RunFlags): Promise<number> {
   const log = createLogger({ ...(flags.logLevel ? { level: flags.logLevel } : {}) });
-  const endpoints = etcdUrls(flags);
-  if (flags.etcdApi !== "v3" && flags.etcdApi !== "v2") {
-    console.error(`error: --etcd-api must be v3 or v2, got ${JSON.stringify(flags.etcdApi)}`);
+  const etcd = await etcdConfigFromFlags(flags, process.env);
+  if (!etcd.ok) {
+    printProblems("etcd options", etcd.errors, []);
     return 1;
   }
-  const password =
-    process.env["NGINX_LB_ETCD_PASSWORD"] ??
-    (flags.etcdPasswordFile ? readFileSync(flags.etcdPasswordFile, "utf8").trim() : undefined);
   const options: RunOptions = {
     services: flags.services,
     stateDir: flags.stateDir,
@@ -65,20 +42,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
     ...(flags.workerProcesses
       ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }
       : {}),
-    ...(endpoints
-      ? {
-          etcd: {
-            endpoints,
-            prefix: flags.etcdPrefix,
-            api: flags.etcdApi,
-            ...(flags.etcdCacert ? { cacert: flags.etcdCacert } : {}),
-            ...(flags.etcdCert ? { cert: flags.etcdCert } : {}),
-            ...(flags.etcdKey ? { key: flags.etcdKey } : {}),
-            ...(flags.etcdUsername ? { username: flags.etcdUsername } : {}),
-            ...(password ? { password } : {}),
-          },
-        }
-      : {}),
+    ...(etcd.value.endpoints.length > 0 ? { etcd: etcd.value } : {}),
   };
 
   const { setupAdmin } = await import("../admin/index.js");
