@@ -11,7 +11,7 @@ export function createControllerMetrics(status: StatusStore, registry: Registry 
   const registers = [registry];
   const applies = new Counter({
     name: "nginx_lb_applies_total",
-    help: "Applies by result (applied, unchanged, failed) and action (reload, start, none)",
+    help: "Applies by result (applied, unchanged, failed) and action (reload, start, push, none)",
     labelNames: ["result", "action"],
     registers,
   });
@@ -78,6 +78,17 @@ export function createControllerMetrics(status: StatusStore, registry: Registry 
     () => status.get().registry.connected,
   );
   flag("nginx_lb_nginx_running", "1 when the nginx master runs", () => status.get().nginx.running);
+  new Gauge({
+    name: "nginx_lb_endpoints_pushed_version",
+    help: "Dynamic endpoints mode: the version of the endpoint sets nginx holds (NaN in reload mode or before a push)",
+    labelNames: ["mode"],
+    registers,
+    collect() {
+      const { endpointsMode, pushedVersion } = status.get().nginx;
+      this.reset();
+      this.set({ mode: endpointsMode ?? "reload" }, pushedVersion ?? NaN);
+    },
+  });
   new Gauge({
     name: "nginx_lb_seconds_since_last_successful_apply",
     help: "Seconds since the last successful apply (NaN before the first)",

@@ -119,6 +119,8 @@ describe("admin server", () => {
     expect(sample(metrics, "nginx_lb_services_valid")).toBe(1);
     expect(sample(metrics, "nginx_lb_registry_connected")).toBe(1);
     expect(sample(metrics, "nginx_lb_seconds_since_last_successful_apply")).toBeGreaterThanOrEqual(0);
+    // Dynamic endpoints (the default where nginx has the Lua module): the pushed version is reported.
+    expect(sample(metrics, "nginx_lb_endpoints_pushed_version", { mode: "dynamic" })).toBeGreaterThan(0);
 
     const rates = await eventually(
       async () => {
