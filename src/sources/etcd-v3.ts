@@ -42,7 +42,13 @@ export function etcd3ClientOptions(
     dialTimeout: 3_000,
     // Without keepalive pings a watch over a silently dead connection (peer gone, no RST) would wait forever; etcd
     // accepts pings every 5 s or slower (--grpc-keepalive-min-time).
-    grpcOptions: { "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000 },
+    // gRPC's default 4 MB receive limit fails the list of a large registry (100,000 keys is ~6 MB); etcd sends the
+    // whole range in one message.
+    grpcOptions: {
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+      "grpc.max_receive_message_length": 256 << 20,
+    },
     // Without a CA, https endpoints are checked against the system roots (the client's default).
     ...(tls?.ca || tls?.cert
       ? {
