@@ -1,5 +1,5 @@
 import { canonicalIp } from "./ip.js";
-import { NAME_RE, NAME_MAX } from "./grammar.js";
+import { isBackendName } from "./grammar.js";
 import { type Checked, type Problem, describeValue } from "./problem.js";
 
 /** One endpoint of a backend. Weight 0 means drained: rendered `down`, sent no traffic. */
@@ -32,7 +32,7 @@ export function parseEndpointKey(key: string, value: string, prefix: string = DE
   if (parts.length !== 3 || parts[1] !== "ips")
     return { kind: "rejected", reason: `key is not of the form ${base}<app>-<service>/ips/<ip>` };
   const [name = "", , ip = ""] = parts;
-  if (name.length > 2 * NAME_MAX + 1 || !NAME_RE.test(name))
+  if (!isBackendName(name))
     return { kind: "rejected", reason: `backend name ${describeValue(name)} must be characters of A-Z a-z 0-9 . _ -` };
   const canonical = canonicalIp(ip);
   if (canonical === null)

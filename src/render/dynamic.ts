@@ -70,11 +70,13 @@ export function dynamicFiles(options: RenderOptions): RenderedFile[] {
 export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): string {
   const { route, server } = plan;
   const name = tok.upstream(plan.upstream);
-  const backup = route.backup ? `, backup ${tok.name(backendName(route.backup))}:${tok.port(route.backup.port)}` : "";
+  const backup = route.backup
+    ? `, backup ${tok.backend(backendName(route.backup))}:${tok.port(route.backup.port)}`
+    : "";
   return [
     `    upstream ${name} {`,
     `        # ${tok.domain(server.domain)}:${tok.port(server.port)} ${tok.path(route.prefix)} -> ` +
-      `${tok.name(backendName(route.primary))}:${tok.port(route.primary.port)}${backup} (endpoints pushed)`,
+      `${tok.backend(backendName(route.primary))}:${tok.port(route.primary.port)}${backup} (endpoints pushed)`,
     `        server 0.0.0.1:1;`,
     `        balancer_by_lua_block { require("${LUA_MODULE}").balance("${name}") }`,
     // keepalive wraps the peer selection that precedes it, so it must follow balancer_by_lua_block.
@@ -87,7 +89,7 @@ export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): strin
 export function dynamicLocationBody(plan: RoutePlan, target: string): string[] {
   const name = tok.upstream(plan.upstream);
   const message = luaText(
-    `no endpoint for route ${tok.path(plan.route.prefix)} (${tok.name(backendName(plan.route.primary))})`,
+    `no endpoint for route ${tok.path(plan.route.prefix)} (${tok.backend(backendName(plan.route.primary))})`,
   );
   return [
     `access_by_lua_block { require("${LUA_MODULE}").access("${name}", "${message}\\n") }`,

@@ -22,7 +22,7 @@ function body(plan: RoutePlan, target: string | null, dynamic: boolean): string[
   const { route } = plan;
   return [
     `default_type text/plain;`,
-    `return 503 "no endpoint for route ${tok.path(route.prefix)} (${tok.name(backendName(route.primary))})\\n";`,
+    `return 503 "no endpoint for route ${tok.path(route.prefix)} (${tok.backend(backendName(route.primary))})\\n";`,
   ];
 }
 
