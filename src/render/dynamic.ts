@@ -143,7 +143,9 @@ function indexByName(plans: readonly RoutePlan[]): Map<string, RoutePlan[]> {
     for (const p of plans)
       for (const ref of p.route.backup ? [p.route.primary, p.route.backup] : [p.route.primary]) {
         const name = backendName(ref);
-        index.set(name, [...(index.get(name) ?? []), p]);
+        const list = index.get(name);
+        if (list) list.push(p);
+        else index.set(name, [p]);
       }
     plansByName.set(plans, index);
   }
