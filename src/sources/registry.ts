@@ -12,7 +12,7 @@ import { etcdV3Source } from "./etcd-v3.js";
 import { etcdV2Source } from "./etcd-v2.js";
 
 /**
- * Where the registry is and how to reach it, as `nginx-lb run` hands it over (the shape of app.ts's EtcdOptions).
+ * Where the registry is and how to reach it, as the etcd flags give it (`RunOptions.etcd`, register, deregister).
  * Files are paths. The password comes from the environment or a file, never from the command line.
  */
 export interface EtcdOptions {
