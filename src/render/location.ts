@@ -1,3 +1,4 @@
+import { normalizePrefix } from "../model/grammar.js";
 import { backendName } from "../model/services.js";
 import { dynamicLocationBody } from "./dynamic.js";
 import type { RoutePlan } from "./plan-routes.js";
@@ -6,9 +7,6 @@ import { tok } from "./tokens.js";
 /** The path nginx substitutes for the matched prefix: `backend_path` with exactly one trailing slash. */
 function withSlash(path: string): string {
   return path.endsWith("/") ? path : `${path}/`;
-}
-function withoutSlash(path: string): string {
-  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
 }
 
 /**
@@ -43,6 +41,6 @@ export function renderLocations(plan: RoutePlan, dynamic = false, tagRoute = fal
   if (prefix === "/") return block("/", [...tag, ...body(plan, identity ? null : withSlash(backendPath), dynamic)]);
   return [
     block(`${prefix}/`, [...tag, ...body(plan, identity ? null : withSlash(backendPath), dynamic)]),
-    block(`= ${prefix}`, [...tag, ...body(plan, identity ? null : withoutSlash(backendPath), dynamic)]),
+    block(`= ${prefix}`, [...tag, ...body(plan, identity ? null : normalizePrefix(backendPath), dynamic)]),
   ].join("\n");
 }
