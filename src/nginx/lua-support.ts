@@ -1,9 +1,8 @@
 import { mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_MODULES_DIR } from "../render/dynamic.js";
 import { nginxTest } from "./binary.js";
-
-const DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules";
 
 /** Whether dynamic endpoints can work here; when not, `reason` is the one log line saying why. */
 export type LuaSupport = { readonly ok: true } | { readonly ok: false; readonly reason: string };

@@ -13,7 +13,8 @@ import { RenderBug, tok } from "./tokens.js";
 export const ENDPOINTS_PATH = "/nginx-lb/endpoints";
 export const LUA_MODULE = "nginx_lb_balancer";
 const LUA_FILE = `lua/${LUA_MODULE}.lua`;
-const DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules";
+/** Where Debian's libnginx-mod-* packages put nginx's dynamic modules (ndk, lua). */
+export const DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules";
 /** Room for ~10,000 upstreams of a few endpoints each, several times over; fixed, since a resize loses the dict. */
 const SHARED_DICT = "nginx_lb 32m";
 /** A push carries every set at once; the body must fit in memory (client_body_buffer_size) to be read by Lua. */
