@@ -22,6 +22,7 @@ import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { endpointSets } from "../../src/render/dynamic.js";
 import { planRoutes, renderNginxConf, type Desired, type RenderOptions } from "../../src/render/index.js";
 import type { Rendered } from "../../src/render/index.js";
+import { sleep } from "./wait.js";
 
 export const NGINX = findNginx();
 
@@ -92,8 +93,6 @@ function canConnect(host: string, port: number): Promise<boolean> {
     });
   });
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function childPids(pid: number): Promise<number[]> {
   try {

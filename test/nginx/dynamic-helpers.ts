@@ -1,7 +1,6 @@
 import { execFile, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer as createNetServer } from "node:net";
 import { Agent, createServer, request, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,35 +12,10 @@ import { pushBody, pushEndpoints } from "../../src/nginx/endpoints-push.js";
 import { writeRendered } from "../../src/nginx/files.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { planRoutes, renderNginxConf } from "../../src/render/index.js";
+import { freePort } from "../helpers/nginx.js";
+import { waitFor } from "../helpers/wait.js";
 
-/** Polls `check` until it returns a value other than undefined, or throws after `ms`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-}
-
-/** A port that was free on 127.0.0.1 a moment ago (the kernel's choice, so concurrent suites do not collide). */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer();
-    s.once("error", reject);
-    s.listen(0, host, () => {
-      const addr = s.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { waitFor } from "../helpers/wait.js";
 
 /** One HTTP backend on a loopback address: answers its own address; websockets echo `<ip> <message>`. */
 export interface Backend {
