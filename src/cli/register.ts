@@ -1,12 +1,11 @@
 import { Etcd3, type Lease } from "etcd3";
-import { parseEndpointKey, parseWeight } from "../model/backends.js";
+import { keyPrefix, parseEndpointKey, parseWeight } from "../model/backends.js";
 import { formatProblem, type Problem } from "../model/problem.js";
 import { createLogger, type Logger } from "../shared/log.js";
 import { etcd3ClientOptions, describeEtcdError } from "../sources/etcd-v3.js";
 import {
   abortableSleep,
   backoffDelay,
-  keyPrefix,
   retryOptions,
   type EtcdAuthOptions,
   type EtcdTlsOptions,

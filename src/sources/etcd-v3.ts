@@ -12,10 +12,10 @@
  * is skipped (never applied twice), and a cancelled watch means a fresh list.
  */
 import { Etcd3, type IOptions, type IWatchResponse, type Watcher } from "etcd3";
+import { keyPrefix } from "../model/backends.js";
 import type { EndpointSource } from "./source.js";
 import {
   RegistryState,
-  keyPrefix,
   retryOptions,
   tlsWhenReadable,
   type EtcdSourceOptions,

@@ -117,11 +117,6 @@ export function backoffDelay(attempt: number, o: Pick<RetryOptions, "baseMs" | "
   return Math.round(capped / 2 + (capped / 2) * o.random());
 }
 
-/** The prefix with exactly one trailing slash, so `/lb/backends` never matches `/lb/backends-old/...`. */
-export function keyPrefix(prefix: string): string {
-  return prefix.endsWith("/") ? prefix : `${prefix}/`;
-}
-
 /**
  * The registry as a key -> value map kept current from list + watch, and the one place that turns it into
  * snapshots: whole sets only, and nothing emitted unless the set, its warnings or the connected flag changed.
