@@ -11,7 +11,7 @@ import {
   type EtcdTlsOptions,
 } from "../sources/registry-state.js";
 import { EtcdV2Answer, describeV2Error, v2KeyPath, v2Request } from "../sources/etcd-v2.js";
-import { checkEtcdOptions, sourceOptions, type EtcdOptions } from "../sources/registry.js";
+import { checkEtcdOptions, etcdAuth, type EtcdOptions } from "../sources/registry.js";
 import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
 
 export interface RegisterFlags extends EtcdFlags {
@@ -97,7 +97,7 @@ export async function setupEtcd(
   if (!c.ok) return void fail(c.errors);
   const checked = await checkEtcdOptions(c.value);
   if (!checked.ok) return void fail(checked.errors);
-  const { auth } = sourceOptions(c.value, createLogger({ level: "silent" }));
+  const auth = etcdAuth(c.value);
   const connection = {
     endpoints: c.value.endpoints,
     ...(auth ? { auth } : {}),

@@ -3,6 +3,7 @@ import type { Logger } from "../shared/log.js";
 import type { EndpointSource } from "./source.js";
 import {
   readTlsFiles,
+  type EtcdAuthOptions,
   type EtcdSourceOptions,
   type EtcdTlsFiles,
   type EtcdTlsOptions,
@@ -40,16 +41,20 @@ export function createEndpointSource(options: EtcdOptions, logger: Logger): Endp
 /** The options both sources take, from the run options. */
 export function sourceOptions(options: EtcdOptions, logger: Logger): EtcdSourceOptions {
   const tls = tlsFiles(options);
+  const auth = etcdAuth(options);
   return {
     endpoints: options.endpoints,
     prefix: options.prefix,
     logger,
     ...(tls ? { tls } : {}),
-    ...(options.username !== undefined
-      ? { auth: { username: options.username, password: options.password ?? "" } }
-      : {}),
+    ...(auth ? { auth } : {}),
     ...(options.retry ? { retry: options.retry } : {}),
   };
+}
+
+/** The credentials to send, when a user is given (checkEtcdOptions has made sure a password came with it). */
+export function etcdAuth(options: EtcdOptions): EtcdAuthOptions | undefined {
+  return options.username !== undefined ? { username: options.username, password: options.password ?? "" } : undefined;
 }
 
 /**
