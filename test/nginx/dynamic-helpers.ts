@@ -10,6 +10,7 @@ import { parseServices, type Services } from "../../src/model/services.js";
 import { findNginx } from "../../src/nginx/binary.js";
 import { pushBody, pushEndpoints } from "../../src/nginx/endpoints-push.js";
 import { writeRendered } from "../../src/nginx/files.js";
+import { workerPids as masterWorkerPids } from "../../src/nginx/process.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { planRoutes, renderNginxConf } from "../../src/render/index.js";
 import { freePort } from "../helpers/nginx.js";
@@ -177,16 +178,6 @@ function run(cmd: string, args: string[]): Promise<string> {
   );
 }
 
-/** The worker pids of an nginx master, sorted. */
-export async function childPids(pid: number): Promise<number[]> {
-  const out = await run("ps", ["-o", "pid=", "--ppid", String(pid)]).catch(() => "");
-  return out
-    .split("\n")
-    .map((s) => Number(s.trim()))
-    .filter((n) => n > 0)
-    .sort((a, b) => a - b);
-}
-
 /** True while the process runs; a zombie counts as gone (nginx daemonises, and pid 1 may reap it late). */
 function alive(pid: number): boolean {
   try {
@@ -235,7 +226,7 @@ export async function startNginx(opts: {
   });
   const generation = async () => (await get(controlPort, "localhost", "/nginx-lb/generation")).body;
   await waitFor("nginx control port", async () => ((await generation()).length > 0 ? true : undefined));
-  const workerPids = () => childPids(masterPid);
+  const workerPids = () => masterWorkerPids(masterPid);
   const self: Nginx = {
     dir,
     port,
