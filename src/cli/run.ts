@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { startController, type RunOptions } from "../app.js";
+import { startController, type Controller, type RunOptions } from "../app.js";
 import type { Problem } from "../model/problem.js";
 import { tok } from "../render/tokens.js";
 import { ownChildren } from "../shared/children.js";
@@ -109,10 +109,19 @@ export async function runCommand(flags: RunFlags): Promise<number> {
         ? "running as pid 1: reaping orphaned processes"
         : "running as pid 1 without the native reaper (build it with npm ci): orphaned processes stay zombies",
     );
-  const controller = await startController(
-    admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
-    log,
-  );
+  let controller: Controller;
+  try {
+    controller = await startController(
+      admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
+      log,
+    );
+  } catch (e) {
+    // The admin listener and the traffic socket would keep a controller that never started alive, serving nothing.
+    log.error({ err: (e as Error).message }, "nginx-lb could not start");
+    reaper.stop();
+    await admin?.close();
+    return 1;
+  }
   admin?.attach(controller);
   log.info({ pid: process.pid, services: options.services, stateDir: options.stateDir }, "nginx-lb is running");
   return new Promise<number>((resolveExit) => {
