@@ -14,6 +14,7 @@ import { detectLuaSupport } from "./nginx/lua-support.js";
 import { balancerLuaSource } from "./nginx/lua-source.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
+import type { EtcdOptions } from "./sources/registry.js";
 import { ServicesFileSource } from "./sources/services-source.js";
 import type { EndpointSource } from "./sources/source.js";
 import { StateStore } from "./state/store.js";
@@ -55,17 +56,6 @@ async function chooseEndpointsMode(options: RunOptions, nginx: string, log: Logg
     "endpoints mode: reload (nginx cannot load the Lua module; install libnginx-mod-http-lua and lua-resty-core for reload-free endpoint changes)",
   );
   return "reload";
-}
-
-export interface EtcdOptions {
-  readonly endpoints: readonly string[];
-  readonly prefix: string;
-  readonly api: "v3" | "v2";
-  readonly cacert?: string;
-  readonly cert?: string;
-  readonly key?: string;
-  readonly username?: string;
-  readonly password?: string;
 }
 
 /** A running controller: its status and a way to stop it. */

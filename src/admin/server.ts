@@ -134,15 +134,15 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     }
     if (path === "/")
       return send(res, 200, "text/html; charset=utf-8", DASHBOARD_HTML, { "content-security-policy": CSP });
-    const v = view();
-    if (!sources || !v) return send(res, 503, "text/plain", "the controller is starting\n");
+    if (!sources) return send(res, 503, "text/plain", "the controller is starting\n");
     if (path === "/metrics") return send(res, 200, sources.registry.contentType, await sources.registry.metrics());
-    if (path === "/api/status") return send(res, 200, "application/json", safeJson(v));
+    // The view joins every route with its traffic: built only for the two paths that serve it (not per scrape).
+    if (path === "/api/status") return send(res, 200, "application/json", safeJson(view()));
     if (path === "/api/events" && req.method === "HEAD") return send(res, 200, "text/event-stream", "");
     if (path === "/api/events") {
       if (clients.size >= MAX_EVENT_CLIENTS) return send(res, 503, "text/plain", "too many event clients\n");
       res.writeHead(200, { "content-type": "text/event-stream", ...SECURITY_HEADERS, connection: "keep-alive" });
-      res.write(`retry: 2000\nevent: status\ndata: ${safeJson(v)}\n\n`);
+      res.write(`retry: 2000\nevent: status\ndata: ${safeJson(view())}\n\n`);
       clients.add(res);
       req.on("close", () => clients.delete(res));
       return;

@@ -1,18 +1,17 @@
 import { Etcd3, type Lease } from "etcd3";
-import { parseEndpointKey, parseWeight } from "../model/backends.js";
+import { keyPrefix, parseEndpointKey, parseWeight } from "../model/backends.js";
 import { formatProblem, type Problem } from "../model/problem.js";
 import { createLogger, type Logger } from "../shared/log.js";
 import { etcd3ClientOptions, describeEtcdError } from "../sources/etcd-v3.js";
 import {
   abortableSleep,
   backoffDelay,
-  keyPrefix,
   retryOptions,
   type EtcdAuthOptions,
   type EtcdTlsOptions,
 } from "../sources/registry-state.js";
 import { EtcdV2Answer, describeV2Error, v2KeyPath, v2Request } from "../sources/etcd-v2.js";
-import { checkEtcdOptions, sourceOptions, type EtcdOptions } from "../sources/registry.js";
+import { checkEtcdOptions, etcdAuth, type EtcdOptions } from "../sources/registry.js";
 import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
 
 export interface RegisterFlags extends EtcdFlags {
@@ -98,7 +97,7 @@ export async function setupEtcd(
   if (!c.ok) return void fail(c.errors);
   const checked = await checkEtcdOptions(c.value);
   if (!checked.ok) return void fail(checked.errors);
-  const { auth } = sourceOptions(c.value, createLogger({ level: "silent" }));
+  const auth = etcdAuth(c.value);
   const connection = {
     endpoints: c.value.endpoints,
     ...(auth ? { auth } : {}),

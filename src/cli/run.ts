@@ -1,4 +1,7 @@
-import { startController, type RunOptions } from "../app.js";
+import { resolve } from "node:path";
+import { startController, type Controller, type RunOptions } from "../app.js";
+import type { Problem } from "../model/problem.js";
+import { tok } from "../render/tokens.js";
 import { ownChildren } from "../shared/children.js";
 import { createLogger } from "../shared/log.js";
 import { startReaper } from "../shared/reaper.js";
@@ -22,9 +25,47 @@ export interface RunFlags extends EtcdFlags {
   trafficLog?: boolean;
 }
 
+/**
+ * The flags that end up in nginx.conf, checked with the renderer's own grammar: a typo is an error naming its flag
+ * now, rather than a RenderBug on every apply of a daemon that serves nothing.
+ */
+export function nginxFlagProblems(
+  flags: Pick<RunFlags, "stateDir" | "listenHost" | "controlPort" | "workerProcesses">,
+): Problem[] {
+  const problems: Problem[] = [];
+  const check = (path: string, given: string | undefined, emit: (v: string) => unknown, message: string) => {
+    if (!given) return;
+    try {
+      emit(given);
+    } catch {
+      problems.push({ code: "invalid_flag", path, message: `${message}, got ${JSON.stringify(given)}` });
+    }
+  };
+  check("--state-dir", flags.stateDir, (v) => tok.file(resolve(v)), "must be a path of A-Z a-z 0-9 . _ / @ + -");
+  check("--listen-host", flags.listenHost, (v) => tok.listen(v, 1), "must be an IPv4 or IPv6 address, or *");
+  check(
+    "--control-port",
+    flags.controlPort,
+    (v) => tok.port(/^\d+$/.test(v) ? Number(v) : NaN),
+    "must be a port 1-65535",
+  );
+  check(
+    "--worker-processes",
+    flags.workerProcesses,
+    (v) => v === "auto" || tok.int(/^[1-9]\d*$/.test(v) ? Number(v) : NaN),
+    "must be auto or a number of processes",
+  );
+  return problems;
+}
+
 /** `nginx-lb run`: the daemon. Resolves with the exit code after a graceful stop. */
 export async function runCommand(flags: RunFlags): Promise<number> {
   const log = createLogger({ ...(flags.logLevel ? { level: flags.logLevel } : {}) });
+  const flagProblems = nginxFlagProblems(flags);
+  if (flagProblems.length > 0) {
+    printProblems("nginx-lb run", flagProblems, []);
+    return 1;
+  }
   const etcd = await etcdConfigFromFlags(flags, process.env);
   if (!etcd.ok) {
     printProblems("etcd options", etcd.errors, []);
@@ -68,10 +109,19 @@ export async function runCommand(flags: RunFlags): Promise<number> {
         ? "running as pid 1: reaping orphaned processes"
         : "running as pid 1 without the native reaper (build it with npm ci): orphaned processes stay zombies",
     );
-  const controller = await startController(
-    admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
-    log,
-  );
+  let controller: Controller;
+  try {
+    controller = await startController(
+      admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
+      log,
+    );
+  } catch (e) {
+    // The admin listener and the traffic socket would keep a controller that never started alive, serving nothing.
+    log.error({ err: (e as Error).message }, "nginx-lb could not start");
+    reaper.stop();
+    await admin?.close();
+    return 1;
+  }
   admin?.attach(controller);
   log.info({ pid: process.pid, services: options.services, stateDir: options.stateDir }, "nginx-lb is running");
   return new Promise<number>((resolveExit) => {

@@ -99,9 +99,15 @@ export function formatStatus(s: StatusView): string {
 
 /** `nginx-lb status`: reads /api/status of a running controller and prints it. */
 export async function statusCommand(flags: StatusFlags): Promise<number> {
-  const token =
-    process.env["NGINX_LB_ADMIN_TOKEN"] ??
-    (flags.adminTokenFile ? readFileSync(flags.adminTokenFile, "utf8").trim() : undefined);
+  let token = process.env["NGINX_LB_ADMIN_TOKEN"];
+  if (token === undefined && flags.adminTokenFile) {
+    try {
+      token = readFileSync(flags.adminTokenFile, "utf8").trim();
+    } catch (e) {
+      console.error(`nginx-lb status: cannot read --admin-token-file: ${(e as Error).message}`);
+      return 2;
+    }
+  }
   const url = new URL("api/status", flags.admin.endsWith("/") ? flags.admin : `${flags.admin}/`);
   let res: Response;
   try {

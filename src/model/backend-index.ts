@@ -1,4 +1,11 @@
-import { type BackendSet, type Endpoint, DEFAULT_PREFIX, parseEndpointKey, type KeyReading } from "./backends.js";
+import {
+  type BackendSet,
+  type Endpoint,
+  DEFAULT_PREFIX,
+  parseEndpointKey,
+  sortEndpoints,
+  type KeyReading,
+} from "./backends.js";
 import type { Problem } from "./problem.js";
 
 /**
@@ -83,9 +90,7 @@ export class BackendIndex {
         const r = this.readings.get(key);
         if (r?.kind === "endpoint") eps[r.ip] = r.endpoint;
       }
-      const sorted: Record<string, Endpoint> = {};
-      for (const ip of Object.keys(eps).sort()) sorted[ip] = { weight: eps[ip]?.weight ?? 1 };
-      this.records.set(name, sorted);
+      this.records.set(name, sortEndpoints(eps));
     }
     const rebuilt = this.dirtyNames.size > 0 || !this.last;
     this.dirtyNames.clear();

@@ -1,5 +1,5 @@
 import { canonicalIp } from "./ip.js";
-import { NAME_RE, NAME_MAX } from "./grammar.js";
+import { isBackendName } from "./grammar.js";
 import { type Checked, type Problem, describeValue } from "./problem.js";
 
 /** One endpoint of a backend. Weight 0 means drained: rendered `down`, sent no traffic. */
@@ -24,15 +24,20 @@ export type KeyReading =
     }
   | { readonly kind: "rejected"; readonly reason: string };
 
+/** The prefix with exactly one trailing slash, so `/lb/backends` never matches `/lb/backends-old/...`. */
+export function keyPrefix(prefix: string): string {
+  return prefix.endsWith("/") ? prefix : `${prefix}/`;
+}
+
 /** Reads `<prefix>/<app>-<service>/ips/<ip>` = `{"weight":50}` into an endpoint, or says why it is not one. */
 export function parseEndpointKey(key: string, value: string, prefix: string = DEFAULT_PREFIX): KeyReading {
-  const base = prefix.endsWith("/") ? prefix : `${prefix}/`;
+  const base = keyPrefix(prefix);
   if (!key.startsWith(base)) return { kind: "rejected", reason: `key is outside the prefix ${base}` };
   const parts = key.slice(base.length).split("/");
   if (parts.length !== 3 || parts[1] !== "ips")
     return { kind: "rejected", reason: `key is not of the form ${base}<app>-<service>/ips/<ip>` };
   const [name = "", , ip = ""] = parts;
-  if (name.length > 2 * NAME_MAX + 1 || !NAME_RE.test(name))
+  if (!isBackendName(name))
     return { kind: "rejected", reason: `backend name ${describeValue(name)} must be characters of A-Z a-z 0-9 . _ -` };
   const canonical = canonicalIp(ip);
   if (canonical === null)
@@ -83,13 +88,18 @@ export function backendSetFromKeys(
   return { set: sortBackendSet(set), warnings };
 }
 
+/** One backend's endpoints in ip order (fresh records), so equal sets serialise identically. */
+export function sortEndpoints(eps: Readonly<Record<string, Endpoint>>): Record<string, Endpoint> {
+  const sorted: Record<string, Endpoint> = {};
+  for (const ip of Object.keys(eps).sort()) sorted[ip] = { weight: eps[ip]?.weight ?? 1 };
+  return sorted;
+}
+
 /** The same set with names and ips in sorted order, so equal sets serialise identically. */
 export function sortBackendSet(set: BackendSet): BackendSet {
   const out: Record<string, Record<string, Endpoint>> = {};
   for (const name of Object.keys(set).sort()) {
-    const eps = set[name] ?? {};
-    const sorted: Record<string, Endpoint> = {};
-    for (const ip of Object.keys(eps).sort()) sorted[ip] = { weight: eps[ip]?.weight ?? 1 };
+    const sorted = sortEndpoints(set[name] ?? {});
     if (Object.keys(sorted).length > 0) out[name] = sorted;
   }
   return out;

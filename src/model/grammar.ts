@@ -17,6 +17,8 @@ export const URL_PATH_MAX = 1024;
 /** App and service names, as the registry key `<app>-<service>` uses them. */
 export const NAME_RE = /^[A-Za-z0-9._-]+$/;
 export const NAME_MAX = 128;
+/** A registry backend name `<app>-<service>`: two names and the `-`, so up to 2 * NAME_MAX + 1 characters. */
+export const BACKEND_NAME_MAX = 2 * NAME_MAX + 1;
 
 /** True when a path has a `.` or `..` segment, which nginx would normalise away and so never match. */
 export function hasDotSegment(path: string): boolean {
@@ -36,6 +38,11 @@ export function isUrlPath(text: string): boolean {
 /** True for a valid app or service name. */
 export function isName(text: string): boolean {
   return text.length <= NAME_MAX && NAME_RE.test(text);
+}
+
+/** True for a valid backend name `<app>-<service>` (what routes and registry keys name a backend by). */
+export function isBackendName(text: string): boolean {
+  return text.length <= BACKEND_NAME_MAX && NAME_RE.test(text);
 }
 
 /** The canonical form of a route prefix: no trailing slash except for the root. `/api/` and `/api` are one route. */

@@ -1,11 +1,10 @@
 import { mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_MODULES_DIR } from "../render/dynamic.js";
 import { nginxTest } from "./binary.js";
 
-const DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules";
-
-/** Whether dynamic endpoints can work here; when not, `reason` is the one log line saying why. */
+/** Whether dynamic endpoints can work here; when not, `reason` says why (the caller adds what it does about it). */
 export type LuaSupport = { readonly ok: true } | { readonly ok: false; readonly reason: string };
 
 /**
@@ -35,12 +34,8 @@ export async function detectLuaSupport(nginx: string, modulesDir = DEFAULT_MODUL
     const r = await nginxTest(nginx, conf, dir);
     if (r.ok) return { ok: true };
     const line = r.output.split("\n").find((l) => /emerg|error|not found/i.test(l)) ?? r.output.split("\n")[0];
-    return {
-      ok: false,
-      reason:
-        `nginx cannot load the Lua module (${(line ?? "").trim()}); ` +
-        `using reload mode: install libnginx-mod-http-lua and lua-resty-core for reload-free endpoint changes`,
-    };
+    // Only the cause: the caller says what follows (reload mode, or a refusal when dynamic was asked for).
+    return { ok: false, reason: `nginx cannot load the Lua module (${(line ?? "").trim() || "nginx -t failed"})` };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,5 +1,5 @@
-import { backendName } from "../model/services.js";
-import type { Desired } from "../render/index.js";
+import { backendName, type Server } from "../model/services.js";
+import type { Desired, RoutePlan } from "../render/index.js";
 import { planRoutes } from "../render/index.js";
 
 /** One endpoint of a route as nginx uses it: `down` is a weight-0 (drained) endpoint. */
@@ -37,27 +37,31 @@ export interface Topology {
 
 /** Derives the key-free topology from a desired state (pure). */
 export function topologyOf(desired: Desired): Topology {
-  const plans = planRoutes(desired.services, desired.backends);
+  // Grouped in one pass: a filter per server would cost servers x routes (10,000 sites: a quarter second per apply).
+  const byServer = new Map<Server, RoutePlan[]>();
+  for (const p of planRoutes(desired.services, desired.backends)) {
+    const list = byServer.get(p.server);
+    if (list) list.push(p);
+    else byServer.set(p.server, [p]);
+  }
   return {
     servers: desired.services.servers.map((server) => ({
       domain: server.domain,
       port: server.port,
       ...(server.tls ? { tlsPort: server.tls.port } : {}),
-      routes: plans
-        .filter((p) => p.server === server)
-        .map((p) => ({
-          prefix: p.route.prefix,
-          label: `${server.domain}:${server.port}${p.route.prefix}`,
-          upstream: p.upstream,
-          backend: `${backendName(p.route.primary)}:${p.route.primary.port}`,
-          backendPath: p.route.backendPath,
-          ...(p.route.backup ? { backup: `${backendName(p.route.backup)}:${p.route.backup.port}` } : {}),
-          endpoints: p.members.map((m) => ({
-            address: m.ip.includes(":") ? `[${m.ip}]:${m.port}` : `${m.ip}:${m.port}`,
-            weight: m.weight,
-            role: m.weight === 0 ? ("down" as const) : m.backup ? ("backup" as const) : ("primary" as const),
-          })),
+      routes: (byServer.get(server) ?? []).map((p) => ({
+        prefix: p.route.prefix,
+        label: `${server.domain}:${server.port}${p.route.prefix}`,
+        upstream: p.upstream,
+        backend: `${backendName(p.route.primary)}:${p.route.primary.port}`,
+        backendPath: p.route.backendPath,
+        ...(p.route.backup ? { backup: `${backendName(p.route.backup)}:${p.route.backup.port}` } : {}),
+        endpoints: p.members.map((m) => ({
+          address: m.ip.includes(":") ? `[${m.ip}]:${m.port}` : `${m.ip}:${m.port}`,
+          weight: m.weight,
+          role: m.weight === 0 ? ("down" as const) : m.backup ? ("backup" as const) : ("primary" as const),
         })),
+      })),
     })),
   };
 }

@@ -13,7 +13,8 @@ import { RenderBug, tok } from "./tokens.js";
 export const ENDPOINTS_PATH = "/nginx-lb/endpoints";
 export const LUA_MODULE = "nginx_lb_balancer";
 const LUA_FILE = `lua/${LUA_MODULE}.lua`;
-const DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules";
+/** Where Debian's libnginx-mod-* packages put nginx's dynamic modules (ndk, lua). */
+export const DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules";
 /** Room for ~10,000 upstreams of a few endpoints each, several times over; fixed, since a resize loses the dict. */
 const SHARED_DICT = "nginx_lb 32m";
 /** A push carries every set at once; the body must fit in memory (client_body_buffer_size) to be read by Lua. */
@@ -70,11 +71,13 @@ export function dynamicFiles(options: RenderOptions): RenderedFile[] {
 export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): string {
   const { route, server } = plan;
   const name = tok.upstream(plan.upstream);
-  const backup = route.backup ? `, backup ${tok.name(backendName(route.backup))}:${tok.port(route.backup.port)}` : "";
+  const backup = route.backup
+    ? `, backup ${tok.backend(backendName(route.backup))}:${tok.port(route.backup.port)}`
+    : "";
   return [
     `    upstream ${name} {`,
     `        # ${tok.domain(server.domain)}:${tok.port(server.port)} ${tok.path(route.prefix)} -> ` +
-      `${tok.name(backendName(route.primary))}:${tok.port(route.primary.port)}${backup} (endpoints pushed)`,
+      `${tok.backend(backendName(route.primary))}:${tok.port(route.primary.port)}${backup} (endpoints pushed)`,
     `        server 0.0.0.1:1;`,
     `        balancer_by_lua_block { require("${LUA_MODULE}").balance("${name}") }`,
     // keepalive wraps the peer selection that precedes it, so it must follow balancer_by_lua_block.
@@ -87,7 +90,7 @@ export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): strin
 export function dynamicLocationBody(plan: RoutePlan, target: string): string[] {
   const name = tok.upstream(plan.upstream);
   const message = luaText(
-    `no endpoint for route ${tok.path(plan.route.prefix)} (${tok.name(backendName(plan.route.primary))})`,
+    `no endpoint for route ${tok.path(plan.route.prefix)} (${tok.backend(backendName(plan.route.primary))})`,
   );
   return [
     `access_by_lua_block { require("${LUA_MODULE}").access("${name}", "${message}\\n") }`,
@@ -141,7 +144,9 @@ function indexByName(plans: readonly RoutePlan[]): Map<string, RoutePlan[]> {
     for (const p of plans)
       for (const ref of p.route.backup ? [p.route.primary, p.route.backup] : [p.route.primary]) {
         const name = backendName(ref);
-        index.set(name, [...(index.get(name) ?? []), p]);
+        const list = index.get(name);
+        if (list) list.push(p);
+        else index.set(name, [p]);
       }
     plansByName.set(plans, index);
   }

@@ -1,3 +1,4 @@
+import { normalizePrefix } from "../model/grammar.js";
 import { backendName } from "../model/services.js";
 import { dynamicLocationBody } from "./dynamic.js";
 import type { RoutePlan } from "./plan-routes.js";
@@ -6,9 +7,6 @@ import { tok } from "./tokens.js";
 /** The path nginx substitutes for the matched prefix: `backend_path` with exactly one trailing slash. */
 function withSlash(path: string): string {
   return path.endsWith("/") ? path : `${path}/`;
-}
-function withoutSlash(path: string): string {
-  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
 }
 
 /**
@@ -22,7 +20,7 @@ function body(plan: RoutePlan, target: string | null, dynamic: boolean): string[
   const { route } = plan;
   return [
     `default_type text/plain;`,
-    `return 503 "no endpoint for route ${tok.path(route.prefix)} (${tok.name(backendName(route.primary))})\\n";`,
+    `return 503 "no endpoint for route ${tok.path(route.prefix)} (${tok.backend(backendName(route.primary))})\\n";`,
   ];
 }
 
@@ -43,6 +41,6 @@ export function renderLocations(plan: RoutePlan, dynamic = false, tagRoute = fal
   if (prefix === "/") return block("/", [...tag, ...body(plan, identity ? null : withSlash(backendPath), dynamic)]);
   return [
     block(`${prefix}/`, [...tag, ...body(plan, identity ? null : withSlash(backendPath), dynamic)]),
-    block(`= ${prefix}`, [...tag, ...body(plan, identity ? null : withoutSlash(backendPath), dynamic)]),
+    block(`= ${prefix}`, [...tag, ...body(plan, identity ? null : normalizePrefix(backendPath), dynamic)]),
   ].join("\n");
 }

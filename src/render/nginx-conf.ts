@@ -78,7 +78,11 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
   const opts = { ...options, dir };
   const plans = planRoutes(desired.services, desired.backends);
   const byServer = new Map<object, RoutePlan[]>();
-  for (const p of plans) byServer.set(p.server, [...(byServer.get(p.server) ?? []), p]);
+  for (const p of plans) {
+    const list = byServer.get(p.server);
+    if (list) list.push(p);
+    else byServer.set(p.server, [p]);
+  }
 
   const ports = new Map<number, boolean>();
   for (const s of desired.services.servers) {

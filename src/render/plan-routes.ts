@@ -1,14 +1,10 @@
 import type { BackendSet, Endpoint } from "../model/backends.js";
+import type { PushedEndpoint } from "../model/plan.js";
 import { backendName, type Route, type Server, type Services } from "../model/services.js";
 import { fnv1a64 } from "./hash.js";
 
-/** An endpoint as an upstream `server` line needs it. */
-export interface UpstreamMember {
-  readonly ip: string;
-  readonly port: number;
-  readonly weight: number;
-  readonly backup: boolean;
-}
+/** An endpoint as an upstream `server` line needs it: the same record dynamic mode pushes to the balancer. */
+export type UpstreamMember = PushedEndpoint;
 
 /** A route joined with its endpoints and its upstream name; the unit both render modes work from. */
 export interface RoutePlan {

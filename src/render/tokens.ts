@@ -1,4 +1,4 @@
-import { isDomain, isName, isUrlPath } from "../model/grammar.js";
+import { isBackendName, isDomain, isName, isUrlPath } from "../model/grammar.js";
 import { ipFamily } from "../model/ip.js";
 
 /**
@@ -24,6 +24,11 @@ export const tok = {
   },
   name(v: string): string {
     check(isName(v), "name", v);
+    return v;
+  },
+  /** A backend name `<app>-<service>`: longer than one name may be. */
+  backend(v: string): string {
+    check(isBackendName(v), "backend name", v);
     return v;
   },
   port(v: number): string {

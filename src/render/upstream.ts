@@ -8,11 +8,13 @@ const FAIL_TIMEOUT = "10s";
 /** The `upstream` block of a route with endpoints (weights, drains as `down`, backups, keepalive). */
 export function renderUpstream(plan: RoutePlan, keepalive: number): string {
   const { route, server } = plan;
-  const backup = route.backup ? `, backup ${tok.name(backendName(route.backup))}:${tok.port(route.backup.port)}` : "";
+  const backup = route.backup
+    ? `, backup ${tok.backend(backendName(route.backup))}:${tok.port(route.backup.port)}`
+    : "";
   const lines = [
     `    upstream ${tok.upstream(plan.upstream)} {`,
     `        # ${tok.domain(server.domain)}:${tok.port(server.port)} ${tok.path(route.prefix)} -> ` +
-      `${tok.name(backendName(route.primary))}:${tok.port(route.primary.port)}${backup}`,
+      `${tok.backend(backendName(route.primary))}:${tok.port(route.primary.port)}${backup}`,
   ];
   for (const m of plan.members) {
     const addr = tok.hostPort(m.ip, m.port);

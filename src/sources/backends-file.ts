@@ -1,4 +1,5 @@
 import type { BackendSet } from "../model/backends.js";
+import { formatProblem } from "../model/problem.js";
 import type { Logger } from "../shared/log.js";
 import { loadBackendsFile } from "./services-file.js";
 import type { EndpointSource, Snapshot } from "./source.js";
@@ -18,14 +19,17 @@ export class BackendsFileSource implements EndpointSource {
       const r = await loadBackendsFile(this.file);
       if (!r.ok) {
         this.log.error(
-          { file: this.file, errors: r.errors.map((e) => `${e.path}: ${e.message}`) },
+          { file: this.file, errors: r.errors.map(formatProblem) },
           "backends file is invalid; keeping the last endpoints",
         );
         return;
       }
       emit({ value: r.value, warnings: r.warnings, connected: true, origin: `${this.file} (${why})` });
     };
-    watchFile(this.file, () => void read("changed"), signal);
-    await read("start");
+    // Serialised: a slow read of older content must never emit after a newer one and leave stale endpoints.
+    let reading = Promise.resolve();
+    const next = (why: string) => (reading = reading.then(() => read(why)));
+    watchFile(this.file, () => void next("changed"), signal);
+    await next("start");
   }
 }

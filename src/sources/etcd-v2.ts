@@ -10,10 +10,10 @@
  */
 import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
+import { keyPrefix } from "../model/backends.js";
 import type { EndpointSource } from "./source.js";
 import {
   RegistryState,
-  keyPrefix,
   retryOptions,
   tlsWhenReadable,
   type EtcdSourceOptions,

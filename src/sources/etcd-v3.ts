@@ -8,14 +8,14 @@
  * - a compacted start revision surfaces as a bare `error` ("Watcher canceled: ", the compact revision dropped) and the
  *   watcher is gone for good, with no re-list.
  * So this source keeps its own revision (the mod_revision of the last event applied), cancels the client's watcher on
- * every disconnect, and re-creates it from that revision + 1 after its own backoff; an event at or below that revision
- * is skipped (never applied twice), and a cancelled watch means a fresh list.
+ * every disconnect, and re-creates it from that revision + 1 after its own backoff; an event of a revision an earlier
+ * watch response already applied is skipped (never applied twice), and a cancelled watch means a fresh list.
  */
 import { Etcd3, type IOptions, type IWatchResponse, type Watcher } from "etcd3";
+import { keyPrefix } from "../model/backends.js";
 import type { EndpointSource } from "./source.js";
 import {
   RegistryState,
-  keyPrefix,
   retryOptions,
   tlsWhenReadable,
   type EtcdSourceOptions,
@@ -112,14 +112,17 @@ async function runV3(
             state.publish(true, `etcd revision ${revision}`);
           },
           data: (res) => {
+            // A transaction, a ranged delete or a lease expiry gives all its keys one revision, delivered together:
+            // skip only revisions an earlier response applied, never the second key of the revision just applied.
+            const applied = revision;
             let changed = false;
             for (const ev of res.events) {
               const mod = Number(ev.kv.mod_revision);
-              if (mod <= revision) continue;
+              if (mod <= applied) continue;
               const key = ev.kv.key.toString();
               if (ev.type === "Put") state.keys.set(key, ev.kv.value.toString());
               else state.keys.delete(key);
-              revision = mod;
+              revision = Math.max(revision, mod);
               changed = true;
             }
             if (changed) state.publish(true, `etcd revision ${revision}`);

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { BackendIndex } from "../model/backend-index.js";
 import type { BackendSet } from "../model/backends.js";
-import type { Problem } from "../model/problem.js";
+import { formatProblem, type Problem } from "../model/problem.js";
 import type { Logger } from "../shared/log.js";
 import type { Snapshot } from "./source.js";
 
@@ -83,7 +83,7 @@ export async function tlsWhenReadable(
   while (!signal.aborted) {
     const { tls, errors } = await readTlsFiles(files);
     if (errors.length === 0) return tls;
-    state.unreachable(errors.map((e) => `${e.path}: ${e.message}`).join("; "));
+    state.unreachable(errors.map(formatProblem).join("; "));
     await retry.sleep(state.nextDelay(retry), signal);
   }
   return undefined;
@@ -115,11 +115,6 @@ export function retryOptions(partial: Partial<RetryOptions> = {}): RetryOptions 
 export function backoffDelay(attempt: number, o: Pick<RetryOptions, "baseMs" | "maxMs" | "random">): number {
   const capped = Math.min(o.maxMs, o.baseMs * 2 ** Math.min(attempt, 30));
   return Math.round(capped / 2 + (capped / 2) * o.random());
-}
-
-/** The prefix with exactly one trailing slash, so `/lb/backends` never matches `/lb/backends-old/...`. */
-export function keyPrefix(prefix: string): string {
-  return prefix.endsWith("/") ? prefix : `${prefix}/`;
 }
 
 /**

@@ -3,6 +3,7 @@ import type { Logger } from "../shared/log.js";
 import type { EndpointSource } from "./source.js";
 import {
   readTlsFiles,
+  type EtcdAuthOptions,
   type EtcdSourceOptions,
   type EtcdTlsFiles,
   type EtcdTlsOptions,
@@ -12,7 +13,7 @@ import { etcdV3Source } from "./etcd-v3.js";
 import { etcdV2Source } from "./etcd-v2.js";
 
 /**
- * Where the registry is and how to reach it, as `nginx-lb run` hands it over (the shape of app.ts's EtcdOptions).
+ * Where the registry is and how to reach it, as the etcd flags give it (`RunOptions.etcd`, register, deregister).
  * Files are paths. The password comes from the environment or a file, never from the command line.
  */
 export interface EtcdOptions {
@@ -40,16 +41,20 @@ export function createEndpointSource(options: EtcdOptions, logger: Logger): Endp
 /** The options both sources take, from the run options. */
 export function sourceOptions(options: EtcdOptions, logger: Logger): EtcdSourceOptions {
   const tls = tlsFiles(options);
+  const auth = etcdAuth(options);
   return {
     endpoints: options.endpoints,
     prefix: options.prefix,
     logger,
     ...(tls ? { tls } : {}),
-    ...(options.username !== undefined
-      ? { auth: { username: options.username, password: options.password ?? "" } }
-      : {}),
+    ...(auth ? { auth } : {}),
     ...(options.retry ? { retry: options.retry } : {}),
   };
+}
+
+/** The credentials to send, when a user is given (checkEtcdOptions has made sure a password came with it). */
+export function etcdAuth(options: EtcdOptions): EtcdAuthOptions | undefined {
+  return options.username !== undefined ? { username: options.username, password: options.password ?? "" } : undefined;
 }
 
 /**

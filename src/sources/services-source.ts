@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Problem } from "../model/problem.js";
 import type { Services } from "../model/services.js";
-import type { Snapshot } from "./source.js";
+import type { ServicesSource, Snapshot } from "./source.js";
 import { loadServicesFile } from "./services-file.js";
 import { watchFile } from "./watch-file.js";
 
@@ -9,7 +9,7 @@ import { watchFile } from "./watch-file.js";
  * services.json: read at start, on `reload()` (SIGUSR2, the original contract with the config centre) and when the
  * file changes on disk. An invalid file is reported through `reject` and never emitted, so the last valid model stays.
  */
-export class ServicesFileSource {
+export class ServicesFileSource implements ServicesSource {
   readonly name = "services-file";
   private emitFn: ((s: Snapshot<Services>) => void) | null = null;
   private rejectFn: ((errors: readonly Problem[], warnings: readonly Problem[]) => void) | null = null;

@@ -65,7 +65,7 @@ export function inspectTls(certificate: string, keyPem: string, domain: string, 
   if (cert) {
     const weak = keyStrength(cert.publicKey);
     if (weak && !errors.some((e) => e.field === "ssl_certificate_key" && e.message === weak))
-      errors.push({ field: "ssl_certificate", message: `has a public key that ${weak.replace(/^is/, "is")}` });
+      errors.push({ field: "ssl_certificate", message: `has a public key that ${weak}` });
     if (key && !cert.checkPrivateKey(key))
       errors.push({
         field: "ssl_certificate_key",

@@ -11,6 +11,9 @@ import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { sleep } from "./wait.js";
+
+export { eventually, sleep } from "./wait.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const running = new Set<Controller>();
@@ -120,8 +123,6 @@ function childPids(pid: number | undefined): number[] {
   }
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 /** Starts `nginx-lb run` and waits until it is running. */
 export async function startController(o: ControllerOptions): Promise<Controller> {
   const cmd = [
@@ -165,24 +166,4 @@ export async function writeServices(file: string, servers: unknown[]): Promise<v
   await writeFile(`${file}.tmp`, JSON.stringify({ version: "0.1", servers }, null, 2));
   const { rename } = await import("node:fs/promises");
   await rename(`${file}.tmp`, file);
-}
-
-/** Polls `fn` until it returns a truthy value or the deadline passes. */
-export async function eventually<T>(
-  fn: () => Promise<T | null | undefined | false>,
-  timeoutMs = 10_000,
-  what = "condition",
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(25);
-  }
-  throw new Error(`${what} not reached within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
 }

@@ -17,11 +17,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { findNginx, nginxTest, type NginxTestResult } from "../../src/nginx/binary.js";
 import { writeRendered } from "../../src/nginx/files.js";
+import { workerPids } from "../../src/nginx/process.js";
 import { pushEndpoints } from "../../src/nginx/endpoints-push.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { endpointSets } from "../../src/render/dynamic.js";
 import { planRoutes, renderNginxConf, type Desired, type RenderOptions } from "../../src/render/index.js";
 import type { Rendered } from "../../src/render/index.js";
+import { sleep } from "./wait.js";
 
 export const NGINX = findNginx();
 
@@ -93,17 +95,6 @@ function canConnect(host: string, port: number): Promise<boolean> {
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function childPids(pid: number): Promise<number[]> {
-  try {
-    const text = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8");
-    return text.trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
 async function isServingWorker(pid: number): Promise<boolean> {
   const title = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
   return title.includes("worker process") && !title.includes("shutting down");
@@ -170,11 +161,11 @@ export class RunningNginx {
    * new config accepts connections.
    */
   async reload(next: Rendered | string, timeoutMs = 10_000): Promise<void> {
-    const before = new Set(await childPids(this.pid));
+    const before = new Set(await workerPids(this.pid));
     await writeRendered(this.dir, asRendered(next));
     this.child.kill("SIGHUP");
     const deadline = Date.now() + timeoutMs;
-    while (!(await childPids(this.pid)).some((p) => !before.has(p))) {
+    while (!(await workerPids(this.pid)).some((p) => !before.has(p))) {
       if (this.done || Date.now() > deadline)
         throw new Error(`nginx did not start new workers after reload:\n${await this.errorLog()}`);
       await sleep(25);

@@ -1,7 +1,6 @@
 import { execFile, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer as createNetServer } from "node:net";
 import { Agent, createServer, request, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,37 +10,13 @@ import { parseServices, type Services } from "../../src/model/services.js";
 import { findNginx } from "../../src/nginx/binary.js";
 import { pushBody, pushEndpoints } from "../../src/nginx/endpoints-push.js";
 import { writeRendered } from "../../src/nginx/files.js";
+import { workerPids as masterWorkerPids } from "../../src/nginx/process.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { planRoutes, renderNginxConf } from "../../src/render/index.js";
+import { freePort } from "../helpers/nginx.js";
+import { waitFor } from "../helpers/wait.js";
 
-/** Polls `check` until it returns a value other than undefined, or throws after `ms`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-}
-
-/** A port that was free on 127.0.0.1 a moment ago (the kernel's choice, so concurrent suites do not collide). */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer();
-    s.once("error", reject);
-    s.listen(0, host, () => {
-      const addr = s.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { waitFor } from "../helpers/wait.js";
 
 /** One HTTP backend on a loopback address: answers its own address; websockets echo `<ip> <message>`. */
 export interface Backend {
@@ -203,16 +178,6 @@ function run(cmd: string, args: string[]): Promise<string> {
   );
 }
 
-/** The worker pids of an nginx master, sorted. */
-export async function childPids(pid: number): Promise<number[]> {
-  const out = await run("ps", ["-o", "pid=", "--ppid", String(pid)]).catch(() => "");
-  return out
-    .split("\n")
-    .map((s) => Number(s.trim()))
-    .filter((n) => n > 0)
-    .sort((a, b) => a - b);
-}
-
 /** True while the process runs; a zombie counts as gone (nginx daemonises, and pid 1 may reap it late). */
 function alive(pid: number): boolean {
   try {
@@ -261,7 +226,7 @@ export async function startNginx(opts: {
   });
   const generation = async () => (await get(controlPort, "localhost", "/nginx-lb/generation")).body;
   await waitFor("nginx control port", async () => ((await generation()).length > 0 ? true : undefined));
-  const workerPids = () => childPids(masterPid);
+  const workerPids = () => masterWorkerPids(masterPid);
   const self: Nginx = {
     dir,
     port,

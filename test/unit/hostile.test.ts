@@ -230,6 +230,22 @@ describe("the renderer's own guard", () => {
     );
   });
 
+  it("renders, in both modes, the longest app and service names parseServices accepts", () => {
+    const doc = base();
+    const name = "a".repeat(128);
+    Object.assign(route(doc), { app: name, service: name, backup: { app: name, service: "b" } });
+    const r = parseServices(doc);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const backends = { [`${name}-${name}`]: { "10.0.0.1": { weight: 1 } } };
+    const reload = renderNginxConf({ services: r.value, backends }, OPTIONS).conf;
+    expect(reload).toContain(`-> ${name}-${name}:8080, backup ${name}-b:80`);
+    const dynamic = { ...OPTIONS, endpointsMode: "dynamic" as const, luaSource: "return {}\n" };
+    expect(renderNginxConf({ services: r.value, backends }, dynamic).conf).toContain(`(${name}-${name})`);
+    expect(parseEndpointKey(`/lb/backends/${name}-${name}/ips/10.0.0.1`, "{}").kind).toBe("endpoint");
+    expect(parseEndpointKey(`/lb/backends/${name}-${name}x/ips/10.0.0.1`, "{}").kind).toBe("rejected");
+  });
+
   it("throws RenderBug for a hostile endpoint address or state dir", () => {
     const services = model("a.com", "/", "a");
     expect(() => renderNginxConf({ services, backends: { "a-s": { "1.2.3.4;": { weight: 1 } } } }, OPTIONS)).toThrow(

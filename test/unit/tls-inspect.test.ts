@@ -43,6 +43,14 @@ describe("inspectTls", () => {
     expect(r.errors.map((e) => e.message).join("\n")).toMatch(/1024-bit RSA.*2048/);
   });
 
+  it("a weak certificate with a strong (so mismatched) key names the certificate's public key", () => {
+    const r = inspectTls(weak.cert, good.key, "weak.test");
+    expect(r.errors).toContainEqual({
+      field: "ssl_certificate",
+      message: expect.stringMatching(/^has a public key that is a 1024-bit RSA key; .*2048/),
+    });
+  });
+
   it("an expired certificate is a warning naming both dates, not an error", () => {
     const r = inspectTls(expired.cert, expired.key, "old.test");
     expect(r.errors).toEqual([]);

@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+import type { Services } from "../../src/model/services.js";
+import { topologyOf } from "../../src/reconciler/topology.js";
+
+describe("topologyOf", () => {
+  it("puts each route under its own server, in plan order, with its endpoints and roles", () => {
+    const ref = (service: string) => ({ app: "a", service, port: 80 });
+    const services: Services = {
+      servers: [
+        { domain: "one.test", port: 80, routes: [{ prefix: "/", primary: ref("x"), backendPath: "/" }] },
+        { domain: "two.test", port: 80, routes: [] },
+        {
+          domain: "one.test",
+          port: 8080,
+          tls: { port: 8443, certificate: "c", key: "k" },
+          routes: [
+            { prefix: "/a", primary: ref("x"), backendPath: "/", backup: ref("y") },
+            { prefix: "/b", primary: ref("y"), backendPath: "/v2" },
+          ],
+        },
+      ],
+    };
+    const backends = {
+      "a-x": { "10.0.0.1": { weight: 2 }, "::1": { weight: 0 } },
+      "a-y": { "10.0.0.2": { weight: 1 } },
+    };
+    const t = topologyOf({ services, backends });
+    expect(t.servers.map((s) => [s.domain, s.port, s.tlsPort, s.routes.map((r) => r.label)])).toEqual([
+      ["one.test", 80, undefined, ["one.test:80/"]],
+      ["two.test", 80, undefined, []],
+      ["one.test", 8080, 8443, ["one.test:8080/a", "one.test:8080/b"]],
+    ]);
+    expect(t.servers[2]?.routes[0]?.endpoints).toEqual([
+      { address: "10.0.0.1:80", weight: 2, role: "primary" },
+      { address: "[::1]:80", weight: 0, role: "down" },
+      { address: "10.0.0.2:80", weight: 1, role: "backup" },
+    ]);
+    expect(t.servers[2]?.routes[1]).toMatchObject({ backend: "a-y:80", backendPath: "/v2" });
+    expect(JSON.stringify(t)).not.toContain('"k"');
+  });
+});
