@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
@@ -9,7 +10,8 @@ import { NginxProcess } from "./nginx/process.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
 import { StatusStore } from "./reconciler/status.js";
 import { endpointSets } from "./render/dynamic.js";
-import { planRoutes, renderNginxConf } from "./render/index.js";
+import { planRoutes, renderNginxConf, type Rendered } from "./render/index.js";
+import type { Services } from "./model/services.js";
 import { detectLuaSupport } from "./nginx/lua-support.js";
 import { balancerLuaSource } from "./nginx/lua-source.js";
 import type { Logger } from "./shared/log.js";
@@ -97,7 +99,9 @@ export async function startController(options: RunOptions, log: Logger): Promise
   const store = new StateStore(dir);
   const saved = await store.load();
   const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());
-  if (saved.controlPort !== controlPort) await store.save({ ...saved, controlPort });
+  const pushToken = saved.pushToken ?? randomBytes(16).toString("hex");
+  if (saved.controlPort !== controlPort || saved.pushToken !== pushToken)
+    await store.save({ ...saved, controlPort, pushToken });
 
   const paths = {
     nginx: findNginx(options.nginx),
@@ -120,7 +124,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     setTimeout(() => void restartNginx(), restartDelay).unref();
   };
   const nginx = new NginxProcess(paths, log, onNginxExit);
-  const applier = new NginxApplier(paths, nginx, controlPort, log);
+  const applier = new NginxApplier(paths, nginx, controlPort, log, pushToken);
   const markRunning = () =>
     status.update((s) => ({
       nginx: {
@@ -146,18 +150,24 @@ export async function startController(options: RunOptions, log: Logger): Promise
     }
   };
 
+  let lastRender: { services: Services; rendered: Rendered } | null = null;
   const reconciler = new Reconciler({
     render: (desired) => {
-      const rendered = renderNginxConf(desired, {
-        dir,
-        controlPort,
-        pidFile: paths.pidFile,
-        endpointsMode: mode,
-        ...(luaSource ? { luaSource } : {}),
-        ...(options.listenHost ? { listenHost: options.listenHost } : {}),
-        ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
-        ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
-      });
+      // In dynamic mode nginx.conf holds no endpoint: an endpoint-only change reuses the last render.
+      const reuse = mode === "dynamic" && lastRender?.services === desired.services ? lastRender.rendered : null;
+      const rendered =
+        reuse ??
+        renderNginxConf(desired, {
+          dir,
+          controlPort,
+          pidFile: paths.pidFile,
+          endpointsMode: mode,
+          ...(luaSource ? { luaSource } : {}),
+          ...(options.listenHost ? { listenHost: options.listenHost } : {}),
+          ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
+          ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
+        });
+      lastRender = { services: desired.services, rendered };
       const endpoints = mode === "dynamic" ? endpointSets(planRoutes(desired.services, desired.backends)) : null;
       return { rendered, endpoints };
     },
@@ -170,6 +180,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
       store.save({
         version: 1,
         controlPort,
+        pushToken,
         services: desired.services,
         backends: desired.backends,
         savedAt: new Date().toISOString(),

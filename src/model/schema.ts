@@ -44,7 +44,9 @@ const routeKey = () => {
 };
 
 const pem = (field: string, label: string) => {
-  const msg = (iss: Issue) => `${field} must be the PEM text of ${label} (a string starting "-----BEGIN"), ${got(iss)}`;
+  // Never quotes the value: a malformed private key would otherwise reach logs and the status API.
+  const msg = (iss: Issue) =>
+    `${field} must be the PEM text of ${label} (a string starting "-----BEGIN"), got ${typeof iss.input === "string" ? `a string of ${iss.input.length} characters` : describeValue(iss.input)}`;
   return z
     .string({ error: msg })
     .max(1 << 20, { error: `${field} is larger than 1 MiB` })

@@ -32,4 +32,21 @@ describe("parseServices", () => {
     expect(r.ok).toBe(true);
     expect(r.warnings.map((w) => w.path)).toEqual(["servers[0].colour"]);
   });
+
+  it("never quotes key material in an error, even a malformed key's", () => {
+    const secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+    const r = parseServices({
+      servers: [
+        {
+          domain_name: "a.example.com",
+          ssl_certificate: "x",
+          ssl_certificate_key: `-----BEGIN PRIVATE KEY-----\n${secret}`,
+        },
+      ],
+    });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.map((e) => e.path)).toContain("servers[0].ssl_certificate_key");
+    expect(JSON.stringify(r.errors)).not.toContain(secret.slice(0, 12));
+  });
 });

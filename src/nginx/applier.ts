@@ -42,6 +42,8 @@ export class NginxApplier {
     private readonly nginx: NginxProcess,
     private readonly controlPort: number,
     private readonly log: Logger,
+    /** The secret endpoint pushes carry (dynamic mode). */
+    private readonly pushToken?: string,
     private readonly confirmTimeoutMs = 5_000,
   ) {}
 
@@ -84,11 +86,12 @@ export class NginxApplier {
         ms: { test: 0, reload: 0, total: performance.now() - started },
       };
     if (action === "dynamic" && endpoints) return this.push(rendered.generation, endpoints, started, 0, 0);
-    const out = await this.reload(rendered, force, started);
+    const out = await this.reload(rendered, started);
     if (out.result !== "applied" || !endpoints) return out;
     // The shared dict survives a reload but not a start; a whole push after either is always right.
     const after = await this.push(rendered.generation, endpoints, started, out.ms.test, out.ms.reload, true);
-    return after.result === "applied" ? { ...out, ms: after.ms } : { ...after, action: out.action };
+    // A failed push keeps action "push", so the reconciler retries it with backoff (the reload itself took).
+    return after.result === "applied" ? { ...out, ms: after.ms } : after;
   }
 
   private async push(
@@ -103,7 +106,12 @@ export class NginxApplier {
     const known = !whole && this.pushed?.master === master ? this.pushed.state : null;
     const t = performance.now();
     try {
-      const state = await syncEndpoints({ port: this.controlPort }, known, endpoints, ++this.version);
+      const state = await syncEndpoints(
+        { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) },
+        known,
+        endpoints,
+        ++this.version,
+      );
       this.pushed = master === null ? null : { state, master };
       return {
         result: "applied",
@@ -124,11 +132,9 @@ export class NginxApplier {
   }
 
   /** Test, swap, reload (or start), confirm; restores the last good file on failure. */
-  private async reload(rendered: Rendered, force: boolean, started: number): Promise<ApplyOutcome> {
+  private async reload(rendered: Rendered, started: number): Promise<ApplyOutcome> {
     const running = this.nginx.masterPid !== null;
     const ms = (test: number, reload: number) => ({ test, reload, total: performance.now() - started });
-    if (running && !force && rendered.generation === this.live)
-      return { result: "unchanged", action: "none", generation: rendered.generation, ms: ms(0, 0) };
 
     const { dir, conf } = this.paths;
     await prepareStateDir(dir);

@@ -37,6 +37,8 @@ export interface PushTarget {
   /** The control server's loopback port (RenderOptions.controlPort). */
   readonly port: number;
   readonly host?: string;
+  /** The push token rendered into nginx.conf (RenderOptions.pushToken). */
+  readonly token?: string;
   /** Whole-request deadline. Default 5,000 ms. */
   readonly timeoutMs?: number;
 }
@@ -62,9 +64,12 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
         path: ENDPOINTS_PATH,
         method,
         agent: false,
-        headers: payload
-          ? { "content-type": "application/json", "content-length": payload.length }
-          : { "content-length": 0 },
+        headers: {
+          ...(payload
+            ? { "content-type": "application/json", "content-length": payload.length }
+            : { "content-length": 0 }),
+          ...(target.token ? { "x-nginx-lb-token": target.token } : {}),
+        },
       },
       (res) => {
         const chunks: Buffer[] = [];

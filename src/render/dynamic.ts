@@ -104,6 +104,8 @@ export function dynamicControlLines(options: RenderOptions): string[] {
   const mb = `${tok.int(PUSH_MAX_BODY_MB)}m`;
   return [
     `        location = ${ENDPOINTS_PATH} {`,
+    // Loopback is shared with every local user: a push must carry this secret (nginx.conf lives in a 0700 dir).
+    ...(options.pushToken ? [`            set $nlb_push_token ${tok.secret(options.pushToken)};`] : []),
     `            client_max_body_size ${mb};`,
     `            client_body_buffer_size ${mb};`,
     `            content_by_lua_block { require("${LUA_MODULE}").endpoints() }`,

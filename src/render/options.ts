@@ -18,6 +18,8 @@ export interface RenderOptions {
   readonly user?: string;
   /** How endpoint changes reach nginx: in nginx.conf (reload, the default) or pushed to our Lua balancer (dynamic). */
   readonly endpointsMode?: "reload" | "dynamic";
+  /** Dynamic mode: the secret an endpoint push must carry (header X-Nginx-Lb-Token); hex. None: pushes need none. */
+  readonly pushToken?: string;
   /** Dynamic mode: the balancer's Lua source, written beside nginx.conf (so a new balancer is a new generation). */
   readonly luaSource?: string;
   /** Dynamic mode: where nginx's dynamic modules (ndk, lua) live. Default /usr/lib/nginx/modules (Debian). */

@@ -50,6 +50,11 @@ export const tok = {
     check(/^\/[A-Za-z0-9._/@+-]*$/.test(v), "file path", v);
     return v;
   },
+  /** A secret we generated (hex): the endpoint push token. */
+  secret(v: string): string {
+    check(/^[0-9a-f]{32,128}$/.test(v), "secret", "(hidden)");
+    return v;
+  },
   /** An upstream name we generated. */
   upstream(v: string): string {
     check(/^nlb_[0-9a-f]{16}(_[0-9]+)?$/.test(v), "upstream name", v);

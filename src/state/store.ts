@@ -8,6 +8,8 @@ import { writeFileAtomic } from "../nginx/files.js";
 export interface PersistedState {
   readonly version: 1;
   readonly controlPort?: number;
+  /** The secret endpoint pushes carry; kept so a controller restart renders the same config. */
+  readonly pushToken?: string;
   readonly services?: Services;
   readonly backends?: BackendSet;
   readonly savedAt?: string;

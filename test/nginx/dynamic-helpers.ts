@@ -193,6 +193,8 @@ export async function startNginx(opts: {
   services: (frontendPort: number) => Services;
   backends: BackendSet;
   workers?: number;
+  /** Render a push token (RenderOptions.pushToken); `push` then sends it. */
+  pushToken?: string;
 }): Promise<Nginx> {
   const nginx = findNginx();
   const dir = await mkdtemp(join(tmpdir(), "nlb-dyn-"));
@@ -210,6 +212,7 @@ export async function startNginx(opts: {
         workerProcesses: opts.workers ?? 2,
         endpointsMode: opts.mode,
         ...(opts.mode === "dynamic" ? { luaSource: balancerLuaSource() } : {}),
+        ...(opts.pushToken ? { pushToken: opts.pushToken } : {}),
       },
     );
   const conf = await writeRendered(dir, render(opts.backends));
@@ -233,7 +236,11 @@ export async function startNginx(opts: {
     controlPort,
     masterPid,
     workerPids,
-    push: (backends) => pushEndpoints({ port: controlPort }, pushBody(++version, planRoutes(model, backends))),
+    push: (backends) =>
+      pushEndpoints(
+        { port: controlPort, ...(opts.pushToken ? { token: opts.pushToken } : {}) },
+        pushBody(++version, planRoutes(model, backends)),
+      ),
     async reload(backends = opts.backends) {
       const rendered = render(backends);
       await writeRendered(dir, rendered);

@@ -1,4 +1,6 @@
 import { connect } from "node:net";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackendSet } from "../../src/model/backends.js";
 import { findNginx } from "../../src/nginx/binary.js";
@@ -248,6 +250,31 @@ describe("dynamic endpoints through real nginx", () => {
     } finally {
       await ng.stop();
       await Promise.all(v6.map((b) => b.close()));
+    }
+  });
+
+  it("refuses a push without the rendered token (401) and keeps the sets; the controller's push with it lands", async () => {
+    const token = "0123456789abcdef0123456789abcdef";
+    const ng = await startNginx({
+      mode: "dynamic",
+      services: (fp) => services(HOST, fp, [{ prefix: "/", app: "app", service: "web", port }]),
+      backends: {},
+      pushToken: token,
+    });
+    try {
+      await ng.push({ "app-web": { "127.0.0.2": { weight: 1 } } });
+      expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
+      const plans = planRoutes(services(HOST, ng.port, [{ prefix: "/", app: "app", service: "web", port }]), {
+        "app-web": { "127.0.0.3": { weight: 1 } },
+      });
+      for (const wrong of [undefined, "ffffffffffffffffffffffffffffffff"])
+        await expect(
+          pushEndpoints({ port: ng.controlPort, ...(wrong ? { token: wrong } : {}) }, pushBody(99, plans)),
+        ).rejects.toMatchObject({ status: 401 });
+      expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
+      expect(await readFile(join(ng.dir, "nginx.conf"), "utf8")).toContain(token);
+    } finally {
+      await ng.stop();
     }
   });
 

@@ -502,6 +502,11 @@ function _M.endpoints()
     ngx.header["Allow"] = "GET, POST"
     return error_reply(405, "use GET or POST")
   end
+  -- Any local user can reach loopback; only the controller knows the token rendered into this location.
+  local token = ngx.var.nlb_push_token
+  if token ~= nil and token ~= "" and ngx.var.http_x_nginx_lb_token ~= token then
+    return error_reply(401, "missing or wrong X-Nginx-Lb-Token")
+  end
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
   if body == nil then
