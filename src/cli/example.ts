@@ -55,6 +55,7 @@ export async function exampleCommand(flags: { check?: boolean }): Promise<number
       "  curl -H 'Host: demo.example.com' http://127.0.0.1:8080/suburl/x     # route /suburl -> myapp3-web",
       "  curl -H 'Host: test.example.com' http://127.0.0.1:8080/             # no endpoints: 503 naming the route",
       "  curl -k --resolve demo.example.com:8443:127.0.0.1 https://demo.example.com:8443/",
+      "  open http://127.0.0.1:9180/ for the live dashboard (also /metrics, /api/status; or run: nginx-lb status)",
       `  edit examples/backends.json (endpoints) or examples/services.json (routes): changes apply live; state in ${stateDir}`,
     ].join("\n"),
   );
