@@ -3,6 +3,7 @@ import type { BackendSet } from "../model/backends.js";
 import { renderNginxConf } from "../render/index.js";
 import { loadBackendsFile, loadServicesFile } from "../sources/services-file.js";
 import { writeRendered } from "../nginx/files.js";
+import { nginxFlagProblems } from "./nginx-flags.js";
 import { printProblems } from "./report.js";
 
 export interface RenderFlags {
@@ -25,6 +26,11 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
   }
   if (!services.ok) return 1;
   const dir = resolve(flags.out ?? flags.dir ?? "/var/lib/nginx-lb");
+  const bad = nginxFlagProblems({ stateDir: dir }, flags.out ? "--out" : "--dir");
+  if (bad.length > 0) {
+    printProblems("render", bad, []);
+    return 1;
+  }
   const rendered = renderNginxConf({ services: services.value, backends }, { dir });
   if (flags.out) {
     const conf = await writeRendered(dir, rendered);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { nginxFlagProblems } from "./run.js";
+import { nginxFlagProblems } from "./nginx-flags.js";
 
 describe("run flags that reach nginx.conf", () => {
   test("the defaults and well-formed values pass", () => {
@@ -26,5 +26,11 @@ describe("run flags that reach nginx.conf", () => {
     ]);
     expect(problems[1]?.message).toContain('"localhost"');
     expect(nginxFlagProblems({ stateDir: "/s", controlPort: "70000" }).map((p) => p.path)).toEqual(["--control-port"]);
+  });
+
+  test("render names its own flag for the output directory", () => {
+    expect(nginxFlagProblems({ stateDir: "/tmp/a b" }, "--out")).toEqual([
+      expect.objectContaining({ path: "--out", message: expect.stringContaining('got "/tmp/a b"') }),
+    ]);
   });
 });
