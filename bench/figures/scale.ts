@@ -1,0 +1,114 @@
+/**
+ * Figure 3, scale: N routes x 10 endpoints each (10 routes per domain). The renderer timed in-process (pure, so
+ * this is its cost alone), then the real daemon started on that registry: its own account of render, `nginx -t`
+ * and reload for a routing change, the controller's memory and nginx's (master + workers).
+ */
+import { writeServices } from "../../test/helpers/controller.js";
+import { mustDesired } from "../../test/helpers/model.js";
+import { renderNginxConf } from "../../src/render/index.js";
+import type { BackendSet } from "../../src/model/backends.js";
+import { type Context, fillerEndpoints, round1 } from "../lib/context.js";
+import { servicesJson, startLb, type Lb, type Mode, type RouteSpec } from "../lib/lb.js";
+import { childPids, memoryOf, sleep } from "../lib/procs.js";
+import { createRegistry } from "../lib/registry.js";
+import { median } from "../lib/stats.js";
+
+export interface ScaleRow {
+  readonly mode: Mode;
+  readonly routes: number;
+  readonly endpoints: number;
+  readonly confBytes: number;
+  /** In-process renderNginxConf, median of several runs. */
+  readonly renderMs: number;
+  /** Controller start -> nginx serving the first config. */
+  readonly startMs: number;
+  /** The daemon's account of a routing change (median over the reloads done). */
+  readonly reload: { render: number; test: number; reload: number; total: number; n: number };
+  readonly controllerRssMiB: number;
+  readonly nginxRssMiB: number;
+  readonly nginxPssMiB: number;
+  readonly nginxProcesses: number;
+}
+
+function scaleInput(n: number): { routes: RouteSpec[]; set: BackendSet } {
+  const routes: RouteSpec[] = [];
+  const set: Record<string, Record<string, { weight: number }>> = {};
+  for (let i = 0; i < n; i++) {
+    const name = `scale${i}-web`;
+    routes.push({
+      domain: `s${Math.floor(i / 10)}.scale.bench.test`,
+      prefix: i % 10 ? `/r${i % 10}` : "/",
+      name,
+      port: 8080,
+    });
+    set[name] = fillerEndpoints(i, 10);
+  }
+  return { routes, set };
+}
+
+export async function scale(ctx: Context): Promise<ScaleRow[]> {
+  const sizes = ctx.quick ? [100, 1000] : [1000, 10_000];
+  const reloads = ctx.quick ? 1 : 3;
+  const rows: ScaleRow[] = [];
+  for (const n of sizes) {
+    const { routes, set } = scaleInput(n);
+    const desired = mustDesired({ version: "0.1", servers: servicesJson(routes, 8080) }, set);
+    const times: number[] = [];
+    let bytes = 0;
+    for (let i = 0; i < (ctx.quick ? 2 : 5); i++) {
+      const t0 = performance.now();
+      const r = renderNginxConf(desired, { dir: "/var/lib/nginx-lb", listenHost: "127.0.0.1", controlPort: 9999 });
+      times.push(performance.now() - t0);
+      bytes = r.conf.length;
+    }
+    for (const mode of ctx.modes) {
+      ctx.log(`scale: ${mode} mode, ${n} routes x 10 endpoints`);
+      const reg = await createRegistry(ctx.registry);
+      let lb: Lb | null = null;
+      try {
+        await reg.replace(set);
+        const t0 = performance.now();
+        lb = await startLb({ routes, registry: reg, mode, workers: ctx.workers });
+        const startMs = performance.now() - t0;
+        const from = lb.controller.lines.length;
+        for (let k = 1; k <= reloads; k++) {
+          // A routing change reloads in every mode: one extra route, toggled, written as the config centre does.
+          const extra: RouteSpec = { domain: "extra.scale.bench.test", prefix: "/", name: "scale0-web", port: 8080 };
+          const before = lb.appliesSince(from).length;
+          await writeServices(lb.servicesFile, servicesJson(k % 2 ? [...routes, extra] : routes, lb.port));
+          const deadline = Date.now() + 120_000;
+          while (lb.appliesSince(from).length === before && Date.now() < deadline) await sleep(20);
+          await sleep(300);
+        }
+        const applies = lb.appliesSince(from);
+        const ms = (key: string) => median(applies.map((l) => Number((l["ms"] as Record<string, number>)[key])));
+        const master = await lb.nginxPid();
+        const procs = [master, ...(await childPids(master))];
+        const mem = await Promise.all(procs.map(memoryOf));
+        rows.push({
+          mode,
+          routes: n,
+          endpoints: n * 10,
+          confBytes: bytes,
+          renderMs: round1(median(times)),
+          startMs: Math.round(startMs),
+          reload: {
+            render: ms("render"),
+            test: ms("test"),
+            reload: ms("reload"),
+            total: ms("total"),
+            n: applies.length,
+          },
+          controllerRssMiB: round1((await memoryOf(lb.controller.child.pid ?? 0)).rss),
+          nginxRssMiB: round1(mem.reduce((s, m) => s + m.rss, 0)),
+          nginxPssMiB: round1(mem.reduce((s, m) => s + m.pss, 0)),
+          nginxProcesses: procs.length,
+        });
+      } finally {
+        await lb?.stop();
+        await reg.close();
+      }
+    }
+  }
+  return rows;
+}
