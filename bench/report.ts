@@ -12,6 +12,7 @@ import type { Mode } from "./lib/lb.js";
 import type { Machine } from "./lib/machine.js";
 import type { RegistryKind } from "./lib/registry.js";
 import { fmt, median } from "./lib/stats.js";
+import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS } from "../src/reconciler/reconciler.js";
 
 export interface Results {
   readonly quick: boolean;
@@ -82,6 +83,31 @@ export function targets(r: Results): Target[] {
   return out;
 }
 
+/** What is known to cost the time or throughput behind a missed target, from this run's own figures. */
+function why(t: Target, r: Results): string | null {
+  const load = `the machine's 1-minute load average was ${fmt(r.machine.loadStart, 1)} at the start and ${fmt(r.machine.loadEnd, 1)} at the end on ${r.machine.cores} cores`;
+  if (t.what.startsWith("convergence") && t.what.includes("reload")) {
+    const c = (r.figures.convergence ?? []).find((x) => t.what.endsWith(`${x.mode}, ${fmtInt(x.keys)} keys`));
+    const parts = [
+      c?.applyMs
+        ? `the controller's own median apply: render ${fmt(c.applyMs.render)} + nginx -t ${fmt(c.applyMs.test)} + reload ${fmt(c.applyMs.reload)} ms (reload counted until every old worker retired)`
+        : null,
+      `the reconciler's ${DEFAULT_DEBOUNCE_MS} ms debounce for a lone change`,
+      r.registry === "file" ? "the backends-file watcher's 50 ms wait for the writer to finish" : null,
+      t.what.includes("delete")
+        ? "and for a delete, nginx itself: after a reload the master sleeps 100 ms (ngx_msleep(100) in ngx_master_process_cycle) before telling the old workers to stop accepting, so the removed backend keeps getting new connections for at least 100 ms after the new config is live; a reload-based delete cannot beat put + 100 ms"
+        : null,
+      load,
+    ];
+    return parts.filter(Boolean).join("; ");
+  }
+  if (t.what.startsWith("b/c"))
+    return `(c) opens a TCP connection to the backend per request and (b) reuses them; on this machine wrk, the proxy and the backend share the cores, so the ratio moves with the contention: ${load}`;
+  if (t.what.startsWith("reloads per"))
+    return `the reconciler applies at most once per ${DEFAULT_MIN_GAP_MS} ms, so a burst that takes longer than that to write costs one reload per ${DEFAULT_MIN_GAP_MS} ms`;
+  return null;
+}
+
 const fmtInt = (x: number) => fmt(x, 0);
 const table = (head: string[], rows: string[][]) =>
   [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join(
@@ -137,6 +163,11 @@ export function renderReport(r: Results): string {
           verdict(t),
         ]),
       ),
+      ``,
+      ...ts.flatMap((t) => {
+        const w = t.met ? null : why(t, r);
+        return w ? [`- Why ${t.what} missed: ${w}.`] : [];
+      }),
       ``,
     );
 

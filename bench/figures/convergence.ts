@@ -19,8 +19,12 @@ const HOST = "conv.bench.test";
 const NAME = "conv-web";
 /** A trial that has not converged by then counts as this long (and is reported as a timeout). */
 const TRIAL_TIMEOUT_MS = 15_000;
-/** Delete: the removed backend is gone once this long passes with no answer from it (and MIN_CLEAN probes). */
-const GONE_QUIET_MS = 500;
+/**
+ * Delete: the removed backend is gone once the controller logged the apply (reload mode: old workers retired) and a
+ * probe after that was clean; or, in any mode, once MIN_CLEAN probes in a row and GONE_QUIET_MS passed without it.
+ * The probe alternates over both endpoints, so a gap that long does not happen while the old set still serves.
+ */
+const GONE_QUIET_MS = 250;
 const MIN_CLEAN = 20;
 
 export interface ConvergenceRow {
@@ -66,18 +70,20 @@ async function putTrial(lb: Lb, reg: Registry, b: string): Promise<number> {
   return NaN;
 }
 
-async function delTrial(lb: Lb, reg: Registry, b: string): Promise<number> {
+async function delTrial(lb: Lb, reg: Registry, b: string, mode: Mode): Promise<number> {
+  const from = lb.controller.lines.length;
   const t0 = performance.now();
   await reg.del(NAME, b);
   let last = t0;
   let clean = 0;
   while (performance.now() - t0 < TRIAL_TIMEOUT_MS) {
+    const applied = mode === "reload" && lb.appliesSince(from).length > 0;
     const r = await probe(lb.port, HOST);
     if (r.backend === b) {
       last = r.at;
       clean = 0;
     } else if (r.status === 200) clean++;
-    if (clean >= MIN_CLEAN && r.at - last >= GONE_QUIET_MS) return last - t0;
+    if ((applied && clean > 0) || (clean >= MIN_CLEAN && r.at - last >= GONE_QUIET_MS)) return last - t0;
   }
   return NaN;
 }
@@ -113,7 +119,7 @@ export async function convergence(ctx: Context): Promise<ConvergenceRow[]> {
           await waitApplied(lb, from, mode);
           await sleep(300 + Math.random() * 100);
           from = lb.controller.lines.length;
-          del.push(await delTrial(lb, reg, b));
+          del.push(await delTrial(lb, reg, b, mode));
           await waitApplied(lb, from, mode);
         }
         const applies = lb.appliesSince(first);
