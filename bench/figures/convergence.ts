@@ -19,6 +19,8 @@ const HOST = "conv.bench.test";
 const NAME = "conv-web";
 /** A trial that has not converged by then counts as this long (and is reported as a timeout). */
 const TRIAL_TIMEOUT_MS = 15_000;
+/** And at most this many probes (a loopback probe takes well over 0.1 ms, so time bounds first). */
+const MAX_PROBES = 150_000;
 /**
  * Delete: the removed backend is gone once the controller logged the apply (reload mode: old workers retired) and a
  * probe after that was clean; or, in any mode, once MIN_CLEAN probes in a row and GONE_QUIET_MS passed without it.
@@ -63,7 +65,7 @@ async function waitApplied(lb: Lb, from: number, mode: Mode): Promise<void> {
 async function putTrial(lb: Lb, reg: Registry, b: string): Promise<number> {
   const t0 = performance.now();
   await reg.put(NAME, b);
-  while (performance.now() - t0 < TRIAL_TIMEOUT_MS) {
+  for (let i = 0; i < MAX_PROBES && performance.now() - t0 < TRIAL_TIMEOUT_MS; i++) {
     const r = await probe(lb.port, HOST);
     if (r.backend === b) return r.at - t0;
   }
@@ -76,7 +78,7 @@ async function delTrial(lb: Lb, reg: Registry, b: string, mode: Mode): Promise<n
   await reg.del(NAME, b);
   let last = t0;
   let clean = 0;
-  while (performance.now() - t0 < TRIAL_TIMEOUT_MS) {
+  for (let i = 0; i < MAX_PROBES && performance.now() - t0 < TRIAL_TIMEOUT_MS; i++) {
     const applied = mode === "reload" && lb.appliesSince(from).length > 0;
     const r = await probe(lb.port, HOST);
     if (r.backend === b) {

@@ -26,7 +26,7 @@ export interface DataPlaneResult {
 
 export async function dataPlane(ctx: Context): Promise<DataPlaneResult> {
   const rounds = ctx.quick ? 1 : 3;
-  const seconds = ctx.quick ? 1 : 5;
+  const seconds = ctx.quick ? 1 : 4;
   const wrk = { threads: 1, connections: 50, seconds, rounds };
   const backend = ctx.backends.ips[0] ?? "";
   const route: RouteSpec = { domain: HOST, prefix: "/", name: NAME, port: ctx.backends.port };

@@ -48,10 +48,11 @@ function scaleInput(n: number): { routes: RouteSpec[]; set: BackendSet } {
 
 export async function scale(ctx: Context): Promise<ScaleRow[]> {
   const sizes = ctx.quick ? [100, 1000] : [1000, 10_000];
-  const reloads = ctx.quick ? 1 : 3;
   const rows: ScaleRow[] = [];
   for (const n of sizes) {
     const { routes, set } = scaleInput(n);
+    // A reload at 10,000 routes takes seconds; two keep the whole suite inside its 10 minutes.
+    const reloads = ctx.quick ? 1 : n >= 10_000 ? 2 : 3;
     const desired = mustDesired({ version: "0.1", servers: servicesJson(routes, 8080) }, set);
     const times: number[] = [];
     let bytes = 0;
@@ -83,8 +84,14 @@ export async function scale(ctx: Context): Promise<ScaleRow[]> {
         const applies = lb.appliesSince(from);
         const ms = (key: string) => median(applies.map((l) => Number((l["ms"] as Record<string, number>)[key])));
         const master = await lb.nginxPid();
-        const procs = [master, ...(await childPids(master))];
-        const mem = await Promise.all(procs.map(memoryOf));
+        // Old workers of the last reload may still be draining: measure the steady state, master + current workers.
+        let workers = await childPids(master);
+        for (let i = 0; i < 300 && workers.length > ctx.workers; i++) {
+          await sleep(100);
+          workers = await childPids(master);
+        }
+        const procs = [master, ...workers];
+        const mem = (await Promise.all(procs.map(memoryOf))).filter((x) => Number.isFinite(x.rss));
         rows.push({
           mode,
           routes: n,
@@ -102,7 +109,7 @@ export async function scale(ctx: Context): Promise<ScaleRow[]> {
           controllerRssMiB: round1((await memoryOf(lb.controller.child.pid ?? 0)).rss),
           nginxRssMiB: round1(mem.reduce((s, m) => s + m.rss, 0)),
           nginxPssMiB: round1(mem.reduce((s, m) => s + m.pss, 0)),
-          nginxProcesses: procs.length,
+          nginxProcesses: mem.length,
         });
       } finally {
         await lb?.stop();
