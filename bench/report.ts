@@ -101,8 +101,16 @@ function why(t: Target, r: Results): string | null {
     ];
     return parts.filter(Boolean).join("; ");
   }
-  if (t.what.startsWith("b/c"))
-    return `(c) opens a TCP connection to the backend per request and (b) reuses them; on this machine wrk, the proxy and the backend share the cores, so the ratio moves with the contention: ${load}`;
+  if (t.what.startsWith("b/c")) {
+    const b = r.figures.dataPlane?.targets.find((x) => x.label.endsWith(`(${t.what.split(", ")[1] ?? ""})`));
+    return (
+      `(c) opens a TCP connection to the backend per request and (b) is meant to reuse them` +
+      (b && b.backendConnsPer1k > 10
+        ? `, yet (b) opened ${fmt(b.backendConnsPer1k, 0)} backend connections per 1,000 requests: with ${r.figures.dataPlane?.wrk.connections ?? "?"} concurrent client connections on one worker, more requests are in flight than the upstream keeps idle connections for (nginx-lb renders \`keepalive 32\`), so every request above that closes its connection and the next one reconnects`
+        : ``) +
+      `; on this machine wrk, the proxy and the backend also share the cores, so the ratio moves with the contention: ${load}`
+    );
+  }
   if (t.what.startsWith("reloads per"))
     return `the reconciler applies at most once per ${DEFAULT_MIN_GAP_MS} ms, so a burst that takes longer than that to write costs one reload per ${DEFAULT_MIN_GAP_MS} ms`;
   return null;
@@ -322,12 +330,13 @@ export function renderReport(r: Results): string {
         ` original design measured 18k requests/s through its config, 52k with keepalive, 121k straight.`,
       ``,
       table(
-        ["target", "requests/s", "p99 ms", "failed", "requests/s per round"],
+        ["target", "requests/s", "p99 ms", "failed", "backend connections per 1,000 requests", "requests/s per round"],
         dp.targets.map((t) => [
           t.label,
           fmtInt(t.rps),
           fmt(t.p99ms, 2),
           String(t.failed),
+          fmt(t.backendConnsPer1k, 1),
           t.runs.map((x) => fmtInt(x.rps)).join(", "),
         ]),
       ),

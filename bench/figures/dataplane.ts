@@ -19,7 +19,15 @@ const NAME = "dp-web";
 export interface DataPlaneResult {
   readonly wrk: { threads: number; connections: number; seconds: number; rounds: number };
   /** Per target: median requests/s and p99 over the rounds, and every round's raw result. */
-  readonly targets: { label: string; rps: number; p99ms: number; failed: number; runs: WrkResult[] }[];
+  readonly targets: {
+    label: string;
+    rps: number;
+    p99ms: number;
+    failed: number;
+    /** Connections the backend accepted per 1,000 requests: ~0 with upstream keepalive, ~1,000 without. */
+    backendConnsPer1k: number;
+    runs: (WrkResult & { backendConns: number })[];
+  }[];
   /** Per mode: b/a and b/c, median and range over the rounds. */
   readonly ratios: { mode: Mode; ba: number[]; bc: number[] }[];
 }
@@ -57,12 +65,13 @@ export async function dataPlane(ctx: Context): Promise<DataPlaneResult> {
       })),
       { label: "c: original design's config", url: `http://127.0.0.1:${origPort}/`, host: HOST },
     ];
-    const runs = new Map<string, WrkResult[]>(targets.map((t) => [t.label, []]));
+    const runs = new Map<string, (WrkResult & { backendConns: number })[]>(targets.map((t) => [t.label, []]));
     for (let r = 0; r < rounds; r++)
       for (const t of targets) {
         ctx.log(`data plane: round ${r + 1}/${rounds}, ${t.label}`);
+        const before = await ctx.backends.accepted();
         const res = await runWrk({ ...wrk, url: t.url, ...(t.host ? { host: t.host } : {}) });
-        runs.get(t.label)?.push(res);
+        runs.get(t.label)?.push({ ...res, backendConns: (await ctx.backends.accepted()) - before - 1 });
       }
     const of = (label: string) => runs.get(label) ?? [];
     const a = of(targets[0]?.label ?? "");
@@ -74,6 +83,7 @@ export async function dataPlane(ctx: Context): Promise<DataPlaneResult> {
         rps: Math.round(median(of(t.label).map((x) => x.rps))),
         p99ms: median(of(t.label).map((x) => x.p99ms)),
         failed: of(t.label).reduce((s, x) => s + x.failed, 0),
+        backendConnsPer1k: median(of(t.label).map((x) => (1000 * x.backendConns) / x.requests)),
         runs: of(t.label),
       })),
       ratios: lbs.map(({ mode }) => {

@@ -117,7 +117,11 @@ describe("npm run bench -- --quick", () => {
     for (const t of dp?.targets ?? []) {
       expect(finitePositive(t.rps)).toBe(true);
       expect(finitePositive(t.p99ms)).toBe(true);
+      expect(t.backendConnsPer1k).toBeGreaterThanOrEqual(0);
     }
+    // The original design's config reconnects to the backend for every request; that is what (c) stands for.
+    const c = dp?.targets[dp.targets.length - 1];
+    expect(c?.backendConnsPer1k).toBeGreaterThan(900);
     for (const r of dp?.ratios ?? []) for (const x of [...r.ba, ...r.bc]) expect(finitePositive(x)).toBe(true);
   });
 
