@@ -5,8 +5,10 @@ set -e
 cd "$(dirname "$0")/.."
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "nginx-lb: installing npm dependencies (npm ci)" >&2
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  echo "nginx-lb: installing npm dependencies" >&2
+  # npm install, not npm ci: vite (under vitest) lists a Windows-only optional package this registry does not
+  # serve, which npm ci counts as a lock mismatch; npm install honours the lock and skips it.
+  npm install --no-audit --no-fund --loglevel=error >&2
 fi
 
 missing=""
@@ -26,7 +28,6 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >&2
     # Debian starts nginx and etcd as services on install; nginx-lb runs its own, so stop the packaged ones.
     (systemctl disable --now nginx etcd 2>/dev/null || service nginx stop 2>/dev/null || true) >/dev/null 2>&1
-    pkill -x nginx 2>/dev/null || true
   else
     echo "nginx-lb: missing Debian packages:$missing -- install them with: sudo apt-get install$missing" >&2
     exit 1

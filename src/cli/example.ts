@@ -1,22 +1,71 @@
 import { mkdtemp } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { findNginx, nginxTest } from "../nginx/binary.js";
+import { loadBackendsFile } from "../sources/services-file.js";
 import { renderCommand } from "./render.js";
+import { runCommand } from "./run.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const SERVICES = join(root, "examples/services.json");
+const BACKENDS = join(root, "examples/backends.json");
 
-/** Renders examples/services.json with examples/backends.json and checks it with the real `nginx -t`. */
-export async function exampleCommand(): Promise<number> {
+/** `example --check`: renders the bundled example and checks it with the real `nginx -t`. */
+async function check(): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), "nginx-lb-example-"));
-  const code = await renderCommand({
-    services: join(root, "examples/services.json"),
-    backends: join(root, "examples/backends.json"),
-    out: dir,
-  });
+  const code = await renderCommand({ services: SERVICES, backends: BACKENDS, out: dir });
   if (code !== 0) return code;
   const t = await nginxTest(findNginx(), join(dir, "nginx.conf"), dir);
   console.error(t.ok ? `nginx -t: the configuration in ${dir}/nginx.conf is valid` : `nginx -t failed:\n${t.output}`);
   return t.ok ? 0 : 1;
+}
+
+/** Small HTTP backends for the example's endpoints, each answering with its own address and the path it got. */
+async function startExampleBackends(): Promise<Server[]> {
+  const set = await loadBackendsFile(BACKENDS);
+  if (!set.ok) throw new Error(`examples/backends.json is invalid: ${set.errors.map((e) => e.message).join("; ")}`);
+  const servers: Server[] = [];
+  const ips = new Set(Object.values(set.value).flatMap((eps) => Object.keys(eps)));
+  for (const ip of ips)
+    for (const port of [9001, 9002, 9003]) {
+      const srv = createServer((req, res) => {
+        res.setHeader("content-type", "application/json");
+        res.end(`${JSON.stringify({ backend: `${ip}:${port}`, path: req.url, host: req.headers.host })}\n`);
+      });
+      await new Promise<void>((resolve, reject) => {
+        srv.once("error", reject);
+        srv.listen(port, ip, () => resolve());
+      });
+      servers.push(srv);
+    }
+  return servers;
+}
+
+/** The Quick start: the bundled example as a live load balancer on 127.0.0.1:8080 and :8443, until Ctrl-C. */
+export async function exampleCommand(flags: { check?: boolean }): Promise<number> {
+  if (flags.check) return check();
+  const backends = await startExampleBackends();
+  const stateDir = join(root, ".state/example");
+  console.error(
+    [
+      "nginx-lb example: a live load balancer on the bundled example (Ctrl-C stops it)",
+      "  curl -H 'Host: demo.example.com' 'http://127.0.0.1:8080/foo?x=1'     # route / -> myapp-api, backend_path /v2",
+      "  curl -H 'Host: demo.example.com' http://127.0.0.1:8080/suburl/x     # route /suburl -> myapp3-web",
+      "  curl -H 'Host: test.example.com' http://127.0.0.1:8080/             # no endpoints: 503 naming the route",
+      "  curl -k --resolve demo.example.com:8443:127.0.0.1 https://demo.example.com:8443/",
+      `  edit examples/backends.json (endpoints) or examples/services.json (routes): changes apply live; state in ${stateDir}`,
+    ].join("\n"),
+  );
+  const code = await runCommand({
+    services: SERVICES,
+    backends: BACKENDS,
+    stateDir,
+    listenHost: "127.0.0.1",
+    etcdPrefix: "/lb/backends",
+    etcdApi: "v3",
+  });
+  for (const b of backends) b.close();
+  return code;
 }

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
+import { addEtcdOptions } from "./etcd-options.js";
+import type { RegisterFlags } from "./register.js";
 
 /** The thin CLI: flags -> one command module (loaded lazily) -> exit code. */
 const program = new Command()
@@ -89,8 +91,28 @@ program
 
 program
   .command("example")
-  .description("the Quick start: render the bundled example and check it with the real nginx -t")
-  .action(async () => exit(await (await import("./example.js")).exampleCommand()));
+  .description("the Quick start: run a live load balancer on the bundled example (examples/) with example backends")
+  .option("--check", "only render the example and check it with the real nginx -t")
+  .action(async (flags: { check?: boolean }) => exit(await (await import("./example.js")).exampleCommand(flags)));
+
+const registerCommand = (name: string, description: string) =>
+  addEtcdOptions(
+    program
+      .command(name)
+      .description(description)
+      .requiredOption("--app <name>", "application name")
+      .requiredOption("--service <name>", "service name (the backend is <app>-<service>)")
+      .requiredOption("--ip <address>", "the endpoint's IPv4 or IPv6 address"),
+  );
+
+registerCommand("register", "put an endpoint into etcd on a lease, renewed while this runs, deleted on SIGTERM/SIGINT")
+  .option("--weight <n>", "weight 0..1000 (0: drained)", "50")
+  .option("--ttl <seconds>", "lease TTL: the key vanishes this long after the process dies", "30")
+  .action(async (flags: RegisterFlags) => exit(await (await import("./register.js")).registerCommand(flags)));
+
+registerCommand("deregister", "delete an endpoint from etcd").action(async (flags: RegisterFlags) =>
+  exit(await (await import("./deregister.js")).deregisterCommand(flags)),
+);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`nginx-lb: ${(e as Error).stack ?? String(e)}`);

@@ -1,4 +1,4 @@
-import { ipFamily } from "./ip.js";
+import { canonicalIp } from "./ip.js";
 import { NAME_RE, NAME_MAX } from "./grammar.js";
 import { type Checked, type Problem, describeValue } from "./problem.js";
 
@@ -34,13 +34,14 @@ export function parseEndpointKey(key: string, value: string, prefix: string = DE
   const [name = "", , ip = ""] = parts;
   if (name.length > 2 * NAME_MAX + 1 || !NAME_RE.test(name))
     return { kind: "rejected", reason: `backend name ${describeValue(name)} must be characters of A-Z a-z 0-9 . _ -` };
-  if (ipFamily(ip) === null)
+  const canonical = canonicalIp(ip);
+  if (canonical === null)
     return {
       kind: "rejected",
       reason: `${describeValue(ip)} is not a literal IPv4 or IPv6 address (no host names, ports or zones)`,
     };
   const { weight, warning } = parseWeight(value);
-  return { kind: "endpoint", name, ip: ip.toLowerCase(), endpoint: { weight }, ...(warning ? { warning } : {}) };
+  return { kind: "endpoint", name, ip: canonical, endpoint: { weight }, ...(warning ? { warning } : {}) };
 }
 
 /** Reads the value's weight: an integer 0..1000; anything else is weight 1 with a warning. */

@@ -23,10 +23,12 @@ export function isIPv6(text: string): boolean {
   const tail = halves.length === 2 ? groups(halves[1] ?? "") : [];
   if (head === null || tail === null) return false;
   const all = [...head, ...tail];
+  // A dotted quad may only be the last group of the text: `1.2.3.4::` has it last in `all` but not in the text.
+  const quadAt = halves.length === 2 && tail.length === 0 ? -1 : all.length - 1;
   let count = 0;
   for (let i = 0; i < all.length; i++) {
     const g = all[i] ?? "";
-    if (i === all.length - 1 && g.includes(".")) {
+    if (i === quadAt && g.includes(".")) {
       if (!isIPv4(g)) return false;
       count += 2;
     } else if (HEXTET.test(g)) count += 1;
@@ -40,4 +42,47 @@ export function ipFamily(text: string): 4 | 6 | null {
   if (isIPv4(text)) return 4;
   if (isIPv6(text)) return 6;
   return null;
+}
+
+/** The 8 groups of a valid IPv6 address (a trailing dotted quad becomes the last two). */
+function ipv6Groups(text: string): number[] {
+  const expand = (s: string): number[] =>
+    s === ""
+      ? []
+      : s.split(":").flatMap((g) => {
+          if (!g.includes(".")) return [parseInt(g, 16)];
+          const [a = 0, b = 0, c = 0, d = 0] = g.split(".").map(Number);
+          return [(a << 8) | b, (c << 8) | d];
+        });
+  const [head = "", tail] = text.split("::");
+  const h = expand(head);
+  if (tail === undefined) return h;
+  const t = expand(tail);
+  return [...h, ...Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
+
+/**
+ * The one spelling of an address (RFC 5952 for IPv6: lower case, no leading zeros, the longest run of zero groups as
+ * `::`; IPv4-mapped as `::ffff:a.b.c.d`), so two spellings of one endpoint are one endpoint, not double its weight.
+ * Null when the text is not an address.
+ */
+export function canonicalIp(text: string): string | null {
+  const family = ipFamily(text);
+  if (family === 4) return text;
+  if (family === null) return null;
+  const g = ipv6Groups(text);
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
+    const [hi = 0, lo = 0] = g.slice(6);
+    return `::ffff:${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  let best = { at: -1, len: 1 };
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > best.len) best = { at: i, len: j - i };
+    i = j === i ? i + 1 : j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (best.at < 0) return hex.join(":");
+  return `${hex.slice(0, best.at).join(":")}::${hex.slice(best.at + best.len).join(":")}`;
 }

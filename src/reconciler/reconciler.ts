@@ -136,6 +136,7 @@ export class Reconciler {
       this.applied = desired;
       status.recordApply({ at, result: "unchanged", action: "none", reason, generation: out.generation, ms });
       log.debug({ reason, generation: out.generation }, "config unchanged: no reload");
+      await this.save(desired);
       return;
     }
     const change = diffDesired(this.applied, desired);
@@ -186,9 +187,14 @@ export class Reconciler {
       },
       out.action === "start" ? "nginx started" : "config applied",
     );
+    await this.save(desired);
+  }
+
+  /** Persists what nginx now serves, endpoints of keys no route uses included, for the next start. */
+  private async save(desired: Desired): Promise<void> {
     await this.deps
       .persist(desired)
-      .catch((e: unknown) => log.warn({ err: (e as Error).message }, "could not save state"));
+      .catch((e: unknown) => this.deps.log.warn({ err: (e as Error).message }, "could not save state"));
   }
 }
 

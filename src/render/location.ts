@@ -1,4 +1,5 @@
 import { backendName } from "../model/services.js";
+import { dynamicLocationBody } from "./dynamic.js";
 import type { RoutePlan } from "./plan-routes.js";
 import { tok } from "./tokens.js";
 
@@ -10,9 +11,14 @@ function withoutSlash(path: string): string {
   return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
 }
 
-/** What a location does: proxy to the route's upstream, or answer 503 naming the route when it has no endpoint. */
-function body(plan: RoutePlan, target: string): string[] {
-  if (plan.members.length > 0) return [`proxy_pass http://${tok.upstream(plan.upstream)}${target};`];
+/**
+ * What a location does: proxy to the route's upstream, or answer 503 naming the route when it has no endpoint.
+ * `target` null means the route maps its prefix to itself: proxy_pass without a URI then sends the client's request
+ * URI as received, whereas a URI part makes nginx send its decoded, normalised copy (`%2F` becomes `/`, `//` `/`).
+ */
+function body(plan: RoutePlan, target: string | null, dynamic: boolean): string[] {
+  if (dynamic) return dynamicLocationBody(plan, target ?? "");
+  if (plan.members.length > 0) return [`proxy_pass http://${tok.upstream(plan.upstream)}${target ?? ""};`];
   const { route } = plan;
   return [
     `default_type text/plain;`,
@@ -28,12 +34,13 @@ function block(match: string, lines: string[]): string {
  * The locations of one route. A prefix `/p` maps `/p/x` to `<backend_path>/x` and `/p` itself to `<backend_path>`;
  * `/px` is not this route. nginx's prefix locations give "longest prefix wins" for free.
  */
-export function renderLocations(plan: RoutePlan): string {
+export function renderLocations(plan: RoutePlan, dynamic = false): string {
   const prefix = tok.path(plan.route.prefix);
   const backendPath = tok.path(plan.route.backendPath);
-  if (prefix === "/") return block("/", body(plan, withSlash(backendPath)));
+  const identity = withSlash(prefix) === withSlash(backendPath);
+  if (prefix === "/") return block("/", body(plan, identity ? null : withSlash(backendPath), dynamic));
   return [
-    block(`${prefix}/`, body(plan, withSlash(backendPath))),
-    block(`= ${prefix}`, body(plan, withoutSlash(backendPath))),
+    block(`${prefix}/`, body(plan, identity ? null : withSlash(backendPath), dynamic)),
+    block(`= ${prefix}`, body(plan, identity ? null : withoutSlash(backendPath), dynamic)),
   ].join("\n");
 }

@@ -1,5 +1,13 @@
 import type { BackendSet } from "../model/backends.js";
 import type { Services } from "../model/services.js";
+import {
+  dynamicControlLines,
+  dynamicFiles,
+  dynamicHttpLines,
+  dynamicMainLines,
+  isDynamic,
+  renderDynamicUpstream,
+} from "./dynamic.js";
 import { fnv1a64 } from "./hash.js";
 import type { RenderOptions, Rendered, RenderedFile } from "./options.js";
 import { planRoutes, type RoutePlan } from "./plan-routes.js";
@@ -31,7 +39,7 @@ function serverNamesHash(services: Services): string[] {
   return [`server_names_hash_max_size ${tok.int(max)};`, `server_names_hash_bucket_size ${tok.int(bucket)};`];
 }
 
-function controlServer(port: number): string {
+function controlServer(port: number, extra: readonly string[]): string {
   return [
     `    server {`,
     `        # nginx-lb's internal control server: loopback only, never a frontend port.`,
@@ -41,6 +49,7 @@ function controlServer(port: number): string {
     `            default_type text/plain;`,
     `            return 200 "${GENERATION_MARK}";`,
     `        }`,
+    ...extra,
     `        location / {`,
     `            return 404;`,
     `        }`,
@@ -66,6 +75,7 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     const f = tlsFiles(s);
     if (f) files.push(f.cert, f.key);
   }
+  files.push(...dynamicFiles(options));
 
   const out: string[] = [
     `# Rendered by nginx-lb from services.json and the backend registry. Do not edit: it is rewritten on every change.`,
@@ -74,6 +84,7 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     `pid ${tok.file(options.pidFile ?? `${dir}/nginx.pid`)};`,
     `error_log ${tok.file(`${dir}/logs/error.log`)} warn;`,
     `worker_rlimit_nofile 65536;`,
+    ...dynamicMainLines(options),
     ``,
     `events {`,
     `    worker_connections 8192;`,
@@ -91,8 +102,13 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     ),
     ...serverNamesHash(desired.services).map((l) => `    ${l}`),
     ``,
-    `    # Upgrade only when the client asks; otherwise an empty Connection keeps upstream keepalive working.`,
-    `    map $http_upgrade $nlb_connection {`,
+    `    # Only websocket upgrades pass (an h2c upgrade could tunnel past the route's path prefix); without one an empty`,
+    `    # Connection keeps upstream keepalive working.`,
+    `    map $http_upgrade $nlb_upgrade {`,
+    `        default "";`,
+    `        ~*^websocket$ $http_upgrade;`,
+    `    }`,
+    `    map $nlb_upgrade $nlb_connection {`,
     `        default upgrade;`,
     `        "" "";`,
     `    }`,
@@ -107,17 +123,24 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     `    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`,
     `    proxy_set_header X-Forwarded-Proto $scheme;`,
     `    proxy_set_header X-Forwarded-Host $nlb_host;`,
-    `    proxy_set_header Upgrade $http_upgrade;`,
+    `    proxy_set_header Upgrade $nlb_upgrade;`,
     `    proxy_set_header Connection $nlb_connection;`,
     `    proxy_connect_timeout 5s;`,
     `    proxy_next_upstream error timeout;`,
-    `    proxy_next_upstream_tries 3;`,
+    // Each endpoint of an upstream at most once (0 = as many tries as it has servers), so the backups are reached
+    // however many primaries are down; endpoints that time out rather than refuse are bounded by the timeout.
+    `    proxy_next_upstream_tries 0;`,
+    `    proxy_next_upstream_timeout 15s;`,
     ``,
+    ...dynamicHttpLines(options, dir),
   ];
-  for (const p of plans) if (p.members.length > 0) out.push(renderUpstream(p, options.upstreamKeepalive ?? 32));
+  const keepalive = options.upstreamKeepalive ?? 32;
+  for (const p of plans)
+    if (isDynamic(options)) out.push(renderDynamicUpstream(p, keepalive));
+    else if (p.members.length > 0) out.push(renderUpstream(p, keepalive));
   for (const [port, tls] of [...ports].sort((a, b) => a[0] - b[0])) out.push(renderDefaultServer(port, tls, opts));
   for (const s of desired.services.servers) out.push(renderServer(s, byServer.get(s) ?? [], opts));
-  if (options.controlPort !== undefined) out.push(controlServer(options.controlPort));
+  if (options.controlPort !== undefined) out.push(controlServer(options.controlPort, dynamicControlLines(options)));
   out.push(`}`, ``);
 
   const draft = out.join("\n");

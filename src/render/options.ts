@@ -16,6 +16,12 @@ export interface RenderOptions {
   readonly accessLog?: string | null;
   /** `user` directive when nginx starts as root. Default none (nginx's own default). */
   readonly user?: string;
+  /** How endpoint changes reach nginx: in nginx.conf (reload, the default) or pushed to our Lua balancer (dynamic). */
+  readonly endpointsMode?: "reload" | "dynamic";
+  /** Dynamic mode: the balancer's Lua source, written beside nginx.conf (so a new balancer is a new generation). */
+  readonly luaSource?: string;
+  /** Dynamic mode: where nginx's dynamic modules (ndk, lua) live. Default /usr/lib/nginx/modules (Debian). */
+  readonly nginxModulesDir?: string;
 }
 
 /** The file a rendered config needs beside nginx.conf: a path relative to `dir`, its bytes and mode. */

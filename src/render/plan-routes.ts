@@ -19,7 +19,8 @@ export interface RoutePlan {
   readonly members: readonly UpstreamMember[];
 }
 
-function members(route: Route, backends: BackendSet): UpstreamMember[] {
+/** The endpoints of one route: primaries, then backups not already primaries; empty when nothing can serve. */
+export function members(route: Route, backends: BackendSet): UpstreamMember[] {
   const toMembers = (eps: Readonly<Record<string, Endpoint>> | undefined, port: number, backup: boolean) =>
     Object.keys(eps ?? {})
       .sort()

@@ -1,4 +1,5 @@
 import type { Server } from "../model/services.js";
+import { isDynamic } from "./dynamic.js";
 import { renderLocations } from "./location.js";
 import type { RenderOptions } from "./options.js";
 import type { RoutePlan } from "./plan-routes.js";
@@ -17,7 +18,15 @@ export function renderServer(server: Server, plans: readonly RoutePlan[], option
     );
   }
   lines.push(`        server_name ${tok.domain(server.domain)};`);
-  for (const plan of plans) lines.push(renderLocations(plan));
+  for (const plan of plans) lines.push(renderLocations(plan, isDynamic(options)));
+  // Without a `/` route nginx would answer unmatched paths from files under its prefix (403/404 pages, or real files).
+  if (!plans.some((p) => p.route.prefix === "/"))
+    lines.push(
+      `        location / {`,
+      `            default_type text/plain;`,
+      `            return 404 "no route for this path\\n";`,
+      `        }`,
+    );
   lines.push(`    }`);
   return lines.join("\n");
 }

@@ -155,6 +155,16 @@ describe("nginx-lb run with a backends file", () => {
     );
     expect(await who(s.url("/new/x"))).toBe("127.0.0.4");
     expect(await who(s.url("/"))).toBe("127.0.0.2");
+    // Endpoint changes keep applying while the routing file is broken.
+    await writeFile(
+      s.backends,
+      JSON.stringify({ "web-api": { "127.0.0.3": { weight: 1 } }, "new-api": { "127.0.0.4": { weight: 1 } } }),
+    );
+    await eventually(
+      async () => (await who(s.url("/"))) === "127.0.0.3",
+      10_000,
+      "endpoint change while services.json is invalid",
+    );
     await s.lb.stop();
   });
 
@@ -256,6 +266,23 @@ describe("nginx-lb run with a backends file", () => {
     expect(traffic.done).toBeGreaterThan(200);
     expect(traffic.failures).toEqual([]);
     expect(s.lb.applies("reload").length).toBeGreaterThan(3);
+    await s.lb.stop();
+  });
+
+  it("keys no route references are kept but never cause a reload", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    const before = s.lb.applies("reload").length;
+    await writeFile(
+      s.backends,
+      JSON.stringify({ "web-api": { "127.0.0.2": { weight: 1 } }, "other-svc": { "10.9.9.9": { weight: 5 } } }),
+    );
+    await s.lb.waitFor(/config unchanged/);
+    await sleep(300);
+    expect(s.lb.applies("reload").length).toBe(before);
+    const state = JSON.parse(await readFile(join(s.dir, "state/state.json"), "utf8")) as {
+      backends: Record<string, unknown>;
+    };
+    expect(Object.keys(state.backends)).toContain("other-svc");
     await s.lb.stop();
   });
 

@@ -100,6 +100,11 @@ async function childPids(pid: number): Promise<number[]> {
   }
 }
 
+async function isServingWorker(pid: number): Promise<boolean> {
+  const title = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+  return title.includes("worker process") && !title.includes("shutting down");
+}
+
 export class RunningNginx {
   private exited: Promise<number | null>;
   private done = false;
@@ -129,6 +134,20 @@ export class RunningNginx {
     return readFile(join(this.dir, "logs/error.log"), "utf8").catch(() => "");
   }
 
+  /**
+   * nginx writes its pid file only after it has bound every listen socket, so this tells a started nginx from one
+   * still retrying a taken port (whose address another process may be answering on).
+   */
+  async waitPidFile(conf: string, timeoutMs = 10_000): Promise<void> {
+    const file = /^pid\s+(\S+);/m.exec(conf)?.[1] ?? join(this.dir, "logs/nginx.pid");
+    const deadline = Date.now() + timeoutMs;
+    while ((await readFile(file, "utf8").catch(() => "")).trim() !== String(this.pid)) {
+      if (this.done || Date.now() > deadline)
+        throw new Error(`nginx did not start (no pid file ${file}):\n${await this.errorLog()}`);
+      await sleep(25);
+    }
+  }
+
   /** Resolves once every listen address accepts TCP connections; throws with nginx's error log otherwise. */
   async waitListening(conf: string, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -143,7 +162,8 @@ export class RunningNginx {
 
   /**
    * Writes the next config and sends SIGHUP; resolves when new worker processes run it (nginx starts new workers
-   * only after the new config loaded), and the new listen addresses accept connections.
+   * only after the new config loaded), no old worker accepts connections any more, and every listen address of the
+   * new config accepts connections.
    */
   async reload(next: Rendered | string, timeoutMs = 10_000): Promise<void> {
     const before = new Set(await childPids(this.pid));
@@ -154,6 +174,14 @@ export class RunningNginx {
       if (this.done || Date.now() > deadline)
         throw new Error(`nginx did not start new workers after reload:\n${await this.errorLog()}`);
       await sleep(25);
+    }
+    // Old workers keep accepting until they handle their QUIT; they retitle themselves "shutting down" right after
+    // closing their listen sockets, and from then on every new connection meets the new config.
+    for (const old of before) {
+      while (await isServingWorker(old)) {
+        if (Date.now() > deadline) throw new Error(`old nginx worker ${old} still serving after reload`);
+        await sleep(10);
+      }
     }
     await this.waitListening(confText(next), Math.max(0, deadline - Date.now()));
   }
@@ -194,6 +222,7 @@ export async function startNginx(rendered: Rendered | string, dir: string): Prom
   const ngx = new RunningNginx(dir, confFile, child);
   running.add(ngx);
   try {
+    await ngx.waitPidFile(confText(rendered));
     await ngx.waitListening(confText(rendered));
   } catch (e) {
     await ngx.stop();

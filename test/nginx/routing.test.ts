@@ -29,7 +29,25 @@ beforeAll(async () => {
             "/empty": { app: "nobody", service: "home", port: bp },
           },
         },
-        { domain_name: "other.test", frontend_port: port, routes: { "/": { app: "other", service: "web", port: bp } } },
+        { domain_name: "*.wild.test", frontend_port: port, routes: { "/": { app: "sub", service: "web", port: bp } } },
+        {
+          domain_name: "exact.wild.test",
+          frontend_port: port,
+          routes: { "/": { app: "other", service: "web", port: bp } },
+        },
+        {
+          domain_name: "noroot.test",
+          frontend_port: port,
+          routes: { "/api": { app: "other", service: "web", port: bp } },
+        },
+        {
+          domain_name: "other.test",
+          frontend_port: port,
+          routes: {
+            "/": { app: "other", service: "web", port: bp },
+            "/keep": { app: "sub", service: "web", port: bp, backend_path: "/keep/" },
+          },
+        },
       ],
     },
     {
@@ -65,6 +83,13 @@ describe("host routing", () => {
     expect((await echo("/", `other.test:${port}`)).backend).toBe("127.0.0.5");
   });
 
+  it("a wildcard domain takes every subdomain depth, not the bare domain; an exact name wins over it", async () => {
+    expect((await echo("/", "a.wild.test")).backend).toBe("127.0.0.3");
+    expect((await echo("/", "x.y.wild.test")).backend).toBe("127.0.0.3");
+    expect((await echo("/", "exact.wild.test")).backend).toBe("127.0.0.5");
+    expect((await get(url("/"), { host: "wild.test" })).status).toBe(404);
+  });
+
   it("answers 404 for an unknown Host, never another site", async () => {
     const r = await get(url("/"), { host: "unknown.test" });
     expect(r.status).toBe(404);
@@ -74,6 +99,16 @@ describe("host routing", () => {
 });
 
 describe("prefix rules", () => {
+  it("a site without a / route answers 404 for paths no route matches (never files from nginx's prefix)", async () => {
+    for (const path of ["/", "/x", "/apix", "/index.html"]) {
+      const r = await get(url(path), { host: "noroot.test" });
+      expect(r.status, path).toBe(404);
+      expect(r.headers["x-backend"]).toBeUndefined();
+      expect(r.body).toBe("no route for this path\n");
+    }
+    expect((await echo("/api/x", "noroot.test")).url).toBe("/x");
+  });
+
   it("route / with backend_path /v2 maps /foo?x=1 to /v2/foo?x=1", async () => {
     expect(await echo("/foo?x=1")).toMatchObject({ backend: "127.0.0.2", url: "/v2/foo?x=1" });
   });
@@ -103,6 +138,13 @@ describe("prefix rules", () => {
     const q = "?a=%2F%20b&c=d+e&&f=%26&g=%E4%BD%A0&h";
     expect((await echo(`/suburl/x${q}`)).url).toBe(`/x${q}`);
     expect((await echo(`/p${q}`)).url).toBe(`/v2/p${q}`);
+  });
+
+  it("passes the request URI byte for byte when the route maps a path to itself (%2F, //, %20 kept)", async () => {
+    for (const path of ["/projects/group%2Fname?x=%2F", "/a//b", "/sp%20ace", "/%7Euser"])
+      expect(await echo(path, "other.test")).toMatchObject({ backend: "127.0.0.5", url: path });
+    for (const path of ["/keep/a%2Fb?q=%2F", "/keep", "/keep/"])
+      expect(await echo(path, "other.test")).toMatchObject({ backend: "127.0.0.3", url: path });
   });
 
   it("passes every method and the request body", async () => {
@@ -146,8 +188,33 @@ describe("headers the backend receives", () => {
     });
   });
 
+  it("overwrites what a client claims in X-Real-IP, X-Forwarded-Proto and X-Forwarded-Host", async () => {
+    const r = await demo("/suburl/h", {
+      "x-real-ip": "203.0.113.1",
+      "x-forwarded-proto": "https",
+      "x-forwarded-host": "evil.test",
+    });
+    expect(r.json<Echo>().headers).toMatchObject({
+      "x-real-ip": "127.0.0.1",
+      "x-forwarded-proto": "http",
+      "x-forwarded-host": "demo.test",
+    });
+  });
+
   it("does not forward an Upgrade the client did not ask for (keepalive stays possible)", async () => {
     const { headers } = (await demo("/suburl/h")).json<Echo>();
+    expect(headers["upgrade"]).toBeUndefined();
+    expect(headers["connection"]).toBeUndefined();
+  });
+
+  it("passes websocket upgrades only: an h2c upgrade (request smuggling past the route prefix) is not forwarded", async () => {
+    const { headers } = (
+      await demo("/suburl/h", {
+        upgrade: "h2c",
+        connection: "Upgrade, HTTP2-Settings",
+        "http2-settings": "AAMAAABkAAQAAP__",
+      })
+    ).json<Echo>();
     expect(headers["upgrade"]).toBeUndefined();
     expect(headers["connection"]).toBeUndefined();
   });

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { renderNginxConf } from "../../src/render/index.js";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { alpn, get, h2get } from "../helpers/http.js";
@@ -26,7 +27,10 @@ beforeAll(async () => {
     ssl_port: tlsPort,
     ssl_certificate: pem.cert,
     ssl_certificate_key: pem.key,
-    routes: { "/": { app, service: "web", port: pool.port } },
+    routes: {
+      "/": { app, service: "web", port: pool.port },
+      "/none": { app: "none", service: "web", port: pool.port },
+    },
   });
   const desired = mustDesired(
     { servers: [site("a.test", a, "a"), site("b.test", b, "b")] },
@@ -64,6 +68,29 @@ describe("TLS", () => {
     const r = await h2get(`https://127.0.0.1:${tlsPort}/h2?q=1`, { host: "b.test" });
     expect(r.status).toBe(200);
     expect(r.json<Echo>()).toMatchObject({ backend: "127.0.0.3", url: "/h2?q=1", headers: { host: "b.test" } });
+  });
+
+  it("answers 503 for a route without endpoints over TLS too", async () => {
+    const r = await get(`https://127.0.0.1:${tlsPort}/none/x`, { host: "a.test", ca: ca.cert });
+    expect(r.status).toBe(503);
+    expect(r.body).toContain("/none");
+  });
+
+  it("upgrades a websocket over TLS (wss) with SNI", async () => {
+    // ws passes TLS options through to https.request; its types omit `servername`.
+    const options = { headers: { host: "b.test" }, servername: "b.test", ca: ca.cert } as WebSocket.ClientOptions;
+    const ws = new WebSocket(`wss://127.0.0.1:${tlsPort}/sock`, options);
+    const reply = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("wss: no echo within 5 s")), 5_000);
+      ws.once("open", () => ws.send("hi"));
+      ws.once("message", (d) => {
+        clearTimeout(timer);
+        resolve(String(d));
+      });
+      ws.once("error", reject);
+    });
+    ws.close();
+    expect(reply).toBe("127.0.0.3 /sock hi");
   });
 
   it("serves the same site over plain HTTP on frontend_port", async () => {

@@ -14,7 +14,7 @@ let port: number;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
 
 beforeAll(async () => {
-  pool = await startBackends(loopbackIps(8));
+  pool = await startBackends(loopbackIps(13));
   port = await freePort();
   const site = (domain: string, routes: Record<string, unknown>) => ({
     domain_name: domain,
@@ -33,6 +33,7 @@ beforeAll(async () => {
         site("weights.test", { "/": route("w") }),
         site("failover.test", { "/": route("f", { backup: { app: "fb", service: "svc", port: pool.port } }) }),
         site("keepalive.test", { "/": route("k") }),
+        site("many.test", { "/": route("m", { backup: { app: "mb", service: "svc", port: pool.port } }) }),
         site("ws.test", { "/": route("plain"), "/ws": route("ws") }),
       ],
     },
@@ -41,6 +42,8 @@ beforeAll(async () => {
       "f-svc": { "127.0.0.5": { weight: 1 }, "127.0.0.6": { weight: 1 } },
       "fb-svc": { "127.0.0.7": { weight: 1 } },
       "k-svc": { "127.0.0.8": { weight: 1 } },
+      "m-svc": Object.fromEntries(loopbackIps(4, 10).map((ip) => [ip, { weight: 1 }])),
+      "mb-svc": { "127.0.0.14": { weight: 1 } },
       "ws-svc": { "127.0.0.9": { weight: 1 } },
       "plain-svc": { "127.0.0.8": { weight: 1 } },
     },
@@ -95,6 +98,28 @@ describe("passive health and backups", () => {
     const tally = await spray("failover.test", 60);
     expect(Object.fromEntries(tally)).toEqual({ "127.0.0.7": 60 });
   });
+  it("reaches the backup on the very first request when more primaries are down than a fixed retry count", async () => {
+    await Promise.all(loopbackIps(4, 10).map((ip) => pool.get(ip).stop()));
+    const tally = await spray("many.test", 20, 1);
+    expect(Object.fromEntries(tally)).toEqual({ "127.0.0.14": 20 });
+  });
+});
+
+describe("recovery", () => {
+  it("sends traffic back to the primaries once they answer again after fail_timeout (10 s)", async () => {
+    await pool.get("127.0.0.5").start();
+    await pool.get("127.0.0.6").start();
+    const deadline = Date.now() + 15_000;
+    let backend = "";
+    while (Date.now() < deadline) {
+      const r = await get(`http://127.0.0.1:${port}/`, { host: "failover.test", agent });
+      expect(r.status).toBe(200);
+      backend = r.json<Echo>().backend;
+      if (backend !== "127.0.0.7") break;
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    expect(["127.0.0.5", "127.0.0.6"]).toContain(backend);
+  }, 20_000);
 });
 
 describe("upstream keepalive", () => {

@@ -1,0 +1,198 @@
+import { Etcd3, type Lease } from "etcd3";
+import { parseEndpointKey, parseWeight } from "../model/backends.js";
+import { formatProblem, type Problem } from "../model/problem.js";
+import { createLogger, type Logger } from "../shared/log.js";
+import { etcd3ClientOptions, describeEtcdError } from "../sources/etcd-v3.js";
+import {
+  abortableSleep,
+  backoffDelay,
+  keyPrefix,
+  retryOptions,
+  type EtcdAuthOptions,
+  type EtcdTlsOptions,
+} from "../sources/registry-state.js";
+import { EtcdV2Answer, describeV2Error, v2KeyPath, v2Request } from "../sources/etcd-v2.js";
+import { checkEtcdOptions, sourceOptions, type EtcdOptions } from "../sources/registry.js";
+import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
+
+export interface RegisterFlags extends EtcdFlags {
+  app: string;
+  service: string;
+  ip: string;
+  weight?: string;
+  ttl?: string;
+}
+
+/** A validated registration: the exact key and value the daemon will read back as one endpoint. */
+export interface Registration {
+  readonly key: string;
+  readonly value: string;
+  readonly ttl: number;
+}
+
+/**
+ * Builds the key and value for `app`/`service`/`ip` and checks them with the rules the daemon reads with
+ * (parseEndpointKey), so nothing is written that would be rejected or read with a different weight.
+ */
+export function registrationFor(
+  prefix: string,
+  flags: Pick<RegisterFlags, "app" | "service" | "ip" | "weight" | "ttl">,
+): { ok: true; value: Registration } | { ok: false; errors: Problem[] } {
+  const errors: Problem[] = [];
+  const weight = Number(flags.weight ?? "50");
+  const value = JSON.stringify({ weight });
+  const w = parseWeight(value);
+  if (w.warning || !/^\d+$/.test(flags.weight ?? "50"))
+    errors.push({ code: "register_weight", path: "--weight", message: `must be an integer from 0 to 1000` });
+  const ttl = Number(flags.ttl ?? "30");
+  if (!Number.isInteger(ttl) || ttl < 2 || ttl > 86_400)
+    errors.push({ code: "register_ttl", path: "--ttl", message: "must be whole seconds from 2 to 86400" });
+  for (const [flag, v] of [
+    ["--app", flags.app],
+    ["--service", flags.service],
+  ] as const)
+    if (!v || v.includes("/")) errors.push({ code: "register_name", path: flag, message: "must be a non-empty name" });
+  const key = `${keyPrefix(prefix)}${flags.app}-${flags.service}/ips/${flags.ip}`;
+  const r = parseEndpointKey(key, value, prefix);
+  if (r.kind === "rejected") errors.push({ code: "register_key", path: key, message: r.reason });
+  if (errors.length > 0) return { ok: false, errors };
+  // The daemon lowercases IPv6 addresses; write the form it reads so deregister finds the same key.
+  const canonical = r.kind === "endpoint" ? `${keyPrefix(prefix)}${r.name}/ips/${r.ip}` : key;
+  return { ok: true, value: { key: canonical, value, ttl } };
+}
+
+/** `nginx-lb register`: writes the endpoint on a lease, renews it while running, deletes it on SIGTERM/SIGINT. */
+export async function registerCommand(flags: RegisterFlags): Promise<number> {
+  const setup = await setupEtcd(flags);
+  if (!setup) return 1;
+  const reg = registrationFor(setup.config.prefix, flags);
+  if (!reg.ok) return fail(reg.errors);
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+  try {
+    await (setup.config.api === "v2" ? holdV2 : holdV3)(setup.connection, reg.value, ac.signal, setup.logger);
+  } finally {
+    process.off("SIGTERM", stop);
+    process.off("SIGINT", stop);
+  }
+  return 0;
+}
+
+/** What register/deregister connect with: endpoints, credentials and the TLS material already read. */
+export interface Connection {
+  readonly endpoints: readonly string[];
+  readonly auth?: EtcdAuthOptions;
+  readonly tls?: EtcdTlsOptions;
+}
+
+/** Reads the etcd flags (default endpoint: local etcd); prints problems and returns undefined when they are wrong. */
+export async function setupEtcd(
+  flags: EtcdFlags,
+): Promise<{ config: EtcdOptions; connection: Connection; logger: Logger } | undefined> {
+  const c = await etcdConfigFromFlags(
+    { ...flags, etcdEndpoints: flags.etcdEndpoints ?? (process.env["HOST_IP"] ? undefined : "http://127.0.0.1:2379") },
+    process.env,
+  );
+  if (!c.ok) return void fail(c.errors);
+  const checked = await checkEtcdOptions(c.value);
+  if (!checked.ok) return void fail(checked.errors);
+  const { auth } = sourceOptions(c.value, createLogger({ level: "silent" }));
+  const connection = {
+    endpoints: c.value.endpoints,
+    ...(auth ? { auth } : {}),
+    ...(checked.tls ? { tls: checked.tls } : {}),
+  };
+  return { config: c.value, connection, logger: createLogger() };
+}
+
+function fail(errors: readonly Problem[]): number {
+  for (const e of errors) console.error(`error: ${formatProblem(e)}`);
+  return 1;
+}
+
+/** Holds the key on a v3 lease until the signal aborts; re-grants and re-puts after a lost lease (etcd restart). */
+async function holdV3(config: Connection, reg: Registration, signal: AbortSignal, log: Logger) {
+  const client = new Etcd3(etcd3ClientOptions(config));
+  const retry = retryOptions();
+  let attempt = 0;
+  try {
+    while (!signal.aborted) {
+      const lease: Lease = client.lease(reg.ttl);
+      const lost = new Promise<Error>((resolve) => lease.once("lost", resolve));
+      try {
+        await lease.put(reg.key).value(reg.value);
+        attempt = 0;
+        log.info({ key: reg.key, value: reg.value, ttl: reg.ttl }, "registered; renewing until SIGTERM");
+        const aborted = new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
+        const why = await Promise.race([lost, aborted]);
+        if (why instanceof Error) {
+          log.warn({ key: reg.key, reason: describeEtcdError(why, config) }, "lease lost; registering again");
+          continue;
+        }
+        // Revoking the lease deletes the key now rather than after the TTL.
+        await lease.revoke();
+        log.info({ key: reg.key }, "deregistered");
+        return;
+      } catch (e) {
+        lease.release();
+        if (signal.aborted) return;
+        log.error({ key: reg.key, reason: describeEtcdError(e, config) }, "could not register; retrying");
+      }
+      await abortableSleep(backoffDelay(attempt++, retry), signal);
+    }
+  } finally {
+    client.close();
+  }
+}
+
+/** Holds the key with a v2 TTL until the signal aborts, refreshing it at a third of the TTL. */
+async function holdV2(config: Connection, reg: Registration, signal: AbortSignal, log: Logger) {
+  const v2 = v2Client(config);
+  let registered = false;
+  let attempt = 0;
+  while (!signal.aborted) {
+    const body: Record<string, string> = registered
+      ? { ttl: String(reg.ttl), refresh: "true", prevExist: "true" }
+      : { ttl: String(reg.ttl), value: reg.value };
+    const r = await v2.call("PUT", reg.key, body);
+    if (r.ok) {
+      if (!registered) log.info({ key: reg.key, value: reg.value, ttl: reg.ttl }, "registered; renewing until SIGTERM");
+      registered = true;
+      attempt = 0;
+      await abortableSleep((reg.ttl * 1000) / 3, signal);
+      continue;
+    }
+    // A refresh of a key that expired meanwhile (etcd was down longer than the TTL) must write it again.
+    registered = false;
+    log.error({ key: reg.key, status: r.status, reason: r.text.slice(0, 200) }, "could not register; retrying");
+    await abortableSleep(backoffDelay(attempt++, retryOptions()), signal);
+  }
+  if (registered) {
+    await v2.call("DELETE", reg.key);
+    log.info({ key: reg.key }, "deregistered");
+  }
+}
+
+/** A minimal v2 key client for register/deregister, with the same TLS and auth handling as the v2 source. */
+export function v2Client(config: Connection) {
+  return {
+    call: async (method: "PUT" | "DELETE", key: string, form?: Record<string, string>) => {
+      const url = new URL(v2KeyPath(key), config.endpoints[0] ?? "");
+      try {
+        const r = await v2Request(
+          url,
+          { tls: config.tls, auth: config.auth, method, ...(form ? { form } : {}) },
+          new AbortController().signal,
+          10_000,
+        );
+        if (r === "timeout") return { ok: false, status: 0, text: "timed out" };
+        return { ok: true, status: 200, text: "" };
+      } catch (e) {
+        if (e instanceof EtcdV2Answer) return { ok: false, status: e.status, text: describeV2Error(e, config.auth) };
+        return { ok: false, status: 0, text: (e as Error).message };
+      }
+    },
+  };
+}

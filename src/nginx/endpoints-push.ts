@@ -1,0 +1,148 @@
+import { request } from "node:http";
+import { changedUpstreams, type EndpointSets } from "../model/plan.js";
+import { ENDPOINTS_PATH, endpointSets } from "../render/dynamic.js";
+import type { RoutePlan } from "../render/plan-routes.js";
+
+/** The body of a push: every route's whole endpoint set, tagged with the controller's version. */
+export interface PushBody {
+  readonly version: number;
+  /** Present on a partial push: the version nginx must hold; only the listed upstreams are replaced. */
+  readonly base?: number;
+  readonly upstreams: EndpointSets;
+}
+
+/** Builds the push body from the same route plan the renderer uses, so both modes balance over identical members. */
+export function pushBody(version: number, plans: readonly RoutePlan[]): PushBody {
+  return { version, upstreams: endpointSets(plans) };
+}
+
+/**
+ * A partial push carrying only the sets that differ from `running` (what nginx holds at version `base`), or null
+ * when the upstream names differ and a whole push is needed. Keeps a one-endpoint change cheap with 10,000 routes.
+ */
+export function partialPushBody(
+  version: number,
+  base: number,
+  running: EndpointSets,
+  desired: EndpointSets,
+): PushBody | null {
+  const changed = changedUpstreams(running, desired);
+  if (changed === null) return null;
+  const upstreams: Record<string, EndpointSets[string]> = {};
+  for (const name of changed) upstreams[name] = desired[name] ?? [];
+  return { version, base, upstreams };
+}
+
+export interface PushTarget {
+  /** The control server's loopback port (RenderOptions.controlPort). */
+  readonly port: number;
+  readonly host?: string;
+  /** Whole-request deadline. Default 5,000 ms. */
+  readonly timeoutMs?: number;
+}
+
+/** Why a push or query failed: the HTTP status (0 when no answer) and nginx's words. */
+export class PushError extends Error {
+  override name = "PushError";
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function call(target: PushTarget, method: "GET" | "POST", body?: string): Promise<{ version: number | null }> {
+  const payload = body === undefined ? undefined : Buffer.from(body);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: target.host ?? "127.0.0.1",
+        port: target.port,
+        path: ENDPOINTS_PATH,
+        method,
+        agent: false,
+        headers: payload
+          ? { "content-type": "application/json", "content-length": payload.length }
+          : { "content-length": 0 },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8").trim();
+          const status = res.statusCode ?? 0;
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = undefined;
+          }
+          const obj = (typeof parsed === "object" && parsed !== null ? parsed : {}) as Record<string, unknown>;
+          if (status !== 200) {
+            reject(new PushError(status, `${method} ${ENDPOINTS_PATH}: ${status} ${String(obj["error"] ?? text)}`));
+            return;
+          }
+          const v = obj["version"];
+          if (v !== null && typeof v !== "number") {
+            reject(new PushError(status, `${method} ${ENDPOINTS_PATH}: unexpected answer ${text.slice(0, 200)}`));
+            return;
+          }
+          resolve({ version: v });
+        });
+      },
+    );
+    req.setTimeout(target.timeoutMs ?? 5000, () =>
+      req.destroy(new PushError(0, `${method} ${ENDPOINTS_PATH}: no answer within ${target.timeoutMs ?? 5000} ms`)),
+    );
+    req.on("error", (e) =>
+      reject(e instanceof PushError ? e : new PushError(0, `${method} ${ENDPOINTS_PATH}: ${e.message}`)),
+    );
+    req.end(payload);
+  });
+}
+
+/**
+ * Sends a push (whole, or partial with `base`); resolves with the version nginx stored. A 409 on a partial push means
+ * nginx holds another version: send a whole push.
+ */
+export async function pushEndpoints(target: PushTarget, body: PushBody): Promise<number> {
+  const { version } = await call(target, "POST", JSON.stringify(body));
+  if (version === null) throw new PushError(200, `POST ${ENDPOINTS_PATH}: nginx stored no version`);
+  return version;
+}
+
+/** The version nginx holds, or null when nothing was pushed since its shared dict was created. */
+export async function pushedVersion(target: PushTarget): Promise<number | null> {
+  return (await call(target, "GET")).version;
+}
+
+/** What the controller last knew nginx to hold: the version and the sets; null after a (re)start or a failed push. */
+export interface PushedState {
+  readonly version: number;
+  readonly sets: EndpointSets;
+}
+
+/**
+ * Makes nginx hold `desired`: a partial push when nginx's sets are known and name the same upstreams, a whole push
+ * otherwise or when nginx refuses the partial one (409: it holds another version). Throws PushError when nginx cannot
+ * be reached or refuses the whole push; the caller retries with backoff and treats the state as unknown (null).
+ */
+export async function syncEndpoints(
+  target: PushTarget,
+  running: PushedState | null,
+  desired: EndpointSets,
+  nextVersion: number,
+): Promise<PushedState> {
+  const partial = running && partialPushBody(nextVersion, running.version, running.sets, desired);
+  if (partial) {
+    if (Object.keys(partial.upstreams).length === 0) return running;
+    try {
+      return { version: await pushEndpoints(target, partial), sets: desired };
+    } catch (e) {
+      if (!(e instanceof PushError && e.status === 409)) throw e;
+    }
+  }
+  return { version: await pushEndpoints(target, { version: nextVersion, upstreams: desired }), sets: desired };
+}

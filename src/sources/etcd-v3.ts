@@ -1,0 +1,173 @@
+/**
+ * Endpoints from etcd's v3 API through the `etcd3` client: list the prefix, then watch from the list revision + 1.
+ *
+ * We do not rely on the client's own watch reconnection (etcd3 1.1.2, verified in test/etcd/etcd3-client.test.ts):
+ * - on the watch-create response it moves its resume revision to that response's header revision + 1, before the
+ *   catch-up events older than that revision have arrived; a stream that breaks in between resumes past them, and
+ *   those events are lost;
+ * - a compacted start revision surfaces as a bare `error` ("Watcher canceled: ", the compact revision dropped) and the
+ *   watcher is gone for good, with no re-list.
+ * So this source keeps its own revision (the mod_revision of the last event applied), cancels the client's watcher on
+ * every disconnect, and re-creates it from that revision + 1 after its own backoff; an event at or below that revision
+ * is skipped (never applied twice), and a cancelled watch means a fresh list.
+ */
+import { Etcd3, type IOptions, type IWatchResponse, type Watcher } from "etcd3";
+import type { EndpointSource } from "./source.js";
+import {
+  RegistryState,
+  keyPrefix,
+  retryOptions,
+  tlsWhenReadable,
+  type EtcdSourceOptions,
+  type EtcdTlsOptions,
+} from "./registry-state.js";
+
+type WatchEnd = { kind: "aborted" } | { kind: "disconnected"; error: Error } | { kind: "cancelled"; error: Error };
+
+/** The etcd v3 endpoint source: whole backend sets, kept current from a watch, surviving etcd restarts. */
+export function etcdV3Source(options: EtcdSourceOptions): EndpointSource {
+  return {
+    name: "etcd-v3",
+    start: (signal, emit) => runV3(options, signal, emit),
+  };
+}
+
+/** The etcd3 client options for these endpoints, TLS and credentials. */
+export function etcd3ClientOptions(
+  options: Pick<EtcdSourceOptions, "endpoints" | "auth"> & { tls?: EtcdTlsOptions | undefined },
+): IOptions {
+  const { tls, auth } = options;
+  return {
+    hosts: [...options.endpoints],
+    dialTimeout: 3_000,
+    // Without keepalive pings a watch over a silently dead connection (peer gone, no RST) would wait forever; etcd
+    // accepts pings every 5 s or slower (--grpc-keepalive-min-time).
+    grpcOptions: { "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000 },
+    // Without a CA, https endpoints are checked against the system roots (the client's default).
+    ...(tls?.ca || tls?.cert
+      ? {
+          credentials: {
+            rootCertificate: tls.ca as Buffer,
+            ...(tls.key ? { privateKey: tls.key } : {}),
+            ...(tls.cert ? { certChain: tls.cert } : {}),
+          },
+        }
+      : {}),
+    ...(auth ? { auth: { username: auth.username, password: auth.password } } : {}),
+  };
+}
+
+/** Why an etcd call failed, in words an operator can act on (never including the password). */
+export function describeEtcdError(error: unknown, options: Pick<EtcdSourceOptions, "auth">): string {
+  const e = error as Error;
+  const name = e?.constructor?.name ?? "Error";
+  const msg = e?.message ?? String(error);
+  if (name === "EtcdAuthenticationFailedError" || /authentication failed/i.test(msg))
+    return `etcd rejected the credentials of user ${JSON.stringify(options.auth?.username ?? "")} (check --etcd-username and the password)`;
+  if (name === "EtcdPermissionDeniedError" || /permission denied/i.test(msg))
+    return `etcd denied access${options.auth ? ` to user ${JSON.stringify(options.auth.username)}` : " (auth is enabled: pass --etcd-username)"}: ${msg}`;
+  if (/user name is empty|auth/i.test(msg) && !options.auth)
+    return `etcd requires authentication: pass --etcd-username and the password (${msg})`;
+  return `${name}: ${msg}`;
+}
+
+async function runV3(
+  options: EtcdSourceOptions,
+  signal: AbortSignal,
+  emit: Parameters<EndpointSource["start"]>[1],
+): Promise<void> {
+  const log = options.logger.child({ source: "etcd-v3" });
+  const base = keyPrefix(options.prefix);
+  const retry = retryOptions(options.retry);
+  const state = new RegistryState(options.prefix, emit, log, options.endpoints);
+  const tls = await tlsWhenReadable(options.tls, state, retry, signal);
+  if (signal.aborted) return;
+  const client = new Etcd3(etcd3ClientOptions({ ...options, tls }));
+  let revision = 0;
+  let needList = true;
+  const recovered = () => state.reachable({ revision });
+
+  try {
+    while (!signal.aborted) {
+      try {
+        if (needList) {
+          const r = await client.getAll().prefix(base).exec();
+          state.replace(r.kvs.map((kv) => [kv.key.toString(), kv.value.toString()] as const));
+          revision = Number(r.header.revision);
+          needList = false;
+          log.debug({ revision, keys: state.keys.size }, "listed");
+          recovered();
+          state.publish(true, `etcd revision ${revision}`);
+        }
+        log.debug({ fromRevision: revision + 1 }, "watching");
+        const end = await watchFrom(client, base, revision, signal, {
+          connected: () => {
+            recovered();
+            state.publish(true, `etcd revision ${revision}`);
+          },
+          data: (res) => {
+            let changed = false;
+            for (const ev of res.events) {
+              const mod = Number(ev.kv.mod_revision);
+              if (mod <= revision) continue;
+              const key = ev.kv.key.toString();
+              if (ev.type === "Put") state.keys.set(key, ev.kv.value.toString());
+              else state.keys.delete(key);
+              revision = mod;
+              changed = true;
+            }
+            if (changed) state.publish(true, `etcd revision ${revision}`);
+          },
+        });
+        if (end.kind === "aborted") break;
+        if (end.kind === "cancelled") {
+          // Almost always a compaction past our revision: the history we would resume from is gone.
+          // The list comes after the usual short delay, so a watch etcd keeps cancelling cannot spin.
+          log.warn({ revision, reason: end.error.message }, "etcd cancelled the watch (compacted?); listing afresh");
+          needList = true;
+        } else state.unreachable(describeEtcdError(end.error, options));
+      } catch (e) {
+        if (signal.aborted) break;
+        state.unreachable(describeEtcdError(e, options));
+      }
+      await retry.sleep(state.nextDelay(retry), signal);
+    }
+  } finally {
+    client.close();
+  }
+}
+
+/** Watches `base` from `revision + 1` until the stream breaks, etcd cancels the watch, or the signal aborts. */
+function watchFrom(
+  client: Etcd3,
+  base: string,
+  revision: number,
+  signal: AbortSignal,
+  on: { connected: () => void; data: (res: IWatchResponse) => void },
+): Promise<WatchEnd> {
+  return new Promise((resolve) => {
+    let watcher: Watcher | undefined;
+    const finish = (end: WatchEnd) => {
+      signal.removeEventListener("abort", onAbort);
+      const w = watcher;
+      watcher = undefined;
+      if (!w) return;
+      w.removeAllListeners();
+      // Detaching stops the client's own reconnect-and-resume for this watcher; we resume from our revision instead.
+      w.cancel().catch(() => undefined);
+      resolve(end);
+    };
+    const onAbort = () => finish({ kind: "aborted" });
+    watcher = client
+      .watch()
+      .prefix(base)
+      .startRevision(String(revision + 1))
+      .watcher();
+    watcher.on("connected", () => on.connected());
+    watcher.on("data", (res: IWatchResponse) => on.data(res));
+    watcher.on("disconnected", (error: Error) => finish({ kind: "disconnected", error }));
+    watcher.on("error", (error: Error) => finish({ kind: "cancelled", error }));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

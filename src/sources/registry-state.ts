@@ -1,0 +1,193 @@
+import { readFile } from "node:fs/promises";
+import { backendSetFromKeys, type BackendSet } from "../model/backends.js";
+import type { Problem } from "../model/problem.js";
+import type { Logger } from "../shared/log.js";
+import type { Snapshot } from "./source.js";
+
+/** TLS material for an etcd connection (file contents, not paths). */
+export interface EtcdTlsOptions {
+  readonly ca?: Buffer;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+}
+
+/** Paths of the PEM files for an etcd connection; read when the source starts, so a file fixed on disk is picked up. */
+export interface EtcdTlsFiles {
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+}
+
+/** etcd user credentials; the password never reaches a log line. */
+export interface EtcdAuthOptions {
+  readonly username: string;
+  readonly password: string;
+}
+
+/** How a registry source waits between attempts; tests replace `sleep` and `random` to control it. */
+export interface RetryOptions {
+  readonly baseMs: number;
+  readonly maxMs: number;
+  /** In [0, 1); the jitter. */
+  readonly random: () => number;
+  /** Resolves after `ms`, or early when `signal` aborts. */
+  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
+/** Options every etcd endpoint source takes. */
+export interface EtcdSourceOptions {
+  readonly endpoints: readonly string[];
+  readonly prefix: string;
+  readonly tls?: EtcdTlsFiles;
+  readonly auth?: EtcdAuthOptions;
+  readonly logger: Logger;
+  readonly retry?: Partial<RetryOptions>;
+}
+
+/** Reads the TLS files; each unreadable one is a problem naming its flag. No files: no TLS material. */
+export async function readTlsFiles(
+  files: EtcdTlsFiles | undefined,
+): Promise<{ tls: EtcdTlsOptions | undefined; errors: Problem[] }> {
+  const errors: Problem[] = [];
+  const read = async (file: string | undefined, flag: string) => {
+    if (!file) return undefined;
+    try {
+      return await readFile(file);
+    } catch (e) {
+      errors.push({ code: "etcd_tls", path: flag, message: `cannot read ${file}: ${(e as Error).message}` });
+      return undefined;
+    }
+  };
+  const [ca, cert, key] = await Promise.all([
+    read(files?.caFile, "--etcd-cacert"),
+    read(files?.certFile, "--etcd-cert"),
+    read(files?.keyFile, "--etcd-key"),
+  ]);
+  if (files?.certFile && !files.keyFile)
+    errors.push({ code: "etcd_tls", path: "--etcd-key", message: "--etcd-cert needs --etcd-key (the client key)" });
+  if (!ca && !cert && !key) return { tls: undefined, errors };
+  return { tls: { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) }, errors };
+}
+
+/**
+ * The TLS material for a source, retried with backoff while a file is unreadable (a daemon keeps serving its last
+ * known endpoints rather than refusing to start over a certificate not mounted yet). Undefined also when aborted.
+ */
+export async function tlsWhenReadable(
+  files: EtcdTlsFiles | undefined,
+  state: RegistryState,
+  retry: RetryOptions,
+  signal: AbortSignal,
+): Promise<EtcdTlsOptions | undefined> {
+  while (!signal.aborted) {
+    const { tls, errors } = await readTlsFiles(files);
+    if (errors.length === 0) return tls;
+    state.unreachable(errors.map((e) => `${e.path}: ${e.message}`).join("; "));
+    await retry.sleep(state.nextDelay(retry), signal);
+  }
+  return undefined;
+}
+
+/** Resolves after `ms` or as soon as the signal aborts. */
+export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Fills in the defaults: 200 ms doubling to 10 s, real time and randomness. */
+export function retryOptions(partial: Partial<RetryOptions> = {}): RetryOptions {
+  return { baseMs: 200, maxMs: 10_000, random: Math.random, sleep: abortableSleep, ...partial };
+}
+
+/**
+ * Capped exponential backoff with "equal jitter": half the capped delay is fixed, half random, so a fleet of
+ * controllers does not reconnect in lockstep after an etcd restart, yet no attempt comes immediately.
+ */
+export function backoffDelay(attempt: number, o: Pick<RetryOptions, "baseMs" | "maxMs" | "random">): number {
+  const capped = Math.min(o.maxMs, o.baseMs * 2 ** Math.min(attempt, 30));
+  return Math.round(capped / 2 + (capped / 2) * o.random());
+}
+
+/** The prefix with exactly one trailing slash, so `/lb/backends` never matches `/lb/backends-old/...`. */
+export function keyPrefix(prefix: string): string {
+  return prefix.endsWith("/") ? prefix : `${prefix}/`;
+}
+
+/**
+ * The registry as a key -> value map kept current from list + watch, and the one place that turns it into
+ * snapshots: whole sets only, and nothing emitted unless the set, its warnings or the connected flag changed.
+ */
+export class RegistryState {
+  readonly keys = new Map<string, string>();
+  private connected = false;
+  private lastEmitted: string | undefined;
+  private outage: Set<string> | undefined;
+  private attempt = 0;
+
+  constructor(
+    private readonly prefix: string,
+    private readonly emit: (snapshot: Snapshot<BackendSet>) => void,
+    private readonly log: Logger,
+    private readonly endpoints: readonly string[],
+  ) {}
+
+  /** etcd answered: ends an outage (logged once) and resets the backoff. */
+  reachable(fields: Record<string, unknown>): void {
+    if (this.outage !== undefined) this.log.info(fields, "etcd reachable again");
+    this.outage = undefined;
+    this.attempt = 0;
+  }
+
+  /**
+   * etcd did not answer or refused us: each distinct reason is logged once per outage (retries alternate between a
+   * few, e.g. a refused connection and an ended watch stream); the value stays the last known set.
+   */
+  unreachable(why: string): void {
+    if (this.outage === undefined) this.outage = new Set();
+    if (!this.outage.has(why))
+      this.log.error({ endpoints: this.endpoints }, `etcd: ${why}; serving the last known endpoints`);
+    this.outage.add(why);
+    this.disconnected(`last known (etcd unreachable: ${why})`);
+  }
+
+  /** The delay before the next attempt: capped exponential backoff with jitter. */
+  nextDelay(retry: Pick<RetryOptions, "baseMs" | "maxMs" | "random">): number {
+    return backoffDelay(this.attempt++, retry);
+  }
+
+  /** Replaces the whole map (after a list). */
+  replace(entries: Iterable<readonly [string, string]>): void {
+    this.keys.clear();
+    for (const [k, v] of entries) this.keys.set(k, v);
+  }
+
+  /** Emits the current set if anything a consumer can see changed since the last emission. */
+  publish(connected: boolean, origin: string): void {
+    this.connected = connected;
+    const { set, warnings } = backendSetFromKeys(this.keys, this.prefix);
+    const fingerprint = JSON.stringify([set, warnings, connected]);
+    if (fingerprint === this.lastEmitted) return;
+    this.lastEmitted = fingerprint;
+    this.emit({ value: set, warnings, connected, origin });
+  }
+
+  /**
+   * Marks the source disconnected, keeping the last known set as the value. Before the first successful list there
+   * is no known value, and an empty set would read as "every endpoint is gone": nothing is emitted then.
+   */
+  disconnected(origin: string): void {
+    if (this.lastEmitted !== undefined) this.publish(false, origin);
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+}
