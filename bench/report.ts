@@ -53,7 +53,8 @@ function verdict(t: Target): string {
   const diff = t.kind === "min" ? t.limit - t.value : t.value - t.limit;
   const ratio = t.kind === "min" ? t.value / t.limit : t.limit === 0 ? NaN : t.value / t.limit;
   const digits = t.unit === "x" ? 2 : t.unit === "ms" ? 1 : 0;
-  return `**missed** by ${fmt(diff, digits)}${t.unit === "x" ? "" : ` ${t.unit}`}${Number.isNaN(ratio) ? "" : ` (${fmt(ratio, 2)}x the target)`}`;
+  const unit = t.unit === "x" || t.unit === "" ? "" : ` ${t.unit}`;
+  return `**missed** by ${fmt(diff, digits)}${unit}${Number.isNaN(ratio) || t.limit === 0 ? "" : ` (${fmt(ratio, 2)}x the target)`}`;
 }
 
 /** Every target of the issue that this run measured. */
@@ -73,6 +74,8 @@ export function targets(r: Results): Target[] {
   }
   for (const x of r.figures.dataPlane?.ratios ?? [])
     out.push(target(`b/c requests/s, ${x.mode}`, median(x.bc), "min", 2.5, "x"));
+  const dyn = dynamicOverStatic(r);
+  if (dyn.length > 0) out.push(target(`requests/s, dynamic route / static upstream`, median(dyn), "min", 0.9, "x"));
   for (const c of (r.figures.churn ?? []).filter((x) => x.mode === "dynamic"))
     out.push(target(`failed requests under churn, dynamic`, c.wrk.failed, "max", 0, ""));
   const big = (r.figures.scale ?? []).filter((s) => s.routes >= 10_000);
@@ -81,6 +84,13 @@ export function targets(r: Results): Target[] {
   for (const s of big)
     out.push(target(`controller RSS at 10,000 routes, ${s.mode}`, s.controllerRssMiB, "lt", 300, "MiB"));
   return out;
+}
+
+/** Per round: requests/s through a dynamic route over the same route as a static upstream (reload mode). */
+function dynamicOverStatic(r: Results): number[] {
+  const of = (mode: Mode) => r.figures.dataPlane?.targets.find((t) => t.label.endsWith(`(${mode})`))?.runs ?? [];
+  const stat = of("reload");
+  return of("dynamic").map((x, i) => x.rps / (stat[i]?.rps ?? NaN));
 }
 
 /** What is known to cost the time or throughput behind a missed target, from this run's own figures. */
@@ -352,6 +362,15 @@ export function renderReport(r: Results): string {
         ]),
       ),
       ``,
+      ...(dynamicOverStatic(r).length > 0
+        ? [
+            `Dynamic route / static upstream (b dynamic / b reload, per round): median` +
+              ` ${fmt(median(dynamicOverStatic(r)), 2)}, range ${dynamicOverStatic(r)
+                .map((x) => fmt(x, 2))
+                .join(", ")}.`,
+            ``,
+          ]
+        : []),
     );
 
   const ch = r.figures.churn;

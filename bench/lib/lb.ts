@@ -39,6 +39,9 @@ export function servicesJson(routes: readonly RouteSpec[], frontendPort: number)
   }));
 }
 
+/** Whether `nginx-lb run` takes `--endpoints-mode`; set by `availableModes`. */
+let modeFlag: boolean | null = null;
+
 /** Which endpoint modes this build's `nginx-lb run` offers (dynamic lands in a parallel branch). */
 export async function availableModes(): Promise<Mode[]> {
   const { stdout } = await promisify(execFile)(
@@ -46,7 +49,8 @@ export async function availableModes(): Promise<Mode[]> {
     ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "run", "--help"],
     { cwd: ROOT, timeout: 30_000 },
   );
-  return stdout.includes("--endpoints-mode") ? ["reload", "dynamic"] : ["reload"];
+  modeFlag = stdout.includes("--endpoints-mode");
+  return modeFlag ? ["reload", "dynamic"] : ["reload"];
 }
 
 export interface Lb {
@@ -81,7 +85,8 @@ export async function startLb(o: LbOptions): Promise<Lb> {
       ...o.registry.args,
       "--worker-processes",
       String(o.workers),
-      ...(o.mode === "dynamic" ? ["--endpoints-mode", "dynamic"] : []),
+      // Always explicit where the flag exists: its default depends on whether nginx can load the Lua module.
+      ...((modeFlag ?? (await availableModes()).length > 1) ? ["--endpoints-mode", o.mode] : []),
     ],
     // Debug lines cost the controller time on every change; a user runs at info.
     env: { NGINX_LB_LOG_LEVEL: "info" },
