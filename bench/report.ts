@@ -48,7 +48,7 @@ function target(what: string, value: number, kind: Target["kind"], limit: number
 }
 
 function verdict(t: Target): string {
-  if (Number.isNaN(t.value)) return "not measured";
+  if (Number.isNaN(t.value)) return "**not measured**: the run failed (see its figure)";
   if (t.met) return "met";
   const diff = t.kind === "min" ? t.limit - t.value : t.value - t.limit;
   const ratio = t.kind === "min" ? t.value / t.limit : t.limit === 0 ? NaN : t.value / t.limit;
@@ -176,7 +176,9 @@ export function renderReport(r: Results): string {
         ["target", "measured", "limit", "verdict"],
         ts.map((t) => [
           t.what,
-          `${fmt(t.value, t.unit === "x" ? 2 : t.unit === "" ? 0 : 1)} ${t.unit}`.trim(),
+          Number.isNaN(t.value)
+            ? "n/a"
+            : `${fmt(t.value, t.unit === "x" ? 2 : t.unit === "" ? 0 : 1)} ${t.unit}`.trim(),
           `${t.kind === "min" ? "≥" : t.kind === "lt" ? "<" : "≤"} ${fmt(t.limit, t.unit === "x" ? 1 : 0)} ${t.unit}`.trim(),
           verdict(t),
         ]),
@@ -291,7 +293,8 @@ export function renderReport(r: Results): string {
       `## 3. Scale`,
       ``,
       `N routes x 10 endpoints (10 routes per domain). Render: \`renderNginxConf\` in-process, median. The daemon's` +
-        ` figures are its own account of a routing change (services.json rewritten), median. RSS after those reloads;` +
+        ` figures are its own account of a routing change (services.json rewritten), median. Start: the controller` +
+        ` launched -> nginx serving the whole registry (a live route whose key is written last answers). RSS after those reloads;` +
         ` nginx's is master + workers (RSS counts shared pages once per process, PSS splits them).`,
       ``,
       table(
@@ -327,6 +330,7 @@ export function renderReport(r: Results): string {
         ]),
       ),
       ``,
+      ...sc.flatMap((s) => (s.error ? [`**${s.mode} mode, ${fmtInt(s.routes)} routes failed**: ${s.error}`, ``] : [])),
     );
 
   const dp = r.figures.dataPlane;

@@ -9,6 +9,7 @@ import { renderNginxConf } from "../../src/render/index.js";
 import type { BackendSet } from "../../src/model/backends.js";
 import { type Context, fillerEndpoints, round1 } from "../lib/context.js";
 import { servicesJson, startLb, type Lb, type Mode, type RouteSpec } from "../lib/lb.js";
+import { probe } from "../lib/http.js";
 import { childPids, memoryOf, sleep } from "../lib/procs.js";
 import { createRegistry } from "../lib/registry.js";
 import { median } from "../lib/stats.js";
@@ -20,7 +21,7 @@ export interface ScaleRow {
   readonly confBytes: number;
   /** In-process renderNginxConf, median of several runs. */
   readonly renderMs: number;
-  /** Controller start -> nginx serving the first config. */
+  /** Controller start -> nginx serving the whole registry (the live route, whose key is written last, answers). */
   readonly startMs: number;
   /** The daemon's account of a routing change (median over the reloads done). */
   readonly reload: { render: number; test: number; reload: number; total: number; n: number };
@@ -28,9 +29,19 @@ export interface ScaleRow {
   readonly nginxRssMiB: number;
   readonly nginxPssMiB: number;
   readonly nginxProcesses: number;
+  /** Set when the daemon never served this registry: the row has no daemon figures. */
+  readonly error?: string;
 }
 
-function scaleInput(n: number): { routes: RouteSpec[]; set: BackendSet } {
+const PROBE_HOST = "probe.scale.bench.test";
+const PROBE_NAME = "scaleprobe-web";
+
+/**
+ * N filler routes x 10 endpoints, and one live route whose endpoint is the registry's last key: once it answers,
+ * the controller has applied the whole registry (sources emit whole snapshots), so the figures below are for all
+ * N x 10 endpoints and not for a registry the controller failed to read.
+ */
+function scaleInput(n: number, live: { ip: string; port: number }): { routes: RouteSpec[]; set: BackendSet } {
   const routes: RouteSpec[] = [];
   const set: Record<string, Record<string, { weight: number }>> = {};
   for (let i = 0; i < n; i++) {
@@ -43,14 +54,34 @@ function scaleInput(n: number): { routes: RouteSpec[]; set: BackendSet } {
     });
     set[name] = fillerEndpoints(i, 10);
   }
+  routes.push({ domain: PROBE_HOST, prefix: "/", name: PROBE_NAME, port: live.port });
+  set[PROBE_NAME] = { [live.ip]: { weight: 1 } };
   return { routes, set };
+}
+
+const SERVE_TIMEOUT_MS = 60_000;
+
+function failedRow(mode: Mode, n: number, bytes: number, renderMs: number): ScaleRow {
+  return {
+    mode,
+    routes: n,
+    endpoints: n * 10,
+    confBytes: bytes,
+    renderMs: round1(renderMs),
+    startMs: NaN,
+    reload: { render: NaN, test: NaN, reload: NaN, total: NaN, n: 0 },
+    controllerRssMiB: NaN,
+    nginxRssMiB: NaN,
+    nginxPssMiB: NaN,
+    nginxProcesses: 0,
+  };
 }
 
 export async function scale(ctx: Context): Promise<ScaleRow[]> {
   const sizes = ctx.quick ? [100, 1000] : [1000, 10_000];
   const rows: ScaleRow[] = [];
   for (const n of sizes) {
-    const { routes, set } = scaleInput(n);
+    const { routes, set } = scaleInput(n, { ip: ctx.backends.ips[0] ?? "", port: ctx.backends.port });
     // A reload at 10,000 routes takes seconds; two keep the whole suite inside its 10 minutes.
     const reloads = ctx.quick ? 1 : n >= 10_000 ? 2 : 3;
     const desired = mustDesired({ version: "0.1", servers: servicesJson(routes, 8080) }, set);
@@ -70,7 +101,20 @@ export async function scale(ctx: Context): Promise<ScaleRow[]> {
         await reg.replace(set);
         const t0 = performance.now();
         lb = await startLb({ routes, registry: reg, mode, workers: ctx.workers });
+        let served = false;
+        for (let i = 0; i < 2000 && !served && performance.now() - t0 < SERVE_TIMEOUT_MS; i++) {
+          served = (await probe(lb.port, PROBE_HOST)).status === 200;
+          if (!served) await sleep(50);
+        }
         const startMs = performance.now() - t0;
+        if (!served) {
+          const err = lb.controller.lines.find((l) => l.level >= 50)?.msg ?? "no error logged";
+          rows.push({
+            ...failedRow(mode, n, bytes, median(times)),
+            error: `nginx-lb did not serve the registry's endpoints within ${SERVE_TIMEOUT_MS / 1000} s: ${err}`,
+          });
+          continue;
+        }
         const from = lb.controller.lines.length;
         for (let k = 1; k <= reloads; k++) {
           // A routing change reloads in every mode: one extra route, toggled, written as the config centre does.

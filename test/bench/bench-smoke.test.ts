@@ -100,6 +100,7 @@ describe("npm run bench -- --quick", () => {
 
   it("records scale figures: render, nginx -t, reload, memory", () => {
     for (const s of results.figures.scale ?? []) {
+      expect(s.error).toBeUndefined();
       expect(finitePositive(s.renderMs)).toBe(true);
       expect(finitePositive(s.reload.test)).toBe(true);
       expect(finitePositive(s.reload.reload)).toBe(true);
