@@ -93,7 +93,7 @@ async function delTrial(lb: Lb, reg: Registry, b: string, mode: Mode): Promise<n
 export async function convergence(ctx: Context): Promise<ConvergenceRow[]> {
   const trials = ctx.quick ? 3 : 50;
   // The smoke run keeps the small size and shrinks the large one, so it stays well under a minute.
-  const sizes = ctx.quick ? [10, 1000] : [10, 10_000];
+  const sizes = ctx.quick ? [10, 200] : [10, 10_000];
   const [a = "", b = ""] = ctx.backends.ips;
   const rows: ConvergenceRow[] = [];
   for (const mode of ctx.modes)
