@@ -35,6 +35,8 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY --from=build /src/build/Release/reaper.node ./build/Release/reaper.node
+# Read at run time from the source tree (src/nginx/lua-source.ts), not compiled into dist/.
+COPY src/nginx/lua ./src/nginx/lua
 COPY bin ./bin
 
 # Every flag of `nginx-lb run` is also an environment variable; these are the container defaults. HOST_IP and

@@ -2,11 +2,22 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["src/**/*.test.ts", "test/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Real nginx/etcd tests each take their own ports and dirs; two cores, so keep parallelism modest.
     maxWorkers: 2,
     fileParallelism: true,
+    projects: [
+      { extends: true, test: { name: "all", include: ["src/**/*.test.ts", "test/**/*.test.ts"] } },
+      {
+        // The core end-to-end suites again, with endpoints pushed to the Lua balancer instead of rendered.
+        extends: true,
+        test: {
+          name: "core-dynamic",
+          include: ["test/nginx/{routing,upstream,tls}.test.ts"],
+          env: { NGINX_LB_TEST_ENDPOINTS_MODE: "dynamic" },
+        },
+      },
+    ],
   },
 });

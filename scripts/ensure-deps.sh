@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what nginx-lb's commands need and is missing: npm dependencies, then Debian's nginx (with the Lua module
-# for reload-free endpoints), etcd and wrk. Without root it says what to install instead. Idempotent and quiet.
+# for reload-free endpoints), etcd, wrk and chromium (dashboard test). Without root it says what to install instead.
+# Idempotent and quiet.
 set -e
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,10 @@ if [ "${NGINX_LB_NEED_ETCD:-1}" = 1 ]; then
   command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
   command -v etcdctl >/dev/null 2>&1 || missing="$missing etcd-client"
   command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+fi
+# The dashboard test drives a real headless Chromium (through playwright-core).
+if [ "${NGINX_LB_NEED_BROWSER:-1}" = 1 ]; then
+  command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -6,9 +6,12 @@ import { formatProblem } from "./model/problem.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
-import { Reconciler } from "./reconciler/reconciler.js";
+import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
 import { StatusStore } from "./reconciler/status.js";
-import { renderNginxConf } from "./render/index.js";
+import { endpointSets } from "./render/dynamic.js";
+import { planRoutes, renderNginxConf } from "./render/index.js";
+import { detectLuaSupport } from "./nginx/lua-support.js";
+import { balancerLuaSource } from "./nginx/lua-source.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import { ServicesFileSource } from "./sources/services-source.js";
@@ -31,6 +34,27 @@ export interface RunOptions {
   readonly startupGraceMs?: number;
   readonly debounceMs?: number;
   readonly minGapMs?: number;
+  /** Loopback UDP port nginx sends per-request access records to (per-route traffic); none when absent. */
+  readonly trafficLogPort?: number;
+  /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
+  readonly endpointsMode?: "dynamic" | "reload" | "auto";
+}
+
+/** Decides the endpoints mode: dynamic when asked for or when nginx can load the Lua module, else reload. */
+async function chooseEndpointsMode(options: RunOptions, nginx: string, log: Logger): Promise<"dynamic" | "reload"> {
+  const wanted = options.endpointsMode ?? "auto";
+  if (wanted === "reload") return "reload";
+  const support = await detectLuaSupport(nginx);
+  if (support.ok) return "dynamic";
+  if (wanted === "dynamic")
+    throw new Error(
+      `--endpoints-mode dynamic needs nginx's Lua module (apt-get install libnginx-mod-http-lua lua-resty-core): ${support.reason}`,
+    );
+  log.warn(
+    { reason: support.reason },
+    "endpoints mode: reload (nginx cannot load the Lua module; install libnginx-mod-http-lua and lua-resty-core for reload-free endpoint changes)",
+  );
+  return "reload";
 }
 
 export interface EtcdOptions {
@@ -91,6 +115,8 @@ export async function startController(options: RunOptions, log: Logger): Promise
     conf: join(dir, "nginx.conf"),
     pidFile: join(dir, "nginx.pid"),
   };
+  const mode = await chooseEndpointsMode(options, paths.nginx, log);
+  const luaSource = mode === "dynamic" ? balancerLuaSource() : undefined;
   const source = await endpointSource(options, log);
   const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
   const abort = new AbortController();
@@ -112,6 +138,8 @@ export async function startController(options: RunOptions, log: Logger): Promise
         running: nginx.masterPid !== null,
         pid: nginx.masterPid,
         generation: applier.liveGeneration,
+        endpointsMode: mode,
+        pushedVersion: applier.pushedVersion,
       },
     }));
 
@@ -129,14 +157,20 @@ export async function startController(options: RunOptions, log: Logger): Promise
   };
 
   const reconciler = new Reconciler({
-    render: (desired) =>
-      renderNginxConf(desired, {
+    render: (desired) => {
+      const rendered = renderNginxConf(desired, {
         dir,
         controlPort,
         pidFile: paths.pidFile,
+        endpointsMode: mode,
+        ...(luaSource ? { luaSource } : {}),
         ...(options.listenHost ? { listenHost: options.listenHost } : {}),
         ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
-      }),
+        ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
+      });
+      const endpoints = mode === "dynamic" ? endpointSets(planRoutes(desired.services, desired.backends)) : null;
+      return { rendered, endpoints };
+    },
     apply: async (rendered, force) => {
       const out = await applier.apply(rendered, force);
       markRunning();
@@ -152,8 +186,9 @@ export async function startController(options: RunOptions, log: Logger): Promise
       }),
     status,
     log,
-    ...(options.debounceMs !== undefined ? { debounceMs: options.debounceMs } : {}),
-    ...(options.minGapMs !== undefined ? { minGapMs: options.minGapMs } : {}),
+    // A push costs about a millisecond and no reload: in dynamic mode changes go out almost at once.
+    debounceMs: options.debounceMs ?? (mode === "dynamic" ? 2 : DEFAULT_DEBOUNCE_MS),
+    minGapMs: options.minGapMs ?? (mode === "dynamic" ? 10 : DEFAULT_MIN_GAP_MS),
   });
 
   if (await nginx.adopt()) {

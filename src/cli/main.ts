@@ -41,34 +41,13 @@ program
   .action(async () => exit((await import("./schema.js")).schemaCommand()));
 
 const env = (flag: string, description: string, name: string) => new Option(flag, description).env(`NGINX_LB_${name}`);
-program
-  .command("run")
+addEtcdOptions(program.command("run"))
   .description("the daemon: keep nginx serving services.json over the registry's endpoints, through every change")
   .addOption(
     env("--services <file>", "services.json (re-read on SIGUSR2 and on change)", "SERVICES").default(
       "/etc/csphere-services.json",
     ),
   )
-  .addOption(
-    env(
-      "--etcd-endpoints <urls>",
-      "etcd URLs, comma-separated (default: http://$HOST_IP:$ETCD_PORT when both are set)",
-      "ETCD_ENDPOINTS",
-    ),
-  )
-  .addOption(env("--etcd-prefix <prefix>", "registry prefix", "ETCD_PREFIX").default("/lb/backends"))
-  .addOption(env("--etcd-api <v3|v2>", "etcd API the registry was written with", "ETCD_API").default("v3"))
-  .addOption(env("--etcd-cacert <file>", "CA certificate for etcd TLS", "ETCD_CACERT"))
-  .addOption(env("--etcd-cert <file>", "client certificate for etcd", "ETCD_CERT"))
-  .addOption(env("--etcd-key <file>", "client key for etcd", "ETCD_KEY"))
-  .addOption(
-    env(
-      "--etcd-username <name>",
-      "etcd user; the password comes from NGINX_LB_ETCD_PASSWORD or --etcd-password-file",
-      "ETCD_USERNAME",
-    ),
-  )
-  .addOption(env("--etcd-password-file <file>", "file holding the etcd password", "ETCD_PASSWORD_FILE"))
   .addOption(env("--backends <file>", "embedded registry file instead of etcd (watched)", "BACKENDS"))
   .addOption(
     env("--state-dir <dir>", "nginx.conf, TLS files, logs and the last applied state", "STATE_DIR").default(
@@ -85,9 +64,44 @@ program
     ),
   )
   .addOption(env("--worker-processes <n>", "nginx worker_processes", "WORKER_PROCESSES"))
+  .addOption(
+    env(
+      "--endpoints-mode <mode>",
+      "dynamic (pushed to nginx, no reload) or reload; default: dynamic when nginx has the Lua module",
+      "ENDPOINTS_MODE",
+    )
+      .choices(["dynamic", "reload", "auto"])
+      .default("auto"),
+  )
   .addOption(env("--no-watch", "re-read services.json only on SIGUSR2/SIGHUP, not when the file changes", "NO_WATCH"))
   .addOption(env("--log-level <level>", "trace, debug, info, warn, error", "LOG_LEVEL"))
+  .addOption(
+    env(
+      "--admin-listen <host:port>",
+      "admin server (dashboard, /metrics, /api/status; default 127.0.0.1:9180; off to disable)",
+      "ADMIN_LISTEN",
+    ),
+  )
+  .addOption(env("--admin-token <token>", "bearer token for the admin server (prefer the env variable)", "ADMIN_TOKEN"))
+  .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
+  .addOption(
+    env(
+      "--no-traffic-log",
+      "no per-route traffic figures (saves nginx a loopback UDP send per request)",
+      "NO_TRAFFIC_LOG",
+    ),
+  )
   .action(async (flags: import("./run.js").RunFlags) => exit(await (await import("./run.js")).runCommand(flags)));
+
+program
+  .command("status")
+  .description("print a running nginx-lb's status as tables; exit 0 when ready, 1 when not, 2 when unreachable")
+  .addOption(env("--admin <url>", "admin server URL", "ADMIN_URL").default("http://127.0.0.1:9180"))
+  .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
+  .option("--json", "print the raw JSON instead")
+  .action(async (flags: import("./status.js").StatusFlags) =>
+    exit(await (await import("./status.js")).statusCommand(flags)),
+  );
 
 program
   .command("example")

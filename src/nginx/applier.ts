@@ -1,16 +1,25 @@
 import { copyFile, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { plan, type EndpointSets } from "../model/plan.js";
 import type { Rendered } from "../render/index.js";
 import type { Logger } from "../shared/log.js";
 import { nginxTest } from "./binary.js";
 import { fetchGeneration, waitForGeneration } from "./control.js";
+import { syncEndpoints, type PushedState } from "./endpoints-push.js";
 import { prepareStateDir, writeFileAtomic, writeRenderedFiles } from "./files.js";
 import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
+
+/** What nginx should serve: the rendered config and, in dynamic endpoints mode, the sets to push (else null). */
+export interface Target {
+  readonly rendered: Rendered;
+  readonly endpoints: EndpointSets | null;
+}
 
 /** What one apply did and how long each step took. */
 export interface ApplyOutcome {
   readonly result: "unchanged" | "applied" | "failed";
-  readonly action: "none" | "reload" | "start";
+  /** `push`: endpoint sets sent to nginx without a reload (dynamic mode). */
+  readonly action: "none" | "reload" | "start" | "push";
   readonly generation: string;
   readonly error?: string;
   readonly ms: { readonly test: number; readonly reload: number; readonly total: number };
@@ -24,6 +33,9 @@ export interface ApplyOutcome {
 export class NginxApplier {
   private live: string | null = null;
   private liveFiles = new Set<string>();
+  /** The sets nginx holds and the master they were pushed to; a different master (restart) holds none. */
+  private pushed: { state: PushedState; master: number } | null = null;
+  private version = Date.now();
 
   constructor(
     private readonly paths: NginxPaths,
@@ -44,9 +56,75 @@ export class NginxApplier {
     return this.live;
   }
 
-  /** Tests, swaps in, and makes live a rendered config; `force` reloads even when it is unchanged. */
-  async apply(rendered: Rendered, force = false): Promise<ApplyOutcome> {
+  /** The version of the endpoint sets nginx was last confirmed to hold (dynamic mode), or null. */
+  get pushedVersion(): number | null {
+    return this.pushed?.master === this.nginx.masterPid ? (this.pushed?.state.version ?? null) : null;
+  }
+
+  /**
+   * Makes nginx serve the target with the cheapest action `plan` allows: nothing, a push of endpoint sets (dynamic
+   * mode), or test + swap + reload (then a push). `force` reloads even an unchanged config.
+   */
+  async apply(target: Target, force = false): Promise<ApplyOutcome> {
     const started = performance.now();
+    const { rendered, endpoints } = target;
+    const master = this.nginx.masterPid;
+    const mode = endpoints ? "dynamic" : "reload";
+    const pushed = this.pushed?.master === master ? this.pushed.state : null;
+    const running =
+      master === null || this.live === null
+        ? null
+        : ({ mode, generation: this.live, endpoints: pushed?.sets ?? null } as const);
+    const action = force ? "reload" : plan(running, { mode, generation: rendered.generation, endpoints });
+    if (action === "none")
+      return {
+        result: "unchanged",
+        action: "none",
+        generation: rendered.generation,
+        ms: { test: 0, reload: 0, total: performance.now() - started },
+      };
+    if (action === "dynamic" && endpoints) return this.push(rendered.generation, endpoints, started, 0, 0);
+    const out = await this.reload(rendered, force, started);
+    if (out.result !== "applied" || !endpoints) return out;
+    // The shared dict survives a reload but not a start; a whole push after either is always right.
+    const after = await this.push(rendered.generation, endpoints, started, out.ms.test, out.ms.reload, true);
+    return after.result === "applied" ? { ...out, ms: after.ms } : { ...after, action: out.action };
+  }
+
+  private async push(
+    generation: string,
+    endpoints: EndpointSets,
+    started: number,
+    test: number,
+    reloadMs: number,
+    whole = false,
+  ): Promise<ApplyOutcome> {
+    const master = this.nginx.masterPid;
+    const known = !whole && this.pushed?.master === master ? this.pushed.state : null;
+    const t = performance.now();
+    try {
+      const state = await syncEndpoints({ port: this.controlPort }, known, endpoints, ++this.version);
+      this.pushed = master === null ? null : { state, master };
+      return {
+        result: "applied",
+        action: "push",
+        generation,
+        ms: { test, reload: reloadMs + performance.now() - t, total: performance.now() - started },
+      };
+    } catch (e) {
+      this.pushed = null;
+      return {
+        result: "failed",
+        action: "push",
+        generation,
+        error: `pushing endpoint sets to nginx failed: ${(e as Error).message}`,
+        ms: { test, reload: reloadMs + performance.now() - t, total: performance.now() - started },
+      };
+    }
+  }
+
+  /** Test, swap, reload (or start), confirm; restores the last good file on failure. */
+  private async reload(rendered: Rendered, force: boolean, started: number): Promise<ApplyOutcome> {
     const running = this.nginx.masterPid !== null;
     const ms = (test: number, reload: number) => ({ test, reload, total: performance.now() - started });
     if (running && !force && rendered.generation === this.live)

@@ -1,11 +1,12 @@
 import type { Problem } from "../model/problem.js";
 import type { Change } from "./diff.js";
+import type { Topology } from "./topology.js";
 
 /** One apply as the status API and metrics report it. */
 export interface ApplyRecord {
   readonly at: string;
   readonly result: "applied" | "unchanged" | "failed";
-  readonly action: "none" | "reload" | "start";
+  readonly action: "none" | "reload" | "start" | "push";
   readonly reason: string;
   readonly generation: string;
   readonly ms: { readonly render: number; readonly test: number; readonly reload: number; readonly total: number };
@@ -33,6 +34,10 @@ export interface StatusSnapshot {
     readonly running: boolean;
     readonly pid: number | null;
     readonly generation: string | null;
+    /** How endpoint changes reach nginx: `dynamic` (pushed, no reload) or `reload`. */
+    readonly endpointsMode?: "dynamic" | "reload";
+    /** Dynamic mode: the version of the endpoint sets nginx holds. */
+    readonly pushedVersion?: number | null;
     readonly lastError?: string;
   };
   readonly applies: readonly ApplyRecord[];
@@ -41,8 +46,11 @@ export interface StatusSnapshot {
     readonly failed: number;
     readonly unchanged: number;
     readonly reloads: number;
+    readonly pushes: number;
   };
   readonly lastSuccessAt?: string;
+  /** What nginx serves now (the last applied or confirmed-unchanged state); absent before the first apply. */
+  readonly topology?: Topology;
 }
 
 type Listener = (s: StatusSnapshot) => void;
@@ -59,7 +67,7 @@ export class StatusStore {
       registry: { kind: registryKind, connected: false, origin: "not yet read", warnings: [] },
       nginx: { running: false, pid: null, generation: null },
       applies: [],
-      counters: { applied: 0, failed: 0, unchanged: 0, reloads: 0 },
+      counters: { applied: 0, failed: 0, unchanged: 0, reloads: 0, pushes: 0 },
     };
   }
 
@@ -83,6 +91,7 @@ export class StatusStore {
         failed: s.counters.failed + (rec.result === "failed" ? 1 : 0),
         unchanged: s.counters.unchanged + (rec.result === "unchanged" ? 1 : 0),
         reloads: s.counters.reloads + (rec.result === "applied" && rec.action === "reload" ? 1 : 0),
+        pushes: s.counters.pushes + (rec.result === "applied" && rec.action === "push" ? 1 : 0),
       },
       ...(rec.result === "applied" ? { lastSuccessAt: rec.at } : {}),
     }));

@@ -34,13 +34,15 @@ function block(match: string, lines: string[]): string {
  * The locations of one route. A prefix `/p` maps `/p/x` to `<backend_path>/x` and `/p` itself to `<backend_path>`;
  * `/px` is not this route. nginx's prefix locations give "longest prefix wins" for free.
  */
-export function renderLocations(plan: RoutePlan, dynamic = false): string {
+export function renderLocations(plan: RoutePlan, dynamic = false, tagRoute = false): string {
   const prefix = tok.path(plan.route.prefix);
   const backendPath = tok.path(plan.route.backendPath);
   const identity = withSlash(prefix) === withSlash(backendPath);
-  if (prefix === "/") return block("/", body(plan, identity ? null : withSlash(backendPath), dynamic));
+  // The access record names the route by its upstream name, also when the route answers 503 without proxying.
+  const tag = tagRoute ? [`set $nlb_route ${tok.upstream(plan.upstream)};`] : [];
+  if (prefix === "/") return block("/", [...tag, ...body(plan, identity ? null : withSlash(backendPath), dynamic)]);
   return [
-    block(`${prefix}/`, body(plan, identity ? null : withSlash(backendPath), dynamic)),
-    block(`= ${prefix}`, body(plan, identity ? null : withoutSlash(backendPath), dynamic)),
+    block(`${prefix}/`, [...tag, ...body(plan, identity ? null : withSlash(backendPath), dynamic)]),
+    block(`= ${prefix}`, [...tag, ...body(plan, identity ? null : withoutSlash(backendPath), dynamic)]),
   ].join("\n");
 }

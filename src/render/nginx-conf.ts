@@ -57,6 +57,21 @@ function controlServer(port: number, extra: readonly string[]): string {
   ].join("\n");
 }
 
+/**
+ * One JSON access record per request to the controller over loopback UDP (syslog): a lost datagram never slows
+ * nginx. Requests outside any route (unknown host) log an empty route.
+ */
+function trafficLog(port: number, accessLog: string | null | undefined): string[] {
+  return [
+    `    map $host $nlb_route {`,
+    `        default "";`,
+    `    }`,
+    `    log_format nlb escape=json '{"r":"$nlb_route","s":"$status","t":"$request_time","u":"$upstream_response_time","b":"$bytes_sent"}';`,
+    ...(accessLog ? [`    access_log ${tok.file(accessLog)};`] : []),
+    `    access_log syslog:server=127.0.0.1:${tok.port(port)},nohostname,tag=nginx_lb nlb;`,
+  ];
+}
+
 /** Renders the whole nginx.conf and its TLS files. Pure: the same input gives byte-identical output. */
 export function renderNginxConf(desired: Desired, options: RenderOptions): Rendered {
   const dir = tok.file(options.dir.replace(/\/+$/, ""));
@@ -96,7 +111,9 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     `    sendfile on;`,
     `    tcp_nodelay on;`,
     `    keepalive_timeout 65s;`,
-    options.accessLog ? `    access_log ${tok.file(options.accessLog)};` : `    access_log off;`,
+    ...(options.trafficLogPort === undefined
+      ? [options.accessLog ? `    access_log ${tok.file(options.accessLog)};` : `    access_log off;`]
+      : trafficLog(options.trafficLogPort, options.accessLog)),
     ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map(
       (t) => `    ${t}_temp_path ${tok.file(`${dir}/tmp/${t}`)};`,
     ),

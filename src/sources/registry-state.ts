@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
-import { backendSetFromKeys, type BackendSet } from "../model/backends.js";
+import { BackendIndex } from "../model/backend-index.js";
+import type { BackendSet } from "../model/backends.js";
 import type { Problem } from "../model/problem.js";
 import type { Logger } from "../shared/log.js";
 import type { Snapshot } from "./source.js";
@@ -126,9 +127,11 @@ export function keyPrefix(prefix: string): string {
  * snapshots: whole sets only, and nothing emitted unless the set, its warnings or the connected flag changed.
  */
 export class RegistryState {
-  readonly keys = new Map<string, string>();
+  private readonly index: BackendIndex;
+  /** The raw key/value map; writes also update the parsed index, so a watch event costs one key's parse. */
+  readonly keys: Map<string, string>;
   private connected = false;
-  private lastEmitted: string | undefined;
+  private emitted = false;
   private outage: Set<string> | undefined;
   private attempt = 0;
 
@@ -137,7 +140,10 @@ export class RegistryState {
     private readonly emit: (snapshot: Snapshot<BackendSet>) => void,
     private readonly log: Logger,
     private readonly endpoints: readonly string[],
-  ) {}
+  ) {
+    this.index = new BackendIndex(prefix);
+    this.keys = new IndexedMap(this.index);
+  }
 
   /** etcd answered: ends an outage (logged once) and resets the backoff. */
   reachable(fields: Record<string, unknown>): void {
@@ -171,11 +177,10 @@ export class RegistryState {
 
   /** Emits the current set if anything a consumer can see changed since the last emission. */
   publish(connected: boolean, origin: string): void {
+    if (this.emitted && connected === this.connected && !this.index.changed) return;
     this.connected = connected;
-    const { set, warnings } = backendSetFromKeys(this.keys, this.prefix);
-    const fingerprint = JSON.stringify([set, warnings, connected]);
-    if (fingerprint === this.lastEmitted) return;
-    this.lastEmitted = fingerprint;
+    this.emitted = true;
+    const { set, warnings } = this.index.snapshot();
     this.emit({ value: set, warnings, connected, origin });
   }
 
@@ -184,10 +189,30 @@ export class RegistryState {
    * is no known value, and an empty set would read as "every endpoint is gone": nothing is emitted then.
    */
   disconnected(origin: string): void {
-    if (this.lastEmitted !== undefined) this.publish(false, origin);
+    if (this.emitted) this.publish(false, origin);
   }
 
   get isConnected(): boolean {
     return this.connected;
+  }
+}
+
+/** A Map whose writes also go to a BackendIndex (the sources write keys through the Map API). */
+class IndexedMap extends Map<string, string> {
+  constructor(private readonly index: BackendIndex) {
+    super();
+  }
+  override set(key: string, value: string): this {
+    // Map's constructor calls set before `index` exists; there is nothing to index then.
+    this.index?.set(key, value);
+    return super.set(key, value);
+  }
+  override delete(key: string): boolean {
+    this.index.delete(key);
+    return super.delete(key);
+  }
+  override clear(): void {
+    this.index.clear();
+    super.clear();
   }
 }

@@ -45,6 +45,32 @@ describe("Dockerfile", () => {
     expect(lines).toContain("EXPOSE 80 443");
   });
 
+  test("every file the built code loads beside dist/ is in the image", () => {
+    // dist/<dir>/<file>.js resolves "../../x" to /opt/nginx-lb/x: each such path must be copied into the image.
+    const loaded = execFileSync("grep", ["-rhoE", String.raw`["'](\.\./\.\./[^"']+)["']`, join(ROOT, "src")], {
+      encoding: "utf8",
+    })
+      .split("\n")
+      .map((l) => l.slice(1, -1).replace(/^\.\.\/\.\.\//, ""))
+      .filter((l) => l !== "" && !l.startsWith("src/cli/") && !l.endsWith(".js"));
+    expect(loaded).toContain("build/Release/reaper.node");
+    const finalStage = lines.slice(lines.findLastIndex((l) => l.startsWith("FROM ")));
+    // A target ending in "/" receives the source under its own name (COPY --from=build /src/package.json ./).
+    const copied = finalStage
+      .filter((l) => l.startsWith("COPY "))
+      .map((l) => {
+        const parts = l.split(/\s+/);
+        const [source = "", target = ""] = parts.slice(-2);
+        const into = target.endsWith("/") ? `${target}${source.split("/").at(-1)}` : target;
+        return into.replace(/^\.\//, "");
+      });
+    for (const path of loaded)
+      expect(
+        copied.some((c) => path.startsWith(c)),
+        path,
+      ).toBe(true);
+  });
+
   test("the native reaper is built in the build stage and copied where src/shared/reaper.ts loads it", () => {
     const loader = readFileSync(join(ROOT, "src/shared/reaper.ts"), "utf8");
     expect(loader).toContain('"../../build/Release/reaper.node"');

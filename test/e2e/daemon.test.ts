@@ -54,6 +54,7 @@ async function setup(
   await writeServices(services, [server(port, { "/": route("web", pool.port) })]);
   await writeFile(backends, JSON.stringify(endpoints));
   const lb = await startController({
+    env: modeEnv(),
     stateDir: join(dir, "state"),
     services,
     args: ["--backends", backends, ...extraArgs],
@@ -101,7 +102,15 @@ function load(url: string, opts: { count: number; concurrency: number; maxMs: nu
   };
 }
 
-describe("nginx-lb run with a backends file", () => {
+/** The endpoints mode the current describe block runs in: the whole suite runs once per mode. */
+let mode: "reload" | "dynamic" = "reload";
+const modeEnv = () => ({ NGINX_LB_ENDPOINTS_MODE: mode });
+
+describe.each(["reload", "dynamic"] as const)("nginx-lb run with a backends file (%s endpoints)", (m) => {
+  beforeAll(() => {
+    mode = m;
+  });
+
   it("follows endpoint changes: traffic starts and stops reaching a backend", async () => {
     const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
     expect(await who(s.url())).toBe("127.0.0.2");
@@ -208,20 +217,25 @@ describe("nginx-lb run with a backends file", () => {
     s.lb.signal("SIGKILL");
     await s.lb.exited;
     await sleep(300);
-    const lb2 = await startController({ stateDir, services: s.services, args: ["--backends", s.backends] });
+    const lb2 = await startController({
+      env: modeEnv(),
+      stateDir,
+      services: s.services,
+      args: ["--backends", s.backends],
+    });
     await lb2.waitFor(/adopted the running nginx master/);
     await traffic.finished;
     expect(traffic.done).toBeGreaterThanOrEqual(1000);
     expect(traffic.failures).toEqual([]);
     expect(masters(stateDir)).toBe(1);
-    // Same inputs, same bytes: the new controller does not even reload.
-    await lb2.waitFor(/config unchanged/);
+    // Same inputs, same bytes: the new controller does not reload (dynamic mode re-pushes the same sets once).
+    await lb2.waitFor(mode === "reload" ? /config unchanged/ : /endpoints pushed/);
     expect(lb2.applies("reload")).toEqual([]);
     await lb2.stop();
     expect(masters(stateDir)).toBe(0);
   });
 
-  it("a burst of 500 endpoint changes costs at most 5 reloads and ends with all 500 in the config", async () => {
+  it("a burst of 500 endpoint changes costs at most 5 reloads (none in dynamic mode) and ends with all 500", async () => {
     const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
     const set: Record<string, { weight: number }> = { "127.0.0.2": { weight: 1 } };
     const before = s.lb.applies("reload").length;
@@ -232,16 +246,25 @@ describe("nginx-lb run with a backends file", () => {
       await sleep(1);
     }
     expect(Date.now() - started).toBeLessThan(5_000);
-    await eventually(
-      async () =>
-        ((await readFile(join(s.dir, "state/nginx.conf"), "utf8")).match(/server 10\.1\./g)?.length ?? 0) === 500,
-      10_000,
-      "all 500 endpoints rendered",
-    );
+    // state.json is written after nginx took the change (reload confirmed, or push acknowledged).
+    const applied = async () => {
+      const state = JSON.parse(await readFile(join(s.dir, "state/state.json"), "utf8")) as {
+        backends: Record<string, Record<string, unknown>>;
+      };
+      return Object.keys(state.backends["web-api"] ?? {}).filter((ip) => ip.startsWith("10.1.")).length === 500;
+    };
+    await eventually(applied, 10_000, "all 500 endpoints applied");
+    if (mode === "reload")
+      expect((await readFile(join(s.dir, "state/nginx.conf"), "utf8")).match(/server 10\.1\./g)?.length).toBe(500);
     await sleep(500);
     const reloads = s.lb.applies("reload").length - before;
-    expect(reloads).toBeGreaterThanOrEqual(1);
-    expect(reloads).toBeLessThanOrEqual(5);
+    if (mode === "reload") {
+      expect(reloads).toBeGreaterThanOrEqual(1);
+      expect(reloads).toBeLessThanOrEqual(5);
+    } else {
+      expect(reloads).toBe(0);
+      expect(s.lb.applies("push").length).toBeGreaterThanOrEqual(1);
+    }
     await s.lb.stop();
   });
 
@@ -265,7 +288,11 @@ describe("nginx-lb run with a backends file", () => {
     await traffic.stop();
     expect(traffic.done).toBeGreaterThan(200);
     expect(traffic.failures).toEqual([]);
-    expect(s.lb.applies("reload").length).toBeGreaterThan(3);
+    if (mode === "reload") expect(s.lb.applies("reload").length).toBeGreaterThan(3);
+    else {
+      expect(s.lb.applies("reload")).toEqual([]);
+      expect(s.lb.applies("push").length).toBeGreaterThan(3);
+    }
     await s.lb.stop();
   });
 
@@ -298,7 +325,11 @@ describe("nginx-lb run with a backends file", () => {
     const port = await freePort();
     const services = join(dir, "services.json");
     await writeServices(services, [server(port, { "/": route("web", pool.port) })]);
-    const lb = await startController({ stateDir: join(dir, "state"), services });
+    const lb = await startController({
+      env: modeEnv(),
+      stateDir: join(dir, "state"),
+      services,
+    });
     await lb.waitFor(/no registry given/);
     await lb.waitFor(/nginx started/);
     const r = await get(`http://127.0.0.1:${port}/`, { host: "a.test" });
@@ -318,6 +349,7 @@ describe("nginx-lb run with a backends file", () => {
       JSON.stringify({ "web-api": { "127.0.0.2": { weight: 1 } }, "new-api": { "127.0.0.5": { weight: 1 } } }),
     );
     const lb = await startController({
+      env: modeEnv(),
       stateDir: join(dir, "state"),
       services,
       args: ["--backends", backends, "--no-watch"],

@@ -7,6 +7,7 @@
  *   await lb.stop();                 // SIGTERM, waits for exit
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,7 +35,10 @@ export interface ControllerOptions {
 export class Controller {
   readonly lines: LogLine[] = [];
   readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcess) {
+  constructor(
+    readonly child: ChildProcess,
+    private readonly wrapped = false,
+  ) {
     let buf = "";
     child.stderr?.setEncoding("utf8");
     child.stderr?.on("data", (d: string) => {
@@ -54,9 +58,11 @@ export class Controller {
   }
 
   /** Applies logged so far ("config applied"/"nginx started"), optionally only those with this action. */
-  applies(action?: "reload" | "start"): LogLine[] {
+  applies(action?: "reload" | "start" | "push"): LogLine[] {
     return this.lines.filter(
-      (l) => (l.msg === "config applied" || l.msg === "nginx started") && (!action || l["action"] === action),
+      (l) =>
+        (l.msg === "config applied" || l.msg === "nginx started" || l.msg === "endpoints pushed") &&
+        (!action || l["action"] === action),
     );
   }
 
@@ -87,11 +93,30 @@ export class Controller {
 
   /** SIGTERM and wait for the process to exit. */
   async stop(): Promise<number | null> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGTERM");
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      // A wrapper (unshare --fork) does not pass signals on: signal the controller it runs as well.
+      for (const pid of this.wrapped ? childPids(this.child.pid) : []) {
+        try {
+          process.kill(pid, "SIGTERM");
+        } catch {
+          // Already gone.
+        }
+      }
+      this.child.kill("SIGTERM");
+    }
     const code = await Promise.race([this.exited, sleep(15_000).then(() => "timeout" as const)]);
     if (code === "timeout") this.child.kill("SIGKILL");
     running.delete(this);
     return code === "timeout" ? null : code;
+  }
+}
+
+function childPids(pid: number | undefined): number[] {
+  if (pid === undefined) return [];
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
 }
 
@@ -120,9 +145,11 @@ export async function startController(o: ControllerOptions): Promise<Controller>
   const child = spawn(bin, args, {
     cwd: ROOT,
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, NGINX_LB_LOG_LEVEL: "debug", ...o.env },
+    // Concurrent test controllers would race for the default admin port 127.0.0.1:9180 (and so render different
+    // configs run to run): admin tests pass --admin-listen with a free port, which overrides this.
+    env: { ...process.env, NGINX_LB_LOG_LEVEL: "debug", NGINX_LB_ADMIN_LISTEN: "off", ...o.env },
   });
-  const c = new Controller(child);
+  const c = new Controller(child, (o.wrap ?? []).length > 0);
   running.add(c);
   await c.waitFor(new RegExp(o.readyMsg ?? "nginx-lb is running"), 30_000);
   return c;

@@ -17,6 +17,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { findNginx, nginxTest, type NginxTestResult } from "../../src/nginx/binary.js";
 import { writeRendered } from "../../src/nginx/files.js";
+import { pushEndpoints } from "../../src/nginx/endpoints-push.js";
+import { balancerLuaSource } from "../../src/nginx/lua-source.js";
+import { endpointSets } from "../../src/render/dynamic.js";
+import { planRoutes, renderNginxConf, type Desired, type RenderOptions } from "../../src/render/index.js";
 import type { Rendered } from "../../src/render/index.js";
 
 export const NGINX = findNginx();
@@ -242,3 +246,30 @@ export async function cleanupNginx(): Promise<void> {
 process.once("exit", () => {
   for (const n of running) n.terminateNow();
 });
+
+/** The endpoints mode the core suites run in: `NGINX_LB_TEST_ENDPOINTS_MODE=dynamic` runs them against the balancer. */
+export const ENDPOINTS_MODE: "reload" | "dynamic" =
+  process.env["NGINX_LB_TEST_ENDPOINTS_MODE"] === "dynamic" ? "dynamic" : "reload";
+
+/**
+ * Renders a desired state in the suite's endpoints mode, starts nginx on it and, in dynamic mode, pushes the endpoint
+ * sets the way the daemon does, so one test file checks both modes' behaviour.
+ */
+export async function serveDesired(
+  desired: Desired,
+  dir: string,
+  options: Partial<RenderOptions> = {},
+): Promise<RunningNginx> {
+  const base: RenderOptions = { dir, listenHost: "127.0.0.1", workerProcesses: 1, ...options };
+  if (ENDPOINTS_MODE === "reload") return startNginx(renderNginxConf(desired, base), dir);
+  const controlPort = await freePort();
+  const ngx = await startNginx(
+    renderNginxConf(desired, { ...base, endpointsMode: "dynamic", controlPort, luaSource: balancerLuaSource() }),
+    dir,
+  );
+  await pushEndpoints(
+    { port: controlPort },
+    { version: 1, upstreams: endpointSets(planRoutes(desired.services, desired.backends)) },
+  );
+  return ngx;
+}

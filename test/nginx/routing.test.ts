@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { renderNginxConf } from "../../src/render/index.js";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { get } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import { cleanupNginx, freePort, startNginx, tempDir } from "../helpers/nginx.js";
+import { cleanupNginx, freePort, serveDesired, tempDir } from "../helpers/nginx.js";
 
 // One nginx, two sites on one port, every prefix rule; each backend answers with its own address and what it got.
 let pool: BackendPool;
@@ -58,7 +57,7 @@ beforeAll(async () => {
     },
   );
   const dir = await tempDir();
-  await startNginx(renderNginxConf(desired, { dir, listenHost: "127.0.0.1", workerProcesses: 1 }), dir);
+  await serveDesired(desired, dir);
 });
 
 afterAll(async () => {

@@ -1,11 +1,9 @@
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { renderNginxConf } from "../../src/render/index.js";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { alpn, get, h2get } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import { cleanupNginx, freePorts, startNginx, tempDir } from "../helpers/nginx.js";
+import { cleanupNginx, freePorts, serveDesired, tempDir } from "../helpers/nginx.js";
 import { makeCa, makeLeaf, type Pem } from "../helpers/tls.js";
 
 // Two TLS sites on one port, told apart by SNI, with certificates this test issues from its own CA.
@@ -37,7 +35,7 @@ beforeAll(async () => {
     { "a-web": { "127.0.0.2": { weight: 1 } }, "b-web": { "127.0.0.3": { weight: 1 } } },
   );
   const dir = await tempDir();
-  await startNginx(renderNginxConf(desired, { dir: join(dir), listenHost: "127.0.0.1", workerProcesses: 1 }), dir);
+  await serveDesired(desired, dir);
 });
 
 afterAll(async () => {

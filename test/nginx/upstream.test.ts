@@ -1,11 +1,10 @@
 import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { renderNginxConf } from "../../src/render/index.js";
 import { loopbackIps, startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { get } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import { cleanupNginx, freePort, startNginx, tempDir } from "../helpers/nginx.js";
+import { cleanupNginx, freePort, serveDesired, tempDir } from "../helpers/nginx.js";
 
 // How upstreams behave under load and failure: weights, drains, passive health, backups, keepalive, websockets.
 // Each scenario has its own site and its own backend addresses, so stopping one backend touches one scenario.
@@ -49,7 +48,7 @@ beforeAll(async () => {
     },
   );
   const dir = await tempDir();
-  await startNginx(renderNginxConf(desired, { dir, listenHost: "127.0.0.1", workerProcesses: 1 }), dir);
+  await serveDesired(desired, dir);
 });
 
 afterAll(async () => {

@@ -29,8 +29,9 @@ local _M = {}
 
 -- Same as reload mode's `max_fails=1 fail_timeout=10s`.
 local FAIL_TIMEOUT = 10
--- nginx caps retries at proxy_next_upstream_tries (3, rendered in the http block); asking for more only logs.
-local MAX_MORE_TRIES = 2
+-- As reload mode: each endpoint tried at most once per request (the rendered proxy_next_upstream_tries 0 leaves the
+-- count to us; proxy_next_upstream_timeout bounds the time), so a backup is reached however many primaries are down.
+local MAX_MORE_TRIES = 64
 local WEIGHT_MAX = 1000
 
 -- Per worker: upstream name -> { gen, raw, primaries, backups, empty }.

@@ -1,0 +1,196 @@
+/**
+ * The dashboard: one self-contained page (inline CSS and JS, no CDN, works offline). It reads /api/events (SSE,
+ * falling back to polling /api/status) and draws every value with textContent, never as HTML.
+ */
+
+const STYLE = `
+:root{--bg:#0f1419;--panel:#171d24;--panel2:#1d252e;--line:#2a343f;--text:#d7dee6;--dim:#8694a3;--ok:#3fb950;
+--warn:#d29922;--bad:#f85149;--accent:#58a6ff;--backup:#a371f7;--mono:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+*{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--text);font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif}
+header{display:flex;flex-wrap:wrap;align-items:center;gap:12px;padding:12px 20px;background:var(--panel);border-bottom:1px solid var(--line);position:sticky;top:0;z-index:2}
+h1{font-size:17px;margin:0 12px 0 0;letter-spacing:.3px}h1 span{color:var(--accent)}
+.pill{display:inline-flex;align-items:center;gap:6px;padding:3px 10px;border-radius:999px;background:var(--panel2);border:1px solid var(--line);font-size:12.5px;white-space:nowrap}
+.dot{width:8px;height:8px;border-radius:50%;background:var(--dim)}.ok .dot{background:var(--ok)}.bad .dot{background:var(--bad)}.warn .dot{background:var(--warn)}
+.bad{border-color:#5a2a2a}.spacer{flex:1}.conn{font-size:12px;color:var(--dim)}.conn.ok{color:var(--ok)}.conn.bad{color:var(--bad)}.conn.warn{color:var(--warn)}
+#applies td{white-space:nowrap}#applies td:last-child{white-space:normal;overflow-wrap:anywhere}
+main{display:grid;grid-template-columns:minmax(0,1fr) 420px;gap:16px;padding:16px 20px}
+@media (max-width:1100px){main{grid-template-columns:1fr}}
+.tiles{display:grid;grid-template-columns:repeat(6,minmax(0,1fr));gap:10px;margin-bottom:14px}
+.tile{background:var(--panel);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
+.tile b{display:block;font-size:22px;font-weight:600;font-variant-numeric:tabular-nums}.tile small{color:var(--dim);font-size:12px}
+.card{background:var(--panel);border:1px solid var(--line);border-radius:8px;margin-bottom:14px;overflow:hidden}
+.card h2{margin:0;padding:10px 14px;font-size:14px;background:var(--panel2);border-bottom:1px solid var(--line);display:flex;gap:10px;align-items:center}
+.card h2 .sub{color:var(--dim);font-weight:400;font-size:12.5px}
+table{width:100%;border-collapse:collapse}th,td{padding:7px 12px;text-align:left;border-bottom:1px solid var(--line);vertical-align:top}
+th{color:var(--dim);font-weight:500;font-size:12px;text-transform:uppercase;letter-spacing:.4px}
+tr:last-child td{border-bottom:0}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.mono{font-family:var(--mono);font-size:12.5px}.dim{color:var(--dim)}
+.ep{display:inline-flex;align-items:center;gap:6px;margin:2px 6px 2px 0;padding:2px 8px;border-radius:5px;background:var(--panel2);border:1px solid var(--line);font-family:var(--mono);font-size:12px}
+.ep i{font-style:normal;font-size:11px;padding:0 5px;border-radius:3px;color:#0f1419}
+.ep.primary i{background:var(--ok)}.ep.backup i{background:var(--backup)}.ep.down{opacity:.6}.ep.down i{background:var(--dim)}
+.ep .w{color:var(--dim)}.none{color:var(--bad);font-size:12.5px}
+.err{color:var(--bad)}.warnc{color:var(--warn)}.okc{color:var(--ok)}
+.badge{display:inline-block;padding:0 7px;border-radius:4px;font-size:12px;font-weight:600}
+.badge.applied{background:#173a24;color:var(--ok)}.badge.failed{background:#3d1a1a;color:var(--bad)}.badge.unchanged{background:var(--panel2);color:var(--dim)}
+.problem{padding:8px 14px;border-bottom:1px solid var(--line)}.problem:last-child{border-bottom:0}
+.problem .path{font-family:var(--mono);font-size:12px;color:var(--accent)}
+input[type=search]{background:var(--panel2);border:1px solid var(--line);color:var(--text);border-radius:6px;padding:5px 10px;width:240px}
+svg.spark{width:90px;height:22px;vertical-align:middle}svg.spark polyline{fill:none;stroke:var(--accent);stroke-width:1.5}
+.empty{padding:14px;color:var(--dim)}
+`;
+
+const SCRIPT = `
+"use strict";
+const $ = (tag, attrs, ...kids) => {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") el.className = v; else if (k === "text") el.textContent = v; else el.setAttribute(k, v);
+  }
+  for (const k of kids) if (k !== null && k !== undefined) el.append(k);
+  return el;
+};
+const history = new Map();
+const MAX_ROWS = 300;
+let last = null;
+let lastNow = null;
+const fmtRate = (n) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
+const fmtPct = (r) => (r === null || r === undefined ? "\\u2013" : (r * 100).toFixed(r < 0.1 ? 2 : 1) + "%");
+const ago = (iso, now) => {
+  if (!iso) return "never";
+  const s = Math.max(0, (Date.parse(now) - Date.parse(iso)) / 1000);
+  return s < 60 ? s.toFixed(0) + "s ago" : s < 3600 ? (s / 60).toFixed(0) + "m ago" : (s / 3600).toFixed(1) + "h ago";
+};
+function pill(state, label, detail) {
+  return $("span", { class: "pill " + state, title: detail || "" }, $("span", { class: "dot" }), label);
+}
+function spark(points) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 60 20");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const max = Math.max(1, ...points);
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", points.map((p, i) => (i * 60) / Math.max(1, points.length - 1) + "," + (19 - (p / max) * 18)).join(" "));
+  svg.append(line);
+  return svg;
+}
+function endpoints(route) {
+  if (!route.endpoints.length) return $("span", { class: "none", text: "no endpoint: answers 503" });
+  const box = $("div");
+  for (const e of route.endpoints)
+    box.append($("span", { class: "ep " + e.role, "data-endpoint": e.address, "data-role": e.role, title: e.role + ", weight " + e.weight },
+      $("i", { text: e.role }), e.address, $("span", { class: "w", text: "w" + e.weight })));
+  return box;
+}
+function render(s) {
+  last = s;
+  const fresh = s.now !== lastNow;
+  lastNow = s.now;
+  const filter = document.getElementById("filter").value.trim().toLowerCase();
+  const health = document.getElementById("health");
+  const fileOk = s.services.valid;
+  health.replaceChildren(
+    pill(s.ready.ready ? "ok" : "bad", s.ready.ready ? "ready" : "not ready", s.ready.why),
+    pill(s.nginx.running ? "ok" : "bad", "nginx " + (s.nginx.running ? "pid " + s.nginx.pid : "down"), s.nginx.lastError || ("generation " + (s.nginx.generation || "none"))),
+    pill(fileOk ? (s.services.warnings.length ? "warn" : "ok") : "bad", "routing file " + (fileOk ? "valid" : "invalid"), s.services.file),
+    pill(s.registry.connected ? "ok" : (s.registry.kind === "none" ? "warn" : "bad"), "registry " + s.registry.kind + (s.registry.connected ? "" : " (disconnected)"), s.registry.origin),
+    pill(s.lastSuccessAt ? "ok" : "warn", "last apply " + ago(s.lastSuccessAt, s.now)),
+  );
+  document.getElementById("generation").textContent = s.nginx.generation ? "generation " + s.nginx.generation : "";
+  let routes = 0, eps = 0, rps = 0, errs = 0, shown = 0, hidden = 0;
+  const servers = document.getElementById("servers");
+  const cards = [];
+  for (const srv of s.servers) {
+    const rows = [];
+    for (const r of srv.routes) {
+      routes++; eps += r.endpoints.length;
+      const t = r.traffic;
+      const rate = t ? t.requestsPerSecond : 0;
+      rps += rate; errs += t && t.errorRate ? t.errorRate * rate : 0;
+      const h = history.get(r.upstream) || [];
+      if (fresh) { h.push(rate); while (h.length > 60) h.shift(); }
+      history.set(r.upstream, h);
+      if (filter && !(r.label + " " + r.backend + " " + r.endpoints.map((e) => e.address).join(" ")).toLowerCase().includes(filter)) continue;
+      // A page with thousands of rows redrawn every second helps nobody: the filter finds the rest.
+      if (shown >= MAX_ROWS) { hidden++; continue; }
+      shown++;
+      rows.push($("tr", { "data-route": r.label },
+        $("td", {}, $("div", { class: "mono", text: r.prefix }), $("div", { class: "dim mono", text: "\\u2192 " + r.backend + (r.backendPath !== "/" ? " " + r.backendPath : "") + (r.backup ? "  backup " + r.backup : "") })),
+        $("td", {}, endpoints(r)),
+        $("td", { class: "num", "data-rate": String(rate) }, fmtRate(rate) + " req/s"),
+        $("td", { class: "num " + (t && t.errorRate > 0.05 ? "err" : t && t.errorRate > 0 ? "warnc" : ""), "data-errors": String(t ? t.errorRate : "") }, fmtPct(t ? t.errorRate : null)),
+        $("td", { class: "num", text: t ? String(t.requests) : "0" }),
+        $("td", {}, spark(h)),
+      ));
+    }
+    if (!rows.length && (filter || hidden)) continue;
+    cards.push($("section", { class: "card", "data-server": srv.domain + ":" + srv.port },
+      $("h2", {}, srv.domain, $("span", { class: "sub", text: ":" + srv.port + (srv.tlsPort ? "  \\u00b7  TLS :" + srv.tlsPort : "") + "  \\u00b7  " + srv.routes.length + " route" + (srv.routes.length === 1 ? "" : "s") })),
+      $("table", {}, $("thead", {}, $("tr", {}, ...["Route", "Endpoints", "Rate", "5xx", "Requests", "Last minute"].map((h) => $("th", { text: h })))), $("tbody", {}, ...rows))));
+  }
+  const current = new Set(s.servers.flatMap((x) => x.routes.map((r) => r.upstream)));
+  for (const k of history.keys()) if (!current.has(k)) history.delete(k);
+  if (hidden) cards.push($("div", { class: "card empty", text: hidden + " more routes not shown: type in the filter to find them" }));
+  servers.replaceChildren(...(cards.length ? cards : [$("div", { class: "card empty", text: s.servers.length ? "no route matches the filter" : "no routes applied yet" })]));
+  const tiles = [["servers", s.servers.length], ["routes", routes], ["endpoints", eps], ["requests/s", fmtRate(rps)], ["5xx", fmtPct(rps > 0 ? errs / rps : null)], ["reloads", s.counters.reloads]];
+  document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => $("div", { class: "tile" }, $("b", { text: String(v) }), $("small", { text: k }))));
+  const problems = [...s.services.errors.map((p) => ["error", "services.json", p]), ...s.services.warnings.map((p) => ["warning", "services.json", p]), ...s.registry.warnings.map((p) => ["warning", "registry", p])];
+  if (s.nginx.lastError && !s.ready.ready) problems.unshift(["error", "nginx", { path: "", message: s.nginx.lastError }]);
+  document.getElementById("problems").replaceChildren(...(problems.length ? problems.map(([kind, where, p]) => $("div", { class: "problem" },
+    $("div", {}, $("span", { class: kind === "error" ? "err" : "warnc", text: kind }), " ", $("span", { class: "dim", text: where }), " ", $("span", { class: "path", text: p.path || "" })),
+    $("div", { text: p.message }))) : [$("div", { class: "empty okc", text: "no errors or warnings" })]));
+  document.getElementById("problem-count").textContent = problems.length ? String(problems.length) : "";
+  document.getElementById("applies").replaceChildren(...(s.applies.length ? s.applies.slice(0, 20).map((a) => {
+    const c = a.change;
+    const what = c ? [c.upstreamsAdded.length && "+" + c.upstreamsAdded.length + " upstream", c.upstreamsRemoved.length && "\\u2212" + c.upstreamsRemoved.length + " upstream", c.endpointsAdded.length && "+" + c.endpointsAdded.length + " endpoint", c.endpointsRemoved.length && "\\u2212" + c.endpointsRemoved.length + " endpoint"].filter(Boolean).join(", ") : "";
+    return $("tr", { "data-apply": a.result },
+      $("td", { class: "mono dim", title: a.at, text: new Date(a.at).toLocaleTimeString([], { hour12: false }) }),
+      $("td", {}, $("span", { class: "badge " + a.result, text: a.result }), " ", $("span", { class: "dim", text: a.action })),
+      $("td", { class: "num", text: a.ms.total + " ms" }),
+      $("td", {}, $("div", { text: what || a.reason }), a.error ? $("div", { class: "err mono", text: a.error.slice(0, 300) }) : null, what ? $("div", { class: "dim", text: a.reason }) : null));
+  }) : [$("tr", {}, $("td", { class: "dim", text: "no applies yet" }))]));
+}
+function live(state, text) {
+  const c = document.getElementById("conn");
+  c.textContent = text; c.className = "conn " + state;
+}
+let poll = null;
+function startPolling() {
+  if (poll) return;
+  live("warn", "polling");
+  poll = setInterval(() => fetch("api/status", { credentials: "same-origin" }).then((r) => r.ok ? r.json() : Promise.reject(r.status)).then((s) => { render(s); live("ok", "polling"); }).catch(() => live("bad", "controller unreachable")), 2000);
+}
+if ("EventSource" in window) {
+  const es = new EventSource("api/events");
+  es.addEventListener("status", (e) => { render(JSON.parse(e.data)); live("ok", "\\u25cf live"); });
+  es.onerror = () => live("bad", "reconnecting\\u2026");
+} else startPolling();
+document.getElementById("filter").addEventListener("input", () => last && render(last));
+`;
+
+/** The dashboard page served at `/`. */
+export const DASHBOARD_HTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>nginx-lb</title><style>${STYLE}</style></head>
+<body>
+<header><h1>nginx<span>-lb</span></h1><div id="health"></div><span class="spacer"></span>
+<span class="dim mono" id="generation"></span><input type="search" id="filter" placeholder="filter routes, backends, endpoints" aria-label="filter">
+<span class="conn" id="conn">connecting\u2026</span></header>
+<main><div><div class="tiles" id="tiles"></div><div id="servers"><div class="card empty">loading\u2026</div></div></div>
+<aside><section class="card"><h2>Errors and warnings <span class="sub" id="problem-count"></span></h2><div id="problems"></div></section>
+<section class="card"><h2>Recent applies</h2><table><tbody id="applies"></tbody></table></section></aside></main>
+<script>${SCRIPT}</script></body></html>
+`;
+
+/** Shown to a browser without the token: stores it in a same-site cookie for this admin server and reloads. */
+export const LOGIN_HTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nginx-lb: sign in</title><style>${STYLE}
+form{max-width:420px;margin:12vh auto;padding:24px}input[type=password]{width:100%;margin:12px 0;background:var(--panel2);border:1px solid var(--line);color:var(--text);border-radius:6px;padding:8px}
+button{background:var(--accent);border:0;border-radius:6px;padding:8px 16px;color:#0f1419;font-weight:600}</style></head>
+<body><form class="card" id="f"><h1>nginx<span>-lb</span> admin</h1><p class="dim">This admin server needs its bearer token.</p>
+<input type="password" id="t" autocomplete="current-password" placeholder="admin token" aria-label="admin token"><button>Sign in</button></form>
+<script>document.getElementById("f").addEventListener("submit",(e)=>{e.preventDefault();
+document.cookie="nlb_admin_token="+encodeURIComponent(document.getElementById("t").value)+"; path=/; SameSite=Strict";location.reload();});</script>
+</body></html>
+`;

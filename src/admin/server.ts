@@ -1,0 +1,199 @@
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Registry } from "prom-client";
+import type { StatusStore } from "../reconciler/status.js";
+import type { Logger } from "../shared/log.js";
+import { isLoopback, tokenMatches, type AdminConfig } from "./config.js";
+import { DASHBOARD_HTML, LOGIN_HTML } from "./dashboard.js";
+import type { RouteTotals, TrafficStats } from "./traffic.js";
+import { rates, readiness, safeJson, statusView, type RouteTraffic } from "./view.js";
+
+/** What the admin server reads once the controller runs. */
+export interface AdminSources {
+  readonly status: StatusStore;
+  readonly traffic: TrafficStats;
+  readonly registry: Registry;
+}
+
+/** A listening admin server; it answers 503 (readyz) until `attach` gives it the controller's status. */
+export interface AdminServer {
+  readonly host: string;
+  readonly port: number;
+  attach(sources: AdminSources): void;
+  close(): Promise<void>;
+}
+
+const MAX_EVENT_CLIENTS = 32;
+const MAX_CLIENT_BACKLOG = 8 << 20;
+const RATE_WINDOW_SAMPLES = 11; // one a second: rates over the last ten seconds
+const COOKIE = "nlb_admin_token";
+
+function presentedToken(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith("Bearer ")) return auth.slice(7).trim();
+  for (const part of (req.headers.cookie ?? "").split(";")) {
+    const [k, ...v] = part.trim().split("=");
+    if (k === COOKIE) {
+      try {
+        return decodeURIComponent(v.join("="));
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return undefined;
+}
+
+const SECURITY_HEADERS = {
+  "x-content-type-options": "nosniff",
+  "x-frame-options": "DENY",
+  "cache-control": "no-store",
+  "referrer-policy": "no-referrer",
+};
+const CSP =
+  "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'";
+
+function send(res: ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}) {
+  res.writeHead(status, { "content-type": type, ...SECURITY_HEADERS, ...extra });
+  res.end(res.req.method === "HEAD" ? undefined : body);
+}
+
+/** Binds the admin listener (read-only: it changes nothing in the controller). */
+export async function startAdmin(config: AdminConfig, log: Logger): Promise<AdminServer> {
+  let sources: AdminSources | null = null;
+  const samples: { at: number; totals: Map<string, RouteTotals> }[] = [];
+  const clients = new Set<ServerResponse>();
+  let lastPushedTotals = "";
+  let pushTimer: NodeJS.Timeout | null = null;
+  let unsubscribe: () => void = () => undefined;
+
+  // Live totals against the oldest sample of the window: traffic shows at once, not a tick later.
+  const currentRates = (): Map<string, RouteTraffic> =>
+    sources ? rates(samples[0], { at: Date.now(), totals: sources.traffic.totals() }) : new Map();
+  const view = () => (sources ? statusView(sources.status.get(), currentRates(), new Date()) : null);
+  const push = () => {
+    if (clients.size === 0) return;
+    const v = view();
+    if (!v) return;
+    const frame = `event: status\ndata: ${safeJson(v)}\n\n`;
+    for (const c of clients) {
+      // A client that stops reading would make its buffer grow without end: drop it, it reconnects when it can.
+      if (c.writableLength > MAX_CLIENT_BACKLOG) {
+        clients.delete(c);
+        c.destroy();
+      } else c.write(frame);
+    }
+  };
+  const pushSoon = () => {
+    // Bursts of status changes (a 500-key burst) become at most ten pushes a second.
+    pushTimer ??= setTimeout(() => {
+      pushTimer = null;
+      push();
+    }, 100);
+  };
+  let tick = 0;
+  const ticker = setInterval(() => {
+    if (!sources) return;
+    samples.push({ at: Date.now(), totals: sources.traffic.totals() });
+    if (samples.length > RATE_WINDOW_SAMPLES) samples.shift();
+    const totals = JSON.stringify([...(samples.at(-1)?.totals ?? [])].map(([k, v]) => [k, v.requests]));
+    // Rates also move when traffic stops (the window slides), so push at least every two seconds.
+    if (totals !== lastPushedTotals || tick % 2 === 0) push();
+    lastPushedTotals = totals;
+    if (++tick % 15 === 0) for (const c of clients) c.write(": keepalive\n\n");
+  }, 1000);
+  ticker.unref();
+
+  const authorized = (req: IncomingMessage) => !config.token || tokenMatches(presentedToken(req), config.token);
+  // Without a token, loopback is the only protection: a web page could reach it through DNS rebinding, which
+  // shows as a foreign Host header. Only loopback names and the listen address itself are accepted.
+  const allowedHost = (req: IncomingMessage) => {
+    if (config.token) return true;
+    const host = (req.headers.host ?? "").replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+    return host === "" || isLoopback(host) || host === config.host;
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    if (req.method !== "GET" && req.method !== "HEAD")
+      return send(res, 405, "text/plain", "the admin server is read-only\n", { allow: "GET, HEAD" });
+    // Liveness and readiness stay open (no token, any Host) so orchestrator probes need no secret; they reveal no
+    // configuration.
+    if (path === "/healthz") return send(res, 200, "text/plain", "ok\n");
+    if (path === "/readyz") {
+      const r = readiness(sources?.status.get() ?? null);
+      return send(res, r.ready ? 200 : 503, "text/plain", `${r.ready ? "ready" : "not ready"}: ${r.why}\n`);
+    }
+    if (!allowedHost(req)) return send(res, 421, "text/plain", "the admin server answers loopback host names only\n");
+    if (!authorized(req)) {
+      const browser = path === "/" && (req.headers.accept ?? "").includes("text/html");
+      if (browser) return send(res, 401, "text/html; charset=utf-8", LOGIN_HTML, { "content-security-policy": CSP });
+      return send(res, 401, "text/plain", "unauthorized: send Authorization: Bearer <admin token>\n", {
+        "www-authenticate": 'Bearer realm="nginx-lb"',
+      });
+    }
+    if (path === "/")
+      return send(res, 200, "text/html; charset=utf-8", DASHBOARD_HTML, { "content-security-policy": CSP });
+    const v = view();
+    if (!sources || !v) return send(res, 503, "text/plain", "the controller is starting\n");
+    if (path === "/metrics") return send(res, 200, sources.registry.contentType, await sources.registry.metrics());
+    if (path === "/api/status") return send(res, 200, "application/json", safeJson(v));
+    if (path === "/api/events" && req.method === "HEAD") return send(res, 200, "text/event-stream", "");
+    if (path === "/api/events") {
+      if (clients.size >= MAX_EVENT_CLIENTS) return send(res, 503, "text/plain", "too many event clients\n");
+      res.writeHead(200, { "content-type": "text/event-stream", ...SECURITY_HEADERS, connection: "keep-alive" });
+      res.write(`retry: 2000\nevent: status\ndata: ${safeJson(v)}\n\n`);
+      clients.add(res);
+      req.on("close", () => clients.delete(res));
+      return;
+    }
+    return send(res, 404, "text/plain", "not found\n");
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      log.error({ err: (e as Error).message, path: req.url }, "admin request failed");
+      if (!res.headersSent) send(res, 500, "text/plain", "internal error\n");
+      else res.end();
+    });
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  log.info(
+    { listen: `${addr.family === "IPv6" ? `[${addr.address}]` : addr.address}:${addr.port}`, auth: !!config.token },
+    "admin server listening",
+  );
+
+  return {
+    host: addr.address,
+    port: addr.port,
+    attach(s) {
+      sources = s;
+      s.traffic.setTopology(s.status.get().topology);
+      samples.push({ at: Date.now(), totals: s.traffic.totals() });
+      let topology = s.status.get().topology;
+      unsubscribe = s.status.subscribe((snap) => {
+        if (snap.topology !== topology) s.traffic.setTopology((topology = snap.topology));
+        pushSoon();
+      });
+    },
+    close: async () => {
+      clearInterval(ticker);
+      if (pushTimer) clearTimeout(pushTimer);
+      unsubscribe();
+      for (const c of clients) c.end();
+      clients.clear();
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}

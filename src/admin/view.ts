@@ -1,0 +1,92 @@
+import type { ApplyRecord, StatusSnapshot } from "../reconciler/status.js";
+import type { TopologyServer } from "../reconciler/topology.js";
+import type { RouteTotals } from "./traffic.js";
+
+/** Whether nginx serves a confirmed config, and if not, why. */
+export function readiness(s: StatusSnapshot | null): { ready: boolean; why: string } {
+  if (!s) return { ready: false, why: "the controller is starting" };
+  if (!s.nginx.running)
+    return { ready: false, why: `nginx is not running${s.nginx.lastError ? `: ${s.nginx.lastError}` : ""}` };
+  if (s.nginx.generation === null) return { ready: false, why: "nginx runs no confirmed config yet" };
+  return { ready: true, why: `nginx runs generation ${s.nginx.generation}` };
+}
+
+/** Traffic of one route over the recent window. */
+export interface RouteTraffic {
+  readonly requests: number;
+  readonly requestsPerSecond: number;
+  /** Share of 5xx answers over the window (0..1); null without requests in the window. */
+  readonly errorRate: number | null;
+  readonly byClass: RouteTotals["byClass"];
+}
+
+/** Request and error rates from two samples of the running totals. */
+export function rates(
+  older: { at: number; totals: ReadonlyMap<string, RouteTotals> } | undefined,
+  newer: { at: number; totals: ReadonlyMap<string, RouteTotals> },
+): Map<string, RouteTraffic> {
+  const out = new Map<string, RouteTraffic>();
+  const seconds = older ? Math.max((newer.at - older.at) / 1000, 0.001) : 1;
+  for (const [upstream, now] of newer.totals) {
+    const before = older?.totals.get(upstream);
+    // A route missing from the older sample is newer than it: its counters started at zero in between.
+    const requests = older ? now.requests - (before?.requests ?? 0) : 0;
+    const errors = older ? now.errors - (before?.errors ?? 0) : 0;
+    out.set(upstream, {
+      requests: now.requests,
+      requestsPerSecond: Math.round((requests / seconds) * 100) / 100,
+      errorRate: requests > 0 ? Math.round((errors / requests) * 10_000) / 10_000 : null,
+      byClass: now.byClass,
+    });
+  }
+  return out;
+}
+
+/** The JSON of `/api/status` and of every dashboard update. */
+export interface StatusView {
+  readonly now: string;
+  readonly ready: { ready: boolean; why: string };
+  readonly startedAt: string;
+  readonly services: StatusSnapshot["services"];
+  readonly registry: StatusSnapshot["registry"];
+  readonly nginx: StatusSnapshot["nginx"];
+  readonly counters: StatusSnapshot["counters"];
+  readonly lastSuccessAt: string | null;
+  readonly secondsSinceLastSuccess: number | null;
+  readonly servers: readonly (TopologyServer & {
+    readonly routes: readonly (TopologyServer["routes"][number] & { readonly traffic: RouteTraffic | null })[];
+  })[];
+  readonly applies: readonly ApplyRecord[];
+}
+
+/** Builds the status view: the snapshot joined with per-route traffic. Carries no certificate or key. */
+export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, RouteTraffic>, now: Date): StatusView {
+  const since = s.lastSuccessAt ? (now.getTime() - Date.parse(s.lastSuccessAt)) / 1000 : null;
+  return {
+    now: now.toISOString(),
+    ready: readiness(s),
+    startedAt: s.startedAt,
+    services: s.services,
+    registry: s.registry,
+    nginx: s.nginx,
+    counters: s.counters,
+    lastSuccessAt: s.lastSuccessAt ?? null,
+    secondsSinceLastSuccess: since === null ? null : Math.round(since * 10) / 10,
+    servers: (s.topology?.servers ?? []).map((server) => ({
+      ...server,
+      routes: server.routes.map((r) => ({ ...r, traffic: traffic.get(r.upstream) ?? null })),
+    })),
+    applies: s.applies,
+  };
+}
+
+// Inside serialised JSON: up to the END line, or else to the end of the string value (an unescaped quote).
+const PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[^"\\]|\\.)*?(?:-----END [A-Z ]*PRIVATE KEY-----|(?="))/g;
+
+/**
+ * Serialises a response body, cutting out anything shaped like a private key. The view never holds one; this is
+ * the second lock, for an error message that might quote a file.
+ */
+export function safeJson(value: unknown): string {
+  return JSON.stringify(value).replace(PRIVATE_KEY, "[private key redacted]");
+}

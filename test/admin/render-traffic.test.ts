@@ -1,0 +1,44 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { renderNginxConf } from "../../src/render/index.js";
+import { mustDesired } from "../helpers/model.js";
+import { checkConfig, cleanupNginx, tempDir } from "../helpers/nginx.js";
+
+afterAll(cleanupNginx);
+
+const desired = mustDesired(
+  {
+    servers: [
+      {
+        domain_name: "a.test",
+        frontend_port: 8080,
+        routes: {
+          "/": { app: "web", service: "api", port: 80 },
+          "/empty": { app: "none", service: "api", port: 80 },
+        },
+      },
+    ],
+  },
+  { "web-api": { "127.0.0.2": { weight: 1 } } },
+);
+
+describe("traffic log rendering", () => {
+  it("leaves the config byte-identical without the option", () => {
+    const plain = renderNginxConf(desired, { dir: "/var/lib/nginx-lb" });
+    expect(plain.conf).not.toMatch(/nlb_route|syslog|log_format/);
+    expect(plain.conf).toContain("access_log off;");
+  });
+
+  it("tags every location of every route, also one answering 503, and passes the real nginx -t", async () => {
+    const dir = await tempDir("nginx-lb-traffic-render-");
+    const r = renderNginxConf(desired, { dir, trafficLogPort: 9180, accessLog: `${dir}/logs/access.log` });
+    const sets = [...r.conf.matchAll(/set \$nlb_route (nlb_[0-9a-f]{16});/g)].map((m) => m[1]);
+    // `/` is one location; `/empty` is two (`/empty/` and `= /empty`), both tagged with the same upstream name.
+    expect(sets).toHaveLength(3);
+    expect(new Set(sets).size).toBe(2);
+    expect(r.conf).toContain("access_log syslog:server=127.0.0.1:9180,nohostname,tag=nginx_lb nlb;");
+    expect(r.conf).toContain(`access_log ${dir}/logs/access.log;`);
+    const check = await checkConfig(r, dir);
+    expect(check.output).not.toMatch(/emerg|warn/);
+    expect(check.ok).toBe(true);
+  });
+});
