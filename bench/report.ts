@@ -96,15 +96,20 @@ function dynamicOverStatic(r: Results): number[] {
 /** What is known to cost the time or throughput behind a missed target, from this run's own figures. */
 function why(t: Target, r: Results): string | null {
   const load = `the machine's 1-minute load average was ${fmt(r.machine.loadStart, 1)} at the start and ${fmt(r.machine.loadEnd, 1)} at the end on ${r.machine.cores} cores`;
-  if (t.what.startsWith("convergence") && t.what.includes("reload")) {
+  if (t.what.startsWith("convergence")) {
     const c = (r.figures.convergence ?? []).find((x) => t.what.endsWith(`${x.mode}, ${fmtInt(x.keys)} keys`));
     const parts = [
       c?.applyMs
-        ? `the controller's own median apply: render ${fmt(c.applyMs.render)} + nginx -t ${fmt(c.applyMs.test)} + reload ${fmt(c.applyMs.reload)} ms (reload counted until every old worker retired)`
+        ? c.mode === "dynamic"
+          ? `the controller's own median change: render ${fmt(c.applyMs.render)} + push ${fmt(c.applyMs.reload)} ms`
+          : `the controller's own median apply: render ${fmt(c.applyMs.render)} + nginx -t ${fmt(c.applyMs.test)} + reload ${fmt(c.applyMs.reload)} ms (reload counted until every old worker retired)`
         : null,
-      `the reconciler's ${DEFAULT_DEBOUNCE_MS} ms debounce for a lone change`,
+      c?.mode === "dynamic"
+        ? "the reconciler's debounce for a lone change (a few ms in dynamic mode)"
+        : `the reconciler's ${DEFAULT_DEBOUNCE_MS} ms debounce for a lone change`,
+      r.registry === "etcd" ? "etcd's commit and watch delivery to the controller" : null,
       r.registry === "file" ? "the backends-file watcher's 50 ms wait for the writer to finish" : null,
-      t.what.includes("delete")
+      t.what.includes("delete") && c?.mode !== "dynamic"
         ? "and for a delete, nginx itself: after a reload the master sleeps 100 ms (ngx_msleep(100) in ngx_master_process_cycle) before telling the old workers to stop accepting, so the removed backend keeps getting new connections for at least 100 ms after the new config is live; a reload-based delete cannot beat put + 100 ms"
         : null,
       load,
@@ -198,8 +203,8 @@ export function renderReport(r: Results): string {
       ``,
       `A registry put -> the first request (a new connection) answered by the new backend; a delete -> the last request` +
         ` answered by the removed one. Each trial is a lone change after a quiet period. ms; spread as IQR and` +
-        ` min-max. The controller columns are its own median account of those applies (render, \`nginx -t\`,` +
-        ` reload until every old worker retired). The original design (confd): about 116 ms p50 with a handful of` +
+        ` min-max. The controller columns are its own median account of those changes (render, \`nginx -t\`,` +
+        ` reload until every old worker retired; in dynamic mode the push). The original design (confd): about 116 ms p50 with a handful of` +
         ` keys, 4.7 s p50 with 10,000.`,
       ``,
       table(
@@ -215,7 +220,7 @@ export function renderReport(r: Results): string {
           "min-max",
           "ctl render",
           "ctl nginx -t",
-          "ctl reload",
+          "ctl reload / push",
           "reloads",
         ],
         conv.flatMap((c) =>

@@ -22,8 +22,9 @@ const TRIAL_TIMEOUT_MS = 15_000;
 /** And at most this many probes (a loopback probe takes well over 0.1 ms, so time bounds first). */
 const MAX_PROBES = 150_000;
 /**
- * Delete: the removed backend is gone once the controller logged the apply (reload mode: old workers retired) and a
- * probe after that was clean; or, in any mode, once MIN_CLEAN probes in a row and GONE_QUIET_MS passed without it.
+ * Delete: the removed backend is gone once the controller logged the change (reload: old workers retired; dynamic:
+ * nginx stored the set) and a probe after that was clean; or once MIN_CLEAN probes in a row and GONE_QUIET_MS passed
+ * without it.
  * The probe alternates over both endpoints, so a gap that long does not happen while the old set still serves.
  */
 const GONE_QUIET_MS = 250;
@@ -54,10 +55,8 @@ function registryOf(keys: number, a: string): { set: BackendSet; routes: RouteSp
   return { set, routes };
 }
 
-async function waitApplied(lb: Lb, from: number, mode: Mode): Promise<void> {
-  // In reload mode the change is complete when the controller logs the apply (old workers retired); the dynamic
-  // mode may log differently, so there the quiet period alone separates trials.
-  if (mode !== "reload") return;
+/** The change is complete when the controller logs it: a reload once old workers retired, or a push nginx stored. */
+async function waitApplied(lb: Lb, from: number): Promise<void> {
   const deadline = Date.now() + TRIAL_TIMEOUT_MS;
   while (lb.appliesSince(from).length === 0 && Date.now() < deadline) await sleep(10);
 }
@@ -72,14 +71,14 @@ async function putTrial(lb: Lb, reg: Registry, b: string): Promise<number> {
   return NaN;
 }
 
-async function delTrial(lb: Lb, reg: Registry, b: string, mode: Mode): Promise<number> {
+async function delTrial(lb: Lb, reg: Registry, b: string): Promise<number> {
   const from = lb.controller.lines.length;
   const t0 = performance.now();
   await reg.del(NAME, b);
   let last = t0;
   let clean = 0;
   for (let i = 0; i < MAX_PROBES && performance.now() - t0 < TRIAL_TIMEOUT_MS; i++) {
-    const applied = mode === "reload" && lb.appliesSince(from).length > 0;
+    const applied = lb.appliesSince(from).length > 0;
     const r = await probe(lb.port, HOST);
     if (r.backend === b) {
       last = r.at;
@@ -118,11 +117,11 @@ export async function convergence(ctx: Context): Promise<ConvergenceRow[]> {
           await sleep(300 + Math.random() * 100);
           let from = lb.controller.lines.length;
           put.push(await putTrial(lb, reg, b));
-          await waitApplied(lb, from, mode);
+          await waitApplied(lb, from);
           await sleep(300 + Math.random() * 100);
           from = lb.controller.lines.length;
-          del.push(await delTrial(lb, reg, b, mode));
-          await waitApplied(lb, from, mode);
+          del.push(await delTrial(lb, reg, b));
+          await waitApplied(lb, from);
         }
         const applies = lb.appliesSince(first);
         const ms = (k: string) => median(applies.map((l) => Number((l["ms"] as Record<string, number>)[k])));

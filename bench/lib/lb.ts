@@ -60,7 +60,7 @@ export interface Lb {
   readonly stateDir: string;
   /** The nginx master pid (from the pid file nginx-lb keeps in its state dir). */
   nginxPid(): Promise<number>;
-  /** Applies logged since `from` (a line index), by action. */
+  /** Changes the controller completed since `from` (a line index): reloads, and pushes in dynamic mode. */
   appliesSince(from: number): LogLine[];
   stop(): Promise<void>;
 }
@@ -113,7 +113,8 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     servicesFile,
     stateDir,
     nginxPid,
-    appliesSince: (from) => controller.lines.slice(from).filter((l) => l.msg === "config applied"),
+    appliesSince: (from) =>
+      controller.lines.slice(from).filter((l) => l.msg === "config applied" || l.msg === "endpoints pushed"),
     stop,
   };
 }
