@@ -82,7 +82,7 @@ async function oneBurst(ctx: Context, lb: Lb, reg: Registry, n: number, k: numbe
 export async function bursts(ctx: Context): Promise<BurstRow[]> {
   const plan = ctx.quick
     ? [
-        { changes: 50, bursts: 2 },
+        { changes: 20, bursts: 2 },
         { changes: 200, bursts: 2 },
       ]
     : [

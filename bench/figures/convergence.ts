@@ -90,9 +90,9 @@ async function delTrial(lb: Lb, reg: Registry, b: string): Promise<number> {
 }
 
 export async function convergence(ctx: Context): Promise<ConvergenceRow[]> {
-  const trials = ctx.quick ? 3 : 50;
+  const trials = ctx.quick ? 2 : 50;
   // The smoke run keeps the small size and shrinks the large one, so it stays well under a minute.
-  const sizes = ctx.quick ? [10, 200] : [10, 10_000];
+  const sizes = ctx.quick ? [10, 100] : [10, 10_000];
   const [a = "", b = ""] = ctx.backends.ips;
   const rows: ConvergenceRow[] = [];
   for (const mode of ctx.modes)

@@ -79,7 +79,7 @@ function failedRow(mode: Mode, n: number, bytes: number, renderMs: number): Scal
 }
 
 export async function scale(ctx: Context): Promise<ScaleRow[]> {
-  const sizes = ctx.quick ? [100, 500] : [1000, 10_000];
+  const sizes = ctx.quick ? [100, 300] : [1000, 10_000];
   const rows: ScaleRow[] = [];
   for (const n of sizes) {
     const { routes, set } = scaleInput(n, { ip: ctx.backends.ips[0] ?? "", port: ctx.backends.port });

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Etcd3 } from "etcd3";
 import type { BackendSet } from "../../src/model/backends.js";
-import { freePort, sleep, spawnTracked, stopChild, tempDir } from "./procs.js";
+import { freePort, onCleanup, sleep, spawnTracked, stopChild, tempDir } from "./procs.js";
 
 export const PREFIX = "/lb/backends";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -73,55 +73,70 @@ export class FileRegistry implements Registry {
   async close(): Promise<void> {}
 }
 
-/** A real single-member etcd on free loopback ports, written through the etcd3 client. */
+/** The run's one etcd server: started on first use, stopped by the benchmark's cleanup. */
+let server: Promise<string> | null = null;
+
+async function startEtcd(): Promise<string> {
+  const dir = await tempDir("nginx-lb-bench-etcd-");
+  const [client, peer] = [await freePort(), await freePort()];
+  const url = `http://127.0.0.1:${client}`;
+  const peerUrl = `http://127.0.0.1:${peer}`;
+  const child = spawnTracked("etcd", [
+    "--name=bench",
+    `--data-dir=${dir}/data`,
+    `--listen-client-urls=${url}`,
+    `--advertise-client-urls=${url}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=bench=${peerUrl}`,
+    "--log-level=error",
+  ]);
+  onCleanup(() => stopChild(child));
+  // etcd's own health endpoint, not the client: the etcd3 client backs off for seconds after a refused connect.
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const healthy = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) })
+      .then(async (r) => r.ok && (await r.text()).includes("true"))
+      .catch(() => false);
+    if (healthy) return url;
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`etcd did not become healthy on ${url}`);
+    await sleep(50);
+  }
+}
+
+let registries = 0;
+
+/**
+ * A registry in a real single-member etcd on loopback, written through the etcd3 client. Every registry of a run
+ * shares the one server under its own prefix (what a shared etcd looks like in production, and no start-up per
+ * figure); closing one deletes its keys.
+ */
 export class EtcdRegistry implements Registry {
   readonly kind = "etcd";
   private constructor(
     private readonly url: string,
+    private readonly prefix: string,
     private readonly client: Etcd3,
-    private readonly stopEtcd: () => Promise<void>,
   ) {}
 
   get args(): readonly string[] {
-    return ["--etcd-endpoints", this.url, "--etcd-prefix", PREFIX];
+    return ["--etcd-endpoints", this.url, "--etcd-prefix", this.prefix];
   }
 
   static async create(): Promise<EtcdRegistry> {
-    const dir = await tempDir("nginx-lb-bench-etcd-");
-    const [client, peer] = [await freePort(), await freePort()];
-    const url = `http://127.0.0.1:${client}`;
-    const peerUrl = `http://127.0.0.1:${peer}`;
-    const child = spawnTracked("etcd", [
-      "--name=bench",
-      `--data-dir=${dir}/data`,
-      `--listen-client-urls=${url}`,
-      `--advertise-client-urls=${url}`,
-      `--listen-peer-urls=${peerUrl}`,
-      `--initial-advertise-peer-urls=${peerUrl}`,
-      `--initial-cluster=bench=${peerUrl}`,
-      "--log-level=error",
-    ]);
-    // etcd's own health endpoint, not the client: the etcd3 client backs off for seconds after a refused connect.
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const healthy = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) })
-        .then(async (r) => r.ok && (await r.text()).includes("true"))
-        .catch(() => false);
-      if (healthy) break;
-      if (child.exitCode !== null || Date.now() > deadline) {
-        await stopChild(child);
-        throw new Error(`etcd did not become healthy on ${url} within 20 s`);
-      }
-      await sleep(50);
-    }
-    const etcd = new Etcd3({ hosts: url });
-    return new EtcdRegistry(url, etcd, () => stopChild(child));
+    server ??= startEtcd();
+    const url = await server;
+    return new EtcdRegistry(url, `${PREFIX}-bench${++registries}`, new Etcd3({ hosts: url }));
+  }
+
+  private key(name: string, ip: string): string {
+    return `${this.prefix}/${name}/ips/${ip}`;
   }
 
   async replace(set: BackendSet): Promise<void> {
-    await this.client.delete().prefix(`${PREFIX}/`);
+    await this.client.delete().prefix(`${this.prefix}/`);
     const entries = Object.entries(set).flatMap(([name, eps]) =>
-      Object.entries(eps).map(([ip, ep]) => [`${PREFIX}/${name}/ips/${ip}`, JSON.stringify(ep)] as const),
+      Object.entries(eps).map(([ip, ep]) => [this.key(name, ip), JSON.stringify(ep)] as const),
     );
     // etcd caps a transaction at 128 operations by default.
     for (let i = 0; i < entries.length; i += 100) {
@@ -132,16 +147,19 @@ export class EtcdRegistry implements Registry {
   }
 
   async put(name: string, ip: string, weight = 1): Promise<void> {
-    await this.client.put(`${PREFIX}/${name}/ips/${ip}`).value(JSON.stringify({ weight }));
+    await this.client.put(this.key(name, ip)).value(JSON.stringify({ weight }));
   }
 
   async del(name: string, ip: string): Promise<void> {
-    await this.client.delete().key(`${PREFIX}/${name}/ips/${ip}`);
+    await this.client.delete().key(this.key(name, ip));
   }
 
   async close(): Promise<void> {
+    await this.client
+      .delete()
+      .prefix(`${this.prefix}/`)
+      .catch(() => undefined);
     this.client.close();
-    await this.stopEtcd();
   }
 }
 
