@@ -62,8 +62,8 @@ async function main(): Promise<void> {
   if (registry === "etcd" && !etcdSupported()) fail("this build has no etcd source (src/sources/etcd-v3.ts)");
   if (registry === "file")
     notes.push(
-      "Registry: the watched backends file (this build has no etcd source yet). Its watcher waits 50 ms for a" +
-        " writer to finish, which is in every convergence figure.",
+      `Registry: the watched backends file (${etcdSupported() ? "chosen with --registry file" : "this build has no etcd source"}).` +
+        " Its watcher waits 50 ms for a writer to finish, which is in every convergence figure.",
     );
 
   const m = machine();
