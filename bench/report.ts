@@ -202,7 +202,8 @@ export function renderReport(r: Results): string {
       `## 1. Convergence`,
       ``,
       `A registry put -> the first request (a new connection) answered by the new backend; a delete -> the last request` +
-        ` answered by the removed one. Each trial is a lone change after a quiet period. ms; spread as IQR and` +
+        ` answered by the removed one. Each trial is a lone change after a quiet period, after one untimed warm-up change (the first change after` +
+        ` start pays one-off costs; its times are in the raw JSON). ms; spread as IQR and` +
         ` min-max. The controller columns are its own median account of those changes (render, \`nginx -t\`,` +
         ` reload until every old worker retired; in dynamic mode the push). The original design (confd): about 116 ms p50 with a handful of` +
         ` keys, 4.7 s p50 with 10,000.`,
