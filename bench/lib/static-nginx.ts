@@ -1,0 +1,98 @@
+/**
+ * A standalone nginx the benchmark runs itself (never through nginx-lb): the fast static backends, and the
+ * original design's config for the data-plane comparison. Started through the test helper (foreground, own prefix,
+ * waits until every listen address accepts) and stopped by the benchmark's cleanup.
+ */
+import { cleanupNginx, startNginx, tempDir, type RunningNginx } from "../../test/helpers/nginx.js";
+import { request } from "node:http";
+import { freePort, onCleanup } from "./procs.js";
+
+export { NGINX } from "../../test/helpers/nginx.js";
+
+let registered = false;
+
+/** Starts nginx on a config rendered for its own directory. */
+export async function startStaticNginx(conf: (dir: string) => string): Promise<RunningNginx> {
+  if (!registered) onCleanup(cleanupNginx);
+  registered = true;
+  const dir = await tempDir("nginx-lb-bench-nginx-");
+  return startNginx(conf(dir), dir);
+}
+
+/** The main-context head every standalone config shares: its own pid, logs and temp paths. */
+export function head(dir: string, workers: number): string {
+  return [
+    `worker_processes ${workers};`,
+    `pid ${dir}/nginx.pid;`,
+    `error_log ${dir}/logs/error.log warn;`,
+    `worker_rlimit_nofile 65536;`,
+    `events { worker_connections 8192; }`,
+  ].join("\n");
+}
+
+export function tempPaths(dir: string): string {
+  return ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+    .map((t) => `    ${t}_temp_path ${dir}/tmp/${t};`)
+    .join("\n");
+}
+
+/** Static backends: one nginx, one server per loopback ip, all on one shared port, each answering its own ip. */
+export interface StaticBackends {
+  readonly ips: readonly string[];
+  readonly port: number;
+  readonly nginx: RunningNginx;
+  /** TCP connections the backends accepted so far (nginx's stub_status): how often a proxy reconnects. */
+  accepted(): Promise<number>;
+}
+
+export async function startStaticBackends(ips: readonly string[], workers = 1): Promise<StaticBackends> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort(ips[0]);
+    const statusPort = await freePort();
+    const conf = (dir: string) =>
+      [
+        head(dir, workers),
+        `http {`,
+        `    access_log off;`,
+        `    keepalive_requests 1000000;`,
+        tempPaths(dir),
+        ...ips.map(
+          (ip) =>
+            `    server { listen ${ip}:${port}; default_type text/plain; ` +
+            `add_header X-Backend ${ip}; return 200 "${ip}\\n"; }`,
+        ),
+        `    server { listen 127.0.0.1:${statusPort}; location / { stub_status; } }`,
+        `}`,
+      ].join("\n");
+    try {
+      const nginx = await startStaticNginx(conf);
+      const accepted = async () => {
+        const r = await probeText(statusPort);
+        return Number(/^\s*(\d+) \d+ \d+/m.exec(r)?.[1] ?? NaN);
+      };
+      return { ips, port, nginx, accepted };
+    } catch (e) {
+      // Another run may hold the port on one of the other ips: try a fresh one.
+      if (attempt >= 9 || !/in use|not listening/.test((e as Error).message)) throw e;
+    }
+  }
+}
+
+/** 127.0.0.<first> .. 127.0.0.<first+n-1>. */
+export function loopbackIps(n: number, first = 2): string[] {
+  return Array.from({ length: n }, (_, i) => `127.0.0.${first + i}`);
+}
+
+function probeText(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const req = request({ host: "127.0.0.1", port, path: "/", agent: false, timeout: 2000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve(body));
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", () => resolve(""));
+    req.end();
+  });
+}

@@ -1,0 +1,141 @@
+/**
+ * The benchmark suite itself, run in `--quick` mode against the real components (nginx-lb's daemon, nginx, the
+ * static backends, wrk): it must finish, clean up after itself, and write a report and raw figures that hold every
+ * table with numbers in a sane range. Fixed values would only measure the machine, so none are checked.
+ */
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Results } from "../../bench/report.js";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+let out = "";
+let md = "";
+let results: Results;
+let stderr = "";
+
+/** nginx and etcd processes whose prefix or data dir is a benchmark temp dir that no longer exists: leaked. */
+async function leakedProcesses(): Promise<string[]> {
+  const leaked: string[] = [];
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0").join(" ");
+    const dir = /(\/tmp\/nginx-lb-bench-[^/ ]+)/.exec(cmd)?.[1];
+    if (dir && /nginx|etcd|wrk/.test(cmd) && !existsSync(dir)) leaked.push(`${pid}: ${cmd}`);
+  }
+  return leaked;
+}
+
+beforeAll(async () => {
+  out = await mkdtemp(join(tmpdir(), "nginx-lb-bench-smoke-"));
+  await new Promise<void>((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", join(ROOT, "bench/run.ts"), "--quick", "--out", out],
+      { cwd: ROOT, timeout: 110_000, killSignal: "SIGINT", maxBuffer: 16 << 20 },
+      (err, _stdout, err2) => {
+        stderr = err2;
+        if (err) reject(new Error(`bench --quick failed: ${err.message}\n${err2}`));
+        else resolve();
+      },
+    );
+  });
+  md = await readFile(join(out, "BENCHMARKS.md"), "utf8");
+  results = JSON.parse(await readFile(join(out, "latest.json"), "utf8")) as Results;
+}, 120_000);
+
+afterAll(async () => {
+  if (out) await rm(out, { recursive: true, force: true });
+});
+
+const finitePositive = (x: number) => Number.isFinite(x) && x > 0;
+
+describe("npm run bench -- --quick", () => {
+  it("writes a report with the machine and a table per figure", () => {
+    for (const heading of [
+      "## Targets",
+      "## 1. Convergence",
+      "## 2. Bursts",
+      "## 3. Scale",
+      "## 4. Data plane",
+      "## 5. Churn under load",
+    ])
+      expect(md).toContain(heading);
+    // Cells are padded: the report is written as the repository's formatter would write it.
+    expect(md).toMatch(/\| CPU +\| .+, \d+ cores +\|/);
+    expect(md).toMatch(/\| nginx +\| \d+\.\d+\.\d+ +\|/);
+    expect(md).toMatch(/\| node +\| v\d+/);
+    expect(md).toContain("--quick");
+    expect(stderr).toContain("wrote");
+  });
+
+  it("measures convergence for every mode, with sane times", () => {
+    const conv = results.figures.convergence ?? [];
+    expect(conv.length).toBe(results.modes.length * 2);
+    for (const c of conv) {
+      expect(c.timeouts).toBe(0);
+      for (const s of [c.put, c.del]) {
+        expect(s.n).toBeGreaterThan(0);
+        expect(s.p50).toBeGreaterThanOrEqual(0);
+        expect(s.p50).toBeLessThanOrEqual(s.p99);
+        expect(s.p99).toBeLessThan(15_000);
+      }
+    }
+  });
+
+  it("counts reloads and lost changes of bursts", () => {
+    const bursts = results.figures.bursts ?? [];
+    expect(bursts.length).toBeGreaterThan(0);
+    for (const b of bursts) {
+      expect(b.lost).toBeGreaterThanOrEqual(0);
+      expect(b.finalMs.n).toBe(b.bursts);
+      if (b.mode === "reload") expect(b.reloads.min).toBeGreaterThanOrEqual(1);
+      // Coalescing: far fewer reloads than changes.
+      expect(b.reloads.max).toBeLessThan(b.changes / 2);
+    }
+  });
+
+  it("records scale figures: render, nginx -t, reload, memory", () => {
+    for (const s of results.figures.scale ?? []) {
+      expect(s.error).toBeUndefined();
+      expect(finitePositive(s.renderMs)).toBe(true);
+      expect(finitePositive(s.reload.test)).toBe(true);
+      expect(finitePositive(s.reload.reload)).toBe(true);
+      expect(s.controllerRssMiB).toBeGreaterThan(10);
+      expect(s.controllerRssMiB).toBeLessThan(4096);
+      expect(s.nginxRssMiB).toBeGreaterThan(1);
+      expect(s.nginxProcesses).toBeGreaterThanOrEqual(2);
+    }
+    expect((results.figures.scale ?? []).length).toBe(results.modes.length * 2);
+  });
+
+  it("compares the data plane in one run: straight, nginx-lb, original style", () => {
+    const dp = results.figures.dataPlane;
+    expect(dp?.targets.length).toBe(results.modes.length + 2);
+    for (const t of dp?.targets ?? []) {
+      expect(finitePositive(t.rps)).toBe(true);
+      expect(finitePositive(t.p99ms)).toBe(true);
+      expect(t.backendConnsPer1k).toBeGreaterThanOrEqual(0);
+    }
+    // The original design's config reconnects to the backend for every request; that is what (c) stands for.
+    const c = dp?.targets[dp.targets.length - 1];
+    expect(c?.backendConnsPer1k).toBeGreaterThan(900);
+    for (const r of dp?.ratios ?? []) for (const x of [...r.ba, ...r.bc]) expect(finitePositive(x)).toBe(true);
+  });
+
+  it("runs load through endpoint churn", () => {
+    for (const c of results.figures.churn ?? []) {
+      expect(c.ticks).toBeGreaterThan(5);
+      expect(c.wrk.requests).toBeGreaterThan(100);
+      expect(c.wrk.failed).toBeGreaterThanOrEqual(0);
+    }
+  });
+
+  it("leaves no nginx, etcd or wrk behind", async () => {
+    expect(await leakedProcesses()).toEqual([]);
+  });
+});
