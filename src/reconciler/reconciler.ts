@@ -183,7 +183,13 @@ export class Reconciler {
         action: out.action,
         generation: out.generation,
         ms,
-        upstreams: { added: change.upstreamsAdded, removed: change.upstreamsRemoved },
+        // Bounded: a first start with 10,000 routes would otherwise log one line of 10,000 names.
+        upstreams: {
+          added: change.upstreamsAdded.slice(0, 20),
+          removed: change.upstreamsRemoved.slice(0, 20),
+          addedCount: change.upstreamsAdded.length,
+          removedCount: change.upstreamsRemoved.length,
+        },
         endpoints: {
           added: change.endpointsAdded.slice(0, 20),
           removed: change.endpointsRemoved.slice(0, 20),

@@ -10,7 +10,7 @@ export interface RenderOptions {
   readonly listenHost?: string;
   /** Loopback port of the internal control server (generation check, later endpoint pushes). None when absent. */
   readonly controlPort?: number;
-  /** Idle keepalive connections per upstream per worker. Default 32. */
+  /** Idle keepalive connections per upstream per worker. Default 320, less with thousands of routes. */
   readonly upstreamKeepalive?: number;
   /** Access log file, or null for none. Default none. */
   readonly accessLog?: string | null;
