@@ -101,6 +101,7 @@ export class NginxProcess {
   private child: ChildProcess | null = null;
   private stopping = false;
   private pollTimer: NodeJS.Timeout | null = null;
+  private starting: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly paths: NginxPaths,
@@ -125,7 +126,14 @@ export class NginxProcess {
   }
 
   /** Starts nginx on the current nginx.conf and waits until its pid file names it. */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    // stop() waits for a start in flight: otherwise a master spawned during shutdown would outlive the controller.
+    const starting = this.spawnMaster();
+    this.starting = starting.catch(() => undefined);
+    return starting;
+  }
+
+  private async spawnMaster(): Promise<void> {
     this.stopping = false;
     const { nginx, dir, conf } = this.paths;
     const child = trackChild(
@@ -189,6 +197,7 @@ export class NginxProcess {
 
   /** Graceful stop (SIGQUIT: connections drain), SIGTERM after the timeout. */
   async stop(timeoutMs = 10_000): Promise<void> {
+    await this.starting;
     this.stopping = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
     const pid = this.pid;

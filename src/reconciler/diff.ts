@@ -9,31 +9,35 @@ export interface Change {
   readonly endpointsRemoved: readonly string[];
 }
 
-function index(desired: Desired | null): Map<string, Set<string>> {
-  const out = new Map<string, Set<string>>();
-  if (!desired) return out;
-  for (const p of planRoutes(desired.services, desired.backends)) {
-    const label = `${p.server.domain}:${p.server.port}${p.route.prefix}`;
-    out.set(
-      label,
-      new Set(
-        p.members.map(
-          (m) => `${m.ip}:${m.port}${m.backup ? " backup" : ""}${m.weight === 0 ? " down" : ` w${m.weight}`}`,
-        ),
-      ),
-    );
-  }
-  return out;
-}
+type Plan = ReturnType<typeof planRoutes>[number];
 
-/** Compares two desired states route by route (pure). */
+const label = (p: Plan) => `${p.server.domain}:${p.server.port}${p.route.prefix}`;
+const endpointsOf = (p: Plan) =>
+  new Set(
+    p.members.map((m) => `${m.ip}:${m.port}${m.backup ? " backup" : ""}${m.weight === 0 ? " down" : ` w${m.weight}`}`),
+  );
+
+/**
+ * Compares two desired states route by route (pure). Plans of an unchanged route are shared by reference between
+ * snapshots of one routing model, so an endpoint change costs a comparison per route, not a walk of every endpoint.
+ */
 export function diffDesired(before: Desired | null, after: Desired): Change {
-  const a = index(before);
-  const b = index(after);
+  const a = new Map<string, Plan>();
+  for (const p of before ? planRoutes(before.services, before.backends) : []) a.set(label(p), p);
+  const b = new Map<string, Plan>();
+  for (const p of planRoutes(after.services, after.backends)) b.set(label(p), p);
   const endpointsAdded: string[] = [];
   const endpointsRemoved: string[] = [];
-  for (const [route, eps] of b) for (const e of eps) if (!a.get(route)?.has(e)) endpointsAdded.push(`${route} ${e}`);
-  for (const [route, eps] of a) for (const e of eps) if (!b.get(route)?.has(e)) endpointsRemoved.push(`${route} ${e}`);
+  for (const [route, pb] of b) {
+    const pa = a.get(route);
+    if (pa === pb) continue;
+    const ea = pa ? endpointsOf(pa) : new Set<string>();
+    const eb = endpointsOf(pb);
+    for (const e of eb) if (!ea.has(e)) endpointsAdded.push(`${route} ${e}`);
+    for (const e of ea) if (!eb.has(e)) endpointsRemoved.push(`${route} ${e}`);
+  }
+  for (const [route, pa] of a)
+    if (!b.has(route)) for (const e of endpointsOf(pa)) endpointsRemoved.push(`${route} ${e}`);
   return {
     upstreamsAdded: [...b.keys()].filter((k) => !a.has(k)),
     upstreamsRemoved: [...a.keys()].filter((k) => !b.has(k)),

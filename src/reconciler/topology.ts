@@ -49,19 +49,31 @@ export function topologyOf(desired: Desired): Topology {
       domain: server.domain,
       port: server.port,
       ...(server.tls ? { tlsPort: server.tls.port } : {}),
-      routes: (byServer.get(server) ?? []).map((p) => ({
-        prefix: p.route.prefix,
-        label: `${server.domain}:${server.port}${p.route.prefix}`,
-        upstream: p.upstream,
-        backend: `${backendName(p.route.primary)}:${p.route.primary.port}`,
-        backendPath: p.route.backendPath,
-        ...(p.route.backup ? { backup: `${backendName(p.route.backup)}:${p.route.backup.port}` } : {}),
-        endpoints: p.members.map((m) => ({
-          address: m.ip.includes(":") ? `[${m.ip}]:${m.port}` : `${m.ip}:${m.port}`,
-          weight: m.weight,
-          role: m.weight === 0 ? ("down" as const) : m.backup ? ("backup" as const) : ("primary" as const),
-        })),
-      })),
+      routes: (byServer.get(server) ?? []).map(routeOf),
     })),
   };
+}
+
+/** Route views by plan: plans of unchanged routes are shared between snapshots, so their views are too. */
+const views = new WeakMap<RoutePlan, TopologyRoute>();
+
+function routeOf(p: RoutePlan): TopologyRoute {
+  const known = views.get(p);
+  if (known) return known;
+  const server = p.server;
+  const view: TopologyRoute = {
+    prefix: p.route.prefix,
+    label: `${server.domain}:${server.port}${p.route.prefix}`,
+    upstream: p.upstream,
+    backend: `${backendName(p.route.primary)}:${p.route.primary.port}`,
+    backendPath: p.route.backendPath,
+    ...(p.route.backup ? { backup: `${backendName(p.route.backup)}:${p.route.backup.port}` } : {}),
+    endpoints: p.members.map((m) => ({
+      address: m.ip.includes(":") ? `[${m.ip}]:${m.port}` : `${m.ip}:${m.port}`,
+      weight: m.weight,
+      role: m.weight === 0 ? ("down" as const) : m.backup ? ("backup" as const) : ("primary" as const),
+    })),
+  };
+  views.set(p, view);
+  return view;
 }

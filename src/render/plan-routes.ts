@@ -48,9 +48,28 @@ export function planRoutes(services: Services, backends: BackendSet): readonly R
   if (!byBackends) memo.set(services, (byBackends = new WeakMap()));
   const known = byBackends.get(backends);
   if (known) return known;
-  const plans = computePlans(services, backends);
+  const prev = latest.get(services);
+  const plans = prev ? replan(prev.plans, prev.backends, backends) : computePlans(services, backends);
   byBackends.set(backends, plans);
+  latest.set(services, { backends, plans });
   return plans;
+}
+
+/**
+ * The last plan per routing model, to re-plan an endpoint change incrementally: a route's members depend only on
+ * its primary's and backup's records, and registry snapshots share unchanged records, so an unchanged route keeps
+ * its plan (and its members array) by reference: one comparison per route instead of re-sorting every endpoint.
+ */
+const latest = new WeakMap<Services, { backends: BackendSet; plans: readonly RoutePlan[] }>();
+
+function replan(plans: readonly RoutePlan[], before: BackendSet, after: BackendSet): readonly RoutePlan[] {
+  return plans.map((p) => {
+    const { primary, backup } = p.route;
+    const same =
+      before[backendName(primary)] === after[backendName(primary)] &&
+      (!backup || before[backendName(backup)] === after[backendName(backup)]);
+    return same ? p : { ...p, members: members(p.route, after) };
+  });
 }
 
 function computePlans(services: Services, backends: BackendSet): readonly RoutePlan[] {

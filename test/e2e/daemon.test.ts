@@ -204,6 +204,8 @@ describe.each(["reload", "dynamic"] as const)("nginx-lb run with a backends file
     const pid = Number((await readFile(join(s.dir, "state/nginx.pid"), "utf8")).trim());
     process.kill(pid, "SIGKILL");
     await s.lb.waitFor(/nginx exited unexpectedly/);
+    // The killed master's workers finish their requests and may still answer: wait for the new master itself.
+    await eventually(async () => s.lb.find(/^started nginx$/).length >= 2, 15_000, "a new nginx master");
     await eventually(async () => (await who(s.url())) === "127.0.0.2", 15_000, "traffic after the restart");
     expect(masters(join(s.dir, "state"))).toBe(1);
     await s.lb.stop();

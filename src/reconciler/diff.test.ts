@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import { parseServices } from "../model/services.js";
+import { diffDesired, isEmptyChange } from "./diff.js";
+
+const model = (routes: Record<string, string>) => {
+  const r = parseServices({
+    servers: [
+      {
+        domain_name: "x.test",
+        routes: Object.fromEntries(Object.entries(routes).map(([p, app]) => [p, { app, service: "s" }])),
+      },
+    ],
+  });
+  if (!r.ok) throw new Error("invalid");
+  return r.value;
+};
+
+describe("diffDesired", () => {
+  it("names the endpoints an endpoint change adds, drains and removes", () => {
+    const services = model({ "/": "a", "/b": "b" });
+    const before = {
+      services,
+      backends: { "a-s": { "10.0.0.1": { weight: 1 } }, "b-s": { "10.0.0.9": { weight: 1 } } },
+    };
+    const after = {
+      services,
+      backends: { ...before.backends, "a-s": { "10.0.0.1": { weight: 0 }, "10.0.0.2": { weight: 5 } } },
+    };
+    expect(diffDesired(before, after)).toEqual({
+      upstreamsAdded: [],
+      upstreamsRemoved: [],
+      endpointsAdded: ["x.test:80/ 10.0.0.1:80 down", "x.test:80/ 10.0.0.2:80 w5"],
+      endpointsRemoved: ["x.test:80/ 10.0.0.1:80 w1"],
+    });
+    expect(isEmptyChange(diffDesired(after, after))).toBe(true);
+  });
+
+  it("names the routes a routing change adds and removes, with their endpoints", () => {
+    const backends = { "a-s": { "10.0.0.1": { weight: 1 } }, "b-s": { "10.0.0.9": { weight: 1 } } };
+    const change = diffDesired(
+      { services: model({ "/": "a" }), backends },
+      { services: model({ "/b": "b" }), backends },
+    );
+    expect(change).toEqual({
+      upstreamsAdded: ["x.test:80/b"],
+      upstreamsRemoved: ["x.test:80/"],
+      endpointsAdded: ["x.test:80/b 10.0.0.9:80 w1"],
+      endpointsRemoved: ["x.test:80/ 10.0.0.1:80 w1"],
+    });
+  });
+});

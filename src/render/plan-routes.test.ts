@@ -1,0 +1,74 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { BackendSet, Endpoint } from "../model/backends.js";
+import { parseServices, type Services } from "../model/services.js";
+import { planRoutes } from "./plan-routes.js";
+
+const NAMES = ["a", "b", "c", "d"];
+const IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"];
+
+function services(routes: [string, string, string | null][]): Services {
+  const r = parseServices({
+    servers: [
+      {
+        domain_name: "x.test",
+        routes: Object.fromEntries(
+          routes.map(([prefix, app, backup]) => [
+            prefix,
+            { app, service: "s", ...(backup ? { backup: { app: backup, service: "s" } } : {}) },
+          ]),
+        ),
+      },
+    ],
+  });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.value;
+}
+
+const record = fc.dictionary(fc.constantFrom(...IPS), fc.record({ weight: fc.integer({ min: 0, max: 3 }) }), {
+  maxKeys: 4,
+});
+/** One registry change: a backend's record replaced (or dropped), every other record shared by reference. */
+const change = fc.record({ name: fc.constantFrom(...NAMES), eps: fc.option(record, { nil: undefined }) });
+
+describe("planRoutes", () => {
+  it("re-plans an endpoint change incrementally to exactly what a full plan gives", () => {
+    const routes = fc.uniqueArray(
+      fc.tuple(
+        fc.constantFrom("/", "/p", "/q", "/r/s"),
+        fc.constantFrom(...NAMES),
+        fc.option(fc.constantFrom(...NAMES), { nil: null }),
+      ),
+      { selector: (t) => t[0], minLength: 1, maxLength: 4 },
+    );
+    fc.assert(
+      fc.property(routes, fc.array(change, { maxLength: 12 }), (rs, changes) => {
+        const model = services(rs);
+        let set: BackendSet = {};
+        planRoutes(model, set);
+        for (const c of changes) {
+          const next: Record<string, Readonly<Record<string, Endpoint>>> = { ...set };
+          if (c.eps === undefined) delete next[`${c.name}-s`];
+          else next[`${c.name}-s`] = c.eps;
+          set = next;
+          // A structurally equal model with a new identity gets a full plan.
+          expect(planRoutes(model, set)).toEqual(planRoutes(structuredClone(model), set));
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("keeps an untouched route's plan by reference", () => {
+    const model = services([
+      ["/p", "a", null],
+      ["/q", "b", null],
+    ]);
+    const before: BackendSet = { "a-s": { "10.0.0.1": { weight: 1 } }, "b-s": { "10.0.0.2": { weight: 1 } } };
+    const [p1, q1] = planRoutes(model, before);
+    const [p2, q2] = planRoutes(model, { ...before, "b-s": { "10.0.0.3": { weight: 1 } } });
+    expect(p2).toBe(p1);
+    expect(q2).not.toBe(q1);
+    expect(q2?.members.map((m) => m.ip)).toEqual(["10.0.0.3"]);
+  });
+});
