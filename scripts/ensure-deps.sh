@@ -14,7 +14,8 @@ fi
 
 missing=""
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
-[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing="$missing libnginx-mod-http-lua lua-resty-core"
+[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing="$missing libnginx-mod-http-lua"
+[ -e /usr/share/lua/5.1/resty/core.lua ] || missing="$missing lua-resty-core"
 if [ "${NGINX_LB_NEED_ETCD:-1}" = 1 ]; then
   command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
   command -v etcdctl >/dev/null 2>&1 || missing="$missing etcd-client"
