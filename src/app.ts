@@ -188,7 +188,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     status,
     log,
     // A push costs about a millisecond and no reload: in dynamic mode changes go out almost at once.
-    debounceMs: options.debounceMs ?? (mode === "dynamic" ? 2 : DEFAULT_DEBOUNCE_MS),
+    debounceMs: options.debounceMs ?? (mode === "dynamic" ? 0 : DEFAULT_DEBOUNCE_MS),
     minGapMs: options.minGapMs ?? (mode === "dynamic" ? 10 : DEFAULT_MIN_GAP_MS),
   });
 
