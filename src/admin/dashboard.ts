@@ -143,7 +143,8 @@ function render(s) {
   document.getElementById("problem-count").textContent = problems.length ? String(problems.length) : "";
   document.getElementById("applies").replaceChildren(...(s.applies.length ? s.applies.slice(0, 20).map((a) => {
     const c = a.change;
-    const what = c ? [c.upstreamsAdded.length && "+" + c.upstreamsAdded.length + " upstream", c.upstreamsRemoved.length && "\\u2212" + c.upstreamsRemoved.length + " upstream", c.endpointsAdded.length && "+" + c.endpointsAdded.length + " endpoint", c.endpointsRemoved.length && "\\u2212" + c.endpointsRemoved.length + " endpoint"].filter(Boolean).join(", ") : "";
+    const n = c ? (c.counts || { upstreamsAdded: c.upstreamsAdded.length, upstreamsRemoved: c.upstreamsRemoved.length, endpointsAdded: c.endpointsAdded.length, endpointsRemoved: c.endpointsRemoved.length }) : null;
+    const what = n ? [n.upstreamsAdded && "+" + n.upstreamsAdded + " upstream", n.upstreamsRemoved && "\\u2212" + n.upstreamsRemoved + " upstream", n.endpointsAdded && "+" + n.endpointsAdded + " endpoint", n.endpointsRemoved && "\\u2212" + n.endpointsRemoved + " endpoint"].filter(Boolean).join(", ") : "";
     return $("tr", { "data-apply": a.result },
       $("td", { class: "mono dim", title: a.at, text: new Date(a.at).toLocaleTimeString([], { hour12: false }) }),
       $("td", {}, $("span", { class: "badge " + a.result, text: a.result }), " ", $("span", { class: "dim", text: a.action })),

@@ -7,6 +7,13 @@ export interface Change {
   readonly upstreamsRemoved: readonly string[];
   readonly endpointsAdded: readonly string[];
   readonly endpointsRemoved: readonly string[];
+  /** Set when the lists were shortened (status records): the full counts. */
+  readonly counts?: {
+    readonly upstreamsAdded: number;
+    readonly upstreamsRemoved: number;
+    readonly endpointsAdded: number;
+    readonly endpointsRemoved: number;
+  };
 }
 
 type Plan = ReturnType<typeof planRoutes>[number];

@@ -3,7 +3,7 @@ import type { Services } from "../model/services.js";
 import type { Desired } from "../render/index.js";
 import type { ApplyOutcome, Target } from "../nginx/applier.js";
 import type { Logger } from "../shared/log.js";
-import { diffDesired, isEmptyChange } from "./diff.js";
+import { diffDesired, isEmptyChange, type Change } from "./diff.js";
 import type { StatusStore } from "./status.js";
 import { topologyOf } from "./topology.js";
 
@@ -153,7 +153,7 @@ export class Reconciler {
         reason,
         generation: out.generation,
         ms,
-        change,
+        change: brief(change),
         ...(out.error ? { error: out.error } : {}),
       });
       status.update((s) => ({ nginx: { ...s.nginx, ...(out.error ? { lastError: out.error } : {}) } }));
@@ -175,7 +175,7 @@ export class Reconciler {
       reason,
       generation: out.generation,
       ms,
-      ...(isEmptyChange(change) ? {} : { change }),
+      ...(isEmptyChange(change) ? {} : { change: brief(change) }),
     });
     log.info(
       {
@@ -219,3 +219,23 @@ export class Reconciler {
 }
 
 const round = (n: number) => Math.round(n * 10) / 10;
+
+/**
+ * A change as the status keeps it (the last 50 applies): at most 100 names per list. A first start with 100,000
+ * endpoints would otherwise hold that many strings per record; the counts stay exact.
+ */
+function brief(c: Change): Change {
+  const cut = (l: readonly string[]) => (l.length > 100 ? [...l.slice(0, 100), `... and ${l.length - 100} more`] : l);
+  return {
+    upstreamsAdded: cut(c.upstreamsAdded),
+    upstreamsRemoved: cut(c.upstreamsRemoved),
+    endpointsAdded: cut(c.endpointsAdded),
+    endpointsRemoved: cut(c.endpointsRemoved),
+    counts: {
+      upstreamsAdded: c.upstreamsAdded.length,
+      upstreamsRemoved: c.upstreamsRemoved.length,
+      endpointsAdded: c.endpointsAdded.length,
+      endpointsRemoved: c.endpointsRemoved.length,
+    },
+  };
+}
