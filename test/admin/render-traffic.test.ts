@@ -22,7 +22,7 @@ const desired = mustDesired(
 );
 
 describe("traffic log rendering", () => {
-  it("leaves the config byte-identical without the option", () => {
+  it("adds nothing of the traffic log without the option (the golden cases hold the default output byte for byte)", () => {
     const plain = renderNginxConf(desired, { dir: "/var/lib/nginx-lb" });
     expect(plain.conf).not.toMatch(/nlb_route|syslog|log_format/);
     expect(plain.conf).toContain("access_log off;");

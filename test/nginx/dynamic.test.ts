@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackendSet } from "../../src/model/backends.js";
+import { ipFamily } from "../../src/model/ip.js";
 import { findNginx } from "../../src/nginx/binary.js";
 import {
   partialPushBody,
@@ -172,6 +173,57 @@ describe("dynamic endpoints through real nginx", () => {
     }
     expect(await pushedVersion({ port: dyn.controlPort })).toBe(stored);
     expect(Object.fromEntries(await tally(dyn.port, HOST, 20))).toEqual({ "127.0.0.3": 20 });
+  });
+
+  it("accepts exactly the addresses the registry accepts (the Lua validator agrees with model/ip.ts)", async () => {
+    const ng = await startNginx({ mode: "dynamic", services: model, backends: {} });
+    try {
+      const addresses = [
+        "10.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "01.2.3.4",
+        "1.2.3",
+        "1.2.3.4.",
+        "1.2.3.04",
+        "1.2.3.-4",
+        " 1.2.3.4",
+        "::",
+        "::1",
+        "1::",
+        "fe80::1",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7::",
+        "::2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8:9",
+        "1::2::3",
+        "::ffff:1.2.3.4",
+        "64:ff9b::10.0.0.1",
+        "::ffff:1.2.3",
+        "12345::1",
+        "fe80::1%eth0",
+        "[::1]",
+        "g::1",
+        "FE80::ABCD",
+        "1:2:3:4:5:6:1.2.3.4",
+        "1:2:3:4:5:6:7:1.2.3.4",
+        ":1:2:3:4:5:6:7",
+        "1:2:3:4:5:6:7:",
+      ];
+      let version = 1;
+      for (const ip of addresses) {
+        const body = JSON.stringify({
+          version: ++version,
+          upstreams: { nlb_0123456789abcdef: [{ ip, port: 80, weight: 1, backup: false }] },
+        });
+        const r = await postRaw(ng.controlPort, body);
+        expect(r.status === 200, `${JSON.stringify(ip)}: nginx answered ${r.status} ${r.body}`).toBe(
+          ipFamily(ip) !== null,
+        );
+      }
+    } finally {
+      await ng.stop();
+    }
   });
 
   it("accepts IPv6 literals and answers with the version it stored", async () => {
