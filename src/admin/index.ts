@@ -1,5 +1,5 @@
 import { Registry } from "prom-client";
-import type { Controller } from "../app.js";
+import type { Controller } from "../controller.js";
 import type { Logger } from "../shared/log.js";
 import { DEFAULT_ADMIN_LISTEN, resolveAdminConfig } from "./config.js";
 import { createControllerMetrics } from "./metrics.js";
