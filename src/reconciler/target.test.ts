@@ -8,7 +8,12 @@ import { compile, type EndpointsMode, type Target } from "./target.js";
 
 const NAMES = ["a", "b", "c", "d"];
 const IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"];
-const OPTIONS: RenderOptions = { dir: "/tmp/nlb", controlPort: 9999, pushToken: "0123456789abcdef0123456789abcdef", luaSource: "return {}\n" };
+const OPTIONS: RenderOptions = {
+  dir: "/tmp/nlb",
+  controlPort: 9999,
+  pushToken: "0123456789abcdef0123456789abcdef",
+  luaSource: "return {}\n",
+};
 
 function services(routes: readonly (readonly [string, string, string | null])[]): Services {
   const r = parseServices({
