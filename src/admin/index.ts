@@ -1,5 +1,5 @@
 import { Registry } from "prom-client";
-import type { Controller } from "../app.js";
+import type { Controller } from "../controller.js";
 import type { Logger } from "../shared/log.js";
 import { DEFAULT_ADMIN_LISTEN, resolveAdminConfig } from "./config.js";
 import { createControllerMetrics } from "./metrics.js";
@@ -49,15 +49,15 @@ export async function setupAdmin(flags: AdminFlags, log: Logger): Promise<Admin 
     );
     return null;
   }
-  const registry = new Registry();
-  const traffic = new TrafficStats(registry);
+  const metrics = new Registry();
+  const traffic = new TrafficStats(metrics);
   // The same number as the admin TCP port, so the rendered config stays the same across controller restarts.
   const receiver = flags.traffic === false ? null : await startTrafficReceiver(traffic, server.port, log);
   return {
     trafficLogPort: receiver?.port,
     attach(controller) {
-      createControllerMetrics(controller.status, registry);
-      server.attach({ status: controller.status, traffic, registry });
+      createControllerMetrics(controller.status, metrics);
+      server.attach({ status: controller.status, traffic, metrics });
     },
     close: async () => {
       await Promise.all([server.close(), receiver?.close()]);

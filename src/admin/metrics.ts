@@ -7,8 +7,8 @@ const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
  * The controller's Prometheus metrics, read from the status store: gauges are computed at scrape time, apply
  * counters and duration histograms follow each new apply record.
  */
-export function createControllerMetrics(status: StatusStore, registry: Registry = new Registry()): Registry {
-  const registers = [registry];
+export function createControllerMetrics(status: StatusStore, metrics: Registry = new Registry()): Registry {
+  const registers = [metrics];
   const applies = new Counter({
     name: "nginx_lb_applies_total",
     help: "Applies by result (applied, unchanged, failed) and action (reload, start, push, none)",
@@ -98,5 +98,5 @@ export function createControllerMetrics(status: StatusStore, registry: Registry 
       this.set(at ? (Date.now() - Date.parse(at)) / 1000 : NaN);
     },
   });
-  return registry;
+  return metrics;
 }

@@ -12,7 +12,8 @@ import { rates, readiness, safeJson, statusView, type RouteTraffic } from "./vie
 export interface AdminSources {
   readonly status: StatusStore;
   readonly traffic: TrafficStats;
-  readonly registry: Registry;
+  /** The prom-client registry /metrics serves. */
+  readonly metrics: Registry;
 }
 
 /** A listening admin server; it answers 503 (readyz) until `attach` gives it the controller's status. */
@@ -135,7 +136,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     if (path === "/")
       return send(res, 200, "text/html; charset=utf-8", DASHBOARD_HTML, { "content-security-policy": CSP });
     if (!sources) return send(res, 503, "text/plain", "the controller is starting\n");
-    if (path === "/metrics") return send(res, 200, sources.registry.contentType, await sources.registry.metrics());
+    if (path === "/metrics") return send(res, 200, sources.metrics.contentType, await sources.metrics.metrics());
     // The view joins every route with its traffic: built only for the two paths that serve it (not per scrape).
     if (path === "/api/status") return send(res, 200, "application/json", safeJson(view()));
     if (path === "/api/events" && req.method === "HEAD") return send(res, 200, "text/event-stream", "");

@@ -70,8 +70,8 @@ export class TrafficStats {
   private readonly upstreamTime: Histogram<"route" | "upstream">;
   private readonly ignored: Counter<"reason">;
 
-  constructor(registry: Registry) {
-    const registers = [registry];
+  constructor(metrics: Registry) {
+    const registers = [metrics];
     this.requests = new Counter({
       name: "nginx_lb_route_requests_total",
       help: "Requests served per route (and its upstream), by status class",

@@ -48,7 +48,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
     ...(flags.workerProcesses
       ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }
       : {}),
-    ...(etcd.value.endpoints.length > 0 ? { etcd: etcd.value } : {}),
+    ...(etcd.value.etcdUrls.length > 0 ? { etcd: etcd.value } : {}),
   };
 
   const { setupAdmin } = await import("../admin/index.js");

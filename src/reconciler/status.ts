@@ -49,6 +49,8 @@ export interface StatusSnapshot {
     readonly pushes: number;
   };
   readonly lastSuccessAt?: string;
+  /** Whether the last save of state.json worked; since when it works or fails (absent before the first save). */
+  readonly persist?: { readonly ok: boolean; readonly since: string; readonly error?: string };
   /** What nginx serves now (the last applied or confirmed-unchanged state); absent before the first apply. */
   readonly topology?: Topology;
 }

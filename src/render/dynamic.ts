@@ -1,8 +1,7 @@
-import type { BackendSet } from "../model/backends.js";
 import type { EndpointSets } from "../model/plan.js";
 import { backendName } from "../model/services.js";
 import type { RenderOptions, RenderedFile } from "./options.js";
-import { members, type RoutePlan } from "./plan-routes.js";
+import type { BoundRoute } from "./bind-routes.js";
 import { RenderBug, tok } from "./tokens.js";
 
 /**
@@ -68,7 +67,7 @@ export function dynamicFiles(options: RenderOptions): RenderedFile[] {
 }
 
 /** A route's upstream in dynamic mode: a placeholder peer nginx never contacts, the balancer, then keepalive. */
-export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): string {
+export function renderDynamicUpstream(plan: BoundRoute, keepalive: number): string {
   const { route, server } = plan;
   const name = tok.upstream(plan.upstream);
   const backup = route.backup
@@ -87,7 +86,7 @@ export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): strin
 }
 
 /** A dynamic route's location body: the 503 for an empty set is decided per request, since sets change unreloaded. */
-export function dynamicLocationBody(plan: RoutePlan, target: string): string[] {
+export function dynamicLocationBody(plan: BoundRoute, target: string): string[] {
   const name = tok.upstream(plan.upstream);
   const message = luaText(
     `no endpoint for route ${tok.path(plan.route.prefix)} (${tok.backend(backendName(plan.route.primary))})`,
@@ -113,61 +112,10 @@ export function dynamicControlLines(options: RenderOptions): string[] {
   ];
 }
 
-/** Every route's endpoint set by upstream name, from the same plan reload mode renders its `server` lines from. */
-export function endpointSets(plans: readonly RoutePlan[]): EndpointSets {
-  const out: Record<string, RoutePlan["members"]> = {};
+/** Every route's endpoint set by upstream name, from the same bound routes reload mode renders `server` lines from. */
+export function endpointSets(routes: readonly BoundRoute[]): EndpointSets {
+  const out: Record<string, BoundRoute["members"]> = {};
   // Members are plain readonly data already: shared, not copied (10,000 routes per endpoint change).
-  for (const p of plans) out[p.upstream] = p.members;
-  return out;
-}
-
-/** Backend names (`<app>-<service>`) whose endpoints differ between two registry snapshots. */
-export function changedBackendNames(before: BackendSet, after: BackendSet): Set<string> {
-  const changed = new Set<string>();
-  for (const name in after) {
-    const a = before[name];
-    const b = after[name];
-    if (a === b) continue;
-    const ips = Object.keys(b ?? {});
-    if (ips.length !== Object.keys(a ?? {}).length || ips.some((ip) => a?.[ip]?.weight !== b?.[ip]?.weight))
-      changed.add(name);
-  }
-  for (const name in before) if (!(name in after)) changed.add(name);
-  return changed;
-}
-
-/** Per plan list: backend name -> the plans using it (as primary or backup). Built once per services snapshot. */
-const plansByName = new WeakMap<readonly RoutePlan[], Map<string, RoutePlan[]>>();
-
-function indexByName(plans: readonly RoutePlan[]): Map<string, RoutePlan[]> {
-  let index = plansByName.get(plans);
-  if (!index) {
-    index = new Map();
-    for (const p of plans)
-      for (const ref of p.route.backup ? [p.route.primary, p.route.backup] : [p.route.primary]) {
-        const name = backendName(ref);
-        const list = index.get(name);
-        if (list) list.push(p);
-        else index.set(name, [p]);
-      }
-    plansByName.set(plans, index);
-  }
-  return index;
-}
-
-/**
- * The endpoint sets after a registry change, re-planning only the routes that use a changed backend name (as
- * primary or backup); every other set is shared with `previous`. `plans` must come from the current services and
- * `previous` must hold a set for each of them (else a full `endpointSets(planRoutes(...))` is the way).
- */
-export function updateEndpointSets(
-  plans: readonly RoutePlan[],
-  previous: EndpointSets,
-  backends: BackendSet,
-  changed: ReadonlySet<string>,
-): EndpointSets {
-  const out: Record<string, EndpointSets[string]> = { ...previous };
-  const index = indexByName(plans);
-  for (const name of changed) for (const p of index.get(name) ?? []) out[p.upstream] = members(p.route, backends);
+  for (const r of routes) out[r.upstream] = r.members;
   return out;
 }

@@ -69,14 +69,14 @@ async function runV2(
   const base = keyPrefix(options.prefix);
   const dirPath = v2KeyPath(base.slice(0, -1));
   const retry = retryOptions(options.retry);
-  const state = new RegistryState(options.prefix, emit, log, options.endpoints);
+  const state = new RegistryState(options.prefix, emit, log, options.etcdUrls);
   const tls = await tlsWhenReadable(options.tls, state, retry, signal);
   let endpointIndex = 0;
   let waitIndex = 0;
   let needList = true;
   const recovered = () => state.reachable({ waitIndex });
   const get = (query: string, timeoutMs?: number) => {
-    const endpoint = options.endpoints[endpointIndex % options.endpoints.length] ?? "";
+    const endpoint = options.etcdUrls[endpointIndex % options.etcdUrls.length] ?? "";
     return v2Request(new URL(`${dirPath}?${query}`, endpoint), { tls, auth: options.auth }, signal, timeoutMs);
   };
 
@@ -106,7 +106,7 @@ async function runV2(
         needList = true;
         continue;
       }
-      const endpoint = options.endpoints[endpointIndex % options.endpoints.length] ?? "";
+      const endpoint = options.etcdUrls[endpointIndex % options.etcdUrls.length] ?? "";
       state.unreachable(`${endpoint}: ${describeV2Error(e, options.auth)}`);
       endpointIndex++;
     }

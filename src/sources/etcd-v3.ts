@@ -34,11 +34,11 @@ export function etcdV3Source(options: EtcdSourceOptions): EndpointSource {
 
 /** The etcd3 client options for these endpoints, TLS and credentials. */
 export function etcd3ClientOptions(
-  options: Pick<EtcdSourceOptions, "endpoints" | "auth"> & { tls?: EtcdTlsOptions | undefined },
+  options: Pick<EtcdSourceOptions, "etcdUrls" | "auth"> & { tls?: EtcdTlsOptions | undefined },
 ): IOptions {
   const { tls, auth } = options;
   return {
-    hosts: [...options.endpoints],
+    hosts: [...options.etcdUrls],
     dialTimeout: 3_000,
     // Without keepalive pings a watch over a silently dead connection (peer gone, no RST) would wait forever; etcd
     // accepts pings every 5 s or slower (--grpc-keepalive-min-time).
@@ -85,7 +85,7 @@ async function runV3(
   const log = options.logger.child({ source: "etcd-v3" });
   const base = keyPrefix(options.prefix);
   const retry = retryOptions(options.retry);
-  const state = new RegistryState(options.prefix, emit, log, options.endpoints);
+  const state = new RegistryState(options.prefix, emit, log, options.etcdUrls);
   const tls = await tlsWhenReadable(options.tls, state, retry, signal);
   if (signal.aborted) return;
   const client = new Etcd3(etcd3ClientOptions({ ...options, tls }));

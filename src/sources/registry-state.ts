@@ -37,7 +37,7 @@ export interface RetryOptions {
 
 /** Options every etcd endpoint source takes. */
 export interface EtcdSourceOptions {
-  readonly endpoints: readonly string[];
+  readonly etcdUrls: readonly string[];
   readonly prefix: string;
   readonly tls?: EtcdTlsFiles;
   readonly auth?: EtcdAuthOptions;
@@ -134,7 +134,7 @@ export class RegistryState {
     private readonly prefix: string,
     private readonly emit: (snapshot: Snapshot<BackendSet>) => void,
     private readonly log: Logger,
-    private readonly endpoints: readonly string[],
+    private readonly etcdUrls: readonly string[],
   ) {
     this.index = new BackendIndex(prefix);
     this.keys = new IndexedMap(this.index);
@@ -154,7 +154,7 @@ export class RegistryState {
   unreachable(why: string): void {
     if (this.outage === undefined) this.outage = new Set();
     if (!this.outage.has(why))
-      this.log.error({ endpoints: this.endpoints }, `etcd: ${why}; serving the last known endpoints`);
+      this.log.error({ etcdUrls: this.etcdUrls }, `etcd: ${why}; serving the last known endpoints`);
     this.outage.add(why);
     this.disconnected(`last known (etcd unreachable: ${why})`);
   }

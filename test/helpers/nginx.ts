@@ -21,7 +21,7 @@ import { workerPids } from "../../src/nginx/process.js";
 import { pushEndpoints } from "../../src/nginx/endpoints-push.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { endpointSets } from "../../src/render/dynamic.js";
-import { planRoutes, renderNginxConf, type Desired, type RenderOptions } from "../../src/render/index.js";
+import { bindRoutes, renderNginxConf, type Desired, type RenderOptions } from "../../src/render/index.js";
 import type { Rendered } from "../../src/render/index.js";
 import { sleep } from "./wait.js";
 
@@ -260,7 +260,7 @@ export async function serveDesired(
   );
   await pushEndpoints(
     { port: controlPort },
-    { version: 1, upstreams: endpointSets(planRoutes(desired.services, desired.backends)) },
+    { version: 1, upstreams: endpointSets(bindRoutes(desired.services, desired.backends)) },
   );
   return ngx;
 }

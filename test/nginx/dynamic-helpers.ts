@@ -12,7 +12,7 @@ import { pushBody, pushEndpoints } from "../../src/nginx/endpoints-push.js";
 import { writeRendered } from "../../src/nginx/files.js";
 import { workerPids as masterWorkerPids } from "../../src/nginx/process.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
-import { planRoutes, renderNginxConf } from "../../src/render/index.js";
+import { bindRoutes, renderNginxConf } from "../../src/render/index.js";
 import { freePort } from "../helpers/nginx.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -239,7 +239,7 @@ export async function startNginx(opts: {
     push: (backends) =>
       pushEndpoints(
         { port: controlPort, ...(opts.pushToken ? { token: opts.pushToken } : {}) },
-        pushBody(++version, planRoutes(model, backends)),
+        pushBody(++version, bindRoutes(model, backends)),
       ),
     async reload(backends = opts.backends) {
       const rendered = render(backends);

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackendSet } from "../../src/model/backends.js";
 import { ipFamily } from "../../src/model/ip.js";
+import { plan, type EndpointSets } from "../../src/model/plan.js";
 import { findNginx } from "../../src/nginx/binary.js";
 import {
   partialPushBody,
@@ -15,7 +16,7 @@ import {
 } from "../../src/nginx/endpoints-push.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { detectLuaSupport } from "../../src/nginx/lua-support.js";
-import { planRoutes, renderNginxConf } from "../../src/render/index.js";
+import { bindRoutes, renderNginxConf } from "../../src/render/index.js";
 import {
   type Backend,
   get,
@@ -28,6 +29,14 @@ import {
 } from "./dynamic-helpers.js";
 
 const HOST = "dyn.test";
+/** The upstreams `plan` finds to differ between what nginx holds and what is wanted (the controller's one check). */
+const changed = (running: EndpointSets, desired: EndpointSets): readonly string[] | "all" => {
+  const p = plan(
+    { mode: "dynamic", generation: "g", endpoints: running },
+    { mode: "dynamic", generation: "g", endpoints: desired },
+  );
+  return p.action === "push" ? p.upstreams : [];
+};
 const IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
 
 let port = 0;
@@ -242,9 +251,10 @@ describe("dynamic endpoints through real nginx", () => {
     const routes = model(dyn.port);
     const v1 = set({ "127.0.0.2": 1 });
     const v2 = { ...v1, "none-web": { "127.0.0.5": { weight: 1 } } };
-    const sets = (b: BackendSet) => pushBody(0, planRoutes(routes, b)).upstreams;
-    expect(await pushEndpoints(target, pushBody(5000, planRoutes(routes, v1)))).toBe(5000);
-    const partial = partialPushBody(5001, 5000, sets(v1), sets(v2));
+    const sets = (b: BackendSet) => pushBody(0, bindRoutes(routes, b)).upstreams;
+    expect(await pushEndpoints(target, pushBody(5000, bindRoutes(routes, v1)))).toBe(5000);
+    const diff = changed(sets(v1), sets(v2));
+    const partial = diff === "all" ? null : partialPushBody(5001, 5000, sets(v2), diff);
     expect(Object.keys(partial?.upstreams ?? {}).length).toBe(1); // only /empty's set changed
     // Against a version nginx does not hold: refused, nothing changes.
     const stale = { ...(partial ?? pushBody(0, [])), base: 4999 };
@@ -261,16 +271,18 @@ describe("dynamic endpoints through real nginx", () => {
 
   it("syncs with a partial push when it can and a whole push when nginx holds another version", async () => {
     const target = { port: dyn.controlPort };
-    const sets = (b: BackendSet) => pushBody(0, planRoutes(model(dyn.port), b)).upstreams;
-    const first = await syncEndpoints(target, null, sets(set({ "127.0.0.3": 1 })), 6000);
+    const sets = (b: BackendSet) => pushBody(0, bindRoutes(model(dyn.port), b)).upstreams;
+    const first = await syncEndpoints(target, null, sets(set({ "127.0.0.3": 1 })), "all", 6000);
     expect(first.version).toBe(6000);
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.3" });
-    const second = await syncEndpoints(target, first, sets(set({ "127.0.0.4": 1 })), 6001);
+    const next = sets(set({ "127.0.0.4": 1 }));
+    const second = await syncEndpoints(target, first, next, changed(first.sets, next), 6001);
     expect(second.version).toBe(6001);
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.4" });
     // The controller believes nginx holds 5999 (say nginx restarted): the partial push is refused, the whole one lands.
     const wrong = { version: 5999, sets: second.sets };
-    const third = await syncEndpoints(target, wrong, sets(set({ "127.0.0.2": 1 })), 6002);
+    const last = sets(set({ "127.0.0.2": 1 }));
+    const third = await syncEndpoints(target, wrong, last, changed(wrong.sets, last), 6002);
     expect(third.version).toBe(6002);
     expect(await pushedVersion(target)).toBe(6002);
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.2" });
@@ -279,7 +291,7 @@ describe("dynamic endpoints through real nginx", () => {
   it("serialises concurrent pushes: each is stored whole or refused with 409, never mixed", async () => {
     const routes = model(dyn.port);
     const ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
-    const bodies = ips.map((ip, i) => JSON.stringify(pushBody(7000 + i, planRoutes(routes, set({ [ip]: 1 })))));
+    const bodies = ips.map((ip, i) => JSON.stringify(pushBody(7000 + i, bindRoutes(routes, set({ [ip]: 1 })))));
     const answers = await Promise.all(bodies.map((b) => postRaw(dyn.controlPort, b)));
     for (const a of answers) expect([200, 409], a.body).toContain(a.status);
     const stored = await pushedVersion({ port: dyn.controlPort });
@@ -316,7 +328,7 @@ describe("dynamic endpoints through real nginx", () => {
     try {
       await ng.push({ "app-web": { "127.0.0.2": { weight: 1 } } });
       expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
-      const plans = planRoutes(services(HOST, ng.port, [{ prefix: "/", app: "app", service: "web", port }]), {
+      const plans = bindRoutes(services(HOST, ng.port, [{ prefix: "/", app: "app", service: "web", port }]), {
         "app-web": { "127.0.0.3": { weight: 1 } },
       });
       for (const wrong of [undefined, "ffffffffffffffffffffffffffffffff"])
