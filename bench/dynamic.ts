@@ -54,7 +54,7 @@ function fillers(routes: number): BackendSet {
 async function convergence(routes: number, port: number, partial: boolean): Promise<void> {
   const ng = await startNginx({ mode: "dynamic", services: model(routes, port), backends: {}, workers: 2 });
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  const target = { port: ng.controlPort };
+  const target = ng.target;
   const routing = model(routes, port)(ng.port);
   try {
     const rest = fillers(routes);
