@@ -198,7 +198,7 @@ export async function startNginx(opts: {
   /** The push token to render (RenderOptions.pushToken); dynamic mode renders a random one by default. */
   pushToken?: string;
   /** Runs once the config is written, before nginx starts (e.g. to place the start-up endpoint sets in `dir`). */
-  before?: (dir: string) => Promise<void>;
+  before?: (dir: string, model: Services) => Promise<void>;
 }): Promise<Nginx> {
   const nginx = findNginx();
   const dir = await mkdtemp(join(tmpdir(), "nlb-dyn-"));
@@ -222,7 +222,7 @@ export async function startNginx(opts: {
       },
     );
   const conf = await writeRendered(dir, render(opts.backends));
-  await opts.before?.(dir);
+  await opts.before?.(dir, model);
   const args = ["-p", `${dir}/`, "-c", conf, "-e", `${dir}/logs/error.log`];
   await new Promise<void>((resolve, reject) => {
     const child = spawn(nginx, args, { stdio: ["ignore", "ignore", "pipe"] });

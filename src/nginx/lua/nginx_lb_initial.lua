@@ -23,14 +23,15 @@ local function read(path)
     end
     return nil, err
   end
-  local size = f:seek("end")
-  if size == nil or size > MAX_BYTES then
-    f:close()
+  -- One byte past the limit tells an oversized file without trusting its size (a directory reports a huge one).
+  local text, rerr = f:read(MAX_BYTES + 1)
+  f:close()
+  if text == nil then
+    return nil, rerr or "empty file"
+  end
+  if #text > MAX_BYTES then
     return nil, "larger than " .. MAX_BYTES .. " bytes"
   end
-  f:seek("set")
-  local text = f:read("*a")
-  f:close()
   return text
 end
 
