@@ -162,7 +162,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
           controlPort,
           pidFile: paths.pidFile,
           endpointsMode: mode,
-          ...(luaSource ? { luaSource } : {}),
+          ...(luaSource ? { luaSource, pushToken } : {}),
           ...(options.listenHost ? { listenHost: options.listenHost } : {}),
           ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
           ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
