@@ -9,8 +9,8 @@
 --
 -- The format is the dict's own value format, one upstream a line, rather than JSON: the controller already validated
 -- every value, the packaged lua-nginx-module ships without cjson, and a validated line is stored as it came, with no
--- decoder or re-encoding in between. Every line is still checked strictly here, since any local process may write
--- to the control port or the state dir could be tampered with:
+-- decoder or re-encoding in between. Every line is still checked strictly here: the start-up file is read by a new
+-- master with no controller around, and nothing malformed may reach set_current_peer whatever its source:
 --
 --   nginx-lb-sets version=<v>[ base=<b>]        v, b: integers 0 .. 2^53-1; base only on a partial push
 --   <upstream>=<ip> <port> <weight> <0|1>;...   zero or more endpoints, each ending in ';' (none: the route is empty)
