@@ -14,6 +14,7 @@ import { partialPushBody, pushEndpoints } from "../src/nginx/endpoints-push.js";
 import { plan } from "../src/model/plan.js";
 import { compile } from "../src/reconciler/target.js";
 import { bindRoutes, endpointSets } from "../src/render/index.js";
+import { LUA_MODULES } from "../src/render/dynamic.js";
 import { get, services, startBackends, startNginx, type Nginx } from "../test/nginx/dynamic-helpers.js";
 
 const arg = (name: string, dflt: number) => {
@@ -55,14 +56,18 @@ function fillers(routes: number): BackendSet {
 async function convergence(routes: number, port: number, partial: boolean): Promise<void> {
   const ng = await startNginx({ mode: "dynamic", services: model(routes, port), backends: {}, workers: 2 });
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  const target = { port: ng.controlPort };
+  const target = ng.target;
   const routing = model(routes, port)(ng.port);
   try {
     const rest = fillers(routes);
     const desired = (ip: string): BackendSet => ({ ...rest, "app-web": { [ip]: { weight: 1 } } });
     let version = 1;
     // The controller's path: a target compiled against the previous one (only changed routes are re-joined).
-    const options = { dir: "/tmp/nginx-lb-bench", controlPort: ng.controlPort, luaSource: "-- bench\n" };
+    const options = {
+      dir: "/tmp/nginx-lb-bench",
+      controlPort: ng.controlPort,
+      luaSource: Object.fromEntries(LUA_MODULES.map((m) => [m, "-- bench\n"])),
+    };
     let compiled = compile({ services: routing, backends: desired(A) }, null, "dynamic", options);
     let running = compiled.endpoints ?? {};
     await pushEndpoints(target, { version, upstreams: running });

@@ -202,6 +202,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
       abort.abort();
       reconciler.stop();
       await reconciler.idle();
+      await applier.settled();
       if (stopNginx) await nginx.stop();
       else nginx.detach();
     },

@@ -2,6 +2,7 @@ import { request } from "node:http";
 import type { EndpointSets } from "../model/plan.js";
 import { ENDPOINTS_PATH, endpointSets } from "../render/dynamic.js";
 import type { BoundRoute } from "../render/bind-routes.js";
+import { encodeSets, PUSH_CONTENT_TYPE } from "./push-format.js";
 
 /** The body of a push: every route's whole endpoint set, tagged with the controller's version. */
 export interface PushBody {
@@ -64,7 +65,7 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
         agent: false,
         headers: {
           ...(payload
-            ? { "content-type": "application/json", "content-length": payload.length }
+            ? { "content-type": PUSH_CONTENT_TYPE, "content-length": payload.length }
             : { "content-length": 0 }),
           ...(target.token ? { "x-nginx-lb-token": target.token } : {}),
         },
@@ -111,7 +112,7 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
  * nginx holds another version: send a whole push.
  */
 export async function pushEndpoints(target: PushTarget, body: PushBody): Promise<number> {
-  const { version } = await call(target, "POST", JSON.stringify(body));
+  const { version } = await call(target, "POST", encodeSets(body.version, body.upstreams, body.base));
   if (version === null) throw new PushError(200, `POST ${ENDPOINTS_PATH}: nginx stored no version`);
   return version;
 }

@@ -1,3 +1,4 @@
+import { LUA_MODULES } from "../render/dynamic.js";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { BackendSet, Endpoint } from "../model/backends.js";
@@ -12,7 +13,7 @@ const OPTIONS: RenderOptions = {
   dir: "/tmp/nlb",
   controlPort: 9999,
   pushToken: "0123456789abcdef0123456789abcdef",
-  luaSource: "return {}\n",
+  luaSource: Object.fromEntries(LUA_MODULES.map((m) => [m, "return {}\n"])),
 };
 
 function services(routes: readonly (readonly [string, string, string | null])[]): Services {

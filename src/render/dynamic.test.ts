@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Services } from "../model/services.js";
-import { endpointSets } from "./dynamic.js";
+import { endpointSets, LUA_MODULES } from "./dynamic.js";
 import { bindRoutes, renderNginxConf } from "./index.js";
 import { RenderBug } from "./tokens.js";
 
@@ -21,13 +21,24 @@ const model = (prefix: string): Services => ({
   ],
 });
 const backends = { "app-web": { "10.0.0.1": { weight: 3 } }, "spare-web": { "10.0.0.2": { weight: 1 } } };
-const dynamic = { dir: "/tmp/nlb", controlPort: 9999, endpointsMode: "dynamic" as const, luaSource: "return {}\n" };
+const lua = (text: string) => Object.fromEntries(LUA_MODULES.map((m) => [m, text]));
+const dynamic = {
+  dir: "/tmp/nlb",
+  controlPort: 9999,
+  endpointsMode: "dynamic" as const,
+  luaSource: lua("return {}\n"),
+  pushToken: "0123456789abcdef0123456789abcdef",
+};
 
 describe("dynamic rendering", () => {
-  it("refuses to render without the balancer's source or a control port", () => {
+  it("refuses to render without every Lua module, a control port or a push token", () => {
     const desired = { services: model("/api"), backends };
-    expect(() => renderNginxConf(desired, { ...dynamic, luaSource: "" })).toThrow(RenderBug);
+    expect(() => renderNginxConf(desired, { ...dynamic, luaSource: {} })).toThrow(RenderBug);
+    const { nginx_lb_push: _, ...noPush } = dynamic.luaSource;
+    expect(() => renderNginxConf(desired, { ...dynamic, luaSource: noPush })).toThrow(/nginx_lb_push/);
     expect(() => renderNginxConf(desired, { ...dynamic, controlPort: undefined })).toThrow(RenderBug);
+    for (const pushToken of [undefined, "", "short", "0123456789ABCDEF0123456789ABCDEF", `${"a".repeat(32)}")`])
+      expect(() => renderNginxConf(desired, { ...dynamic, pushToken }), String(pushToken)).toThrow(RenderBug);
   });
 
   it("never emits a hostile prefix into the Lua of a location", () => {
@@ -61,7 +72,10 @@ describe("dynamic rendering", () => {
   it("changes the generation when the balancer changes, so a new balancer is loaded by a reload", () => {
     const desired = { services: model("/api"), backends };
     const a = renderNginxConf(desired, dynamic);
-    const b = renderNginxConf(desired, { ...dynamic, luaSource: "return { v = 2 }\n" });
+    const b = renderNginxConf(desired, {
+      ...dynamic,
+      luaSource: { ...dynamic.luaSource, nginx_lb_balancer: "return { v = 2 }\n" },
+    });
     expect(a.conf.replace(/"[0-9a-f]{16}"/, "")).toBe(b.conf.replace(/"[0-9a-f]{16}"/, ""));
     expect(a.generation).not.toBe(b.generation);
   });

@@ -11,6 +11,7 @@
  * `checkConfig(rendered, dir)` runs `nginx -t` (bounded by a timeout) without starting anything.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -254,12 +255,11 @@ export async function serveDesired(
   const base: RenderOptions = { dir, listenHost: "127.0.0.1", workerProcesses: 1, ...options };
   if (ENDPOINTS_MODE === "reload") return startNginx(renderNginxConf(desired, base), dir);
   const controlPort = await freePort();
-  const ngx = await startNginx(
-    renderNginxConf(desired, { ...base, endpointsMode: "dynamic", controlPort, luaSource: balancerLuaSource() }),
-    dir,
-  );
+  const pushToken = randomBytes(16).toString("hex");
+  const dynamic = { endpointsMode: "dynamic", controlPort, luaSource: balancerLuaSource(), pushToken } as const;
+  const ngx = await startNginx(renderNginxConf(desired, { ...base, ...dynamic }), dir);
   await pushEndpoints(
-    { port: controlPort },
+    { port: controlPort, token: pushToken },
     { version: 1, upstreams: endpointSets(bindRoutes(desired.services, desired.backends)) },
   );
   return ngx;

@@ -1,4 +1,5 @@
 import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { Agent, createServer, request, type Server } from "node:http";
@@ -8,7 +9,7 @@ import { WebSocketServer } from "ws";
 import type { BackendSet } from "../../src/model/backends.js";
 import { parseServices, type Services } from "../../src/model/services.js";
 import { findNginx } from "../../src/nginx/binary.js";
-import { pushBody, pushEndpoints } from "../../src/nginx/endpoints-push.js";
+import { pushBody, pushEndpoints, type PushTarget } from "../../src/nginx/endpoints-push.js";
 import { writeRendered } from "../../src/nginx/files.js";
 import { workerPids as masterWorkerPids } from "../../src/nginx/process.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
@@ -104,24 +105,23 @@ export function get(
   });
 }
 
-/** A raw request to the control server's push endpoint, for the rejection tests. */
+/** A raw request to the control server's push endpoint (with the push token when given), for the rejection tests. */
 export function postRaw(
   port: number,
   body: Buffer | string,
   path = "/nginx-lb/endpoints",
   host = "127.0.0.1",
+  token?: string,
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const data = typeof body === "string" ? Buffer.from(body) : body;
-    const req = request(
-      { host: "127.0.0.1", port, path, method: "POST", agent: false, headers: { host, "content-length": data.length } },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => (text += c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
+    const headers = { host, "content-length": data.length, ...(token ? { "x-nginx-lb-token": token } : {}) };
+    const req = request({ host: "127.0.0.1", port, path, method: "POST", agent: false, headers }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
     req.setTimeout(10_000, () => req.destroy(new Error("request timed out")));
     req.on("error", reject);
     req.end(data);
@@ -160,6 +160,8 @@ export interface Nginx {
   readonly dir: string;
   readonly port: number;
   readonly controlPort: number;
+  /** Where and with which token to push (dynamic mode; the token is random unless one was asked for). */
+  readonly target: PushTarget;
   readonly masterPid: number;
   workerPids(): Promise<number[]>;
   /** Pushes the sets of `backends` (dynamic mode); resolves with the version nginx stored. */
@@ -193,14 +195,18 @@ export async function startNginx(opts: {
   services: (frontendPort: number) => Services;
   backends: BackendSet;
   workers?: number;
-  /** Render a push token (RenderOptions.pushToken); `push` then sends it. */
+  /** The push token to render (RenderOptions.pushToken); dynamic mode renders a random one by default. */
   pushToken?: string;
+  /** Runs once the config is written, before nginx starts (e.g. to place the start-up endpoint sets in `dir`). */
+  before?: (dir: string, model: Services) => Promise<void>;
 }): Promise<Nginx> {
   const nginx = findNginx();
   const dir = await mkdtemp(join(tmpdir(), "nlb-dyn-"));
   const port = await freePort();
   const controlPort = await freePort();
   const model = opts.services(port);
+  const pushToken = opts.pushToken ?? (opts.mode === "dynamic" ? randomBytes(16).toString("hex") : undefined);
+  const target: PushTarget = { port: controlPort, ...(pushToken ? { token: pushToken } : {}) };
   let version = 0;
   const render = (backends: BackendSet) =>
     renderNginxConf(
@@ -212,10 +218,11 @@ export async function startNginx(opts: {
         workerProcesses: opts.workers ?? 2,
         endpointsMode: opts.mode,
         ...(opts.mode === "dynamic" ? { luaSource: balancerLuaSource() } : {}),
-        ...(opts.pushToken ? { pushToken: opts.pushToken } : {}),
+        ...(pushToken ? { pushToken } : {}),
       },
     );
   const conf = await writeRendered(dir, render(opts.backends));
+  await opts.before?.(dir, model);
   const args = ["-p", `${dir}/`, "-c", conf, "-e", `${dir}/logs/error.log`];
   await new Promise<void>((resolve, reject) => {
     const child = spawn(nginx, args, { stdio: ["ignore", "ignore", "pipe"] });
@@ -234,13 +241,10 @@ export async function startNginx(opts: {
     dir,
     port,
     controlPort,
+    target,
     masterPid,
     workerPids,
-    push: (backends) =>
-      pushEndpoints(
-        { port: controlPort, ...(opts.pushToken ? { token: opts.pushToken } : {}) },
-        pushBody(++version, bindRoutes(model, backends)),
-      ),
+    push: (backends) => pushEndpoints(target, pushBody(++version, bindRoutes(model, backends))),
     async reload(backends = opts.backends) {
       const rendered = render(backends);
       await writeRendered(dir, rendered);
