@@ -46,6 +46,16 @@ describe("RegistryState", () => {
   });
 });
 
+test("a relist that finds nothing emits the empty set, not the last one (etcd rebuilt empty)", () => {
+  const emitted: Snapshot<BackendSet>[] = [];
+  const state = new RegistryState("/lb/backends", (s) => void emitted.push(s), pino({ level: "silent" }), []);
+  state.replace([["/lb/backends/a-b/ips/10.0.0.1", '{"weight":5}']]);
+  state.publish(true, "etcd revision 7");
+  state.replace([]);
+  state.publish(true, "etcd revision 1");
+  expect(emitted.map((s) => s.value)).toEqual([{ "a-b": { "10.0.0.1": { weight: 5 } } }, {}]);
+});
+
 describe("compareCluster", () => {
   const m = (clusterId: string, revision: number, raftTerm = 2) => ({ clusterId, revision, raftTerm });
   test("nothing seen yet: continue", () => expect(compareCluster(undefined, m("a", 1))).toEqual({ kind: "continue" }));
