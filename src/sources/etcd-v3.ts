@@ -101,6 +101,50 @@ const shortWatchBackoff: { duration: number; next(): typeof shortWatchBackoff } 
   next: () => shortWatchBackoff,
 };
 
+type CallOptions = Exclude<NonNullable<IOptions["defaultCallOptions"]>, (...args: never[]) => unknown>;
+type Interceptor = NonNullable<CallOptions["interceptors"]>[number];
+type Call = ReturnType<Parameters<Interceptor>[1]>;
+type Listener = NonNullable<Parameters<Call["start"]>[1]>;
+
+/**
+ * Call options whose interceptor cancels every call still open when `signal` aborts. Closing the client does not end
+ * calls already on a connection: a watch (or a list) on an etcd that accepts connections but never answers (frozen,
+ * overloaded, a half-dead peer) would hold a stopping process until the keepalive gives up, 15 s later.
+ */
+export function callsCancelledBy(signal: AbortSignal): CallOptions {
+  const open = new Set<Call>();
+  signal.addEventListener("abort", () => {
+    for (const call of [...open]) call.cancelWithStatus(1 /* CANCELLED */, "nginx-lb is stopping");
+    open.clear();
+  });
+  const interceptor = ((options, nextCall) => {
+    const call = nextCall(options);
+    const wrapped: Call = {
+      cancelWithStatus: (status, details) => call.cancelWithStatus(status, details),
+      getPeer: () => call.getPeer(),
+      sendMessageWithContext: (context, message) => call.sendMessageWithContext(context, message),
+      sendMessage: (message) => call.sendMessage(message),
+      startRead: () => call.startRead(),
+      halfClose: () => call.halfClose(),
+      getAuthContext: () => call.getAuthContext(),
+      start: (metadata, listener?: Partial<Listener>) => {
+        if (signal.aborted) return call.cancelWithStatus(1, "nginx-lb is stopping");
+        open.add(call);
+        call.start(metadata, {
+          onReceiveMetadata: (metadata) => listener?.onReceiveMetadata?.(metadata),
+          onReceiveMessage: (message) => listener?.onReceiveMessage?.(message),
+          onReceiveStatus: (status) => {
+            open.delete(call);
+            listener?.onReceiveStatus?.(status);
+          },
+        });
+      },
+    };
+    return wrapped;
+  }) as Interceptor;
+  return { interceptors: [interceptor] };
+}
+
 /** The cluster, revision and raft term a response header reports. */
 function markOf(header: IResponseHeader): ClusterMark {
   const id = header.cluster_id && header.cluster_id !== "0" ? BigInt(header.cluster_id).toString(16) : "";
@@ -121,6 +165,7 @@ async function runV3(
   const client = new Etcd3({
     ...etcd3ClientOptions({ ...options, tls }),
     faultHandling: { host: () => passThrough, global: passThrough, watchBackoff: shortWatchBackoff as never },
+    defaultCallOptions: callsCancelledBy(signal),
   });
   // Closing at once on stop fails the calls still waiting for a connection, so none holds the process.
   const close = () => client.close();
