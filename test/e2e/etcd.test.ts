@@ -259,7 +259,7 @@ describe("nginx-lb run over etcd with auth", () => {
     await servedBy(good.url, ["127.0.0.3"], "endpoint read with auth");
     await good.lb.stop();
     const bad = await run(wrong);
-    await bad.lb.waitFor(/etcd rejected the credentials of user \\"root\\"/);
+    await bad.lb.waitFor(/etcd at \S+ rejected the credentials of user \\"root\\"/);
     expect(JSON.stringify(bad.lb.lines)).not.toContain("not-the-pw");
     await bad.lb.stop();
   });
