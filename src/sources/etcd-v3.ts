@@ -10,6 +10,8 @@
  * So this source keeps its own revision (the mod_revision of the last event applied), cancels the client's watcher on
  * every disconnect, and re-creates it from that revision + 1 after its own backoff; an event of a revision an earlier
  * watch response already applied is skipped (never applied twice), and a cancelled watch means a fresh list.
+ * A watch-create answer from another history (etcd restored from an older snapshot, or rebuilt: see `compareCluster`)
+ * also means a fresh list: resuming there would wait for revisions that cluster never had.
  */
 import { Etcd3, type IOptions, type IResponseHeader, type IWatchResponse, type Watcher } from "etcd3";
 import { keyPrefix } from "../model/backends.js";
