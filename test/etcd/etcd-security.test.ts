@@ -57,7 +57,7 @@ describe.each(["v3", "v2"] as const)("etcd %s over TLS with client certificates"
       retry: { baseMs: 50, maxMs: 200 },
     });
     try {
-      await waitFor("an error log", errorLogged(lines, /etcd: .*serving the last known endpoints/));
+      await waitFor("an error log", errorLogged(lines, /etcd at .*serving the last known endpoints/));
       expect(src.snapshots).toEqual([]);
     } finally {
       await src.stop();
