@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { prepareStateDir } from "./nginx/state-dir.js";
+import { ensureSecureStateDir } from "./nginx/state-dir.js";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { BackendSet } from "./model/backends.js";
@@ -95,7 +95,7 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
 /** The composition root of `nginx-lb run`: builds the parts, wires them, starts them. */
 export async function startController(options: RunOptions, log: Logger): Promise<Controller> {
   const dir = resolve(options.stateDir);
-  await prepareStateDir(dir, log);
+  await ensureSecureStateDir(dir, log);
   const store = new StateStore(dir);
   const saved = await store.load();
   const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());

@@ -48,7 +48,7 @@ export class StateDirError extends Error {
 }
 
 /** secureStateDir for the composition root: logs a tightening, throws StateDirError with the problem. */
-export async function prepareStateDir(dir: string, log: Logger): Promise<void> {
+export async function ensureSecureStateDir(dir: string, log: Logger): Promise<void> {
   const r = await secureStateDir(dir);
   if (!r.ok) throw new StateDirError(r.errors.map(formatProblem).join("; "));
   if (r.value.tightenedFrom !== null)
