@@ -83,6 +83,7 @@ describe("retireOrphans", () => {
       signals,
       deps: {
         table: async () => rows,
+        running: async (pid: number) => rows.some((r) => r.pid === pid),
         signal: (pid: number, sig: NodeJS.Signals) => {
           signals.push(`${sig} ${pid}`);
           if (sig === "SIGKILL" || quits.has(pid)) {

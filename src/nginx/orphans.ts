@@ -150,6 +150,8 @@ export async function readNginxProcesses(root = "/proc"): Promise<ProcEntry[]> {
 /** How retiring reaches the system; a test injects its own table and signals. */
 export interface RetireDeps {
   readonly table: () => Promise<readonly ProcEntry[]>;
+  /** Whether a process still runs (a zombie does not): a cheap check of the few pids being retired. */
+  readonly running: (pid: number) => Promise<boolean>;
   readonly signal: (pid: number, signal: NodeJS.Signals) => void;
   readonly sleep: (ms: number) => Promise<void>;
   readonly now: () => number;
@@ -162,8 +164,19 @@ export interface Retired {
   readonly left: readonly number[];
 }
 
+/** True while /proc/<pid> exists and is not a zombie. */
+async function running(pid: number, root = "/proc"): Promise<boolean> {
+  try {
+    const stat = parseStat(await readFile(`${root}/${pid}/stat`, "utf8"));
+    return stat !== null && stat.state !== "Z" && stat.state !== "X";
+  } catch {
+    return false;
+  }
+}
+
 export const realRetireDeps: RetireDeps = {
   table: () => readNginxProcesses(),
+  running: (pid) => running(pid),
   signal: (pid, signal) => process.kill(pid, signal),
   sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
   now: () => Date.now(),
@@ -192,8 +205,8 @@ export async function retireOrphans(
     }
   };
   const present = async (pids: readonly number[]) => {
-    const live = new Set((await deps.table()).filter((p) => p.state !== "Z" && p.state !== "X").map((p) => p.pid));
-    return pids.filter((pid) => live.has(pid));
+    const states = await Promise.all(pids.map(deps.running));
+    return pids.filter((_, i) => states[i]);
   };
   for (let round = 0; round < ROUNDS; round++) {
     const orphans = findOrphans(await deps.table(), prefix, spare);
@@ -203,7 +216,8 @@ export async function retireOrphans(
     const deadline = deps.now() + graceMs;
     let left = await present(orphans.map((o) => o.pid));
     while (left.length > 0 && deps.now() < deadline) {
-      await deps.sleep(20);
+      // Every millisecond here the ports are closed: poll often (a few stat reads).
+      await deps.sleep(5);
       left = await present(left);
     }
     for (const pid of left) {

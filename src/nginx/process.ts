@@ -172,12 +172,17 @@ export class NginxProcess {
    */
   private async retireOrphans(): Promise<void> {
     const { dir, conf, pidFile } = this.paths;
+    const started = performance.now();
     const named = await readPid(pidFile);
     const deadMaster = named !== null && !(await isNginxMaster(named)) ? named : null;
     const r = await retireOrphans({ dir, conf, deadMaster }, ownChildren(), realRetireDeps, ORPHAN_GRACE_MS);
     if (r.found.length === 0) return;
     this.log.warn(
-      { orphans: r.found.map((o) => ({ pid: o.pid, role: o.role, why: o.why })), killed: r.killed },
+      {
+        orphans: r.found.map((o) => ({ pid: o.pid, role: o.role, why: o.why })),
+        killed: r.killed,
+        ms: Math.round(performance.now() - started),
+      },
       "retired nginx processes of this state dir left behind (they would keep the new nginx from binding its ports)",
     );
     if (r.left.length > 0)
