@@ -26,12 +26,14 @@ afterAll(async () => {
 });
 
 /**
- * Requests that may fail (refused, reset, or not 200) across one master crash, per mode. The ports are closed from
- * the orphans' SIGQUIT until the new master binds (tens of milliseconds); at this loop's pace (4 loops, a new
- * connection per request, a refusal returns at once) that is roughly one failure per 0.75 ms of closed ports, so
- * this allows about 200 ms on a busy 2-core machine. Observed: 38 to 192.
+ * Requests that may fail (refused, reset, or not 200) across one master crash, per mode, and the span of time they
+ * fall in. The ports are closed from the orphans' SIGQUIT until the new master binds (in dynamic mode, until its
+ * first push: issue 11.7); at this loop's pace (4 loops, a new connection per request, a refusal returns at once)
+ * that is roughly one failure per millisecond. Observed on a busy 2-core machine: 28 to 204 failures within 29 to
+ * 390 ms. A controller that cannot free the ports fails every request for seconds and breaks both bounds.
  */
-const MAX_FAILED = 250;
+const MAX_FAILED = 400;
+const MAX_OUTAGE_MS = 2000;
 
 /** A live process: present and not a zombie (an orphan's exit is reaped by whoever adopted it, maybe later). */
 function alive(pid: number): boolean {
@@ -133,6 +135,7 @@ describe.each(["reload", "dynamic"] as const)("nginx master SIGKILLed under load
     );
     expect(traffic.done()).toBeGreaterThanOrEqual(500);
     expect(traffic.failures.length).toBeLessThanOrEqual(MAX_FAILED);
+    expect(traffic.window()).toBeLessThanOrEqual(MAX_OUTAGE_MS);
 
     // The served set equals the registry, and the new master follows it.
     expect(await served(url, 20)).toEqual(["127.0.0.2", "127.0.0.3"]);
