@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { ensureSecureStateDir } from "./nginx/state-dir.js";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { Controller } from "./controller.js";
@@ -82,7 +82,7 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
 /** The composition root of `nginx-lb run`: builds the parts, wires them, starts them. */
 export async function startController(options: RunOptions, log: Logger): Promise<Controller> {
   const dir = resolve(options.stateDir);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ensureSecureStateDir(dir, log);
   const store = new StateStore(dir);
   const saved = await store.load();
   const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());
