@@ -37,8 +37,8 @@ export interface RunOptions {
   readonly startupGraceMs?: number;
   readonly debounceMs?: number;
   readonly minGapMs?: number;
-  /** Loopback UDP port nginx sends per-request access records to (per-route traffic); none when absent. */
-  readonly trafficLogPort?: number;
+  /** File nginx appends per-request access records to (per-route traffic); none when absent. */
+  readonly trafficLogFile?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
 }
@@ -165,7 +165,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
           ...(luaSource ? { luaSource } : {}),
           ...(options.listenHost ? { listenHost: options.listenHost } : {}),
           ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
-          ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
+          ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
         });
       lastRender = { services: desired.services, rendered };
       const endpoints = mode === "dynamic" ? endpointSets(planRoutes(desired.services, desired.backends)) : null;

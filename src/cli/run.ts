@@ -55,6 +55,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
   const admin = await setupAdmin(
     {
       listen: flags.adminListen,
+      stateDir: flags.stateDir,
       token: flags.adminToken,
       tokenFile: flags.adminTokenFile,
       traffic: flags.trafficLog !== false,
@@ -77,7 +78,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
   let controller: Controller;
   try {
     controller = await startController(
-      admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
+      admin?.trafficLogFile !== undefined ? { ...options, trafficLogFile: admin.trafficLogFile } : options,
       log,
     );
   } catch (e) {

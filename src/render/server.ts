@@ -18,7 +18,7 @@ export function renderServer(server: Server, plans: readonly RoutePlan[], option
     );
   }
   lines.push(`        server_name ${tok.domain(server.domain)};`);
-  for (const plan of plans) lines.push(renderLocations(plan, isDynamic(options), options.trafficLogPort !== undefined));
+  for (const plan of plans) lines.push(renderLocations(plan, isDynamic(options), options.trafficLogFile !== undefined));
   // Without a `/` route nginx would answer unmatched paths from files under its prefix (403/404 pages, or real files).
   if (!plans.some((p) => p.route.prefix === "/"))
     lines.push(
