@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import http from "node:http";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
@@ -282,6 +283,57 @@ describe("admin server", () => {
   });
 });
 
+describe("event-stream slots", () => {
+  it("bounds streams per client address and keeps slots for the token holder, whoever else holds the rest", async () => {
+    const t = await startAdminLb({ pool, endpoints: endpoints() });
+    // No token configured: the controller wrote a local one into its state dir for the operator.
+    const token = (await readFile(join(t.dir, "state/admin-token"), "utf8")).trim();
+    expect(token).toMatch(/^[0-9a-f]{48}$/);
+    const open: Stream[] = [];
+    try {
+      const anon = async (from: string) => {
+        const s = await openStream(t.adminPort, from);
+        open.push(s);
+        return s;
+      };
+      for (let i = 0; i < 8; i++) expect((await anon("127.0.0.1")).status).toBe(200);
+      const perAddress = await anon("127.0.0.1");
+      expect(perAddress.status).toBe(503);
+      expect(perAddress.body).toMatch(/127\.0\.0\.1 already holds 8 event streams/);
+      // Other loopback source addresses (any local user can bind them) fill the slots open to everyone: 28 of 32.
+      for (const from of ["127.0.0.2", "127.0.0.3"])
+        for (let i = 0; i < 8; i++) expect((await anon(from)).status).toBe(200);
+      for (let i = 0; i < 4; i++) expect((await anon("127.0.0.4")).status).toBe(200);
+      const full = await anon("127.0.0.5");
+      expect(full.status).toBe(503);
+      expect(full.body).toMatch(/all 28 event streams for clients without the admin token are open/);
+      expect(full.body).toMatch(/Authorization: Bearer/);
+      // A wrong token is no token.
+      expect((await openStream(t.adminPort, "127.0.0.5", `${token}0`).then((s) => (open.push(s), s))).status).toBe(503);
+      // The operator, with the token from the state dir, still gets a live stream with the status in it.
+      const operator = await openStream(t.adminPort, "127.0.0.1", token);
+      open.push(operator);
+      expect(operator.status).toBe(200);
+      expect(operator.body).toContain("event: status");
+      // A closed stream frees its slot.
+      open.find((s) => s.status === 200 && s !== operator)?.close();
+      await eventually(
+        async () => {
+          const s = await openStream(t.adminPort, "127.0.0.5");
+          open.push(s);
+          return s.status === 200;
+        },
+        5_000,
+        "a slot freed by a closed stream",
+      );
+      // Plain requests are not streams: they are still served.
+      expect((await t.admin("/api/status")).status).toBe(200);
+    } finally {
+      for (const s of open) s.close();
+    }
+  });
+});
+
 describe("traffic figures off", () => {
   it("--no-traffic-log renders no access records and keeps the rest of the admin server", async () => {
     const t = await startAdminLb({ pool, endpoints: endpoints(), args: ["--no-traffic-log"] });
@@ -347,5 +399,40 @@ function firstEvent(url: string): Promise<string> {
         resolve(text);
       })
       .catch(reject);
+  });
+}
+
+interface Stream {
+  readonly status: number;
+  /** The first chunk of a stream, or the whole body of a refusal. */
+  readonly body: string;
+  close(): void;
+}
+
+/** Opens /api/events from a given loopback source address, optionally with a bearer token. */
+function openStream(port: number, localAddress: string, token?: string): Promise<Stream> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(
+      {
+        host: "127.0.0.1",
+        port,
+        path: "/api/events",
+        localAddress,
+        agent: false,
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      },
+      (res) => {
+        const close = () => req.destroy();
+        res.setEncoding("utf8");
+        if (res.statusCode === 200) res.once("data", (chunk: string) => resolve({ status: 200, body: chunk, close }));
+        else {
+          let body = "";
+          res.on("data", (c: string) => (body += c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body, close }));
+        }
+      },
+    );
+    req.setTimeout(5000, () => req.destroy(new Error("no answer from /api/events within 5 s")));
+    req.on("error", reject);
   });
 }
