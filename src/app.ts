@@ -230,15 +230,26 @@ export async function startController(options: RunOptions, log: Logger): Promise
     let first: () => void = () => undefined;
     const firstSnapshot = new Promise<void>((r) => (first = r));
     void source
-      .start(abort.signal, (snap) => {
-        status.update(() => ({
-          registry: { kind: source.name, connected: snap.connected, origin: snap.origin, warnings: snap.warnings },
-        }));
-        if (snap.connected) {
-          reconciler.setBackends(snap.value, `registry: ${snap.origin}`);
-          first();
-        }
-      })
+      .start(
+        abort.signal,
+        (snap) => {
+          status.update(() => ({
+            registry: {
+              kind: source.name,
+              connected: snap.connected,
+              origin: snap.origin,
+              warnings: snap.warnings,
+              valid: true,
+              errors: [],
+            },
+          }));
+          if (snap.connected) {
+            reconciler.setBackends(snap.value, `registry: ${snap.origin}`);
+            first();
+          }
+        },
+        (errors, warnings) => status.update((s) => ({ registry: { ...s.registry, valid: false, errors, warnings } })),
+      )
       .catch((e: unknown) => log.error({ err: (e as Error).message }, "endpoint source stopped"));
     const grace = options.startupGraceMs ?? 3000;
     const timedOut = await Promise.race([
@@ -259,6 +270,8 @@ export async function startController(options: RunOptions, log: Logger): Promise
         connected: false,
         origin: "no --etcd-endpoints and no --backends: every route answers 503",
         warnings: [],
+        valid: true,
+        errors: [],
       },
     }));
     log.warn("no registry given (--etcd-endpoints or --backends): every route answers 503 until one is configured");

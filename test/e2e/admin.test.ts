@@ -37,6 +37,13 @@ interface Route {
   upstream: string;
   endpoints: { address: string; weight: number; role: string }[];
 }
+interface RegistryView {
+  registry: {
+    valid: boolean;
+    errors: { path: string; message: string }[];
+    warnings: { path: string; message: string }[];
+  };
+}
 interface View {
   ready: { ready: boolean; why: string };
   services: { valid: boolean; errors: { path: string; message: string }[] };
@@ -275,11 +282,87 @@ describe("admin server", () => {
     expect(notReady.status).toBe(503);
     expect(notReady.body).toMatch(/^not ready: nginx is not running/);
     expect(notReady.body).toContain("Address already in use");
+    const cli = await statusCli(`http://127.0.0.1:${adminPort}`);
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toMatch(/^nginx-lb status: not ready: nginx is not running/);
     expect((await admin("/healthz")).status).toBe(200);
     expect(sample((await admin("/metrics")).body, "nginx_lb_nginx_running")).toBe(0);
     await new Promise((r) => holder.close(r));
     await eventually(async () => (await admin("/readyz")).status === 200, 20_000, "/readyz 200 after the port is free");
     expect((await get(`http://127.0.0.1:${sitePort}/`, { host: "a.test" })).status).toBe(200);
+  });
+});
+
+describe("inputs rejected or warned about", () => {
+  it("an invalid backends file and every warning show in /api/status, /metrics and nginx-lb status (exit 1)", async () => {
+    const t = await startAdminLb({
+      pool,
+      endpoints: { ...endpoints(), "api-api": { "127.0.0.3": { weight: "heavy" } } } as unknown as Parameters<
+        typeof startAdminLb
+      >[0]["endpoints"],
+    });
+    const registryOf = async () => (await t.admin("/api/status")).json<RegistryView>().registry;
+    // A warning (an odd weight): reported with its path everywhere, yet nothing is wrong enough to fail a script.
+    const warned = await registryOf();
+    expect(warned.valid).toBe(true);
+    expect(warned.warnings).toEqual([expect.objectContaining({ path: '["api-api"]["127.0.0.3"]' })]);
+    let m = (await t.admin("/metrics")).body;
+    expect(sample(m, "nginx_lb_config_warnings", { source: "registry" })).toBe(1);
+    expect(sample(m, "nginx_lb_config_warnings", { source: "services" })).toBe(0);
+    expect(sample(m, "nginx_lb_registry_valid")).toBe(1);
+    // `--admin` also takes HOST:PORT, the form --admin-listen takes.
+    let cli = await statusCli(`127.0.0.1:${t.adminPort}`);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(/warning\s+registry\s+\["api-api"\]\["127\.0\.0\.3"\]\s+weight must be/);
+
+    // Rejected as a whole: a name that is no address. The endpoints in force keep serving.
+    await t.setEndpoints({ ...endpoints(), "web-api": { "not-an-ip": { weight: 1 } } });
+    const invalid = await eventually(
+      async () => {
+        const r = await registryOf();
+        return r.valid ? null : r;
+      },
+      10_000,
+      "the backends file reported invalid",
+    );
+    expect(invalid.errors.map((e) => e.path)).toEqual(['["web-api"]["not-an-ip"]']);
+    expect(sample((await t.admin("/metrics")).body, "nginx_lb_registry_valid")).toBe(0);
+    cli = await statusCli(t.adminUrl);
+    expect(cli.code).toBe(1);
+    expect(cli.stdout).toMatch(/registry\s+invalid/);
+    expect(cli.stdout).toMatch(/error\s+registry\s+\["web-api"\]\["not-an-ip"\]/);
+    expect(cli.stderr).toMatch(/the registry content is invalid/);
+    expect(t.lb.find(/backends file is invalid; the endpoints in force stay until it is fixed/)).not.toHaveLength(0);
+    expect((await t.site("/")).status).toBe(200);
+
+    // Fixed: valid again, exit 0.
+    await t.setEndpoints(endpoints());
+    await eventually(async () => (await registryOf()).valid, 10_000, "the backends file valid again");
+    m = (await t.admin("/metrics")).body;
+    expect(sample(m, "nginx_lb_registry_valid")).toBe(1);
+    expect(sample(m, "nginx_lb_config_warnings", { source: "registry" })).toBe(0);
+    expect((await statusCli(t.adminUrl)).code).toBe(0);
+
+    // An invalid routing file: ready (the last valid routes serve), but a script must hear of it.
+    await writeFile(t.services, "{ not json");
+    await eventually(
+      async () => !(await t.admin("/api/status")).json<View>().services.valid,
+      10_000,
+      "services.json invalid",
+    );
+    cli = await statusCli(t.adminUrl);
+    expect(cli.code).toBe(1);
+    expect(cli.stdout).toMatch(/ready\s+yes/);
+    expect(cli.stderr).toContain(`the routing file ${t.services} is invalid`);
+  });
+
+  it("nginx-lb status says in one line that nothing answers, exit 2", async () => {
+    const [port = 0] = await freePorts(1);
+    const cli = await statusCli(`127.0.0.1:${port}`);
+    expect(cli.code).toBe(2);
+    expect(cli.stderr.trim().split("\n")).toEqual([
+      `nginx-lb status: cannot reach http://127.0.0.1:${port}: connection refused (is nginx-lb run serving its admin server there? see --admin-listen)`,
+    ]);
   });
 });
 
