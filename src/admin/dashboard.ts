@@ -166,7 +166,9 @@ let poll = null;
 function startPolling() {
   if (poll) return;
   live("warn", "polling");
-  poll = setInterval(() => fetch("api/status", { credentials: "same-origin" }).then((r) => r.ok ? r.json() : Promise.reject(r.status)).then((s) => { render(s); live("ok", "polling"); }).catch(() => live("bad", "controller unreachable")), 2000);
+  const once = () => fetch("api/status", { credentials: "same-origin" }).then((r) => r.ok ? r.json() : Promise.reject(r.status)).then((s) => { render(s); live("ok", "polling"); }).catch(() => live("bad", "controller unreachable"));
+  poll = setInterval(once, 2000);
+  once();
 }
 if ("EventSource" in window) {
   const es = new EventSource("api/events");

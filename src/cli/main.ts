@@ -85,18 +85,16 @@ addEtcdOptions(program.command("run"))
   .addOption(env("--admin-token <token>", "bearer token for the admin server (prefer the env variable)", "ADMIN_TOKEN"))
   .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
   .addOption(
-    env(
-      "--no-traffic-log",
-      "no per-route traffic figures (saves nginx a loopback UDP send per request)",
-      "NO_TRAFFIC_LOG",
-    ),
+    env("--no-traffic-log", "no per-route traffic figures (saves nginx a file append per request)", "NO_TRAFFIC_LOG"),
   )
   .action(async (flags: import("./run.js").RunFlags) => exit(await (await import("./run.js")).runCommand(flags)));
 
 program
   .command("status")
-  .description("print a running nginx-lb's status as tables; exit 0 when ready, 1 when not, 2 when unreachable")
-  .addOption(env("--admin <url>", "admin server URL", "ADMIN_URL").default("http://127.0.0.1:9180"))
+  .description(
+    "print a running nginx-lb's status as tables; exit 0 when ready with valid inputs, 1 when not, 2 when unreachable",
+  )
+  .addOption(env("--admin <url>", "admin server URL or HOST:PORT", "ADMIN_URL").default("http://127.0.0.1:9180"))
   .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
   .option("--json", "print the raw JSON instead")
   .action(async (flags: import("./status.js").StatusFlags) =>
