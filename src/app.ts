@@ -34,8 +34,8 @@ export interface RunOptions {
   readonly startupGraceMs?: number;
   readonly debounceMs?: number;
   readonly minGapMs?: number;
-  /** Loopback UDP port nginx sends per-request access records to (per-route traffic); none when absent. */
-  readonly trafficLogPort?: number;
+  /** File nginx appends per-request access records to (per-route traffic); none when absent. */
+  readonly trafficLogFile?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
 }
@@ -111,7 +111,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     ...(mode === "dynamic" ? { luaSource: balancerLuaSource() } : {}),
     ...(options.listenHost ? { listenHost: options.listenHost } : {}),
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
-    ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
+    ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
   };
   const source = await endpointSource(options, log);
   const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
@@ -168,10 +168,14 @@ export async function startController(options: RunOptions, log: Logger): Promise
     let first: () => void = () => undefined;
     const firstSnapshot = new Promise<void>((r) => (first = r));
     void source
-      .start(abort.signal, (snap) => {
-        reconciler.setRegistry(source.name, snap);
-        if (snap.connected) first();
-      })
+      .start(
+        abort.signal,
+        (snap) => {
+          reconciler.setRegistry(source.name, snap);
+          if (snap.connected) first();
+        },
+        (errors, warnings) => reconciler.registryRejected(errors, warnings),
+      )
       .catch((e: unknown) => log.error({ err: (e as Error).message }, "endpoint source stopped"));
     const grace = options.startupGraceMs ?? 3000;
     const timedOut = await Promise.race([

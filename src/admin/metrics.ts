@@ -77,7 +77,23 @@ export function createControllerMetrics(status: StatusStore, metrics: Registry =
     "1 when the endpoint registry is connected",
     () => status.get().registry.connected,
   );
+  flag(
+    "nginx_lb_registry_valid",
+    "1 unless the registry's content is rejected as a whole (an invalid backends file); 0: the endpoints in force stay",
+    () => status.get().registry.valid,
+  );
   flag("nginx_lb_nginx_running", "1 when the nginx master runs", () => status.get().nginx.running);
+  new Gauge({
+    name: "nginx_lb_config_warnings",
+    help: "Warnings about the routing file (services) and the registry content (registry); /api/status lists them",
+    labelNames: ["source"],
+    registers,
+    collect() {
+      const s = status.get();
+      this.set({ source: "services" }, s.services.warnings.length);
+      this.set({ source: "registry" }, s.registry.warnings.length);
+    },
+  });
   new Gauge({
     name: "nginx_lb_endpoints_pushed_version",
     help: "Dynamic endpoints mode: the version of the endpoint sets nginx holds (NaN in reload mode or before a push)",

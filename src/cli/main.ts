@@ -97,11 +97,7 @@ addEtcdOptions(program.command("run"))
   // Removed: a token in argv is visible in ps. Still parsed (never from the environment) to refuse it clearly.
   .addOption(new Option("--admin-token [token]").hideHelp())
   .addOption(
-    env(
-      "--no-traffic-log",
-      "no per-route traffic figures (saves nginx a loopback UDP send per request)",
-      "NO_TRAFFIC_LOG",
-    ),
+    env("--no-traffic-log", "no per-route traffic figures (saves nginx a file append per request)", "NO_TRAFFIC_LOG"),
   )
   .action(async (flags: import("./run-config.js").RunFlags) =>
     exit(await (await import("./run.js")).runCommand(flags)),
@@ -109,8 +105,10 @@ addEtcdOptions(program.command("run"))
 
 program
   .command("status")
-  .description("print a running nginx-lb's status as tables; exit 0 when ready, 1 when not, 2 when unreachable")
-  .addOption(env("--admin <url>", "admin server URL", "ADMIN_URL").default("http://127.0.0.1:9180"))
+  .description(
+    "print a running nginx-lb's status as tables; exit 0 when ready with valid inputs, 1 when not, 2 when unreachable",
+  )
+  .addOption(env("--admin <url>", "admin server URL or HOST:PORT", "ADMIN_URL").default("http://127.0.0.1:9180"))
   .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
   .option("--json", "print the raw JSON instead")
   .action(async (flags: import("./status.js").StatusFlags) =>

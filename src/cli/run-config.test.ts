@@ -23,7 +23,7 @@ describe("resolveRunConfig", () => {
         watchServices: true,
         endpointsMode: "auto",
       },
-      admin: { traffic: true },
+      admin: { stateDir: RUN_DEFAULTS.stateDir, traffic: true },
       logLevel: "info",
     });
   });
@@ -59,7 +59,7 @@ describe("resolveRunConfig", () => {
       endpointsMode: "reload",
       etcd: { etcdUrls: ["http://10.0.0.1:2379"], api: "v3" },
     });
-    expect(r.ok && r.value.admin).toEqual({ listen: "off", traffic: false });
+    expect(r.ok && r.value.admin).toEqual({ stateDir: "/st", listen: "off", traffic: false });
     expect(r.ok && r.value.logLevel).toBe("debug");
   });
 

@@ -116,6 +116,7 @@ export async function resolveRunConfig(
     ...(etcd.value.etcdUrls.length > 0 ? { etcd: etcd.value } : {}),
   };
   const admin: AdminFlags = {
+    stateDir: controller.stateDir,
     ...(flags.adminListen !== undefined ? { listen: flags.adminListen } : {}),
     ...(token.value !== undefined ? { token: token.value } : {}),
     traffic: flags.trafficLog !== false,

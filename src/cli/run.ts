@@ -35,7 +35,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
   let controller: Controller;
   try {
     controller = await startController(
-      admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
+      admin?.trafficLogFile !== undefined ? { ...options, trafficLogFile: admin.trafficLogFile } : options,
       log,
     );
   } catch (e) {

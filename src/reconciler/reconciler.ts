@@ -106,14 +106,28 @@ export class Reconciler {
   /** A registry emission: its health goes to the status; its endpoints are applied only while connected. */
   setRegistry(kind: string, snap: Snapshot<BackendSet>): void {
     this.deps.status.update(() => ({
-      registry: { kind, connected: snap.connected, origin: snap.origin, warnings: snap.warnings },
+      registry: {
+        kind,
+        connected: snap.connected,
+        origin: snap.origin,
+        warnings: snap.warnings,
+        valid: true,
+        errors: [],
+      },
     }));
     if (snap.connected) this.setBackends(snap.value, `registry: ${snap.origin}`);
   }
 
+  /** The registry's content was rejected as a whole (an invalid backends file): the endpoints in force stay. */
+  registryRejected(errors: readonly Problem[], warnings: readonly Problem[]): void {
+    this.deps.status.update((s) => ({ registry: { ...s.registry, valid: false, errors, warnings } }));
+  }
+
   /** No registry configured: every route answers 503, and the status says how to change that. */
   noRegistry(origin: string): void {
-    this.deps.status.update(() => ({ registry: { kind: "none", connected: false, origin, warnings: [] } }));
+    this.deps.status.update(() => ({
+      registry: { kind: "none", connected: false, origin, warnings: [], valid: true, errors: [] },
+    }));
     this.setBackends({}, "no registry");
   }
 

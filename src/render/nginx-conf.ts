@@ -58,17 +58,18 @@ function controlServer(port: number, extra: readonly string[]): string {
 }
 
 /**
- * One JSON access record per request to the controller over loopback UDP (syslog): a lost datagram never slows
- * nginx. Requests outside any route (unknown host) log an empty route.
+ * One JSON access record per request, appended to a file in the state dir that the controller reads. The nginx
+ * master opens it before its workers drop privileges, so the records can come from nginx only. Requests outside any
+ * route (unknown host) log an empty route.
  */
-function trafficLog(port: number, accessLog: string | null | undefined): string[] {
+function trafficLog(file: string, accessLog: string | null | undefined): string[] {
   return [
     `    map $host $nlb_route {`,
     `        default "";`,
     `    }`,
     `    log_format nlb escape=json '{"r":"$nlb_route","s":"$status","t":"$request_time","u":"$upstream_response_time","b":"$bytes_sent"}';`,
     ...(accessLog ? [`    access_log ${tok.file(accessLog)};`] : []),
-    `    access_log syslog:server=127.0.0.1:${tok.port(port)},nohostname,tag=nginx_lb nlb;`,
+    `    access_log ${tok.file(file)} nlb;`,
   ];
 }
 
@@ -129,9 +130,9 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
     `    sendfile on;`,
     `    tcp_nodelay on;`,
     `    keepalive_timeout 65s;`,
-    ...(options.trafficLogPort === undefined
+    ...(options.trafficLogFile === undefined
       ? [options.accessLog ? `    access_log ${tok.file(options.accessLog)};` : `    access_log off;`]
-      : trafficLog(options.trafficLogPort, options.accessLog)),
+      : trafficLog(options.trafficLogFile, options.accessLog)),
     ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map(
       (t) => `    ${t}_temp_path ${tok.file(`${dir}/tmp/${t}`)};`,
     ),

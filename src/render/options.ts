@@ -24,8 +24,8 @@ export interface RenderOptions {
   readonly luaSource?: Readonly<Record<string, string>>;
   /** Dynamic mode: where nginx's dynamic modules (ndk, lua) live. Default /usr/lib/nginx/modules (Debian). */
   readonly nginxModulesDir?: string;
-  /** Loopback UDP port that receives one JSON access record per request (per-route traffic). None when absent. */
-  readonly trafficLogPort?: number;
+  /** File in the state dir nginx appends one JSON access record per request to (per-route traffic). None: no records. */
+  readonly trafficLogFile?: string;
 }
 
 /** The file a rendered config needs beside nginx.conf: a path relative to `dir`, its bytes and mode. */

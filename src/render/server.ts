@@ -19,7 +19,7 @@ export function renderServer(server: Server, routes: readonly BoundRoute[], opti
   }
   lines.push(`        server_name ${tok.domain(server.domain)};`);
   for (const bound of routes)
-    lines.push(renderLocations(bound, isDynamic(options), options.trafficLogPort !== undefined));
+    lines.push(renderLocations(bound, isDynamic(options), options.trafficLogFile !== undefined));
   // Without a `/` route nginx would answer unmatched paths from files under its prefix (403/404 pages, or real files).
   if (!routes.some((p) => p.route.prefix === "/"))
     lines.push(
