@@ -35,15 +35,23 @@ type Frame =
   | { readonly object: true; readonly open: number; readonly keys: Map<string, number>; key: string }
   | { readonly object: false; readonly open: number; index: number };
 
-/** The line and column of a character offset. */
-export function positionAt(text: string, offset: number): JsonPosition {
-  let line = 1;
-  let lineStart = 0;
-  for (let i = text.indexOf("\n"); i !== -1 && i < offset; i = text.indexOf("\n", i + 1)) {
-    line++;
-    lineStart = i + 1;
-  }
-  return { line, column: offset - lineStart + 1 };
+/** Maps character offsets to lines and columns; the line starts are found once, then each lookup is a binary search. */
+function locator(text: string): (offset: number) => JsonPosition {
+  let starts: number[] | null = null;
+  return (offset) => {
+    if (starts === null) {
+      starts = [0];
+      for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) starts.push(i + 1);
+    }
+    let lo = 0;
+    let hi = starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if ((starts[mid] ?? 0) <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return { line: lo + 1, column: offset - (starts[lo] ?? 0) + 1 };
+  };
 }
 
 function show(c: string): string {
@@ -69,6 +77,7 @@ export function scanJson(text: string): JsonScan {
   const n = text.length;
   let i = 0;
   const stack: Frame[] = [];
+  const positionAt = locator(text);
 
   const skipWs = () => {
     while (i < n) {
@@ -85,7 +94,7 @@ export function scanJson(text: string): JsonScan {
     if (i >= n) {
       const open = stack.at(-1);
       if (!open) return fail(n === 0 || text.trim() === "" ? "the file is empty" : `the file ends where ${expected}`);
-      const p = positionAt(text, open.open);
+      const p = positionAt(open.open);
       return fail(
         `the file ends before the ${open.object ? "{" : "["} opened at line ${p.line} column ${p.column} is closed`,
       );
@@ -171,8 +180,8 @@ export function scanJson(text: string): JsonScan {
     else
       duplicates.push({
         path: stack.map((f) => (f.object ? f.key : f.index)),
-        first: positionAt(text, first),
-        again: positionAt(text, start),
+        first: positionAt(first),
+        again: positionAt(start),
       });
     skipWs();
     if (text[i] !== ":") unexpected('a ":" was expected after the property name');
@@ -220,6 +229,6 @@ export function scanJson(text: string): JsonScan {
     }
   } catch (e) {
     if (!(e instanceof Failure)) throw e;
-    return { error: { ...positionAt(text, e.offset), message: e.message }, duplicates };
+    return { error: { ...positionAt(e.offset), message: e.message }, duplicates };
   }
 }

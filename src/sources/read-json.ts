@@ -15,6 +15,9 @@ function unreadable(err: NodeJS.ErrnoException): Problem {
   return { code: "file_unreadable", path, message: `cannot be read (${err.code ?? err.message})` };
 }
 
+/** Repeated keys reported one by one; past this a file (generated, most likely) gets one summary warning. */
+const MAX_DUPLICATE_WARNINGS = 20;
+
 /** Parses JSON text: a leading byte-order mark is dropped; a syntax error gives line and column. */
 export function parseJsonText(text: string): Checked<unknown> {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
@@ -29,11 +32,18 @@ export function parseJsonText(text: string): Checked<unknown> {
       : `is not valid JSON: ${(e as Error).message}`;
     return { ok: false, errors: [{ code: "invalid_json", path: "(file)", message }], warnings: [] };
   }
-  const warnings: Problem[] = scanJson(body).duplicates.map((d) => ({
+  const { duplicates } = scanJson(body);
+  const warnings: Problem[] = duplicates.slice(0, MAX_DUPLICATE_WARNINGS).map((d) => ({
     code: "duplicate_key",
     path: formatPath(d.path),
     message: `appears twice in one object (line ${d.first.line} column ${d.first.column}, again line ${d.again.line} column ${d.again.column}); only the last one counts: remove the other`,
   }));
+  if (duplicates.length > MAX_DUPLICATE_WARNINGS)
+    warnings.push({
+      code: "duplicate_key",
+      path: "(file)",
+      message: `has ${duplicates.length - MAX_DUPLICATE_WARNINGS} more repeated keys`,
+    });
   return { ok: true, value, warnings };
 }
 
