@@ -9,7 +9,9 @@ const program = new Command()
   .name("nginx-lb")
   .description("Keeps a real nginx load-balancing the routes of services.json over the endpoints in etcd.")
   .version("0.1.0")
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (unknown option, missing argument) exit 2, like getopt tools; --help and --version exit 0.
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
 const exit = (code: number) => {
   process.exitCode = code;
@@ -17,7 +19,9 @@ const exit = (code: number) => {
 
 program
   .command("validate")
-  .description("check a services.json file; exit 0 when valid, 1 with every error (JSON path and fix) on stderr")
+  .description(
+    "check a services.json file; exit 0 when valid, 1 with every error (JSON path and fix) on stderr, 2 when FILE cannot be read",
+  )
   .argument("<file>", "services.json to check")
   .action(async (file: string) => exit(await (await import("./validate.js")).validateCommand(file)));
 
