@@ -1,6 +1,6 @@
-import { execFile } from "node:child_process";
 import { appendFile, chmod, readdir, readFile, readlink } from "node:fs/promises";
 import { join } from "node:path";
+import { asNobodyShell } from "../helpers/nobody.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sample, startAdminLb } from "../helpers/admin.js";
 import { startBackends, type BackendPool } from "../helpers/backends.js";
@@ -22,18 +22,6 @@ afterAll(async () => {
   await pool.close();
   await cleanupNginx();
 });
-
-/** Runs a shell command as nobody:nogroup without supplementary groups. */
-function asNobody(script: string, ...args: string[]): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(
-      "setpriv",
-      ["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "bash", "-c", script, "bash", ...args],
-      { cwd: "/", timeout: 10_000 },
-      (err, _stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stderr }),
-    ),
-  );
-}
 
 /** The pids of the nginx workers (children of the master named in the pid file). */
 async function workerPids(stateDir: string): Promise<number[]> {
@@ -86,7 +74,11 @@ describe.each(["dynamic", "reload"])("traffic figures forged by another local us
     const forged = `{"r":"${labels.upstream}","s":"500","t":"0.001","u":"0.001","b":"1"}`;
 
     // 1. The file itself.
-    const direct = await asNobody('for i in $(seq 50); do printf "%s\\n" "$1" >> "$2" || exit 1; done', forged, file);
+    const direct = await asNobodyShell(
+      'for i in $(seq 50); do printf "%s\\n" "$1" >> "$2" || exit 1; done',
+      forged,
+      file,
+    );
     expect(direct.code).not.toBe(0);
     expect(direct.stderr).toMatch(/Permission denied/);
 
@@ -99,14 +91,14 @@ describe.each(["dynamic", "reload"])("traffic figures forged by another local us
         if ((await readlink(`/proc/${w}/fd/${fd}`).catch(() => "")) === file) fds.push(`/proc/${w}/fd/${fd}`);
     expect(fds.length).toBeGreaterThan(0);
     for (const fd of fds) {
-      const viaProc = await asNobody('printf "%s\\n" "$1" >> "$2"', forged, fd);
+      const viaProc = await asNobodyShell('printf "%s\\n" "$1" >> "$2"', forged, fd);
       expect(viaProc.code).not.toBe(0);
       expect(viaProc.stderr).toMatch(/Permission denied/);
     }
 
     // 3. The loopback UDP port that used to carry the records (the admin port number): nothing listens there now.
     expect(await udpBound(t.adminPort)).toBe(0);
-    const udp = await asNobody(
+    const udp = await asNobodyShell(
       'for i in $(seq 50); do printf "%s" "$1" > "/dev/udp/127.0.0.1/$2"; done; exit 0',
       forged,
       String(t.adminPort),
@@ -114,7 +106,7 @@ describe.each(["dynamic", "reload"])("traffic figures forged by another local us
     expect(udp.code).toBe(0);
 
     // The local operator token (the reserved event-stream slots) is not readable either.
-    expect((await asNobody('cat "$1"', join(stateDir, "admin-token"))).code).not.toBe(0);
+    expect((await asNobodyShell('cat "$1"', join(stateDir, "admin-token"))).code).not.toBe(0);
 
     // Real requests are counted; none of the forged 5xx records is.
     for (let i = 0; i < 5; i++) expect((await t.site(`/r${i}`)).status).toBe(200);
