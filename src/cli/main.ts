@@ -77,6 +77,13 @@ addEtcdOptions(program.command("run"))
   .addOption(env("--worker-processes <n>", "nginx worker_processes", "WORKER_PROCESSES"))
   .addOption(
     env(
+      "--nginx-user <user>",
+      "when run as root: the unprivileged user nginx's workers run as (default: www-data, else nobody)",
+      "NGINX_USER",
+    ),
+  )
+  .addOption(
+    env(
       "--endpoints-mode <mode>",
       "dynamic (pushed to nginx, no reload) or reload; default: dynamic when nginx has the Lua module",
       "ENDPOINTS_MODE",
