@@ -72,7 +72,11 @@ describe("chooseWorkerUser", () => {
 
 describe("resolveWorkerUser", () => {
   test("an unreadable account file is an error naming the flag and the file", async () => {
-    const r = await resolveWorkerUser(undefined, { uid: 0, passwdFile: "/nonexistent/passwd", groupFile: "/etc/group" });
+    const r = await resolveWorkerUser(undefined, {
+      uid: 0,
+      passwdFile: "/nonexistent/passwd",
+      groupFile: "/etc/group",
+    });
     expect(!r.ok && r.errors[0]?.path).toBe("--nginx-user");
     expect(!r.ok && r.errors[0]?.message).toMatch(/\/nonexistent\/passwd/);
   });

@@ -60,7 +60,9 @@ export function chooseWorkerUser(
     try {
       tok.user(given);
     } catch {
-      return fail(`must be a user name of a-z 0-9 _ - (at most 32, not starting with a digit or -), got ${JSON.stringify(given)}`);
+      return fail(
+        `must be a user name of a-z 0-9 _ - (at most 32, not starting with a digit or -), got ${JSON.stringify(given)}`,
+      );
     }
   }
   if (!isRoot)
@@ -74,7 +76,12 @@ export function chooseWorkerUser(
     };
   const users = entries(passwd);
   const name =
-    given ?? (users.has(DEFAULT_NGINX_USER) ? DEFAULT_NGINX_USER : users.has(FALLBACK_NGINX_USER) ? FALLBACK_NGINX_USER : undefined);
+    given ??
+    (users.has(DEFAULT_NGINX_USER)
+      ? DEFAULT_NGINX_USER
+      : users.has(FALLBACK_NGINX_USER)
+        ? FALLBACK_NGINX_USER
+        : undefined);
   if (name === undefined)
     return fail(
       `no ${DEFAULT_NGINX_USER} or ${FALLBACK_NGINX_USER} user for nginx's workers: create a dedicated user ` +
@@ -97,7 +104,9 @@ export function chooseWorkerUser(
   try {
     tok.user(groupName);
   } catch {
-    return fail(`the primary group of ${JSON.stringify(name)} is named ${JSON.stringify(groupName)}, which nginx-lb does not write into nginx.conf: pick a user whose group has a plain name`);
+    return fail(
+      `the primary group of ${JSON.stringify(name)} is named ${JSON.stringify(groupName)}, which nginx-lb does not write into nginx.conf: pick a user whose group has a plain name`,
+    );
   }
   const warnings =
     given === undefined && name === FALLBACK_NGINX_USER
