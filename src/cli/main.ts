@@ -61,7 +61,7 @@ addEtcdOptions(program.command("run"))
   .addOption(
     env(
       "--state-dir <dir>",
-      `nginx.conf, TLS files, logs and the last applied state; kept at mode 0700${dflt(RUN_DEFAULTS.stateDir)}`,
+      `nginx.conf, TLS files, logs and the last applied state; closed to other users${dflt(RUN_DEFAULTS.stateDir)}`,
       "STATE_DIR",
     ),
   )
