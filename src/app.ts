@@ -14,6 +14,7 @@ import { balancerLuaSource } from "./nginx/lua-source.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import type { EtcdOptions } from "./sources/registry.js";
+import type { WorkerUser } from "./nginx/worker-user.js";
 import { ServicesFileSource } from "./sources/services-source.js";
 import type { EndpointSource } from "./sources/source.js";
 import { StateStore, type PersistedState } from "./state/store.js";
@@ -38,6 +39,8 @@ export interface RunOptions {
   readonly trafficLogFile?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
+  /** Who nginx's workers run as; only when nginx-lb runs as root (resolveRunConfig decides). */
+  readonly nginxUser?: WorkerUser;
 }
 
 /** Decides the endpoints mode: dynamic when asked for or when nginx can load the Lua module, else reload. */
@@ -82,7 +85,7 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
 /** The composition root of `nginx-lb run`: builds the parts, wires them, starts them. */
 export async function startController(options: RunOptions, log: Logger): Promise<Controller> {
   const dir = resolve(options.stateDir);
-  await ensureSecureStateDir(dir, log);
+  await ensureSecureStateDir(dir, log, options.nginxUser ?? null);
   const store = new StateStore(dir);
   const saved = await store.load();
   const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());
@@ -110,6 +113,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     pushToken,
     ...(mode === "dynamic" ? { luaSource: balancerLuaSource() } : {}),
     ...(options.listenHost ? { listenHost: options.listenHost } : {}),
+    ...(options.nginxUser ? { user: { name: options.nginxUser.name, group: options.nginxUser.group } } : {}),
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
     ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
   };

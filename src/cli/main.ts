@@ -61,7 +61,7 @@ addEtcdOptions(program.command("run"))
   .addOption(
     env(
       "--state-dir <dir>",
-      `nginx.conf, TLS files, logs and the last applied state; kept at mode 0700${dflt(RUN_DEFAULTS.stateDir)}`,
+      `nginx.conf, TLS files, logs and the last applied state; closed to other users${dflt(RUN_DEFAULTS.stateDir)}`,
       "STATE_DIR",
     ),
   )
@@ -75,6 +75,13 @@ addEtcdOptions(program.command("run"))
     ),
   )
   .addOption(env("--worker-processes <n>", "nginx worker_processes", "WORKER_PROCESSES"))
+  .addOption(
+    env(
+      "--nginx-user <user>",
+      "when run as root: the unprivileged user nginx's workers run as (default: www-data, else nobody)",
+      "NGINX_USER",
+    ),
+  )
   .addOption(
     env(
       "--endpoints-mode <mode>",

@@ -13,9 +13,21 @@ async function secretFile(content: string): Promise<string> {
   return join(dir, "secret");
 }
 
+/** Account files for the --nginx-user tests: a machine with a dedicated user, and one without www-data. */
+async function accounts(uid: number, withWwwData = true) {
+  const passwd = [
+    ...(withWwwData ? ["www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin"] : []),
+    "nginx-lb:x:998:997::/nonexistent:/usr/sbin/nologin",
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
+  ];
+  const group = ["www-data:x:33:", "nginx-lb:x:997:", "nogroup:x:65534:"];
+  return { uid, passwdFile: await secretFile(passwd.join("\n")), groupFile: await secretFile(group.join("\n")) };
+}
+const NOT_ROOT = { uid: 1000, passwdFile: "/nonexistent", groupFile: "/nonexistent" };
+
 describe("resolveRunConfig", () => {
   test("no flags and no environment: every default, no registry, admin on its default address", async () => {
-    const r = await resolveRunConfig({}, {});
+    const r = await resolveRunConfig({}, {}, NOT_ROOT);
     expect(r.ok && r.value).toEqual({
       controller: {
         services: RUN_DEFAULTS.services,
@@ -97,8 +109,46 @@ describe("resolveRunConfig", () => {
   });
 
   test("flags nginx.conf cannot hold, a bad log level and a bad mode are all reported at once", async () => {
-    const r = await resolveRunConfig({ listenHost: "localhost", logLevel: "loud", endpointsMode: "fast" }, {});
-    expect(!r.ok && r.errors.map((e) => e.path)).toEqual(["--listen-host", "--log-level", "--endpoints-mode"]);
+    const r = await resolveRunConfig(
+      { listenHost: "localhost", logLevel: "loud", endpointsMode: "fast", nginxUser: "no body" },
+      {},
+    );
+    expect(!r.ok && r.errors.map((e) => e.path)).toEqual([
+      "--listen-host",
+      "--log-level",
+      "--endpoints-mode",
+      "--nginx-user",
+    ]);
+  });
+
+  test("--nginx-user as root: the named user, else www-data, else nobody with a warning; none when not root", async () => {
+    const named = await resolveRunConfig({ nginxUser: "nginx-lb" }, {}, await accounts(0));
+    expect(named.ok && named.value.controller.nginxUser).toEqual({
+      name: "nginx-lb",
+      group: "nginx-lb",
+      uid: 998,
+      gid: 997,
+    });
+    expect(named.warnings).toEqual([]);
+    const dflt = await resolveRunConfig({}, {}, await accounts(0));
+    expect(dflt.ok && dflt.value.controller.nginxUser?.name).toBe("www-data");
+    const fallback = await resolveRunConfig({}, {}, await accounts(0, false));
+    expect(fallback.ok && fallback.value.controller.nginxUser?.name).toBe("nobody");
+    expect(fallback.warnings.map((w) => w.path)).toEqual(["--nginx-user"]);
+    const notRoot = await resolveRunConfig({ nginxUser: "nginx-lb" }, {}, NOT_ROOT);
+    expect(notRoot.ok && notRoot.value.controller.nginxUser).toBeUndefined();
+    expect(notRoot.warnings[0]?.message).toMatch(/ignored/);
+  });
+
+  test("--nginx-user naming no user is an error (exit 1, not a usage error) naming the flag", async () => {
+    const r = await resolveRunConfig({ nginxUser: "nosuchuser" }, {}, await accounts(0));
+    expect(!r.ok && r.errors).toEqual([
+      expect.objectContaining({
+        code: "invalid_flag",
+        path: "--nginx-user",
+        message: expect.stringMatching(/nosuchuser/),
+      }),
+    ]);
   });
 
   test("HOST_IP and ETCD_PORT give the etcd URL when --etcd-endpoints is absent", async () => {

@@ -4,6 +4,7 @@ import type { RunOptions } from "../app.js";
 import type { Checked, Problem } from "../model/problem.js";
 import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
 import { nginxFlagProblems } from "./nginx-flags.js";
+import { resolveWorkerUser, systemAccounts, type AccountSource } from "../nginx/worker-user.js";
 
 /**
  * The flags of `run` as commander hands them over. Commander fills each from its NGINX_LB_<FLAG> variable when the
@@ -25,6 +26,7 @@ export interface RunFlags extends EtcdFlags {
   adminToken?: string | boolean;
   adminTokenFile?: string;
   trafficLog?: boolean;
+  nginxUser?: string;
 }
 
 /** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
@@ -76,6 +78,7 @@ async function readSecret(
 export async function resolveRunConfig(
   flags: RunFlags,
   env: Readonly<Record<string, string | undefined>>,
+  accounts: AccountSource = systemAccounts(),
 ): Promise<Checked<RunConfig>> {
   const errors: Problem[] = [];
   if (flags.adminToken !== undefined)
@@ -98,8 +101,10 @@ export async function resolveRunConfig(
   if (!token.ok) errors.push(...token.errors);
   const etcd = await etcdConfigFromFlags(flags, env);
   if (!etcd.ok) errors.push(...etcd.errors);
-  if (errors.length > 0 || !token.ok || !etcd.ok || endpointsMode === undefined)
-    return { ok: false, errors, warnings: [] };
+  const worker = await resolveWorkerUser(flags.nginxUser, accounts);
+  if (!worker.ok) errors.push(...worker.errors);
+  if (errors.length > 0 || !token.ok || !etcd.ok || !worker.ok || endpointsMode === undefined)
+    return { ok: false, errors, warnings: worker.warnings };
 
   const controller: RunOptions = {
     services: flags.services ?? RUN_DEFAULTS.services,
@@ -114,6 +119,7 @@ export async function resolveRunConfig(
       ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }
       : {}),
     ...(etcd.value.etcdUrls.length > 0 ? { etcd: etcd.value } : {}),
+    ...(worker.value ? { nginxUser: worker.value } : {}),
   };
   const admin: AdminFlags = {
     stateDir: controller.stateDir,
@@ -121,5 +127,5 @@ export async function resolveRunConfig(
     ...(token.value !== undefined ? { token: token.value } : {}),
     traffic: flags.trafficLog !== false,
   };
-  return { ok: true, value: { controller, admin, logLevel }, warnings: [] };
+  return { ok: true, value: { controller, admin, logLevel }, warnings: worker.warnings };
 }

@@ -16,6 +16,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
   }
   const { controller: options, logLevel } = config.value;
   const log = createLogger({ level: logLevel });
+  for (const w of config.warnings) log.warn({ flag: w.path }, w.message);
 
   const { setupAdmin } = await import("../admin/index.js");
   const admin = await setupAdmin(config.value.admin, log).catch((e: unknown) => {

@@ -3,14 +3,16 @@ import { join } from "node:path";
 import type { Rendered } from "../render/index.js";
 import { writeFileAtomic } from "../shared/files.js";
 
-/** Prepares a state dir for nginx: logs and temp dirs. */
+/**
+ * Prepares a state dir for nginx: logs, temp and TLS dirs, owner-only (nginx's master reads and opens them before its
+ * workers drop privileges). secureStateDir hands tmp/ to the workers' user at start; one created here later is
+ * owner-only too.
+ */
 export async function prepareStateDir(dir: string): Promise<void> {
-  await mkdir(join(dir, "logs"), { recursive: true });
-  await mkdir(join(dir, "tmp"), { recursive: true });
-  await mkdir(join(dir, "tls"), { recursive: true, mode: 0o700 });
+  for (const sub of ["logs", "tmp", "tls"]) await mkdir(join(dir, sub), { recursive: true, mode: 0o700 });
 }
 
-/** Writes the files a rendered config references (TLS material at mode 0600). Content-named, so never in use. */
+/** Writes the files a rendered config references (mode 0600: only nginx's master reads them). Content-named, so never in use. */
 export async function writeRenderedFiles(dir: string, rendered: Rendered): Promise<void> {
   for (const f of rendered.files) await writeFileAtomic(join(dir, f.path), f.content, f.mode);
 }
@@ -20,6 +22,6 @@ export async function writeRendered(dir: string, rendered: Rendered, confName = 
   await prepareStateDir(dir);
   await writeRenderedFiles(dir, rendered);
   const conf = join(dir, confName);
-  await writeFile(conf, rendered.conf);
+  await writeFile(conf, rendered.conf, { mode: 0o600 });
   return conf;
 }

@@ -80,11 +80,11 @@ export function dynamicHttpLines(options: RenderOptions, dir: string): string[] 
   ];
 }
 
-/** The files dynamic mode adds beside nginx.conf (the Lua modules). */
+/** The files dynamic mode adds beside nginx.conf (the Lua modules; 0600: the master loads them in init_by_lua). */
 export function dynamicFiles(options: RenderOptions): RenderedFile[] {
   if (!isDynamic(options)) return [];
   const modules = luaModules(options);
-  return LUA_MODULES.map((m) => ({ path: `lua/${m}.lua`, content: modules[m], mode: 0o644 }));
+  return LUA_MODULES.map((m) => ({ path: `lua/${m}.lua`, content: modules[m], mode: 0o600 }));
 }
 
 /** A route's upstream in dynamic mode: a placeholder peer nginx never contacts, the balancer, then keepalive. */

@@ -114,7 +114,7 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
   const out: string[] = [
     `# Rendered by nginx-lb from services.json and the backend registry. Do not edit: it is rewritten on every change.`,
     `worker_processes ${options.workerProcesses === undefined || options.workerProcesses === "auto" ? "auto" : tok.int(options.workerProcesses)};`,
-    ...(options.user ? [`user ${tok.name(options.user)};`] : []),
+    ...(options.user ? [`user ${tok.user(options.user.name)} ${tok.user(options.user.group)};`] : []),
     `pid ${tok.file(options.pidFile ?? `${dir}/nginx.pid`)};`,
     `error_log ${tok.file(`${dir}/logs/error.log`)} warn;`,
     `worker_rlimit_nofile 65536;`,

@@ -14,8 +14,11 @@ export interface RenderOptions {
   readonly upstreamKeepalive?: number;
   /** Access log file, or null for none. Default none. */
   readonly accessLog?: string | null;
-  /** `user` directive when nginx starts as root. Default none (nginx's own default). */
-  readonly user?: string;
+  /**
+   * The user and group nginx's workers run as (`user` directive). Only when nginx starts as root, where nginx's own
+   * default (nobody) would share a uid with every other unprivileged process. None: no directive.
+   */
+  readonly user?: { readonly name: string; readonly group: string };
   /** How endpoint changes reach nginx: in nginx.conf (reload, the default) or pushed to our Lua balancer (dynamic). */
   readonly endpointsMode?: "reload" | "dynamic";
   /** Dynamic mode (required there): the secret every request to the push endpoint must carry (X-Nginx-Lb-Token); hex. */

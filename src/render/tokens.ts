@@ -50,6 +50,11 @@ export const tok = {
     check(/^\/[A-Za-z0-9._/@+-]*$/.test(v), "file path", v);
     return v;
   },
+  /** A system user or group name (`user` directive): the portable POSIX form useradd accepts, nothing nginx parses. */
+  user(v: string): string {
+    check(/^[a-z_][a-z0-9_-]{0,31}$/.test(v), "user name", v);
+    return v;
+  },
   /** A secret we generated (hex): the endpoint push token. */
   secret(v: string): string {
     check(/^[0-9a-f]{32,128}$/.test(v), "secret", "(hidden)");

@@ -5,10 +5,11 @@ let sequence = 0;
 
 /**
  * Writes a file atomically (temp file, fsync, rename) with the given mode, so readers never see half a file. On any
- * failure (a full or read-only disk) the temp file is removed: a retried write must not fill the disk further.
+ * failure (a full or read-only disk) the temp file is removed: a retried write must not fill the disk further. Owner
+ * only by default: what we write (nginx.conf with its push token, state) is for our user and nginx's master alone.
  */
-export async function writeFileAtomic(file: string, content: string, mode = 0o644): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
+export async function writeFileAtomic(file: string, content: string, mode = 0o600): Promise<void> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp-${process.pid}-${++sequence}`;
   try {
     const fh = await open(tmp, "w", mode);

@@ -8,8 +8,18 @@
  *   pool.get("127.0.0.2").connections // TCP connections accepted so far (keepalive checks)
  *   await pool.get("127.0.0.2").stop(); await pool.get("127.0.0.2").start();
  *   await pool.close();
+ *
+ * Two paths serve large bodies (nginx's temp files): `GET /nginx-lb-test/bytes/<n>` answers n bytes of `bulkBytes(n)`,
+ * and any request to `/nginx-lb-test/digest` answers `{ "bytes": n, "sha256": hex }` of the body it received.
  */
-import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import { createHash } from "node:crypto";
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import type { Socket } from "node:net";
 import { WebSocketServer } from "ws";
 
@@ -43,6 +53,42 @@ export interface BackendPool {
   close(): Promise<void>;
 }
 
+/** n deterministic, incompressible-looking bytes (no repeating block nginx or a test could mistake for another). */
+export function bulkBytes(n: number): Buffer {
+  const out = Buffer.alloc(n);
+  let x = 0x9e3779b9;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** The large-body paths (see the header); false for every other request. */
+function bulk(url: string, req: IncomingMessage, res: ServerResponse): boolean {
+  const bytes = /^\/nginx-lb-test\/bytes\/(\d+)$/.exec(url);
+  if (bytes) {
+    req.resume();
+    res.setHeader("content-type", "application/octet-stream");
+    res.end(bulkBytes(Number(bytes[1])));
+    return true;
+  }
+  if (url !== "/nginx-lb-test/digest") return false;
+  const hash = createHash("sha256");
+  let n = 0;
+  req.on("data", (c: Buffer) => {
+    n += c.length;
+    hash.update(c);
+  });
+  req.on("end", () => {
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ bytes: n, sha256: hash.digest("hex") }));
+  });
+  return true;
+}
+
 class EchoBackend implements Backend {
   connections = 0;
   requests = 0;
@@ -62,6 +108,7 @@ class EchoBackend implements Backend {
   start(): Promise<void> {
     const server = createServer((req, res) => {
       this.requests++;
+      if (bulk(req.url ?? "", req, res)) return;
       const echo: Echo = { backend: this.ip, method: req.method ?? "", url: req.url ?? "", headers: req.headers };
       // Drain the body so keepalive connections stay usable.
       req.resume();
