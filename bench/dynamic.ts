@@ -13,7 +13,10 @@ import type { Services } from "../src/model/services.js";
 import { partialPushBody, pushEndpoints } from "../src/nginx/endpoints-push.js";
 import { changedBackendNames, endpointSets, updateEndpointSets } from "../src/render/dynamic.js";
 import { planRoutes } from "../src/render/index.js";
-import { get, services, startBackends, startNginx, type Nginx } from "../test/nginx/dynamic-helpers.js";
+import { startBackends } from "../test/helpers/backends.js";
+import { hostGet as get } from "../test/helpers/http.js";
+import { services } from "../test/helpers/model.js";
+import { cleanupNginx, serveNginx, type ServedNginx } from "../test/helpers/nginx.js";
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -52,9 +55,9 @@ function fillers(routes: number): BackendSet {
 }
 
 async function convergence(routes: number, port: number, partial: boolean): Promise<void> {
-  const ng = await startNginx({ mode: "dynamic", services: model(routes, port), backends: {}, workers: 2 });
+  const ng = await serveNginx({ mode: "dynamic", services: model(routes, port), workers: 2 });
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  const target = { port: ng.controlPort };
+  const target = { port: ng.controlPort, token: ng.pushToken };
   const routing = model(routes, port)(ng.port);
   try {
     const rest = fillers(routes);
@@ -132,11 +135,11 @@ async function throughput(port: number): Promise<void> {
     reload: [],
     dynamic: [],
   };
-  const started: Nginx[] = [];
+  const started: ServedNginx[] = [];
   try {
     const ng = {
-      reload: await startNginx({ mode: "reload", services: model(1, port), backends: endpoints, workers: 1 }),
-      dynamic: await startNginx({ mode: "dynamic", services: model(1, port), backends: {}, workers: 1 }),
+      reload: await serveNginx({ mode: "reload", services: model(1, port), backends: endpoints, workers: 1 }),
+      dynamic: await serveNginx({ mode: "dynamic", services: model(1, port), workers: 1 }),
     };
     started.push(ng.reload, ng.dynamic);
     await ng.dynamic.push(endpoints);
@@ -159,11 +162,13 @@ async function throughput(port: number): Promise<void> {
 }
 
 const only = process.argv.includes("--throughput-only");
-const { port, backends } = await startBackends([A, B]);
+const pool = await startBackends([A, B], { reply: "address" });
 try {
   if (!only)
-    for (const routes of [10, 10_000]) for (const partial of [false, true]) await convergence(routes, port, partial);
-  await throughput(port);
+    for (const routes of [10, 10_000])
+      for (const partial of [false, true]) await convergence(routes, pool.port, partial);
+  await throughput(pool.port);
 } finally {
-  await Promise.all(backends.map((b) => b.close()));
+  await cleanupNginx();
+  await pool.close();
 }

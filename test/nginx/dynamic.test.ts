@@ -5,27 +5,21 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackendSet } from "../../src/model/backends.js";
 import { ipFamily } from "../../src/model/ip.js";
 import { findNginx } from "../../src/nginx/binary.js";
-import {
-  partialPushBody,
-  PushError,
-  pushBody,
-  pushedVersion,
-  pushEndpoints,
-  syncEndpoints,
-} from "../../src/nginx/endpoints-push.js";
+import { partialPushBody, PushError, pushBody, pushedVersion } from "../../src/nginx/endpoints-push.js";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { detectLuaSupport } from "../../src/nginx/lua-support.js";
 import { planRoutes, renderNginxConf } from "../../src/render/index.js";
+import { type Backend, startAddressBackends as startBackends } from "../helpers/backends.js";
+import { hostGet as get, tally } from "../helpers/http.js";
+import { services } from "../helpers/model.js";
+// Pushes by hand speak as the controller: with the push token the harness rendered (see pushAsController).
 import {
-  type Backend,
-  get,
-  postRaw,
-  services,
-  startBackends,
-  startNginx,
-  tally,
-  type Nginx,
-} from "./dynamic-helpers.js";
+  postAsController as postRaw,
+  pushAsController as pushEndpoints,
+  serveNginx as startNginx,
+  syncAsController as syncEndpoints,
+  type ServedNginx as Nginx,
+} from "../helpers/nginx.js";
 
 const HOST = "dyn.test";
 const IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
