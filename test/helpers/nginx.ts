@@ -148,10 +148,17 @@ interface Applying extends Launch {
   pushedVersion(): number | null;
 }
 
-function launchApplier(paths: NginxPaths, settings: NginxSettings): Applying {
+function launchApplier(paths: NginxPaths, settings: NginxSettings, confirmTimeoutMs?: number): Applying {
   const launch = launchProcess(paths);
   const options = runRenderOptions(paths, settings);
-  const applier = new NginxApplier(paths, launch.nginx, settings.controlPort, quiet, settings.pushToken);
+  const applier = new NginxApplier(
+    paths,
+    launch.nginx,
+    settings.controlPort,
+    quiet,
+    settings.pushToken,
+    ...(confirmTimeoutMs !== undefined ? [confirmTimeoutMs] : []),
+  );
   const target = (desired: Desired): Target => ({
     rendered: renderNginxConf(desired, options),
     endpoints:
@@ -230,6 +237,11 @@ export interface ServeOptions {
   readonly trafficLogPort?: number;
   /** The state dir. Default: a fresh temp dir. */
   readonly dir?: string;
+  /**
+   * How long the applier waits for nginx to serve a new config. Default: the applier's (what the daemon uses). Only
+   * for benchmark loads far beyond what the daemon's default is sized for (10,000 Lua-balanced upstreams).
+   */
+  readonly confirmTimeoutMs?: number;
 }
 
 /** nginx serving nginx-lb's config through the production applier. */
@@ -326,14 +338,18 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
     port = services.servers[0]?.port ?? 0;
   }
   const desired: Desired = { services, backends: opts.backends ?? {} };
-  const launch = launchApplier(nginxPaths(dir, NGINX), {
-    controlPort,
-    pushToken,
-    endpointsMode: mode,
-    listenHost: opts.listenHost ?? "127.0.0.1",
-    workerProcesses: opts.workers ?? 2,
-    ...(opts.trafficLogPort !== undefined ? { trafficLogPort: opts.trafficLogPort } : {}),
-  });
+  const launch = launchApplier(
+    nginxPaths(dir, NGINX),
+    {
+      controlPort,
+      pushToken,
+      endpointsMode: mode,
+      listenHost: opts.listenHost ?? "127.0.0.1",
+      workerProcesses: opts.workers ?? 2,
+      ...(opts.trafficLogPort !== undefined ? { trafficLogPort: opts.trafficLogPort } : {}),
+    },
+    opts.confirmTimeoutMs,
+  );
   const served = new ServedNginx(dir, port, controlPort, pushToken, mode, launch, desired);
   running.add(served);
   if (opts.pushToken === undefined) chosenTokens.set(controlPort, pushToken);
