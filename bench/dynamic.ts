@@ -1,6 +1,6 @@
 /**
  * Dynamic endpoints benchmark (one run, real nginx, node:http backends on loopback):
- *  - convergence: endpoint change -> first request answered by the new backend (plan, diff, push, request),
+ *  - convergence: endpoint change -> first request answered by the new backend (compile, plan, push, request),
  *    p50/p99 over the first 50 of 200 changes, with 10 and 10,000 upstream keys, whole and partial pushes;
  *  - reloads per 200 endpoint changes (worker pids before/after);
  *  - requests/s and p99 latency through a dynamic route vs a static upstream of the same endpoints (wrk).
@@ -11,8 +11,9 @@ import { Agent } from "node:http";
 import type { BackendSet } from "../src/model/backends.js";
 import type { Services } from "../src/model/services.js";
 import { partialPushBody, pushEndpoints } from "../src/nginx/endpoints-push.js";
-import { changedBackendNames, endpointSets, updateEndpointSets } from "../src/render/dynamic.js";
-import { planRoutes } from "../src/render/index.js";
+import { plan } from "../src/model/plan.js";
+import { compile } from "../src/reconciler/target.js";
+import { bindRoutes, endpointSets } from "../src/render/index.js";
 import { startBackends } from "../test/helpers/backends.js";
 import { hostGet as get } from "../test/helpers/http.js";
 import { services } from "../test/helpers/model.js";
@@ -59,16 +60,17 @@ async function convergence(routes: number, port: number, partial: boolean): Prom
   // 2-core machine: give the start room, since what is measured here is the pushes after it.
   const ng = await serveNginx({ mode: "dynamic", services: model(routes, port), workers: 2, confirmTimeoutMs: 60_000 });
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  const target = { port: ng.controlPort, token: ng.pushToken };
+  const target = ng.target;
   const routing = model(routes, port)(ng.port);
   try {
     const rest = fillers(routes);
     const desired = (ip: string): BackendSet => ({ ...rest, "app-web": { [ip]: { weight: 1 } } });
     let version = 1;
-    let registry = desired(A);
-    // Routing is fixed here, so its plan (upstream names) is computed once, as the reconciler would per services file.
-    const plans = planRoutes(routing, registry);
-    let running = endpointSets(plans);
+    // The controller's path: a target compiled against the previous one (only changed routes are re-joined), with
+    // the render options this nginx runs on.
+    const options = ng.renderOptions;
+    let compiled = compile({ services: routing, backends: desired(A) }, null, "dynamic", options);
+    let running = compiled.endpoints ?? {};
     await pushEndpoints(target, { version, upstreams: running });
     const workers = await ng.workerPids();
     const total: number[] = [];
@@ -77,18 +79,25 @@ async function convergence(routes: number, port: number, partial: boolean): Prom
     for (let t = 0; t < 200; t++) {
       const ip = t % 2 === 0 ? B : A;
       const started = performance.now();
-      // What the controller does on an endpoint change. Whole: re-plan every route and push everything.
-      // Partial: re-plan the routes of the changed backend names, push only the sets that differ.
+      // What the controller does on an endpoint change. Whole: re-join every route and push everything.
+      // Partial: compile against the previous target, plan, push only the sets that differ.
       const after = desired(ip);
-      const next = partial
-        ? updateEndpointSets(plans, running, after, changedBackendNames(registry, after))
-        : endpointSets(planRoutes(routing, after));
+      if (partial) compiled = compile({ services: routing, backends: after }, compiled, "dynamic", options);
+      const next = partial ? (compiled.endpoints ?? {}) : endpointSets(bindRoutes(routing, after));
       const whole = { version: version + 1, upstreams: next };
-      const body = partial ? partialPushBody(version + 1, version, running, next) : whole;
+      const decision = partial
+        ? plan(
+            { mode: "dynamic", generation: "g", endpoints: running },
+            { mode: "dynamic", generation: "g", endpoints: next },
+          )
+        : null;
+      const body =
+        decision?.action === "push" && decision.upstreams !== "all"
+          ? partialPushBody(version + 1, version, next, decision.upstreams)
+          : whole;
       const built = performance.now();
-      version = await pushEndpoints(target, body ?? whole);
+      version = await pushEndpoints(target, body);
       running = next;
-      registry = after;
       const pushed = performance.now();
       // Bounded: a converged nginx answers right away; 1,000 tries is far beyond any sane convergence.
       for (let i = 0; i < 1000; i++) if ((await get(ng.port, HOST, "/", agent)).body === ip) break;
@@ -101,9 +110,9 @@ async function convergence(routes: number, port: number, partial: boolean): Prom
     const reloads = JSON.stringify(await ng.workerPids()) === JSON.stringify(workers) ? 0 : "workers changed";
     const f = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(2)} ms, p99 ${pct(xs, 99).toFixed(2)} ms`;
     console.log(
-      `${routes} upstream keys, ${partial ? "partial push, incremental plan" : "whole push, full re-plan"}: ` +
+      `${routes} upstream keys, ${partial ? "partial push, incremental compile" : "whole push, full re-join"}: ` +
         `change -> first request on new backend ` +
-        `${f(total)} [plan+diff ${f(build)}; push ${f(push)}]; reloads over 200 changes: ${reloads}`,
+        `${f(total)} [compile+plan ${f(build)}; push ${f(push)}]; reloads over 200 changes: ${reloads}`,
     );
   } finally {
     agent.destroy();

@@ -1,25 +1,21 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { ensureSecureStateDir } from "./nginx/state-dir.js";
 import { createServer } from "node:net";
-import { join, resolve } from "node:path";
-import type { BackendSet } from "./model/backends.js";
-import { formatProblem } from "./model/problem.js";
+import { resolve } from "node:path";
+import type { Controller } from "./controller.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
+import { nginxPaths, runRenderOptions } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
 import { StatusStore } from "./reconciler/status.js";
-import { endpointSets } from "./render/dynamic.js";
-import { planRoutes, renderNginxConf, type Rendered } from "./render/index.js";
-import type { Services } from "./model/services.js";
 import { detectLuaSupport } from "./nginx/lua-support.js";
-import { balancerLuaSource } from "./nginx/lua-source.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import type { EtcdOptions } from "./sources/registry.js";
 import { ServicesFileSource } from "./sources/services-source.js";
 import type { EndpointSource } from "./sources/source.js";
-import { StateStore } from "./state/store.js";
+import { StateStore, type PersistedState } from "./state/store.js";
 
 /** Everything `nginx-lb run` is told. */
 export interface RunOptions {
@@ -37,8 +33,8 @@ export interface RunOptions {
   readonly startupGraceMs?: number;
   readonly debounceMs?: number;
   readonly minGapMs?: number;
-  /** Loopback UDP port nginx sends per-request access records to (per-route traffic); none when absent. */
-  readonly trafficLogPort?: number;
+  /** File nginx appends per-request access records to (per-route traffic); none when absent. */
+  readonly trafficLogFile?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
 }
@@ -60,17 +56,7 @@ async function chooseEndpointsMode(options: RunOptions, nginx: string, log: Logg
   return "reload";
 }
 
-/** A running controller: its status and a way to stop it. */
-export interface Controller {
-  readonly status: StatusStore;
-  readonly reconciler: Reconciler;
-  /** Re-reads services.json (SIGUSR2). */
-  reloadServices(reason: string): Promise<void>;
-  /** Re-reads and reloads even if unchanged (SIGHUP). */
-  forceReload(reason: string): Promise<void>;
-  /** Stops sources; with `stopNginx` also stops nginx gracefully (SIGTERM), otherwise leaves it serving. */
-  stop(stopNginx: boolean): Promise<void>;
-}
+export type { Controller } from "./controller.js";
 
 async function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
@@ -95,22 +81,29 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
 /** The composition root of `nginx-lb run`: builds the parts, wires them, starts them. */
 export async function startController(options: RunOptions, log: Logger): Promise<Controller> {
   const dir = resolve(options.stateDir);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ensureSecureStateDir(dir, log);
   const store = new StateStore(dir);
   const saved = await store.load();
   const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());
   const pushToken = saved.pushToken ?? randomBytes(16).toString("hex");
+  const persisted = (desired: { services?: PersistedState["services"]; backends?: PersistedState["backends"] }) =>
+    store.save({ version: 1, controlPort, pushToken, ...desired, savedAt: new Date().toISOString() });
+  // A full or read-only state dir must not stop the start: the reconciler saves again (and reports) after each apply.
   if (saved.controlPort !== controlPort || saved.pushToken !== pushToken)
-    await store.save({ ...saved, controlPort, pushToken });
+    await persisted({ services: saved.services, backends: saved.backends }).catch((e: unknown) =>
+      log.error({ err: (e as Error).message }, "could not save state.json at start; retried after the first apply"),
+    );
 
-  const paths = {
-    nginx: findNginx(options.nginx),
-    dir,
-    conf: join(dir, "nginx.conf"),
-    pidFile: join(dir, "nginx.pid"),
-  };
+  const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await chooseEndpointsMode(options, paths.nginx, log);
-  const luaSource = mode === "dynamic" ? balancerLuaSource() : undefined;
+  const renderOptions = runRenderOptions(paths, {
+    controlPort,
+    pushToken,
+    endpointsMode: mode,
+    ...(options.listenHost ? { listenHost: options.listenHost } : {}),
+    ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
+    ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
+  });
   const source = await endpointSource(options, log);
   const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
   const abort = new AbortController();
@@ -119,23 +112,23 @@ export async function startController(options: RunOptions, log: Logger): Promise
 
   const onNginxExit = (why: string) => {
     log.error({ why }, "nginx exited unexpectedly; restarting it on the last good config");
-    status.update((s) => ({ nginx: { ...s.nginx, running: false, pid: null, lastError: why } }));
+    reconciler.nginxExited(why);
     restartDelay = Math.min(Math.max(restartDelay * 2, 100), 10_000);
     setTimeout(() => void restartNginx(), restartDelay).unref();
   };
   const nginx = new NginxProcess(paths, log, onNginxExit);
   const applier = new NginxApplier(paths, nginx, controlPort, log, pushToken);
-  const markRunning = () =>
-    status.update((s) => ({
-      nginx: {
-        ...s.nginx,
-        running: nginx.masterPid !== null,
-        pid: nginx.masterPid,
-        generation: applier.liveGeneration,
-        endpointsMode: mode,
-        pushedVersion: applier.pushedVersion,
-      },
-    }));
+  const reconciler = new Reconciler({
+    applier,
+    persist: (desired) => persisted(desired),
+    status,
+    log,
+    mode,
+    renderOptions,
+    // A push costs about a millisecond and no reload: in dynamic mode changes go out almost at once.
+    debounceMs: options.debounceMs ?? (mode === "dynamic" ? 0 : DEFAULT_DEBOUNCE_MS),
+    minGapMs: options.minGapMs ?? (mode === "dynamic" ? 10 : DEFAULT_MIN_GAP_MS),
+  });
 
   const restartNginx = async () => {
     if (stopping) return;
@@ -143,102 +136,37 @@ export async function startController(options: RunOptions, log: Logger): Promise
       await nginx.start();
       await applier.probe();
       restartDelay = 0;
-      markRunning();
-      reconciler.request("nginx restarted");
+      reconciler.nginxRunning("nginx restarted");
     } catch (e) {
       onNginxExit((e as Error).message);
     }
   };
 
-  let lastRender: { services: Services; rendered: Rendered } | null = null;
-  const reconciler = new Reconciler({
-    render: (desired) => {
-      // In dynamic mode nginx.conf holds no endpoint: an endpoint-only change reuses the last render.
-      const reuse = mode === "dynamic" && lastRender?.services === desired.services ? lastRender.rendered : null;
-      const rendered =
-        reuse ??
-        renderNginxConf(desired, {
-          dir,
-          controlPort,
-          pidFile: paths.pidFile,
-          endpointsMode: mode,
-          ...(luaSource ? { luaSource } : {}),
-          ...(options.listenHost ? { listenHost: options.listenHost } : {}),
-          ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
-          ...(options.trafficLogPort !== undefined ? { trafficLogPort: options.trafficLogPort } : {}),
-        });
-      lastRender = { services: desired.services, rendered };
-      const endpoints = mode === "dynamic" ? endpointSets(planRoutes(desired.services, desired.backends)) : null;
-      return { rendered, endpoints };
-    },
-    apply: async (rendered, force) => {
-      const out = await applier.apply(rendered, force);
-      markRunning();
-      return out;
-    },
-    persist: async (desired) =>
-      store.save({
-        version: 1,
-        controlPort,
-        pushToken,
-        services: desired.services,
-        backends: desired.backends,
-        savedAt: new Date().toISOString(),
-      }),
-    status,
-    log,
-    // A push costs about a millisecond and no reload: in dynamic mode changes go out almost at once.
-    debounceMs: options.debounceMs ?? (mode === "dynamic" ? 0 : DEFAULT_DEBOUNCE_MS),
-    minGapMs: options.minGapMs ?? (mode === "dynamic" ? 10 : DEFAULT_MIN_GAP_MS),
-  });
-
   if (await nginx.adopt()) {
     await applier.probe();
-    markRunning();
+    reconciler.nginxRunning();
   }
-  if (saved.services) reconciler.setServices(saved.services, "last applied state");
-  if (saved.backends) reconciler.setBackends(saved.backends, "last applied state");
+  reconciler.restore(saved);
 
   const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true);
   await services.start(
     abort.signal,
-    (snap) => {
-      status.update(() => ({
-        services: {
-          file: services.file,
-          valid: true,
-          errors: [],
-          warnings: snap.warnings,
-          loadedAt: new Date().toISOString(),
-        },
-      }));
-      for (const w of snap.warnings) log.warn({ file: services.file }, `services.json: ${formatProblem(w)}`);
-      reconciler.setServices(snap.value, `services.json: ${snap.origin}`);
-    },
-    (errors, warnings) => {
-      status.update(() => ({
-        services: { file: services.file, valid: false, errors, warnings, loadedAt: new Date().toISOString() },
-      }));
-      log.error(
-        { file: services.file, errors: errors.map(formatProblem) },
-        "services.json is invalid; the last valid routes stay in force",
-      );
-    },
+    (snap) => reconciler.setServices(snap),
+    (errors, warnings) => reconciler.servicesRejected(errors, warnings),
   );
 
   if (source) {
     let first: () => void = () => undefined;
     const firstSnapshot = new Promise<void>((r) => (first = r));
     void source
-      .start(abort.signal, (snap) => {
-        status.update(() => ({
-          registry: { kind: source.name, connected: snap.connected, origin: snap.origin, warnings: snap.warnings },
-        }));
-        if (snap.connected) {
-          reconciler.setBackends(snap.value, `registry: ${snap.origin}`);
-          first();
-        }
-      })
+      .start(
+        abort.signal,
+        (snap) => {
+          reconciler.setRegistry(source.name, snap);
+          if (snap.connected) first();
+        },
+        (errors, warnings) => reconciler.registryRejected(errors, warnings),
+      )
       .catch((e: unknown) => log.error({ err: (e as Error).message }, "endpoint source stopped"));
     const grace = options.startupGraceMs ?? 3000;
     const timedOut = await Promise.race([
@@ -251,16 +179,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
         "the registry did not answer in time; serving the last known endpoints while retrying",
       );
   } else {
-    const empty: BackendSet = {};
-    reconciler.setBackends(empty, "no registry");
-    status.update(() => ({
-      registry: {
-        kind: "none",
-        connected: false,
-        origin: "no --etcd-endpoints and no --backends: every route answers 503",
-        warnings: [],
-      },
-    }));
+    reconciler.noRegistry("no --etcd-endpoints and no --backends: every route answers 503");
     log.warn("no registry given (--etcd-endpoints or --backends): every route answers 503 until one is configured");
   }
   reconciler.start();
@@ -278,6 +197,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
       abort.abort();
       reconciler.stop();
       await reconciler.idle();
+      await applier.settled();
       if (stopNginx) await nginx.stop();
       else nginx.detach();
     },

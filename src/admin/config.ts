@@ -10,6 +10,11 @@ export interface AdminConfig {
   readonly host: string;
   readonly port: number;
   readonly token?: string;
+  /**
+   * Without a configured token: a token written to the state dir for the local operator. Not required for anything;
+   * it marks its holder as authenticated (the event-stream slots kept for authenticated clients).
+   */
+  readonly localToken?: string;
 }
 
 /** A reason the admin server must not start; the CLI prints it and exits 1. */

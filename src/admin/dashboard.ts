@@ -51,6 +51,7 @@ const $ = (tag, attrs, ...kids) => {
 };
 const history = new Map();
 const MAX_ROWS = 300;
+const MAX_PROBLEMS = 100;
 let last = null;
 let lastNow = null;
 const fmtRate = (n) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
@@ -94,7 +95,9 @@ function render(s) {
     pill(s.ready.ready ? "ok" : "bad", s.ready.ready ? "ready" : "not ready", s.ready.why),
     pill(s.nginx.running ? "ok" : "bad", "nginx " + (s.nginx.running ? "pid " + s.nginx.pid : "down"), s.nginx.lastError || ("generation " + (s.nginx.generation || "none"))),
     pill(fileOk ? (s.services.warnings.length ? "warn" : "ok") : "bad", "routing file " + (fileOk ? "valid" : "invalid"), s.services.file),
-    pill(s.registry.connected ? "ok" : (s.registry.kind === "none" ? "warn" : "bad"), "registry " + s.registry.kind + (s.registry.connected ? "" : " (disconnected)"), s.registry.origin),
+    s.registry.valid === false
+      ? pill("bad", "registry " + s.registry.kind + " invalid", s.registry.origin)
+      : pill(s.registry.connected ? (s.registry.warnings.length ? "warn" : "ok") : (s.registry.kind === "none" ? "warn" : "bad"), "registry " + s.registry.kind + (s.registry.connected ? "" : " (disconnected)"), s.registry.origin),
     pill(s.lastSuccessAt ? "ok" : "warn", "last apply " + ago(s.lastSuccessAt, s.now)),
   );
   document.getElementById("generation").textContent = s.nginx.generation ? "generation " + s.nginx.generation : "";
@@ -135,11 +138,14 @@ function render(s) {
   servers.replaceChildren(...(cards.length ? cards : [$("div", { class: "card empty", text: s.servers.length ? "no route matches the filter" : "no routes applied yet" })]));
   const tiles = [["servers", s.servers.length], ["routes", routes], ["endpoints", eps], ["requests/s", fmtRate(rps)], ["5xx", fmtPct(rps > 0 ? errs / rps : null)], ["reloads", s.counters.reloads]];
   document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => $("div", { class: "tile" }, $("b", { text: String(v) }), $("small", { text: k }))));
-  const problems = [...s.services.errors.map((p) => ["error", "services.json", p]), ...s.services.warnings.map((p) => ["warning", "services.json", p]), ...s.registry.warnings.map((p) => ["warning", "registry", p])];
+  const problems = [...s.services.errors.map((p) => ["error", "routing file", p]), ...(s.registry.errors || []).map((p) => ["error", "registry", p]), ...s.services.warnings.map((p) => ["warning", "routing file", p]), ...s.registry.warnings.map((p) => ["warning", "registry", p])];
   if (s.nginx.lastError && !s.ready.ready) problems.unshift(["error", "nginx", { path: "", message: s.nginx.lastError }]);
-  document.getElementById("problems").replaceChildren(...(problems.length ? problems.map(([kind, where, p]) => $("div", { class: "problem" },
+  // One per bad registry key can mean thousands: the first ones, and how many more /api/status lists.
+  const listed = problems.slice(0, MAX_PROBLEMS).map(([kind, where, p]) => $("div", { class: "problem", "data-problem": kind, "data-source": where },
     $("div", {}, $("span", { class: kind === "error" ? "err" : "warnc", text: kind }), " ", $("span", { class: "dim", text: where }), " ", $("span", { class: "path", text: p.path || "" })),
-    $("div", { text: p.message }))) : [$("div", { class: "empty okc", text: "no errors or warnings" })]));
+    $("div", { text: p.message })));
+  if (problems.length > MAX_PROBLEMS) listed.push($("div", { class: "problem dim", text: (problems.length - MAX_PROBLEMS) + " more: /api/status lists them all" }));
+  document.getElementById("problems").replaceChildren(...(listed.length ? listed : [$("div", { class: "empty okc", text: "no errors or warnings" })]));
   document.getElementById("problem-count").textContent = problems.length ? String(problems.length) : "";
   document.getElementById("applies").replaceChildren(...(s.applies.length ? s.applies.slice(0, 20).map((a) => {
     const c = a.change;
@@ -160,12 +166,15 @@ let poll = null;
 function startPolling() {
   if (poll) return;
   live("warn", "polling");
-  poll = setInterval(() => fetch("api/status", { credentials: "same-origin" }).then((r) => r.ok ? r.json() : Promise.reject(r.status)).then((s) => { render(s); live("ok", "polling"); }).catch(() => live("bad", "controller unreachable")), 2000);
+  const once = () => fetch("api/status", { credentials: "same-origin" }).then((r) => r.ok ? r.json() : Promise.reject(r.status)).then((s) => { render(s); live("ok", "polling"); }).catch(() => live("bad", "controller unreachable"));
+  poll = setInterval(once, 2000);
+  once();
 }
 if ("EventSource" in window) {
   const es = new EventSource("api/events");
   es.addEventListener("status", (e) => { render(JSON.parse(e.data)); live("ok", "\\u25cf live"); });
-  es.onerror = () => live("bad", "reconnecting\\u2026");
+  // A refused stream (503: every slot taken) is not retried by the browser: poll instead.
+  es.onerror = () => { if (es.readyState === EventSource.CLOSED) { es.close(); startPolling(); } else live("bad", "reconnecting\\u2026"); };
 } else startPolling();
 document.getElementById("filter").addEventListener("input", () => last && render(last));
 `;

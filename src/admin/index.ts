@@ -1,26 +1,31 @@
 import { Registry } from "prom-client";
-import type { Controller } from "../app.js";
+import type { Controller } from "../controller.js";
 import type { Logger } from "../shared/log.js";
 import { DEFAULT_ADMIN_LISTEN, resolveAdminConfig } from "./config.js";
 import { createControllerMetrics } from "./metrics.js";
 import { startAdmin } from "./server.js";
-import { startTrafficReceiver, TrafficStats } from "./traffic.js";
+import { startTrafficReceiver, trafficLogPath, TrafficStats } from "./traffic.js";
+
+import { localTokenPath, writeLocalToken } from "./local-token.js";
+import { resolve } from "node:path";
 
 export { AdminConfigError } from "./config.js";
 
 /** The admin flags of `nginx-lb run`. `listen` undefined means the default; "off" disables the admin server. */
 export interface AdminFlags {
   readonly listen?: string;
+  /** The state dir: the traffic record file and, without a configured token, the local operator token live there. */
+  readonly stateDir: string;
   readonly token?: string;
   readonly tokenFile?: string;
-  /** Per-route traffic from nginx access records; default on. Off saves nginx one UDP send per request. */
+  /** Per-route traffic from nginx access records; default on. Off saves nginx one file append per request. */
   readonly traffic?: boolean;
 }
 
-/** The admin side of a running controller: the traffic port for the renderer, then `attach` once it runs. */
+/** The admin side of a running controller: the traffic record file for the renderer, then `attach` once it runs. */
 export interface Admin {
-  /** Where nginx sends access records; undefined with traffic off. */
-  readonly trafficLogPort: number | undefined;
+  /** Where nginx appends access records; undefined with traffic off. */
+  readonly trafficLogFile: string | undefined;
   attach(controller: Controller): void;
   close(): Promise<void>;
 }
@@ -38,9 +43,19 @@ export async function setupAdmin(flags: AdminFlags, log: Logger): Promise<Admin 
     ...(flags.token ? { token: flags.token } : {}),
     ...(flags.tokenFile ? { tokenFile: flags.tokenFile } : {}),
   });
+  const stateDir = resolve(flags.stateDir);
+  const localToken = config.token
+    ? undefined
+    : await writeLocalToken(stateDir).catch((e: unknown) => {
+        log.warn(
+          { file: localTokenPath(stateDir), err: (e as Error).message },
+          "cannot write the local admin token: no event-stream slot is kept for the operator",
+        );
+        return undefined;
+      });
   let server;
   try {
-    server = await startAdmin(config, log);
+    server = await startAdmin({ ...config, ...(localToken ? { localToken } : {}) }, log);
   } catch (e) {
     if (flags.listen !== undefined) throw e;
     log.error(
@@ -49,15 +64,24 @@ export async function setupAdmin(flags: AdminFlags, log: Logger): Promise<Admin 
     );
     return null;
   }
-  const registry = new Registry();
-  const traffic = new TrafficStats(registry);
-  // The same number as the admin TCP port, so the rendered config stays the same across controller restarts.
-  const receiver = flags.traffic === false ? null : await startTrafficReceiver(traffic, server.port, log);
+  const metrics = new Registry();
+  const traffic = new TrafficStats(metrics);
+  const receiver =
+    flags.traffic === false
+      ? null
+      : await startTrafficReceiver(traffic, trafficLogPath(stateDir), log).catch((e: unknown) => {
+          // Serving traffic matters more than counting it.
+          log.error(
+            { file: trafficLogPath(stateDir), err: (e as Error).message },
+            "no per-route traffic figures: cannot open the traffic record file (check the state dir)",
+          );
+          return null;
+        });
   return {
-    trafficLogPort: receiver?.port,
+    trafficLogFile: receiver?.file,
     attach(controller) {
-      createControllerMetrics(controller.status, registry);
-      server.attach({ status: controller.status, traffic, registry });
+      createControllerMetrics(controller.status, metrics);
+      server.attach({ status: controller.status, traffic, metrics });
     },
     close: async () => {
       await Promise.all([server.close(), receiver?.close()]);

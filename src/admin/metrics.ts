@@ -7,8 +7,8 @@ const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
  * The controller's Prometheus metrics, read from the status store: gauges are computed at scrape time, apply
  * counters and duration histograms follow each new apply record.
  */
-export function createControllerMetrics(status: StatusStore, registry: Registry = new Registry()): Registry {
-  const registers = [registry];
+export function createControllerMetrics(status: StatusStore, metrics: Registry = new Registry()): Registry {
+  const registers = [metrics];
   const applies = new Counter({
     name: "nginx_lb_applies_total",
     help: "Applies by result (applied, unchanged, failed) and action (reload, start, push, none)",
@@ -77,7 +77,23 @@ export function createControllerMetrics(status: StatusStore, registry: Registry 
     "1 when the endpoint registry is connected",
     () => status.get().registry.connected,
   );
+  flag(
+    "nginx_lb_registry_valid",
+    "1 unless the registry's content is rejected as a whole (an invalid backends file); 0: the endpoints in force stay",
+    () => status.get().registry.valid,
+  );
   flag("nginx_lb_nginx_running", "1 when the nginx master runs", () => status.get().nginx.running);
+  new Gauge({
+    name: "nginx_lb_config_warnings",
+    help: "Warnings about the routing file (services) and the registry content (registry); /api/status lists them",
+    labelNames: ["source"],
+    registers,
+    collect() {
+      const s = status.get();
+      this.set({ source: "services" }, s.services.warnings.length);
+      this.set({ source: "registry" }, s.registry.warnings.length);
+    },
+  });
   new Gauge({
     name: "nginx_lb_endpoints_pushed_version",
     help: "Dynamic endpoints mode: the version of the endpoint sets nginx holds (NaN in reload mode or before a push)",
@@ -98,5 +114,5 @@ export function createControllerMetrics(status: StatusStore, registry: Registry 
       this.set(at ? (Date.now() - Date.parse(at)) / 1000 : NaN);
     },
   });
-  return registry;
+  return metrics;
 }

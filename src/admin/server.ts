@@ -5,6 +5,7 @@ import type { StatusStore } from "../reconciler/status.js";
 import type { Logger } from "../shared/log.js";
 import { isLoopback, tokenMatches, type AdminConfig } from "./config.js";
 import { DASHBOARD_HTML, LOGIN_HTML } from "./dashboard.js";
+import { admitEventClient, clientAddress, type EventClient } from "./event-slots.js";
 import type { RouteTotals, TrafficStats } from "./traffic.js";
 import { rates, readiness, safeJson, statusView, type RouteTraffic } from "./view.js";
 
@@ -12,7 +13,8 @@ import { rates, readiness, safeJson, statusView, type RouteTraffic } from "./vie
 export interface AdminSources {
   readonly status: StatusStore;
   readonly traffic: TrafficStats;
-  readonly registry: Registry;
+  /** The prom-client registry /metrics serves. */
+  readonly metrics: Registry;
 }
 
 /** A listening admin server; it answers 503 (readyz) until `attach` gives it the controller's status. */
@@ -23,7 +25,6 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-const MAX_EVENT_CLIENTS = 32;
 const MAX_CLIENT_BACKLOG = 8 << 20;
 const RATE_WINDOW_SAMPLES = 11; // one a second: rates over the last ten seconds
 const COOKIE = "nlb_admin_token";
@@ -62,7 +63,7 @@ function send(res: ServerResponse, status: number, type: string, body: string, e
 export async function startAdmin(config: AdminConfig, log: Logger): Promise<AdminServer> {
   let sources: AdminSources | null = null;
   const samples: { at: number; totals: Map<string, RouteTotals> }[] = [];
-  const clients = new Set<ServerResponse>();
+  const clients = new Map<ServerResponse, EventClient>();
   let lastPushedTotals = "";
   let pushTimer: NodeJS.Timeout | null = null;
   let unsubscribe: () => void = () => undefined;
@@ -76,7 +77,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     const v = view();
     if (!v) return;
     const frame = `event: status\ndata: ${safeJson(v)}\n\n`;
-    for (const c of clients) {
+    for (const c of clients.keys()) {
       // A client that stops reading would make its buffer grow without end: drop it, it reconnects when it can.
       if (c.writableLength > MAX_CLIENT_BACKLOG) {
         clients.delete(c);
@@ -100,11 +101,16 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     // Rates also move when traffic stops (the window slides), so push at least every two seconds.
     if (totals !== lastPushedTotals || tick % 2 === 0) push();
     lastPushedTotals = totals;
-    if (++tick % 15 === 0) for (const c of clients) c.write(": keepalive\n\n");
+    if (++tick % 15 === 0) for (const c of clients.keys()) c.write(": keepalive\n\n");
   }, 1000);
   ticker.unref();
 
   const authorized = (req: IncomingMessage) => !config.token || tokenMatches(presentedToken(req), config.token);
+  // Presented a token: the configured one, or without one the local operator token from the state dir.
+  const authenticated = (req: IncomingMessage) => {
+    const expected = config.token ?? config.localToken;
+    return expected !== undefined && tokenMatches(presentedToken(req), expected);
+  };
   // Without a token, loopback is the only protection: a web page could reach it through DNS rebinding, which
   // shows as a foreign Host header. Only loopback names and the listen address itself are accepted.
   const allowedHost = (req: IncomingMessage) => {
@@ -135,15 +141,17 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     if (path === "/")
       return send(res, 200, "text/html; charset=utf-8", DASHBOARD_HTML, { "content-security-policy": CSP });
     if (!sources) return send(res, 503, "text/plain", "the controller is starting\n");
-    if (path === "/metrics") return send(res, 200, sources.registry.contentType, await sources.registry.metrics());
+    if (path === "/metrics") return send(res, 200, sources.metrics.contentType, await sources.metrics.metrics());
     // The view joins every route with its traffic: built only for the two paths that serve it (not per scrape).
     if (path === "/api/status") return send(res, 200, "application/json", safeJson(view()));
     if (path === "/api/events" && req.method === "HEAD") return send(res, 200, "text/event-stream", "");
     if (path === "/api/events") {
-      if (clients.size >= MAX_EVENT_CLIENTS) return send(res, 503, "text/plain", "too many event clients\n");
+      const client = { address: clientAddress(req.socket.remoteAddress), authenticated: authenticated(req) };
+      const admitted = admitEventClient(clients.values(), client);
+      if (!admitted.ok) return send(res, 503, "text/plain", `${admitted.why}\n`, { "retry-after": "10" });
       res.writeHead(200, { "content-type": "text/event-stream", ...SECURITY_HEADERS, connection: "keep-alive" });
       res.write(`retry: 2000\nevent: status\ndata: ${safeJson(view())}\n\n`);
-      clients.add(res);
+      clients.set(res, client);
       req.on("close", () => clients.delete(res));
       return;
     }
@@ -189,7 +197,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
       clearInterval(ticker);
       if (pushTimer) clearTimeout(pushTimer);
       unsubscribe();
-      for (const c of clients) c.end();
+      for (const c of clients.keys()) c.end();
       clients.clear();
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections();

@@ -1,4 +1,6 @@
-import dgram from "node:dgram";
+import { constants } from "node:fs";
+import { mkdir, open, type FileHandle } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { Counter, Histogram, type Registry } from "prom-client";
 import type { Topology } from "../reconciler/topology.js";
 import type { Logger } from "../shared/log.js";
@@ -20,13 +22,13 @@ const num = (v: unknown): number | null => {
   return Number.isFinite(n) && n >= 0 ? n : null;
 };
 
-/** Parses one syslog datagram from nginx (`<PRI>date tag: {json}`); null when it is not a record we wrote. */
-export function parseRecord(datagram: string): TrafficRecord | null {
-  const start = datagram.indexOf("{");
+/** Parses one access record line from nginx (`{json}`); null when it is not a record we wrote. */
+export function parseRecord(line: string): TrafficRecord | null {
+  const start = line.indexOf("{");
   if (start < 0) return null;
   let raw: unknown;
   try {
-    raw = JSON.parse(datagram.slice(start));
+    raw = JSON.parse(line.slice(start));
   } catch {
     return null;
   }
@@ -70,8 +72,8 @@ export class TrafficStats {
   private readonly upstreamTime: Histogram<"route" | "upstream">;
   private readonly ignored: Counter<"reason">;
 
-  constructor(registry: Registry) {
-    const registers = [registry];
+  constructor(metrics: Registry) {
+    const registers = [metrics];
     this.requests = new Counter({
       name: "nginx_lb_route_requests_total",
       help: "Requests served per route (and its upstream), by status class",
@@ -141,7 +143,7 @@ export class TrafficStats {
     totals.bytes += r.bytes;
   }
 
-  /** Counts a datagram that did not parse. */
+  /** Counts a record line that did not parse. */
   malformed(): void {
     this.ignored.inc({ reason: "malformed" });
   }
@@ -157,42 +159,115 @@ export class TrafficStats {
   }
 }
 
-/** Receives nginx's access records on loopback UDP. */
+/** Where nginx appends the access records: inside the state dir, which only the controller's user can enter. */
+export const trafficLogPath = (stateDir: string): string => join(stateDir, "logs", "traffic.jsonl");
+
+/** Follows the traffic record file. */
 export interface TrafficReceiver {
-  readonly port: number;
+  readonly file: string;
   close(): Promise<void>;
 }
 
-/** Binds 127.0.0.1:`preferredPort` (an ephemeral port when that is taken) and feeds every record to `stats`. */
+export interface TrafficTailOptions {
+  /** How often new records are read. Default 250 ms. */
+  readonly pollMs?: number;
+  /** Once everything is read and the file is at least this large, it is emptied. Default 8 MiB. */
+  readonly rotateBytes?: number;
+}
+
+const CHUNK_BYTES = 1 << 20;
+// Per poll: a backlog larger than this is read over the next polls, so one poll never holds the event loop long.
+const MAX_CHUNKS_PER_POLL = 16;
+// nginx writes each record (about 100 bytes) in one write(); a longer "line" is not one of ours.
+const MAX_LINE_BYTES = 64 << 10;
+
+/**
+ * Opens the record file (creating it mode 0600, emptying what an earlier run left) and counts every line nginx
+ * appends. The nginx master opens it as the controller's user before its workers drop privileges, so no other user
+ * can write a record (a socket would have to be reachable by the workers' user, and so by every process of that
+ * user). A file never makes nginx wait, as a full pipe would. It grows only while no controller reads it; once read
+ * to the end past `rotateBytes` it is emptied in place (nginx appends, so it writes at the new end): a record
+ * written between the last read and the truncation is lost, which is the odd record in millions.
+ */
 export async function startTrafficReceiver(
   stats: TrafficStats,
-  preferredPort: number,
+  file: string,
   log: Logger,
+  options: TrafficTailOptions = {},
 ): Promise<TrafficReceiver> {
-  const bind = (port: number) =>
-    new Promise<dgram.Socket>((resolve, reject) => {
-      const sock = dgram.createSocket("udp4");
-      sock.once("error", reject);
-      sock.bind(port, "127.0.0.1", () => {
-        sock.off("error", reject);
-        resolve(sock);
-      });
-    });
-  const sock = await bind(preferredPort).catch(() => bind(0));
-  // Bursts beyond the buffer are dropped by the kernel (nginx never waits); a larger buffer drops fewer. The kernel
-  // caps it at net.core.rmem_max.
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  const fh: FileHandle = await open(file, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   try {
-    sock.setRecvBufferSize(8 << 20);
-  } catch {
-    // keep the default buffer
+    if (!(await fh.stat()).isFile()) throw new Error(`${file} is not a regular file`);
+    // A file left by an older version (or created by nginx itself) may be 0644: nobody but us reads the records.
+    await fh.chmod(0o600);
+    await fh.truncate(0);
+  } catch (e) {
+    await fh.close();
+    throw e;
   }
-  sock.on("message", (msg) => {
-    const r = parseRecord(msg.toString("utf8"));
-    if (r) stats.record(r);
-    else stats.malformed();
-  });
-  sock.on("error", (e) => log.warn({ err: e.message }, "traffic receiver error"));
-  const port = sock.address().port;
-  log.debug({ port }, "receiving per-route access records from nginx");
-  return { port, close: () => new Promise((r) => sock.close(() => r())) };
+  const rotateBytes = options.rotateBytes ?? 8 << 20;
+  const buf = Buffer.alloc(CHUNK_BYTES);
+  let offset = 0;
+  let pending = Buffer.alloc(0);
+
+  const consume = (chunk: Buffer) => {
+    const data = pending.length > 0 ? Buffer.concat([pending, chunk]) : chunk;
+    let from = 0;
+    for (let nl = data.indexOf(10, from); nl >= 0; nl = data.indexOf(10, from)) {
+      const r = parseRecord(data.toString("utf8", from, nl));
+      if (r) stats.record(r);
+      else stats.malformed();
+      from = nl + 1;
+    }
+    // A copy: `chunk` is the read buffer, reused by the next read.
+    pending = Buffer.from(data.subarray(from));
+    if (pending.length > MAX_LINE_BYTES) {
+      stats.malformed();
+      pending = Buffer.alloc(0);
+    }
+  };
+
+  const poll = async () => {
+    for (let i = 0; i < MAX_CHUNKS_PER_POLL; i++) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+      if (bytesRead === 0) break;
+      offset += bytesRead;
+      consume(buf.subarray(0, bytesRead));
+      if (bytesRead < buf.length) break;
+    }
+    const { size } = await fh.stat();
+    if (size < offset) {
+      // Emptied by someone else (an operator): what is there now is new.
+      offset = 0;
+      pending = Buffer.alloc(0);
+    } else if (size === offset && offset >= rotateBytes) {
+      await fh.truncate(0);
+      offset = 0;
+    }
+  };
+
+  let running: Promise<void> | null = null;
+  let lastError = "";
+  const timer = setInterval(() => {
+    running ??= poll()
+      .then(() => void (lastError = ""))
+      .catch((e: unknown) => {
+        const msg = (e as Error).message;
+        // Once per distinct failure, not every poll.
+        if (msg !== lastError) log.warn({ file, err: msg }, "cannot read nginx's traffic records; retrying");
+        lastError = msg;
+      })
+      .finally(() => (running = null));
+  }, options.pollMs ?? 250);
+  timer.unref();
+  log.debug({ file }, "reading per-route access records from nginx");
+  return {
+    file,
+    close: async () => {
+      clearInterval(timer);
+      await running;
+      await fh.close();
+    },
+  };
 }

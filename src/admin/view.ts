@@ -7,7 +7,11 @@ export function readiness(s: StatusSnapshot | null): { ready: boolean; why: stri
   if (!s) return { ready: false, why: "the controller is starting" };
   if (!s.nginx.running)
     return { ready: false, why: `nginx is not running${s.nginx.lastError ? `: ${s.nginx.lastError}` : ""}` };
-  if (s.nginx.generation === null) return { ready: false, why: "nginx runs no confirmed config yet" };
+  if (s.nginx.generation === null)
+    return {
+      ready: false,
+      why: `nginx runs no confirmed config yet${s.nginx.lastError ? `: ${s.nginx.lastError}` : ""}`,
+    };
   return { ready: true, why: `nginx runs generation ${s.nginx.generation}` };
 }
 
@@ -51,6 +55,8 @@ export interface StatusView {
   readonly registry: StatusSnapshot["registry"];
   readonly nginx: StatusSnapshot["nginx"];
   readonly counters: StatusSnapshot["counters"];
+  /** Whether state.json can be saved (a full or read-only state dir); null before the first save. */
+  readonly persist: NonNullable<StatusSnapshot["persist"]> | null;
   readonly lastSuccessAt: string | null;
   readonly secondsSinceLastSuccess: number | null;
   readonly servers: readonly (TopologyServer & {
@@ -70,6 +76,7 @@ export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, Route
     registry: s.registry,
     nginx: s.nginx,
     counters: s.counters,
+    persist: s.persist ?? null,
     lastSuccessAt: s.lastSuccessAt ?? null,
     secondsSinceLastSuccess: since === null ? null : Math.round(since * 10) / 10,
     servers: (s.topology?.servers ?? []).map((server) => ({

@@ -34,8 +34,8 @@ describe("etcd flags", () => {
 
   test("HOST_IP and ETCD_PORT form the endpoint when --etcd-endpoints is absent", async () => {
     const r = await etcdConfigFromFlags({}, { HOST_IP: "192.168.58.1", ETCD_PORT: "4001" });
-    expect(r.ok && r.value.endpoints).toEqual(["http://192.168.58.1:4001"]);
+    expect(r.ok && r.value.etcdUrls).toEqual(["http://192.168.58.1:4001"]);
     const both = await etcdConfigFromFlags({ etcdEndpoints: "http://a:1, http://b:2" }, { HOST_IP: "10.0.0.1" });
-    expect(both.ok && both.value.endpoints).toEqual(["http://a:1", "http://b:2"]);
+    expect(both.ok && both.value.etcdUrls).toEqual(["http://a:1", "http://b:2"]);
   });
 });

@@ -51,7 +51,7 @@ export function addEtcdOptions(command: Command, options: { endpointsRequired?: 
  * The etcd endpoint URLs: --etcd-endpoints, else the original image's HOST_IP + ETCD_PORT (http://HOST_IP:ETCD_PORT),
  * else none.
  */
-export function etcdEndpoints(flags: EtcdFlags, env: NodeJS.ProcessEnv): string[] {
+export function etcdUrls(flags: EtcdFlags, env: NodeJS.ProcessEnv): string[] {
   if (flags.etcdEndpoints)
     return flags.etcdEndpoints
       .split(",")
@@ -83,7 +83,7 @@ export async function etcdConfigFromFlags(flags: EtcdFlags, env: NodeJS.ProcessE
   return {
     ok: true,
     value: {
-      endpoints: etcdEndpoints(flags, env),
+      etcdUrls: etcdUrls(flags, env),
       prefix: flags.etcdPrefix ?? DEFAULT_PREFIX,
       api: flags.etcdApi === "v2" ? "v2" : "v3",
       ...(flags.etcdCacert ? { cacert: flags.etcdCacert } : {}),

@@ -2,13 +2,16 @@
 import { Command, Option } from "commander";
 import { addEtcdOptions } from "./etcd-options.js";
 import type { RegisterFlags } from "./register.js";
+import { RUN_DEFAULTS } from "./run-config.js";
 
 /** The thin CLI: flags -> one command module (loaded lazily) -> exit code. */
 const program = new Command()
   .name("nginx-lb")
   .description("Keeps a real nginx load-balancing the routes of services.json over the endpoints in etcd.")
   .version("0.1.0")
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (unknown option, missing argument) exit 2, like getopt tools; --help and --version exit 0.
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
 const exit = (code: number) => {
   process.exitCode = code;
@@ -16,7 +19,9 @@ const exit = (code: number) => {
 
 program
   .command("validate")
-  .description("check a services.json file; exit 0 when valid, 1 with every error (JSON path and fix) on stderr")
+  .description(
+    "check a services.json file; exit 0 when valid, 1 with every error (JSON path and fix) on stderr, 2 when FILE cannot be read",
+  )
   .argument("<file>", "services.json to check")
   .action(async (file: string) => exit(await (await import("./validate.js")).validateCommand(file)));
 
@@ -41,17 +46,23 @@ program
   .action(async () => exit((await import("./schema.js")).schemaCommand()));
 
 const env = (flag: string, description: string, name: string) => new Option(flag, description).env(`NGINX_LB_${name}`);
+// run's defaults live in resolveRunConfig; the help only shows them.
+const dflt = (value: string) => ` (default: ${value})`;
 addEtcdOptions(program.command("run"))
   .description("the daemon: keep nginx serving services.json over the registry's endpoints, through every change")
   .addOption(
-    env("--services <file>", "services.json (re-read on SIGUSR2 and on change)", "SERVICES").default(
-      "/etc/csphere-services.json",
+    env(
+      "--services <file>",
+      `services.json (re-read on SIGUSR2 and on change)${dflt(RUN_DEFAULTS.services)}`,
+      "SERVICES",
     ),
   )
   .addOption(env("--backends <file>", "embedded registry file instead of etcd (watched)", "BACKENDS"))
   .addOption(
-    env("--state-dir <dir>", "nginx.conf, TLS files, logs and the last applied state", "STATE_DIR").default(
-      "/var/lib/nginx-lb",
+    env(
+      "--state-dir <dir>",
+      `nginx.conf, TLS files, logs and the last applied state; kept at mode 0700${dflt(RUN_DEFAULTS.stateDir)}`,
+      "STATE_DIR",
     ),
   )
   .addOption(env("--nginx <path>", "nginx binary", "NGINX"))
@@ -69,12 +80,10 @@ addEtcdOptions(program.command("run"))
       "--endpoints-mode <mode>",
       "dynamic (pushed to nginx, no reload) or reload; default: dynamic when nginx has the Lua module",
       "ENDPOINTS_MODE",
-    )
-      .choices(["dynamic", "reload", "auto"])
-      .default("auto"),
+    ).choices(["dynamic", "reload", "auto"]),
   )
   .addOption(env("--no-watch", "re-read services.json only on SIGUSR2/SIGHUP, not when the file changes", "NO_WATCH"))
-  .addOption(env("--log-level <level>", "trace, debug, info, warn, error", "LOG_LEVEL"))
+  .addOption(env("--log-level <level>", `trace, debug, info, warn, error${dflt(RUN_DEFAULTS.logLevel)}`, "LOG_LEVEL"))
   .addOption(
     env(
       "--admin-listen <host:port>",
@@ -82,21 +91,28 @@ addEtcdOptions(program.command("run"))
       "ADMIN_LISTEN",
     ),
   )
-  .addOption(env("--admin-token <token>", "bearer token for the admin server (prefer the env variable)", "ADMIN_TOKEN"))
-  .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
   .addOption(
     env(
-      "--no-traffic-log",
-      "no per-route traffic figures (saves nginx a loopback UDP send per request)",
-      "NO_TRAFFIC_LOG",
+      "--admin-token-file <file>",
+      "file holding the admin bearer token (else $NGINX_LB_ADMIN_TOKEN; never a flag: ps shows flags to everyone)",
+      "ADMIN_TOKEN_FILE",
     ),
   )
-  .action(async (flags: import("./run.js").RunFlags) => exit(await (await import("./run.js")).runCommand(flags)));
+  // Removed: a token in argv is visible in ps. Still parsed (never from the environment) to refuse it clearly.
+  .addOption(new Option("--admin-token [token]").hideHelp())
+  .addOption(
+    env("--no-traffic-log", "no per-route traffic figures (saves nginx a file append per request)", "NO_TRAFFIC_LOG"),
+  )
+  .action(async (flags: import("./run-config.js").RunFlags) =>
+    exit(await (await import("./run.js")).runCommand(flags)),
+  );
 
 program
   .command("status")
-  .description("print a running nginx-lb's status as tables; exit 0 when ready, 1 when not, 2 when unreachable")
-  .addOption(env("--admin <url>", "admin server URL", "ADMIN_URL").default("http://127.0.0.1:9180"))
+  .description(
+    "print a running nginx-lb's status as tables; exit 0 when ready with valid inputs, 1 when not, 2 when unreachable",
+  )
+  .addOption(env("--admin <url>", "admin server URL or HOST:PORT", "ADMIN_URL").default("http://127.0.0.1:9180"))
   .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
   .option("--json", "print the raw JSON instead")
   .action(async (flags: import("./status.js").StatusFlags) =>

@@ -81,7 +81,7 @@ export async function registerCommand(flags: RegisterFlags): Promise<number> {
 
 /** What register/deregister connect with: endpoints, credentials and the TLS material already read. */
 export interface Connection {
-  readonly endpoints: readonly string[];
+  readonly etcdUrls: readonly string[];
   readonly auth?: EtcdAuthOptions;
   readonly tls?: EtcdTlsOptions;
 }
@@ -99,7 +99,7 @@ export async function setupEtcd(
   if (!checked.ok) return void fail(checked.errors);
   const auth = etcdAuth(c.value);
   const connection = {
-    endpoints: c.value.endpoints,
+    etcdUrls: c.value.etcdUrls,
     ...(auth ? { auth } : {}),
     ...(checked.tls ? { tls: checked.tls } : {}),
   };
@@ -178,7 +178,7 @@ async function holdV2(config: Connection, reg: Registration, signal: AbortSignal
 export function v2Client(config: Connection) {
   return {
     call: async (method: "PUT" | "DELETE", key: string, form?: Record<string, string>) => {
-      const url = new URL(v2KeyPath(key), config.endpoints[0] ?? "");
+      const url = new URL(v2KeyPath(key), config.etcdUrls[0] ?? "");
       try {
         const r = await v2Request(
           url,

@@ -1,66 +1,24 @@
-import { startController, type Controller, type RunOptions } from "../app.js";
+import { startController, type Controller } from "../app.js";
 import { ownChildren } from "../shared/children.js";
 import { createLogger } from "../shared/log.js";
 import { startReaper } from "../shared/reaper.js";
-import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
 import { printProblems } from "./report.js";
-import { nginxFlagProblems } from "./nginx-flags.js";
+import { resolveRunConfig, USAGE, type RunFlags } from "./run-config.js";
 
-export interface RunFlags extends EtcdFlags {
-  services: string;
-  backends?: string;
-  stateDir: string;
-  nginx?: string;
-  listenHost?: string;
-  controlPort?: string;
-  workerProcesses?: string;
-  logLevel?: string;
-  watch?: boolean;
-  endpointsMode?: string;
-  adminListen?: string;
-  adminToken?: string;
-  adminTokenFile?: string;
-  trafficLog?: boolean;
-}
+export type { RunFlags } from "./run-config.js";
 
 /** `nginx-lb run`: the daemon. Resolves with the exit code after a graceful stop. */
 export async function runCommand(flags: RunFlags): Promise<number> {
-  const log = createLogger({ ...(flags.logLevel ? { level: flags.logLevel } : {}) });
-  const flagProblems = nginxFlagProblems(flags);
-  if (flagProblems.length > 0) {
-    printProblems("nginx-lb run", flagProblems, []);
-    return 1;
+  const config = await resolveRunConfig(flags, process.env);
+  if (!config.ok) {
+    printProblems("nginx-lb run", config.errors, config.warnings);
+    return config.errors.some((e) => e.code === USAGE) ? 2 : 1;
   }
-  const etcd = await etcdConfigFromFlags(flags, process.env);
-  if (!etcd.ok) {
-    printProblems("etcd options", etcd.errors, []);
-    return 1;
-  }
-  const options: RunOptions = {
-    services: flags.services,
-    stateDir: flags.stateDir,
-    ...(flags.nginx ? { nginx: flags.nginx } : {}),
-    ...(flags.backends ? { backends: flags.backends } : {}),
-    ...(flags.listenHost ? { listenHost: flags.listenHost } : {}),
-    watchServices: flags.watch !== false,
-    ...(flags.endpointsMode ? { endpointsMode: flags.endpointsMode as "dynamic" | "reload" | "auto" } : {}),
-    ...(flags.controlPort ? { controlPort: Number(flags.controlPort) } : {}),
-    ...(flags.workerProcesses
-      ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }
-      : {}),
-    ...(etcd.value.endpoints.length > 0 ? { etcd: etcd.value } : {}),
-  };
+  const { controller: options, logLevel } = config.value;
+  const log = createLogger({ level: logLevel });
 
   const { setupAdmin } = await import("../admin/index.js");
-  const admin = await setupAdmin(
-    {
-      listen: flags.adminListen,
-      token: flags.adminToken,
-      tokenFile: flags.adminTokenFile,
-      traffic: flags.trafficLog !== false,
-    },
-    log,
-  ).catch((e: unknown) => {
+  const admin = await setupAdmin(config.value.admin, log).catch((e: unknown) => {
     log.error({ err: (e as Error).message }, "refusing to start: the admin server is misconfigured");
     return "refused" as const;
   });
@@ -77,7 +35,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
   let controller: Controller;
   try {
     controller = await startController(
-      admin?.trafficLogPort !== undefined ? { ...options, trafficLogPort: admin.trafficLogPort } : options,
+      admin?.trafficLogFile !== undefined ? { ...options, trafficLogFile: admin.trafficLogFile } : options,
       log,
     );
   } catch (e) {

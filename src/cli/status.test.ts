@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { statusCommand } from "./status.js";
+import type { StatusView } from "../admin/view.js";
+import { adminBaseUrl, formatStatus, statusCommand, unhealthy } from "./status.js";
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -14,5 +15,56 @@ describe("nginx-lb status", () => {
     expect(errors.join("\n")).toMatch(/cannot read --admin-token-file: .*ENOENT/);
     expect(fetch).not.toHaveBeenCalled();
     vi.unstubAllEnvs();
+  });
+});
+
+const view = (over: Partial<StatusView> = {}): StatusView => ({
+  now: "2026-01-01T00:00:00.000Z",
+  ready: { ready: true, why: "nginx runs generation abc" },
+  startedAt: "2026-01-01T00:00:00.000Z",
+  services: { file: "/etc/nginx-lb/services.json", valid: true, errors: [], warnings: [] },
+  registry: { kind: "backends-file", connected: true, origin: "f", warnings: [], valid: true, errors: [] },
+  nginx: { running: true, pid: 1, generation: "abc" },
+  counters: { applied: 1, failed: 0, unchanged: 0, reloads: 0, pushes: 0 },
+  persist: null,
+  lastSuccessAt: null,
+  secondsSinceLastSuccess: null,
+  servers: [],
+  applies: [],
+  ...over,
+});
+
+describe("nginx-lb status helpers", () => {
+  test("--admin takes a URL or HOST:PORT", () => {
+    expect(adminBaseUrl("127.0.0.1:9180")?.href).toBe("http://127.0.0.1:9180/");
+    expect(adminBaseUrl("[::1]:9180")?.href).toBe("http://[::1]:9180/");
+    expect(adminBaseUrl("localhost:9180")?.href).toBe("http://localhost:9180/");
+    expect(adminBaseUrl("https://lb.example:9180/admin")?.href).toBe("https://lb.example:9180/admin/");
+    expect(adminBaseUrl("ftp://x:1")).toBeNull();
+    expect(adminBaseUrl("127.0.0.1:notaport")).toBeNull();
+  });
+
+  test("exit 1 names every reason: not ready, an invalid routing file, invalid registry content", () => {
+    expect(unhealthy(view())).toBeNull();
+    const p = { code: "x", path: "a", message: "m" };
+    expect(unhealthy(view({ services: { ...view().services, warnings: [p] } }))).toBeNull();
+    const why = unhealthy(
+      view({
+        ready: { ready: false, why: "nginx is not running" },
+        services: { ...view().services, valid: false, errors: [p] },
+        registry: { ...view().registry, valid: false, errors: [p] },
+      }),
+    );
+    expect(why).toBe(
+      "not ready: nginx is not running; the routing file /etc/nginx-lb/services.json is invalid (the last valid routes stay in force); the registry content is invalid (backends-file; the endpoints in force stay)",
+    );
+  });
+
+  test("lists the first 50 problems and says how many more --json holds", () => {
+    const warnings = Array.from({ length: 120 }, (_, i) => ({ code: "w", path: `/k/${i}`, message: "odd weight" }));
+    const out = formatStatus(view({ registry: { ...view().registry, warnings } }));
+    expect(out).toContain("/k/49");
+    expect(out).not.toContain("/k/50 ");
+    expect(out).toContain("... and 70 more (nginx-lb status --json lists them all)");
   });
 });

@@ -28,6 +28,34 @@ function table(header: string[], rows: string[][]): string {
 }
 
 const ok = (good: boolean, yes: string, no: string) => (good ? green(yes) : red(no));
+// Thousands of registry warnings (one per bad key) would bury the tables: the JSON has them all.
+const MAX_PROBLEM_ROWS = 50;
+
+/** Why a script should not trust this controller (exit 1), or null when it is ready with valid inputs. */
+export function unhealthy(s: StatusView): string | null {
+  const why = [
+    ...(s.ready.ready ? [] : [`not ready: ${s.ready.why}`]),
+    ...(s.services.valid
+      ? []
+      : [`the routing file ${s.services.file} is invalid (the last valid routes stay in force)`]),
+    // An older controller does not report `valid`: nothing rejected then.
+    ...(s.registry.valid === false
+      ? [`the registry content is invalid (${s.registry.kind}; the endpoints in force stay)`]
+      : []),
+  ];
+  return why.length ? why.join("; ") : null;
+}
+
+/** The admin server's base URL from `--admin`: a URL, or HOST:PORT as `--admin-listen` takes it. */
+export function adminBaseUrl(admin: string): URL | null {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(admin) ? admin : `http://${admin}`;
+  try {
+    const u = new URL(withScheme.endsWith("/") ? withScheme : `${withScheme}/`);
+    return u.protocol === "http:" || u.protocol === "https:" ? u : null;
+  } catch {
+    return null;
+  }
+}
 
 /** Renders the status view as terminal tables. */
 export function formatStatus(s: StatusView): string {
@@ -45,7 +73,13 @@ export function formatStatus(s: StatusView): string {
         ["routing file", ok(s.services.valid, "valid", "invalid"), s.services.file],
         [
           "registry",
-          s.registry.connected ? green("connected") : s.registry.kind === "none" ? yellow("none") : red("disconnected"),
+          s.registry.valid === false
+            ? red("invalid")
+            : s.registry.connected
+              ? green("connected")
+              : s.registry.kind === "none"
+                ? yellow("none")
+                : red("disconnected"),
           `${s.registry.kind}: ${s.registry.origin}`,
         ],
         [
@@ -74,11 +108,16 @@ export function formatStatus(s: StatusView): string {
     }
   out.push("", table(["SERVER", "ROUTE", "BACKEND", "ENDPOINTS", "RATE", "5XX"], rows.length ? rows : [["(none)"]]));
   const problems = [
-    ...s.services.errors.map((p) => [red("error"), p.path, p.message]),
-    ...s.services.warnings.map((p) => [yellow("warning"), p.path, p.message]),
-    ...s.registry.warnings.map((p) => [yellow("warning"), p.path, p.message]),
+    ...s.services.errors.map((p) => [red("error"), "routing file", p.path, p.message]),
+    ...(s.registry.errors ?? []).map((p) => [red("error"), "registry", p.path, p.message]),
+    ...s.services.warnings.map((p) => [yellow("warning"), "routing file", p.path, p.message]),
+    ...s.registry.warnings.map((p) => [yellow("warning"), "registry", p.path, p.message]),
   ];
-  if (problems.length) out.push("", table(["PROBLEM", "PATH", "MESSAGE"], problems));
+  if (problems.length) {
+    out.push("", table(["PROBLEM", "SOURCE", "PATH", "MESSAGE"], problems.slice(0, MAX_PROBLEM_ROWS)));
+    if (problems.length > MAX_PROBLEM_ROWS)
+      out.push(dim(`... and ${problems.length - MAX_PROBLEM_ROWS} more (nginx-lb status --json lists them all)`));
+  }
   out.push(
     "",
     table(
@@ -99,8 +138,9 @@ export function formatStatus(s: StatusView): string {
 
 /** `nginx-lb status`: reads /api/status of a running controller and prints it. */
 export async function statusCommand(flags: StatusFlags): Promise<number> {
+  // The same precedence as `run` for every secret: the file, then the environment.
   let token = process.env["NGINX_LB_ADMIN_TOKEN"];
-  if (token === undefined && flags.adminTokenFile) {
+  if (flags.adminTokenFile) {
     try {
       token = readFileSync(flags.adminTokenFile, "utf8").trim();
     } catch (e) {
@@ -108,7 +148,12 @@ export async function statusCommand(flags: StatusFlags): Promise<number> {
       return 2;
     }
   }
-  const url = new URL("api/status", flags.admin.endsWith("/") ? flags.admin : `${flags.admin}/`);
+  const base = adminBaseUrl(flags.admin);
+  if (!base) {
+    console.error(`nginx-lb status: --admin must be a URL or HOST:PORT (e.g. 127.0.0.1:9180), got "${flags.admin}"`);
+    return 2;
+  }
+  const url = new URL("api/status", base);
   let res: Response;
   try {
     res = await fetch(url, {
@@ -116,7 +161,15 @@ export async function statusCommand(flags: StatusFlags): Promise<number> {
       signal: AbortSignal.timeout(5000),
     });
   } catch (e) {
-    console.error(`nginx-lb status: cannot reach ${url.origin}: ${(e as Error).message}`);
+    // fetch says only "fetch failed"; the cause has the system error.
+    const err = e as Error & { cause?: { code?: string; message?: string } };
+    const reason =
+      err.name === "TimeoutError"
+        ? "no answer within 5 s"
+        : err.cause?.code === "ECONNREFUSED"
+          ? "connection refused (is nginx-lb run serving its admin server there? see --admin-listen)"
+          : (err.cause?.message ?? err.message);
+    console.error(`nginx-lb status: cannot reach ${url.origin}: ${reason}`);
     return 2;
   }
   if (!res.ok) {
@@ -125,5 +178,7 @@ export async function statusCommand(flags: StatusFlags): Promise<number> {
   }
   const view = (await res.json()) as StatusView;
   process.stdout.write(flags.json ? `${JSON.stringify(view, null, 2)}\n` : formatStatus(view));
-  return view.ready.ready ? 0 : 1;
+  const why = unhealthy(view);
+  if (why) console.error(`nginx-lb status: ${why}`);
+  return why ? 1 : 0;
 }

@@ -58,6 +58,8 @@ export class BackendIndex {
 
   /** Forgets every key. */
   clear(): void {
+    // No name is dirty after a clear, so the next snapshot must not reuse the last set: it rebuilds from nothing.
+    this.last = null;
     this.readings.clear();
     this.keysByName.clear();
     this.records.clear();

@@ -1,5 +1,5 @@
 import { canonicalIp } from "./ip.js";
-import { isBackendName } from "./grammar.js";
+import { PROTO_KEY, isBackendName } from "./grammar.js";
 import { type Checked, type Problem, describeValue } from "./problem.js";
 
 /** One endpoint of a backend. Weight 0 means drained: rendered `down`, sent no traffic. */
@@ -37,6 +37,11 @@ export function parseEndpointKey(key: string, value: string, prefix: string = DE
   if (parts.length !== 3 || parts[1] !== "ips")
     return { kind: "rejected", reason: `key is not of the form ${base}<app>-<service>/ips/<ip>` };
   const [name = "", , ip = ""] = parts;
+  if (name === PROTO_KEY)
+    return {
+      kind: "rejected",
+      reason: `backend name "${PROTO_KEY}" is reserved: routes name backends <app>-<service>`,
+    };
   if (!isBackendName(name))
     return { kind: "rejected", reason: `backend name ${describeValue(name)} must be characters of A-Z a-z 0-9 . _ -` };
   const canonical = canonicalIp(ip);
@@ -74,7 +79,8 @@ export function backendSetFromKeys(
   entries: Iterable<readonly [string, string]>,
   prefix: string = DEFAULT_PREFIX,
 ): { set: BackendSet; warnings: Problem[] } {
-  const set: Record<string, Record<string, Endpoint>> = {};
+  // A Map, not an object: a backend named like an Object.prototype member ("constructor") must not find it.
+  const byName = new Map<string, Record<string, Endpoint>>();
   const warnings: Problem[] = [];
   for (const [key, value] of entries) {
     const r = parseEndpointKey(key, value, prefix);
@@ -83,9 +89,11 @@ export function backendSetFromKeys(
       continue;
     }
     if (r.warning) warnings.push({ code: "registry_value", path: key, message: r.warning });
-    (set[r.name] ??= {})[r.ip] = r.endpoint;
+    let eps = byName.get(r.name);
+    if (!eps) byName.set(r.name, (eps = {}));
+    eps[r.ip] = r.endpoint;
   }
-  return { set: sortBackendSet(set), warnings };
+  return { set: sortBackendSet(Object.fromEntries(byName)), warnings };
 }
 
 /** One backend's endpoints in ip order (fresh records), so equal sets serialise identically. */

@@ -40,9 +40,15 @@ export function isName(text: string): boolean {
   return text.length <= NAME_MAX && NAME_RE.test(text);
 }
 
+/**
+ * The one key a JavaScript object cannot hold as data: assigning it replaces the object's prototype, and copies
+ * (zod records, spreads) drop it. Backend names key plain objects, so this name is refused rather than lost.
+ */
+export const PROTO_KEY = "__proto__";
+
 /** True for a valid backend name `<app>-<service>` (what routes and registry keys name a backend by). */
 export function isBackendName(text: string): boolean {
-  return text.length <= BACKEND_NAME_MAX && NAME_RE.test(text);
+  return text.length <= BACKEND_NAME_MAX && NAME_RE.test(text) && text !== PROTO_KEY;
 }
 
 /** The canonical form of a route prefix: no trailing slash except for the root. `/api/` and `/api` are one route. */

@@ -1,82 +1,69 @@
 import { describe, expect, it } from "vitest";
-import { changedUpstreams, plan, type AppliedState, type EndpointSets } from "./plan.js";
+import { plan, type AppliedState, type EndpointSets } from "./plan.js";
 
+const U1 = "nlb_0000000000000001";
+const U2 = "nlb_0000000000000002";
 const sets = (w: number): EndpointSets => ({
-  nlb_0000000000000001: [
+  [U1]: [
     { ip: "127.0.0.2", port: 80, weight: w, backup: false },
     { ip: "127.0.0.3", port: 80, weight: 1, backup: true },
   ],
-  nlb_0000000000000002: [],
+  [U2]: [],
+});
+const fewer: EndpointSets = { [U1]: sets(1)[U1] ?? [] };
+const reordered: EndpointSets = Object.fromEntries(Object.entries(sets(1)).reverse());
+const edit = (f: (e: EndpointSets[string][number]) => object): EndpointSets => ({
+  ...sets(1),
+  [U1]: (sets(1)[U1] ?? []).map((e) => ({ ...e, ...f(e) })),
 });
 const dyn = (generation: string, endpoints: EndpointSets | null): AppliedState => ({
   mode: "dynamic",
   generation,
   endpoints,
 });
+const rel = (generation: string): AppliedState => ({ mode: "reload", generation, endpoints: null });
+
+const none = { action: "none" };
+const reload = { action: "reload" };
+const push = (upstreams: readonly string[] | "all") => ({ action: "push", upstreams });
 
 describe("plan", () => {
-  it("reloads when nothing runs yet", () => {
-    expect(plan(null, dyn("g1", sets(1)))).toBe("reload");
-    expect(plan(null, { mode: "reload", generation: "g1", endpoints: null })).toBe("reload");
-  });
-
-  it("reloads when the rendered config differs, whatever the endpoints", () => {
-    expect(plan(dyn("g1", sets(1)), dyn("g2", sets(1)))).toBe("reload");
-    expect(plan(dyn("g1", sets(1)), dyn("g2", sets(2)))).toBe("reload");
-  });
-
-  it("reloads when the endpoints mode changes", () => {
-    expect(plan({ mode: "reload", generation: "g1", endpoints: null }, dyn("g1", sets(1)))).toBe("reload");
-  });
-
-  it("pushes when only endpoint sets differ", () => {
-    expect(plan(dyn("g1", sets(1)), dyn("g1", sets(2)))).toBe("dynamic");
-    const fewer: EndpointSets = { nlb_0000000000000001: sets(1)["nlb_0000000000000001"] ?? [] };
-    expect(plan(dyn("g1", sets(1)), dyn("g1", fewer))).toBe("dynamic");
-    expect(plan(dyn("g1", fewer), dyn("g1", sets(1)))).toBe("dynamic");
-  });
-
-  it("pushes when nginx's sets are unknown (restart or failed push)", () => {
-    expect(plan(dyn("g1", null), dyn("g1", sets(1)))).toBe("dynamic");
-  });
-
-  it("does nothing when both are equal, regardless of upstream order", () => {
-    const a = sets(1);
-    const reordered: EndpointSets = Object.fromEntries(Object.entries(a).reverse());
-    expect(plan(dyn("g1", a), dyn("g1", reordered))).toBe("none");
-    expect(
-      plan(
-        { mode: "reload", generation: "g1", endpoints: null },
-        { mode: "reload", generation: "g1", endpoints: null },
+  it.each([
+    ["nothing runs yet (dynamic)", null, dyn("g1", sets(1)), false, reload],
+    ["nothing runs yet (reload)", null, rel("g1"), false, reload],
+    ["the rendered config differs", dyn("g1", sets(1)), dyn("g2", sets(1)), false, reload],
+    ["the config and the sets differ", dyn("g1", sets(1)), dyn("g2", sets(2)), false, reload],
+    ["the endpoints mode changes", rel("g1"), dyn("g1", sets(1)), false, reload],
+    ["forced, though nothing changed", rel("g1"), rel("g1"), true, reload],
+    ["forced, dynamic, nothing changed", dyn("g1", sets(1)), dyn("g1", sets(1)), true, reload],
+    ["only a weight differs", dyn("g1", sets(1)), dyn("g1", sets(2)), false, push([U1])],
+    [
+      "a flipped backup flag",
+      dyn("g1", sets(1)),
+      dyn(
+        "g1",
+        edit((e) => ({ backup: !e.backup })),
       ),
-    ).toBe("none");
-  });
-
-  it("notices a flipped backup flag or a changed port", () => {
-    const a = sets(1);
-    const flip: EndpointSets = {
-      ...a,
-      nlb_0000000000000001: (a["nlb_0000000000000001"] ?? []).map((e) => ({ ...e, backup: !e.backup })),
-    };
-    const port: EndpointSets = {
-      ...a,
-      nlb_0000000000000001: (a["nlb_0000000000000001"] ?? []).map((e) => ({ ...e, port: 81 })),
-    };
-    expect(plan(dyn("g1", a), dyn("g1", flip))).toBe("dynamic");
-    expect(plan(dyn("g1", a), dyn("g1", port))).toBe("dynamic");
-  });
-});
-
-describe("changedUpstreams", () => {
-  it("lists only the upstreams whose sets differ", () => {
-    expect(changedUpstreams(sets(1), sets(1))).toEqual([]);
-    expect(changedUpstreams(sets(1), sets(2))).toEqual(["nlb_0000000000000001"]);
-  });
-
-  it("gives null when the upstream names differ (a routing change)", () => {
-    const fewer: EndpointSets = { nlb_0000000000000001: [] };
-    expect(changedUpstreams(sets(1), fewer)).toBeNull();
-    expect(changedUpstreams(fewer, sets(1))).toBeNull();
-    expect(changedUpstreams({ nlb_0000000000000003: [] }, fewer)).toBeNull();
+      false,
+      push([U1]),
+    ],
+    [
+      "a changed port",
+      dyn("g1", sets(1)),
+      dyn(
+        "g1",
+        edit(() => ({ port: 81 })),
+      ),
+      false,
+      push([U1]),
+    ],
+    ["an upstream fewer", dyn("g1", sets(1)), dyn("g1", fewer), false, push("all")],
+    ["an upstream more", dyn("g1", fewer), dyn("g1", sets(1)), false, push("all")],
+    ["other upstream names", dyn("g1", { nlb_0000000000000003: [] }), dyn("g1", fewer), false, push("all")],
+    ["nginx's sets unknown (restart, failed push)", dyn("g1", null), dyn("g1", sets(1)), false, push("all")],
+    ["equal sets in another order", dyn("g1", sets(1)), dyn("g1", reordered), false, none],
+    ["equal configs (reload mode)", rel("g1"), rel("g1"), false, none],
+  ] as const)("%s", (_, running, desired, force, expected) => {
+    expect(plan(running, desired, force)).toEqual(expected);
   });
 });

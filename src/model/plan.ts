@@ -19,21 +19,17 @@ export interface AppliedState {
 }
 
 /**
- * How to get from `running` to `desired`. `reload` also covers "nothing runs yet"; in dynamic mode a reload is
- * followed by a push, since the shared dict may hold sets of routes that changed.
+ * How to get from `running` to `desired`, decided once per apply. `reload` also covers "nothing runs yet"; in
+ * dynamic mode a reload is followed by a whole push, since the shared dict may hold sets of routes that changed.
+ * `push` names the upstreams whose sets differ from what nginx holds, or `all` when nginx's sets are unknown.
  */
-export type PlanAction = "none" | "dynamic" | "reload";
+export type Plan =
+  | { readonly action: "none" }
+  | { readonly action: "reload" }
+  | { readonly action: "push"; readonly upstreams: readonly string[] | "all" };
 
 function sameEndpoint(a: PushedEndpoint, b: PushedEndpoint): boolean {
   return a.ip === b.ip && a.port === b.port && a.weight === b.weight && a.backup === b.backup;
-}
-
-/** True when two endpoint sets are equal. Upstream order is irrelevant; endpoints compare in order (both sides come
- * from the same sorted plan). */
-export function sameEndpointSets(a: EndpointSets, b: EndpointSets): boolean {
-  const keys = Object.keys(a);
-  if (keys.length !== Object.keys(b).length) return false;
-  return keys.every((k) => sameList(a[k], b[k]));
 }
 
 function sameList(x: readonly PushedEndpoint[] | undefined, y: readonly PushedEndpoint[] | undefined): boolean {
@@ -47,21 +43,26 @@ function sameList(x: readonly PushedEndpoint[] | undefined, y: readonly PushedEn
   return true;
 }
 
-/** Decides the cheapest action that makes nginx serve `desired`: a pure function of the two states. */
-export function plan(running: AppliedState | null, desired: AppliedState): PlanAction {
-  if (running === null || running.mode !== desired.mode || running.generation !== desired.generation) return "reload";
-  if (desired.mode === "reload") return "none";
-  if (desired.endpoints === null) return "none";
-  // Unknown sets (nginx restarted, or the last push failed) must be pushed again.
-  if (running.endpoints === null) return "dynamic";
-  return sameEndpointSets(running.endpoints, desired.endpoints) ? "none" : "dynamic";
+/**
+ * The one decision of an apply: the cheapest action that makes nginx serve `desired` (pure). `force` reloads even an
+ * unchanged config (SIGHUP).
+ */
+export function plan(running: AppliedState | null, desired: AppliedState, force = false): Plan {
+  if (force || running === null || running.mode !== desired.mode || running.generation !== desired.generation)
+    return { action: "reload" };
+  if (desired.mode === "reload" || desired.endpoints === null) return { action: "none" };
+  // Unknown sets (nginx restarted, or the last push failed) must be pushed again, whole.
+  if (running.endpoints === null) return { action: "push", upstreams: "all" };
+  const changed = changedUpstreams(running.endpoints, desired.endpoints);
+  if (changed === null) return { action: "push", upstreams: "all" };
+  return changed.length === 0 ? { action: "none" } : { action: "push", upstreams: changed };
 }
 
 /**
- * The upstreams whose sets differ between `running` and `desired`, for a partial push; null when the two do not name
- * the same upstreams (a routing change: a reload and a whole push follow).
+ * The upstreams whose sets differ between `running` and `desired` (upstream order is irrelevant; endpoints compare in
+ * order, both sides come from the same sorted join), or null when the two do not name the same upstreams.
  */
-export function changedUpstreams(running: EndpointSets, desired: EndpointSets): string[] | null {
+function changedUpstreams(running: EndpointSets, desired: EndpointSets): string[] | null {
   const names = Object.keys(desired);
   if (names.length !== Object.keys(running).length) return null;
   const changed: string[] = [];

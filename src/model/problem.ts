@@ -39,3 +39,8 @@ export function describeValue(value: unknown): string {
 export function formatProblem(p: Problem): string {
   return `${p.path}: ${p.message}`;
 }
+
+/** The same result with `warnings` reported before its own (e.g. the file reader's before the validator's). */
+export function withWarnings<T>(checked: Checked<T>, warnings: readonly Problem[]): Checked<T> {
+  return warnings.length === 0 ? checked : { ...checked, warnings: [...warnings, ...checked.warnings] };
+}

@@ -32,16 +32,28 @@ const urlPath = (field: string) => {
     .refine((s) => !hasDotSegment(s), { error: msg });
 };
 
+/** Why a route key is refused (zod skips a `__proto__` record key, so services.ts reports that one itself). */
+export const routeKeyMessage = (key: unknown): string =>
+  `route key must be an absolute URL path of letters, digits and . _ ~ ! * + , : @ = - separated by single "/" ` +
+  `(no spaces, quotes, ; $ # % { }, no "." or ".." segments), ${got({ input: key })}`;
+
 const routeKey = () => {
-  const msg = (iss: Issue) =>
-    `route key must be an absolute URL path of letters, digits and . _ ~ ! * + , : @ = - separated by single "/" ` +
-    `(no spaces, quotes, ; $ # % { }, no "." or ".." segments), ${got(iss)}`;
+  const msg = (iss: Issue) => routeKeyMessage(iss.input);
   return z
     .string()
     .max(URL_PATH_MAX, { error: msg })
     .regex(URL_PATH_RE, { error: msg })
     .refine((s) => !hasDotSegment(s), { error: msg });
 };
+
+/** The message for an encrypted private key: nginx would stop at start-up to ask for its passphrase. */
+export const ENCRYPTED_KEY_MESSAGE =
+  "the key is encrypted: nginx-lb needs an unencrypted key; decrypt it with `openssl pkey -in key.pem -out plain.pem`";
+
+/** True for PEM text of an encrypted private key (PKCS#8 or the traditional OpenSSL header). */
+export function isEncryptedPem(text: string): boolean {
+  return /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type:\s*4,ENCRYPTED/m.test(text);
+}
 
 const pem = (field: string, label: string) => {
   // Never quotes the value: a malformed private key would otherwise reach logs and the status API.
@@ -89,6 +101,7 @@ function build(strict: boolean) {
       .optional()
       .describe("PEM certificate; with ssl_certificate_key enables TLS on ssl_port."),
     ssl_certificate_key: pem("ssl_certificate_key", "the certificate's private key")
+      .refine((k) => !isEncryptedPem(k), { error: ENCRYPTED_KEY_MESSAGE, abort: true })
       .optional()
       .describe("PEM private key of ssl_certificate, unencrypted, RSA >= 2048 bits or EC >= 224 bits."),
     ssl_port: port("ssl_port").default(443).describe("TLS port, used when a certificate is given. Default 443."),
@@ -98,7 +111,7 @@ function build(strict: boolean) {
       .describe("URL prefix (absolute path; `/a` and `/a/` are the same route) -> backend."),
   });
 
-  return obj({
+  const file = obj({
     $schema: z.string().optional(),
     version: z
       .literal("0.1", { error: (iss) => `version must be "0.1" (the only format version), ${got(iss)}` })
@@ -107,12 +120,32 @@ function build(strict: boolean) {
       .array(server, { error: (iss) => `servers must be a list of servers, ${got(iss)}` })
       .describe("Virtual servers, one per domain_name and port."),
   });
+  return { file, fields: { file, server, route, backup } };
 }
 
+const strict = build(true);
 /** The schema that reports unknown fields as issues (used to collect warnings). */
-export const strictServicesSchema = build(true);
+export const strictServicesSchema = strict.file;
 /** The schema that ignores unknown fields (used to produce the value). */
-export const servicesSchema = build(false);
+export const servicesSchema = build(false).file;
+
+const { file, server, route, backup } = strict.fields;
+/** Path depth of each object of the file: `servers[0]` is 2 deep, `servers[0].routes["/"]` 4, its `backup` 5. */
+const FIELDS_AT_DEPTH = new Map<number, readonly string[]>(
+  (
+    [
+      [0, file],
+      [2, server],
+      [4, route],
+      [5, backup],
+    ] as const
+  ).map(([depth, o]) => [depth, Object.keys(o.shape)]),
+);
+
+/** The field names the object at `path` may have, for "did you mean" on an unknown field. */
+export function knownFields(path: readonly PropertyKey[]): readonly string[] {
+  return FIELDS_AT_DEPTH.get(path.length) ?? [];
+}
 
 /** services.json as written, after defaults. */
 export type ServicesFile = z.output<typeof servicesSchema>;

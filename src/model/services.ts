@@ -1,7 +1,8 @@
 import type { z } from "zod";
 import { type Checked, type Problem, formatPath } from "./problem.js";
-import { servicesSchema, strictServicesSchema, type ServicesFile } from "./schema.js";
-import { normalizePrefix } from "./grammar.js";
+import { knownFields, routeKeyMessage, servicesSchema, strictServicesSchema, type ServicesFile } from "./schema.js";
+import { PROTO_KEY, normalizePrefix } from "./grammar.js";
+import { closest } from "./suggest.js";
 
 /** A backend reference: the registry name `<app>-<service>` and the port its endpoints listen on. */
 export interface BackendRef {
@@ -70,20 +71,52 @@ function issueToProblem(issue: z.core.$ZodIssue, raw: unknown): Problem {
   return { code: issue.code, path, message };
 }
 
+/** An unknown field: a warning that names the known field it most likely misspells. */
+function unknownField(raw: unknown, path: readonly PropertyKey[], key: string): Problem {
+  const present = valueAt(raw, path);
+  const known = knownFields(path).filter(
+    (f) => typeof present !== "object" || present === null || !Object.hasOwn(present, f),
+  );
+  const guess = closest(key, known);
+  return {
+    code: "unknown_field",
+    path: formatPath([...path, key]),
+    message: guess
+      ? `unknown field, ignored: did you mean \`${guess}\`?`
+      : "unknown field, ignored (check its spelling)",
+  };
+}
+
+/**
+ * Route keys named `__proto__`: JSON.parse keeps one as an own property, but zod's record (like any object copy)
+ * skips it, so without this check the route would vanish without a word.
+ */
+function protoRouteKeys(raw: unknown): Problem[] {
+  const servers = valueAt(raw, ["servers"]);
+  if (!Array.isArray(servers)) return [];
+  return servers.flatMap((_, i) => {
+    const routes = valueAt(raw, ["servers", i, "routes"]);
+    return typeof routes === "object" && routes !== null && Object.hasOwn(routes, PROTO_KEY)
+      ? [
+          {
+            code: "invalid_route_key",
+            path: formatPath(["servers", i, "routes", PROTO_KEY]),
+            message: routeKeyMessage(PROTO_KEY),
+          },
+        ]
+      : [];
+  });
+}
+
 /** Validates a parsed services.json document; reports every error of the file at once, unknown fields as warnings. */
 export function parseServices(raw: unknown, options: ParseOptions = {}): Checked<Services> {
   const warnings: Problem[] = [];
-  const errors: Problem[] = [];
+  const errors: Problem[] = protoRouteKeys(raw);
   const strict = strictServicesSchema.safeParse(raw);
   if (!strict.success) {
     for (const issue of strict.error.issues) {
       if (issue.code === "unrecognized_keys") {
-        for (const key of issue.keys)
-          warnings.push({
-            code: "unknown_field",
-            path: formatPath([...issue.path, key]),
-            message: "unknown field, ignored (check its spelling)",
-          });
+        for (const key of issue.keys) warnings.push(unknownField(raw, issue.path, key));
       } else errors.push(issueToProblem(issue, raw));
     }
   }
@@ -181,7 +214,11 @@ function crossCheck(file: ServicesFile, errors: Problem[], warnings: Problem[], 
     servers.push({ domain, port: s.frontend_port, ...(tls ? { tls } : {}), routes });
   });
   if (file.servers.length === 0)
-    warnings.push({ code: "no_servers", path: "servers", message: "is empty: nginx will answer nothing but 404" });
+    warnings.push({
+      code: "no_servers",
+      path: "servers",
+      message: "is empty: nginx listens on no frontend port, so clients are refused until a server is added",
+    });
   return { servers };
 }
 

@@ -1,41 +1,34 @@
 import { copyFile, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { plan, type EndpointSets } from "../model/plan.js";
+import type { Applier, ApplyOutcome, NginxState } from "../reconciler/applier.js";
+import type { Target } from "../reconciler/target.js";
 import type { Rendered } from "../render/index.js";
+import { writeFileAtomic } from "../shared/files.js";
 import type { Logger } from "../shared/log.js";
 import { nginxTest } from "./binary.js";
 import { fetchGeneration, waitForGeneration } from "./control.js";
 import { syncEndpoints, type PushedState } from "./endpoints-push.js";
-import { prepareStateDir, writeFileAtomic, writeRenderedFiles } from "./files.js";
+import { prepareStateDir, writeRenderedFiles } from "./files.js";
+import { writeInitialSets } from "./initial-sets.js";
 import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
-
-/** What nginx should serve: the rendered config and, in dynamic endpoints mode, the sets to push (else null). */
-export interface Target {
-  readonly rendered: Rendered;
-  readonly endpoints: EndpointSets | null;
-}
-
-/** What one apply did and how long each step took. */
-export interface ApplyOutcome {
-  readonly result: "unchanged" | "applied" | "failed";
-  /** `push`: endpoint sets sent to nginx without a reload (dynamic mode). */
-  readonly action: "none" | "reload" | "start" | "push";
-  readonly generation: string;
-  readonly error?: string;
-  readonly ms: { readonly test: number; readonly reload: number; readonly total: number };
-}
 
 /**
  * The only code that writes nginx.conf or signals nginx. A candidate is tested with `nginx -t`, swapped in by
  * rename, reloaded, and confirmed by asking nginx which generation it serves; on any failure the last good file
- * goes back, so a later nginx restart also comes up on a good config.
+ * goes back, so a later nginx restart also comes up on a good config. Every failure, file I/O included (a full or
+ * read-only state dir), comes back as a `failed` outcome.
  */
-export class NginxApplier {
+export class NginxApplier implements Applier {
   private live: string | null = null;
   private liveFiles = new Set<string>();
   /** The sets nginx holds and the master they were pushed to; a different master (restart) holds none. */
   private pushed: { state: PushedState; master: number } | null = null;
   private version = Date.now();
+  /** Sets waiting to be written for the next nginx master to start with, and the write in flight. */
+  private unwrittenSets: PushedState | null = null;
+  private writingSets: Promise<void> | null = null;
+  private lastSetsError: string | null = null;
 
   constructor(
     private readonly paths: NginxPaths,
@@ -63,33 +56,43 @@ export class NginxApplier {
     return this.pushed?.master === this.nginx.masterPid ? (this.pushed?.state.version ?? null) : null;
   }
 
+  /** What nginx runs now, for the status. */
+  state(): NginxState {
+    return {
+      running: this.nginx.masterPid !== null,
+      pid: this.nginx.masterPid,
+      generation: this.live,
+      pushedVersion: this.pushedVersion,
+    };
+  }
+
   /**
-   * Makes nginx serve the target with the cheapest action `plan` allows: nothing, a push of endpoint sets (dynamic
-   * mode), or test + swap + reload (then a push). `force` reloads even an unchanged config.
+   * Makes nginx serve the target with the cheapest action `plan` allows: nothing, a push of the changed endpoint sets
+   * (dynamic mode), or test + swap + reload (then a whole push). `force` reloads even an unchanged config.
    */
   async apply(target: Target, force = false): Promise<ApplyOutcome> {
     const started = performance.now();
-    const { rendered, endpoints } = target;
+    const { rendered, endpoints, mode } = target;
     const master = this.nginx.masterPid;
-    const mode = endpoints ? "dynamic" : "reload";
     const pushed = this.pushed?.master === master ? this.pushed.state : null;
     const running =
       master === null || this.live === null
         ? null
         : ({ mode, generation: this.live, endpoints: pushed?.sets ?? null } as const);
-    const action = force ? "reload" : plan(running, { mode, generation: rendered.generation, endpoints });
-    if (action === "none")
+    const decision = plan(running, { mode, generation: rendered.generation, endpoints }, force);
+    if (decision.action === "none")
       return {
         result: "unchanged",
         action: "none",
         generation: rendered.generation,
         ms: { test: 0, reload: 0, total: performance.now() - started },
       };
-    if (action === "dynamic" && endpoints) return this.push(rendered.generation, endpoints, started, 0, 0);
+    if (decision.action === "push" && endpoints)
+      return this.push(rendered.generation, endpoints, decision.upstreams, started, 0, 0);
     const out = await this.reload(rendered, started);
     if (out.result !== "applied" || !endpoints) return out;
     // The shared dict survives a reload but not a start; a whole push after either is always right.
-    const after = await this.push(rendered.generation, endpoints, started, out.ms.test, out.ms.reload, true);
+    const after = await this.push(rendered.generation, endpoints, "all", started, out.ms.test, out.ms.reload);
     // A failed push keeps action "push", so the reconciler retries it with backoff (the reload itself took).
     return after.result === "applied" ? { ...out, ms: after.ms } : after;
   }
@@ -97,22 +100,24 @@ export class NginxApplier {
   private async push(
     generation: string,
     endpoints: EndpointSets,
+    changed: readonly string[] | "all",
     started: number,
     test: number,
     reloadMs: number,
-    whole = false,
   ): Promise<ApplyOutcome> {
     const master = this.nginx.masterPid;
-    const known = !whole && this.pushed?.master === master ? this.pushed.state : null;
+    const known = changed !== "all" && this.pushed?.master === master ? this.pushed.state : null;
     const t = performance.now();
     try {
       const state = await syncEndpoints(
         { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) },
         known,
         endpoints,
+        changed,
         ++this.version,
       );
       this.pushed = master === null ? null : { state, master };
+      this.keepForRestart(state);
       return {
         result: "applied",
         action: "push",
@@ -126,66 +131,121 @@ export class NginxApplier {
         action: "push",
         generation,
         error: `pushing endpoint sets to nginx failed: ${(e as Error).message}`,
+        retry: true,
         ms: { test, reload: reloadMs + performance.now() - t, total: performance.now() - started },
       };
     }
   }
 
-  /** Test, swap, reload (or start), confirm; restores the last good file on failure. */
+  /**
+   * Keeps the sets nginx now holds in the state dir, where a new master loads them at start (a crash then serves the
+   * last known endpoints instead of 503 until the next push). Off the apply path and coalesced: with 10,000 routes a
+   * write + fsync per push would delay the next change; the latest sets win. A failure is logged once per distinct
+   * error and never fails the push that nginx already took.
+   */
+  private keepForRestart(state: PushedState): void {
+    this.unwrittenSets = state;
+    this.writingSets ??= (async () => {
+      for (let s = this.unwrittenSets; s !== null; s = this.unwrittenSets) {
+        this.unwrittenSets = null;
+        const out = await writeInitialSets(this.paths.dir, s.version, s.sets);
+        if (!out.ok && out.error !== this.lastSetsError)
+          this.log.warn(
+            { file: out.path, error: out.error },
+            "could not keep the endpoint sets for an nginx restart; a restarted nginx answers 503 until the next push",
+          );
+        this.lastSetsError = out.ok ? null : out.error;
+      }
+      this.writingSets = null;
+    })();
+  }
+
+  /** Resolves once the last pushed sets are on disk (or failed to be written): for shutdown and tests. */
+  async settled(): Promise<void> {
+    while (this.writingSets) await this.writingSets;
+  }
+
+  /** Test, swap, reload (or start), confirm; restores the last good file on failure. Never throws. */
   private async reload(rendered: Rendered, started: number): Promise<ApplyOutcome> {
     const running = this.nginx.masterPid !== null;
-    const ms = (test: number, reload: number) => ({ test, reload, total: performance.now() - started });
-
-    const { dir, conf } = this.paths;
-    await prepareStateDir(dir);
-    await writeRenderedFiles(dir, rendered);
-    const candidate = `${conf}.candidate`;
-    await writeFileAtomic(candidate, rendered.conf);
-    const test = await nginxTest(this.paths.nginx, candidate, dir);
     const action = running ? "reload" : "start";
-    if (!test.ok) {
-      await rm(candidate, { force: true });
-      return {
-        result: "failed",
-        action,
-        generation: rendered.generation,
-        error: `nginx -t rejected the new config: ${test.output}`,
-        ms: ms(test.ms, 0),
-      };
-    }
-
+    const { dir, conf } = this.paths;
+    const candidate = `${conf}.candidate`;
     const lastGood = `${conf}.last-good`;
-    const hadConf = await exists(conf);
-    if (hadConf) await copyFile(conf, lastGood);
-    await rename(candidate, conf);
-    const errorLog = join(dir, "logs/error.log");
-    const logOffset = await sizeOf(errorLog);
-    const reloadStarted = performance.now();
+    let testMs = 0;
+    let reloadMs = 0;
+    let swapped = false;
+    let hadConf = false;
     let error: string | undefined;
+    // Which step a thrown error comes from, so the status says what to fix ("writing the candidate: ENOSPC ...").
+    let step = "preparing the state dir";
     try {
-      const oldWorkers = running ? await workerPids(this.nginx.masterPid ?? 0) : [];
-      if (running) this.nginx.reload();
-      else await this.nginx.start();
-      if (!(await waitForGeneration(this.controlPort, rendered.generation, this.confirmTimeoutMs)))
-        error = `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await tail(errorLog, logOffset)}`;
-      // Live means every accepting worker runs the new config: old workers accept for a while after a reload.
-      else if (!(await waitWorkersRetired(oldWorkers, this.confirmTimeoutMs)))
-        this.log.warn({ oldWorkers }, "old nginx workers still accept connections after the reload");
+      await prepareStateDir(dir);
+      step = "writing the config's files";
+      await writeRenderedFiles(dir, rendered);
+      step = "writing the candidate nginx.conf";
+      await writeFileAtomic(candidate, rendered.conf);
+      step = "testing the candidate (nginx -t)";
+      const test = await nginxTest(this.paths.nginx, candidate, dir);
+      testMs = test.ms;
+      if (!test.ok) {
+        await rm(candidate, { force: true }).catch(() => undefined);
+        return {
+          result: "failed",
+          action,
+          generation: rendered.generation,
+          error: `nginx -t rejected the new config: ${test.output}`,
+          ms: { test: testMs, reload: 0, total: performance.now() - started },
+        };
+      }
+      step = "keeping the last good nginx.conf";
+      hadConf = await exists(conf);
+      if (hadConf) await copyFile(conf, lastGood);
+      step = "swapping in the new nginx.conf";
+      await rename(candidate, conf);
+      swapped = true;
+      step = running ? "reloading nginx" : "starting nginx";
+      const errorLog = join(dir, "logs/error.log");
+      const logOffset = await sizeOf(errorLog);
+      const reloadStarted = performance.now();
+      try {
+        const oldWorkers = running ? await workerPids(this.nginx.masterPid ?? 0) : [];
+        if (running) this.nginx.reload();
+        else await this.nginx.start();
+        if (!(await waitForGeneration(this.controlPort, rendered.generation, this.confirmTimeoutMs)))
+          error = `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await tail(errorLog, logOffset)}`;
+        // Live means every accepting worker runs the new config: old workers accept for a while after a reload.
+        else if (!(await waitWorkersRetired(oldWorkers, this.confirmTimeoutMs)))
+          this.log.warn({ oldWorkers }, "old nginx workers still accept connections after the reload");
+      } finally {
+        reloadMs = performance.now() - reloadStarted;
+      }
     } catch (e) {
-      error = (e as Error).message;
+      error = `${step}: ${(e as Error).message}`;
     }
-    const reloadMs = performance.now() - reloadStarted;
+    const ms = { test: testMs, reload: reloadMs, total: performance.now() - started };
     if (error !== undefined) {
-      if (hadConf) await rename(lastGood, conf);
-      this.log.warn({ error }, "restored the last good nginx.conf");
-      return { result: "failed", action, generation: rendered.generation, error, ms: ms(test.ms, reloadMs) };
+      // A state-dir failure (before nginx was signalled) or a failed start may heal by itself; a config a running
+      // nginx did not take waits for the next change.
+      const retry = !swapped || !running;
+      if (!swapped) await rm(candidate, { force: true }).catch(() => undefined);
+      else if (hadConf) {
+        try {
+          await rename(lastGood, conf);
+          this.log.warn({ error }, "restored the last good nginx.conf");
+        } catch (e) {
+          error += `; restoring the last good nginx.conf failed too (${(e as Error).message}): a restart of nginx would load the rejected config`;
+          this.log.error({ error }, "could not restore the last good nginx.conf");
+        }
+      }
+      return { result: "failed", action, generation: rendered.generation, error, ...(retry ? { retry } : {}), ms };
     }
     this.live = rendered.generation;
     await this.pruneFiles(rendered);
-    return { result: "applied", action, generation: rendered.generation, ms: ms(test.ms, reloadMs) };
+    return { result: "applied", action, generation: rendered.generation, ms };
   }
 
-  /** Deletes TLS files that neither the live nor the previous config references. */
+  /** Deletes TLS files that neither the live nor the previous config references (best effort). */
   private async pruneFiles(rendered: Rendered): Promise<void> {
     const keep = new Set([...this.liveFiles, ...rendered.files.map((f) => f.path)]);
     this.liveFiles = new Set(rendered.files.map((f) => f.path));
@@ -193,7 +253,7 @@ export class NginxApplier {
       for (const name of await readdir(join(this.paths.dir, "tls")))
         if (!keep.has(`tls/${name}`)) await rm(join(this.paths.dir, "tls", name), { force: true });
     } catch {
-      // Nothing to prune.
+      // Nothing to prune, or the state dir cannot be written: pruning waits for the next apply.
     }
   }
 }

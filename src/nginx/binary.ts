@@ -1,12 +1,13 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { trackChild } from "../shared/children.js";
+import { childEnv, trackChild } from "../shared/children.js";
 
-/** The nginx binary to use: an explicit path, `NGINX_LB_NGINX`, or the first of the usual places. */
+/**
+ * The nginx binary to use: an explicit path (`--nginx`, which commander also fills from `NGINX_LB_NGINX`), or the
+ * first of the usual places.
+ */
 export function findNginx(explicit?: string): string {
   if (explicit) return explicit;
-  const env = process.env["NGINX_LB_NGINX"];
-  if (env) return env;
   for (const p of ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx", "/usr/bin/nginx"])
     if (existsSync(p)) return p;
   return "nginx";
@@ -26,7 +27,7 @@ export function nginxTest(nginx: string, confFile: string, prefix: string): Prom
     const child = execFile(
       nginx,
       ["-t", "-q", "-p", `${prefix}/`, "-c", confFile, "-e", `${prefix}/logs/error.log`],
-      { timeout: 60_000, maxBuffer: 4 << 20 },
+      { timeout: 60_000, maxBuffer: 4 << 20, env: childEnv(process.env) },
       (err, stdout, stderr) => {
         const output = `${stdout}${stderr}`.trim();
         const ms = performance.now() - started;

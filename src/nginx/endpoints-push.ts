@@ -1,7 +1,8 @@
 import { request } from "node:http";
-import { changedUpstreams, type EndpointSets } from "../model/plan.js";
+import type { EndpointSets } from "../model/plan.js";
 import { ENDPOINTS_PATH, endpointSets } from "../render/dynamic.js";
-import type { RoutePlan } from "../render/plan-routes.js";
+import type { BoundRoute } from "../render/bind-routes.js";
+import { encodeSets, PUSH_CONTENT_TYPE } from "./push-format.js";
 
 /** The body of a push: every route's whole endpoint set, tagged with the controller's version. */
 export interface PushBody {
@@ -11,23 +12,21 @@ export interface PushBody {
   readonly upstreams: EndpointSets;
 }
 
-/** Builds the push body from the same route plan the renderer uses, so both modes balance over identical members. */
-export function pushBody(version: number, plans: readonly RoutePlan[]): PushBody {
-  return { version, upstreams: endpointSets(plans) };
+/** Builds the push body from the same bound routes the renderer uses, so both modes balance over identical members. */
+export function pushBody(version: number, routes: readonly BoundRoute[]): PushBody {
+  return { version, upstreams: endpointSets(routes) };
 }
 
 /**
- * A partial push carrying only the sets that differ from `running` (what nginx holds at version `base`), or null
- * when the upstream names differ and a whole push is needed. Keeps a one-endpoint change cheap with 10,000 routes.
+ * A partial push carrying only the `changed` sets of `desired` (what `plan` found to differ from what nginx holds at
+ * version `base`). Keeps a one-endpoint change cheap with 10,000 routes.
  */
 export function partialPushBody(
   version: number,
   base: number,
-  running: EndpointSets,
   desired: EndpointSets,
-): PushBody | null {
-  const changed = changedUpstreams(running, desired);
-  if (changed === null) return null;
+  changed: readonly string[],
+): PushBody {
   const upstreams: Record<string, EndpointSets[string]> = {};
   for (const name of changed) upstreams[name] = desired[name] ?? [];
   return { version, base, upstreams };
@@ -66,7 +65,7 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
         agent: false,
         headers: {
           ...(payload
-            ? { "content-type": "application/json", "content-length": payload.length }
+            ? { "content-type": PUSH_CONTENT_TYPE, "content-length": payload.length }
             : { "content-length": 0 }),
           ...(target.token ? { "x-nginx-lb-token": target.token } : {}),
         },
@@ -113,7 +112,7 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
  * nginx holds another version: send a whole push.
  */
 export async function pushEndpoints(target: PushTarget, body: PushBody): Promise<number> {
-  const { version } = await call(target, "POST", JSON.stringify(body));
+  const { version } = await call(target, "POST", encodeSets(body.version, body.upstreams, body.base));
   if (version === null) throw new PushError(200, `POST ${ENDPOINTS_PATH}: nginx stored no version`);
   return version;
 }
@@ -130,21 +129,24 @@ export interface PushedState {
 }
 
 /**
- * Makes nginx hold `desired`: a partial push when nginx's sets are known and name the same upstreams, a whole push
- * otherwise or when nginx refuses the partial one (409: it holds another version). Throws PushError when nginx cannot
- * be reached or refuses the whole push; the caller retries with backoff and treats the state as unknown (null).
+ * Makes nginx hold `desired`: a partial push of the `changed` upstreams when nginx's sets are known (`running`), a
+ * whole push for `all` or when nginx refuses the partial one (409: it holds another version). Throws PushError when
+ * nginx cannot be reached or refuses the whole push; the caller retries with backoff and treats the state as unknown.
  */
 export async function syncEndpoints(
   target: PushTarget,
   running: PushedState | null,
   desired: EndpointSets,
+  changed: readonly string[] | "all",
   nextVersion: number,
 ): Promise<PushedState> {
-  const partial = running && partialPushBody(nextVersion, running.version, running.sets, desired);
-  if (partial) {
-    if (Object.keys(partial.upstreams).length === 0) return running;
+  if (running && changed !== "all") {
+    if (changed.length === 0) return running;
     try {
-      return { version: await pushEndpoints(target, partial), sets: desired };
+      return {
+        version: await pushEndpoints(target, partialPushBody(nextVersion, running.version, desired, changed)),
+        sets: desired,
+      };
     } catch (e) {
       if (!(e instanceof PushError && e.status === 409)) throw e;
     }

@@ -1,21 +1,7 @@
-import { mkdir, open, rename, writeFile, chmod } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { Rendered } from "../render/index.js";
-
-/** Writes a file atomically (temp file, fsync, rename) with the given mode, so readers never see half a file. */
-export async function writeFileAtomic(file: string, content: string, mode = 0o644): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, "w", mode);
-  try {
-    await fh.writeFile(content);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await chmod(tmp, mode);
-  await rename(tmp, file);
-}
+import { writeFileAtomic } from "../shared/files.js";
 
 /** Prepares a state dir for nginx: logs and temp dirs. */
 export async function prepareStateDir(dir: string): Promise<void> {

@@ -1,10 +1,17 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-/** Where the balancer's Lua lives: resolved from the package root, so it works from src/ (tsx) and dist/ alike. */
-export const BALANCER_LUA_FILE = fileURLToPath(new URL("../../src/nginx/lua/nginx_lb_balancer.lua", import.meta.url));
+/** Where the Lua modules live: resolved from the package root, so it works from src/ (tsx) and dist/ alike. */
+export const LUA_DIR = fileURLToPath(new URL("../../src/nginx/lua/", import.meta.url));
 
-/** The balancer's Lua source, for `RenderOptions.luaSource`. */
-export function balancerLuaSource(): string {
-  return readFileSync(BALANCER_LUA_FILE, "utf8");
+/**
+ * Every Lua module by name (file name without `.lua`), for `RenderOptions.luaSource`. The renderer checks that the
+ * modules nginx.conf names are all there.
+ */
+export function balancerLuaSource(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const file of readdirSync(LUA_DIR).sort())
+    if (file.endsWith(".lua")) out[file.slice(0, -".lua".length)] = readFileSync(join(LUA_DIR, file), "utf8");
+  return out;
 }

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { trackChild } from "../shared/children.js";
+import { childEnv, ownChildren, trackChild } from "../shared/children.js";
 import type { Logger } from "../shared/log.js";
+import { realRetireDeps, retireOrphans } from "./orphans.js";
 
 /** Where a managed nginx keeps its files. */
 export interface NginxPaths {
@@ -50,18 +51,8 @@ export async function workerPids(master: number): Promise<number[]> {
   }
 }
 
-/**
- * A master killed with SIGKILL leaves its workers serving on the listening sockets, which would keep a new master
- * from binding. They share the master's process group (we start it as a group leader): ask them to finish and quit.
- */
-function quitOrphanedWorkers(masterPid: number | null | undefined): void {
-  if (!masterPid) return;
-  try {
-    process.kill(-masterPid, "SIGQUIT");
-  } catch {
-    // No such group: nothing was left behind.
-  }
-}
+/** How long orphans of our prefix get to finish their requests before SIGKILL: a new master waits for the ports. */
+const ORPHAN_GRACE_MS = 3000;
 
 /** True once a worker no longer accepts connections: exited, or retitled "is shutting down" after a reload. */
 async function retired(pid: number): Promise<boolean> {
@@ -135,11 +126,13 @@ export class NginxProcess {
 
   private async spawnMaster(): Promise<void> {
     this.stopping = false;
+    await this.retireOrphans();
     const { nginx, dir, conf } = this.paths;
     const child = trackChild(
       spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-e", join(dir, "logs/error.log"), "-g", "daemon off;"], {
         detached: true,
         stdio: ["ignore", "ignore", "pipe"],
+        env: childEnv(process.env),
       }),
     );
     let stderr = "";
@@ -166,11 +159,37 @@ export class NginxProcess {
       if (this.child !== child) return;
       this.child = null;
       this.pid = null;
-      quitOrphanedWorkers(child.pid);
       if (!this.stopping) this.onExit(why);
     });
     child.unref();
     this.log.info({ pid: this.pid }, "started nginx");
+  }
+
+  /**
+   * A master killed with SIGKILL leaves its workers serving a frozen config on the listening sockets, and a stray
+   * master of this state dir (pid file deleted, started by hand) holds them too: either keeps a new master from
+   * binding. Retire them first, and say which and why. Processes of any other prefix are never touched.
+   */
+  private async retireOrphans(): Promise<void> {
+    const { dir, conf, pidFile } = this.paths;
+    const started = performance.now();
+    const named = await readPid(pidFile);
+    const deadMaster = named !== null && !(await isNginxMaster(named)) ? named : null;
+    const r = await retireOrphans({ dir, conf, deadMaster }, ownChildren(), realRetireDeps, ORPHAN_GRACE_MS);
+    if (r.found.length === 0) return;
+    this.log.warn(
+      {
+        orphans: r.found.map((o) => ({ pid: o.pid, role: o.role, why: o.why })),
+        killed: r.killed,
+        ms: Math.round(performance.now() - started),
+      },
+      "retired nginx processes of this state dir left behind (they would keep the new nginx from binding its ports)",
+    );
+    if (r.left.length > 0)
+      this.log.error(
+        { pids: r.left },
+        "nginx processes of this state dir survived SIGKILL; the new nginx may fail to bind: check them with ps",
+      );
   }
 
   private watchAdopted(): void {
@@ -182,7 +201,6 @@ export class NginxProcess {
         if (this.pollTimer) clearInterval(this.pollTimer);
         this.pollTimer = null;
         this.pid = null;
-        quitOrphanedWorkers(pid);
         if (!this.stopping) this.onExit(`adopted nginx master ${pid} is gone`);
       });
     }, 500);

@@ -6,12 +6,13 @@ import type { NginxPaths } from "./process.js";
 /** What `nginx-lb run` settled on that shapes nginx.conf, besides the paths of its state dir. */
 export interface NginxSettings {
   readonly controlPort: number;
-  /** The secret every endpoint push carries; the control server refuses a push without it. */
+  /** The secret every request to the push endpoint carries; nginx refuses any request without it. */
   readonly pushToken: string;
   readonly endpointsMode: "reload" | "dynamic";
   readonly listenHost?: string;
   readonly workerProcesses?: number | "auto";
-  readonly trafficLogPort?: number;
+  /** The file in the state dir nginx appends per-request traffic records to; none when absent. */
+  readonly trafficLogFile?: string;
 }
 
 /** Where a managed nginx keeps its files inside a state dir. */
@@ -21,7 +22,7 @@ export function nginxPaths(dir: string, nginx: string): NginxPaths {
 
 /**
  * The render options of a running controller. The daemon and the test harness both take them from here, so a test
- * renders exactly what `nginx-lb run` renders (control port, push token, pid file, Lua source and all).
+ * renders exactly what `nginx-lb run` renders (control port, push token, pid file, Lua modules, traffic file).
  */
 export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): RenderOptions {
   return {
@@ -31,8 +32,8 @@ export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): Re
     endpointsMode: settings.endpointsMode,
     pushToken: settings.pushToken,
     ...(settings.endpointsMode === "dynamic" ? { luaSource: balancerLuaSource() } : {}),
-    ...(settings.listenHost !== undefined ? { listenHost: settings.listenHost } : {}),
+    ...(settings.listenHost ? { listenHost: settings.listenHost } : {}),
     ...(settings.workerProcesses !== undefined ? { workerProcesses: settings.workerProcesses } : {}),
-    ...(settings.trafficLogPort !== undefined ? { trafficLogPort: settings.trafficLogPort } : {}),
+    ...(settings.trafficLogFile !== undefined ? { trafficLogFile: settings.trafficLogFile } : {}),
   };
 }

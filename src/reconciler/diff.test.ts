@@ -1,6 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { parseServices } from "../model/services.js";
-import { diffDesired, isEmptyChange } from "./diff.js";
+import type { Desired } from "../render/index.js";
+import { bindRoutes } from "../render/index.js";
+import { diffRoutes, isEmptyChange } from "./diff.js";
+
+const diffDesired = (before: Desired, after: Desired) =>
+  diffRoutes(bindRoutes(before.services, before.backends), bindRoutes(after.services, after.backends));
 
 const model = (routes: Record<string, string>) => {
   const r = parseServices({
@@ -15,7 +20,7 @@ const model = (routes: Record<string, string>) => {
   return r.value;
 };
 
-describe("diffDesired", () => {
+describe("diffRoutes", () => {
   it("names the endpoints an endpoint change adds, drains and removes", () => {
     const services = model({ "/": "a", "/b": "b" });
     const before = {

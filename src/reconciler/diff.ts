@@ -1,5 +1,4 @@
-import type { Desired } from "../render/index.js";
-import { planRoutes } from "../render/index.js";
+import type { BoundRoute } from "../render/index.js";
 
 /** What an apply changes, for the log and the status API: upstreams and endpoints added and removed. */
 export interface Change {
@@ -16,23 +15,22 @@ export interface Change {
   };
 }
 
-type Plan = ReturnType<typeof planRoutes>[number];
-
-const label = (p: Plan) => `${p.server.domain}:${p.server.port}${p.route.prefix}`;
-const endpointsOf = (p: Plan) =>
+const label = (p: BoundRoute) => `${p.server.domain}:${p.server.port}${p.route.prefix}`;
+const endpointsOf = (p: BoundRoute) =>
   new Set(
     p.members.map((m) => `${m.ip}:${m.port}${m.backup ? " backup" : ""}${m.weight === 0 ? " down" : ` w${m.weight}`}`),
   );
 
 /**
- * Compares two desired states route by route (pure). Plans of an unchanged route are shared by reference between
- * snapshots of one routing model, so an endpoint change costs a comparison per route, not a walk of every endpoint.
+ * Compares two sets of bound routes route by route (pure). An unchanged route keeps its BoundRoute by reference
+ * across an endpoint change (`rebindRoutes`), so such a change costs a comparison per route, not a walk of every
+ * endpoint.
  */
-export function diffDesired(before: Desired | null, after: Desired): Change {
-  const a = new Map<string, Plan>();
-  for (const p of before ? planRoutes(before.services, before.backends) : []) a.set(label(p), p);
-  const b = new Map<string, Plan>();
-  for (const p of planRoutes(after.services, after.backends)) b.set(label(p), p);
+export function diffRoutes(before: readonly BoundRoute[] | null, after: readonly BoundRoute[]): Change {
+  const a = new Map<string, BoundRoute>();
+  for (const p of before ?? []) a.set(label(p), p);
+  const b = new Map<string, BoundRoute>();
+  for (const p of after) b.set(label(p), p);
   const endpointsAdded: string[] = [];
   const endpointsRemoved: string[] = [];
   for (const [route, pb] of b) {

@@ -1,20 +1,25 @@
 import type { BackendSet } from "../model/backends.js";
+import { formatProblem, type Problem } from "../model/problem.js";
 import type { Services } from "../model/services.js";
-import type { Desired } from "../render/index.js";
-import type { ApplyOutcome, Target } from "../nginx/applier.js";
+import type { Desired, RenderOptions } from "../render/index.js";
 import type { Logger } from "../shared/log.js";
-import { diffDesired, isEmptyChange, type Change } from "./diff.js";
+import type { Snapshot } from "../sources/source.js";
+import type { Applier, ApplyOutcome } from "./applier.js";
+import { systemClock, type Clock } from "./clock.js";
+import { isEmptyChange, type Change } from "./diff.js";
 import type { StatusStore } from "./status.js";
-import { topologyOf } from "./topology.js";
+import { compile, type EndpointsMode, type Target } from "./target.js";
 
 /** The parts the reconciler drives; interfaces so tests and later modes can supply their own. */
 export interface ReconcilerDeps {
-  readonly render: (desired: Desired) => Target;
-  readonly apply: (target: Target, force: boolean) => Promise<ApplyOutcome>;
+  readonly applier: Applier;
+  /** Saves what nginx serves for the next start; may throw (a full or read-only state dir). */
   readonly persist: (desired: Desired) => Promise<void>;
   readonly status: StatusStore;
   readonly log: Logger;
-  readonly now?: () => number;
+  readonly mode: EndpointsMode;
+  readonly renderOptions: RenderOptions;
+  readonly clock?: Clock;
   /** A lone change waits this long for companions before it is applied. */
   readonly debounceMs?: number;
   /** At least this long between the end of one apply and the start of the next: bursts cost few reloads. */
@@ -23,40 +28,118 @@ export interface ReconcilerDeps {
 
 export const DEFAULT_DEBOUNCE_MS = 20;
 export const DEFAULT_MIN_GAP_MS = 250;
+/** The longest wait before retrying a failed apply or save. */
+export const MAX_RETRY_MS = 10_000;
+
+const backoff = (ms: number) => Math.min(Math.max(ms * 2, 100), MAX_RETRY_MS);
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /**
- * Keeps the latest routing model and endpoint snapshot, coalesces bursts into few applies, and applies only when
- * the rendered config changed. The one place coalescing lives (level-triggered: always the whole latest state).
+ * Keeps the latest routing model and endpoint snapshot, coalesces bursts into few applies, compiles each apply's
+ * target once (against the last applied one) and hands it to the applier. The one place coalescing lives
+ * (level-triggered: always the whole latest state) and the only writer of the status. Nothing thrown escapes it:
+ * a throw from the applier or the persist becomes a failed record and a retry with backoff.
  */
 export class Reconciler {
   private services: Services | null = null;
   private backends: BackendSet | null = null;
-  private applied: Desired | null = null;
+  /** The target nginx was last confirmed to serve (applied, or found unchanged). */
+  private applied: Target | null = null;
   private reasons = new Set<string>();
   private force = false;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: unknown = null;
   private busy: Promise<void> | null = null;
   private lastEnd = -Infinity;
   private started = false;
   private retryMs = 0;
   private unsaved: Desired | null = null;
   private saving: Promise<void> | null = null;
-  private readonly now: () => number;
+  private saveTimer: unknown = null;
+  private saveRetryMs = 0;
+  private saveError: string | null = null;
+  private saveFailingSince: string | null = null;
+  private idleWaiters: (() => void)[] = [];
+  private readonly clock: Clock;
 
   constructor(private readonly deps: ReconcilerDeps) {
-    this.now = deps.now ?? (() => performance.now());
+    this.clock = deps.clock ?? systemClock;
   }
 
-  /** Sets the routing model (a valid one: invalid files never get here). */
-  setServices(services: Services, reason: string): void {
-    this.services = services;
-    this.request(reason);
+  /** Takes the last applied state from the state dir as the starting point (no status: no source said so yet). */
+  restore(saved: { readonly services?: Services | undefined; readonly backends?: BackendSet | undefined }): void {
+    if (saved.services) this.services = saved.services;
+    if (saved.backends) this.backends = saved.backends;
+    if (saved.services || saved.backends) this.request("last applied state");
+  }
+
+  /** A valid services.json: records it in the status and applies it. */
+  setServices(snap: Snapshot<Services>): void {
+    const { status, log } = this.deps;
+    const file = status.get().services.file;
+    status.update(() => ({
+      services: { file, valid: true, errors: [], warnings: snap.warnings, loadedAt: this.clock.date().toISOString() },
+    }));
+    for (const w of snap.warnings) log.warn({ file }, `services.json: ${formatProblem(w)}`);
+    this.services = snap.value;
+    this.request(`services.json: ${snap.origin}`);
+  }
+
+  /** An invalid services.json: the last valid routes stay in force, and the status says why. */
+  servicesRejected(errors: readonly Problem[], warnings: readonly Problem[]): void {
+    const { status, log } = this.deps;
+    const file = status.get().services.file;
+    status.update(() => ({
+      services: { file, valid: false, errors, warnings, loadedAt: this.clock.date().toISOString() },
+    }));
+    log.error(
+      { file, errors: errors.map(formatProblem) },
+      "services.json is invalid; the last valid routes stay in force",
+    );
   }
 
   /** Sets the endpoint snapshot. */
   setBackends(backends: BackendSet, reason: string): void {
     this.backends = backends;
     this.request(reason);
+  }
+
+  /** A registry emission: its health goes to the status; its endpoints are applied only while connected. */
+  setRegistry(kind: string, snap: Snapshot<BackendSet>): void {
+    this.deps.status.update(() => ({
+      registry: {
+        kind,
+        connected: snap.connected,
+        origin: snap.origin,
+        warnings: snap.warnings,
+        valid: true,
+        errors: [],
+      },
+    }));
+    if (snap.connected) this.setBackends(snap.value, `registry: ${snap.origin}`);
+  }
+
+  /** The registry's content was rejected as a whole (an invalid backends file): the endpoints in force stay. */
+  registryRejected(errors: readonly Problem[], warnings: readonly Problem[]): void {
+    this.deps.status.update((s) => ({ registry: { ...s.registry, valid: false, errors, warnings } }));
+  }
+
+  /** No registry configured: every route answers 503, and the status says how to change that. */
+  noRegistry(origin: string): void {
+    this.deps.status.update(() => ({
+      registry: { kind: "none", connected: false, origin, warnings: [], valid: true, errors: [] },
+    }));
+    this.setBackends({}, "no registry");
+  }
+
+  /** nginx runs (adopted, started or restarted): records it and, with a reason, applies the latest state to it. */
+  nginxRunning(reason?: string): void {
+    this.recordNginx();
+    if (reason !== undefined) this.request(reason);
+  }
+
+  /** nginx exited unexpectedly. */
+  nginxExited(why: string): void {
+    this.deps.status.update((s) => ({ nginx: { ...s.nginx, running: false, pid: null, lastError: why } }));
   }
 
   /** Allows applies to begin (after the first snapshots or the start-up grace). */
@@ -72,31 +155,47 @@ export class Reconciler {
     this.schedule(0);
   }
 
-  /** Resolves when no apply is pending or running (tests and shutdown). */
+  /** Resolves when no apply or save is pending or running (a save waiting to be retried does not count). */
   async idle(): Promise<void> {
-    while (this.busy || this.timer || this.saving)
-      await (this.busy ?? this.saving ?? new Promise((r) => setTimeout(r, 5)));
+    while (this.busy || this.timer !== null || this.saving) {
+      if (this.busy) await this.busy;
+      else if (this.saving) await this.saving;
+      else await new Promise<void>((r) => this.idleWaiters.push(r));
+    }
   }
 
-  /** Stops scheduling further applies. */
+  /** Stops scheduling further applies and save retries. */
   stop(): void {
     this.started = false;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    if (this.saveTimer !== null) this.clock.clearTimeout(this.saveTimer);
     this.timer = null;
+    this.saveTimer = null;
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
   }
 
   private schedule(extraDelay: number): void {
-    if (!this.started || this.timer || this.busy || this.services === null) return;
+    if (!this.started || this.timer !== null || this.busy || this.services === null) return;
     const debounce = this.deps.debounceMs ?? DEFAULT_DEBOUNCE_MS;
     const gap = this.deps.minGapMs ?? DEFAULT_MIN_GAP_MS;
-    const delay = Math.max(debounce, this.lastEnd + gap - this.now(), extraDelay);
-    this.timer = setTimeout(() => {
+    const delay = Math.max(debounce, this.lastEnd + gap - this.clock.now(), extraDelay);
+    this.timer = this.clock.setTimeout(() => {
       this.timer = null;
-      this.busy = this.runOnce().finally(() => {
-        this.busy = null;
-        this.lastEnd = this.now();
-        if (this.reasons.size > 0) this.schedule(this.retryMs);
-      });
+      this.busy = this.runOnce()
+        .catch((e: unknown) => this.deps.log.error({ err: message(e) }, "reconciler failed (a bug in nginx-lb)"))
+        .finally(() => {
+          this.busy = null;
+          this.lastEnd = this.clock.now();
+          if (this.reasons.size > 0) this.schedule(this.retryMs);
+          this.wake();
+        });
+      this.wake();
     }, delay);
   }
 
@@ -108,43 +207,48 @@ export class Reconciler {
     const force = this.force;
     this.reasons.clear();
     this.force = false;
-    const { status, log } = this.deps;
+    const { status, log, applier } = this.deps;
 
-    const t0 = performance.now();
-    let rendered: Target;
+    const t0 = this.clock.now();
+    let target: Target;
     try {
-      rendered = this.deps.render(desired);
+      target = compile(desired, this.applied, this.deps.mode, this.deps.renderOptions);
     } catch (e) {
-      log.error({ err: (e as Error).message }, "render failed (a bug in nginx-lb)");
+      // A render bug: the same input fails the same way, so it waits for the next change.
+      log.error({ err: message(e) }, "render failed (a bug in nginx-lb)");
       status.recordApply({
-        at: new Date().toISOString(),
+        at: this.clock.date().toISOString(),
         result: "failed",
         action: "none",
         reason,
         generation: "",
         ms: { render: 0, test: 0, reload: 0, total: 0 },
-        error: `render failed: ${(e as Error).message}`,
+        error: `render failed: ${message(e)}`,
       });
       return;
     }
-    const renderMs = performance.now() - t0;
-    const out = await this.deps.apply(rendered, force);
+    const renderMs = this.clock.now() - t0;
+    let out: ApplyOutcome;
+    try {
+      out = await applier.apply(target, force);
+    } catch (e) {
+      out = {
+        result: "failed",
+        action: "none",
+        generation: target.rendered.generation,
+        error: `apply failed: ${message(e)}`,
+        retry: true,
+        ms: { test: 0, reload: 0, total: this.clock.now() - t0 - renderMs },
+      };
+    }
+    this.recordNginx();
     const ms = {
       render: round(renderMs),
       test: round(out.ms.test),
       reload: round(out.ms.reload),
       total: round(renderMs + out.ms.total),
     };
-    const at = new Date().toISOString();
-    if (out.result === "unchanged") {
-      if (this.applied !== desired) status.update(() => ({ topology: topologyOf(desired) }));
-      this.applied = desired;
-      status.recordApply({ at, result: "unchanged", action: "none", reason, generation: out.generation, ms });
-      log.debug({ reason, generation: out.generation }, "config unchanged: no reload");
-      this.save(desired);
-      return;
-    }
-    const change = diffDesired(this.applied, desired);
+    const at = this.clock.date().toISOString();
     if (out.result === "failed") {
       status.recordApply({
         at,
@@ -153,21 +257,34 @@ export class Reconciler {
         reason,
         generation: out.generation,
         ms,
-        change: brief(change),
+        change: brief(target.change),
         ...(out.error ? { error: out.error } : {}),
       });
-      status.update((s) => ({ nginx: { ...s.nginx, ...(out.error ? { lastError: out.error } : {}) } }));
-      log.error({ reason, error: out.error, ms }, "apply failed: the previous config keeps serving");
-      // A failed start or push is retried with backoff; a rejected config waits for the next change.
-      if (out.action === "start" || out.action === "push") {
-        this.retryMs = Math.min(Math.max(this.retryMs * 2, 100), 10_000);
-        this.reasons.add("retry start");
+      if (out.error) status.update((s) => ({ nginx: { ...s.nginx, lastError: out.error } }));
+      log.error(
+        { reason, error: out.error, ms, ...(out.retry ? { retryInMs: backoff(this.retryMs) } : {}) },
+        "apply failed: the previous config keeps serving",
+      );
+      // What may heal by itself (nginx unreachable, a full state dir) is retried with backoff; a config nginx
+      // rejected waits for the next change.
+      if (out.retry) {
+        this.retryMs = backoff(this.retryMs);
+        this.reasons.add("retry after a failed apply");
+        this.force ||= force;
       }
       return;
     }
     this.retryMs = 0;
-    this.applied = desired;
-    status.update(() => ({ topology: topologyOf(desired) }));
+    const before = this.applied;
+    this.applied = target;
+    if (target.topology !== before?.topology) status.update(() => ({ topology: target.topology }));
+    if (out.result === "unchanged") {
+      status.recordApply({ at, result: "unchanged", action: "none", reason, generation: out.generation, ms });
+      log.debug({ reason, generation: out.generation }, "config unchanged: no reload");
+      this.save(desired);
+      return;
+    }
+    const change = target.change;
     status.recordApply({
       at,
       result: "applied",
@@ -202,19 +319,65 @@ export class Reconciler {
     this.save(desired);
   }
 
+  private recordNginx(): void {
+    const state = this.deps.applier.state();
+    this.deps.status.update((s) => ({ nginx: { ...s.nginx, ...state, endpointsMode: this.deps.mode } }));
+  }
+
   /** Persists what nginx now serves, endpoints of keys no route uses included, for the next start. */
   private save(desired: Desired): void {
-    // Off the apply path and coalesced: with 10,000 endpoints a write + fsync would delay the next change.
+    // Off the apply path and coalesced: with 10,000 endpoints a write + fsync would delay the next change. While a
+    // failed save waits for its retry, the retry takes the latest state.
     this.unsaved = desired;
-    this.saving ??= (async () => {
-      for (let d = this.unsaved; d !== null; d = this.unsaved) {
-        this.unsaved = null;
-        await this.deps
-          .persist(d)
-          .catch((e: unknown) => this.deps.log.warn({ err: (e as Error).message }, "could not save state"));
-      }
+    if (this.saving || this.saveTimer !== null) return;
+    this.saving = this.saveLoop().finally(() => {
       this.saving = null;
-    })();
+      this.wake();
+    });
+  }
+
+  private async saveLoop(): Promise<void> {
+    for (let d = this.unsaved; d !== null; d = this.unsaved) {
+      this.unsaved = null;
+      try {
+        await this.deps.persist(d);
+      } catch (e) {
+        this.unsaved ??= d;
+        this.saveFailed(message(e));
+        return;
+      }
+      this.saveWorked();
+    }
+  }
+
+  private saveFailed(error: string): void {
+    const { status, log } = this.deps;
+    this.saveRetryMs = backoff(this.saveRetryMs);
+    // Logged once per distinct error: a full disk retried every 10 s must not flood the log it may share.
+    if (error !== this.saveError)
+      log.error(
+        { err: error, retryInMs: this.saveRetryMs },
+        "could not save state.json (is the state dir full or read-only?); nginx keeps serving, applies go on, the save is retried",
+      );
+    this.saveError = error;
+    this.saveFailingSince ??= this.clock.date().toISOString();
+    const since = this.saveFailingSince;
+    status.update(() => ({ persist: { ok: false, since, error } }));
+    if (this.started)
+      this.saveTimer = this.clock.setTimeout(() => {
+        this.saveTimer = null;
+        if (this.unsaved) this.save(this.unsaved);
+      }, this.saveRetryMs);
+  }
+
+  private saveWorked(): void {
+    const { status, log } = this.deps;
+    this.saveRetryMs = 0;
+    if (this.saveError !== null) log.info("state.json saved again");
+    if (this.saveError !== null || status.get().persist === undefined)
+      status.update(() => ({ persist: { ok: true, since: this.clock.date().toISOString() } }));
+    this.saveError = null;
+    this.saveFailingSince = null;
   }
 }
 

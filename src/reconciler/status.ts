@@ -29,6 +29,10 @@ export interface StatusSnapshot {
     readonly connected: boolean;
     readonly origin: string;
     readonly warnings: readonly Problem[];
+    /** False while the registry's content is rejected as a whole (an invalid backends file): the last valid stays. */
+    readonly valid: boolean;
+    /** Why it was rejected; empty while valid. */
+    readonly errors: readonly Problem[];
   };
   readonly nginx: {
     readonly running: boolean;
@@ -49,6 +53,8 @@ export interface StatusSnapshot {
     readonly pushes: number;
   };
   readonly lastSuccessAt?: string;
+  /** Whether the last save of state.json worked; since when it works or fails (absent before the first save). */
+  readonly persist?: { readonly ok: boolean; readonly since: string; readonly error?: string };
   /** What nginx serves now (the last applied or confirmed-unchanged state); absent before the first apply. */
   readonly topology?: Topology;
 }
@@ -64,7 +70,7 @@ export class StatusStore {
     this.state = {
       startedAt: now.toISOString(),
       services: { file: servicesFile, valid: false, errors: [], warnings: [] },
-      registry: { kind: registryKind, connected: false, origin: "not yet read", warnings: [] },
+      registry: { kind: registryKind, connected: false, origin: "not yet read", warnings: [], valid: true, errors: [] },
       nginx: { running: false, pid: null, generation: null },
       applies: [],
       counters: { applied: 0, failed: 0, unchanged: 0, reloads: 0, pushes: 0 },

@@ -1,6 +1,5 @@
-import { backendName, type Server } from "../model/services.js";
-import type { Desired, RoutePlan } from "../render/index.js";
-import { planRoutes } from "../render/index.js";
+import { backendName, type Server, type Services } from "../model/services.js";
+import type { BoundRoute } from "../render/index.js";
 
 /** One endpoint of a route as nginx uses it: `down` is a weight-0 (drained) endpoint. */
 export interface TopologyEndpoint {
@@ -35,45 +34,47 @@ export interface Topology {
   readonly servers: readonly TopologyServer[];
 }
 
-/** Derives the key-free topology from a desired state (pure). */
-export function topologyOf(desired: Desired): Topology {
+/**
+ * The key-free topology of bound routes (pure). `views` holds each route's view, in the order of `routes`; a caller
+ * that kept the views of unchanged routes passes them here, others let them be derived.
+ */
+export function topologyOf(
+  services: Services,
+  routes: readonly BoundRoute[],
+  views: readonly TopologyRoute[] = routes.map(routeView),
+): Topology {
   // Grouped in one pass: a filter per server would cost servers x routes (10,000 sites: a quarter second per apply).
-  const byServer = new Map<Server, RoutePlan[]>();
-  for (const p of planRoutes(desired.services, desired.backends)) {
-    const list = byServer.get(p.server);
-    if (list) list.push(p);
-    else byServer.set(p.server, [p]);
-  }
+  const byServer = new Map<Server, TopologyRoute[]>();
+  routes.forEach((r, i) => {
+    const view = views[i] ?? routeView(r);
+    const list = byServer.get(r.server);
+    if (list) list.push(view);
+    else byServer.set(r.server, [view]);
+  });
   return {
-    servers: desired.services.servers.map((server) => ({
+    servers: services.servers.map((server) => ({
       domain: server.domain,
       port: server.port,
       ...(server.tls ? { tlsPort: server.tls.port } : {}),
-      routes: (byServer.get(server) ?? []).map(routeOf),
+      routes: byServer.get(server) ?? [],
     })),
   };
 }
 
-/** Route views by plan: plans of unchanged routes are shared between snapshots, so their views are too. */
-const views = new WeakMap<RoutePlan, TopologyRoute>();
-
-function routeOf(p: RoutePlan): TopologyRoute {
-  const known = views.get(p);
-  if (known) return known;
-  const server = p.server;
-  const view: TopologyRoute = {
-    prefix: p.route.prefix,
-    label: `${server.domain}:${server.port}${p.route.prefix}`,
-    upstream: p.upstream,
-    backend: `${backendName(p.route.primary)}:${p.route.primary.port}`,
-    backendPath: p.route.backendPath,
-    ...(p.route.backup ? { backup: `${backendName(p.route.backup)}:${p.route.backup.port}` } : {}),
-    endpoints: p.members.map((m) => ({
+/** One route as the status API, metrics and dashboard show it. */
+export function routeView(r: BoundRoute): TopologyRoute {
+  const server = r.server;
+  return {
+    prefix: r.route.prefix,
+    label: `${server.domain}:${server.port}${r.route.prefix}`,
+    upstream: r.upstream,
+    backend: `${backendName(r.route.primary)}:${r.route.primary.port}`,
+    backendPath: r.route.backendPath,
+    ...(r.route.backup ? { backup: `${backendName(r.route.backup)}:${r.route.backup.port}` } : {}),
+    endpoints: r.members.map((m) => ({
       address: m.ip.includes(":") ? `[${m.ip}]:${m.port}` : `${m.ip}:${m.port}`,
       weight: m.weight,
       role: m.weight === 0 ? ("down" as const) : m.backup ? ("backup" as const) : ("primary" as const),
     })),
   };
-  views.set(p, view);
-  return view;
 }

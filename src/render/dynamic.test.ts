@@ -1,9 +1,7 @@
-import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { BackendSet } from "../model/backends.js";
 import type { Services } from "../model/services.js";
-import { changedBackendNames, endpointSets, updateEndpointSets } from "./dynamic.js";
-import { planRoutes, renderNginxConf } from "./index.js";
+import { endpointSets, LUA_MODULES } from "./dynamic.js";
+import { bindRoutes, renderNginxConf } from "./index.js";
 import { RenderBug } from "./tokens.js";
 
 const model = (prefix: string): Services => ({
@@ -23,13 +21,24 @@ const model = (prefix: string): Services => ({
   ],
 });
 const backends = { "app-web": { "10.0.0.1": { weight: 3 } }, "spare-web": { "10.0.0.2": { weight: 1 } } };
-const dynamic = { dir: "/tmp/nlb", controlPort: 9999, endpointsMode: "dynamic" as const, luaSource: "return {}\n" };
+const lua = (text: string) => Object.fromEntries(LUA_MODULES.map((m) => [m, text]));
+const dynamic = {
+  dir: "/tmp/nlb",
+  controlPort: 9999,
+  endpointsMode: "dynamic" as const,
+  luaSource: lua("return {}\n"),
+  pushToken: "0123456789abcdef0123456789abcdef",
+};
 
 describe("dynamic rendering", () => {
-  it("refuses to render without the balancer's source or a control port", () => {
+  it("refuses to render without every Lua module, a control port or a push token", () => {
     const desired = { services: model("/api"), backends };
-    expect(() => renderNginxConf(desired, { ...dynamic, luaSource: "" })).toThrow(RenderBug);
+    expect(() => renderNginxConf(desired, { ...dynamic, luaSource: {} })).toThrow(RenderBug);
+    const { nginx_lb_push: _, ...noPush } = dynamic.luaSource;
+    expect(() => renderNginxConf(desired, { ...dynamic, luaSource: noPush })).toThrow(/nginx_lb_push/);
     expect(() => renderNginxConf(desired, { ...dynamic, controlPort: undefined })).toThrow(RenderBug);
+    for (const pushToken of [undefined, "", "short", "0123456789ABCDEF0123456789ABCDEF", `${"a".repeat(32)}")`])
+      expect(() => renderNginxConf(desired, { ...dynamic, pushToken }), String(pushToken)).toThrow(RenderBug);
   });
 
   it("never emits a hostile prefix into the Lua of a location", () => {
@@ -40,7 +49,7 @@ describe("dynamic rendering", () => {
   });
 
   it("pushes exactly the members reload mode renders as server lines", () => {
-    const plans = planRoutes(model("/api"), backends);
+    const plans = bindRoutes(model("/api"), backends);
     const sets = endpointSets(plans);
     expect(sets).toEqual({
       [plans[0]?.upstream ?? ""]: [
@@ -63,62 +72,11 @@ describe("dynamic rendering", () => {
   it("changes the generation when the balancer changes, so a new balancer is loaded by a reload", () => {
     const desired = { services: model("/api"), backends };
     const a = renderNginxConf(desired, dynamic);
-    const b = renderNginxConf(desired, { ...dynamic, luaSource: "return { v = 2 }\n" });
+    const b = renderNginxConf(desired, {
+      ...dynamic,
+      luaSource: { ...dynamic.luaSource, nginx_lb_balancer: "return { v = 2 }\n" },
+    });
     expect(a.conf.replace(/"[0-9a-f]{16}"/, "")).toBe(b.conf.replace(/"[0-9a-f]{16}"/, ""));
     expect(a.generation).not.toBe(b.generation);
-  });
-});
-
-describe("incremental endpoint sets", () => {
-  const names = ["app-web", "spare-web", "other-web"];
-  const routing: Services = {
-    servers: [
-      {
-        domain: "a.test",
-        port: 8080,
-        routes: [
-          { prefix: "/", primary: { app: "app", service: "web", port: 80 }, backendPath: "/" },
-          {
-            prefix: "/b",
-            primary: { app: "other", service: "web", port: 81 },
-            backendPath: "/",
-            backup: { app: "spare", service: "web", port: 82 },
-          },
-          {
-            prefix: "/c",
-            primary: { app: "spare", service: "web", port: 83 },
-            backendPath: "/",
-            backup: { app: "app", service: "web", port: 83 },
-          },
-        ],
-      },
-    ],
-  };
-  const registry: fc.Arbitrary<BackendSet> = fc.dictionary(
-    fc.constantFrom(...names),
-    fc.dictionary(
-      fc.constantFrom("10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"),
-      fc.record({ weight: fc.integer({ min: 0, max: 3 }) }),
-    ),
-  );
-
-  it("re-plans exactly what a full plan gives, for any registry change", () => {
-    fc.assert(
-      fc.property(registry, registry, (before, after) => {
-        const plans = planRoutes(routing, before);
-        const previous = endpointSets(plans);
-        const changed = changedBackendNames(before, after);
-        const updated = updateEndpointSets(plans, previous, after, changed);
-        expect(updated).toEqual(endpointSets(planRoutes(routing, after)));
-      }),
-      { numRuns: 300 },
-    );
-  });
-
-  it("names only the backends whose endpoints changed", () => {
-    const a = { "app-web": { "10.0.0.1": { weight: 1 } }, "spare-web": { "10.0.0.2": { weight: 1 } } };
-    expect([...changedBackendNames(a, { ...a, "spare-web": { "10.0.0.2": { weight: 2 } } })]).toEqual(["spare-web"]);
-    expect([...changedBackendNames(a, { "app-web": { "10.0.0.1": { weight: 1 } } })]).toEqual(["spare-web"]);
-    expect([...changedBackendNames(a, JSON.parse(JSON.stringify(a)) as BackendSet)]).toEqual([]);
   });
 });

@@ -1,18 +1,27 @@
-import type { BackendSet } from "../model/backends.js";
 import type { EndpointSets } from "../model/plan.js";
 import { backendName } from "../model/services.js";
 import type { RenderOptions, RenderedFile } from "./options.js";
-import { members, type RoutePlan } from "./plan-routes.js";
+import type { BoundRoute } from "./bind-routes.js";
 import { RenderBug, tok } from "./tokens.js";
 
 /**
  * Dynamic endpoints mode: nginx.conf holds no endpoint. Each route's upstream hands the choice to our Lua balancer
- * (src/nginx/lua/nginx_lb_balancer.lua), which reads the sets the controller pushes to the control server.
+ * (src/nginx/lua/nginx_lb_balancer.lua), which reads the sets the controller pushes to the control server
+ * (nginx_lb_push.lua) or that a new nginx master loads from the state dir (nginx_lb_initial.lua).
  */
 
 export const ENDPOINTS_PATH = "/nginx-lb/endpoints";
-export const LUA_MODULE = "nginx_lb_balancer";
-const LUA_FILE = `lua/${LUA_MODULE}.lua`;
+/** The Lua modules nginx.conf names, one job each: balancing, the push endpoint, the start-up sets, their layout. */
+export const LUA_MODULES = ["nginx_lb_balancer", "nginx_lb_push", "nginx_lb_initial", "nginx_lb_sets"] as const;
+export type LuaModules = Readonly<Record<(typeof LUA_MODULES)[number], string>>;
+const BALANCER = "nginx_lb_balancer";
+const PUSH = "nginx_lb_push";
+const INITIAL = "nginx_lb_initial";
+/**
+ * The last pushed sets, in the push format, inside the state dir: a new nginx master loads them at start so a restart
+ * after a crash serves the last known endpoints instead of 503 until the controller pushes.
+ */
+export const INITIAL_SETS_FILE = "endpoints.sets";
 /** Where Debian's libnginx-mod-* packages put nginx's dynamic modules (ndk, lua). */
 export const DEFAULT_MODULES_DIR = "/usr/lib/nginx/modules";
 /** Room for ~10,000 upstreams of a few endpoints each, several times over; fixed, since a resize loses the dict. */
@@ -25,12 +34,18 @@ export function isDynamic(options: RenderOptions): boolean {
   return options.endpointsMode === "dynamic";
 }
 
-function luaSource(options: RenderOptions): string {
-  if (options.luaSource === undefined || options.luaSource.length === 0)
-    throw new RenderBug("dynamic endpoints mode needs the balancer's Lua source (options.luaSource)");
+/** The Lua modules, checked: dynamic mode cannot work without every module nginx.conf names, a port and a token. */
+function luaModules(options: RenderOptions): LuaModules {
+  const modules = options.luaSource;
+  const missing = LUA_MODULES.filter((m) => !modules?.[m]);
+  if (modules === undefined || missing.length > 0)
+    throw new RenderBug(`dynamic endpoints mode needs the Lua modules ${missing.join(", ")} (options.luaSource)`);
   if (options.controlPort === undefined)
     throw new RenderBug("dynamic endpoints mode needs a control port: pushes arrive there");
-  return options.luaSource;
+  // Any local user can reach the loopback control port: a push endpoint without a secret would let them redirect
+  // every route. The controller always has one (state.json); tests pass their own.
+  if (!options.pushToken) throw new RenderBug("dynamic endpoints mode needs a push token (options.pushToken)");
+  return modules;
 }
 
 /** Text placed inside a double-quoted Lua string: built only from tokens that already passed their grammar. */
@@ -42,33 +57,38 @@ function luaText(v: string): string {
 /** Main-context lines: the modules the balancer needs (they must precede `events`). */
 export function dynamicMainLines(options: RenderOptions): string[] {
   if (!isDynamic(options)) return [];
-  luaSource(options);
+  luaModules(options);
   const dir = tok.file((options.nginxModulesDir ?? DEFAULT_MODULES_DIR).replace(/\/+$/, ""));
   return [`load_module ${dir}/ndk_http_module.so;`, `load_module ${dir}/ngx_http_lua_module.so;`];
 }
 
-/** http-context lines: where our Lua lives, the shared dict that outlives reloads, and per-worker start-up. */
+/**
+ * http-context lines: where our Lua lives, the shared dict that outlives reloads, the start-up sets (loaded only into
+ * an empty dict, i.e. by a new master) and per-worker start-up.
+ */
 export function dynamicHttpLines(options: RenderOptions, dir: string): string[] {
   if (!isDynamic(options)) return [];
-  luaSource(options);
+  luaModules(options);
+  const initial = luaText(tok.file(`${dir}/${INITIAL_SETS_FILE}`));
   return [
     `    # Dynamic endpoints: sets are pushed to the control server and kept in this dict across reloads.`,
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
     `    lua_shared_dict ${SHARED_DICT};`,
-    `    init_by_lua_block { require("${LUA_MODULE}") }`,
-    `    init_worker_by_lua_block { require("${LUA_MODULE}").init_worker() }`,
+    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}") }`,
+    `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
     ``,
   ];
 }
 
-/** The files dynamic mode adds beside nginx.conf (the balancer itself). */
+/** The files dynamic mode adds beside nginx.conf (the Lua modules). */
 export function dynamicFiles(options: RenderOptions): RenderedFile[] {
   if (!isDynamic(options)) return [];
-  return [{ path: LUA_FILE, content: luaSource(options), mode: 0o644 }];
+  const modules = luaModules(options);
+  return LUA_MODULES.map((m) => ({ path: `lua/${m}.lua`, content: modules[m], mode: 0o644 }));
 }
 
 /** A route's upstream in dynamic mode: a placeholder peer nginx never contacts, the balancer, then keepalive. */
-export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): string {
+export function renderDynamicUpstream(plan: BoundRoute, keepalive: number): string {
   const { route, server } = plan;
   const name = tok.upstream(plan.upstream);
   const backup = route.backup
@@ -79,7 +99,7 @@ export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): strin
     `        # ${tok.domain(server.domain)}:${tok.port(server.port)} ${tok.path(route.prefix)} -> ` +
       `${tok.backend(backendName(route.primary))}:${tok.port(route.primary.port)}${backup} (endpoints pushed)`,
     `        server 0.0.0.1:1;`,
-    `        balancer_by_lua_block { require("${LUA_MODULE}").balance("${name}") }`,
+    `        balancer_by_lua_block { require("${BALANCER}").balance("${name}") }`,
     // keepalive wraps the peer selection that precedes it, so it must follow balancer_by_lua_block.
     `        keepalive ${tok.int(keepalive)};`,
     `    }`,
@@ -87,13 +107,13 @@ export function renderDynamicUpstream(plan: RoutePlan, keepalive: number): strin
 }
 
 /** A dynamic route's location body: the 503 for an empty set is decided per request, since sets change unreloaded. */
-export function dynamicLocationBody(plan: RoutePlan, target: string): string[] {
+export function dynamicLocationBody(plan: BoundRoute, target: string): string[] {
   const name = tok.upstream(plan.upstream);
   const message = luaText(
     `no endpoint for route ${tok.path(plan.route.prefix)} (${tok.backend(backendName(plan.route.primary))})`,
   );
   return [
-    `access_by_lua_block { require("${LUA_MODULE}").access("${name}", "${message}\\n") }`,
+    `access_by_lua_block { require("${BALANCER}").access("${name}", "${message}\\n") }`,
     `proxy_pass http://${name}${target};`,
   ];
 }
@@ -101,73 +121,24 @@ export function dynamicLocationBody(plan: RoutePlan, target: string): string[] {
 /** The push endpoint inside the loopback-only control server. */
 export function dynamicControlLines(options: RenderOptions): string[] {
   if (!isDynamic(options)) return [];
+  luaModules(options);
   const mb = `${tok.int(PUSH_MAX_BODY_MB)}m`;
+  // Loopback is shared with every local user: every request here must carry this secret (nginx.conf lives in a 0700
+  // dir), compared by the Lua in constant time.
+  const token = tok.secret(options.pushToken ?? "");
   return [
     `        location = ${ENDPOINTS_PATH} {`,
-    // Loopback is shared with every local user: a push must carry this secret (nginx.conf lives in a 0700 dir).
-    ...(options.pushToken ? [`            set $nlb_push_token ${tok.secret(options.pushToken)};`] : []),
     `            client_max_body_size ${mb};`,
     `            client_body_buffer_size ${mb};`,
-    `            content_by_lua_block { require("${LUA_MODULE}").endpoints() }`,
+    `            content_by_lua_block { require("${PUSH}").serve("${token}") }`,
     `        }`,
   ];
 }
 
-/** Every route's endpoint set by upstream name, from the same plan reload mode renders its `server` lines from. */
-export function endpointSets(plans: readonly RoutePlan[]): EndpointSets {
-  const out: Record<string, RoutePlan["members"]> = {};
+/** Every route's endpoint set by upstream name, from the same bound routes reload mode renders `server` lines from. */
+export function endpointSets(routes: readonly BoundRoute[]): EndpointSets {
+  const out: Record<string, BoundRoute["members"]> = {};
   // Members are plain readonly data already: shared, not copied (10,000 routes per endpoint change).
-  for (const p of plans) out[p.upstream] = p.members;
-  return out;
-}
-
-/** Backend names (`<app>-<service>`) whose endpoints differ between two registry snapshots. */
-export function changedBackendNames(before: BackendSet, after: BackendSet): Set<string> {
-  const changed = new Set<string>();
-  for (const name in after) {
-    const a = before[name];
-    const b = after[name];
-    if (a === b) continue;
-    const ips = Object.keys(b ?? {});
-    if (ips.length !== Object.keys(a ?? {}).length || ips.some((ip) => a?.[ip]?.weight !== b?.[ip]?.weight))
-      changed.add(name);
-  }
-  for (const name in before) if (!(name in after)) changed.add(name);
-  return changed;
-}
-
-/** Per plan list: backend name -> the plans using it (as primary or backup). Built once per services snapshot. */
-const plansByName = new WeakMap<readonly RoutePlan[], Map<string, RoutePlan[]>>();
-
-function indexByName(plans: readonly RoutePlan[]): Map<string, RoutePlan[]> {
-  let index = plansByName.get(plans);
-  if (!index) {
-    index = new Map();
-    for (const p of plans)
-      for (const ref of p.route.backup ? [p.route.primary, p.route.backup] : [p.route.primary]) {
-        const name = backendName(ref);
-        const list = index.get(name);
-        if (list) list.push(p);
-        else index.set(name, [p]);
-      }
-    plansByName.set(plans, index);
-  }
-  return index;
-}
-
-/**
- * The endpoint sets after a registry change, re-planning only the routes that use a changed backend name (as
- * primary or backup); every other set is shared with `previous`. `plans` must come from the current services and
- * `previous` must hold a set for each of them (else a full `endpointSets(planRoutes(...))` is the way).
- */
-export function updateEndpointSets(
-  plans: readonly RoutePlan[],
-  previous: EndpointSets,
-  backends: BackendSet,
-  changed: ReadonlySet<string>,
-): EndpointSets {
-  const out: Record<string, EndpointSets[string]> = { ...previous };
-  const index = indexByName(plans);
-  for (const name of changed) for (const p of index.get(name) ?? []) out[p.upstream] = members(p.route, backends);
+  for (const r of routes) out[r.upstream] = r.members;
   return out;
 }

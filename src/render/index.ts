@@ -1,3 +1,4 @@
-export { renderNginxConf, GENERATION_PATH, type Desired } from "./nginx-conf.js";
+export { renderNginxConf, renderConf, GENERATION_PATH, type Desired } from "./nginx-conf.js";
 export type { RenderOptions, Rendered, RenderedFile } from "./options.js";
-export { planRoutes, type RoutePlan, type UpstreamMember } from "./plan-routes.js";
+export { bindRoutes, rebindRoutes, type BoundRoute, type UpstreamMember } from "./bind-routes.js";
+export { endpointSets } from "./dynamic.js";

@@ -10,7 +10,7 @@ import {
 } from "./dynamic.js";
 import { fnv1a64 } from "./hash.js";
 import type { RenderOptions, Rendered, RenderedFile } from "./options.js";
-import { planRoutes, type RoutePlan } from "./plan-routes.js";
+import { bindRoutes, type BoundRoute } from "./bind-routes.js";
 import { renderDefaultServer, renderServer } from "./server.js";
 import { tlsFiles } from "./tls.js";
 import { tok } from "./tokens.js";
@@ -58,17 +58,18 @@ function controlServer(port: number, extra: readonly string[]): string {
 }
 
 /**
- * One JSON access record per request to the controller over loopback UDP (syslog): a lost datagram never slows
- * nginx. Requests outside any route (unknown host) log an empty route.
+ * One JSON access record per request, appended to a file in the state dir that the controller reads. The nginx
+ * master opens it before its workers drop privileges, so the records can come from nginx only. Requests outside any
+ * route (unknown host) log an empty route.
  */
-function trafficLog(port: number, accessLog: string | null | undefined): string[] {
+function trafficLog(file: string, accessLog: string | null | undefined): string[] {
   return [
     `    map $host $nlb_route {`,
     `        default "";`,
     `    }`,
     `    log_format nlb escape=json '{"r":"$nlb_route","s":"$status","t":"$request_time","u":"$upstream_response_time","b":"$bytes_sent"}';`,
     ...(accessLog ? [`    access_log ${tok.file(accessLog)};`] : []),
-    `    access_log syslog:server=127.0.0.1:${tok.port(port)},nohostname,tag=nginx_lb nlb;`,
+    `    access_log ${tok.file(file)} nlb;`,
   ];
 }
 
@@ -84,23 +85,27 @@ function defaultKeepalive(routes: number): number {
 
 /** Renders the whole nginx.conf and its TLS files. Pure: the same input gives byte-identical output. */
 export function renderNginxConf(desired: Desired, options: RenderOptions): Rendered {
+  return renderConf(desired.services, bindRoutes(desired.services, desired.backends), options);
+}
+
+/** Renders nginx.conf from routes already bound to their endpoints (`bindRoutes` of the same `services`). */
+export function renderConf(services: Services, routes: readonly BoundRoute[], options: RenderOptions): Rendered {
   const dir = tok.file(options.dir.replace(/\/+$/, ""));
   const opts = { ...options, dir };
-  const plans = planRoutes(desired.services, desired.backends);
-  const byServer = new Map<object, RoutePlan[]>();
-  for (const p of plans) {
+  const byServer = new Map<object, BoundRoute[]>();
+  for (const p of routes) {
     const list = byServer.get(p.server);
     if (list) list.push(p);
     else byServer.set(p.server, [p]);
   }
 
   const ports = new Map<number, boolean>();
-  for (const s of desired.services.servers) {
+  for (const s of services.servers) {
     ports.set(s.port, false);
     if (s.tls) ports.set(s.tls.port, true);
   }
   const files: RenderedFile[] = [];
-  for (const s of desired.services.servers) {
+  for (const s of services.servers) {
     const f = tlsFiles(s);
     if (f) files.push(f.cert, f.key);
   }
@@ -125,13 +130,13 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     `    sendfile on;`,
     `    tcp_nodelay on;`,
     `    keepalive_timeout 65s;`,
-    ...(options.trafficLogPort === undefined
+    ...(options.trafficLogFile === undefined
       ? [options.accessLog ? `    access_log ${tok.file(options.accessLog)};` : `    access_log off;`]
-      : trafficLog(options.trafficLogPort, options.accessLog)),
+      : trafficLog(options.trafficLogFile, options.accessLog)),
     ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map(
       (t) => `    ${t}_temp_path ${tok.file(`${dir}/tmp/${t}`)};`,
     ),
-    ...serverNamesHash(desired.services).map((l) => `    ${l}`),
+    ...serverNamesHash(services).map((l) => `    ${l}`),
     ``,
     `    # Only websocket upgrades pass (an h2c upgrade could tunnel past the route's path prefix); without one an empty`,
     `    # Connection keeps upstream keepalive working.`,
@@ -165,12 +170,12 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
     ``,
     ...dynamicHttpLines(options, dir),
   ];
-  const keepalive = options.upstreamKeepalive ?? defaultKeepalive(plans.length);
-  for (const p of plans)
+  const keepalive = options.upstreamKeepalive ?? defaultKeepalive(routes.length);
+  for (const p of routes)
     if (isDynamic(options)) out.push(renderDynamicUpstream(p, keepalive));
     else if (p.members.length > 0) out.push(renderUpstream(p, keepalive));
   for (const [port, tls] of [...ports].sort((a, b) => a[0] - b[0])) out.push(renderDefaultServer(port, tls, opts));
-  for (const s of desired.services.servers) out.push(renderServer(s, byServer.get(s) ?? [], opts));
+  for (const s of services.servers) out.push(renderServer(s, byServer.get(s) ?? [], opts));
   if (options.controlPort !== undefined) out.push(controlServer(options.controlPort, dynamicControlLines(options)));
   out.push(`}`, ``);
 

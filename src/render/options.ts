@@ -18,14 +18,14 @@ export interface RenderOptions {
   readonly user?: string;
   /** How endpoint changes reach nginx: in nginx.conf (reload, the default) or pushed to our Lua balancer (dynamic). */
   readonly endpointsMode?: "reload" | "dynamic";
-  /** Dynamic mode: the secret an endpoint push must carry (header X-Nginx-Lb-Token); hex. None: pushes need none. */
+  /** Dynamic mode (required there): the secret every request to the push endpoint must carry (X-Nginx-Lb-Token); hex. */
   readonly pushToken?: string;
-  /** Dynamic mode: the balancer's Lua source, written beside nginx.conf (so a new balancer is a new generation). */
-  readonly luaSource?: string;
+  /** Dynamic mode: the Lua modules by name, written beside nginx.conf (so a new balancer is a new generation). */
+  readonly luaSource?: Readonly<Record<string, string>>;
   /** Dynamic mode: where nginx's dynamic modules (ndk, lua) live. Default /usr/lib/nginx/modules (Debian). */
   readonly nginxModulesDir?: string;
-  /** Loopback UDP port that receives one JSON access record per request (per-route traffic). None when absent. */
-  readonly trafficLogPort?: number;
+  /** File in the state dir nginx appends one JSON access record per request to (per-route traffic). None: no records. */
+  readonly trafficLogFile?: string;
 }
 
 /** The file a rendered config needs beside nginx.conf: a path relative to `dir`, its bytes and mode. */

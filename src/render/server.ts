@@ -2,12 +2,12 @@ import type { Server } from "../model/services.js";
 import { isDynamic } from "./dynamic.js";
 import { renderLocations } from "./location.js";
 import type { RenderOptions } from "./options.js";
-import type { RoutePlan } from "./plan-routes.js";
+import type { BoundRoute } from "./bind-routes.js";
 import { tlsFiles } from "./tls.js";
 import { tok } from "./tokens.js";
 
 /** One `server` block: the plain port and, with a certificate, the TLS port (HTTP/2) serving the same routes. */
-export function renderServer(server: Server, plans: readonly RoutePlan[], options: RenderOptions): string {
+export function renderServer(server: Server, routes: readonly BoundRoute[], options: RenderOptions): string {
   const lines = [`    server {`, `        listen ${tok.listen(options.listenHost, server.port)};`];
   const files = tlsFiles(server);
   if (server.tls && files) {
@@ -18,9 +18,10 @@ export function renderServer(server: Server, plans: readonly RoutePlan[], option
     );
   }
   lines.push(`        server_name ${tok.domain(server.domain)};`);
-  for (const plan of plans) lines.push(renderLocations(plan, isDynamic(options), options.trafficLogPort !== undefined));
+  for (const bound of routes)
+    lines.push(renderLocations(bound, isDynamic(options), options.trafficLogFile !== undefined));
   // Without a `/` route nginx would answer unmatched paths from files under its prefix (403/404 pages, or real files).
-  if (!plans.some((p) => p.route.prefix === "/"))
+  if (!routes.some((p) => p.route.prefix === "/"))
     lines.push(
       `        location / {`,
       `            default_type text/plain;`,

@@ -1,5 +1,5 @@
 import type { BackendSet } from "../model/backends.js";
-import { formatProblem } from "../model/problem.js";
+import { formatProblem, type Problem } from "../model/problem.js";
 import type { Logger } from "../shared/log.js";
 import { loadBackendsFile } from "./services-file.js";
 import type { EndpointSource, Snapshot } from "./source.js";
@@ -13,15 +13,23 @@ export class BackendsFileSource implements EndpointSource {
     private readonly log: Logger,
   ) {}
 
-  /** Emits the file's endpoint set now and after every valid change; an invalid file keeps the last set. */
-  async start(signal: AbortSignal, emit: (s: Snapshot<BackendSet>) => void): Promise<void> {
+  /**
+   * Emits the file's endpoint set now and after every valid change; an invalid file keeps the last set and goes to
+   * `reject` (status, metrics and dashboard show it), besides the log.
+   */
+  async start(
+    signal: AbortSignal,
+    emit: (s: Snapshot<BackendSet>) => void,
+    reject: (errors: readonly Problem[], warnings: readonly Problem[]) => void = () => undefined,
+  ): Promise<void> {
     const read = async (why: string) => {
       const r = await loadBackendsFile(this.file);
       if (!r.ok) {
         this.log.error(
           { file: this.file, errors: r.errors.map(formatProblem) },
-          "backends file is invalid; keeping the last endpoints",
+          "backends file is invalid; the endpoints in force stay until it is fixed",
         );
+        reject(r.errors, r.warnings);
         return;
       }
       emit({ value: r.value, warnings: r.warnings, connected: true, origin: `${this.file} (${why})` });

@@ -12,13 +12,17 @@ import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { keyPrefix } from "../model/backends.js";
 import type { EndpointSource } from "./source.js";
+import { etcdFailure } from "./etcd-errors.js";
 import {
+  advanceMark,
+  compareCluster,
   RegistryState,
   retryOptions,
   tlsWhenReadable,
   type EtcdSourceOptions,
   type EtcdTlsOptions,
   type EtcdAuthOptions,
+  type ClusterMark,
 } from "./registry-state.js";
 
 /** A v2 key node as etcd returns it. */
@@ -44,13 +48,13 @@ export class EtcdV2Answer extends Error {
   constructor(
     readonly status: number,
     readonly body: V2Body,
+    readonly headers: IncomingHttpHeaders = {},
   ) {
     super(`etcd answered ${status}: ${body.message ?? "?"}${body.cause ? ` (${body.cause})` : ""}`);
   }
 }
 
 const ERROR_KEY_NOT_FOUND = 100;
-const ERROR_UNAUTHORIZED = 110;
 const ERROR_EVENT_INDEX_CLEARED = 401;
 /** A wait with no event is re-issued from the same index after this long, so a silently dead peer is noticed. */
 const WAIT_MAX_MS = 5 * 60_000;
@@ -69,30 +73,68 @@ async function runV2(
   const base = keyPrefix(options.prefix);
   const dirPath = v2KeyPath(base.slice(0, -1));
   const retry = retryOptions(options.retry);
-  const state = new RegistryState(options.prefix, emit, log, options.endpoints);
+  const state = new RegistryState(options.prefix, emit, log, options.etcdUrls);
   const tls = await tlsWhenReadable(options.tls, state, retry, signal);
   let endpointIndex = 0;
   let waitIndex = 0;
   let needList = true;
+  // After a disconnect the etcd answering may be another history (restored, rebuilt); a wait would not tell, as
+  // etcd sends a wait's headers only with its event, and a restored etcd may never reach our index.
+  let needProbe = false;
+  let mark: ClusterMark | undefined;
   const recovered = () => state.reachable({ waitIndex });
-  const get = (query: string, timeoutMs?: number) => {
-    const endpoint = options.endpoints[endpointIndex % options.endpoints.length] ?? "";
-    return v2Request(new URL(`${dirPath}?${query}`, endpoint), { tls, auth: options.auth }, signal, timeoutMs);
+  const endpoint = () => options.etcdUrls[endpointIndex % options.etcdUrls.length] ?? "";
+  const get = (query: string, timeoutMs?: number) =>
+    v2Request(new URL(`${dirPath}?${query}`, endpoint()), { tls, auth: options.auth }, signal, timeoutMs);
+  /** Checks an answer's headers against the history followed; a reason to list afresh, or undefined. */
+  const check = (headers: IncomingHttpHeaders, applied = 0): string | undefined => {
+    const seen = v2Mark(headers, applied);
+    const verdict = compareCluster(mark, seen);
+    mark = verdict.kind === "relist" ? seen : advanceMark(mark, seen);
+    return verdict.kind === "relist" ? verdict.reason : undefined;
+  };
+  const relist = (reason: string) => {
+    log.warn(
+      { endpoint: endpoint(), waitIndex, reason },
+      `etcd's ${reason}: listing afresh (endpoints deleted since are dropped, new ones added)`,
+    );
+    needList = true;
   };
 
   while (!signal.aborted) {
     try {
       if (needList) {
-        const { index, nodes } = await list(get);
+        const { index, nodes, headers } = await list(get);
         state.replace(nodes);
         waitIndex = index + 1;
+        // A list is the whole truth whatever came before; it only starts the history followed from here.
+        mark = v2Mark(headers, index);
         needList = false;
+        needProbe = false;
         log.debug({ index, keys: nodes.length }, "listed");
         recovered();
         state.publish(true, `etcd index ${index}`);
       }
+      if (needProbe) {
+        const reason = check(await probe(get));
+        needProbe = false;
+        if (reason) {
+          relist(reason);
+          continue;
+        }
+        recovered();
+        state.publish(true, `etcd index ${waitIndex - 1}`);
+      }
       const r = await get(`wait=true&recursive=true&waitIndex=${waitIndex}`, WAIT_MAX_MS);
-      if (r === "timeout") continue;
+      if (r === "timeout") {
+        needProbe = true;
+        continue;
+      }
+      const reason = check(r.headers, r.body.node?.modifiedIndex ?? 0);
+      if (reason) {
+        relist(reason);
+        continue;
+      }
       recovered();
       if (r.body.node === undefined) continue; // an empty answer: nothing happened, wait again from the same index
       applyEvent(state.keys, base, r.body);
@@ -106,18 +148,43 @@ async function runV2(
         needList = true;
         continue;
       }
-      const endpoint = options.endpoints[endpointIndex % options.endpoints.length] ?? "";
-      state.unreachable(`${endpoint}: ${describeV2Error(e, options.auth)}`);
+      needProbe = true;
+      const delay = state.nextDelay(retry);
+      state.unreachable(endpoint(), etcdFailure(e, options.auth), delay);
       endpointIndex++;
+      await retry.sleep(delay, signal);
     }
-    await retry.sleep(state.nextDelay(retry), signal);
+  }
+}
+
+/** The cluster, index and raft term a v2 answer's headers report (`applied`: an index known to exist there). */
+function v2Mark(headers: IncomingHttpHeaders, applied = 0): ClusterMark {
+  const one = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h) ?? "";
+  return {
+    clusterId: one(headers["x-etcd-cluster-id"]),
+    revision: Math.max(Number(one(headers["x-etcd-index"])) || 0, applied),
+    raftTerm: Number(one(headers["x-raft-term"])) || 0,
+  };
+}
+
+/** The headers of a cheap answer (the prefix directory, not recursive; or its absence). */
+async function probe(
+  get: (query: string) => Promise<{ headers: IncomingHttpHeaders; body: V2Body } | "timeout">,
+): Promise<IncomingHttpHeaders> {
+  try {
+    const r = await get("recursive=false&sorted=false");
+    if (r === "timeout") throw new Error("timed out");
+    return r.headers;
+  } catch (e) {
+    if (e instanceof EtcdV2Answer && e.body.errorCode === ERROR_KEY_NOT_FOUND) return e.headers;
+    throw e;
   }
 }
 
 /** Lists the prefix recursively: every leaf key/value and the index to wait from. */
 async function list(
   get: (query: string) => Promise<{ headers: IncomingHttpHeaders; body: V2Body } | "timeout">,
-): Promise<{ index: number; nodes: [string, string][] }> {
+): Promise<{ index: number; nodes: [string, string][]; headers: IncomingHttpHeaders }> {
   try {
     const r = await get("recursive=true&sorted=false");
     if (r === "timeout") throw new Error("list timed out");
@@ -129,11 +196,11 @@ async function list(
       for (const c of n.nodes ?? []) walk(c, depth + 1);
     };
     if (r.body.node) walk(r.body.node, 0);
-    return { index: Number(r.headers["x-etcd-index"] ?? 0), nodes };
+    return { index: Number(r.headers["x-etcd-index"] ?? 0), nodes, headers: r.headers };
   } catch (e) {
     // No prefix directory yet: an empty registry, watched from etcd's current index.
     if (e instanceof EtcdV2Answer && e.body.errorCode === ERROR_KEY_NOT_FOUND)
-      return { index: Number(e.body.index ?? 0), nodes: [] };
+      return { index: Number(e.body.index ?? 0), nodes: [], headers: e.headers };
     throw e;
   }
 }
@@ -156,14 +223,7 @@ function applyEvent(keys: Map<string, string>, base: string, body: V2Body): void
 
 /** Says why a v2 request failed, in words an operator can act on (never including the password). */
 export function describeV2Error(e: unknown, auth: EtcdAuthOptions | undefined): string {
-  if (e instanceof EtcdV2Answer && (e.body.errorCode === ERROR_UNAUTHORIZED || e.status === 401))
-    return auth
-      ? `etcd rejected the credentials of user ${JSON.stringify(auth.username)} (check --etcd-username and the password)`
-      : "etcd requires authentication: pass --etcd-username and the password";
-  const err = e as NodeJS.ErrnoException;
-  // node reports a connection cut mid-answer (etcd stopped during a long-poll wait) as a bare "aborted".
-  if (err?.message === "aborted" || err?.code === "ECONNRESET") return "etcd closed the connection";
-  return err instanceof Error ? err.message : String(e);
+  return `etcd ${etcdFailure(e, auth)}`;
 }
 
 /** One request to the v2 API; resolves with etcd's JSON answer, "timeout" after `timeoutMs`, or rejects. */
@@ -188,35 +248,48 @@ export function v2Request(
     const tls =
       url.protocol === "https:" ? { ca: options.tls?.ca, cert: options.tls?.cert, key: options.tls?.key } : {};
     const request = url.protocol === "https:" ? httpsRequest : httpRequest;
+    // Every way a request ends goes through `settle`, which clears the wait timer: a timer left behind (an answer cut
+    // mid-body, an abort) would hold a stopping process for the whole wait.
     let timer: NodeJS.Timeout | undefined;
+    let settled = false;
+    const settle = (f: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      f();
+    };
     const req = request(url, { method: options.method ?? "GET", headers, signal, ...tls }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", reject);
-      res.on("end", () => {
-        clearTimeout(timer);
-        const text = Buffer.concat(chunks).toString();
-        let body: V2Body = {};
-        try {
-          body = text.trim() === "" ? {} : (JSON.parse(text) as V2Body);
-        } catch {
-          return reject(new Error(`etcd answered ${res.statusCode} with a body that is not JSON`));
-        }
-        const status = res.statusCode ?? 0;
-        if (status >= 200 && status < 300) resolve({ headers: res.headers, body });
-        else reject(new EtcdV2Answer(status, body));
-      });
+      res.on("error", (e) => settle(() => reject(e)));
+      res.on("close", () => settle(() => reject(new Error("aborted"))));
+      res.on("end", () =>
+        settle(() => {
+          const text = Buffer.concat(chunks).toString();
+          let body: V2Body = {};
+          try {
+            body = text.trim() === "" ? {} : (JSON.parse(text) as V2Body);
+          } catch {
+            return reject(new Error(`etcd answered ${res.statusCode} with a body that is not JSON`));
+          }
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) resolve({ headers: res.headers, body });
+          else reject(new EtcdV2Answer(status, body, res.headers));
+        }),
+      );
     });
     req.on("socket", (s) => s.setKeepAlive(true, 10_000));
-    req.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
+    req.on("error", (e) => settle(() => reject(e)));
+    req.on("close", () => settle(() => reject(new Error("aborted"))));
     if (timeoutMs !== undefined)
-      timer = setTimeout(() => {
-        req.destroy();
-        resolve("timeout");
-      }, timeoutMs);
+      timer = setTimeout(
+        () =>
+          settle(() => {
+            req.destroy();
+            resolve("timeout");
+          }),
+        timeoutMs,
+      );
     req.end(form);
   });
 }

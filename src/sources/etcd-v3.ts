@@ -10,19 +10,29 @@
  * So this source keeps its own revision (the mod_revision of the last event applied), cancels the client's watcher on
  * every disconnect, and re-creates it from that revision + 1 after its own backoff; an event of a revision an earlier
  * watch response already applied is skipped (never applied twice), and a cancelled watch means a fresh list.
+ * A watch-create answer from another history (etcd restored from an older snapshot, or rebuilt: see `compareCluster`)
+ * also means a fresh list: resuming there would wait for revisions that cluster never had.
  */
-import { Etcd3, type IOptions, type IWatchResponse, type Watcher } from "etcd3";
+import { Etcd3, type IOptions, type IResponseHeader, type IWatchResponse, type Watcher } from "etcd3";
 import { keyPrefix } from "../model/backends.js";
 import type { EndpointSource } from "./source.js";
+import { etcdFailure, failedEndpoint } from "./etcd-errors.js";
 import {
+  advanceMark,
+  compareCluster,
   RegistryState,
   retryOptions,
   tlsWhenReadable,
   type EtcdSourceOptions,
+  type ClusterMark,
   type EtcdTlsOptions,
 } from "./registry-state.js";
 
-type WatchEnd = { kind: "aborted" } | { kind: "disconnected"; error: Error } | { kind: "cancelled"; error: Error };
+type WatchEnd =
+  | { kind: "aborted" }
+  | { kind: "disconnected"; error: Error }
+  | { kind: "cancelled"; error: Error }
+  | { kind: "relist"; reason: string };
 
 /** The etcd v3 endpoint source: whole backend sets, kept current from a watch, surviving etcd restarts. */
 export function etcdV3Source(options: EtcdSourceOptions): EndpointSource {
@@ -34,11 +44,11 @@ export function etcdV3Source(options: EtcdSourceOptions): EndpointSource {
 
 /** The etcd3 client options for these endpoints, TLS and credentials. */
 export function etcd3ClientOptions(
-  options: Pick<EtcdSourceOptions, "endpoints" | "auth"> & { tls?: EtcdTlsOptions | undefined },
+  options: Pick<EtcdSourceOptions, "etcdUrls" | "auth"> & { tls?: EtcdTlsOptions | undefined },
 ): IOptions {
   const { tls, auth } = options;
   return {
-    hosts: [...options.endpoints],
+    hosts: [...options.etcdUrls],
     dialTimeout: 3_000,
     // Without keepalive pings a watch over a silently dead connection (peer gone, no RST) would wait forever; etcd
     // accepts pings every 5 s or slower (--grpc-keepalive-min-time).
@@ -63,18 +73,84 @@ export function etcd3ClientOptions(
   };
 }
 
-/** Why an etcd call failed, in words an operator can act on (never including the password). */
+/**
+ * Why an etcd call failed, in words an operator can act on (never including the password); for the one-shot
+ * commands (register, deregister), which name the endpoints themselves.
+ */
 export function describeEtcdError(error: unknown, options: Pick<EtcdSourceOptions, "auth">): string {
-  const e = error as Error;
-  const name = e?.constructor?.name ?? "Error";
-  const msg = e?.message ?? String(error);
-  if (name === "EtcdAuthenticationFailedError" || /authentication failed/i.test(msg))
-    return `etcd rejected the credentials of user ${JSON.stringify(options.auth?.username ?? "")} (check --etcd-username and the password)`;
-  if (name === "EtcdPermissionDeniedError" || /permission denied/i.test(msg))
-    return `etcd denied access${options.auth ? ` to user ${JSON.stringify(options.auth.username)}` : " (auth is enabled: pass --etcd-username)"}: ${msg}`;
-  if (/user name is empty|auth/i.test(msg) && !options.auth)
-    return `etcd requires authentication: pass --etcd-username and the password (${msg})`;
-  return `${name}: ${msg}`;
+  return `etcd ${etcdFailure(error, options.auth)}`;
+}
+
+/**
+ * A pass-through in place of the client's fault handling: the source retries with its own backoff, so the client's
+ * circuit breaker (after 3 failures it refuses calls for 5 s without trying, and reports "circuit breaker open"
+ * instead of the real cause) and its 3 immediate retries would only delay recovery and blur the error.
+ */
+const passThrough = {
+  execute: async <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T) =>
+    fn({ signal: new AbortController().signal }),
+  onSuccess: () => ({ dispose: () => undefined }),
+  onFailure: () => ({ dispose: () => undefined }),
+} as unknown as NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
+
+/**
+ * The client's own watch reconnect timer (an exponential backoff up to 30 s) is never cleared; this source cancels
+ * its watchers on every disconnect and re-creates them itself, so a short constant delay lets that timer end soon
+ * and never hold a stopping process.
+ */
+const shortWatchBackoff: { duration: number; next(): typeof shortWatchBackoff } = {
+  duration: 50,
+  next: () => shortWatchBackoff,
+};
+
+type CallOptions = Exclude<NonNullable<IOptions["defaultCallOptions"]>, (...args: never[]) => unknown>;
+type Interceptor = NonNullable<CallOptions["interceptors"]>[number];
+type Call = ReturnType<Parameters<Interceptor>[1]>;
+type Listener = NonNullable<Parameters<Call["start"]>[1]>;
+
+/**
+ * Call options whose interceptor cancels every call still open when `signal` aborts. Closing the client does not end
+ * calls already on a connection: a watch (or a list) on an etcd that accepts connections but never answers (frozen,
+ * overloaded, a half-dead peer) would hold a stopping process until the keepalive gives up, 15 s later.
+ */
+export function callsCancelledBy(signal: AbortSignal): CallOptions {
+  const open = new Set<Call>();
+  signal.addEventListener("abort", () => {
+    for (const call of [...open]) call.cancelWithStatus(1 /* CANCELLED */, "nginx-lb is stopping");
+    open.clear();
+  });
+  const interceptor = ((options, nextCall) => {
+    const call = nextCall(options);
+    const wrapped: Call = {
+      cancelWithStatus: (status, details) => call.cancelWithStatus(status, details),
+      getPeer: () => call.getPeer(),
+      sendMessageWithContext: (context, message) => call.sendMessageWithContext(context, message),
+      sendMessage: (message) => call.sendMessage(message),
+      startRead: () => call.startRead(),
+      halfClose: () => call.halfClose(),
+      getAuthContext: () => call.getAuthContext(),
+      start: (metadata, listener?: Partial<Listener>) => {
+        if (signal.aborted) return call.cancelWithStatus(1, "nginx-lb is stopping");
+        open.add(call);
+        call.start(metadata, {
+          onReceiveMetadata: (metadata) => listener?.onReceiveMetadata?.(metadata),
+          onReceiveMessage: (message) => listener?.onReceiveMessage?.(message),
+          onReceiveStatus: (status) => {
+            open.delete(call);
+            listener?.onReceiveStatus?.(status);
+          },
+        });
+      },
+    };
+    return wrapped;
+  }) as Interceptor;
+  return { interceptors: [interceptor] };
+}
+
+/** The cluster, revision and raft term a response header reports. */
+function markOf(header: IResponseHeader): ClusterMark {
+  const id = header.cluster_id && header.cluster_id !== "0" ? BigInt(header.cluster_id).toString(16) : "";
+  return { clusterId: id, revision: Number(header.revision), raftTerm: Number(header.raft_term) };
 }
 
 async function runV3(
@@ -85,21 +161,43 @@ async function runV3(
   const log = options.logger.child({ source: "etcd-v3" });
   const base = keyPrefix(options.prefix);
   const retry = retryOptions(options.retry);
-  const state = new RegistryState(options.prefix, emit, log, options.endpoints);
+  const state = new RegistryState(options.prefix, emit, log, options.etcdUrls);
   const tls = await tlsWhenReadable(options.tls, state, retry, signal);
   if (signal.aborted) return;
-  const client = new Etcd3(etcd3ClientOptions({ ...options, tls }));
+  const client = new Etcd3({
+    ...etcd3ClientOptions({ ...options, tls }),
+    faultHandling: { host: () => passThrough, global: passThrough, watchBackoff: shortWatchBackoff as never },
+    defaultCallOptions: callsCancelledBy(signal),
+  });
+  // Closing at once on stop fails the calls still waiting for a connection, so none holds the process.
+  const close = () => client.close();
+  signal.addEventListener("abort", close, { once: true });
   let revision = 0;
+  let mark: ClusterMark | undefined;
   let needList = true;
   const recovered = () => state.reachable({ revision });
+  /** Checks a watch header against the history followed; a reason to list afresh, or undefined. */
+  const check = (header: IResponseHeader): string | undefined => {
+    const seen = markOf(header);
+    const verdict = compareCluster(mark, seen);
+    if (verdict.kind === "relist") {
+      mark = seen;
+      return verdict.reason;
+    }
+    mark = advanceMark(mark, seen);
+    return undefined;
+  };
 
   try {
     while (!signal.aborted) {
       try {
         if (needList) {
           const r = await client.getAll().prefix(base).exec();
+          if (signal.aborted) break;
           state.replace(r.kvs.map((kv) => [kv.key.toString(), kv.value.toString()] as const));
           revision = Number(r.header.revision);
+          // A list is the whole truth whatever came before; it only starts the history followed from here.
+          mark = markOf(r.header);
           needList = false;
           log.debug({ revision, keys: state.keys.size }, "listed");
           recovered();
@@ -107,11 +205,15 @@ async function runV3(
         }
         log.debug({ fromRevision: revision + 1 }, "watching");
         const end = await watchFrom(client, base, revision, signal, {
-          connected: () => {
+          connected: (res) => {
+            const relist = check(res.header);
+            if (relist) return relist;
             recovered();
             state.publish(true, `etcd revision ${revision}`);
+            return undefined;
           },
           data: (res) => {
+            mark = advanceMark(mark, markOf(res.header));
             // A transaction, a ranged delete or a lease expiry gives all its keys one revision, delivered together:
             // skip only revisions an earlier response applied, never the second key of the revision just applied.
             const applied = revision;
@@ -129,30 +231,51 @@ async function runV3(
           },
         });
         if (end.kind === "aborted") break;
+        if (end.kind === "relist") {
+          // No delay: the new cluster answered, and a list resets what a watch would otherwise wait for forever.
+          log.warn(
+            { etcdUrls: options.etcdUrls, revision, reason: end.reason },
+            `etcd's ${end.reason}: listing afresh (endpoints deleted since are dropped, new ones added)`,
+          );
+          needList = true;
+          continue;
+        }
         if (end.kind === "cancelled") {
           // Almost always a compaction past our revision: the history we would resume from is gone.
           // The list comes after the usual short delay, so a watch etcd keeps cancelling cannot spin.
           log.warn({ revision, reason: end.error.message }, "etcd cancelled the watch (compacted?); listing afresh");
           needList = true;
-        } else state.unreachable(describeEtcdError(end.error, options));
+        } else {
+          const delay = state.nextDelay(retry);
+          state.unreachable(failedEndpoint(end.error, options.etcdUrls), etcdFailure(end.error, options.auth), delay);
+          await retry.sleep(delay, signal);
+          continue;
+        }
       } catch (e) {
         if (signal.aborted) break;
-        state.unreachable(describeEtcdError(e, options));
+        const delay = state.nextDelay(retry);
+        state.unreachable(failedEndpoint(e, options.etcdUrls), etcdFailure(e, options.auth), delay);
+        await retry.sleep(delay, signal);
+        continue;
       }
       await retry.sleep(state.nextDelay(retry), signal);
     }
   } finally {
+    signal.removeEventListener("abort", close);
     client.close();
   }
 }
 
-/** Watches `base` from `revision + 1` until the stream breaks, etcd cancels the watch, or the signal aborts. */
+/**
+ * Watches `base` from `revision + 1` until the stream breaks, etcd cancels the watch, the watch-create answer shows a
+ * cluster other than the one followed (`connected` returns the reason), or the signal aborts.
+ */
 function watchFrom(
   client: Etcd3,
   base: string,
   revision: number,
   signal: AbortSignal,
-  on: { connected: () => void; data: (res: IWatchResponse) => void },
+  on: { connected: (res: IWatchResponse) => string | undefined; data: (res: IWatchResponse) => void },
 ): Promise<WatchEnd> {
   return new Promise((resolve) => {
     let watcher: Watcher | undefined;
@@ -172,7 +295,10 @@ function watchFrom(
       .prefix(base)
       .startRevision(String(revision + 1))
       .watcher();
-    watcher.on("connected", () => on.connected());
+    watcher.on("connected", (res: IWatchResponse) => {
+      const relist = on.connected(res);
+      if (relist) finish({ kind: "relist", reason: relist });
+    });
     watcher.on("data", (res: IWatchResponse) => on.data(res));
     watcher.on("disconnected", (error: Error) => finish({ kind: "disconnected", error }));
     watcher.on("error", (error: Error) => finish({ kind: "cancelled", error }));

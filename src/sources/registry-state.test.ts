@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import pino from "pino";
-import { RegistryState, backoffDelay } from "./registry-state.js";
+import { RegistryState, advanceMark, backoffDelay, compareCluster } from "./registry-state.js";
 import type { Snapshot } from "./source.js";
 import type { BackendSet } from "../model/backends.js";
 
@@ -25,7 +25,7 @@ describe("RegistryState", () => {
 
   test("nothing is emitted while disconnected before the first list: no value is known yet", () => {
     const { state, emitted } = make();
-    state.unreachable("connection refused");
+    state.unreachable("http://127.0.0.1:2379", "refused the connection", 200);
     expect(emitted).toEqual([]);
   });
 
@@ -37,11 +37,66 @@ describe("RegistryState", () => {
     state.keys.set("/lb/backends/a-b/ips/10.0.0.1", '{"weight":5}');
     state.publish(true, "etcd revision 3");
     expect(emitted).toHaveLength(1);
-    state.unreachable("connection refused");
+    state.unreachable("http://127.0.0.1:2379", "refused the connection", 200);
     expect(emitted).toHaveLength(2);
     expect(emitted[1]).toMatchObject({ connected: false, value: { "a-b": { "10.0.0.1": { weight: 5 } } } });
     state.keys.set("/lb/backends/a-b/ips/bad", "{}");
     state.publish(true, "etcd revision 4");
     expect(emitted[2]?.warnings).toEqual([expect.objectContaining({ path: "/lb/backends/a-b/ips/bad" })]);
+  });
+});
+
+test("a relist that finds nothing emits the empty set, not the last one (etcd rebuilt empty)", () => {
+  const emitted: Snapshot<BackendSet>[] = [];
+  const state = new RegistryState("/lb/backends", (s) => void emitted.push(s), pino({ level: "silent" }), []);
+  state.replace([["/lb/backends/a-b/ips/10.0.0.1", '{"weight":5}']]);
+  state.publish(true, "etcd revision 7");
+  state.replace([]);
+  state.publish(true, "etcd revision 1");
+  expect(emitted.map((s) => s.value)).toEqual([{ "a-b": { "10.0.0.1": { weight: 5 } } }, {}]);
+});
+
+describe("compareCluster", () => {
+  const m = (clusterId: string, revision: number, raftTerm = 2) => ({ clusterId, revision, raftTerm });
+  test("nothing seen yet: continue", () => expect(compareCluster(undefined, m("a", 1))).toEqual({ kind: "continue" }));
+  test("same cluster, revision forward: continue", () =>
+    expect(compareCluster(m("a", 10), m("a", 12, 3))).toEqual({ kind: "continue" }));
+  test("same cluster, same revision (a restart with no writes): continue", () =>
+    expect(compareCluster(m("a", 10, 2), m("a", 10, 3)).kind).toBe("continue"));
+  test("revision went backwards: relist, naming both revisions", () =>
+    expect(compareCluster(m("a", 20), m("a", 12))).toEqual({
+      kind: "relist",
+      reason: "revision went back from 20 to 12 (etcd restored from an older snapshot or rebuilt)",
+    }));
+  test("cluster id changed, even with a higher revision: relist", () =>
+    expect(compareCluster(m("a", 5), m("b", 50))).toMatchObject({
+      kind: "relist",
+      reason: expect.stringMatching(/cluster id changed from a to b/),
+    }));
+  test("raft term went backwards at the same revision: relist", () =>
+    expect(compareCluster(m("a", 5, 7), m("a", 5, 2))).toMatchObject({
+      kind: "relist",
+      reason: expect.stringMatching(/raft term went back from 7 to 2/),
+    }));
+  test("unknown id or term (empty, 0) never triggers a relist", () =>
+    expect(compareCluster(m("", 5, 0), m("b", 6, 1)).kind).toBe("continue"));
+  test("advanceMark keeps the highest revision and term seen", () =>
+    expect(advanceMark(m("a", 9, 3), m("a", 7, 2))).toEqual(m("a", 9, 3)));
+});
+
+describe("RegistryState.unreachable", () => {
+  test("logs each failure once per outage, in operator words with the retry delay", () => {
+    const lines: string[] = [];
+    const state = new RegistryState(
+      "/lb/backends",
+      () => undefined,
+      pino({ level: "info" }, { write: (s: string) => void lines.push(s) }),
+      ["http://e:2379"],
+    );
+    state.unreachable("http://e:2379", "refused the connection", 1_500);
+    state.unreachable("http://e:2379", "refused the connection", 3_000);
+    expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual([
+      "etcd at http://e:2379 refused the connection; retrying in 1.5s; serving the last known endpoints",
+    ]);
   });
 });

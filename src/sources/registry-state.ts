@@ -4,6 +4,7 @@ import type { BackendSet } from "../model/backends.js";
 import { formatProblem, type Problem } from "../model/problem.js";
 import type { Logger } from "../shared/log.js";
 import type { Snapshot } from "./source.js";
+import { outageLine } from "./etcd-errors.js";
 
 /** TLS material for an etcd connection (file contents, not paths). */
 export interface EtcdTlsOptions {
@@ -37,7 +38,7 @@ export interface RetryOptions {
 
 /** Options every etcd endpoint source takes. */
 export interface EtcdSourceOptions {
-  readonly endpoints: readonly string[];
+  readonly etcdUrls: readonly string[];
   readonly prefix: string;
   readonly tls?: EtcdTlsFiles;
   readonly auth?: EtcdAuthOptions;
@@ -83,8 +84,9 @@ export async function tlsWhenReadable(
   while (!signal.aborted) {
     const { tls, errors } = await readTlsFiles(files);
     if (errors.length === 0) return tls;
-    state.unreachable(errors.map(formatProblem).join("; "));
-    await retry.sleep(state.nextDelay(retry), signal);
+    const delay = state.nextDelay(retry);
+    state.unreachable(state.endpointList, `cannot be contacted yet: ${errors.map(formatProblem).join("; ")}`, delay);
+    await retry.sleep(delay, signal);
   }
   return undefined;
 }
@@ -118,6 +120,55 @@ export function backoffDelay(attempt: number, o: Pick<RetryOptions, "baseMs" | "
 }
 
 /**
+ * Where a registry's history stands, from etcd's response headers: the cluster's id, its revision (v2: X-Etcd-Index)
+ * and raft term. Empty id or zero term: not known.
+ */
+export interface ClusterMark {
+  readonly clusterId: string;
+  readonly revision: number;
+  readonly raftTerm: number;
+}
+
+export type ClusterVerdict = { readonly kind: "continue" } | { readonly kind: "relist"; readonly reason: string };
+
+/**
+ * Whether the etcd now answering is still the history this source follows. One restored from an older snapshot has
+ * a lower revision (and a fresh raft term); one rebuilt elsewhere has another cluster id. A watch resumed on either
+ * waits for revisions the new cluster never had: the deletions and writes in between would never arrive, so the
+ * source must list afresh. (A member lagging behind another can also report a lower revision for a moment; the
+ * relist that follows is merely redundant.)
+ */
+export function compareCluster(last: ClusterMark | undefined, seen: ClusterMark): ClusterVerdict {
+  if (!last) return { kind: "continue" };
+  if (last.clusterId !== "" && seen.clusterId !== "" && last.clusterId !== seen.clusterId)
+    return {
+      kind: "relist",
+      reason: `cluster id changed from ${last.clusterId} to ${seen.clusterId} (etcd rebuilt or replaced)`,
+    };
+  if (seen.revision < last.revision)
+    return {
+      kind: "relist",
+      reason: `revision went back from ${last.revision} to ${seen.revision} (etcd restored from an older snapshot or rebuilt)`,
+    };
+  if (last.raftTerm > 0 && seen.raftTerm > 0 && seen.raftTerm < last.raftTerm)
+    return {
+      kind: "relist",
+      reason: `raft term went back from ${last.raftTerm} to ${seen.raftTerm} (etcd restored from a snapshot or rebuilt)`,
+    };
+  return { kind: "continue" };
+}
+
+/** The mark after a header that continues the history: never lower than what was seen before. */
+export function advanceMark(last: ClusterMark | undefined, seen: ClusterMark): ClusterMark {
+  if (!last) return seen;
+  return {
+    clusterId: seen.clusterId || last.clusterId,
+    revision: Math.max(last.revision, seen.revision),
+    raftTerm: Math.max(last.raftTerm, seen.raftTerm),
+  };
+}
+
+/**
  * The registry as a key -> value map kept current from list + watch, and the one place that turns it into
  * snapshots: whole sets only, and nothing emitted unless the set, its warnings or the connected flag changed.
  */
@@ -134,7 +185,7 @@ export class RegistryState {
     private readonly prefix: string,
     private readonly emit: (snapshot: Snapshot<BackendSet>) => void,
     private readonly log: Logger,
-    private readonly endpoints: readonly string[],
+    private readonly etcdUrls: readonly string[],
   ) {
     this.index = new BackendIndex(prefix);
     this.keys = new IndexedMap(this.index);
@@ -148,15 +199,17 @@ export class RegistryState {
   }
 
   /**
-   * etcd did not answer or refused us: each distinct reason is logged once per outage (retries alternate between a
-   * few, e.g. a refused connection and an ended watch stream); the value stays the last known set.
+   * etcd did not answer or refused us (`what` follows "etcd at URL", see etcd-errors.ts): each distinct failure is
+   * logged once per outage (retries alternate between a few, e.g. a refused connection and an ended watch stream),
+   * with the delay before the next attempt; the value stays the last known set.
    */
-  unreachable(why: string): void {
+  unreachable(url: string, what: string, retryMs: number): void {
     if (this.outage === undefined) this.outage = new Set();
-    if (!this.outage.has(why))
-      this.log.error({ endpoints: this.endpoints }, `etcd: ${why}; serving the last known endpoints`);
-    this.outage.add(why);
-    this.disconnected(`last known (etcd unreachable: ${why})`);
+    const key = `${url} ${what}`;
+    if (!this.outage.has(key))
+      this.log.error({ etcdUrls: this.etcdUrls, retryInMs: retryMs }, outageLine(url, what, retryMs));
+    this.outage.add(key);
+    this.disconnected(`last known endpoints (etcd at ${url} ${what}; retrying)`);
   }
 
   /** The delay before the next attempt: capped exponential backoff with jitter. */
@@ -185,6 +238,11 @@ export class RegistryState {
    */
   disconnected(origin: string): void {
     if (this.emitted) this.publish(false, origin);
+  }
+
+  /** The configured endpoints, for a failure that is about all of them. */
+  get endpointList(): string {
+    return this.etcdUrls.join(", ");
   }
 
   get isConnected(): boolean {

@@ -17,7 +17,7 @@ import { etcdV2Source } from "./etcd-v2.js";
  * Files are paths. The password comes from the environment or a file, never from the command line.
  */
 export interface EtcdOptions {
-  readonly endpoints: readonly string[];
+  readonly etcdUrls: readonly string[];
   readonly prefix: string;
   readonly api: "v3" | "v2";
   readonly cacert?: string;
@@ -43,7 +43,7 @@ export function sourceOptions(options: EtcdOptions, logger: Logger): EtcdSourceO
   const tls = tlsFiles(options);
   const auth = etcdAuth(options);
   return {
-    endpoints: options.endpoints,
+    etcdUrls: options.etcdUrls,
     prefix: options.prefix,
     logger,
     ...(tls ? { tls } : {}),
@@ -65,9 +65,9 @@ export async function checkEtcdOptions(
   options: EtcdOptions,
 ): Promise<{ ok: true; tls: EtcdTlsOptions | undefined } | { ok: false; errors: Problem[] }> {
   const errors: Problem[] = [];
-  if (options.endpoints.length === 0)
+  if (options.etcdUrls.length === 0)
     errors.push({ code: "etcd_endpoints", path: "--etcd-endpoints", message: "no etcd endpoint given" });
-  for (const e of options.endpoints) {
+  for (const e of options.etcdUrls) {
     const url = URL.canParse(e) ? new URL(e) : undefined;
     if (!url || (url.protocol !== "http:" && url.protocol !== "https:"))
       errors.push({

@@ -1,5 +1,5 @@
 import { parseServices, type Services } from "../model/services.js";
-import type { Checked } from "../model/problem.js";
+import { type Checked, withWarnings } from "../model/problem.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
 import { readJsonFile } from "./read-json.js";
 import { parseBackendsFile, type BackendSet } from "../model/backends.js";
@@ -8,12 +8,12 @@ import { parseBackendsFile, type BackendSet } from "../model/backends.js";
 export async function loadServicesFile(file: string): Promise<Checked<Services>> {
   const json = await readJsonFile(file);
   if (!json.ok) return json;
-  return parseServices(json.value, { inspectTls: nodeTlsInspector });
+  return withWarnings(parseServices(json.value, { inspectTls: nodeTlsInspector }), json.warnings);
 }
 
 /** Loads and validates the embedded registry file. */
 export async function loadBackendsFile(file: string): Promise<Checked<BackendSet>> {
   const json = await readJsonFile(file);
   if (!json.ok) return json;
-  return parseBackendsFile(json.value);
+  return withWarnings(parseBackendsFile(json.value), json.warnings);
 }

@@ -8,7 +8,12 @@ import type { Services } from "../model/services.js";
  */
 export interface Source<T> {
   readonly name: string;
-  start(signal: AbortSignal, emit: (snapshot: Snapshot<T>) => void): Promise<void>;
+  /** `reject` hears of content refused as a whole (the last emitted value stays in force); not every source has such. */
+  start(
+    signal: AbortSignal,
+    emit: (snapshot: Snapshot<T>) => void,
+    reject?: (errors: readonly Problem[], warnings: readonly Problem[]) => void,
+  ): Promise<void>;
 }
 
 /** One emission: the value, its warnings, and the source's health at that moment. */

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { BackendSet } from "../model/backends.js";
 import type { Services } from "../model/services.js";
-import { writeFileAtomic } from "../nginx/files.js";
+import { writeFileAtomic } from "../shared/files.js";
 
 /** What survives a controller restart: the last applied model and endpoints, and the control port. */
 export interface PersistedState {

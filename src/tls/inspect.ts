@@ -1,5 +1,6 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
 import type { TlsInspector, TlsReport } from "../model/services.js";
+import { ENCRYPTED_KEY_MESSAGE, isEncryptedPem } from "../model/schema.js";
 
 type Finding = { field: "ssl_certificate" | "ssl_certificate_key"; message: string };
 
@@ -53,9 +54,10 @@ export function inspectTls(certificate: string, keyPem: string, domain: string, 
     const msg = (e as Error).message;
     errors.push({
       field: "ssl_certificate_key",
-      message: /passphrase|encrypted/i.test(msg)
-        ? "is an encrypted private key; nginx cannot ask for a passphrase: give the unencrypted PEM key"
-        : "is not a readable PEM private key: give the -----BEGIN PRIVATE KEY----- block of the certificate's key",
+      message:
+        isEncryptedPem(keyPem) || /passphrase|encrypted/i.test(msg)
+          ? ENCRYPTED_KEY_MESSAGE
+          : "is not a readable PEM private key: give the -----BEGIN PRIVATE KEY----- block of the certificate's key",
     });
   }
   if (key) {

@@ -24,21 +24,31 @@ const desired = mustDesired(
 describe("traffic log rendering", () => {
   it("adds nothing of the traffic log without the option (the golden cases hold the default output byte for byte)", () => {
     const plain = renderNginxConf(desired, { dir: "/var/lib/nginx-lb" });
-    expect(plain.conf).not.toMatch(/nlb_route|syslog|log_format/);
+    expect(plain.conf).not.toMatch(/nlb_route|syslog|log_format|traffic/);
     expect(plain.conf).toContain("access_log off;");
   });
 
   it("tags every location of every route, also one answering 503, and passes the real nginx -t", async () => {
     const dir = await tempDir("nginx-lb-traffic-render-");
-    const r = renderNginxConf(desired, { dir, trafficLogPort: 9180, accessLog: `${dir}/logs/access.log` });
+    const r = renderNginxConf(desired, {
+      dir,
+      trafficLogFile: `${dir}/logs/traffic.jsonl`,
+      accessLog: `${dir}/logs/access.log`,
+    });
     const sets = [...r.conf.matchAll(/set \$nlb_route (nlb_[0-9a-f]{16});/g)].map((m) => m[1]);
     // `/` is one location; `/empty` is two (`/empty/` and `= /empty`), both tagged with the same upstream name.
     expect(sets).toHaveLength(3);
     expect(new Set(sets).size).toBe(2);
-    expect(r.conf).toContain("access_log syslog:server=127.0.0.1:9180,nohostname,tag=nginx_lb nlb;");
+    expect(r.conf).toContain(`access_log ${dir}/logs/traffic.jsonl nlb;`);
+    expect(r.conf).not.toContain("syslog");
     expect(r.conf).toContain(`access_log ${dir}/logs/access.log;`);
     const check = await checkConfig(r, dir);
     expect(check.output).not.toMatch(/emerg|warn/);
     expect(check.ok).toBe(true);
+  });
+
+  it("refuses a record file path nginx would read differently", () => {
+    for (const bad of ["relative/traffic.jsonl", "/state dir/traffic.jsonl", "/x;access_log /etc/passwd", "/x'y"])
+      expect(() => renderNginxConf(desired, { dir: "/var/lib/nginx-lb", trafficLogFile: bad })).toThrow(/file path/);
   });
 });

@@ -1,6 +1,11 @@
+import { appendFile, chmod, mkdir, rm, stat, symlink, truncate, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { Registry } from "prom-client";
-import { describe, expect, it } from "vitest";
-import { parseRecord, TrafficStats } from "../../src/admin/traffic.js";
+import { afterAll, describe, expect, it } from "vitest";
+import { parseRecord, startTrafficReceiver, trafficLogPath, TrafficStats } from "../../src/admin/traffic.js";
+import { createLogger } from "../../src/shared/log.js";
+import { cleanupNginx, tempDir } from "../helpers/nginx.js";
+import { waitFor } from "../helpers/wait.js";
 import type { Topology } from "../../src/reconciler/topology.js";
 
 const topology = (upstreams: string[]): Topology => ({
@@ -19,8 +24,8 @@ const topology = (upstreams: string[]): Topology => ({
     },
   ],
 });
-const datagram = (route: string, status: number, u = "0.004") =>
-  `<190>Nov 28 12:00:00 nginx_lb: {"r":"${route}","s":"${status}","t":"0.005","u":"${u}","b":"120"}`;
+const line = (route: string, status: number, u = "0.004") =>
+  `{"r":"${route}","s":"${status}","t":"0.005","u":"${u}","b":"120"}`;
 
 /** Every label set of a metric family in the registry's output. */
 async function series(registry: Registry, name: string): Promise<string[]> {
@@ -28,17 +33,17 @@ async function series(registry: Registry, name: string): Promise<string[]> {
 }
 
 describe("traffic records", () => {
-  it("parses nginx's syslog datagram, taking the last upstream time after retries", () => {
-    expect(parseRecord(datagram("nlb_0123456789abcdef", 502, "0.001, 0.030"))).toEqual({
+  it("parses nginx's record line, taking the last upstream time after retries", () => {
+    expect(parseRecord(line("nlb_0123456789abcdef", 502, "0.001, 0.030"))).toEqual({
       route: "nlb_0123456789abcdef",
       status: 502,
       requestSeconds: 0.005,
       upstreamSeconds: 0.03,
       bytes: 120,
     });
-    expect(parseRecord(datagram("", 404, ""))?.upstreamSeconds).toBeNull();
-    expect(parseRecord("<190>garbage")).toBeNull();
-    expect(parseRecord('<190>x: {"r":1}')).toBeNull();
+    expect(parseRecord(line("", 404, ""))?.upstreamSeconds).toBeNull();
+    expect(parseRecord("garbage")).toBeNull();
+    expect(parseRecord('{"r":1}')).toBeNull();
   });
 
   it("keeps the per-route label set bounded by the model whatever routes the records name", async () => {
@@ -47,12 +52,12 @@ describe("traffic records", () => {
     const known = ["nlb_000000000000000a", "nlb_000000000000000b"];
     stats.setTopology(topology(known));
     for (let i = 0; i < 50_000; i++) {
-      const r = parseRecord(datagram(`nlb_${i.toString(16).padStart(16, "0")}x`, 200 + (i % 4) * 100));
+      const r = parseRecord(line(`nlb_${i.toString(16).padStart(16, "0")}x`, 200 + (i % 4) * 100));
       if (r) stats.record(r);
       else stats.malformed();
     }
-    for (let i = 0; i < 1000; i++) stats.record({ ...parseRecord(datagram(known[i % 2] ?? "", 200))! });
-    stats.record({ ...parseRecord(datagram(known[0] ?? "", 503))! });
+    for (let i = 0; i < 1000; i++) stats.record({ ...parseRecord(line(known[i % 2] ?? "", 200))! });
+    stats.record({ ...parseRecord(line(known[0] ?? "", 503))! });
 
     expect(stats.size).toBe(2);
     const requests = await series(registry, "nginx_lb_route_requests_total");
@@ -70,12 +75,66 @@ describe("traffic records", () => {
     const registry = new Registry();
     const stats = new TrafficStats(registry);
     stats.setTopology(topology(["nlb_000000000000000a", "nlb_000000000000000b"]));
-    stats.record(parseRecord(datagram("nlb_000000000000000a", 200))!);
-    stats.record(parseRecord(datagram("nlb_000000000000000b", 200))!);
+    stats.record(parseRecord(line("nlb_000000000000000a", 200))!);
+    stats.record(parseRecord(line("nlb_000000000000000b", 200))!);
     stats.setTopology(topology(["nlb_000000000000000b"]));
     const requests = await series(registry, "nginx_lb_route_requests_total");
     expect(requests).toHaveLength(1);
     expect(requests[0]).toContain("nlb_000000000000000b");
     expect(stats.size).toBe(1);
+  });
+});
+
+afterAll(cleanupNginx);
+
+describe("traffic record file", () => {
+  const log = createLogger({ level: "silent" });
+  const known = "nlb_000000000000000a";
+
+  it("counts every line nginx appends, across split writes and rotations, from a 0600 file it empties at start", async () => {
+    const dir = await tempDir("nginx-lb-traffic-tail-");
+    const file = trafficLogPath(dir);
+    await mkdir(join(dir, "logs"));
+    // Left by an earlier run, readable by all: emptied and made private.
+    await writeFile(file, `${line(known, 500)}\n`.repeat(10), { mode: 0o644 });
+    await chmod(file, 0o644);
+    const stats = new TrafficStats(new Registry());
+    stats.setTopology(topology([known]));
+    const rx = await startTrafficReceiver(stats, file, log, { pollMs: 10, rotateBytes: 4096 });
+    try {
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      expect((await stat(file)).size).toBe(0);
+      const rec = `${line(known, 200)}\n`;
+      // Half a line, then its rest: counted once, when whole.
+      await appendFile(file, rec.slice(0, 20));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(stats.totals().get(known)?.requests).toBe(0);
+      await appendFile(file, rec.slice(20));
+      await waitFor("the split record", () => stats.totals().get(known)?.requests === 1, 5000);
+      // Well past the rotation size: the file is emptied once read, and nothing is lost or counted twice.
+      for (let i = 0; i < 20; i++) await appendFile(file, rec.repeat(50));
+      await waitFor("1,001 records", () => stats.totals().get(known)?.requests === 1001, 5000);
+      await waitFor("the file emptied after reading", async () => (await stat(file)).size < 4096, 5000);
+      await appendFile(file, `not json\n${rec}`);
+      await waitFor("a record after rotation", () => stats.totals().get(known)?.requests === 1002, 5000);
+      expect(stats.totals().get(known)?.errors).toBe(0);
+      // Emptied by someone else: what comes after is still read.
+      await truncate(file, 0);
+      await appendFile(file, `${line(known, 503)}\n`);
+      await waitFor("a record after an outside truncation", () => stats.totals().get(known)?.errors === 1, 5000);
+    } finally {
+      await rx.close();
+    }
+  });
+
+  it("refuses a symlink in place of the record file", async () => {
+    const dir = await tempDir("nginx-lb-traffic-link-");
+    await mkdir(join(dir, "logs"));
+    await writeFile(join(dir, "elsewhere"), "");
+    await symlink(join(dir, "elsewhere"), trafficLogPath(dir));
+    await expect(startTrafficReceiver(new TrafficStats(new Registry()), trafficLogPath(dir), log)).rejects.toThrow(
+      /ELOOP|symbolic/,
+    );
+    await rm(join(dir, "elsewhere"));
   });
 });

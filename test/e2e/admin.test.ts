@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import http from "node:http";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
@@ -35,6 +36,13 @@ interface Route {
   label: string;
   upstream: string;
   endpoints: { address: string; weight: number; role: string }[];
+}
+interface RegistryView {
+  registry: {
+    valid: boolean;
+    errors: { path: string; message: string }[];
+    warnings: { path: string; message: string }[];
+  };
 }
 interface View {
   ready: { ready: boolean; why: string };
@@ -95,7 +103,7 @@ describe("admin server", () => {
     for (let i = 0; i < 5; i++) expect((await t.site("/gone")).status).toBe(503);
     const root = { route: `a.test:${t.sitePort}/`, upstream: by("/")?.upstream ?? "" };
     const gone = { route: `a.test:${t.sitePort}/gone`, upstream: by("/gone")?.upstream ?? "" };
-    // UDP records arrive asynchronously: poll until nginx's records are counted.
+    // Records are read from the file a moment after nginx writes them: poll until they are counted.
     const metrics = await eventually(
       async () => {
         const m = (await t.admin("/metrics")).body;
@@ -274,6 +282,9 @@ describe("admin server", () => {
     expect(notReady.status).toBe(503);
     expect(notReady.body).toMatch(/^not ready: nginx is not running/);
     expect(notReady.body).toContain("Address already in use");
+    const cli = await statusCli(`http://127.0.0.1:${adminPort}`);
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toMatch(/^nginx-lb status: not ready: nginx is not running/);
     expect((await admin("/healthz")).status).toBe(200);
     expect(sample((await admin("/metrics")).body, "nginx_lb_nginx_running")).toBe(0);
     await new Promise((r) => holder.close(r));
@@ -282,11 +293,135 @@ describe("admin server", () => {
   });
 });
 
+describe("inputs rejected or warned about", () => {
+  it("an invalid backends file and every warning show in /api/status, /metrics and nginx-lb status (exit 1)", async () => {
+    const t = await startAdminLb({
+      pool,
+      endpoints: { ...endpoints(), "api-api": { "127.0.0.3": { weight: "heavy" } } } as unknown as Parameters<
+        typeof startAdminLb
+      >[0]["endpoints"],
+    });
+    const registryOf = async () => (await t.admin("/api/status")).json<RegistryView>().registry;
+    // A warning (an odd weight): reported with its path everywhere, yet nothing is wrong enough to fail a script.
+    const warned = await registryOf();
+    expect(warned.valid).toBe(true);
+    expect(warned.warnings).toEqual([expect.objectContaining({ path: '["api-api"]["127.0.0.3"]' })]);
+    let m = (await t.admin("/metrics")).body;
+    expect(sample(m, "nginx_lb_config_warnings", { source: "registry" })).toBe(1);
+    expect(sample(m, "nginx_lb_config_warnings", { source: "services" })).toBe(0);
+    expect(sample(m, "nginx_lb_registry_valid")).toBe(1);
+    // `--admin` also takes HOST:PORT, the form --admin-listen takes.
+    let cli = await statusCli(`127.0.0.1:${t.adminPort}`);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(/warning\s+registry\s+\["api-api"\]\["127\.0\.0\.3"\]\s+weight must be/);
+
+    // Rejected as a whole: a name that is no address. The endpoints in force keep serving.
+    await t.setEndpoints({ ...endpoints(), "web-api": { "not-an-ip": { weight: 1 } } });
+    const invalid = await eventually(
+      async () => {
+        const r = await registryOf();
+        return r.valid ? null : r;
+      },
+      10_000,
+      "the backends file reported invalid",
+    );
+    expect(invalid.errors.map((e) => e.path)).toEqual(['["web-api"]["not-an-ip"]']);
+    expect(sample((await t.admin("/metrics")).body, "nginx_lb_registry_valid")).toBe(0);
+    cli = await statusCli(t.adminUrl);
+    expect(cli.code).toBe(1);
+    expect(cli.stdout).toMatch(/registry\s+invalid/);
+    expect(cli.stdout).toMatch(/error\s+registry\s+\["web-api"\]\["not-an-ip"\]/);
+    expect(cli.stderr).toMatch(/the registry content is invalid/);
+    expect(t.lb.find(/backends file is invalid; the endpoints in force stay until it is fixed/)).not.toHaveLength(0);
+    expect((await t.site("/")).status).toBe(200);
+
+    // Fixed: valid again, exit 0.
+    await t.setEndpoints(endpoints());
+    await eventually(async () => (await registryOf()).valid, 10_000, "the backends file valid again");
+    m = (await t.admin("/metrics")).body;
+    expect(sample(m, "nginx_lb_registry_valid")).toBe(1);
+    expect(sample(m, "nginx_lb_config_warnings", { source: "registry" })).toBe(0);
+    expect((await statusCli(t.adminUrl)).code).toBe(0);
+
+    // An invalid routing file: ready (the last valid routes serve), but a script must hear of it.
+    await writeFile(t.services, "{ not json");
+    await eventually(
+      async () => !(await t.admin("/api/status")).json<View>().services.valid,
+      10_000,
+      "services.json invalid",
+    );
+    cli = await statusCli(t.adminUrl);
+    expect(cli.code).toBe(1);
+    expect(cli.stdout).toMatch(/ready\s+yes/);
+    expect(cli.stderr).toContain(`the routing file ${t.services} is invalid`);
+  });
+
+  it("nginx-lb status says in one line that nothing answers, exit 2", async () => {
+    const [port = 0] = await freePorts(1);
+    const cli = await statusCli(`127.0.0.1:${port}`);
+    expect(cli.code).toBe(2);
+    expect(cli.stderr.trim().split("\n")).toEqual([
+      `nginx-lb status: cannot reach http://127.0.0.1:${port}: connection refused (is nginx-lb run serving its admin server there? see --admin-listen)`,
+    ]);
+  });
+});
+
+describe("event-stream slots", () => {
+  it("bounds streams per client address and keeps slots for the token holder, whoever else holds the rest", async () => {
+    const t = await startAdminLb({ pool, endpoints: endpoints() });
+    // No token configured: the controller wrote a local one into its state dir for the operator.
+    const token = (await readFile(join(t.dir, "state/admin-token"), "utf8")).trim();
+    expect(token).toMatch(/^[0-9a-f]{48}$/);
+    const open: Stream[] = [];
+    try {
+      const anon = async (from: string) => {
+        const s = await openStream(t.adminPort, from);
+        open.push(s);
+        return s;
+      };
+      for (let i = 0; i < 8; i++) expect((await anon("127.0.0.1")).status).toBe(200);
+      const perAddress = await anon("127.0.0.1");
+      expect(perAddress.status).toBe(503);
+      expect(perAddress.body).toMatch(/127\.0\.0\.1 already holds 8 event streams/);
+      // Other loopback source addresses (any local user can bind them) fill the slots open to everyone: 28 of 32.
+      for (const from of ["127.0.0.2", "127.0.0.3"])
+        for (let i = 0; i < 8; i++) expect((await anon(from)).status).toBe(200);
+      for (let i = 0; i < 4; i++) expect((await anon("127.0.0.4")).status).toBe(200);
+      const full = await anon("127.0.0.5");
+      expect(full.status).toBe(503);
+      expect(full.body).toMatch(/all 28 event streams for clients without the admin token are open/);
+      expect(full.body).toMatch(/Authorization: Bearer/);
+      // A wrong token is no token.
+      expect((await openStream(t.adminPort, "127.0.0.5", `${token}0`).then((s) => (open.push(s), s))).status).toBe(503);
+      // The operator, with the token from the state dir, still gets a live stream with the status in it.
+      const operator = await openStream(t.adminPort, "127.0.0.1", token);
+      open.push(operator);
+      expect(operator.status).toBe(200);
+      expect(operator.body).toContain("event: status");
+      // A closed stream frees its slot.
+      open.find((s) => s.status === 200 && s !== operator)?.close();
+      await eventually(
+        async () => {
+          const s = await openStream(t.adminPort, "127.0.0.5");
+          open.push(s);
+          return s.status === 200;
+        },
+        5_000,
+        "a slot freed by a closed stream",
+      );
+      // Plain requests are not streams: they are still served.
+      expect((await t.admin("/api/status")).status).toBe(200);
+    } finally {
+      for (const s of open) s.close();
+    }
+  });
+});
+
 describe("traffic figures off", () => {
   it("--no-traffic-log renders no access records and keeps the rest of the admin server", async () => {
     const t = await startAdminLb({ pool, endpoints: endpoints(), args: ["--no-traffic-log"] });
     const conf = await readFile(join(t.dir, "state/nginx.conf"), "utf8");
-    expect(conf).not.toMatch(/syslog|nlb_route/);
+    expect(conf).not.toMatch(/syslog|nlb_route|traffic/);
     for (let i = 0; i < 5; i++) expect((await t.site("/")).status).toBe(200);
     const m = (await t.admin("/metrics")).body;
     expect(m).not.toMatch(/^nginx_lb_route_requests_total\{/m);
@@ -347,5 +482,40 @@ function firstEvent(url: string): Promise<string> {
         resolve(text);
       })
       .catch(reject);
+  });
+}
+
+interface Stream {
+  readonly status: number;
+  /** The first chunk of a stream, or the whole body of a refusal. */
+  readonly body: string;
+  close(): void;
+}
+
+/** Opens /api/events from a given loopback source address, optionally with a bearer token. */
+function openStream(port: number, localAddress: string, token?: string): Promise<Stream> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(
+      {
+        host: "127.0.0.1",
+        port,
+        path: "/api/events",
+        localAddress,
+        agent: false,
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      },
+      (res) => {
+        const close = () => req.destroy();
+        res.setEncoding("utf8");
+        if (res.statusCode === 200) res.once("data", (chunk: string) => resolve({ status: 200, body: chunk, close }));
+        else {
+          let body = "";
+          res.on("data", (c: string) => (body += c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body, close }));
+        }
+      },
+    );
+    req.setTimeout(5000, () => req.destroy(new Error("no answer from /api/events within 5 s")));
+    req.on("error", reject);
   });
 }

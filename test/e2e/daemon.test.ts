@@ -13,6 +13,7 @@ import {
   writeServices,
 } from "../helpers/controller.js";
 import { get } from "../helpers/http.js";
+import { load } from "../helpers/load.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
 
 /** The daemon driven as a user drives it: a real `nginx-lb run` process, real nginx, real backends, a backends file. */
@@ -69,37 +70,6 @@ const who = async (url: string) => (await get(url, { host: "a.test" })).json<Ech
 function masters(stateDir: string): number {
   const out = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" });
   return out.split("\n").filter((l) => l.startsWith("nginx: master") && l.includes(stateDir)).length;
-}
-
-/** A bounded request loop (count and time) that records every failure. */
-function load(url: string, opts: { count: number; concurrency: number; maxMs: number }) {
-  const failures: string[] = [];
-  let done = 0;
-  let stop = false;
-  const deadline = Date.now() + opts.maxMs;
-  const worker = async () => {
-    while (!stop && done < opts.count && Date.now() < deadline) {
-      done++;
-      try {
-        const r = await get(url, { host: "a.test", timeoutMs: 5000 });
-        if (r.status !== 200) failures.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
-      } catch (e) {
-        failures.push(String(e));
-      }
-    }
-  };
-  const finished = Promise.all(Array.from({ length: opts.concurrency }, worker));
-  return {
-    failures,
-    get done() {
-      return done;
-    },
-    finished,
-    stop: () => {
-      stop = true;
-      return finished;
-    },
-  };
 }
 
 /** The endpoints mode the current describe block runs in: the whole suite runs once per mode. */
@@ -214,7 +184,7 @@ describe.each(["reload", "dynamic"] as const)("nginx-lb run with a backends file
   it("a controller SIGKILLed and restarted under load drops no request and leaves one nginx master", async () => {
     const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 }, "127.0.0.3": { weight: 1 } } });
     const stateDir = join(s.dir, "state");
-    const traffic = load(s.url(), { count: 3000, concurrency: 4, maxMs: 60_000 });
+    const traffic = load(s.url(), { host: "a.test", count: 3000, concurrency: 4, maxMs: 60_000 });
     await sleep(300);
     s.lb.signal("SIGKILL");
     await s.lb.exited;
@@ -272,7 +242,7 @@ describe.each(["reload", "dynamic"] as const)("nginx-lb run with a backends file
 
   it("endpoints churning every 100 ms under a bounded load loop: zero failed requests", async () => {
     const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 }, "127.0.0.3": { weight: 1 } } });
-    const traffic = load(s.url(), { count: 4000, concurrency: 4, maxMs: 8_000 });
+    const traffic = load(s.url(), { host: "a.test", count: 4000, concurrency: 4, maxMs: 8_000 });
     const variants = [
       ["127.0.0.2", "127.0.0.3"],
       ["127.0.0.3", "127.0.0.4"],

@@ -1,4 +1,5 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -100,10 +101,62 @@ describe("dashboard", () => {
     await writeFile(t.services, valid);
     await page.locator("#health", { hasText: "routing file valid" }).waitFor({ timeout: 5_000 });
 
+    // An invalid backends file (the registry): named in the header and listed with its path; routes stay.
+    const endpointsNow = {
+      "web-api": { "127.0.0.2": { weight: 0 }, "127.0.0.3": { weight: 5 } },
+      "api-api": { "127.0.0.3": { weight: 1 } },
+      "spare-api": { "127.0.0.4": { weight: 1 } },
+      "gone-api": { "127.0.0.4": { weight: 2 } },
+    };
+    await t.setEndpoints({ ...endpointsNow, "web-api": { "not-an-ip": { weight: 1 } } });
+    const registryError = page.locator('#problems [data-problem="error"][data-source="registry"]');
+    await registryError.waitFor({ timeout: 5_000 });
+    expect(await registryError.textContent()).toContain('["web-api"]["not-an-ip"]');
+    expect(await page.locator("#health").textContent()).toContain("registry backends-file invalid");
+    expect(await route("/").locator(`[data-endpoint="127.0.0.3:${pool.port}"]`).count()).toBe(1);
+    await t.setEndpoints(endpointsNow);
+    await page.locator("#health", { hasText: "registry backends-file" }).waitFor({ timeout: 5_000 });
+    await eventually(
+      async () => !(await page.locator("#health").textContent())?.includes("invalid"),
+      5_000,
+      "the registry valid again on the page",
+    );
+    expect(await registryError.count()).toBe(0);
+
     for (let i = 0; i < 20; i++) await t.site(`/after${i}`);
     await page.waitForTimeout(1500);
     await mkdir(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, "dashboard.png"), fullPage: true });
     expect(errors).toEqual([]);
+  });
+
+  it("falls back to polling when every event-stream slot is taken, and still shows the status", async () => {
+    const t = await startAdminLb({ pool, endpoints: { "web-api": { "127.0.0.2": { weight: 1 } } } });
+    // Another local user holds every stream open to clients without the token (28: 8 per source address).
+    const held: http.ClientRequest[] = [];
+    try {
+      for (let i = 0; i < 28; i++) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = http.get(
+            { host: "127.0.0.1", port: t.adminPort, path: "/api/events", localAddress: `127.0.0.${10 + (i % 4)}` },
+            (res) => resolve(res.statusCode ?? 0),
+          );
+          req.on("error", reject);
+          held.push(req);
+        });
+        expect(status).toBe(200);
+      }
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(t.adminUrl, { timeout: 15_000 });
+      await page.locator("#conn", { hasText: "polling" }).waitFor({ timeout: 10_000 });
+      await page.locator(`tr[data-route="a.test:${t.sitePort}/"]`).waitFor({ timeout: 10_000 });
+      expect(await page.locator("#health").textContent()).toMatch(/ready/);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      for (const r of held) r.destroy();
+    }
   });
 });

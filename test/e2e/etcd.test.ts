@@ -93,7 +93,7 @@ describe.each(["reload", "dynamic"] as const)("nginx-lb run over etcd v3 (%s end
     const { url, lb } = await daemon("web", prefix);
     await servedBy(url, ["127.0.0.2"], "initial endpoint");
     await etcd.stop();
-    await lb.waitFor(/etcd: .*serving the last known endpoints/);
+    await lb.waitFor(/etcd at .*serving the last known endpoints/);
     // Bounded: 40 requests while etcd is down, every one served on the last config.
     for (let i = 0; i < 40; i++) expect(await who(url)).toBe("127.0.0.2");
     await etcd.start();
@@ -259,7 +259,7 @@ describe("nginx-lb run over etcd with auth", () => {
     await servedBy(good.url, ["127.0.0.3"], "endpoint read with auth");
     await good.lb.stop();
     const bad = await run(wrong);
-    await bad.lb.waitFor(/etcd rejected the credentials of user \\"root\\"/);
+    await bad.lb.waitFor(/etcd at \S+ rejected the credentials of user \\"root\\"/);
     expect(JSON.stringify(bad.lb.lines)).not.toContain("not-the-pw");
     await bad.lb.stop();
   });

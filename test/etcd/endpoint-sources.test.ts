@@ -99,7 +99,7 @@ describe.each([v3, v2])("etcd $name endpoint source", (api) => {
     await api.put(etcd, `${prefix}-old/web-api/ips/10.0.0.2`, w(5)); // shares the string prefix, not the directory
     await api.put(etcd, `/lb/other/web-api/ips/10.0.0.3`, w(5));
     const { logger } = memoryLogger();
-    const src = run(api.source({ endpoints: [etcd.endpoint], prefix, logger }));
+    const src = run(api.source({ etcdUrls: [etcd.endpoint], prefix, logger }));
     try {
       const first = await src.waitFor("initial list", (s) => s.connected);
       expect(first.value).toEqual({ "web-api": { "10.0.0.1": { weight: 50 } } });
@@ -133,7 +133,7 @@ describe.each([v3, v2])("etcd $name endpoint source", (api) => {
     await api.put(etcd, `${prefix}/app-web/ips/10.1.0.1`, w(10));
     const gate = gatedRetry();
     const { logger, lines } = memoryLogger();
-    const src = run(api.source({ endpoints: [etcd.endpoint], prefix, logger, retry: gate.retry }));
+    const src = run(api.source({ etcdUrls: [etcd.endpoint], prefix, logger, retry: gate.retry }));
     try {
       await src.waitFor("initial list", (s) => s.connected && s.value["app-web"] !== undefined);
       const listedAt = api.name === "v3" ? await etcd.revision() : 0;
@@ -170,7 +170,7 @@ describe.each([v3, v2])("etcd $name endpoint source", (api) => {
     await api.put(etcd, `${prefix}/app-web/ips/10.2.0.1`, w(10));
     const gate = gatedRetry();
     const { logger, lines } = memoryLogger();
-    const src = run(api.source({ endpoints: [etcd.endpoint], prefix, logger, retry: gate.retry }));
+    const src = run(api.source({ etcdUrls: [etcd.endpoint], prefix, logger, retry: gate.retry }));
     try {
       await src.waitFor("initial list", (s) => s.connected && s.value["app-web"] !== undefined);
       await restartHeld(etcd, src, gate);
@@ -194,9 +194,7 @@ describe.each([v3, v2])("etcd $name endpoint source", (api) => {
     await api.put(etcd, `${prefix}/app-web/ips/10.4.0.1`, w(10));
     const dead = `http://127.0.0.1:${await freePort()}`;
     const { logger } = memoryLogger();
-    const src = run(
-      api.source({ endpoints: [dead, etcd.endpoint], prefix, logger, retry: { baseMs: 50, maxMs: 200 } }),
-    );
+    const src = run(api.source({ etcdUrls: [dead, etcd.endpoint], prefix, logger, retry: { baseMs: 50, maxMs: 200 } }));
     try {
       const s = await src.waitFor("list", (x) => x.connected);
       expect(s.value).toEqual({ "app-web": { "10.4.0.1": { weight: 10 } } });
@@ -208,7 +206,7 @@ describe.each([v3, v2])("etcd $name endpoint source", (api) => {
   test("500 puts in a burst: the final snapshot holds all 500", async () => {
     const prefix = `${P}-burst`;
     const { logger } = memoryLogger();
-    const src = run(api.source({ endpoints: [etcd.endpoint], prefix, logger }));
+    const src = run(api.source({ etcdUrls: [etcd.endpoint], prefix, logger }));
     try {
       await src.waitFor("initial list", (s) => s.connected);
       const entries = Array.from(

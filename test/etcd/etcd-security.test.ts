@@ -33,7 +33,7 @@ describe.each(["v3", "v2"] as const)("etcd %s over TLS with client certificates"
   test("the CA and a client certificate read the registry", async () => {
     const tls = etcd.tls!;
     const { src } = source({
-      endpoints: [etcd.endpoint],
+      etcdUrls: [etcd.endpoint],
       prefix: P,
       api,
       cacert: tls.caFile,
@@ -50,14 +50,14 @@ describe.each(["v3", "v2"] as const)("etcd %s over TLS with client certificates"
 
   test("without a client certificate: an error is logged and no endpoints are invented", async () => {
     const { src, lines } = source({
-      endpoints: [etcd.endpoint],
+      etcdUrls: [etcd.endpoint],
       prefix: P,
       api,
       cacert: etcd.tls!.caFile,
       retry: { baseMs: 50, maxMs: 200 },
     });
     try {
-      await waitFor("an error log", errorLogged(lines, /etcd: .*serving the last known endpoints/));
+      await waitFor("an error log", errorLogged(lines, /etcd at .*serving the last known endpoints/));
       expect(src.snapshots).toEqual([]);
     } finally {
       await src.stop();
@@ -93,7 +93,7 @@ describe.each(["v3", "v2"] as const)("etcd %s over TLS with client certificates"
 
   test("an unreadable CA file: the error names the flag, and the source retries rather than failing", async () => {
     const { src, lines } = source({
-      endpoints: [etcd.endpoint],
+      etcdUrls: [etcd.endpoint],
       prefix: P,
       api,
       cacert: "/nonexistent/ca.pem",
@@ -121,7 +121,7 @@ describe("etcd v3 with auth", () => {
 
   test("after an etcd restart (every auth token void) the source authenticates again and follows changes", async () => {
     const { src } = source({
-      endpoints: [etcd.endpoint],
+      etcdUrls: [etcd.endpoint],
       prefix: "/lb/auth-restart",
       api: "v3",
       username: "root",
@@ -144,7 +144,7 @@ describe("etcd v3 with auth", () => {
   test("right credentials read; after the password changes, the error is clear and the last endpoints stay", async () => {
     const gate = gatedRetry();
     const { src, lines } = source({
-      endpoints: [etcd.endpoint],
+      etcdUrls: [etcd.endpoint],
       prefix: P,
       api: "v3",
       username: "root",
@@ -186,7 +186,7 @@ describe("etcd v2 with auth", () => {
 
   test("right credentials read; wrong ones give a clear error", async () => {
     const good = source({
-      endpoints: [etcd.endpoint],
+      etcdUrls: [etcd.endpoint],
       prefix: P,
       api: "v2",
       username: "root",
@@ -199,7 +199,7 @@ describe("etcd v2 with auth", () => {
       await good.src.stop();
     }
     const bad = source({
-      endpoints: [etcd.endpoint],
+      etcdUrls: [etcd.endpoint],
       prefix: P,
       api: "v2",
       username: "root",

@@ -20,7 +20,7 @@ describe("etcd v3 source: several keys in one revision", () => {
   test("a ranged delete and a transaction reach the snapshot in full", async () => {
     const prefix = "/lb/revision-test";
     const key = (ip: string) => `${prefix}/app-web/ips/${ip}`;
-    const src = run(etcdV3Source({ endpoints: [etcd.endpoint], prefix, logger: memoryLogger().logger }));
+    const src = run(etcdV3Source({ etcdUrls: [etcd.endpoint], prefix, logger: memoryLogger().logger }));
     const client = new Etcd3({ hosts: etcd.endpoint });
     try {
       await src.waitFor("initial list", (s) => s.connected);

@@ -33,7 +33,7 @@ describe("register / deregister", () => {
   test("the key appears, the endpoint source reads it, SIGTERM deletes it", async () => {
     const key = `${P}/shop-web/ips/10.5.0.1`;
     const { logger } = memoryLogger();
-    const src = run(etcdV3Source({ endpoints: [etcd.endpoint], prefix: P, logger }));
+    const src = run(etcdV3Source({ etcdUrls: [etcd.endpoint], prefix: P, logger }));
     const r = registrar(["--app", "shop", "--service", "web", "--ip", "10.5.0.1", "--weight", "7"]);
     try {
       await src.waitFor("registered endpoint", (s) => s.value["shop-web"]?.["10.5.0.1"]?.weight === 7);

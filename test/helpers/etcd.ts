@@ -5,6 +5,10 @@
  *   const etcd = await startEtcd({ v2: true });        // in beforeAll
  *   await etcd.ctl(["put", "/lb/backends/a-b/ips/10.0.0.1", '{"weight":5}']);
  *   await etcd.stop(); await etcd.start();             // same data, same ports
+ *   const snap = await etcd.snapshot();                 // etcdctl snapshot save
+ *   await etcd.restore(snap);                           // stop, restore into a new data dir, start on the same URLs
+ *   await etcd.rebuild({ newCluster: true });           // stop, wipe, start empty (another cluster id)
+ *   etcd.pause(); etcd.resume();                        // SIGSTOP / SIGCONT: connections open, nothing answered
  *   await etcd.destroy();                              // in afterAll: stops it and removes the dir
  */
 import { spawn, execFile, type ChildProcess } from "node:child_process";
@@ -60,6 +64,21 @@ export interface EtcdServer {
   compact(options?: CtlOptions): Promise<number>;
   /** Adds user `root` with this password and enables auth (v3 API, or the separate v2 auth store with api 2). */
   enableAuth(password: string, api?: 2 | 3): Promise<void>;
+  /** Saves a v3 snapshot (`etcdctl snapshot save`) into the server's temp dir; resolves with its path. */
+  snapshot(): Promise<string>;
+  /**
+   * Stops etcd, restores `file` into a fresh data dir (`etcdctl snapshot restore`; the v2 store is not in a v3
+   * snapshot, so v2 keys are gone) and starts it on the same URLs. `newCluster` gives it another cluster id.
+   */
+  restore(file: string, options?: { newCluster?: boolean }): Promise<void>;
+  /** Stops etcd, removes its data and starts it empty on the same URLs; `newCluster` gives it another cluster id. */
+  rebuild(options?: { newCluster?: boolean }): Promise<void>;
+  /** Freezes etcd (SIGSTOP): connections are accepted by the kernel but never answered. */
+  pause(): void;
+  /** Thaws a paused etcd (SIGCONT). */
+  resume(): void;
+  /** The cluster id etcd reports (hex, as in the v2 X-Etcd-Cluster-Id header). */
+  clusterId(): Promise<string>;
   /** Stops etcd and removes its directory. */
   destroy(): Promise<void>;
 }
@@ -114,6 +133,9 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   const scheme = tls ? "https" : "http";
   let clientPort = 0;
   let peerPort = 0;
+  // The cluster id derives from the member's name, peer URLs and this token: a new token is another cluster.
+  let token = "etcd-cluster";
+  let snapshots = 0;
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
   let log = "";
@@ -155,6 +177,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
       `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
       `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
       `--initial-cluster=test=http://127.0.0.1:${peerPort}`,
+      `--initial-cluster-token=${token}`,
       "--log-level=error",
       "--logger=zap",
     ];
@@ -200,6 +223,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     const c = child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     c.kill("SIGTERM");
+    c.kill("SIGCONT"); // a paused etcd acts on the SIGTERM only once thawed
     const timer = setTimeout(() => c.kill("SIGKILL"), 5_000);
     await exited;
     clearTimeout(timer);
@@ -209,6 +233,10 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     const r = await ctl(["endpoint", "status", "-w", "json"], o);
     const parsed = JSON.parse(r.stdout) as { Status: { header: { revision: number } } }[];
     return Number(parsed[0]?.Status.header.revision ?? 0);
+  };
+
+  const freshToken = (o: { newCluster?: boolean } = {}) => {
+    if (o.newCluster) token = `etcd-cluster-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   };
 
   await start();
@@ -241,7 +269,44 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
       await ctl(["user", "add", `root:${password}`]);
       await ctl(["auth", "enable"]);
     },
+    snapshot: async () => {
+      const file = join(root, `snapshot-${++snapshots}.db`);
+      await ctl(["snapshot", "save", file]);
+      return file;
+    },
+    restore: async (file, o = {}) => {
+      await stop();
+      freshToken(o);
+      await rm(dataDir, { recursive: true, force: true });
+      // etcdctl 3.4 restores (etcdutl exists from 3.5); the member must match the flags etcd then starts with.
+      await run(
+        "etcdctl",
+        ["snapshot", "restore", file, `--data-dir=${dataDir}`, "--name=test"].concat([
+          `--initial-cluster=test=http://127.0.0.1:${peerPort}`,
+          `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+          `--initial-cluster-token=${token}`,
+        ]),
+        { env: { ...process.env, ETCDCTL_API: "3" }, timeout: 20_000 },
+      );
+      await start();
+    },
+    rebuild: async (o = {}) => {
+      await stop();
+      freshToken(o);
+      await rm(dataDir, { recursive: true, force: true });
+      await start();
+    },
+    pause: () => void child?.kill("SIGSTOP"),
+    resume: () => void child?.kill("SIGCONT"),
+    clusterId: async () => {
+      const r = await ctl(["endpoint", "status", "-w", "json"]);
+      const parsed = JSON.parse(r.stdout) as { Status: { header: { cluster_id: number | string } } }[];
+      // JSON numbers lose precision past 2^53: read the digits as written.
+      const digits = /"cluster_id":(\d+)/.exec(r.stdout)?.[1] ?? String(parsed[0]?.Status.header.cluster_id ?? 0);
+      return BigInt(digits).toString(16);
+    },
     destroy: async () => {
+      child?.kill("SIGCONT");
       await stop();
       await rm(root, { recursive: true, force: true });
     },

@@ -9,7 +9,7 @@
  *   await h2get(`https://127.0.0.1:${tlsPort}/`, { host: "demo.example.com" });       // a real HTTP/2 request
  *
  * The balancer tests' short forms, on the same client: `hostGet(port, host, path)` (status, body, content type),
- * `tally(port, host, n)` (who answered n requests) and `postRaw(port, body)` (a hand-made push).
+ * `tally(port, host, n)` (who answered n requests) and `postRaw(port, body, path, host, token)` (a hand-made push).
  */
 import http, { type IncomingHttpHeaders } from "node:http";
 import http2 from "node:http2";
@@ -149,20 +149,23 @@ export async function tally(port: number, host: string, n: number, agent?: http.
   return counts;
 }
 
-/** A POST of raw bytes (by default to the control server's push endpoint), for the tests of what nginx refuses. */
+/**
+ * A POST of raw bytes (by default to the control server's push endpoint), with the push token when given, for the
+ * tests of what nginx refuses.
+ */
 export async function postRaw(
   port: number,
   body: Buffer | string,
   path = ENDPOINTS_PATH,
   host = "127.0.0.1",
-  headers: Record<string, string> = {},
+  token?: string,
 ): Promise<{ status: number; body: string }> {
   const data = typeof body === "string" ? Buffer.from(body) : body;
   const r = await get(`http://127.0.0.1:${port}${path}`, {
     host,
     method: "POST",
     body: data,
-    headers: { ...headers, "content-length": String(data.length) },
+    headers: { ...(token !== undefined ? { "x-nginx-lb-token": token } : {}), "content-length": String(data.length) },
     timeoutMs: 10_000,
   });
   return { status: r.status, body: r.body };

@@ -2,12 +2,13 @@
  * The real nginx in throwaway state dirs, started the way `nginx-lb run` starts it: the production `NginxProcess`
  * (foreground, `daemon off`, in its own process group) and, for nginx-lb's own configs, the production
  * `NginxApplier` with the render options the daemon takes from `runRenderOptions` (control port, push token, pid
- * file, Lua source). What a test exercises is the path users run.
+ * file, Lua modules, traffic file). What a test exercises is the path users run.
  *
  *   const ngx = await serveNginx({ services: (port) => services("a.test", port, routes), backends });
  *   await ngx.push(nextBackends);      // the applier's decision: a push (dynamic) or a render + reload (reload mode)
  *   await ngx.apply({ services });     // any change; the applier tests, swaps, reloads or pushes
  *   await ngx.reload();                // a forced reload, as SIGHUP to the controller does
+ *   await pushEndpoints(ngx.target, body);   // a hand-made push: ngx.target carries the rendered push token
  *   const other = await startStandaloneNginx(conf, dir);   // a config nginx-lb does not render (bench only)
  *   afterAll(cleanupNginx);            // stops every nginx and removes every temp dir this file made
  *
@@ -23,22 +24,15 @@ import { join } from "node:path";
 import pino from "pino";
 import type { BackendSet } from "../../src/model/backends.js";
 import type { Services } from "../../src/model/services.js";
-import { NginxApplier, type ApplyOutcome, type Target } from "../../src/nginx/applier.js";
+import { NginxApplier } from "../../src/nginx/applier.js";
 import { findNginx, nginxTest, type NginxTestResult } from "../../src/nginx/binary.js";
-import {
-  pushEndpoints,
-  syncEndpoints,
-  type PushBody,
-  type PushedState,
-  type PushTarget,
-} from "../../src/nginx/endpoints-push.js";
+import type { PushTarget } from "../../src/nginx/endpoints-push.js";
 import { writeRendered } from "../../src/nginx/files.js";
 import { NginxProcess, workerPids, type NginxPaths } from "../../src/nginx/process.js";
 import { nginxPaths, runRenderOptions, type NginxSettings } from "../../src/nginx/render-options.js";
-import { endpointSets } from "../../src/render/dynamic.js";
-import { planRoutes, renderNginxConf, type Desired, type Rendered } from "../../src/render/index.js";
-import type { EndpointSets } from "../../src/model/plan.js";
-import { postRaw } from "./http.js";
+import type { ApplyOutcome } from "../../src/reconciler/applier.js";
+import { compile, type Target } from "../../src/reconciler/target.js";
+import type { Desired, RenderOptions, Rendered } from "../../src/render/index.js";
 import { sleep, waitFor } from "./wait.js";
 
 export const NGINX = findNginx();
@@ -49,8 +43,6 @@ const dirs = new Set<string>();
 const running = new Set<{ readonly masterPid: number | null; stop(): Promise<void> }>();
 /** Where the run's global teardown looks for masters still running (see test/helpers/global-setup.ts), or null. */
 let ledger: string | null = null;
-/** Push tokens the harness chose (the test passed none), by control port: see `pushAsController`. */
-const chosenTokens = new Map<number, string>();
 
 /** A fresh temporary directory, removed by `cleanupNginx`. */
 export async function tempDir(prefix = "nginx-lb-test-"): Promise<string> {
@@ -143,9 +135,17 @@ function launchProcess(paths: NginxPaths): Launch {
 }
 
 interface Applying extends Launch {
-  /** Makes nginx serve `desired` the way the controller does (`force`: reload even when unchanged). */
-  apply(desired: Desired, force: boolean): Promise<ApplyOutcome>;
+  /**
+   * Makes nginx serve `desired` the way the controller does (`force`: reload even when unchanged). `push: false`
+   * leaves the endpoint sets out of the target, so a start or reload is not followed by the controller's push: what
+   * a new master or new workers serve before it (start-up sets file, shared dict kept across a reload).
+   */
+  apply(desired: Desired, force: boolean, push: boolean): Promise<ApplyOutcome>;
   pushedVersion(): number | null;
+  /** The render options every target is compiled with (`runRenderOptions`, as the daemon's). */
+  readonly options: RenderOptions;
+  /** Resolves once the applier has written the last pushed sets for a restarted master (endpoints.sets). */
+  settled(): Promise<void>;
 }
 
 function launchApplier(paths: NginxPaths, settings: NginxSettings, confirmTimeoutMs?: number): Applying {
@@ -159,15 +159,19 @@ function launchApplier(paths: NginxPaths, settings: NginxSettings, confirmTimeou
     settings.pushToken,
     ...(confirmTimeoutMs !== undefined ? [confirmTimeoutMs] : []),
   );
-  const target = (desired: Desired): Target => ({
-    rendered: renderNginxConf(desired, options),
-    endpoints:
-      settings.endpointsMode === "dynamic" ? endpointSets(planRoutes(desired.services, desired.backends)) : null,
-  });
+  // As the reconciler does: each target is compiled against the previous one.
+  let previous: Target | null = null;
   return {
     ...launch,
-    apply: (desired, force) => applier.apply(target(desired), force),
+    options,
+    async apply(desired, force, push) {
+      const target = compile(desired, previous, settings.endpointsMode, options);
+      const out = await applier.apply(push ? target : { ...target, endpoints: null }, force);
+      if (out.result !== "failed") previous = target;
+      return out;
+    },
     pushedVersion: () => applier.pushedVersion,
+    settled: () => applier.settled(),
   };
 }
 
@@ -234,9 +238,20 @@ export interface ServeOptions {
   readonly pushToken?: string;
   /** Default 127.0.0.1 (tests stay on loopback). */
   readonly listenHost?: string;
-  readonly trafficLogPort?: number;
+  /** The file nginx appends per-request traffic records to (as `nginx-lb run` renders it). Default: none. */
+  readonly trafficLogFile?: string;
   /** The state dir. Default: a fresh temp dir. */
   readonly dir?: string;
+  /**
+   * Runs before nginx starts, with the state dir and the routes (e.g. to place the start-up endpoint sets file a
+   * previous controller left there).
+   */
+  readonly before?: (dir: string, services: Services) => Promise<void>;
+  /**
+   * Dynamic mode: `false` starts nginx without the controller's first push, so a test sees what a new master serves
+   * on its own (the start-up sets file, or 503). Default true.
+   */
+  readonly push?: boolean;
   /**
    * How long the applier waits for nginx to serve a new config. Default: the applier's (what the daemon uses). Only
    * for benchmark loads far beyond what the daemon's default is sized for (10,000 Lua-balanced upstreams).
@@ -261,6 +276,16 @@ export class ServedNginx {
     this.current = desired;
   }
 
+  /** Where and with which token a hand-made push or read reaches this nginx's control server. */
+  get target(): PushTarget {
+    return { port: this.controlPort, token: this.pushToken };
+  }
+
+  /** The options nginx.conf is rendered with: the daemon's (`runRenderOptions`) for this state dir and settings. */
+  get renderOptions(): RenderOptions {
+    return this.launch.options;
+  }
+
   /** The master pid (0 when not running). */
   get masterPid(): number {
     return this.launch.nginx.masterPid ?? 0;
@@ -277,14 +302,15 @@ export class ServedNginx {
 
   /**
    * Applies a change (the missing half stays as it is) through the applier, which pushes, reloads or does nothing,
-   * as the controller would. Throws with the applier's reason and nginx's error log when the apply failed.
+   * as the controller would. `push: false` (dynamic mode) leaves out the push a start or reload is followed by.
+   * Throws with the applier's reason and nginx's error log when the apply failed.
    */
-  async apply(next: Partial<Desired> = {}, force = false): Promise<ApplyOutcome> {
+  async apply(next: Partial<Desired> = {}, force = false, push = true): Promise<ApplyOutcome> {
     const desired = {
       services: next.services ?? this.current.services,
       backends: next.backends ?? this.current.backends,
     };
-    const out = await this.launch.apply(desired, force);
+    const out = await this.launch.apply(desired, force, push);
     if (out.result === "failed")
       throw new Error(
         `nginx ${out.action} failed: ${out.error ?? "?"}${this.launch.exitReason() ? ` (${this.launch.exitReason()})` : ""}\n` +
@@ -308,13 +334,25 @@ export class ServedNginx {
     await this.apply(backends ? { backends } : {}, true);
   }
 
+  /**
+   * A forced reload without the push the controller sends after it (dynamic mode): the new workers serve what the
+   * shared dict kept across the reload, as they do until that push lands.
+   */
+  async reloadWithoutPush(): Promise<void> {
+    await this.apply({}, true, false);
+  }
+
+  /** Resolves once the last pushed sets are written for a restarted master (the applier writes them off the push). */
+  settled(): Promise<void> {
+    return this.launch.settled();
+  }
+
   errorLog(): Promise<string> {
     return readFile(join(this.dir, "logs/error.log"), "utf8").catch(() => "");
   }
 
   async stop(): Promise<void> {
     running.delete(this);
-    chosenTokens.delete(this.controlPort);
     await stopLaunched(this.launch);
   }
 }
@@ -346,56 +384,21 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
       endpointsMode: mode,
       listenHost: opts.listenHost ?? "127.0.0.1",
       workerProcesses: opts.workers ?? 2,
-      ...(opts.trafficLogPort !== undefined ? { trafficLogPort: opts.trafficLogPort } : {}),
+      ...(opts.trafficLogFile !== undefined ? { trafficLogFile: opts.trafficLogFile } : {}),
     },
     opts.confirmTimeoutMs,
   );
   const served = new ServedNginx(dir, port, controlPort, pushToken, mode, launch, desired);
   running.add(served);
-  if (opts.pushToken === undefined) chosenTokens.set(controlPort, pushToken);
   try {
-    await served.apply(desired);
+    await opts.before?.(dir, services);
+    await served.apply(desired, false, opts.push ?? true);
     await recordMaster(launch, dir);
   } catch (e) {
     await served.stop();
     throw e;
   }
   return served;
-}
-
-/** A dynamic-mode push target with the token of the harness nginx on that control port, unless it names one. */
-function asController(target: PushTarget): PushTarget {
-  const token = chosenTokens.get(target.port);
-  return target.token !== undefined || token === undefined ? target : { ...target, token };
-}
-
-/**
- * A hand-made push that speaks as the controller does: when the test did not choose the push token of the nginx on
- * that control port (the harness did), it carries the harness's token; an explicit `token` is left as it is.
- */
-export function pushAsController(target: PushTarget, body: PushBody): Promise<number> {
-  return pushEndpoints(asController(target), body);
-}
-
-/** `syncEndpoints` as the controller sends it (see `pushAsController`). */
-export function syncAsController(
-  target: PushTarget,
-  known: PushedState | null,
-  sets: EndpointSets,
-  version: number,
-): Promise<PushedState> {
-  return syncEndpoints(asController(target), known, sets, version);
-}
-
-/** `postRaw` to a control port with the harness's token (see `pushAsController`), so the body itself is judged. */
-export function postAsController(
-  port: number,
-  body: Buffer | string,
-  path?: string,
-  host?: string,
-): Promise<{ status: number; body: string }> {
-  const token = chosenTokens.get(port);
-  return postRaw(port, body, path, host, token ? { "x-nginx-lb-token": token } : {});
 }
 
 /** nginx on a config nginx-lb does not render (the benchmark's static backends and the original design's config). */

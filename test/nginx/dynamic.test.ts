@@ -1,27 +1,49 @@
+import { execFile } from "node:child_process";
+import { request } from "node:http";
 import { connect } from "node:net";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackendSet } from "../../src/model/backends.js";
 import { ipFamily } from "../../src/model/ip.js";
+import { plan, type EndpointSets } from "../../src/model/plan.js";
 import { findNginx } from "../../src/nginx/binary.js";
-import { partialPushBody, PushError, pushBody, pushedVersion } from "../../src/nginx/endpoints-push.js";
-import { balancerLuaSource } from "../../src/nginx/lua-source.js";
-import { detectLuaSupport } from "../../src/nginx/lua-support.js";
-import { planRoutes, renderNginxConf } from "../../src/render/index.js";
-import { type Backend, startAddressBackends as startBackends } from "../helpers/backends.js";
-import { hostGet as get, tally } from "../helpers/http.js";
-import { services } from "../helpers/model.js";
-// Pushes by hand speak as the controller: with the push token the harness rendered (see pushAsController).
 import {
-  postAsController as postRaw,
-  pushAsController as pushEndpoints,
-  serveNginx as startNginx,
-  syncAsController as syncEndpoints,
-  type ServedNginx as Nginx,
-} from "../helpers/nginx.js";
+  partialPushBody,
+  PushError,
+  pushBody,
+  pushedVersion,
+  pushEndpoints,
+  syncEndpoints,
+} from "../../src/nginx/endpoints-push.js";
+import { balancerLuaSource } from "../../src/nginx/lua-source.js";
+import { encodeSets } from "../../src/nginx/push-format.js";
+import { detectLuaSupport } from "../../src/nginx/lua-support.js";
+import { bindRoutes, renderNginxConf } from "../../src/render/index.js";
+import { type Backend, startAddressBackends as startBackends } from "../helpers/backends.js";
+import { hostGet as get, postRaw, tally } from "../helpers/http.js";
+import { services } from "../helpers/model.js";
+import { serveNginx as startNginx, type ServedNginx as Nginx } from "../helpers/nginx.js";
 
 const HOST = "dyn.test";
+/** The upstreams `plan` finds to differ between what nginx holds and what is wanted (the controller's one check). */
+const changed = (running: EndpointSets, desired: EndpointSets): readonly string[] | "all" => {
+  const p = plan(
+    { mode: "dynamic", generation: "g", endpoints: running },
+    { mode: "dynamic", generation: "g", endpoints: desired },
+  );
+  return p.action === "push" ? p.upstreams : [];
+};
+
+/** Runs a command as the unprivileged `nobody` (a local attacker); resolves with its exit code and stdout. */
+function asNobody(cmd: string, ...args: string[]): Promise<{ code: number; stdout: string }> {
+  const argv = ["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", cmd, ...args];
+  return new Promise((resolve) =>
+    execFile("setpriv", argv, { timeout: 10_000 }, (err, stdout) =>
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout }),
+    ),
+  );
+}
 const IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
 
 let port = 0;
@@ -57,11 +79,18 @@ describe("dynamic endpoints rendering", () => {
   it("puts no endpoint in nginx.conf, and reload mode is the default", () => {
     const desired = { services: model(8080), backends: set({ "127.0.0.2": 1 }, { "127.0.0.9": 1 }) };
     const base = { dir: "/tmp/nlb", controlPort: 9999 };
-    const dynamic = renderNginxConf(desired, { ...base, endpointsMode: "dynamic", luaSource: balancerLuaSource() });
+    const dynamic = renderNginxConf(desired, {
+      ...base,
+      endpointsMode: "dynamic",
+      luaSource: balancerLuaSource(),
+      pushToken: "ab".repeat(16),
+    });
     expect(dynamic.conf).not.toContain("127.0.0.2");
     expect(dynamic.conf).not.toContain("127.0.0.9");
     expect(dynamic.conf).toContain("balancer_by_lua_block");
-    expect(dynamic.files.map((f) => f.path)).toContain("lua/nginx_lb_balancer.lua");
+    expect(dynamic.files.map((f) => f.path).sort()).toEqual(
+      ["balancer", "initial", "push", "sets"].map((m) => `lua/nginx_lb_${m}.lua`),
+    );
     const reload = renderNginxConf(desired, base);
     expect(renderNginxConf(desired, { ...base, endpointsMode: "reload" }).conf).toBe(reload.conf);
     expect(reload.conf).toContain("server 127.0.0.2:");
@@ -118,11 +147,11 @@ describe("dynamic endpoints through real nginx", () => {
 
   it("never serves through the control API on a frontend port, and the control port is loopback-only", async () => {
     await dyn.push(set({ "127.0.0.2": 1 }));
-    const stored = await pushedVersion({ port: dyn.controlPort });
-    const body = JSON.stringify({ version: 999, upstreams: {} });
-    const viaFrontend = await postRaw(dyn.port, body, "/nginx-lb/endpoints", HOST);
+    const stored = await pushedVersion(dyn.target);
+    const body = encodeSets(999, {});
+    const viaFrontend = await postRaw(dyn.port, body, "/nginx-lb/endpoints", HOST, dyn.target.token);
     expect(viaFrontend.body).toBe("127.0.0.2"); // the route's backend answered, not the push endpoint
-    expect(await pushedVersion({ port: dyn.controlPort })).toBe(stored);
+    expect(await pushedVersion(dyn.target)).toBe(stored);
     const refused = await new Promise<boolean>((resolve) => {
       const s = connect(dyn.controlPort, "127.0.0.2");
       s.on("connect", () => (s.destroy(), resolve(false)));
@@ -133,39 +162,51 @@ describe("dynamic endpoints through real nginx", () => {
 
   it("rejects bad pushes with 4xx and keeps the previous set", async () => {
     await dyn.push(set({ "127.0.0.3": 1 }));
-    const stored = await pushedVersion({ port: dyn.controlPort });
-    const ep = (o: Record<string, unknown>) =>
-      JSON.stringify({
-        version: 12345,
-        upstreams: { nlb_0123456789abcdef: [{ ip: "127.0.0.2", port, weight: 1, backup: false, ...o }] },
-      });
+    const stored = await pushedVersion(dyn.target);
+    const NAME = "nlb_0123456789abcdef";
+    const one = (entry: string, header = "nginx-lb-sets version=12345") =>
+      `${header}\n${NAME}=${entry}\nend upstreams=1\n`;
+    const ok = `127.0.0.2 ${port} 1 0;`;
     const bad: [string, string | Buffer][] = [
-      ["truncated JSON", '{"version": 1, "upstreams": {'],
-      ["not JSON", "hello"],
-      ["trailing garbage", '{"version": 1, "upstreams": {}} x'],
-      ["array body", "[]"],
-      ["negative version", '{"version": -1, "upstreams": {}}'],
-      ["host name", ep({ ip: "backend.example" })],
-      ["ip with port", ep({ ip: "127.0.0.2:80" })],
-      ["octet over 255", ep({ ip: "127.0.0.256" })],
-      ["nginx syntax in ip", ep({ ip: "127.0.0.2; }" })],
-      ["bad IPv6", ep({ ip: "fe80::1::2" })],
-      ["port 0", ep({ port: 0 })],
-      ["port 70000", ep({ port: 70000 })],
-      ["fractional weight", ep({ weight: 1.5 })],
-      ["string weight", ep({ weight: "5" })],
-      ["weight over the maximum", ep({ weight: 1001 })],
-      ["non-boolean backup", ep({ backup: "yes" })],
-      ["bad upstream name", JSON.stringify({ version: 1, upstreams: { 'evil\u0001name"': [] } })],
+      ["empty body", ""],
+      ["not the format", "hello\n"],
+      ["the old JSON body", JSON.stringify({ version: 1, upstreams: {} })],
+      ["cut off before the end line", `nginx-lb-sets version=1\n${NAME}=${ok}\n`],
+      ["no final newline", "nginx-lb-sets version=1\nend upstreams=0"],
+      ["data after the end line", "nginx-lb-sets version=1\nend upstreams=0\nx"],
+      ["wrong upstream count", one(ok).replace("upstreams=1", "upstreams=2")],
+      ["CRLF line ends", one(ok).replaceAll("\n", "\r\n")],
+      ["negative version", "nginx-lb-sets version=-1\nend upstreams=0\n"],
+      ["version with a leading zero", "nginx-lb-sets version=012\nend upstreams=0\n"],
+      ["version over 2^53", "nginx-lb-sets version=9007199254740992\nend upstreams=0\n"],
+      ["bad base", "nginx-lb-sets version=1 base=x\nend upstreams=0\n"],
+      ["host name", one(`backend.example ${port} 1 0;`)],
+      ["ip with port", one(`127.0.0.2:80 ${port} 1 0;`)],
+      ["octet over 255", one(`127.0.0.256 ${port} 1 0;`)],
+      ["nginx syntax in ip", one(`127.0.0.2;} ${port} 1 0;`)],
+      ["bad IPv6", one(`fe80::1::2 ${port} 1 0;`)],
+      ["port 0", one("127.0.0.2 0 1 0;")],
+      ["port 70000", one("127.0.0.2 70000 1 0;")],
+      ["port with a leading zero", one("127.0.0.2 080 1 0;")],
+      ["fractional weight", one(`127.0.0.2 ${port} 1.5 0;`)],
+      ["weight over the maximum", one(`127.0.0.2 ${port} 1001 0;`)],
+      ["backup not 0/1", one(`127.0.0.2 ${port} 1 yes;`)],
+      ["a field too many", one(`127.0.0.2 ${port} 1 0 0;`)],
+      ["double space", one(`127.0.0.2  ${port} 1 0;`)],
+      ["endpoint without its ';'", one(`127.0.0.2 ${port} 1 0`)],
+      ["empty endpoint", one(`;${ok}`)],
+      ["bad upstream name", `nginx-lb-sets version=1\nevil\u0001name"=${ok}\nend upstreams=1\n`],
+      ["upstream listed twice", `nginx-lb-sets version=1\n${NAME}=\n${NAME}=${ok}\nend upstreams=2\n`],
+      ["line without '='", `nginx-lb-sets version=1\n${NAME}\nend upstreams=1\n`],
       ["oversize body", Buffer.alloc(17 * 1024 * 1024, 0x20)],
     ];
     for (const [what, body] of bad) {
-      const r = await postRaw(dyn.controlPort, body);
+      const r = await postRaw(dyn.controlPort, body, undefined, undefined, dyn.target.token);
       expect(r.status, `${what}: ${r.body}`).toBeGreaterThanOrEqual(400);
       expect(r.status, what).toBeLessThan(500);
       if (what !== "oversize body") expect(typeof JSON.parse(r.body).error, `${what}: ${r.body}`).toBe("string");
     }
-    expect(await pushedVersion({ port: dyn.controlPort })).toBe(stored);
+    expect(await pushedVersion(dyn.target)).toBe(stored);
     expect(Object.fromEntries(await tally(dyn.port, HOST, 20))).toEqual({ "127.0.0.3": 20 });
   });
 
@@ -203,14 +244,14 @@ describe("dynamic endpoints through real nginx", () => {
         "1:2:3:4:5:6:7:1.2.3.4",
         ":1:2:3:4:5:6:7",
         "1:2:3:4:5:6:7:",
+        "1.2.3.4::",
+        "::1.2.3.4",
+        "1::1.2.3.4",
       ];
       let version = 1;
       for (const ip of addresses) {
-        const body = JSON.stringify({
-          version: ++version,
-          upstreams: { nlb_0123456789abcdef: [{ ip, port: 80, weight: 1, backup: false }] },
-        });
-        const r = await postRaw(ng.controlPort, body);
+        const body = encodeSets(++version, { nlb_0123456789abcdef: [{ ip, port: 80, weight: 1, backup: false }] });
+        const r = await postRaw(ng.controlPort, body, undefined, undefined, ng.target.token);
         expect(r.status === 200, `${JSON.stringify(ip)}: nginx answered ${r.status} ${r.body}`).toBe(
           ipFamily(ip) !== null,
         );
@@ -221,24 +262,22 @@ describe("dynamic endpoints through real nginx", () => {
   });
 
   it("accepts IPv6 literals and answers with the version it stored", async () => {
-    const body = JSON.stringify({
-      version: 777,
-      upstreams: { nlb_0123456789abcdef: [{ ip: "::1", port: 80, weight: 1, backup: false }] },
-    });
-    const r = await postRaw(dyn.controlPort, body);
+    const body = encodeSets(777, { nlb_0123456789abcdef: [{ ip: "::1", port: 80, weight: 1, backup: false }] });
+    const r = await postRaw(dyn.controlPort, body, undefined, undefined, dyn.target.token);
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body)).toMatchObject({ version: 777 });
-    expect(await pushedVersion({ port: dyn.controlPort })).toBe(777);
+    expect(await pushedVersion(dyn.target)).toBe(777);
   });
 
   it("applies a partial push only on the version it was built against", async () => {
-    const target = { port: dyn.controlPort };
+    const target = dyn.target;
     const routes = model(dyn.port);
     const v1 = set({ "127.0.0.2": 1 });
     const v2 = { ...v1, "none-web": { "127.0.0.5": { weight: 1 } } };
-    const sets = (b: BackendSet) => pushBody(0, planRoutes(routes, b)).upstreams;
-    expect(await pushEndpoints(target, pushBody(5000, planRoutes(routes, v1)))).toBe(5000);
-    const partial = partialPushBody(5001, 5000, sets(v1), sets(v2));
+    const sets = (b: BackendSet) => pushBody(0, bindRoutes(routes, b)).upstreams;
+    expect(await pushEndpoints(target, pushBody(5000, bindRoutes(routes, v1)))).toBe(5000);
+    const diff = changed(sets(v1), sets(v2));
+    const partial = diff === "all" ? null : partialPushBody(5001, 5000, sets(v2), diff);
     expect(Object.keys(partial?.upstreams ?? {}).length).toBe(1); // only /empty's set changed
     // Against a version nginx does not hold: refused, nothing changes.
     const stale = { ...(partial ?? pushBody(0, [])), base: 4999 };
@@ -254,17 +293,19 @@ describe("dynamic endpoints through real nginx", () => {
   });
 
   it("syncs with a partial push when it can and a whole push when nginx holds another version", async () => {
-    const target = { port: dyn.controlPort };
-    const sets = (b: BackendSet) => pushBody(0, planRoutes(model(dyn.port), b)).upstreams;
-    const first = await syncEndpoints(target, null, sets(set({ "127.0.0.3": 1 })), 6000);
+    const target = dyn.target;
+    const sets = (b: BackendSet) => pushBody(0, bindRoutes(model(dyn.port), b)).upstreams;
+    const first = await syncEndpoints(target, null, sets(set({ "127.0.0.3": 1 })), "all", 6000);
     expect(first.version).toBe(6000);
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.3" });
-    const second = await syncEndpoints(target, first, sets(set({ "127.0.0.4": 1 })), 6001);
+    const next = sets(set({ "127.0.0.4": 1 }));
+    const second = await syncEndpoints(target, first, next, changed(first.sets, next), 6001);
     expect(second.version).toBe(6001);
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.4" });
     // The controller believes nginx holds 5999 (say nginx restarted): the partial push is refused, the whole one lands.
     const wrong = { version: 5999, sets: second.sets };
-    const third = await syncEndpoints(target, wrong, sets(set({ "127.0.0.2": 1 })), 6002);
+    const last = sets(set({ "127.0.0.2": 1 }));
+    const third = await syncEndpoints(target, wrong, last, changed(wrong.sets, last), 6002);
     expect(third.version).toBe(6002);
     expect(await pushedVersion(target)).toBe(6002);
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ body: "127.0.0.2" });
@@ -273,10 +314,14 @@ describe("dynamic endpoints through real nginx", () => {
   it("serialises concurrent pushes: each is stored whole or refused with 409, never mixed", async () => {
     const routes = model(dyn.port);
     const ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
-    const bodies = ips.map((ip, i) => JSON.stringify(pushBody(7000 + i, planRoutes(routes, set({ [ip]: 1 })))));
-    const answers = await Promise.all(bodies.map((b) => postRaw(dyn.controlPort, b)));
+    const bodies = ips.map((ip, i) =>
+      encodeSets(7000 + i, pushBody(0, bindRoutes(routes, set({ [ip]: 1 }))).upstreams),
+    );
+    const answers = await Promise.all(
+      bodies.map((b) => postRaw(dyn.controlPort, b, undefined, undefined, dyn.target.token)),
+    );
     for (const a of answers) expect([200, 409], a.body).toContain(a.status);
-    const stored = await pushedVersion({ port: dyn.controlPort });
+    const stored = await pushedVersion(dyn.target);
     const winners = answers.flatMap((a, i) => (a.status === 200 ? [7000 + i] : []));
     expect(winners).toContain(stored);
     const expected = ips[(stored ?? 0) - 7000] ?? "";
@@ -299,7 +344,7 @@ describe("dynamic endpoints through real nginx", () => {
     }
   });
 
-  it("refuses a push without the rendered token (401) and keeps the sets; the controller's push with it lands", async () => {
+  it("refuses every request without the rendered token (401), reads included, and keeps the sets", async () => {
     const token = "0123456789abcdef0123456789abcdef";
     const ng = await startNginx({
       mode: "dynamic",
@@ -310,15 +355,71 @@ describe("dynamic endpoints through real nginx", () => {
     try {
       await ng.push({ "app-web": { "127.0.0.2": { weight: 1 } } });
       expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
-      const plans = planRoutes(services(HOST, ng.port, [{ prefix: "/", app: "app", service: "web", port }]), {
+      const plans = bindRoutes(services(HOST, ng.port, [{ prefix: "/", app: "app", service: "web", port }]), {
         "app-web": { "127.0.0.3": { weight: 1 } },
       });
-      for (const wrong of [undefined, "ffffffffffffffffffffffffffffffff"])
-        await expect(
-          pushEndpoints({ port: ng.controlPort, ...(wrong ? { token: wrong } : {}) }, pushBody(99, plans)),
-        ).rejects.toMatchObject({ status: 401 });
+      const body = pushBody(99, plans);
+      // No header, a wrong token of the same length (differing only in its last byte), a prefix, a longer one.
+      for (const wrong of [
+        undefined,
+        `${token.slice(0, -1)}e`,
+        token.slice(0, 16),
+        `${token}0`,
+        "",
+        token.toUpperCase(),
+      ]) {
+        const target = { port: ng.controlPort, ...(wrong !== undefined ? { token: wrong } : {}) };
+        await expect(pushEndpoints(target, body), String(wrong)).rejects.toMatchObject({ status: 401 });
+        await expect(pushedVersion(target), String(wrong)).rejects.toMatchObject({ status: 401 });
+      }
+      // Two token headers: refused whatever they hold.
+      const twice = await new Promise<number>((resolve, reject) => {
+        const req = request(
+          {
+            host: "127.0.0.1",
+            port: ng.controlPort,
+            path: "/nginx-lb/endpoints",
+            agent: false,
+            headers: ["host", "127.0.0.1", "x-nginx-lb-token", token, "x-nginx-lb-token", token],
+          },
+          (res) => (res.resume(), resolve(res.statusCode ?? 0)),
+        );
+        req.on("error", reject);
+        req.end();
+      });
+      expect(twice).toBe(401);
       expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
+      expect(await pushEndpoints({ port: ng.controlPort, token }, body)).toBe(99);
+      expect(await pushedVersion({ port: ng.controlPort, token })).toBe(99);
+      expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.3" });
       expect(await readFile(join(ng.dir, "nginx.conf"), "utf8")).toContain(token);
+    } finally {
+      await ng.stop();
+    }
+  });
+
+  it("gives a local unprivileged user (nobody) neither the token nor a push", async () => {
+    const ng = await startNginx({
+      mode: "dynamic",
+      services: (fp) => services(HOST, fp, [{ prefix: "/", app: "app", service: "web", port }]),
+      backends: {},
+    });
+    try {
+      await ng.push({ "app-web": { "127.0.0.2": { weight: 1 } } });
+      const stored = await pushedVersion(ng.target);
+      const url = `http://127.0.0.1:${ng.controlPort}/nginx-lb/endpoints`;
+      const curl = (...args: string[]) => asNobody("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", ...args, url);
+      const routes = services(HOST, ng.port, [{ prefix: "/", app: "app", service: "web", port }]);
+      const evil = encodeSets(stored ?? 0, pushBody(0, bindRoutes(routes, {})).upstreams); // would empty the route
+      expect((await curl("--data-binary", evil)).stdout).toBe("401");
+      expect((await curl("--data-binary", evil, "-H", `x-nginx-lb-token: ${"0".repeat(32)}`)).stdout).toBe("401");
+      expect((await curl()).stdout).toBe("401");
+      // The token lives in nginx.conf inside the 0700 prefix: nobody cannot read it.
+      const cat = await asNobody("cat", join(ng.dir, "nginx.conf"));
+      expect(cat.code).not.toBe(0);
+      expect(cat.stdout).toBe("");
+      expect(await pushedVersion(ng.target)).toBe(stored);
+      expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
     } finally {
       await ng.stop();
     }
@@ -377,7 +478,8 @@ describe("dynamic endpoints through real nginx", () => {
   it("keeps the pushed sets across a reload: no 503 right after it", async () => {
     await dyn.push(set({ "127.0.0.4": 1 }));
     const before = await dyn.workerPids();
-    await dyn.reload();
+    // No push after this reload: the new workers serve what the shared dict kept.
+    await dyn.reloadWithoutPush();
     const after = await dyn.workerPids();
     expect(after).not.toEqual(before);
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.4" });

@@ -2,18 +2,12 @@ import { readdir, readFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeSets } from "../../src/nginx/push-format.js";
 import { renderNginxConf } from "../../src/render/index.js";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { get, postRaw } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import {
-  cleanupNginx,
-  freePort,
-  postAsController,
-  serveNginx,
-  startStandaloneNginx,
-  tempDir,
-} from "../helpers/nginx.js";
+import { cleanupNginx, freePort, serveNginx, startStandaloneNginx, tempDir } from "../helpers/nginx.js";
 
 // The helpers other tests stand on: a reload really switches configs, a stop really ends nginx, cleanup leaves no
 // nginx behind (they run in their own process group, as in production), a backend restart really comes back, and a
@@ -78,9 +72,9 @@ describe("nginx helper", () => {
     expect(conf).toContain(ngx.pushToken);
     expect(conf).toContain(`pid ${join(ngx.dir, "nginx.pid")};`);
     expect(conf).toContain(`127.0.0.1:${ngx.controlPort}`);
-    const body = JSON.stringify({ version: 5, upstreams: {} });
+    const body = encodeSets(5, {});
     expect((await postRaw(ngx.controlPort, body)).status).toBe(401);
-    expect(await postAsController(ngx.controlPort, body)).toMatchObject({ status: 200 });
+    expect(await postRaw(ngx.controlPort, body, undefined, undefined, ngx.pushToken)).toMatchObject({ status: 200 });
   });
 
   it("a start on a taken port fails with nginx's own words and leaves nothing running", async () => {

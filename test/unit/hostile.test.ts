@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { backendSetFromKeys, parseBackendsFile, parseEndpointKey } from "../../src/model/backends.js";
 import { parseServices, type Services } from "../../src/model/services.js";
 import { renderNginxConf } from "../../src/render/index.js";
+import { LUA_MODULES } from "../../src/render/dynamic.js";
 import { RenderBug } from "../../src/render/tokens.js";
 import { nodeTlsInspector } from "../../src/tls/inspect.js";
 
@@ -240,7 +241,8 @@ describe("the renderer's own guard", () => {
     const backends = { [`${name}-${name}`]: { "10.0.0.1": { weight: 1 } } };
     const reload = renderNginxConf({ services: r.value, backends }, OPTIONS).conf;
     expect(reload).toContain(`-> ${name}-${name}:8080, backup ${name}-b:80`);
-    const dynamic = { ...OPTIONS, endpointsMode: "dynamic" as const, luaSource: "return {}\n" };
+    const luaSource = Object.fromEntries(LUA_MODULES.map((m) => [m, "return {}\n"]));
+    const dynamic = { ...OPTIONS, endpointsMode: "dynamic" as const, luaSource, pushToken: "ab".repeat(16) };
     expect(renderNginxConf({ services: r.value, backends }, dynamic).conf).toContain(`(${name}-${name})`);
     expect(parseEndpointKey(`/lb/backends/${name}-${name}/ips/10.0.0.1`, "{}").kind).toBe("endpoint");
     expect(parseEndpointKey(`/lb/backends/${name}-${name}x/ips/10.0.0.1`, "{}").kind).toBe("rejected");

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { Services } from "../../src/model/services.js";
 import { topologyOf } from "../../src/reconciler/topology.js";
+import { bindRoutes } from "../../src/render/index.js";
 
 describe("topologyOf", () => {
-  it("puts each route under its own server, in plan order, with its endpoints and roles", () => {
+  it("puts each route under its own server, in services order, with its endpoints and roles", () => {
     const ref = (service: string) => ({ app: "a", service, port: 80 });
     const services: Services = {
       servers: [
@@ -24,7 +25,7 @@ describe("topologyOf", () => {
       "a-x": { "10.0.0.1": { weight: 2 }, "::1": { weight: 0 } },
       "a-y": { "10.0.0.2": { weight: 1 } },
     };
-    const t = topologyOf({ services, backends });
+    const t = topologyOf(services, bindRoutes(services, backends));
     expect(t.servers.map((s) => [s.domain, s.port, s.tlsPort, s.routes.map((r) => r.label)])).toEqual([
       ["one.test", 80, undefined, ["one.test:80/"]],
       ["two.test", 80, undefined, []],

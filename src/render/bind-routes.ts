@@ -7,7 +7,7 @@ import { fnv1a64 } from "./hash.js";
 export type UpstreamMember = PushedEndpoint;
 
 /** A route joined with its endpoints and its upstream name; the unit both render modes work from. */
-export interface RoutePlan {
+export interface BoundRoute {
   readonly server: Server;
   readonly route: Route;
   readonly upstream: string;
@@ -35,54 +35,38 @@ export function members(route: Route, backends: BackendSet): UpstreamMember[] {
   return [...primaries, ...backups];
 }
 
-/**
- * Plans by input identity: one apply renders, diffs, derives the status tree and the pushed sets from the same
- * (services, backends) pair, and with 10,000 routes each plan costs tens of milliseconds. Inputs are immutable, so
- * the memo is invisible; entries go with their inputs.
- */
-const memo = new WeakMap<Services, WeakMap<BackendSet, readonly RoutePlan[]>>();
-
 /** Joins every route with its endpoints and gives it an upstream name that no other route can have. */
-export function planRoutes(services: Services, backends: BackendSet): readonly RoutePlan[] {
-  let byBackends = memo.get(services);
-  if (!byBackends) memo.set(services, (byBackends = new WeakMap()));
-  const known = byBackends.get(backends);
-  if (known) return known;
-  const prev = latest.get(services);
-  const plans = prev ? replan(prev.plans, prev.backends, backends) : computePlans(services, backends);
-  byBackends.set(backends, plans);
-  latest.set(services, { backends, plans });
-  return plans;
-}
-
-/**
- * The last plan per routing model, to re-plan an endpoint change incrementally: a route's members depend only on
- * its primary's and backup's records, and registry snapshots share unchanged records, so an unchanged route keeps
- * its plan (and its members array) by reference: one comparison per route instead of re-sorting every endpoint.
- */
-const latest = new WeakMap<Services, { backends: BackendSet; plans: readonly RoutePlan[] }>();
-
-function replan(plans: readonly RoutePlan[], before: BackendSet, after: BackendSet): readonly RoutePlan[] {
-  return plans.map((p) => {
-    const { primary, backup } = p.route;
-    const same =
-      before[backendName(primary)] === after[backendName(primary)] &&
-      (!backup || before[backendName(backup)] === after[backendName(backup)]);
-    return same ? p : { ...p, members: members(p.route, after) };
-  });
-}
-
-function computePlans(services: Services, backends: BackendSet): readonly RoutePlan[] {
+export function bindRoutes(services: Services, backends: BackendSet): readonly BoundRoute[] {
   const used = new Set<string>();
-  const plans: RoutePlan[] = [];
+  const bound: BoundRoute[] = [];
   for (const server of services.servers) {
     for (const route of server.routes) {
       const base = `nlb_${fnv1a64(`${server.domain}|${server.port}|${route.prefix}`)}`;
       let upstream = base;
       for (let n = 2; used.has(upstream); n++) upstream = `${base}_${n}`;
       used.add(upstream);
-      plans.push({ server, route, upstream, members: members(route, backends) });
+      bound.push({ server, route, upstream, members: members(route, backends) });
     }
   }
-  return plans;
+  return bound;
+}
+
+/**
+ * The same routes bound to a newer endpoint snapshot, given the routes bound to `before` (of the same routing model).
+ * A route's members depend only on its primary's and backup's records, and registry snapshots share unchanged
+ * records, so a route whose records are the same objects keeps its BoundRoute (and members array) by reference:
+ * one comparison per route instead of re-sorting every endpoint, and later steps skip it by identity.
+ */
+export function rebindRoutes(
+  routes: readonly BoundRoute[],
+  before: BackendSet,
+  after: BackendSet,
+): readonly BoundRoute[] {
+  return routes.map((r) => {
+    const { primary, backup } = r.route;
+    const same =
+      before[backendName(primary)] === after[backendName(primary)] &&
+      (!backup || before[backendName(backup)] === after[backendName(backup)]);
+    return same ? r : { ...r, members: members(r.route, after) };
+  });
 }

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { BackendSet, Endpoint } from "../model/backends.js";
 import { parseServices, type Services } from "../model/services.js";
-import { planRoutes } from "./plan-routes.js";
+import { bindRoutes, rebindRoutes } from "./bind-routes.js";
 
 const NAMES = ["a", "b", "c", "d"];
 const IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"];
@@ -31,8 +31,8 @@ const record = fc.dictionary(fc.constantFrom(...IPS), fc.record({ weight: fc.int
 /** One registry change: a backend's record replaced (or dropped), every other record shared by reference. */
 const change = fc.record({ name: fc.constantFrom(...NAMES), eps: fc.option(record, { nil: undefined }) });
 
-describe("planRoutes", () => {
-  it("re-plans an endpoint change incrementally to exactly what a full plan gives", () => {
+describe("bindRoutes", () => {
+  it("re-binds an endpoint change incrementally to exactly what a full bind gives", () => {
     const routes = fc.uniqueArray(
       fc.tuple(
         fc.constantFrom("/", "/p", "/q", "/r/s"),
@@ -45,28 +45,29 @@ describe("planRoutes", () => {
       fc.property(routes, fc.array(change, { maxLength: 12 }), (rs, changes) => {
         const model = services(rs);
         let set: BackendSet = {};
-        planRoutes(model, set);
+        let routes = bindRoutes(model, set);
         for (const c of changes) {
           const next: Record<string, Readonly<Record<string, Endpoint>>> = { ...set };
           if (c.eps === undefined) delete next[`${c.name}-s`];
           else next[`${c.name}-s`] = c.eps;
+          routes = rebindRoutes(routes, set, next);
           set = next;
-          // A structurally equal model with a new identity gets a full plan.
-          expect(planRoutes(model, set)).toEqual(planRoutes(structuredClone(model), set));
+          expect(routes).toEqual(bindRoutes(model, set));
         }
       }),
       { numRuns: 200 },
     );
   });
 
-  it("keeps an untouched route's plan by reference", () => {
+  it("keeps an untouched route's BoundRoute by reference", () => {
     const model = services([
       ["/p", "a", null],
       ["/q", "b", null],
     ]);
     const before: BackendSet = { "a-s": { "10.0.0.1": { weight: 1 } }, "b-s": { "10.0.0.2": { weight: 1 } } };
-    const [p1, q1] = planRoutes(model, before);
-    const [p2, q2] = planRoutes(model, { ...before, "b-s": { "10.0.0.3": { weight: 1 } } });
+    const bound = bindRoutes(model, before);
+    const [p1, q1] = bound;
+    const [p2, q2] = rebindRoutes(bound, before, { ...before, "b-s": { "10.0.0.3": { weight: 1 } } });
     expect(p2).toBe(p1);
     expect(q2).not.toBe(q1);
     expect(q2?.members.map((m) => m.ip)).toEqual(["10.0.0.3"]);

@@ -1,0 +1,125 @@
+import { readFile } from "node:fs/promises";
+import type { AdminFlags } from "../admin/index.js";
+import type { RunOptions } from "../app.js";
+import type { Checked, Problem } from "../model/problem.js";
+import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
+import { nginxFlagProblems } from "./nginx-flags.js";
+
+/**
+ * The flags of `run` as commander hands them over. Commander fills each from its NGINX_LB_<FLAG> variable when the
+ * flag is absent (see main.ts); secrets never come as flags.
+ */
+export interface RunFlags extends EtcdFlags {
+  services?: string;
+  backends?: string;
+  stateDir?: string;
+  nginx?: string;
+  listenHost?: string;
+  controlPort?: string;
+  workerProcesses?: string;
+  logLevel?: string;
+  watch?: boolean;
+  endpointsMode?: string;
+  adminListen?: string;
+  /** The removed `--admin-token VALUE`: still parsed, so that using it is a clear usage error. */
+  adminToken?: string | boolean;
+  adminTokenFile?: string;
+  trafficLog?: boolean;
+}
+
+/** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
+export interface RunConfig {
+  readonly controller: RunOptions;
+  readonly admin: AdminFlags;
+  readonly logLevel: string;
+}
+
+export const RUN_DEFAULTS = {
+  services: "/etc/csphere-services.json",
+  stateDir: "/var/lib/nginx-lb",
+  endpointsMode: "auto",
+  logLevel: "info",
+} as const;
+
+export const ADMIN_TOKEN_ENV = "NGINX_LB_ADMIN_TOKEN";
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+const MODES = ["dynamic", "reload", "auto"] as const;
+
+/** A problem with how `run` was invoked (exit 2), rather than with what it was given (exit 1). */
+export const USAGE = "usage";
+
+/**
+ * A secret from `--<name>-file` (one trailing newline dropped: how editors and `echo` leave it), else from its
+ * environment variable: the same precedence for every secret.
+ */
+async function readSecret(
+  file: string | undefined,
+  flag: string,
+  env: Readonly<Record<string, string | undefined>>,
+  envName: string,
+): Promise<Checked<string | undefined>> {
+  if (file === undefined) return { ok: true, value: env[envName] || undefined, warnings: [] };
+  try {
+    const value = (await readFile(file, "utf8")).trim();
+    if (value === "")
+      return { ok: false, errors: [{ code: "secret", path: flag, message: `${file} is empty` }], warnings: [] };
+    return { ok: true, value, warnings: [] };
+  } catch (e) {
+    return { ok: false, errors: [{ code: "secret", path: flag, message: (e as Error).message }], warnings: [] };
+  }
+}
+
+/**
+ * Resolves `run`'s flags and environment into its configuration: defaults, the environment fallbacks commander does
+ * not do (secrets, HOST_IP + ETCD_PORT), and every check that can be made before anything starts.
+ */
+export async function resolveRunConfig(
+  flags: RunFlags,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<Checked<RunConfig>> {
+  const errors: Problem[] = [];
+  if (flags.adminToken !== undefined)
+    errors.push({
+      code: USAGE,
+      path: "--admin-token",
+      message:
+        `a token on the command line is visible to every local user in ps: put it in a file (mode 0600) and pass ` +
+        `--admin-token-file FILE, or set ${ADMIN_TOKEN_ENV}`,
+    });
+  errors.push(...nginxFlagProblems(flags));
+  const logLevel = flags.logLevel ?? RUN_DEFAULTS.logLevel;
+  if (!LOG_LEVELS.includes(logLevel))
+    errors.push({ code: "invalid_flag", path: "--log-level", message: `must be one of ${LOG_LEVELS.join(", ")}` });
+  const mode = flags.endpointsMode ?? RUN_DEFAULTS.endpointsMode;
+  const endpointsMode = MODES.find((m) => m === mode);
+  if (endpointsMode === undefined)
+    errors.push({ code: "invalid_flag", path: "--endpoints-mode", message: `must be one of ${MODES.join(", ")}` });
+  const token = await readSecret(flags.adminTokenFile, "--admin-token-file", env, ADMIN_TOKEN_ENV);
+  if (!token.ok) errors.push(...token.errors);
+  const etcd = await etcdConfigFromFlags(flags, env);
+  if (!etcd.ok) errors.push(...etcd.errors);
+  if (errors.length > 0 || !token.ok || !etcd.ok || endpointsMode === undefined)
+    return { ok: false, errors, warnings: [] };
+
+  const controller: RunOptions = {
+    services: flags.services ?? RUN_DEFAULTS.services,
+    stateDir: flags.stateDir ?? RUN_DEFAULTS.stateDir,
+    ...(flags.nginx ? { nginx: flags.nginx } : {}),
+    ...(flags.backends ? { backends: flags.backends } : {}),
+    ...(flags.listenHost ? { listenHost: flags.listenHost } : {}),
+    watchServices: flags.watch !== false,
+    endpointsMode,
+    ...(flags.controlPort ? { controlPort: Number(flags.controlPort) } : {}),
+    ...(flags.workerProcesses
+      ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }
+      : {}),
+    ...(etcd.value.etcdUrls.length > 0 ? { etcd: etcd.value } : {}),
+  };
+  const admin: AdminFlags = {
+    stateDir: controller.stateDir,
+    ...(flags.adminListen !== undefined ? { listen: flags.adminListen } : {}),
+    ...(token.value !== undefined ? { token: token.value } : {}),
+    traffic: flags.trafficLog !== false,
+  };
+  return { ok: true, value: { controller, admin, logLevel }, warnings: [] };
+}

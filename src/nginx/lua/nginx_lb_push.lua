@@ -1,0 +1,109 @@
+-- nginx-lb's push endpoint, served by the loopback control server: the controller sends whole endpoint sets (or, with
+-- a base version, only the changed ones) in nginx_lb_sets' line format; GET answers the version held.
+--
+-- Loopback is shared with every local user, so every request, reads included, must carry the token the controller
+-- rendered into nginx.conf (which lives in a 0700 dir). Without a configured token nothing is served at all.
+
+local sets = require("nginx_lb_sets")
+local bit = require("bit")
+
+local ngx = ngx
+local type = type
+local byte, format = string.byte, string.format
+local bor, bxor = bit.bor, bit.bxor
+
+local _M = {}
+
+local TOKEN_HEADER = "x-nginx-lb-token"
+
+-- Constant time in the given value: every byte of the secret is compared whatever differs first, and a wrong length
+-- only sets a flag, so neither the position of the first wrong byte nor the secret's length shows in the timing.
+local function same_secret(given, secret)
+  if type(given) ~= "string" then
+    given = ""
+  end
+  local diff = #given == #secret and 0 or 1
+  for i = 1, #secret do
+    diff = bor(diff, bxor(byte(given, i) or 0, byte(secret, i)))
+  end
+  return diff == 0
+end
+
+local function reply(status, body)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  ngx.print(body, "\n")
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+local JSON_ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\" }
+
+local function json_string(text)
+  return '"' .. text:gsub('[%c"\\]', function(c)
+    return JSON_ESCAPES[c] or format("\\u%04x", byte(c))
+  end) .. '"'
+end
+
+local function error_reply(status, message)
+  return reply(status, '{"error":' .. json_string(message) .. "}")
+end
+
+local function stored_version()
+  local v = sets.dict():get(sets.VERSION)
+  return v and format("%.0f", v) or "null"
+end
+
+local function post()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if body == nil then
+    -- Either empty, or nginx spilled it to a file because it exceeded client_body_buffer_size.
+    if ngx.req.get_body_file() then
+      return error_reply(413, "body too large")
+    end
+    return error_reply(400, "empty body")
+  end
+  local parsed, perr = sets.parse(body)
+  if parsed == nil then
+    return error_reply(400, perr)
+  end
+  local dict = sets.dict()
+  if not dict:add(sets.LOCK, true, 5) then
+    return error_reply(409, "another push is in progress")
+  end
+  -- A partial push is a diff against what the controller believes nginx holds; on any other base (nginx restarted,
+  -- a push was lost) it would leave a mix, so it is refused and the controller sends everything.
+  local base = parsed.base
+  if base ~= nil and dict:get(sets.VERSION) ~= base then
+    dict:delete(sets.LOCK)
+    return error_reply(409, "partial push against version " .. format("%.0f", base) .. ", nginx holds " .. stored_version())
+  end
+  local count, serr = sets.store(parsed, base ~= nil)
+  dict:delete(sets.LOCK)
+  if count == nil then
+    return error_reply(507, serr)
+  end
+  return reply(200, '{"version":' .. stored_version() .. ',"upstreams":' .. count .. "}")
+end
+
+--- content_by_lua for the control server's endpoint location; `token` is the secret rendered into nginx.conf.
+function _M.serve(token)
+  if type(token) ~= "string" or token == "" then
+    return error_reply(403, "no push token is configured: nginx-lb renders one; refusing every request")
+  end
+  local given = ngx.req.get_headers()[TOKEN_HEADER]
+  if not same_secret(given, token) then
+    return error_reply(401, "missing or wrong X-Nginx-Lb-Token")
+  end
+  local method = ngx.req.get_method()
+  if method == "GET" then
+    return reply(200, '{"version":' .. stored_version() .. "}")
+  end
+  if method ~= "POST" then
+    ngx.header["Allow"] = "GET, POST"
+    return error_reply(405, "use GET or POST")
+  end
+  return post()
+end
+
+return _M

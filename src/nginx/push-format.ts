@@ -1,0 +1,28 @@
+import type { EndpointSets } from "../model/plan.js";
+
+/**
+ * The text an endpoint push carries, and the start-up sets file holds: the shared dict's own line format, so the Lua
+ * (src/nginx/lua/nginx_lb_sets.lua, which documents the grammar and checks every line) stores each set as it came.
+ * The values were validated on their way in (model/), so this only lays them out:
+ *
+ *   nginx-lb-sets version=<v>[ base=<b>]
+ *   <upstream>=<ip> <port> <weight> <0|1>;...
+ *   end upstreams=<n>
+ */
+export const PUSH_CONTENT_TYPE = "text/plain; charset=utf-8";
+
+/** Encodes `sets` at `version`; with `base`, a partial push that nginx applies only when it holds version `base`. */
+export function encodeSets(version: number, sets: EndpointSets, base?: number): string {
+  const lines = [
+    base === undefined ? `nginx-lb-sets version=${version}` : `nginx-lb-sets version=${version} base=${base}`,
+  ];
+  let count = 0;
+  for (const name in sets) {
+    let value = "";
+    for (const e of sets[name] ?? []) value += `${e.ip} ${e.port} ${e.weight} ${e.backup ? 1 : 0};`;
+    lines.push(`${name}=${value}`);
+    count++;
+  }
+  lines.push(`end upstreams=${count}`, "");
+  return lines.join("\n");
+}

@@ -1,0 +1,109 @@
+import { LUA_MODULES } from "../render/dynamic.js";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { BackendSet, Endpoint } from "../model/backends.js";
+import { parseServices, type Services } from "../model/services.js";
+import type { RenderOptions } from "../render/index.js";
+import { diffRoutes } from "./diff.js";
+import { compile, type EndpointsMode, type Target } from "./target.js";
+
+const NAMES = ["a", "b", "c", "d"];
+const IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"];
+const OPTIONS: RenderOptions = {
+  dir: "/tmp/nlb",
+  controlPort: 9999,
+  pushToken: "0123456789abcdef0123456789abcdef",
+  luaSource: Object.fromEntries(LUA_MODULES.map((m) => [m, "return {}\n"])),
+};
+
+function services(routes: readonly (readonly [string, string, string | null])[]): Services {
+  const r = parseServices({
+    servers: [
+      {
+        domain_name: "x.test",
+        routes: Object.fromEntries(
+          routes.map(([prefix, app, backup]) => [
+            prefix,
+            { app, service: "s", ...(backup ? { backup: { app: backup, service: "s" } } : {}) },
+          ]),
+        ),
+      },
+    ],
+  });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.value;
+}
+
+const routes = fc.uniqueArray(
+  fc.tuple(
+    fc.constantFrom("/", "/p", "/q", "/r/s"),
+    fc.constantFrom(...NAMES),
+    fc.option(fc.constantFrom(...NAMES), { nil: null }),
+  ),
+  { selector: (t) => t[0], minLength: 1, maxLength: 4 },
+);
+const record = fc.dictionary(fc.constantFrom(...IPS), fc.record({ weight: fc.integer({ min: 0, max: 3 }) }), {
+  maxKeys: 4,
+});
+/** One source change: a new routing model, or one backend's record replaced or dropped (the others shared). */
+const change = fc.oneof(
+  fc.record({ kind: fc.constant("services" as const), routes }),
+  fc.record({
+    kind: fc.constant("backends" as const),
+    name: fc.constantFrom(...NAMES),
+    eps: fc.option(record, { nil: undefined }),
+  }),
+);
+
+const withoutChange = ({ change: _, ...rest }: Target) => rest;
+
+describe("compile", () => {
+  it.each(["reload", "dynamic"] as const)(
+    "builds incrementally exactly the target a full compile builds (%s mode)",
+    (mode: EndpointsMode) => {
+      fc.assert(
+        fc.property(routes, fc.array(change, { maxLength: 10 }), (first, changes) => {
+          let desired = { services: services(first), backends: {} as BackendSet };
+          let target = compile(desired, null, mode, OPTIONS);
+          for (const c of changes) {
+            if (c.kind === "services") desired = { ...desired, services: services(c.routes) };
+            else {
+              const next: Record<string, Readonly<Record<string, Endpoint>>> = { ...desired.backends };
+              if (c.eps === undefined) delete next[`${c.name}-s`];
+              else next[`${c.name}-s`] = c.eps;
+              desired = { ...desired, backends: next };
+            }
+            const incremental = compile(desired, target, mode, OPTIONS);
+            const full = compile(desired, null, mode, OPTIONS);
+            expect(withoutChange(incremental)).toEqual(withoutChange(full));
+            expect(incremental.change).toEqual(diffRoutes(target.routes, full.routes));
+            target = incremental;
+          }
+        }),
+        { numRuns: 150 },
+      );
+    },
+  );
+
+  it("reuses what an endpoint change cannot alter, by reference", () => {
+    const model = services([
+      ["/p", "a", null],
+      ["/q", "b", null],
+    ]);
+    const before: BackendSet = { "a-s": { "10.0.0.1": { weight: 1 } }, "b-s": { "10.0.0.2": { weight: 1 } } };
+    const after: BackendSet = { ...before, "b-s": { "10.0.0.3": { weight: 1 } } };
+    const dyn = compile({ services: model, backends: before }, null, "dynamic", OPTIONS);
+    const dyn2 = compile({ services: model, backends: after }, dyn, "dynamic", OPTIONS);
+    expect(dyn2.rendered).toBe(dyn.rendered);
+    expect(dyn2.routes[0]).toBe(dyn.routes[0]);
+    expect(dyn2.views[0]).toBe(dyn.views[0]);
+    expect(dyn2.routes[1]).not.toBe(dyn.routes[1]);
+    expect(dyn2.change.endpointsAdded).toEqual(["x.test:80/q 10.0.0.3:80 w1"]);
+    const rel = compile({ services: model, backends: before }, null, "reload", OPTIONS);
+    // A key no route uses changes: nothing to re-render.
+    const rel2 = compile({ services: model, backends: { ...before, "z-s": {} } }, rel, "reload", OPTIONS);
+    expect(rel2.rendered).toBe(rel.rendered);
+    expect(rel2.topology).toBe(rel.topology);
+    expect(compile({ services: model, backends: after }, rel, "reload", OPTIONS).rendered).not.toBe(rel.rendered);
+  });
+});

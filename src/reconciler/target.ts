@@ -1,0 +1,74 @@
+import type { EndpointSets } from "../model/plan.js";
+import {
+  bindRoutes,
+  endpointSets,
+  rebindRoutes,
+  renderConf,
+  type BoundRoute,
+  type Desired,
+  type RenderOptions,
+  type Rendered,
+} from "../render/index.js";
+import { diffRoutes, type Change } from "./diff.js";
+import { routeView, topologyOf, type Topology, type TopologyRoute } from "./topology.js";
+
+/** How endpoint changes reach nginx: rendered into nginx.conf (`reload`) or pushed to the Lua balancer (`dynamic`). */
+export type EndpointsMode = "reload" | "dynamic";
+
+/** Everything one apply needs, built once by `compile`: nothing downstream joins, renders or compares again. */
+export interface Target {
+  readonly desired: Desired;
+  readonly mode: EndpointsMode;
+  /** The options it was rendered with (a later compile with the same object may reuse `rendered`). */
+  readonly options: RenderOptions;
+  /** Every route joined with its endpoints, in services order. */
+  readonly routes: readonly BoundRoute[];
+  readonly rendered: Rendered;
+  /** Dynamic mode: the sets to push, by upstream name; null in reload mode (the endpoints are in nginx.conf). */
+  readonly endpoints: EndpointSets | null;
+  /** Each route's status view, in the order of `routes`. */
+  readonly views: readonly TopologyRoute[];
+  readonly topology: Topology;
+  /** What this target changes against the `previous` it was compiled with (everything, without one). */
+  readonly change: Change;
+}
+
+/**
+ * Builds the target of an apply (pure). With a `previous` target of the same routing model, only routes whose
+ * endpoint records changed are re-joined (the others keep their BoundRoute and view by reference), and nginx.conf is
+ * reused when it cannot differ: in dynamic mode it holds no endpoint, in reload mode no route changed. The result
+ * equals a compile without `previous`, except for `change`, which is against `previous`.
+ */
+export function compile(
+  desired: Desired,
+  previous: Target | null,
+  mode: EndpointsMode,
+  options: RenderOptions,
+): Target {
+  const sameServices = previous !== null && previous.desired.services === desired.services;
+  const routes = !sameServices
+    ? bindRoutes(desired.services, desired.backends)
+    : previous.desired.backends === desired.backends
+      ? previous.routes
+      : rebindRoutes(previous.routes, previous.desired.backends, desired.backends);
+  const sameRoutes = sameServices && (routes === previous.routes || routes.every((r, i) => r === previous.routes[i]));
+  const reuse =
+    sameServices && previous.mode === mode && previous.options === options && (mode === "dynamic" || sameRoutes);
+  const rendered = reuse
+    ? previous.rendered
+    : renderConf(desired.services, routes, { ...options, endpointsMode: mode });
+  const views = sameServices
+    ? routes.map((r, i) => (r === previous.routes[i] ? (previous.views[i] ?? routeView(r)) : routeView(r)))
+    : routes.map(routeView);
+  return {
+    desired,
+    mode,
+    options,
+    routes,
+    rendered,
+    endpoints: mode !== "dynamic" ? null : sameRoutes && previous.endpoints ? previous.endpoints : endpointSets(routes),
+    views,
+    topology: sameRoutes ? previous.topology : topologyOf(desired.services, routes, views),
+    change: diffRoutes(previous?.routes ?? null, routes),
+  };
+}

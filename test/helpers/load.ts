@@ -1,0 +1,62 @@
+/**
+ * A bounded request loop (count and time) through nginx that records every failure, for fault tests: what an
+ * operator measures as "requests failed during the fault".
+ *
+ *   const traffic = load(`http://127.0.0.1:${port}/`, { host: "a.test", count: 3000, concurrency: 4, maxMs: 20_000 });
+ *   ... inject the fault ...
+ *   await traffic.stop();
+ *   expect(traffic.failures).toEqual([]);
+ */
+import { get } from "./http.js";
+
+export interface LoadOptions {
+  /** Host header sent with every request. */
+  readonly host: string;
+  /** At most this many requests in all. */
+  readonly count: number;
+  readonly concurrency: number;
+  /** At most this long, whatever the count. */
+  readonly maxMs: number;
+  /** Per-request deadline. Default 5,000 ms. */
+  readonly timeoutMs?: number;
+}
+
+export interface Load {
+  /** One line per failed request: a non-200 status with the start of its body, or the connection error. */
+  readonly failures: string[];
+  /** Requests sent so far. */
+  readonly done: number;
+  readonly finished: Promise<void>;
+  /** Ends the loop after the requests in flight; resolves when they are done. */
+  stop(): Promise<void>;
+}
+
+export function load(url: string, opts: LoadOptions): Load {
+  const failures: string[] = [];
+  let done = 0;
+  let stopped = false;
+  const deadline = Date.now() + opts.maxMs;
+  const worker = async () => {
+    while (!stopped && done < opts.count && Date.now() < deadline) {
+      done++;
+      try {
+        const r = await get(url, { host: opts.host, timeoutMs: opts.timeoutMs ?? 5000 });
+        if (r.status !== 200) failures.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
+      } catch (e) {
+        failures.push(String(e));
+      }
+    }
+  };
+  const finished = Promise.all(Array.from({ length: opts.concurrency }, worker)).then(() => undefined);
+  return {
+    failures,
+    get done() {
+      return done;
+    },
+    finished,
+    stop: () => {
+      stopped = true;
+      return finished;
+    },
+  };
+}
