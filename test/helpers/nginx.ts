@@ -351,8 +351,10 @@ export class ServedNginx {
     return readFile(join(this.dir, "logs/error.log"), "utf8").catch(() => "");
   }
 
+  /** Stops as `nginx-lb run` does on SIGTERM: the sets write in flight lands first, then nginx stops. */
   async stop(): Promise<void> {
     running.delete(this);
+    await this.launch.settled();
     await stopLaunched(this.launch);
   }
 }
