@@ -6,6 +6,9 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Real nginx/etcd tests each take their own ports and dirs; two cores, so keep parallelism modest.
     maxWorkers: 2,
+    // Every nginx a test file started is stopped when the file ends; the global teardown stops what a crash left.
+    setupFiles: ["test/helpers/setup.ts"],
+    globalSetup: ["test/helpers/global-setup.ts"],
     fileParallelism: true,
     projects: [
       { extends: true, test: { name: "all", include: ["src/**/*.test.ts", "test/**/*.test.ts"] } },

@@ -26,7 +26,8 @@ import { availableModes, type Mode } from "./lib/lb.js";
 import { machine } from "./lib/machine.js";
 import { killAll } from "./lib/procs.js";
 import { etcdSupported, type RegistryKind } from "./lib/registry.js";
-import { loopbackIps, startStaticBackends } from "./lib/static-nginx.js";
+import { loopbackIps } from "../test/helpers/backends.js";
+import { startStaticBackends } from "./lib/static-nginx.js";
 import { renderReport, type Results } from "./report.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

@@ -1,16 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { ensureSecureStateDir } from "./nginx/state-dir.js";
 import { createServer } from "node:net";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import type { Controller } from "./controller.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
+import { nginxPaths, runRenderOptions } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
 import { StatusStore } from "./reconciler/status.js";
-import type { RenderOptions } from "./render/index.js";
 import { detectLuaSupport } from "./nginx/lua-support.js";
-import { balancerLuaSource } from "./nginx/lua-source.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import type { EtcdOptions } from "./sources/registry.js";
@@ -98,25 +97,17 @@ export async function startController(options: RunOptions, log: Logger): Promise
       log.error({ err: (e as Error).message }, "could not save state.json at start; retried after the first apply"),
     );
 
-  const paths = {
-    nginx: findNginx(options.nginx),
-    dir,
-    conf: join(dir, "nginx.conf"),
-    pidFile: join(dir, "nginx.pid"),
-  };
+  const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await chooseEndpointsMode(options, paths.nginx, log);
-  const renderOptions: RenderOptions = {
-    dir,
+  const renderOptions = runRenderOptions(paths, {
     controlPort,
-    pidFile: paths.pidFile,
-    endpointsMode: mode,
     pushToken,
-    ...(mode === "dynamic" ? { luaSource: balancerLuaSource() } : {}),
+    endpointsMode: mode,
     ...(options.listenHost ? { listenHost: options.listenHost } : {}),
     ...(options.nginxUser ? { user: { name: options.nginxUser.name, group: options.nginxUser.group } } : {}),
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
     ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
-  };
+  });
   const source = await endpointSource(options, log);
   const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
   const abort = new AbortController();

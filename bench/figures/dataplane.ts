@@ -8,7 +8,7 @@ import { startLb, type Lb, type Mode, type RouteSpec } from "../lib/lb.js";
 import { freePort } from "../lib/procs.js";
 import { createRegistry, type Registry } from "../lib/registry.js";
 import { median } from "../lib/stats.js";
-import type { RunningNginx } from "../../test/helpers/nginx.js";
+import type { StandaloneNginx } from "../../test/helpers/nginx.js";
 import { startStaticNginx } from "../lib/static-nginx.js";
 import { runWrk, type WrkResult } from "../lib/wrk.js";
 import { renderOriginalStyle } from "../original-style.js";
@@ -39,7 +39,7 @@ export async function dataPlane(ctx: Context): Promise<DataPlaneResult> {
   const backend = ctx.backends.ips[0] ?? "";
   const route: RouteSpec = { domain: HOST, prefix: "/", name: NAME, port: ctx.backends.port };
   const lbs: { mode: Mode; lb: Lb; reg: Registry }[] = [];
-  let original: RunningNginx | null = null;
+  let original: StandaloneNginx | null = null;
   try {
     for (const mode of ctx.modes) {
       const reg = await createRegistry(ctx.registry);

@@ -1,9 +1,11 @@
 /**
- * A standalone nginx the benchmark runs itself (never through nginx-lb): the fast static backends, and the
- * original design's config for the data-plane comparison. Started through the test helper (foreground, own prefix,
+ * A standalone nginx the benchmark runs itself on configs nginx-lb never renders: the fast static backends, and
+ * the original (confd-style) design's config for the data-plane comparison. Not a second launcher of nginx-lb's
+ * config: nginx-lb itself is always the real `nginx-lb run` (lib/lb.ts), and the harness refuses nginx-lb's
+ * configs here. Started through the test harness's standalone launcher (the production NginxProcess, own prefix,
  * waits until every listen address accepts) and stopped by the benchmark's cleanup.
  */
-import { cleanupNginx, startNginx, tempDir, type RunningNginx } from "../../test/helpers/nginx.js";
+import { cleanupNginx, startStandaloneNginx, tempDir, type StandaloneNginx } from "../../test/helpers/nginx.js";
 import { request } from "node:http";
 import { freePort, onCleanup } from "./procs.js";
 
@@ -12,11 +14,11 @@ export { NGINX } from "../../test/helpers/nginx.js";
 let registered = false;
 
 /** Starts nginx on a config rendered for its own directory. */
-export async function startStaticNginx(conf: (dir: string) => string): Promise<RunningNginx> {
+export async function startStaticNginx(conf: (dir: string) => string): Promise<StandaloneNginx> {
   if (!registered) onCleanup(cleanupNginx);
   registered = true;
   const dir = await tempDir("nginx-lb-bench-nginx-");
-  return startNginx(conf(dir), dir);
+  return startStandaloneNginx(conf(dir), dir);
 }
 
 /** The main-context head every standalone config shares: its own pid, logs and temp paths. */
@@ -40,7 +42,7 @@ export function tempPaths(dir: string): string {
 export interface StaticBackends {
   readonly ips: readonly string[];
   readonly port: number;
-  readonly nginx: RunningNginx;
+  readonly nginx: StandaloneNginx;
   /** TCP connections the backends accepted so far (nginx's stub_status): how often a proxy reconnects. */
   accepted(): Promise<number>;
 }
@@ -76,11 +78,6 @@ export async function startStaticBackends(ips: readonly string[], workers = 1): 
       if (attempt >= 9 || !/in use|not listening/.test((e as Error).message)) throw e;
     }
   }
-}
-
-/** 127.0.0.<first> .. 127.0.0.<first+n-1>. */
-export function loopbackIps(n: number, first = 2): string[] {
-  return Array.from({ length: n }, (_, i) => `127.0.0.${first + i}`);
 }
 
 function probeText(port: number): Promise<string> {

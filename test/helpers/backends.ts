@@ -1,11 +1,12 @@
 /**
- * Real HTTP echo backends on loopback addresses (127.0.0.2, 127.0.0.3, ...), all on one shared port, so one route's
- * upstream can list them as `<ip>:<port>`. Each answers JSON naming itself and what it received, and echoes websocket
- * messages prefixed with its address.
+ * Real HTTP backends on loopback addresses (127.0.0.2, 127.0.0.3, ...), all on one shared port, so one route's
+ * upstream can list them as `<ip>:<port>`. Each answers JSON naming itself and what it received (or, with
+ * `reply: "address"`, just its address as text, which the balancer tests count), and echoes websocket messages as
+ * `<ip> <url> <message>`.
  *
  *   const pool = await startBackends(["127.0.0.2", "127.0.0.3"]);
- *   pool.port;                        // the shared port
- *   pool.get("127.0.0.2").connections // TCP connections accepted so far (keepalive checks)
+ *   pool.port;                           // the shared port
+ *   pool.get("127.0.0.2").connections()  // TCP connections accepted so far (keepalive checks)
  *   await pool.get("127.0.0.2").stop(); await pool.get("127.0.0.2").start();
  *   await pool.close();
  *
@@ -36,19 +37,21 @@ export interface Backend {
   readonly ip: string;
   readonly port: number;
   /** TCP connections accepted since start (not reset by stop/start). */
-  readonly connections: number;
+  connections(): number;
   /** HTTP requests answered since start. */
-  readonly requests: number;
+  requests(): number;
   readonly running: boolean;
   /** Closes the listener and every open connection, so the address refuses connections. */
   stop(): Promise<void>;
   /** Listens again on the same address and port. */
   start(): Promise<void>;
+  /** `stop()`, for a backend that is not started again. */
+  close(): Promise<void>;
 }
 
 export interface BackendPool {
   readonly port: number;
-  readonly backends: readonly Backend[];
+  readonly backends: Backend[];
   get(ip: string): Backend;
   close(): Promise<void>;
 }
@@ -89,9 +92,14 @@ function bulk(url: string, req: IncomingMessage, res: ServerResponse): boolean {
   return true;
 }
 
+export interface BackendOptions {
+  /** `echo` (default): JSON naming the backend and what it received. `address`: the backend's address as text. */
+  readonly reply?: "echo" | "address";
+}
+
 class EchoBackend implements Backend {
-  connections = 0;
-  requests = 0;
+  private accepted = 0;
+  private answered = 0;
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
   private wss: WebSocketServer | null = null;
@@ -99,28 +107,46 @@ class EchoBackend implements Backend {
   constructor(
     readonly ip: string,
     public port: number,
+    private readonly reply: "echo" | "address",
   ) {}
 
   get running(): boolean {
     return this.server !== null;
   }
 
+  connections(): number {
+    return this.accepted;
+  }
+
+  requests(): number {
+    return this.answered;
+  }
+
+  close(): Promise<void> {
+    return this.stop();
+  }
+
   start(): Promise<void> {
     const server = createServer((req, res) => {
-      this.requests++;
+      this.answered++;
       if (bulk(req.url ?? "", req, res)) return;
       const echo: Echo = { backend: this.ip, method: req.method ?? "", url: req.url ?? "", headers: req.headers };
       // Drain the body so keepalive connections stay usable.
       req.resume();
       req.on("end", () => {
-        res.setHeader("content-type", "application/json");
         res.setHeader("x-backend", this.ip);
+        if (this.reply === "address") {
+          res.setHeader("content-type", "text/plain");
+          res.end(this.ip);
+          return;
+        }
+        res.setHeader("content-type", "application/json");
         res.end(JSON.stringify(echo));
       });
     });
     server.keepAliveTimeout = 120_000;
     server.on("connection", (s: Socket) => {
-      this.connections++;
+      this.accepted++;
       this.sockets.add(s);
       s.on("close", () => this.sockets.delete(s));
     });
@@ -164,15 +190,16 @@ export function loopbackIps(n: number, first = 2): string[] {
  * Starts one echo backend per ip, all on one port that is free on every ip. The port comes from the kernel for the
  * first ip; when another ip has it taken (another test run), everything is closed and a new port tried.
  */
-export async function startBackends(ips: readonly string[]): Promise<BackendPool> {
+export async function startBackends(ips: readonly string[], options: BackendOptions = {}): Promise<BackendPool> {
   if (ips.length === 0) throw new Error("startBackends needs at least one ip");
+  const reply = options.reply ?? "echo";
   for (let attempt = 0; attempt < 20; attempt++) {
-    const first = new EchoBackend(ips[0] ?? "", 0);
+    const first = new EchoBackend(ips[0] ?? "", 0, reply);
     await first.start();
     const all: EchoBackend[] = [first];
     try {
       for (const ip of ips.slice(1)) {
-        const b = new EchoBackend(ip, first.port);
+        const b = new EchoBackend(ip, first.port, reply);
         await b.start();
         all.push(b);
       }
@@ -195,4 +222,9 @@ export async function startBackends(ips: readonly string[]): Promise<BackendPool
     };
   }
   throw new Error(`no port free on all of ${ips.join(", ")} after 20 attempts`);
+}
+
+/** Backends that answer their bare address (`reply: "address"`): what the balancer tests tally. */
+export function startAddressBackends(ips: readonly string[]): Promise<BackendPool> {
+  return startBackends(ips, { reply: "address" });
 }

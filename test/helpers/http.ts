@@ -7,11 +7,15 @@
  *   await get(`https://127.0.0.1:${tlsPort}/`, { host: "demo.example.com", ca });   // SNI = host
  *   await alpn("127.0.0.1", tlsPort, "demo.example.com");                            // "h2" | "http/1.1" | false
  *   await h2get(`https://127.0.0.1:${tlsPort}/`, { host: "demo.example.com" });       // a real HTTP/2 request
+ *
+ * The balancer tests' short forms, on the same client: `hostGet(port, host, path)` (status, body, content type),
+ * `tally(port, host, n)` (who answered n requests) and `postRaw(port, body, path, host, token)` (a hand-made push).
  */
 import http, { type IncomingHttpHeaders } from "node:http";
 import http2 from "node:http2";
 import https from "node:https";
 import tls from "node:tls";
+import { ENDPOINTS_PATH } from "../../src/render/dynamic.js";
 
 export interface Reply {
   readonly status: number;
@@ -26,7 +30,7 @@ export interface GetOptions {
   readonly host?: string;
   readonly method?: string;
   readonly headers?: Record<string, string>;
-  readonly body?: string;
+  readonly body?: string | Buffer;
   /** CA certificate PEM to verify the server with; without it the certificate is not verified. */
   readonly ca?: string;
   /** SNI to send when it must differ from `host`. */
@@ -121,4 +125,48 @@ export function h2get(url: string, options: { host: string; timeoutMs?: number }
     req.on("error", reject);
     req.end();
   });
+}
+
+/** A GET to 127.0.0.1:`port` with a Host header, as status, body and content type (compared whole by the tests). */
+export async function hostGet(
+  port: number,
+  host: string,
+  path = "/",
+  agent?: http.Agent,
+): Promise<{ status: number; body: string; contentType: string }> {
+  const r = await get(`http://127.0.0.1:${port}${path}`, { host, timeoutMs: 10_000, ...(agent ? { agent } : {}) });
+  return { status: r.status, body: r.body, contentType: String(r.headers["content-type"]) };
+}
+
+/** Counts the answers to `n` sequential GETs: the body for a 200, else `<status> <body>`. */
+export async function tally(port: number, host: string, n: number, agent?: http.Agent): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  for (let i = 0; i < n; i++) {
+    const r = await hostGet(port, host, "/", agent);
+    const key = r.status === 200 ? r.body : `${r.status} ${r.body}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return counts;
+}
+
+/**
+ * A POST of raw bytes (by default to the control server's push endpoint), with the push token when given, for the
+ * tests of what nginx refuses.
+ */
+export async function postRaw(
+  port: number,
+  body: Buffer | string,
+  path = ENDPOINTS_PATH,
+  host = "127.0.0.1",
+  token?: string,
+): Promise<{ status: number; body: string }> {
+  const data = typeof body === "string" ? Buffer.from(body) : body;
+  const r = await get(`http://127.0.0.1:${port}${path}`, {
+    host,
+    method: "POST",
+    body: data,
+    headers: { ...(token !== undefined ? { "x-nginx-lb-token": token } : {}), "content-length": String(data.length) },
+    timeoutMs: 10_000,
+  });
+  return { status: r.status, body: r.body };
 }

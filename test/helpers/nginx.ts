@@ -1,35 +1,48 @@
 /**
- * The real nginx in throwaway prefixes, for tests. Every nginx started here runs in the foreground as a child of the
- * test process (`daemon off`), so it can be waited for and can never outlive the test file:
+ * The real nginx in throwaway state dirs, started the way `nginx-lb run` starts it: the production `NginxProcess`
+ * (foreground, `daemon off`, in its own process group) and, for nginx-lb's own configs, the production
+ * `NginxApplier` with the render options the daemon takes from `runRenderOptions` (control port, push token, pid
+ * file, Lua modules, traffic file). What a test exercises is the path users run.
  *
- *   const dir = await tempDir();
- *   const port = await freePort();
- *   const ngx = await startNginx(renderNginxConf(desired, { dir, listenHost: "127.0.0.1", ... }), dir);
- *   await ngx.reload(nextRendered);
- *   afterAll(cleanupNginx);          // stops every nginx and removes every temp dir this file made
+ *   const ngx = await serveNginx({ services: (port) => services("a.test", port, routes), backends });
+ *   await ngx.push(nextBackends);      // the applier's decision: a push (dynamic) or a render + reload (reload mode)
+ *   await ngx.apply({ services });     // any change; the applier tests, swaps, reloads or pushes
+ *   await ngx.reload();                // a forced reload, as SIGHUP to the controller does
+ *   await pushEndpoints(ngx.target, body);   // a hand-made push: ngx.target carries the rendered push token
+ *   const other = await startStandaloneNginx(conf, dir);   // a config nginx-lb does not render (bench only)
+ *   afterAll(cleanupNginx);            // stops every nginx and removes every temp dir this file made
  *
- * `checkConfig(rendered, dir)` runs `nginx -t` (bounded by a timeout) without starting anything.
+ * `checkConfig(rendered, dir)` runs `nginx -t` (bounded by a timeout) without starting anything. Every test file
+ * also gets `afterAll(cleanupNginx)` from test/helpers/setup.ts, so no nginx outlives its test file.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer, connect } from "node:net";
+import { readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pino from "pino";
+import type { BackendSet } from "../../src/model/backends.js";
+import type { Services } from "../../src/model/services.js";
+import { NginxApplier } from "../../src/nginx/applier.js";
 import { findNginx, nginxTest, type NginxTestResult } from "../../src/nginx/binary.js";
+import type { PushTarget } from "../../src/nginx/endpoints-push.js";
 import { writeRendered } from "../../src/nginx/files.js";
-import { workerPids } from "../../src/nginx/process.js";
-import { pushEndpoints } from "../../src/nginx/endpoints-push.js";
-import { balancerLuaSource } from "../../src/nginx/lua-source.js";
-import { endpointSets } from "../../src/render/dynamic.js";
-import { bindRoutes, renderNginxConf, type Desired, type RenderOptions } from "../../src/render/index.js";
-import type { Rendered } from "../../src/render/index.js";
-import { sleep } from "./wait.js";
+import { NginxProcess, workerPids, type NginxPaths } from "../../src/nginx/process.js";
+import { nginxPaths, runRenderOptions, type NginxSettings } from "../../src/nginx/render-options.js";
+import type { ApplyOutcome } from "../../src/reconciler/applier.js";
+import { compile, type Target } from "../../src/reconciler/target.js";
+import type { Desired, RenderOptions, Rendered } from "../../src/render/index.js";
+import { sleep, waitFor } from "./wait.js";
 
 export const NGINX = findNginx();
 
+const quiet = pino({ level: "silent" });
 const dirs = new Set<string>();
-const running = new Set<RunningNginx>();
+/** Every nginx started here and not stopped yet, for `cleanupNginx` and the exit hook. */
+const running = new Set<{ readonly masterPid: number | null; stop(): Promise<void> }>();
+/** Where the run's global teardown looks for masters still running (see test/helpers/global-setup.ts), or null. */
+let ledger: string | null = null;
 
 /** A fresh temporary directory, removed by `cleanupNginx`. */
 export async function tempDir(prefix = "nginx-lb-test-"): Promise<string> {
@@ -58,7 +71,6 @@ export async function freePorts(n: number, host = "127.0.0.1"): Promise<number[]
   return [...out];
 }
 
-const confText = (r: Rendered | string) => (typeof r === "string" ? r : r.conf);
 const asRendered = (r: Rendered | string): Rendered =>
   typeof r === "string" ? { conf: r, files: [], generation: "" } : r;
 
@@ -71,7 +83,7 @@ export async function checkConfig(rendered: Rendered | string, dir: string): Pro
 /** The TCP ports a config listens on, with the address to reach each (`listen 127.0.0.1:8080 ssl;` etc.). */
 export function listenAddresses(conf: string): { host: string; port: number }[] {
   const seen = new Map<string, { host: string; port: number }>();
-  for (const m of confText(conf).matchAll(/^\s*listen\s+(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+|\*):)?(\d+)\b/gm)) {
+  for (const m of conf.matchAll(/^\s*listen\s+(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+|\*):)?(\d+)\b/gm)) {
     const raw = m[1] ?? "127.0.0.1";
     const host = raw === "*" ? "127.0.0.1" : raw.replace(/^\[|\]$/g, "");
     const port = Number(m[2]);
@@ -96,171 +108,367 @@ function canConnect(host: string, port: number): Promise<boolean> {
   });
 }
 
-async function isServingWorker(pid: number): Promise<boolean> {
-  const title = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-  return title.includes("worker process") && !title.includes("shutting down");
+/** True while the process exists and is not a zombie. */
+function exists(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
 }
 
-export class RunningNginx {
-  private exited: Promise<number | null>;
-  private done = false;
+// ---------------------------------------------------------------------------------------------------------------
+// The production path. These are the only lines that construct NginxProcess or NginxApplier or build a Target:
+// when their API changes, adapt it here once.
+
+interface Launch {
+  readonly nginx: NginxProcess;
+  /** Why nginx exited when nobody asked it to, or null. */
+  exitReason(): string | null;
+}
+
+function launchProcess(paths: NginxPaths): Launch {
+  let why: string | null = null;
+  const nginx = new NginxProcess(paths, quiet, (reason) => (why = reason));
+  return { nginx, exitReason: () => why };
+}
+
+interface Applying extends Launch {
+  /**
+   * Makes nginx serve `desired` the way the controller does (`force`: reload even when unchanged). `push: false`
+   * leaves the endpoint sets out of the target, so a start or reload is not followed by the controller's push: what
+   * a new master or new workers serve before it (start-up sets file, shared dict kept across a reload).
+   */
+  apply(desired: Desired, force: boolean, push: boolean): Promise<ApplyOutcome>;
+  pushedVersion(): number | null;
+  /** The render options every target is compiled with (`runRenderOptions`, as the daemon's). */
+  readonly options: RenderOptions;
+  /** Resolves once the applier has written the last pushed sets for a restarted master (endpoints.sets). */
+  settled(): Promise<void>;
+}
+
+function launchApplier(paths: NginxPaths, settings: NginxSettings, confirmTimeoutMs?: number): Applying {
+  const launch = launchProcess(paths);
+  const options = runRenderOptions(paths, settings);
+  const applier = new NginxApplier(
+    paths,
+    launch.nginx,
+    settings.controlPort,
+    quiet,
+    settings.pushToken,
+    ...(confirmTimeoutMs !== undefined ? [confirmTimeoutMs] : []),
+  );
+  // As the reconciler does: each target is compiled against the previous one.
+  let previous: Target | null = null;
+  return {
+    ...launch,
+    options,
+    async apply(desired, force, push) {
+      const target = compile(desired, previous, settings.endpointsMode, options);
+      const out = await applier.apply(push ? target : { ...target, endpoints: null }, force);
+      if (out.result !== "failed") previous = target;
+      return out;
+    },
+    pushedVersion: () => applier.pushedVersion,
+    settled: () => applier.settled(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Records every master this process starts as a file in `dir`, so the test run's global teardown can stop any
+ * that a crashed or killed test process left behind.
+ */
+export function recordMastersIn(dir: string): void {
+  ledger = dir;
+}
+
+async function recordMaster(launch: Launch, dir: string): Promise<void> {
+  const pid = launch.nginx.masterPid;
+  if (ledger !== null && pid !== null) await writeFile(join(ledger, String(pid)), dir);
+}
+
+async function forgetMaster(pid: number | null): Promise<void> {
+  if (ledger !== null && pid !== null) await rm(join(ledger, String(pid)), { force: true });
+}
+
+/**
+ * Stops a started nginx the production way (QUIT, then TERM), and makes sure nothing of it is left: whatever of its
+ * process group still runs after that (a master ignoring TERM, a worker) is killed. Resolves when the master and its
+ * workers are gone.
+ */
+async function stopLaunched(launch: Launch): Promise<void> {
+  const master = launch.nginx.masterPid;
+  const workers = master === null ? [] : await workerPids(master);
+  await launch.nginx.stop(5_000);
+  if (master === null) return;
+  const left = () => [master, ...workers].filter(exists);
+  const gone = await waitFor("nginx to exit", () => left().length === 0, 5_000).catch(() => false);
+  if (!gone) {
+    killGroup(master, "SIGKILL");
+    await waitFor(`nginx ${left().join(", ")} to die`, () => left().length === 0, 5_000);
+  }
+  await forgetMaster(master);
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // The group is gone already.
+  }
+}
+
+/** The endpoints mode the core suites run in: `NGINX_LB_TEST_ENDPOINTS_MODE=dynamic` runs them against the balancer. */
+export const ENDPOINTS_MODE: "reload" | "dynamic" =
+  process.env["NGINX_LB_TEST_ENDPOINTS_MODE"] === "dynamic" ? "dynamic" : "reload";
+
+export interface ServeOptions {
+  /** The routes; as a function, it gets a frontend port the harness found free (then `ServedNginx.port`). */
+  readonly services: Services | ((frontendPort: number) => Services);
+  /** The registry's endpoints. Default: none. */
+  readonly backends?: BackendSet;
+  /** Default: `ENDPOINTS_MODE`. */
+  readonly mode?: "reload" | "dynamic";
+  /** `worker_processes`. Default 2, so per-worker state (balancer, passive health) shows as on a multi-core host. */
+  readonly workers?: number | "auto";
+  /** The push token to render. Default: a random one, as the daemon makes. */
+  readonly pushToken?: string;
+  /** Default 127.0.0.1 (tests stay on loopback). */
+  readonly listenHost?: string;
+  /** The file nginx appends per-request traffic records to (as `nginx-lb run` renders it). Default: none. */
+  readonly trafficLogFile?: string;
+  /** The state dir. Default: a fresh temp dir. */
+  readonly dir?: string;
+  /**
+   * Runs before nginx starts, with the state dir and the routes (e.g. to place the start-up endpoint sets file a
+   * previous controller left there).
+   */
+  readonly before?: (dir: string, services: Services) => Promise<void>;
+  /**
+   * Dynamic mode: `false` starts nginx without the controller's first push, so a test sees what a new master serves
+   * on its own (the start-up sets file, or 503). Default true.
+   */
+  readonly push?: boolean;
+  /**
+   * How long the applier waits for nginx to serve a new config. Default: the applier's (what the daemon uses). Only
+   * for benchmark loads far beyond what the daemon's default is sized for (10,000 Lua-balanced upstreams).
+   */
+  readonly confirmTimeoutMs?: number;
+}
+
+/** nginx serving nginx-lb's config through the production applier. */
+export class ServedNginx {
+  private current: Desired;
 
   constructor(
     readonly dir: string,
-    readonly confFile: string,
-    private readonly child: ChildProcess,
+    /** The first server's frontend port. */
+    readonly port: number,
+    readonly controlPort: number,
+    readonly pushToken: string,
+    readonly mode: "reload" | "dynamic",
+    private readonly launch: Applying,
+    desired: Desired,
   ) {
-    this.exited = new Promise((resolve) =>
-      child.once("exit", (code) => {
-        this.done = true;
-        resolve(code);
-      }),
-    );
+    this.current = desired;
   }
 
-  get pid(): number {
-    return this.child.pid ?? 0;
+  /** Where and with which token a hand-made push or read reaches this nginx's control server. */
+  get target(): PushTarget {
+    return { port: this.controlPort, token: this.pushToken };
   }
 
-  get alive(): boolean {
-    return !this.done;
+  /** The options nginx.conf is rendered with: the daemon's (`runRenderOptions`) for this state dir and settings. */
+  get renderOptions(): RenderOptions {
+    return this.launch.options;
+  }
+
+  /** The master pid (0 when not running). */
+  get masterPid(): number {
+    return this.launch.nginx.masterPid ?? 0;
+  }
+
+  /** What nginx was last made to serve. */
+  get desired(): Desired {
+    return this.current;
+  }
+
+  workerPids(): Promise<number[]> {
+    return workerPids(this.masterPid);
+  }
+
+  /**
+   * Applies a change (the missing half stays as it is) through the applier, which pushes, reloads or does nothing,
+   * as the controller would. `push: false` (dynamic mode) leaves out the push a start or reload is followed by.
+   * Throws with the applier's reason and nginx's error log when the apply failed.
+   */
+  async apply(next: Partial<Desired> = {}, force = false, push = true): Promise<ApplyOutcome> {
+    const desired = {
+      services: next.services ?? this.current.services,
+      backends: next.backends ?? this.current.backends,
+    };
+    const out = await this.launch.apply(desired, force, push);
+    if (out.result === "failed")
+      throw new Error(
+        `nginx ${out.action} failed: ${out.error ?? "?"}${this.launch.exitReason() ? ` (${this.launch.exitReason()})` : ""}\n` +
+          (await this.errorLog()),
+      );
+    this.current = desired;
+    return out;
+  }
+
+  /**
+   * New endpoints for the same routes: in dynamic mode the applier pushes them (a set equal to the last one it
+   * pushed is not sent again); resolves with the version nginx holds (null in reload mode).
+   */
+  async push(backends: BackendSet): Promise<number | null> {
+    await this.apply({ backends });
+    return this.launch.pushedVersion();
+  }
+
+  /** A forced reload (the controller's SIGHUP), optionally with new endpoints; in dynamic mode every set is pushed again. */
+  async reload(backends?: BackendSet): Promise<void> {
+    await this.apply(backends ? { backends } : {}, true);
+  }
+
+  /**
+   * A forced reload without the push the controller sends after it (dynamic mode): the new workers serve what the
+   * shared dict kept across the reload, as they do until that push lands.
+   */
+  async reloadWithoutPush(): Promise<void> {
+    await this.apply({}, true, false);
+  }
+
+  /** Resolves once the last pushed sets are written for a restarted master (the applier writes them off the push). */
+  settled(): Promise<void> {
+    return this.launch.settled();
   }
 
   errorLog(): Promise<string> {
     return readFile(join(this.dir, "logs/error.log"), "utf8").catch(() => "");
   }
 
-  /**
-   * nginx writes its pid file only after it has bound every listen socket, so this tells a started nginx from one
-   * still retrying a taken port (whose address another process may be answering on).
-   */
-  async waitPidFile(conf: string, timeoutMs = 10_000): Promise<void> {
-    const file = /^pid\s+(\S+);/m.exec(conf)?.[1] ?? join(this.dir, "logs/nginx.pid");
-    const deadline = Date.now() + timeoutMs;
-    while ((await readFile(file, "utf8").catch(() => "")).trim() !== String(this.pid)) {
-      if (this.done || Date.now() > deadline)
-        throw new Error(`nginx did not start (no pid file ${file}):\n${await this.errorLog()}`);
-      await sleep(25);
-    }
-  }
-
-  /** Resolves once every listen address accepts TCP connections; throws with nginx's error log otherwise. */
-  async waitListening(conf: string, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (const { host, port } of listenAddresses(conf)) {
-      while (!(await canConnect(host, port))) {
-        if (this.done || Date.now() > deadline)
-          throw new Error(`nginx is not listening on ${host}:${port}:\n${await this.errorLog()}`);
-        await sleep(25);
-      }
-    }
-  }
-
-  /**
-   * Writes the next config and sends SIGHUP; resolves when new worker processes run it (nginx starts new workers
-   * only after the new config loaded), no old worker accepts connections any more, and every listen address of the
-   * new config accepts connections.
-   */
-  async reload(next: Rendered | string, timeoutMs = 10_000): Promise<void> {
-    const before = new Set(await workerPids(this.pid));
-    await writeRendered(this.dir, asRendered(next));
-    this.child.kill("SIGHUP");
-    const deadline = Date.now() + timeoutMs;
-    while (!(await workerPids(this.pid)).some((p) => !before.has(p))) {
-      if (this.done || Date.now() > deadline)
-        throw new Error(`nginx did not start new workers after reload:\n${await this.errorLog()}`);
-      await sleep(25);
-    }
-    // Old workers keep accepting until they handle their QUIT; they retitle themselves "shutting down" right after
-    // closing their listen sockets, and from then on every new connection meets the new config.
-    for (const old of before) {
-      while (await isServingWorker(old)) {
-        if (Date.now() > deadline) throw new Error(`old nginx worker ${old} still serving after reload`);
-        await sleep(10);
-      }
-    }
-    await this.waitListening(confText(next), Math.max(0, deadline - Date.now()));
-  }
-
-  /** Synchronous fast shutdown, for process exit. */
-  terminateNow(): void {
-    if (!this.done) this.child.kill("SIGTERM");
-  }
-
-  /** Graceful stop (QUIT); after `timeoutMs` a TERM, then KILL. Resolves when the master has exited. */
-  async stop(timeoutMs = 5_000): Promise<void> {
+  /** Stops as `nginx-lb run` does on SIGTERM: the sets write in flight lands first, then nginx stops. */
+  async stop(): Promise<void> {
     running.delete(this);
-    if (this.done) return;
-    this.child.kill("SIGQUIT");
-    const timedOut = Symbol();
-    const step = (ms: number) => Promise.race([this.exited, sleep(ms).then(() => timedOut)]);
-    if ((await step(timeoutMs)) !== timedOut) return;
-    this.child.kill("SIGTERM");
-    if ((await step(2_000)) !== timedOut) return;
-    this.child.kill("SIGKILL");
-    await this.exited;
+    await this.launch.settled();
+    await stopLaunched(this.launch);
   }
 }
 
 /**
- * Starts nginx in the foreground on a rendered config written into `dir` and waits until it listens on every
- * address the config names. Stop it with `stop()` or `cleanupNginx()`.
+ * Renders `services` and `backends` with the daemon's options, and starts nginx on them through the production
+ * applier (`nginx -t`, swap, start, confirm the generation on the control port, then push the sets in dynamic mode).
  */
-export async function startNginx(rendered: Rendered | string, dir: string): Promise<RunningNginx> {
-  const confFile = await writeRendered(dir, asRendered(rendered));
-  const child = spawn(
-    NGINX,
-    ["-p", `${dir}/`, "-c", confFile, "-e", join(dir, "logs/error.log"), "-g", "daemon off;"],
-    { stdio: ["ignore", "ignore", "pipe"] },
+export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
+  const dir = opts.dir ?? (await tempDir());
+  const controlPort = await freePort();
+  const mode = opts.mode ?? ENDPOINTS_MODE;
+  const pushToken = opts.pushToken ?? randomBytes(16).toString("hex");
+  let port: number;
+  let services: Services;
+  if (typeof opts.services === "function") {
+    port = await freePort();
+    services = opts.services(port);
+  } else {
+    services = opts.services;
+    port = services.servers[0]?.port ?? 0;
+  }
+  const desired: Desired = { services, backends: opts.backends ?? {} };
+  const launch = launchApplier(
+    nginxPaths(dir, NGINX),
+    {
+      controlPort,
+      pushToken,
+      endpointsMode: mode,
+      listenHost: opts.listenHost ?? "127.0.0.1",
+      workerProcesses: opts.workers ?? 2,
+      ...(opts.trafficLogFile !== undefined ? { trafficLogFile: opts.trafficLogFile } : {}),
+    },
+    opts.confirmTimeoutMs,
   );
-  let stderr = "";
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  const ngx = new RunningNginx(dir, confFile, child);
+  const served = new ServedNginx(dir, port, controlPort, pushToken, mode, launch, desired);
+  running.add(served);
+  try {
+    await opts.before?.(dir, services);
+    await served.apply(desired, false, opts.push ?? true);
+    await recordMaster(launch, dir);
+  } catch (e) {
+    await served.stop();
+    throw e;
+  }
+  return served;
+}
+
+/** nginx on a config nginx-lb does not render (the benchmark's static backends and the original design's config). */
+export class StandaloneNginx {
+  constructor(
+    readonly dir: string,
+    private readonly launch: Launch,
+  ) {}
+
+  get pid(): number {
+    return this.launch.nginx.masterPid ?? 0;
+  }
+
+  get masterPid(): number | null {
+    return this.launch.nginx.masterPid;
+  }
+
+  errorLog(): Promise<string> {
+    return readFile(join(this.dir, "logs/error.log"), "utf8").catch(() => "");
+  }
+
+  async stop(): Promise<void> {
+    running.delete(this);
+    await stopLaunched(this.launch);
+  }
+}
+
+/**
+ * Starts nginx (through the production NginxProcess) on a config written into `dir`, whose pid file must be
+ * `<dir>/nginx.pid`, and waits until it listens on every address the config names. nginx-lb's own configs are
+ * refused: they go through `serveNginx`, so they are rendered with the daemon's options.
+ */
+export async function startStandaloneNginx(conf: string, dir: string): Promise<StandaloneNginx> {
+  if (/^# Rendered by nginx-lb/m.test(conf))
+    throw new Error("startStandaloneNginx is for configs nginx-lb does not render: serve nginx-lb's with serveNginx");
+  const paths = nginxPaths(dir, NGINX);
+  await writeRendered(dir, asRendered(conf));
+  const launch = launchProcess(paths);
+  const ngx = new StandaloneNginx(dir, launch);
   running.add(ngx);
   try {
-    await ngx.waitPidFile(confText(rendered));
-    await ngx.waitListening(confText(rendered));
+    await launch.nginx.start();
+    await recordMaster(launch, dir);
+    const deadline = Date.now() + 10_000;
+    for (const { host, port } of listenAddresses(conf))
+      while (!(await canConnect(host, port))) {
+        if (launch.nginx.masterPid === null || Date.now() > deadline)
+          throw new Error(
+            `nginx is not listening on ${host}:${port}: ${launch.exitReason() ?? ""}\n${await ngx.errorLog()}`,
+          );
+        await sleep(25);
+      }
   } catch (e) {
     await ngx.stop();
-    throw new Error(`${(e as Error).message}\n${stderr}`);
+    throw e;
   }
   return ngx;
 }
 
-/** Stops every nginx this test file started and removes its temp dirs. Use as `afterAll(cleanupNginx)`. */
+/** Stops every nginx this test file started and removes its temp dirs. Runs after every test file (setup.ts). */
 export async function cleanupNginx(): Promise<void> {
   await Promise.all([...running].map((n) => n.stop()));
   await Promise.all([...dirs].map((d) => rm(d, { recursive: true, force: true })));
   dirs.clear();
 }
 
-// A crashed test file must not leave nginx behind: TERM makes the master stop its workers too.
+// nginx runs in its own process group (as in production), so a test process that dies does not take it along:
+// on exit, TERM every group this file started (the master stops its workers too).
 process.once("exit", () => {
-  for (const n of running) n.terminateNow();
+  for (const n of running) if (n.masterPid) killGroup(n.masterPid, "SIGTERM");
 });
-
-/** The endpoints mode the core suites run in: `NGINX_LB_TEST_ENDPOINTS_MODE=dynamic` runs them against the balancer. */
-export const ENDPOINTS_MODE: "reload" | "dynamic" =
-  process.env["NGINX_LB_TEST_ENDPOINTS_MODE"] === "dynamic" ? "dynamic" : "reload";
-
-/**
- * Renders a desired state in the suite's endpoints mode, starts nginx on it and, in dynamic mode, pushes the endpoint
- * sets the way the daemon does, so one test file checks both modes' behaviour.
- */
-export async function serveDesired(
-  desired: Desired,
-  dir: string,
-  options: Partial<RenderOptions> = {},
-): Promise<RunningNginx> {
-  const base: RenderOptions = { dir, listenHost: "127.0.0.1", workerProcesses: 1, ...options };
-  if (ENDPOINTS_MODE === "reload") return startNginx(renderNginxConf(desired, base), dir);
-  const controlPort = await freePort();
-  const pushToken = randomBytes(16).toString("hex");
-  const dynamic = { endpointsMode: "dynamic", controlPort, luaSource: balancerLuaSource(), pushToken } as const;
-  const ngx = await startNginx(renderNginxConf(desired, { ...base, ...dynamic }), dir);
-  await pushEndpoints(
-    { port: controlPort, token: pushToken },
-    { version: 1, upstreams: endpointSets(bindRoutes(desired.services, desired.backends)) },
-  );
-  return ngx;
-}

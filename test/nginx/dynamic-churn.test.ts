@@ -2,31 +2,34 @@ import { Agent } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { BackendSet } from "../../src/model/backends.js";
-import { type Backend, get, services, startBackends, startNginx, waitFor, type Nginx } from "./dynamic-helpers.js";
+import { startBackends, type BackendPool } from "../helpers/backends.js";
+import { hostGet } from "../helpers/http.js";
+import { services } from "../helpers/model.js";
+import { cleanupNginx, serveNginx, type ServedNginx } from "../helpers/nginx.js";
+import { waitFor } from "../helpers/wait.js";
 
 const HOST = "churn.test";
 const IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 
-let port = 0;
-let backends: Backend[] = [];
-let ng: Nginx;
+let pool: BackendPool;
+let ng: ServedNginx;
 
 const only = (...ips: string[]): BackendSet => ({
   "app-web": Object.fromEntries(ips.map((ip, i) => [ip, { weight: i + 1 }])),
 });
 
 beforeAll(async () => {
-  ({ port, backends } = await startBackends(IPS));
-  ng = await startNginx({
+  pool = await startBackends(IPS, { reply: "address" });
+  ng = await serveNginx({
     mode: "dynamic",
-    services: (fp) => services(HOST, fp, [{ prefix: "/", app: "app", service: "web", port }]),
-    backends: {},
+    services: (fp) => services(HOST, fp, [{ prefix: "/", app: "app", service: "web", port: pool.port }]),
+    workers: 2,
   });
 });
 
 afterAll(async () => {
-  await ng?.stop();
-  await Promise.all(backends.map((b) => b.close()));
+  await cleanupNginx();
+  await pool?.close();
 });
 
 describe("endpoint churn in dynamic mode", () => {
@@ -37,7 +40,7 @@ describe("endpoint churn in dynamic mode", () => {
       const ip = IPS[i % IPS.length] ?? "";
       await ng.push(only(ip));
       // The very next request already sees the new set: no polling, no one-second timer.
-      const r = await get(ng.port, HOST, "/");
+      const r = await hostGet(ng.port, HOST, "/");
       expect(r, `push ${i}`).toMatchObject({ status: 200, body: ip });
     }
     expect(await ng.workerPids()).toEqual(workers);
@@ -63,7 +66,7 @@ describe("endpoint churn in dynamic mode", () => {
         });
         ws.send(`m${i}`);
         await reply;
-        expect(replies[i]).toBe(`127.0.0.2 m${i}`);
+        expect(replies[i]).toBe(`127.0.0.2 / m${i}`);
       }
       expect(ws.readyState).toBe(WebSocket.OPEN);
     } finally {
@@ -87,7 +90,7 @@ describe("endpoint churn in dynamic mode", () => {
     const client = async () => {
       // Bounded: stops when pushing ends, or after 20,000 requests whatever happens.
       for (let n = 0; n < 20_000 && pushing; n++) {
-        const r = await get(ng.port, HOST, "/", agent).catch((e: Error) => ({ status: 0, body: e.message }));
+        const r = await hostGet(ng.port, HOST, "/", agent).catch((e: Error) => ({ status: 0, body: e.message }));
         if (r.status !== 200 || !IPS.includes(r.body)) failures.push(`${r.status} ${r.body}`);
         else {
           served++;

@@ -20,16 +20,10 @@ import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { encodeSets } from "../../src/nginx/push-format.js";
 import { detectLuaSupport } from "../../src/nginx/lua-support.js";
 import { bindRoutes, renderNginxConf } from "../../src/render/index.js";
-import {
-  type Backend,
-  get,
-  postRaw,
-  services,
-  startBackends,
-  startNginx,
-  tally,
-  type Nginx,
-} from "./dynamic-helpers.js";
+import { type Backend, startAddressBackends as startBackends } from "../helpers/backends.js";
+import { hostGet as get, postRaw, tally } from "../helpers/http.js";
+import { services } from "../helpers/model.js";
+import { serveNginx as startNginx, type ServedNginx as Nginx } from "../helpers/nginx.js";
 
 const HOST = "dyn.test";
 /** The upstreams `plan` finds to differ between what nginx holds and what is wanted (the controller's one check). */
@@ -484,7 +478,8 @@ describe("dynamic endpoints through real nginx", () => {
   it("keeps the pushed sets across a reload: no 503 right after it", async () => {
     await dyn.push(set({ "127.0.0.4": 1 }));
     const before = await dyn.workerPids();
-    await dyn.reload();
+    // No push after this reload: the new workers serve what the shared dict kept.
+    await dyn.reloadWithoutPush();
     const after = await dyn.workerPids();
     expect(after).not.toEqual(before);
     expect(await get(dyn.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.4" });

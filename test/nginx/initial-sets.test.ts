@@ -7,7 +7,10 @@ import { pushBody, pushedVersion } from "../../src/nginx/endpoints-push.js";
 import { writeInitialSets } from "../../src/nginx/initial-sets.js";
 import { INITIAL_SETS_FILE } from "../../src/render/dynamic.js";
 import { bindRoutes } from "../../src/render/index.js";
-import { type Backend, get, services, startBackends, startNginx } from "./dynamic-helpers.js";
+import { type Backend, startAddressBackends as startBackends } from "../helpers/backends.js";
+import { hostGet as get } from "../helpers/http.js";
+import { services } from "../helpers/model.js";
+import { serveNginx } from "../helpers/nginx.js";
 
 const HOST = "initial.test";
 const IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
@@ -26,12 +29,15 @@ const only = (ip: string, other = "127.0.0.4"): BackendSet => ({
 });
 const setsOf = (routes: Services, b: BackendSet) => pushBody(0, bindRoutes(routes, b)).upstreams;
 
-/** Starts dynamic nginx with `write` placing the start-up sets file first (the state nginx-lb leaves behind). */
+/**
+ * Starts dynamic nginx with `write` placing the start-up sets file first (the state nginx-lb leaves behind), and
+ * without the controller's first push: what the new master serves is what it loaded by itself.
+ */
 const start = (write: (dir: string, routes: Services) => Promise<unknown>) =>
-  startNginx({
+  serveNginx({
     mode: "dynamic",
     services: model,
-    backends: {},
+    push: false,
     before: async (dir, routes) => void (await write(dir, routes)),
   });
 
@@ -66,8 +72,11 @@ describe("start-up endpoint sets (a new nginx master before the controller's fir
     const ng = await start((dir, routes) => writeInitialSets(dir, 42, setsOf(routes, only("127.0.0.3"))));
     try {
       const version = await ng.push(only("127.0.0.2"));
+      // The applier keeps what it pushed in the same file: let that write land before the test replaces it.
+      await ng.settled();
       await writeInitialSets(ng.dir, 99, setsOf(model(ng.port), only("127.0.0.4")));
-      await ng.reload();
+      // No push after this reload: what the workers serve is the shared dict, never the file.
+      await ng.reloadWithoutPush();
       expect(await get(ng.port, HOST, "/")).toMatchObject({ status: 200, body: "127.0.0.2" });
       expect(await pushedVersion(ng.target)).toBe(version);
     } finally {

@@ -1,43 +1,36 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { normalizePrefix } from "../../src/model/grammar.js";
-import { renderNginxConf, type Rendered } from "../../src/render/index.js";
+import type { Desired } from "../../src/render/index.js";
 import { loopbackIps, startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { get } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import { cleanupNginx, freePort, startNginx, tempDir, type RunningNginx } from "../helpers/nginx.js";
+import { cleanupNginx, freePort, serveNginx, type ServedNginx } from "../helpers/nginx.js";
 
 // Model-based: generated route tables, served by the real nginx, asked generated paths; what each backend receives
 // must be what the documented prefix rules say (longest prefix wins, prefix replaced by backend_path, query kept).
 const RUNS = Number(process.env["PROPERTY_RUNS"] ?? 12);
 const IPS = loopbackIps(5, 40);
 let pool: BackendPool;
-let ngx: RunningNginx;
+let ngx: ServedNginx;
 let port: number;
-let dir: string;
 
 type Route = { key: string; backendPath: string };
 
-const render = (routes: readonly Route[]): Rendered =>
-  renderNginxConf(
-    mustDesired(
-      {
-        servers: [
-          {
-            domain_name: "m.test",
-            frontend_port: port,
-            routes: Object.fromEntries(
-              routes.map((r, i) => [
-                r.key,
-                { app: `r${i}`, service: "s", port: pool.port, backend_path: r.backendPath },
-              ]),
-            ),
-          },
-        ],
-      },
-      Object.fromEntries(routes.map((_, i) => [`r${i}-s`, { [IPS[i] ?? ""]: { weight: 1 } }])),
-    ),
-    { dir, listenHost: "127.0.0.1", workerProcesses: 1 },
+const desired = (routes: readonly Route[]): Desired =>
+  mustDesired(
+    {
+      servers: [
+        {
+          domain_name: "m.test",
+          frontend_port: port,
+          routes: Object.fromEntries(
+            routes.map((r, i) => [r.key, { app: `r${i}`, service: "s", port: pool.port, backend_path: r.backendPath }]),
+          ),
+        },
+      ],
+    },
+    Object.fromEntries(routes.map((_, i) => [`r${i}-s`, { [IPS[i] ?? ""]: { weight: 1 } }])),
   );
 
 /** The documented rules, written independently of the renderer. */
@@ -62,8 +55,7 @@ function expected(routes: readonly Route[], path: string): { backend: string; pa
 beforeAll(async () => {
   pool = await startBackends(IPS);
   port = await freePort();
-  dir = await tempDir();
-  ngx = await startNginx(render([{ key: "/", backendPath: "/" }]), dir);
+  ngx = await serveNginx({ ...desired([{ key: "/", backendPath: "/" }]), workers: 1 });
 });
 
 afterAll(async () => {
@@ -100,7 +92,7 @@ describe("generated route tables through nginx", () => {
   it("every request reaches the route and path the prefix rules name", async () => {
     await fc.assert(
       fc.asyncProperty(table, fc.array(request, { minLength: 8, maxLength: 8 }), async (routes, requests) => {
-        await ngx.reload(render(routes));
+        await ngx.apply(desired(routes));
         for (const [p, suffix, query] of requests) {
           const reqPath = p === "/" && suffix === "/" ? "/" : `${p}${suffix}`;
           const want = expected(routes, reqPath);

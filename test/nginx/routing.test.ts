@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { get } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import { cleanupNginx, freePort, serveDesired, tempDir } from "../helpers/nginx.js";
+import { cleanupNginx, freePort, serveNginx } from "../helpers/nginx.js";
 
 // One nginx, two sites on one port, every prefix rule; each backend answers with its own address and what it got.
 let pool: BackendPool;
@@ -56,8 +56,7 @@ beforeAll(async () => {
       "other-web": { "127.0.0.5": { weight: 1 } },
     },
   );
-  const dir = await tempDir();
-  await serveDesired(desired, dir);
+  await serveNginx({ ...desired, workers: 1 });
 });
 
 afterAll(async () => {

@@ -3,7 +3,7 @@ import WebSocket from "ws";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { alpn, get, h2get } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import { cleanupNginx, freePorts, serveDesired, tempDir } from "../helpers/nginx.js";
+import { cleanupNginx, freePorts, serveNginx, tempDir } from "../helpers/nginx.js";
 import { makeCa, makeLeaf, type Pem } from "../helpers/tls.js";
 
 // Two TLS sites on one port, told apart by SNI, with certificates this test issues from its own CA.
@@ -34,8 +34,7 @@ beforeAll(async () => {
     { servers: [site("a.test", a, "a"), site("b.test", b, "b")] },
     { "a-web": { "127.0.0.2": { weight: 1 } }, "b-web": { "127.0.0.3": { weight: 1 } } },
   );
-  const dir = await tempDir();
-  await serveDesired(desired, dir);
+  await serveNginx({ ...desired, workers: 1 });
 });
 
 afterAll(async () => {

@@ -4,7 +4,7 @@ import WebSocket from "ws";
 import { loopbackIps, startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { get } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import { cleanupNginx, freePort, serveDesired, tempDir } from "../helpers/nginx.js";
+import { cleanupNginx, freePort, serveNginx } from "../helpers/nginx.js";
 
 // How upstreams behave under load and failure: weights, drains, passive health, backups, keepalive, websockets.
 // Each scenario has its own site and its own backend addresses, so stopping one backend touches one scenario.
@@ -47,8 +47,7 @@ beforeAll(async () => {
       "plain-svc": { "127.0.0.8": { weight: 1 } },
     },
   );
-  const dir = await tempDir();
-  await serveDesired(desired, dir);
+  await serveNginx({ ...desired, workers: 1 });
 });
 
 afterAll(async () => {
@@ -80,7 +79,7 @@ describe("weights", () => {
     const share = (tally.get("127.0.0.3") ?? 0) / 1000;
     expect(share).toBeGreaterThan(0.7);
     expect(share).toBeLessThan(0.8);
-    expect(pool.get("127.0.0.4").requests).toBe(0);
+    expect(pool.get("127.0.0.4").requests()).toBe(0);
   });
 });
 
@@ -92,7 +91,7 @@ describe("passive health and backups", () => {
   });
 
   it("hands every request to the backup once all primaries are down, and never before", async () => {
-    expect(pool.get("127.0.0.7").requests).toBe(0);
+    expect(pool.get("127.0.0.7").requests()).toBe(0);
     await pool.get("127.0.0.6").stop();
     const tally = await spray("failover.test", 60);
     expect(Object.fromEntries(tally)).toEqual({ "127.0.0.7": 60 });
@@ -124,11 +123,11 @@ describe("recovery", () => {
 describe("upstream keepalive", () => {
   it("reuses backend connections: 300 requests over few TCP connections", async () => {
     const k = pool.get("127.0.0.8");
-    const before = k.connections;
+    const before = k.connections();
     const tally = await spray("keepalive.test", 300, 4);
     expect(tally.get("127.0.0.8")).toBe(300);
     // Without keepalive this would be 300; with it, about one per concurrent request.
-    expect(k.connections - before).toBeLessThanOrEqual(8);
+    expect(k.connections() - before).toBeLessThanOrEqual(8);
   });
 });
 

@@ -1,0 +1,42 @@
+import { join } from "node:path";
+import type { RenderOptions } from "../render/index.js";
+import { balancerLuaSource } from "./lua-source.js";
+import type { NginxPaths } from "./process.js";
+
+/** What `nginx-lb run` settled on that shapes nginx.conf, besides the paths of its state dir. */
+export interface NginxSettings {
+  readonly controlPort: number;
+  /** The secret every request to the push endpoint carries; nginx refuses any request without it. */
+  readonly pushToken: string;
+  readonly endpointsMode: "reload" | "dynamic";
+  readonly listenHost?: string;
+  readonly workerProcesses?: number | "auto";
+  /** The file in the state dir nginx appends per-request traffic records to; none when absent. */
+  readonly trafficLogFile?: string;
+  /** The user and group nginx's workers switch to (only when the controller runs as root). */
+  readonly user?: RenderOptions["user"];
+}
+
+/** Where a managed nginx keeps its files inside a state dir. */
+export function nginxPaths(dir: string, nginx: string): NginxPaths {
+  return { nginx, dir, conf: join(dir, "nginx.conf"), pidFile: join(dir, "nginx.pid") };
+}
+
+/**
+ * The render options of a running controller. The daemon and the test harness both take them from here, so a test
+ * renders exactly what `nginx-lb run` renders (control port, push token, pid file, Lua modules, traffic file).
+ */
+export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): RenderOptions {
+  return {
+    dir: paths.dir,
+    pidFile: paths.pidFile,
+    controlPort: settings.controlPort,
+    endpointsMode: settings.endpointsMode,
+    pushToken: settings.pushToken,
+    ...(settings.endpointsMode === "dynamic" ? { luaSource: balancerLuaSource() } : {}),
+    ...(settings.listenHost ? { listenHost: settings.listenHost } : {}),
+    ...(settings.workerProcesses !== undefined ? { workerProcesses: settings.workerProcesses } : {}),
+    ...(settings.trafficLogFile !== undefined ? { trafficLogFile: settings.trafficLogFile } : {}),
+    ...(settings.user ? { user: settings.user } : {}),
+  };
+}
