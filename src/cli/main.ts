@@ -36,7 +36,14 @@ program
     "directory the printed config refers to for TLS files, logs and temp files",
     "/var/lib/nginx-lb",
   )
-  .action(async (flags: { services: string; backends?: string; out?: string; dir?: string }) =>
+  .addOption(
+    new Option(
+      "--endpoints-mode <mode>",
+      "dynamic or reload; default: what `run` would choose here (dynamic when nginx has the Lua module)",
+    ).choices(["dynamic", "reload", "auto"]),
+  )
+  .option("--nginx <path>", "nginx binary whose Lua support decides the default mode, as `run --nginx`")
+  .action(async (flags: import("./render.js").RenderFlags) =>
     exit(await (await import("./render.js")).renderCommand(flags)),
   );
 
