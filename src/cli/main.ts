@@ -127,6 +127,18 @@ program
   );
 
 program
+  .command("diff")
+  .description(
+    "show what applying a routing file would change in a running nginx-lb (servers, routes, upstreams), without " +
+      "applying it; exit 0 when nothing would, 1 when something would, 2 when nothing could be compared (usage, " +
+      "an unreadable or invalid FILE, an unreachable controller)",
+  )
+  .requiredOption("--services <file>", "the routing file (services.json) to compare")
+  .addOption(env("--admin <url>", "admin server URL or HOST:PORT", "ADMIN_URL").default("http://127.0.0.1:9180"))
+  .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
+  .action(async (flags: import("./diff.js").DiffFlags) => exit(await (await import("./diff.js")).diffCommand(flags)));
+
+program
   .command("example")
   .description("the Quick start: run a live load balancer on the bundled example (examples/) with example backends")
   .option("--check", "only render the example and check it with the real nginx -t")

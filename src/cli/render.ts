@@ -123,7 +123,7 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
   }
   try {
     const conf = await writeRendered(dir, rendered);
-    console.error(`wrote ${conf} and ${rendered.files.length} TLS files (generation ${rendered.generation})`);
+    console.error(`wrote ${conf} and ${rendered.files.length} files beside it (generation ${rendered.generation})`);
     return 0;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
