@@ -105,6 +105,14 @@ addEtcdOptions(program.command("run"))
       "ADMIN_TOKEN_FILE",
     ),
   )
+  .addOption(
+    env(
+      "--health-listen <host:port>",
+      "also serve only /readyz and /healthz here, without a token, for the layer in front (e.g. 0.0.0.0:9181; " +
+        "default: off)",
+      "HEALTH_LISTEN",
+    ),
+  )
   // Removed: a token in argv is visible in ps. Still parsed (never from the environment) to refuse it clearly.
   .addOption(new Option("--admin-token [token]").hideHelp())
   .addOption(
