@@ -43,6 +43,9 @@ program
     ).choices(["dynamic", "reload", "auto"]),
   )
   .option("--nginx <path>", "nginx binary whose Lua support decides the default mode, as `run --nginx`")
+  .option("--listen-host <ip>", "address frontend ports listen on, as `run --listen-host` (default: all)")
+  .option("--worker-processes <n>", "nginx worker_processes, as `run --worker-processes`")
+  .option("--control-port <port>", "the control port `run` uses (its state dir's state.json; default: a placeholder)")
   .action(async (flags: import("./render.js").RenderFlags) =>
     exit(await (await import("./render.js")).renderCommand(flags)),
   );

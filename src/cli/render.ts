@@ -20,6 +20,10 @@ export interface RenderFlags {
   endpointsMode?: string;
   /** The nginx binary whose Lua support decides `auto`, as `run --nginx` takes it. */
   nginx?: string;
+  /** As `run` takes them: they shape nginx.conf. Without --control-port a placeholder stands in. */
+  listenHost?: string;
+  workerProcesses?: string;
+  controlPort?: string;
 }
 
 const MODES: readonly WantedEndpointsMode[] = ["dynamic", "reload", "auto"];
@@ -31,16 +35,24 @@ const MODES: readonly WantedEndpointsMode[] = ["dynamic", "reload", "auto"];
 export const PLACEHOLDER_PUSH_TOKEN = "0".repeat(32);
 export const PLACEHOLDER_CONTROL_PORT = 1;
 
-/** Comment lines heading the output: the mode rendered and why, and the placeholders (nginx.conf comments). */
-function header(mode: "dynamic" | "reload", why: string): string {
-  const placeholders =
-    mode === "dynamic"
-      ? `# Placeholders: control port ${PLACEHOLDER_CONTROL_PORT} and push token ${PLACEHOLDER_PUSH_TOKEN} stand in for ` +
-        `the ones nginx-lb run keeps in its state dir (render never reads the secret); anyone on this machine could ` +
-        `push endpoints with this token: do not serve this file as it is.`
-      : `# Placeholder: control port ${PLACEHOLDER_CONTROL_PORT} stands in for the one nginx-lb run keeps in its state dir.`;
-  const first = `# nginx-lb render: endpoints mode ${mode} (${why.replace(/[\r\n]+/g, " ")}); --endpoints-mode to choose.`;
-  return `${first}\n${placeholders}\n`;
+/**
+ * Comment lines heading the output (nginx.conf comments): the mode rendered and why, and the placeholders standing in
+ * for what `run` keeps in its state dir.
+ */
+function header(mode: "dynamic" | "reload", why: string, portGiven: boolean): string {
+  const stand = [
+    ...(portGiven ? [] : [`control port ${PLACEHOLDER_CONTROL_PORT}`]),
+    ...(mode === "dynamic" ? [`push token ${PLACEHOLDER_PUSH_TOKEN}`] : []),
+  ];
+  const lines = [
+    `# nginx-lb render: endpoints mode ${mode} (${why.replace(/[\r\n]+/g, " ")}); --endpoints-mode to choose.`,
+  ];
+  if (stand.length > 0)
+    lines.push(
+      `# Placeholder${stand.length > 1 ? "s" : ""}: ${stand.join(" and ")} stand${stand.length > 1 ? "" : "s"} in for ` +
+        `what nginx-lb run keeps in its state dir${mode === "dynamic" ? " (render never reads the secret); anyone on this machine could push endpoints with this token: do not serve this file as it is" : ""}.`,
+    );
+  return `${lines.join("\n")}\n`;
 }
 
 /** `--out` must name a directory or nothing yet (it is created); a file there is a usage error, found before work. */
@@ -77,7 +89,8 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
   }
   const dirFlag = flags.out ? "--out" : "--dir";
   const dir = resolve(flags.out ?? flags.dir ?? "/var/lib/nginx-lb");
-  const bad = nginxFlagProblems({ stateDir: dir }, dirFlag);
+  const { listenHost, workerProcesses, controlPort } = flags;
+  const bad = nginxFlagProblems({ stateDir: dir, listenHost, workerProcesses, controlPort }, dirFlag);
   const out = flags.out ? await outProblem(dir) : null;
   if (bad.length > 0 || out) {
     printProblems("render", [...bad, ...(out ? [out] : [])], [], null);
@@ -111,12 +124,14 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
         : "what nginx-lb run chooses here: nginx loads the Lua module";
   const options: RenderOptions = {
     dir,
-    controlPort: PLACEHOLDER_CONTROL_PORT,
+    controlPort: controlPort ? Number(controlPort) : PLACEHOLDER_CONTROL_PORT,
+    ...(listenHost ? { listenHost } : {}),
+    ...(workerProcesses ? { workerProcesses: workerProcesses === "auto" ? "auto" : Number(workerProcesses) } : {}),
     endpointsMode: mode,
     ...(mode === "dynamic" ? { pushToken: PLACEHOLDER_PUSH_TOKEN, luaSource: balancerLuaSource() } : {}),
   };
   const plain = renderNginxConf({ services: services.value, backends }, options);
-  const rendered = { ...plain, conf: `${header(mode, why)}${plain.conf}` };
+  const rendered = { ...plain, conf: `${header(mode, why, controlPort !== undefined)}${plain.conf}` };
   if (!flags.out) {
     process.stdout.write(rendered.conf);
     return 0;
