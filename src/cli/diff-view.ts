@@ -1,4 +1,4 @@
-import type { TopologyRoute, TopologyServer } from "../reconciler/topology.js";
+import type { TopologyRoute } from "../reconciler/topology.js";
 
 /**
  * The part of a route a routing file decides. Endpoints are left out: they come from the registry, which applying a
