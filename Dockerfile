@@ -52,7 +52,8 @@ EXPOSE 80 443
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/node", "/opt/nginx-lb/bin/nginx-lb.js", "run"]
 
-# The admin server listens on 127.0.0.1:9180 by default (--admin-listen); the slim image has no curl, node's fetch
-# does the probe.
+# /readyz, as the README recommends for health checks: healthy while nginx serves a confirmed config, not merely while
+# the controller lives (/healthz). The admin server listens on 127.0.0.1:9180 by default (--admin-listen) and answers
+# /readyz without a token; the slim image has no curl, node's fetch does the probe.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["/usr/local/bin/node", "-e", "fetch('http://127.0.0.1:9180/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+  CMD ["/usr/local/bin/node", "-e", "fetch('http://127.0.0.1:9180/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]

@@ -9,7 +9,7 @@ import { NginxProcess } from "./nginx/process.js";
 import { nginxPaths, runRenderOptions } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
 import { StatusStore } from "./reconciler/status.js";
-import { detectLuaSupport } from "./nginx/lua-support.js";
+import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import type { EtcdOptions } from "./sources/registry.js";
@@ -42,21 +42,16 @@ export interface RunOptions {
   readonly nginxUser?: WorkerUser;
 }
 
-/** Decides the endpoints mode: dynamic when asked for or when nginx can load the Lua module, else reload. */
-async function chooseEndpointsMode(options: RunOptions, nginx: string, log: Logger): Promise<"dynamic" | "reload"> {
-  const wanted = options.endpointsMode ?? "auto";
-  if (wanted === "reload") return "reload";
-  const support = await detectLuaSupport(nginx);
-  if (support.ok) return "dynamic";
-  if (wanted === "dynamic")
-    throw new Error(
-      `--endpoints-mode dynamic needs nginx's Lua module (apt-get install libnginx-mod-http-lua lua-resty-core): ${support.reason}`,
+/** The endpoints mode `run` serves (see chooseEndpointsMode); a refusal of `--endpoints-mode dynamic` stops the start. */
+async function endpointsMode(options: RunOptions, nginx: string, log: Logger): Promise<"dynamic" | "reload"> {
+  const choice = await chooseEndpointsMode(options.endpointsMode ?? "auto", nginx);
+  if (!choice.ok) throw new Error(choice.reason);
+  if (choice.fallback !== undefined)
+    log.warn(
+      { reason: choice.fallback },
+      `endpoints mode: reload (nginx cannot load the Lua module; install ${LUA_PACKAGES} for reload-free endpoint changes)`,
     );
-  log.warn(
-    { reason: support.reason },
-    "endpoints mode: reload (nginx cannot load the Lua module; install libnginx-mod-http-lua and lua-resty-core for reload-free endpoint changes)",
-  );
-  return "reload";
+  return choice.mode;
 }
 
 export type { Controller } from "./controller.js";
@@ -98,7 +93,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     );
 
   const paths = nginxPaths(dir, findNginx(options.nginx));
-  const mode = await chooseEndpointsMode(options, paths.nginx, log);
+  const mode = await endpointsMode(options, paths.nginx, log);
   const renderOptions = runRenderOptions(paths, {
     controlPort,
     pushToken,

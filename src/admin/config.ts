@@ -22,16 +22,16 @@ export class AdminConfigError extends Error {
   override name = "AdminConfigError";
 }
 
-/** Parses `host:port`, `[v6]:port` or `:port` (loopback). */
-export function parseListen(listen: string): { host: string; port: number } {
+/** Parses `host:port`, `[v6]:port` or `:port` (loopback); errors name `flag`. */
+export function parseListen(listen: string, flag = "--admin-listen"): { host: string; port: number } {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(listen.trim());
   const host = m ? (m[1] ?? m[2] ?? "") : "";
   const port = m ? Number(m[3]) : NaN;
   if (!m || !(port >= 0 && port <= 65535))
-    throw new AdminConfigError(`--admin-listen must be HOST:PORT (e.g. ${DEFAULT_ADMIN_LISTEN}), got "${listen}"`);
+    throw new AdminConfigError(`${flag} must be HOST:PORT (e.g. ${DEFAULT_ADMIN_LISTEN}), got "${listen}"`);
   if (host === "") return { host: "127.0.0.1", port };
   if (host !== "localhost" && isIP(host) === 0)
-    throw new AdminConfigError(`--admin-listen host must be an IP address or localhost, got "${host}"`);
+    throw new AdminConfigError(`${flag} host must be an IP address or localhost, got "${host}"`);
   return { host, port };
 }
 

@@ -1,7 +1,8 @@
 import { Registry } from "prom-client";
 import type { Controller } from "../controller.js";
 import type { Logger } from "../shared/log.js";
-import { DEFAULT_ADMIN_LISTEN, resolveAdminConfig } from "./config.js";
+import { DEFAULT_ADMIN_LISTEN, parseListen, resolveAdminConfig } from "./config.js";
+import { startHealth } from "./health.js";
 import { createControllerMetrics } from "./metrics.js";
 import { startAdmin } from "./server.js";
 import { startTrafficReceiver, trafficLogPath, TrafficStats } from "./traffic.js";
@@ -20,6 +21,8 @@ export interface AdminFlags {
   readonly tokenFile?: string;
   /** Per-route traffic from nginx access records; default on. Off saves nginx one file append per request. */
   readonly traffic?: boolean;
+  /** HOST:PORT of the health listener (`/readyz`, `/healthz` only, no token); none when absent. */
+  readonly healthListen?: string;
 }
 
 /** The admin side of a running controller: the traffic record file for the renderer, then `attach` once it runs. */
@@ -34,9 +37,37 @@ export interface Admin {
  * Starts the admin server and the traffic receiver before the controller, so a bad admin setting stops the start
  * before nginx is touched. Throws AdminConfigError for a setting that must not run (no token off loopback), and
  * the bind error when an explicitly chosen address is taken. Returns null when the admin server is off, or when the
- * default address is taken (serving traffic matters more than observing it; the log says so).
+ * default address is taken (serving traffic matters more than observing it; the log says so). The health listener
+ * (`healthListen`) starts first and is an explicit address: a bind error there stops the start too.
  */
 export async function setupAdmin(flags: AdminFlags, log: Logger): Promise<Admin | null> {
+  // Its own address and no token: the layer in front probes it even with the admin server off or behind a token.
+  const health =
+    flags.healthListen === undefined
+      ? null
+      : await startHealth(parseListen(flags.healthListen, "--health-listen"), log);
+  let admin: Admin | null;
+  try {
+    admin = await setupAdminServer(flags, log);
+  } catch (e) {
+    await health?.close();
+    throw e;
+  }
+  if (!health) return admin;
+  return {
+    trafficLogFile: admin?.trafficLogFile,
+    attach(controller) {
+      admin?.attach(controller);
+      health.attach(controller.status);
+    },
+    close: async () => {
+      await Promise.all([admin?.close(), health.close()]);
+    },
+  };
+}
+
+/** The admin server and the traffic receiver (setupAdmin without the health listener). */
+async function setupAdminServer(flags: AdminFlags, log: Logger): Promise<Admin | null> {
   if (flags.listen === "off") return null;
   const config = resolveAdminConfig({
     listen: flags.listen ?? DEFAULT_ADMIN_LISTEN,

@@ -7,7 +7,8 @@ import { isLoopback, tokenMatches, type AdminConfig } from "./config.js";
 import { DASHBOARD_HTML, LOGIN_HTML } from "./dashboard.js";
 import { admitEventClient, clientAddress, type EventClient } from "./event-slots.js";
 import type { RouteTotals, TrafficStats } from "./traffic.js";
-import { rates, readiness, safeJson, statusView, type RouteTraffic } from "./view.js";
+import { probeAnswer } from "./health.js";
+import { rates, safeJson, statusView, type RouteTraffic } from "./view.js";
 
 /** What the admin server reads once the controller runs. */
 export interface AdminSources {
@@ -125,11 +126,8 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
       return send(res, 405, "text/plain", "the admin server is read-only\n", { allow: "GET, HEAD" });
     // Liveness and readiness stay open (no token, any Host) so orchestrator probes need no secret; they reveal no
     // configuration.
-    if (path === "/healthz") return send(res, 200, "text/plain", "ok\n");
-    if (path === "/readyz") {
-      const r = readiness(sources?.status.get() ?? null);
-      return send(res, r.ready ? 200 : 503, "text/plain", `${r.ready ? "ready" : "not ready"}: ${r.why}\n`);
-    }
+    const probe = probeAnswer(path, sources?.status.get() ?? null);
+    if (probe) return send(res, probe.status, "text/plain", probe.body);
     if (!allowedHost(req)) return send(res, 421, "text/plain", "the admin server answers loopback host names only\n");
     if (!authorized(req)) {
       const browser = path === "/" && (req.headers.accept ?? "").includes("text/html");

@@ -36,7 +36,18 @@ program
     "directory the printed config refers to for TLS files, logs and temp files",
     "/var/lib/nginx-lb",
   )
-  .action(async (flags: { services: string; backends?: string; out?: string; dir?: string }) =>
+  .addOption(
+    new Option(
+      "--endpoints-mode <mode>",
+      "dynamic or reload; default: what `run` would choose here (dynamic when nginx has the Lua module)",
+    ).choices(["dynamic", "reload", "auto"]),
+  )
+  .option("--nginx <path>", "nginx binary whose Lua support decides the default mode, as `run --nginx`")
+  .option("--listen-host <ip>", "address frontend ports listen on, as `run --listen-host` (default: all)")
+  .option("--worker-processes <n>", "nginx worker_processes, as `run --worker-processes`")
+  .option("--nginx-user <user>", "as `run --nginx-user` (as root the workers' user: default www-data, else nobody)")
+  .option("--control-port <port>", "the control port `run` uses (its state dir's state.json; default: a placeholder)")
+  .action(async (flags: import("./render.js").RenderFlags) =>
     exit(await (await import("./render.js")).renderCommand(flags)),
   );
 
@@ -105,6 +116,14 @@ addEtcdOptions(program.command("run"))
       "ADMIN_TOKEN_FILE",
     ),
   )
+  .addOption(
+    env(
+      "--health-listen <host:port>",
+      "also serve only /readyz and /healthz here, without a token, for the layer in front (e.g. 0.0.0.0:9181; " +
+        "default: off)",
+      "HEALTH_LISTEN",
+    ),
+  )
   // Removed: a token in argv is visible in ps. Still parsed (never from the environment) to refuse it clearly.
   .addOption(new Option("--admin-token [token]").hideHelp())
   .addOption(
@@ -125,6 +144,18 @@ program
   .action(async (flags: import("./status.js").StatusFlags) =>
     exit(await (await import("./status.js")).statusCommand(flags)),
   );
+
+program
+  .command("diff")
+  .description(
+    "show what applying a routing file would change in a running nginx-lb (servers, routes, upstreams), without " +
+      "applying it; exit 0 when nothing would, 1 when something would, 2 when nothing could be compared (usage, " +
+      "an unreadable or invalid FILE, an unreachable controller)",
+  )
+  .requiredOption("--services <file>", "the routing file (services.json) to compare")
+  .addOption(env("--admin <url>", "admin server URL or HOST:PORT", "ADMIN_URL").default("http://127.0.0.1:9180"))
+  .addOption(env("--admin-token-file <file>", "file holding the admin bearer token", "ADMIN_TOKEN_FILE"))
+  .action(async (flags: import("./diff.js").DiffFlags) => exit(await (await import("./diff.js")).diffCommand(flags)));
 
 program
   .command("example")

@@ -5,6 +5,10 @@ import type { Problem } from "../model/problem.js";
 import { renderNginxConf } from "../render/index.js";
 import { loadBackendsFile, loadServicesFile } from "../sources/services-file.js";
 import { writeRendered } from "../nginx/files.js";
+import { findNginx } from "../nginx/binary.js";
+import { chooseEndpointsMode, type WantedEndpointsMode } from "../nginx/endpoints-mode.js";
+import { nginxPaths, runRenderOptions } from "../nginx/render-options.js";
+import { resolveWorkerUser } from "../nginx/worker-user.js";
 import { nginxFlagProblems } from "./nginx-flags.js";
 import { EXIT_INVALID, EXIT_USAGE, printProblems, unreadable } from "./report.js";
 
@@ -13,6 +17,44 @@ export interface RenderFlags {
   backends?: string;
   out?: string;
   dir?: string;
+  /** dynamic, reload, or auto (the default): what `run` would choose on this machine. */
+  endpointsMode?: string;
+  /** The nginx binary whose Lua support decides `auto`, as `run --nginx` takes it. */
+  nginx?: string;
+  /** As `run` takes them: they shape nginx.conf. Without --control-port a placeholder stands in. */
+  listenHost?: string;
+  workerProcesses?: string;
+  controlPort?: string;
+  nginxUser?: string;
+}
+
+const MODES: readonly WantedEndpointsMode[] = ["dynamic", "reload", "auto"];
+
+/**
+ * Stand-ins for what `run` keeps in its state dir (state.json): the push token is a secret render never reads, and
+ * the control port is chosen once per state dir. Both pass the renderer's grammar; the output says they are stand-ins.
+ */
+export const PLACEHOLDER_PUSH_TOKEN = "0".repeat(32);
+export const PLACEHOLDER_CONTROL_PORT = 1;
+
+/**
+ * Comment lines heading the output (nginx.conf comments): the mode rendered and why, and the placeholders standing in
+ * for what `run` keeps in its state dir.
+ */
+function header(mode: "dynamic" | "reload", why: string, portGiven: boolean): string {
+  const stand = [
+    ...(portGiven ? [] : [`control port ${PLACEHOLDER_CONTROL_PORT}`]),
+    ...(mode === "dynamic" ? [`push token ${PLACEHOLDER_PUSH_TOKEN}`] : []),
+  ];
+  const lines = [
+    `# nginx-lb render: endpoints mode ${mode} (${why.replace(/[\r\n]+/g, " ")}); --endpoints-mode to choose.`,
+  ];
+  if (stand.length > 0)
+    lines.push(
+      `# Placeholder${stand.length > 1 ? "s" : ""}: ${stand.join(" and ")} stand${stand.length > 1 ? "" : "s"} in for ` +
+        `what nginx-lb run keeps in its state dir${mode === "dynamic" ? " (render never reads the secret); anyone on this machine could push endpoints with this token: do not serve this file as it is" : ""}.`,
+    );
+  return `${lines.join("\n")}\n`;
 }
 
 /** `--out` must name a directory or nothing yet (it is created); a file there is a usage error, found before work. */
@@ -36,13 +78,21 @@ async function outProblem(out: string): Promise<Problem | null> {
 }
 
 /**
- * `nginx-lb render`: prints nginx.conf, or writes it and its TLS files into --out. Exit 1 for invalid input, 2 for a
- * usage error (a flag nginx.conf cannot hold, --out naming a file, an input file that cannot be read).
+ * `nginx-lb render`: prints nginx.conf as `run` would serve it (the same endpoints mode unless --endpoints-mode says
+ * otherwise; placeholders for the state dir's port and secret), or writes it and its files into --out. Exit 1 for
+ * invalid input, 2 for a usage error (a flag nginx.conf cannot hold, --out naming a file, an input file that cannot be
+ * read).
  */
 export async function renderCommand(flags: RenderFlags): Promise<number> {
+  const wanted = MODES.find((m) => m === (flags.endpointsMode ?? "auto"));
+  if (wanted === undefined) {
+    console.error(`error: render: --endpoints-mode: must be one of ${MODES.join(", ")}`);
+    return EXIT_USAGE;
+  }
   const dirFlag = flags.out ? "--out" : "--dir";
   const dir = resolve(flags.out ?? flags.dir ?? "/var/lib/nginx-lb");
-  const bad = nginxFlagProblems({ stateDir: dir }, dirFlag);
+  const { listenHost, workerProcesses, controlPort } = flags;
+  const bad = nginxFlagProblems({ stateDir: dir, listenHost, workerProcesses, controlPort }, dirFlag);
   const out = flags.out ? await outProblem(dir) : null;
   if (bad.length > 0 || out) {
     printProblems("render", [...bad, ...(out ? [out] : [])], [], null);
@@ -62,14 +112,42 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
   if (!services.ok || backendErrors.length > 0)
     return unreadable(services.ok ? [] : services.errors) || unreadable(backendErrors) ? EXIT_USAGE : EXIT_INVALID;
 
-  const rendered = renderNginxConf({ services: services.value, backends }, { dir });
+  // The same decision `run` makes, so the output is what `run` would serve here.
+  const nginx = findNginx(flags.nginx);
+  const choice = await chooseEndpointsMode(wanted, nginx);
+  if (!choice.ok)
+    console.error(`warning: render: nginx-lb run would refuse this mode here: ${choice.reason}; rendered anyway`);
+  const mode = choice.ok ? choice.mode : choice.wanted;
+  const why = !choice.ok
+    ? "as asked; nginx here cannot load the Lua module"
+    : wanted !== "auto"
+      ? "as asked"
+      : choice.fallback !== undefined
+        ? `what nginx-lb run chooses here: ${choice.fallback}`
+        : "what nginx-lb run chooses here: nginx loads the Lua module";
+  const worker = await resolveWorkerUser(flags.nginxUser);
+  if (!worker.ok) {
+    printProblems("render", worker.errors, [], null);
+    return EXIT_USAGE;
+  }
+  // The same function `run` renders with, so the output is what `run` would serve (placeholders for its secrets).
+  const options = runRenderOptions(nginxPaths(dir, nginx), {
+    controlPort: controlPort ? Number(controlPort) : PLACEHOLDER_CONTROL_PORT,
+    pushToken: PLACEHOLDER_PUSH_TOKEN,
+    endpointsMode: mode,
+    ...(worker.value ? { user: { name: worker.value.name, group: worker.value.group } } : {}),
+    ...(listenHost ? { listenHost } : {}),
+    ...(workerProcesses ? { workerProcesses: workerProcesses === "auto" ? "auto" : Number(workerProcesses) } : {}),
+  });
+  const plain = renderNginxConf({ services: services.value, backends }, options);
+  const rendered = { ...plain, conf: `${header(mode, why, controlPort !== undefined)}${plain.conf}` };
   if (!flags.out) {
     process.stdout.write(rendered.conf);
     return 0;
   }
   try {
     const conf = await writeRendered(dir, rendered);
-    console.error(`wrote ${conf} and ${rendered.files.length} TLS files (generation ${rendered.generation})`);
+    console.error(`wrote ${conf} and ${rendered.files.length} files beside it (generation ${rendered.generation})`);
     return 0;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;

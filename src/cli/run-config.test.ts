@@ -156,3 +156,21 @@ describe("resolveRunConfig", () => {
     expect(r.ok && r.value.controller.etcd?.etcdUrls).toEqual(["http://192.168.58.1:4001"]);
   });
 });
+
+describe("resolveRunConfig --health-listen", () => {
+  test("an address reaches the admin flags; off and absent mean none", async () => {
+    const on = await resolveRunConfig({ healthListen: "0.0.0.0:9181" }, {});
+    expect(on.ok && on.value.admin.healthListen).toBe("0.0.0.0:9181");
+    for (const flags of [{ healthListen: "off" }, {}]) {
+      const off = await resolveRunConfig(flags, {});
+      expect(off.ok && "healthListen" in off.value.admin).toBe(false);
+    }
+  });
+
+  test("a malformed address is an error naming the flag once", async () => {
+    const r = await resolveRunConfig({ healthListen: "9181" }, {});
+    expect(!r.ok && r.errors).toEqual([
+      { code: "invalid_flag", path: "--health-listen", message: 'must be HOST:PORT (e.g. 127.0.0.1:9180), got "9181"' },
+    ]);
+  });
+});

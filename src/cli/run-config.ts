@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { parseListen } from "../admin/config.js";
 import type { AdminFlags } from "../admin/index.js";
 import type { RunOptions } from "../app.js";
 import type { Checked, Problem } from "../model/problem.js";
@@ -27,6 +28,8 @@ export interface RunFlags extends EtcdFlags {
   adminTokenFile?: string;
   trafficLog?: boolean;
   nginxUser?: string;
+  /** HOST:PORT for `/readyz` and `/healthz` alone, without a token; "off" or absent for none. */
+  healthListen?: string;
 }
 
 /** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
@@ -97,6 +100,15 @@ export async function resolveRunConfig(
   const endpointsMode = MODES.find((m) => m === mode);
   if (endpointsMode === undefined)
     errors.push({ code: "invalid_flag", path: "--endpoints-mode", message: `must be one of ${MODES.join(", ")}` });
+  const healthListen = flags.healthListen === "off" ? undefined : flags.healthListen;
+  if (healthListen !== undefined)
+    try {
+      parseListen(healthListen, "--health-listen");
+    } catch (e) {
+      // The path names the flag already.
+      const message = (e as Error).message.replace(/^--health-listen /, "");
+      errors.push({ code: "invalid_flag", path: "--health-listen", message });
+    }
   const token = await readSecret(flags.adminTokenFile, "--admin-token-file", env, ADMIN_TOKEN_ENV);
   if (!token.ok) errors.push(...token.errors);
   const etcd = await etcdConfigFromFlags(flags, env);
@@ -126,6 +138,7 @@ export async function resolveRunConfig(
     ...(flags.adminListen !== undefined ? { listen: flags.adminListen } : {}),
     ...(token.value !== undefined ? { token: token.value } : {}),
     traffic: flags.trafficLog !== false,
+    ...(healthListen !== undefined ? { healthListen } : {}),
   };
   return { ok: true, value: { controller, admin, logLevel }, warnings: worker.warnings };
 }

@@ -1,9 +1,9 @@
-import { readFileSync } from "node:fs";
 import type { StatusView } from "../admin/view.js";
+import { fetchStatusView, type AdminClientFlags } from "./admin-client.js";
 
-export interface StatusFlags {
-  admin: string;
-  adminTokenFile?: string;
+export { adminBaseUrl } from "./admin-client.js";
+
+export interface StatusFlags extends AdminClientFlags {
   json?: boolean;
 }
 
@@ -44,17 +44,6 @@ export function unhealthy(s: StatusView): string | null {
       : []),
   ];
   return why.length ? why.join("; ") : null;
-}
-
-/** The admin server's base URL from `--admin`: a URL, or HOST:PORT as `--admin-listen` takes it. */
-export function adminBaseUrl(admin: string): URL | null {
-  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(admin) ? admin : `http://${admin}`;
-  try {
-    const u = new URL(withScheme.endsWith("/") ? withScheme : `${withScheme}/`);
-    return u.protocol === "http:" || u.protocol === "https:" ? u : null;
-  } catch {
-    return null;
-  }
 }
 
 /** Renders the status view as terminal tables. */
@@ -138,45 +127,12 @@ export function formatStatus(s: StatusView): string {
 
 /** `nginx-lb status`: reads /api/status of a running controller and prints it. */
 export async function statusCommand(flags: StatusFlags): Promise<number> {
-  // The same precedence as `run` for every secret: the file, then the environment.
-  let token = process.env["NGINX_LB_ADMIN_TOKEN"];
-  if (flags.adminTokenFile) {
-    try {
-      token = readFileSync(flags.adminTokenFile, "utf8").trim();
-    } catch (e) {
-      console.error(`nginx-lb status: cannot read --admin-token-file: ${(e as Error).message}`);
-      return 2;
-    }
-  }
-  const base = adminBaseUrl(flags.admin);
-  if (!base) {
-    console.error(`nginx-lb status: --admin must be a URL or HOST:PORT (e.g. 127.0.0.1:9180), got "${flags.admin}"`);
+  const fetched = await fetchStatusView(flags);
+  if (!fetched.ok) {
+    console.error(`nginx-lb status: ${fetched.why}`);
     return 2;
   }
-  const url = new URL("api/status", base);
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-      signal: AbortSignal.timeout(5000),
-    });
-  } catch (e) {
-    // fetch says only "fetch failed"; the cause has the system error.
-    const err = e as Error & { cause?: { code?: string; message?: string } };
-    const reason =
-      err.name === "TimeoutError"
-        ? "no answer within 5 s"
-        : err.cause?.code === "ECONNREFUSED"
-          ? "connection refused (is nginx-lb run serving its admin server there? see --admin-listen)"
-          : (err.cause?.message ?? err.message);
-    console.error(`nginx-lb status: cannot reach ${url.origin}: ${reason}`);
-    return 2;
-  }
-  if (!res.ok) {
-    console.error(`nginx-lb status: ${url.href} answered ${res.status}: ${(await res.text()).trim()}`);
-    return 2;
-  }
-  const view = (await res.json()) as StatusView;
+  const view = fetched.view;
   process.stdout.write(flags.json ? `${JSON.stringify(view, null, 2)}\n` : formatStatus(view));
   const why = unhealthy(view);
   if (why) console.error(`nginx-lb status: ${why}`);

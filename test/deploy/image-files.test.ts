@@ -1,6 +1,6 @@
 /**
  * What can be checked of the container image without a Docker engine: every file it copies exists or is built by
- * `tsc`, the entrypoint resolves to the CLI, the health check probes the admin address the image configures, the
+ * `tsc`, the entrypoint resolves to the CLI, the health check probes /readyz on the admin address the image configures, the
  * environment it sets names real flags, and the compose example's services file is valid.
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -39,8 +39,11 @@ describe("Dockerfile", () => {
     expect(existsSync(join(ROOT, "src/cli/main.ts"))).toBe(true);
   });
 
-  test("the health check probes /healthz on the admin server's default address; 80 and 443 are exposed", () => {
-    expect(lines.find((l) => l.startsWith("HEALTHCHECK"))).toContain("http://127.0.0.1:9180/healthz");
+  test("the health check probes /readyz (as the README recommends) on the admin server's default address; 80 and 443 are exposed", () => {
+    expect(lines.find((l) => l.startsWith("HEALTHCHECK"))).toContain("http://127.0.0.1:9180/readyz");
+    expect(readFileSync(join(ROOT, "README.md"), "utf8")).toMatch(
+      /out of rotation[^]*`\/readyz`|`\/readyz`[^]*out of rotation/,
+    );
     expect(dockerfile).not.toContain("NGINX_LB_ADMIN_LISTEN=");
     expect(lines).toContain("EXPOSE 80 443");
   });
