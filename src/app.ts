@@ -144,6 +144,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     try {
       await nginx.start();
       await applier.probe();
+      log.info({ pid: nginx.masterPid }, "nginx restarted");
       restartDelay = 0;
       reconciler.nginxRunning("nginx restarted");
     } catch (e) {
@@ -157,7 +158,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
   }
   reconciler.restore(saved);
 
-  const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true);
+  const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true, log);
   await services.start(
     abort.signal,
     (snap) => reconciler.setServices(snap),
@@ -196,7 +197,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
   return {
     status,
     reconciler,
-    reloadServices: (reason) => services.reload(reason),
+    reloadServices: (reason) => services.reload(reason, true),
     forceReload: async (reason) => {
       await services.reload(reason);
       reconciler.request(reason, true);
