@@ -3,6 +3,7 @@ import { ensureSecureStateDir } from "./nginx/state-dir.js";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { Controller } from "./controller.js";
+import { ensureAccessLog } from "./nginx/access-log.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
@@ -36,6 +37,8 @@ export interface RunOptions {
   readonly minGapMs?: number;
   /** File nginx appends per-request access records to (per-route traffic); none when absent. */
   readonly trafficLogFile?: string;
+  /** The operator's JSON access log (absolute path), written by nginx; none when absent. */
+  readonly accessLog?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
 }
@@ -83,6 +86,8 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
 export async function startController(options: RunOptions, log: Logger): Promise<Controller> {
   const dir = resolve(options.stateDir);
   await ensureSecureStateDir(dir, log);
+  // Created by us (0600) before nginx opens it: nginx would create it readable by every local user.
+  if (options.accessLog !== undefined) await ensureAccessLog(options.accessLog, log);
   const store = new StateStore(dir);
   const saved = await store.load();
   const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());
@@ -112,6 +117,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     ...(options.listenHost ? { listenHost: options.listenHost } : {}),
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
     ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
+    ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}),
   };
   const source = await endpointSource(options, log);
   const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());

@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import type { AdminFlags } from "../admin/index.js";
 import type { RunOptions } from "../app.js";
 import type { Checked, Problem } from "../model/problem.js";
@@ -25,6 +26,8 @@ export interface RunFlags extends EtcdFlags {
   adminToken?: string | boolean;
   adminTokenFile?: string;
   trafficLog?: boolean;
+  /** `--access-log FILE|off`: nginx's JSON access log. */
+  accessLog?: string;
 }
 
 /** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
@@ -39,11 +42,29 @@ export const RUN_DEFAULTS = {
   stateDir: "/var/lib/nginx-lb",
   endpointsMode: "auto",
   logLevel: "info",
+  accessLog: "off",
 } as const;
 
 export const ADMIN_TOKEN_ENV = "NGINX_LB_ADMIN_TOKEN";
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 const MODES = ["dynamic", "reload", "auto"] as const;
+
+/** The characters nginx.conf takes in a path without quoting (the `tok.file` grammar), for a clear flag error. */
+const NGINX_PATH = /^\/[A-Za-z0-9._/@+-]*$/;
+
+/** `--access-log`: an absolute path nginx can be given as is, or undefined for off. */
+function accessLogPath(flag: string | undefined, errors: Problem[]): string | undefined {
+  const value = flag ?? RUN_DEFAULTS.accessLog;
+  if (value === "off") return undefined;
+  const file = resolve(value);
+  if (!NGINX_PATH.test(file) || value === "" || file.endsWith("/"))
+    errors.push({
+      code: "invalid_flag",
+      path: "--access-log",
+      message: `${JSON.stringify(value)}: name a file whose path has only letters, digits and . _ / @ + - (or off)`,
+    });
+  return file;
+}
 
 /** A problem with how `run` was invoked (exit 2), rather than with what it was given (exit 1). */
 export const USAGE = "usage";
@@ -96,6 +117,7 @@ export async function resolveRunConfig(
     errors.push({ code: "invalid_flag", path: "--endpoints-mode", message: `must be one of ${MODES.join(", ")}` });
   const token = await readSecret(flags.adminTokenFile, "--admin-token-file", env, ADMIN_TOKEN_ENV);
   if (!token.ok) errors.push(...token.errors);
+  const accessLog = accessLogPath(flags.accessLog, errors);
   const etcd = await etcdConfigFromFlags(flags, env);
   if (!etcd.ok) errors.push(...etcd.errors);
   if (errors.length > 0 || !token.ok || !etcd.ok || endpointsMode === undefined)
@@ -114,6 +136,7 @@ export async function resolveRunConfig(
       ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }
       : {}),
     ...(etcd.value.etcdUrls.length > 0 ? { etcd: etcd.value } : {}),
+    ...(accessLog !== undefined ? { accessLog } : {}),
   };
   const admin: AdminFlags = {
     stateDir: controller.stateDir,

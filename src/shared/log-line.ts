@@ -11,8 +11,8 @@ const APPLY_MESSAGES: Readonly<Record<string, string>> = {
   "endpoints pushed": "endpoints pushed",
 };
 
-/** Fields the line shows elsewhere (time, level) or that say nothing to an operator on one machine. */
-const HIDDEN = new Set(["time", "level", "pid", "hostname"]);
+/** Fields the pretty printer shows at the start of the line. */
+const HIDDEN = new Set(["time", "level"]);
 
 /** Names shown in full up to this many per kind; more are counted only, so a first start stays one short line. */
 const MAX_NAMES = 3;

@@ -14,7 +14,8 @@ export function createLogger(options: { level?: string; pretty?: boolean; destin
   const destination = options.destination ?? 2;
   if (options.pretty ?? isatty(destination))
     return pino(
-      { level },
+      // No pid and hostname on every line: one process on one machine; a record naming a pid still shows it.
+      { level, base: undefined },
       // In this thread, not a transport worker: messageFormat is a function, and a line written synchronously is on
       // the terminal before the process exits (the last "stopped" line included).
       pretty({
