@@ -48,7 +48,7 @@ function applyLine(verb: string, log: Record<string, unknown>, gray: Paint): str
     changePart("+", "endpoint", log["endpoints"], "added"),
     changePart("-", "endpoint", log["endpoints"], "removed"),
   ].filter((p): p is string => p !== null);
-  const took = ms === null ? "" : ` in ${ms} ms`;
+  const took = ms === null ? "" : ` in ${Math.round(ms)} ms`;
   const what = parts.length > 0 ? parts.join(", ") : "no route or endpoint changed";
   const reason = typeof log["reason"] === "string" && log["reason"] !== "" ? gray(` (${log["reason"]})`) : "";
   return `${verb}${took}: ${what}${reason}`;
