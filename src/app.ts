@@ -3,6 +3,7 @@ import { ensureSecureStateDir } from "./nginx/state-dir.js";
 import { createServer } from "node:net";
 import { resolve } from "node:path";
 import type { Controller } from "./controller.js";
+import { ensureAccessLog } from "./nginx/access-log.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
@@ -36,6 +37,8 @@ export interface RunOptions {
   readonly minGapMs?: number;
   /** File nginx appends per-request access records to (per-route traffic); none when absent. */
   readonly trafficLogFile?: string;
+  /** The operator's JSON access log (absolute path), written by nginx; none when absent. */
+  readonly accessLog?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
   /** Who nginx's workers run as; only when nginx-lb runs as root (resolveRunConfig decides). */
@@ -80,6 +83,8 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
 export async function startController(options: RunOptions, log: Logger): Promise<Controller> {
   const dir = resolve(options.stateDir);
   await ensureSecureStateDir(dir, log, options.nginxUser ?? null);
+  // Created by us (0600) before nginx opens it: nginx would create it readable by every local user.
+  if (options.accessLog !== undefined) await ensureAccessLog(options.accessLog, log);
   const store = new StateStore(dir);
   const saved = await store.load();
   const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());
@@ -102,6 +107,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     ...(options.nginxUser ? { user: { name: options.nginxUser.name, group: options.nginxUser.group } } : {}),
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
     ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
+    ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}),
   });
   const source = await endpointSource(options, log);
   const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
@@ -134,6 +140,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     try {
       await nginx.start();
       await applier.probe();
+      log.info({ pid: nginx.masterPid }, "nginx restarted");
       restartDelay = 0;
       reconciler.nginxRunning("nginx restarted");
     } catch (e) {
@@ -147,7 +154,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
   }
   reconciler.restore(saved);
 
-  const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true);
+  const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true, log);
   await services.start(
     abort.signal,
     (snap) => reconciler.setServices(snap),
@@ -186,7 +193,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
   return {
     status,
     reconciler,
-    reloadServices: (reason) => services.reload(reason),
+    reloadServices: (reason) => services.reload(reason, true),
     forceReload: async (reason) => {
       await services.reload(reason);
       reconciler.request(reason, true);

@@ -5,7 +5,7 @@ import { registrationFor, setupEtcd, v2Client, type RegisterFlags } from "./regi
 /** `nginx-lb deregister`: deletes one endpoint key; exit 0 whether or not it was there (it is gone either way). */
 export async function deregisterCommand(flags: Omit<RegisterFlags, "weight" | "ttl">): Promise<number> {
   const setup = await setupEtcd(flags);
-  if (!setup) return 1;
+  if (typeof setup === "number") return setup;
   const reg = registrationFor(setup.config.prefix, flags);
   if (!reg.ok) {
     for (const e of reg.errors) console.error(`error: ${e.path}: ${e.message}`);

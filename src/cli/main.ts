@@ -129,6 +129,13 @@ addEtcdOptions(program.command("run"))
   .addOption(
     env("--no-traffic-log", "no per-route traffic figures (saves nginx a file append per request)", "NO_TRAFFIC_LOG"),
   )
+  .addOption(
+    env(
+      "--access-log <file>",
+      `nginx's access log: one JSON line per request (time, client, host, method, uri, status, bytes, times, upstream, route), created 0600; off for none${dflt(RUN_DEFAULTS.accessLog)}`,
+      "ACCESS_LOG",
+    ),
+  )
   .action(async (flags: import("./run-config.js").RunFlags) =>
     exit(await (await import("./run.js")).runCommand(flags)),
   );

@@ -1,4 +1,4 @@
-import { Etcd3, type Lease } from "etcd3";
+import { Etcd3, type Lease, type Watcher } from "etcd3";
 import { keyPrefix, parseEndpointKey, parseWeight } from "../model/backends.js";
 import { formatProblem, type Problem } from "../model/problem.js";
 import { createLogger, type Logger } from "../shared/log.js";
@@ -60,10 +60,13 @@ export function registrationFor(
   return { ok: true, value: { key: canonical, value, ttl } };
 }
 
-/** `nginx-lb register`: writes the endpoint on a lease, renews it while running, deletes it on SIGTERM/SIGINT. */
+/**
+ * `nginx-lb register`: writes the endpoint on a lease, renews it while running, puts it back when someone else deletes
+ * it, deletes it on SIGTERM/SIGINT.
+ */
 export async function registerCommand(flags: RegisterFlags): Promise<number> {
   const setup = await setupEtcd(flags);
-  if (!setup) return 1;
+  if (typeof setup === "number") return setup;
   const reg = registrationFor(setup.config.prefix, flags);
   if (!reg.ok) return fail(reg.errors);
   const ac = new AbortController();
@@ -86,17 +89,24 @@ export interface Connection {
   readonly tls?: EtcdTlsOptions;
 }
 
-/** Reads the etcd flags (default endpoint: local etcd); prints problems and returns undefined when they are wrong. */
+/**
+ * Reads the etcd flags; prints the problems and returns the exit code when they are wrong: 2 without an endpoint (a
+ * registration written to whatever etcd listens on localhost would be silently lost to the daemons), else 1.
+ */
 export async function setupEtcd(
   flags: EtcdFlags,
-): Promise<{ config: EtcdOptions; connection: Connection; logger: Logger } | undefined> {
-  const c = await etcdConfigFromFlags(
-    { ...flags, etcdEndpoints: flags.etcdEndpoints ?? (process.env["HOST_IP"] ? undefined : "http://127.0.0.1:2379") },
-    process.env,
-  );
-  if (!c.ok) return void fail(c.errors);
+): Promise<{ config: EtcdOptions; connection: Connection; logger: Logger } | number> {
+  const c = await etcdConfigFromFlags(flags, process.env);
+  if (!c.ok) return fail(c.errors);
+  if (c.value.etcdUrls.length === 0) {
+    console.error(
+      "error: --etcd-endpoints: no etcd endpoint given: pass --etcd-endpoints URL[,URL...] " +
+        "(or set NGINX_LB_ETCD_ENDPOINTS, or HOST_IP and ETCD_PORT)",
+    );
+    return 2;
+  }
   const checked = await checkEtcdOptions(c.value);
-  if (!checked.ok) return void fail(checked.errors);
+  if (!checked.ok) return fail(checked.errors);
   const auth = etcdAuth(c.value);
   const connection = {
     etcdUrls: c.value.etcdUrls,
@@ -111,7 +121,11 @@ function fail(errors: readonly Problem[]): number {
   return 1;
 }
 
-/** Holds the key on a v3 lease until the signal aborts; re-grants and re-puts after a lost lease (etcd restart). */
+/**
+ * Holds the key on a v3 lease until the signal aborts; re-grants and re-puts after a lost lease (etcd restart), and
+ * puts the key back on the lease when someone else deletes it (watched from the revision of our own put, so a delete
+ * in between is seen too).
+ */
 async function holdV3(config: Connection, reg: Registration, signal: AbortSignal, log: Logger) {
   const client = new Etcd3(etcd3ClientOptions(config));
   const retry = retryOptions();
@@ -120,12 +134,27 @@ async function holdV3(config: Connection, reg: Registration, signal: AbortSignal
     while (!signal.aborted) {
       const lease: Lease = client.lease(reg.ttl);
       const lost = new Promise<Error>((resolve) => lease.once("lost", resolve));
+      // Ends the put-backs of this lease: when it is lost, when we stop, when the next lease takes over.
+      const held = new AbortController();
+      let watcher: Watcher | null = null;
       try {
-        await lease.put(reg.key).value(reg.value);
+        const put = await lease.put(reg.key).value(reg.value).exec();
         attempt = 0;
+        const from = String(Number(put.header.revision) + 1);
+        watcher = await client.watch().key(reg.key).startRevision(from).create();
+        watcher.on("delete", (kv) => void putBack(lease, reg, kv.mod_revision, held.signal, log, config));
+        watcher.on("error", (e) =>
+          log.warn(
+            { key: reg.key, reason: describeEtcdError(e, config) },
+            "cannot watch the key; a delete stays unseen",
+          ),
+        );
         log.info({ key: reg.key, value: reg.value, ttl: reg.ttl }, "registered; renewing until SIGTERM");
         const aborted = new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
         const why = await Promise.race([lost, aborted]);
+        held.abort();
+        // Before the revoke: our own delete must not be put back.
+        await watcher.cancel().catch(() => undefined);
         if (why instanceof Error) {
           log.warn({ key: reg.key, reason: describeEtcdError(why, config) }, "lease lost; registering again");
           continue;
@@ -135,6 +164,8 @@ async function holdV3(config: Connection, reg: Registration, signal: AbortSignal
         log.info({ key: reg.key }, "deregistered");
         return;
       } catch (e) {
+        held.abort();
+        await watcher?.cancel().catch(() => undefined);
         lease.release();
         if (signal.aborted) return;
         log.error({ key: reg.key, reason: describeEtcdError(e, config) }, "could not register; retrying");
@@ -146,7 +177,42 @@ async function holdV3(config: Connection, reg: Registration, signal: AbortSignal
   }
 }
 
-/** Holds the key with a v2 TTL until the signal aborts, refreshing it at a third of the TTL. */
+/**
+ * Someone deleted our key (etcdctl del, a clean-up script): puts it back on the lease, retried with backoff while the
+ * lease is held, and says so once per delete. A delete by the lease's own expiry fails here and is handled as a lost
+ * lease.
+ */
+async function putBack(
+  lease: Lease,
+  reg: Registration,
+  revision: string | undefined,
+  held: AbortSignal,
+  log: Logger,
+  config: Connection,
+): Promise<void> {
+  const started = performance.now();
+  const retry = retryOptions();
+  for (let attempt = 0; !held.aborted; attempt++) {
+    try {
+      await lease.put(reg.key).value(reg.value).exec();
+      log.warn(
+        { key: reg.key, deletedAtRevision: revision, ms: Math.round(performance.now() - started) },
+        "the key was deleted by someone else; put it back on its lease (to remove the endpoint, stop this registrar: SIGTERM deletes it)",
+      );
+      return;
+    } catch (e) {
+      if (held.aborted) return;
+      if (attempt === 0)
+        log.warn(
+          { key: reg.key, deletedAtRevision: revision, reason: describeEtcdError(e, config) },
+          "the key was deleted by someone else and cannot be put back yet; retrying while the lease is held",
+        );
+    }
+    await abortableSleep(backoffDelay(attempt, retry), held);
+  }
+}
+
+/** Holds the key with a v2 TTL until the signal aborts, refreshing it at a third of the TTL (and putting it back). */
 async function holdV2(config: Connection, reg: Registration, signal: AbortSignal, log: Logger) {
   const v2 = v2Client(config);
   let registered = false;
@@ -163,7 +229,13 @@ async function holdV2(config: Connection, reg: Registration, signal: AbortSignal
       await abortableSleep((reg.ttl * 1000) / 3, signal);
       continue;
     }
-    // A refresh of a key that expired meanwhile (etcd was down longer than the TTL) must write it again.
+    // A refresh of a key that is gone (deleted by someone else, or expired while etcd was down longer than the TTL)
+    // writes it again at once. v2 has no lease to watch: a delete is seen at the next refresh, a third of the TTL.
+    if (registered && r.status === 404) {
+      registered = false;
+      log.warn({ key: reg.key }, "the key was deleted by someone else (or expired); putting it back");
+      continue;
+    }
     registered = false;
     log.error({ key: reg.key, status: r.status, reason: r.text.slice(0, 200) }, "could not register; retrying");
     await abortableSleep(backoffDelay(attempt++, retryOptions()), signal);

@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parseListen } from "../admin/config.js";
+import { resolve } from "node:path";
 import type { AdminFlags } from "../admin/index.js";
 import type { RunOptions } from "../app.js";
 import type { Checked, Problem } from "../model/problem.js";
@@ -30,6 +31,8 @@ export interface RunFlags extends EtcdFlags {
   nginxUser?: string;
   /** HOST:PORT for `/readyz` and `/healthz` alone, without a token; "off" or absent for none. */
   healthListen?: string;
+  /** `--access-log FILE|off`: nginx's JSON access log. */
+  accessLog?: string;
 }
 
 /** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
@@ -44,11 +47,29 @@ export const RUN_DEFAULTS = {
   stateDir: "/var/lib/nginx-lb",
   endpointsMode: "auto",
   logLevel: "info",
+  accessLog: "off",
 } as const;
 
 export const ADMIN_TOKEN_ENV = "NGINX_LB_ADMIN_TOKEN";
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 const MODES = ["dynamic", "reload", "auto"] as const;
+
+/** The characters nginx.conf takes in a path without quoting (the `tok.file` grammar), for a clear flag error. */
+const NGINX_PATH = /^\/[A-Za-z0-9._/@+-]*$/;
+
+/** `--access-log`: an absolute path nginx can be given as is, or undefined for off. */
+function accessLogPath(flag: string | undefined, errors: Problem[]): string | undefined {
+  const value = flag ?? RUN_DEFAULTS.accessLog;
+  if (value === "off") return undefined;
+  const file = resolve(value);
+  if (!NGINX_PATH.test(file) || value === "" || file.endsWith("/"))
+    errors.push({
+      code: "invalid_flag",
+      path: "--access-log",
+      message: `${JSON.stringify(value)}: name a file whose path has only letters, digits and . _ / @ + - (or off)`,
+    });
+  return file;
+}
 
 /** A problem with how `run` was invoked (exit 2), rather than with what it was given (exit 1). */
 export const USAGE = "usage";
@@ -111,6 +132,7 @@ export async function resolveRunConfig(
     }
   const token = await readSecret(flags.adminTokenFile, "--admin-token-file", env, ADMIN_TOKEN_ENV);
   if (!token.ok) errors.push(...token.errors);
+  const accessLog = accessLogPath(flags.accessLog, errors);
   const etcd = await etcdConfigFromFlags(flags, env);
   if (!etcd.ok) errors.push(...etcd.errors);
   const worker = await resolveWorkerUser(flags.nginxUser, accounts);
@@ -132,6 +154,7 @@ export async function resolveRunConfig(
       : {}),
     ...(etcd.value.etcdUrls.length > 0 ? { etcd: etcd.value } : {}),
     ...(worker.value ? { nginxUser: worker.value } : {}),
+    ...(accessLog !== undefined ? { accessLog } : {}),
   };
   const admin: AdminFlags = {
     stateDir: controller.stateDir,

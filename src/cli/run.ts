@@ -56,11 +56,26 @@ export async function runCommand(flags: RunFlags): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, "stopping: nginx drains its connections");
-      void Promise.all([controller.stop(true), admin?.close()]).then(() => {
-        clearInterval(keepAlive);
-        reaper.stop();
-        resolveExit(0);
-      });
+      const started = performance.now();
+      void Promise.all([controller.stop(true), admin?.close()])
+        .then(
+          () => {
+            log.info({ signal, ms: Math.round(performance.now() - started) }, "nginx-lb stopped");
+            return 0;
+          },
+          (e: unknown) => {
+            log.error(
+              { signal, err: (e as Error).message },
+              "nginx-lb stopped with an error; check for nginx processes left",
+            );
+            return 1;
+          },
+        )
+        .then((code) => {
+          clearInterval(keepAlive);
+          reaper.stop();
+          resolveExit(code);
+        });
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));

@@ -162,7 +162,8 @@ export class NginxProcess {
       if (!this.stopping) this.onExit(why);
     });
     child.unref();
-    this.log.info({ pid: this.pid }, "started nginx");
+    // Debug only: the caller says it at info once per start ("nginx started" with what it serves, "nginx restarted").
+    this.log.debug({ pid: this.pid }, "started nginx");
   }
 
   /**

@@ -15,6 +15,8 @@ export interface NginxSettings {
   readonly trafficLogFile?: string;
   /** The user and group nginx's workers switch to (only when the controller runs as root). */
   readonly user?: RenderOptions["user"];
+  /** nginx's JSON access log (`--access-log`); none when absent. */
+  readonly accessLog?: string;
 }
 
 /** Where a managed nginx keeps its files inside a state dir. */
@@ -38,5 +40,6 @@ export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): Re
     ...(settings.workerProcesses !== undefined ? { workerProcesses: settings.workerProcesses } : {}),
     ...(settings.trafficLogFile !== undefined ? { trafficLogFile: settings.trafficLogFile } : {}),
     ...(settings.user ? { user: settings.user } : {}),
+    ...(settings.accessLog !== undefined ? { accessLog: settings.accessLog } : {}),
   };
 }

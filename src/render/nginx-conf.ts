@@ -11,7 +11,7 @@ import {
 import { fnv1a64 } from "./hash.js";
 import type { RenderOptions, Rendered, RenderedFile } from "./options.js";
 import { bindRoutes, type BoundRoute } from "./bind-routes.js";
-import { renderDefaultServer, renderServer } from "./server.js";
+import { renderDefaultServer, renderServer, tagsRoutes } from "./server.js";
 import { tlsFiles } from "./tls.js";
 import { tok } from "./tokens.js";
 import { renderUpstream } from "./upstream.js";
@@ -58,18 +58,39 @@ function controlServer(port: number, extra: readonly string[]): string {
 }
 
 /**
- * One JSON access record per request, appended to a file in the state dir that the controller reads. The nginx
- * master opens it before its workers drop privileges, so the records can come from nginx only. Requests outside any
- * route (unknown host) log an empty route.
+ * The operator's access log (`--access-log`): one JSON object per line, every value escaped by nginx. Numbers only
+ * where nginx always writes a valid JSON number; the status stays a string (nginx logs an HTTP/0.9 request as "009").
+ * Upstream fields hold nginx's lists ("a, b") when a request tried more than one endpoint. `route` is the upstream
+ * name of the route (as in /metrics and /api/status), empty when no route matched.
  */
-function trafficLog(file: string, accessLog: string | null | undefined): string[] {
+const ACCESS_FORMAT =
+  `'{"time":"$time_iso8601","remote_addr":"$remote_addr","host":"$host","method":"$request_method",` +
+  `"uri":"$request_uri","status":"$status","bytes":$bytes_sent,"request_time":$request_time,` +
+  `"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status",` +
+  `"upstream_response_time":"$upstream_response_time","route":"$nlb_route"}'`;
+
+/**
+ * What nginx logs per request: nothing by default; the traffic records (one JSON record per request appended to a
+ * file in the state dir that the controller reads; the nginx master opens it before its workers drop privileges, so
+ * the records can come from nginx only); the operator's access log. Both name the route by $nlb_route, which every
+ * route location sets; requests outside any route (unknown host) log an empty route.
+ */
+function logLines(options: RenderOptions): string[] {
+  const { trafficLogFile: traffic, accessLog } = options;
+  if (!tagsRoutes(options)) return [`    access_log off;`];
   return [
     `    map $host $nlb_route {`,
     `        default "";`,
     `    }`,
-    `    log_format nlb escape=json '{"r":"$nlb_route","s":"$status","t":"$request_time","u":"$upstream_response_time","b":"$bytes_sent"}';`,
-    ...(accessLog ? [`    access_log ${tok.file(accessLog)};`] : []),
-    `    access_log ${tok.file(file)} nlb;`,
+    ...(traffic !== undefined
+      ? [
+          `    log_format nlb escape=json '{"r":"$nlb_route","s":"$status","t":"$request_time","u":"$upstream_response_time","b":"$bytes_sent"}';`,
+        ]
+      : []),
+    ...(accessLog
+      ? [`    log_format nlb_access escape=json ${ACCESS_FORMAT};`, `    access_log ${tok.file(accessLog)} nlb_access;`]
+      : []),
+    ...(traffic !== undefined ? [`    access_log ${tok.file(traffic)} nlb;`] : []),
   ];
 }
 
@@ -130,9 +151,7 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
     `    sendfile on;`,
     `    tcp_nodelay on;`,
     `    keepalive_timeout 65s;`,
-    ...(options.trafficLogFile === undefined
-      ? [options.accessLog ? `    access_log ${tok.file(options.accessLog)};` : `    access_log off;`]
-      : trafficLog(options.trafficLogFile, options.accessLog)),
+    ...logLines(options),
     ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map(
       (t) => `    ${t}_temp_path ${tok.file(`${dir}/tmp/${t}`)};`,
     ),

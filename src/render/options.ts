@@ -12,7 +12,7 @@ export interface RenderOptions {
   readonly controlPort?: number;
   /** Idle keepalive connections per upstream per worker. Default 320, less with thousands of routes. */
   readonly upstreamKeepalive?: number;
-  /** Access log file, or null for none. Default none. */
+  /** The operator's access log (JSON lines, one per request; the nginx master opens it), or null for none. Default none. */
   readonly accessLog?: string | null;
   /**
    * The user and group nginx's workers run as (`user` directive). Only when nginx starts as root, where nginx's own

@@ -6,6 +6,11 @@ import type { BoundRoute } from "./bind-routes.js";
 import { tlsFiles } from "./tls.js";
 import { tok } from "./tokens.js";
 
+/** True when a per-request log names the route ($nlb_route): the traffic records or the access log. */
+export function tagsRoutes(options: RenderOptions): boolean {
+  return options.trafficLogFile !== undefined || Boolean(options.accessLog);
+}
+
 /** One `server` block: the plain port and, with a certificate, the TLS port (HTTP/2) serving the same routes. */
 export function renderServer(server: Server, routes: readonly BoundRoute[], options: RenderOptions): string {
   const lines = [`    server {`, `        listen ${tok.listen(options.listenHost, server.port)};`];
@@ -18,8 +23,7 @@ export function renderServer(server: Server, routes: readonly BoundRoute[], opti
     );
   }
   lines.push(`        server_name ${tok.domain(server.domain)};`);
-  for (const bound of routes)
-    lines.push(renderLocations(bound, isDynamic(options), options.trafficLogFile !== undefined));
+  for (const bound of routes) lines.push(renderLocations(bound, isDynamic(options), tagsRoutes(options)));
   // Without a `/` route nginx would answer unmatched paths from files under its prefix (403/404 pages, or real files).
   if (!routes.some((p) => p.route.prefix === "/"))
     lines.push(

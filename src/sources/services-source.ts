@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Problem } from "../model/problem.js";
 import type { Services } from "../model/services.js";
+import type { Logger } from "../shared/log.js";
 import type { ServicesSource, Snapshot } from "./source.js";
 import { loadServicesFile } from "./services-file.js";
 import { watchFile } from "./watch-file.js";
@@ -19,6 +20,7 @@ export class ServicesFileSource implements ServicesSource {
   constructor(
     readonly file: string,
     private readonly watch = true,
+    private readonly log?: Logger,
   ) {}
 
   /** Reads the file now and on every change until the signal aborts. */
@@ -33,13 +35,16 @@ export class ServicesFileSource implements ServicesSource {
     await this.reload("start");
   }
 
-  /** Re-reads the file (serialised: a read never overtakes another). */
-  reload(reason: string): Promise<void> {
-    this.reading = this.reading.then(() => this.read(reason));
+  /**
+   * Re-reads the file (serialised: a read never overtakes another). `asked`: an operator asked for this read
+   * (SIGUSR2), so identical content is said at info level; the file watcher's re-reads of it are debug only.
+   */
+  reload(reason: string, asked = false): Promise<void> {
+    this.reading = this.reading.then(() => this.read(reason, asked));
     return this.reading;
   }
 
-  private async read(reason: string): Promise<void> {
+  private async read(reason: string, asked = false): Promise<void> {
     const r = await loadServicesFile(this.file);
     if (!r.ok) {
       this.lastDigest = "";
@@ -48,7 +53,10 @@ export class ServicesFileSource implements ServicesSource {
     }
     const digest = createHash("sha256").update(JSON.stringify(r.value)).digest("hex");
     // A re-read of identical content is still reported (status shows when it was read), but reasons stay honest.
-    const origin = digest === this.lastDigest ? `${reason} (unchanged)` : reason;
+    const unchanged = digest === this.lastDigest;
+    const origin = unchanged ? `${reason} (unchanged)` : reason;
+    if (unchanged)
+      this.log?.[asked ? "info" : "debug"]({ file: this.file, reason }, "services.json unchanged: nothing to apply");
     this.lastDigest = digest;
     this.emitFn?.({ value: r.value, warnings: r.warnings, connected: true, origin });
   }

@@ -41,7 +41,7 @@ describe("traffic log rendering", () => {
     expect(new Set(sets).size).toBe(2);
     expect(r.conf).toContain(`access_log ${dir}/logs/traffic.jsonl nlb;`);
     expect(r.conf).not.toContain("syslog");
-    expect(r.conf).toContain(`access_log ${dir}/logs/access.log;`);
+    expect(r.conf).toContain(`access_log ${dir}/logs/access.log nlb_access;`);
     const check = await checkConfig(r, dir);
     expect(check.output).not.toMatch(/emerg|warn/);
     expect(check.ok).toBe(true);

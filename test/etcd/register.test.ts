@@ -1,8 +1,9 @@
 /**
  * `nginx-lb register` / `deregister` as an operator runs them, against a real etcd: the key appears and the endpoint
- * source reads it back; SIGTERM deletes it at once; after kill -9 it vanishes when the lease TTL runs out.
+ * source reads it back; SIGTERM deletes it at once; after kill -9 it vanishes when the lease TTL runs out; deleted by
+ * someone else, it is put back on its lease; without an etcd endpoint it refuses to start.
  */
-import type { ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startEtcd, waitFor, type EtcdServer } from "../helpers/etcd.js";
 import { cli, memoryLogger, run } from "../helpers/sources.js";
@@ -80,6 +81,63 @@ describe("register / deregister", () => {
     expect(bad.output()).toContain("--weight: must be an integer from 0 to 1000");
     const r = await etcd.ctl(["get", `${P}/`, "--prefix", "--keys-only"]);
     expect(r.stdout).not.toContain("shop.example.com");
+  });
+
+  test("v3: a key deleted by someone else is back on its lease within 2 s, said once per delete; SIGTERM still deletes it", async () => {
+    const key = `${P}/shop-cart/ips/10.5.0.5`;
+    const r = registrar(["--app", "shop", "--service", "cart", "--ip", "10.5.0.5", "--ttl", "5"]);
+    await waitFor("key registered", async () => (await get(key)) !== "");
+    const said = () =>
+      r
+        .output()
+        .split("\n")
+        .filter((l) => l.includes("the key was deleted by someone else")).length;
+    const lease = async () => {
+      const kvs = (JSON.parse((await etcd.ctl(["get", key, "-w", "json"])).stdout) as { kvs?: { lease?: number }[] })
+        .kvs;
+      return kvs?.[0]?.lease ?? 0;
+    };
+    const ours = await lease();
+    expect(ours).not.toBe(0);
+    for (const n of [1, 2]) {
+      expect((await etcd.ctl(["del", key])).stdout.trim()).toBe("1");
+      const deletedAt = Date.now();
+      await waitFor(`key back after delete ${n}`, async () => (await get(key)) === '{"weight":50}', 5_000, 20);
+      expect(Date.now() - deletedAt).toBeLessThan(2_000);
+      // On the registrar's lease: it still vanishes with the registrar.
+      expect(await lease()).toBe(ours);
+      await waitFor(`the put-back said (${n})`, async () => said() === n, 5_000);
+    }
+    await new Promise((res) => setTimeout(res, 500));
+    expect(said()).toBe(2);
+    r.child.kill("SIGTERM");
+    expect(await r.exited).toBe(0);
+    // Our own revoke is not put back.
+    await new Promise((res) => setTimeout(res, 1_000));
+    expect(await get(key)).toBe("");
+    expect(said()).toBe(2);
+  });
+
+  test("without an etcd endpoint (no --etcd-endpoints, NGINX_LB_ETCD_ENDPOINTS or HOST_IP) it refuses: exit 2 naming the flag", async () => {
+    const env = { ...process.env };
+    for (const name of ["NGINX_LB_ETCD_ENDPOINTS", "HOST_IP", "ETCD_PORT"]) delete env[name];
+    const main = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+    for (const command of ["register", "deregister"]) {
+      const child = spawn(
+        process.execPath,
+        ["--import", "tsx", main, command, "--app", "shop", "--service", "web", "--ip", "10.5.0.9"],
+        { stdio: ["ignore", "pipe", "pipe"], env },
+      );
+      children.push(child);
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+      const code = await new Promise<number | null>((res) => child.once("exit", (c) => res(c)));
+      expect(code).toBe(2);
+      expect(out.trim().split("\n")).toEqual([
+        "error: --etcd-endpoints: no etcd endpoint given: pass --etcd-endpoints URL[,URL...] (or set NGINX_LB_ETCD_ENDPOINTS, or HOST_IP and ETCD_PORT)",
+      ]);
+    }
   });
 
   test("deregister deletes the key", async () => {
