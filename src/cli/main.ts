@@ -1,14 +1,20 @@
 #!/usr/bin/env node
-import { Command, Option } from "commander";
+import { readFileSync } from "node:fs";
+import { Argument, Command, Option } from "commander";
 import { addEtcdOptions } from "./etcd-options.js";
 import type { RegisterFlags } from "./register.js";
 import { RUN_DEFAULTS } from "./run-config.js";
+
+/** The package's version, from the package.json beside src/ and dist/: one source for `--version` and `version`. */
+const VERSION = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+).version;
 
 /** The thin CLI: flags -> one command module (loaded lazily) -> exit code. */
 const program = new Command()
   .name("nginx-lb")
   .description("Keeps a real nginx load-balancing the routes of services.json over the endpoints in etcd.")
-  .version("0.1.0")
+  .version(VERSION)
   .showHelpAfterError()
   // Usage errors (unknown option, missing argument) exit 2, like getopt tools; --help and --version exit 0.
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -188,6 +194,20 @@ registerCommand("register", "put an endpoint into etcd on a lease, renewed while
 registerCommand("deregister", "delete an endpoint from etcd").action(async (flags: RegisterFlags) =>
   exit(await (await import("./deregister.js")).deregisterCommand(flags)),
 );
+
+program
+  .command("version")
+  .description("print nginx-lb's version (the same as --version)")
+  .action(() => {
+    console.log(VERSION);
+    exit(0);
+  });
+
+program
+  .command("completion")
+  .description("print a shell completion script: source <(nginx-lb completion bash)")
+  .addArgument(new Argument("<shell>", "the shell to complete for").choices(["bash"]))
+  .action(async (shell: string) => exit((await import("./completion.js")).completionCommand(program, shell)));
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`nginx-lb: ${(e as Error).stack ?? String(e)}`);

@@ -87,7 +87,60 @@ describe("Dockerfile", () => {
   });
 });
 
+describe("Dockerfile: unprivileged", () => {
+  const finalStage = lines.slice(lines.findLastIndex((l) => l.startsWith("FROM ")));
+  test("runs as a numeric USER (runAsNonRoot can check it) that owns the state dir the volume starts from", () => {
+    const user = finalStage.find((l) => l.startsWith("USER "));
+    const uid = Number(/^USER (\d+):(\d+)$/.exec(user ?? "")?.[1]);
+    expect(uid).toBeGreaterThan(0);
+    const run = finalStage.filter((l) => l.startsWith("RUN ")).join(" ");
+    expect(run).toMatch(new RegExp(`useradd --system --uid ${uid} --gid nginx-lb .* nginx-lb`));
+    expect(run).toContain("install -d -o nginx-lb -g nginx-lb -m 0700 /var/lib/nginx-lb");
+    const at = (prefix: string) => finalStage.findIndex((l) => l.startsWith(prefix));
+    expect(at("VOLUME /var/lib/nginx-lb")).toBeGreaterThan(at("RUN apt-get update"));
+    expect(at(user ?? "USER")).toBeLessThan(at("ENTRYPOINT"));
+  });
+
+  test("gives nginx, and nothing else, CAP_NET_BIND_SERVICE as a file capability", () => {
+    const run = finalStage.filter((l) => l.startsWith("RUN ")).join(" ");
+    expect([...run.matchAll(/setcap (\S+) (\S+)/g)].map((m) => [m[1], m[2]])).toEqual([
+      ["cap_net_bind_service=+ep", "/usr/sbin/nginx"],
+    ]);
+  });
+});
+
 describe("compose example", () => {
+  const compose = readFileSync(join(ROOT, "docker-compose.yml"), "utf8");
+  /** Each service's block of lines (two-space indented key under `services:`). */
+  const services = (): Record<string, string> => {
+    const body = compose.slice(compose.indexOf("\nservices:\n"), compose.indexOf("\nvolumes:\n"));
+    return Object.fromEntries(
+      [...body.matchAll(/^ {2}([a-z0-9-]+):.*\n((?: {4}.*\n|\s*\n|\s*#.*\n)*)/gm)].map((m) => [m[1], m[2] ?? ""]),
+    );
+  };
+
+  test("builds the nginx-lb image once; every container running nginx-lb uses it by name", () => {
+    const s = services();
+    const builders = Object.entries(s).filter(([, b]) => /^ {4}build: \.$/m.test(b));
+    expect(builders.map(([n]) => n)).toEqual(["nginx-lb"]);
+    const image = /^ {4}image: (\S+)$/m.exec(builders[0]?.[1] ?? "")?.[1];
+    expect(image).toBeDefined();
+    const runners = Object.entries(s).filter(
+      ([n, b]) => n === "nginx-lb" || b.includes("nginx-lb.js") || b.includes("<<: *register"),
+    );
+    expect(runners.length).toBe(3);
+    for (const [name, block] of runners)
+      if (!block.includes("<<: *register")) expect(block, name).toContain(`image: ${image}`);
+  });
+
+  test("the load balancer keeps no capability but NET_BIND_SERVICE", () => {
+    const lb = services()["nginx-lb"] ?? "";
+    expect(lb).toContain("cap_drop: [ALL]");
+    expect(lb).toContain("cap_add: [NET_BIND_SERVICE]");
+    // no-new-privileges would disable nginx's file capability, leaving it without ports 80/443 on some runtimes.
+    expect(lb).not.toMatch(/^ {4}security_opt:.*no-new-privileges/m);
+  });
+
   test("its services file is valid", () => {
     const r = cli(["validate", "deploy/compose/services.json"]);
     expect(r.stderr).toContain("valid (1 servers, 1 routes)");
