@@ -121,6 +121,8 @@ async function once(ctx: Context, mode: Mode, fault: Fault, seconds: number): Pr
     const live = lb;
     for (let i = 0; i < 100 && (await probe(live.port, HOST)).status !== 200; i++) await sleep(50);
     const oldMaster = await live.nginxPid();
+    // kill(0) would signal the benchmark's own process group.
+    if (!(oldMaster > 1)) throw new Error(`no nginx master pid in ${live.stateDir}/nginx.pid`);
     const from = live.controller.lines.length;
     const probes = monitor(live, (seconds + RECOVERY_LIMIT_MS / 1000 + 30) * 1000);
     const load = runWrk({ url: `http://127.0.0.1:${live.port}/`, host: HOST, seconds, threads: 1, connections: 20 });
