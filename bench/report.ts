@@ -6,6 +6,7 @@
 import type { BurstRow } from "./figures/bursts.js";
 import type { ChurnRow } from "./figures/churn.js";
 import type { ConvergenceRow } from "./figures/convergence.js";
+import type { CrashRow } from "./figures/crash.js";
 import type { DataPlaneResult } from "./figures/dataplane.js";
 import type { ScaleRow } from "./figures/scale.js";
 import type { Mode } from "./lib/lb.js";
@@ -28,6 +29,7 @@ export interface Results {
     scale?: ScaleRow[];
     dataPlane?: DataPlaneResult;
     churn?: ChurnRow[];
+    crash?: CrashRow[];
   };
 }
 
@@ -78,6 +80,18 @@ export function targets(r: Results): Target[] {
   if (dyn.length > 0) out.push(target(`requests/s, dynamic route / static upstream`, median(dyn), "min", 0.9, "x"));
   for (const c of (r.figures.churn ?? []).filter((x) => x.mode === "dynamic"))
     out.push(target(`failed requests under churn, dynamic`, c.wrk.failed, "max", 0, ""));
+  for (const c of r.figures.crash ?? [])
+    out.push(
+      c.fault === "nginx master"
+        ? target(
+            `5xx answers across an nginx master SIGKILL, ${c.mode}`,
+            c.probes5xx + c.wrk.errors.non2xx,
+            "max",
+            0,
+            "",
+          )
+        : target(`failed requests across a controller SIGKILL, ${c.mode}`, c.wrk.failed + c.probesFailed, "max", 0, ""),
+    );
   const big = (r.figures.scale ?? []).filter((s) => s.routes >= 10_000);
   for (const s of big.slice(0, 1))
     out.push(target(`render of 10,000 routes (in-process)`, s.renderMs, "lt", 1000, "ms"));
@@ -419,6 +433,56 @@ export function renderReport(r: Results): string {
         ]),
       ),
       ``,
+    );
+
+  const cr = r.figures.crash;
+  if (cr)
+    out.push(
+      `## 6. Crashes under load`,
+      ``,
+      `wrk -t1 -c20 through one route (two endpoints, both up) for ${cr[0]?.seconds ?? "?"} s; a third of the way in,` +
+        ` the nginx master or the controller is SIGKILLed. A master's workers linger on the listening sockets until the` +
+        ` controller retires them and starts a new master; the controller is started again at once and adopts the` +
+        ` running nginx. A second client probes the route every 10 ms with a new connection. Failed = socket errors +` +
+        ` non-2xx; the backends only answer 200, so a non-2xx is nginx's own 502 or 503. wrk reconnects at once after a` +
+        ` refused or reset connection, so while no process listens each of its 20 connections fails over and over:` +
+        ` its count grows with the length of that window and the speed of the loop, and the probes (one client, one` +
+        ` request per 10 ms) say how long it lasted. Recovered: for the master,` +
+        ` from the kill until a new master (a new pid in the pid file) answered a probe; for the controller, until the` +
+        ` restarted controller was running. Longest gap: the longest span from the kill on without a probe answered 200.` +
+        ` \`nginx-lb run\` with its defaults except \`--endpoints-mode\` (explicit), \`--worker-processes ${r.machine.cores}\`` +
+        ` (the cores, as \`auto\` gives), \`--listen-host 127.0.0.1\` and the admin server off.`,
+      ``,
+      table(
+        [
+          "mode",
+          "SIGKILL",
+          "requests",
+          "failed",
+          "connect / read / write / timeout / non-2xx",
+          "probes failed",
+          "any 5xx",
+          "recovered ms",
+          "longest gap ms",
+          "orphans retired / adopted",
+        ],
+        cr.map((c) => [
+          c.mode,
+          `${c.fault} at ${fmt(c.killAtS, 1)} s`,
+          fmtInt(c.wrk.requests),
+          fmtInt(c.wrk.failed),
+          [c.wrk.errors.connect, c.wrk.errors.read, c.wrk.errors.write, c.wrk.errors.timeout, c.wrk.errors.non2xx]
+            .map(fmtInt)
+            .join(" / "),
+          `${c.probesFailed} of ${c.probes}`,
+          c.error ? "n/a" : c.any5xx ? "**yes**" : "no",
+          fmtInt(c.recoveredMs),
+          fmtInt(c.longestGapMs),
+          c.fault === "nginx master" ? String(c.orphansRetired ?? "n/a") : c.adopted ? "adopted" : "**not adopted**",
+        ]),
+      ),
+      ``,
+      ...cr.flatMap((c) => (c.error ? [`**${c.mode} mode, ${c.fault} SIGKILL failed**: ${c.error}`, ``] : [])),
     );
 
   out.push(`Raw figures: \`bench/results/latest.json\`.`, ``);

@@ -4,7 +4,7 @@
  *
  *   npm run bench                                  # everything (under 10 minutes on 2 cores)
  *   npm run bench -- --quick                       # a short smoke run of everything
- *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn)
+ *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash)
  *   npm run bench -- --registry file --modes reload --out /tmp/b
  *
  * The registry is real etcd when this build has the etcd source (else the watched backends file); the endpoint
@@ -19,6 +19,7 @@ import { format, resolveConfig } from "prettier";
 import { bursts } from "./figures/bursts.js";
 import { churn } from "./figures/churn.js";
 import { convergence } from "./figures/convergence.js";
+import { crash } from "./figures/crash.js";
 import { dataPlane } from "./figures/dataplane.js";
 import { scale } from "./figures/scale.js";
 import type { Context } from "./lib/context.js";
@@ -31,7 +32,7 @@ import { startStaticBackends } from "./lib/static-nginx.js";
 import { renderReport, type Results } from "./report.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const FIGURES = ["convergence", "bursts", "scale", "dataplane", "churn"] as const;
+const FIGURES = ["convergence", "bursts", "scale", "dataplane", "churn", "crash"] as const;
 type Figure = (typeof FIGURES)[number];
 
 function fail(msg: string): never {
@@ -85,7 +86,7 @@ async function main(): Promise<void> {
   process.once("SIGTERM", stop);
   try {
     log(`registry ${registry}, modes ${modes.join(", ")}${values.quick ? ", quick" : ""}`);
-    // Ten static backends: two for convergence, a window of them for churn, one for the data plane.
+    // Ten static backends: two for convergence, a window of them for churn, one for the data plane, two for crashes.
     const backends = await startStaticBackends(loopbackIps(10), 1);
     const ctx: Context = { quick: values.quick, modes, registry, workers: m.cores, backends, log };
     if (only.includes("convergence")) results.figures.convergence = await convergence(ctx);
@@ -93,6 +94,7 @@ async function main(): Promise<void> {
     if (only.includes("scale")) results.figures.scale = await scale(ctx);
     if (only.includes("dataplane")) results.figures.dataPlane = await dataPlane(ctx);
     if (only.includes("churn")) results.figures.churn = await churn(ctx);
+    if (only.includes("crash")) results.figures.crash = await crash(ctx);
   } finally {
     await killAll();
   }

@@ -7,7 +7,13 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { startController, writeServices, type Controller, type LogLine } from "../../test/helpers/controller.js";
+import {
+  startController,
+  stopAllControllers,
+  writeServices,
+  type Controller,
+  type LogLine,
+} from "../../test/helpers/controller.js";
 import { freePort, onCleanup, sleep, tempDir } from "./procs.js";
 import type { Registry } from "./registry.js";
 
@@ -54,6 +60,7 @@ export async function availableModes(): Promise<Mode[]> {
 }
 
 export interface Lb {
+  /** The controller running now (a new one after `restartController`). */
   readonly controller: Controller;
   readonly port: number;
   readonly servicesFile: string;
@@ -62,6 +69,8 @@ export interface Lb {
   nginxPid(): Promise<number>;
   /** Changes the controller completed since `from` (a line index): reloads, and pushes in dynamic mode. */
   appliesSince(from: number): LogLine[];
+  /** Starts `nginx-lb run` again on the same state dir, flags and registry (after the last one died). */
+  restartController(): Promise<Controller>;
   stop(): Promise<void>;
 }
 
@@ -72,13 +81,18 @@ export interface LbOptions {
   readonly workers: number;
 }
 
+let registered = false;
+
 export async function startLb(o: LbOptions): Promise<Lb> {
+  // A controller whose start timed out (no `Lb` to stop it yet) is still one of the helper's running controllers.
+  if (!registered) onCleanup(stopAllControllers);
+  registered = true;
   const dir = await tempDir("nginx-lb-bench-lb-");
   const servicesFile = join(dir, "services.json");
   const stateDir = join(dir, "state");
   const port = await freePort();
   await writeServices(servicesFile, servicesJson(o.routes, port));
-  const controller = await startController({
+  const options = {
     services: servicesFile,
     stateDir,
     args: [
@@ -90,7 +104,8 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     ],
     // Debug lines cost the controller time on every change; a user runs at info.
     env: { NGINX_LB_LOG_LEVEL: "info" },
-  });
+  };
+  let controller = await startController(options);
   const nginxPid = async () => Number((await readFile(join(stateDir, "nginx.pid"), "utf8").catch(() => "0")).trim());
   let stopped = false;
   const stop = async () => {
@@ -108,13 +123,21 @@ export async function startLb(o: LbOptions): Promise<Lb> {
   onCleanup(stop);
   await controller.waitFor(/"msg":"nginx started"/, 120_000);
   return {
-    controller,
+    get controller() {
+      return controller;
+    },
     port,
     servicesFile,
     stateDir,
     nginxPid,
     appliesSince: (from) =>
       controller.lines.slice(from).filter((l) => l.msg === "config applied" || l.msg === "endpoints pushed"),
+    restartController: async () => {
+      if (controller.child.exitCode === null && controller.child.signalCode === null)
+        throw new Error("the controller is still running: stop or kill it first");
+      controller = await startController(options);
+      return controller;
+    },
     stop,
   };
 }

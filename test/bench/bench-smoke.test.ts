@@ -36,7 +36,7 @@ beforeAll(async () => {
     execFile(
       process.execPath,
       ["--import", "tsx", join(ROOT, "bench/run.ts"), "--quick", "--out", out],
-      { cwd: ROOT, timeout: 110_000, killSignal: "SIGINT", maxBuffer: 16 << 20 },
+      { cwd: ROOT, timeout: 150_000, killSignal: "SIGINT", maxBuffer: 16 << 20 },
       (err, _stdout, err2) => {
         stderr = err2;
         if (err) reject(new Error(`bench --quick failed: ${err.message}\n${err2}`));
@@ -46,7 +46,7 @@ beforeAll(async () => {
   });
   md = await readFile(join(out, "BENCHMARKS.md"), "utf8");
   results = JSON.parse(await readFile(join(out, "latest.json"), "utf8")) as Results;
-}, 120_000);
+}, 160_000);
 
 afterAll(async () => {
   if (out) await rm(out, { recursive: true, force: true });
@@ -63,6 +63,7 @@ describe("npm run bench -- --quick", () => {
       "## 3. Scale",
       "## 4. Data plane",
       "## 5. Churn under load",
+      "## 6. Crashes under load",
     ])
       expect(md).toContain(heading);
     // Cells are padded: the report is written as the repository's formatter would write it.
@@ -132,6 +133,29 @@ describe("npm run bench -- --quick", () => {
       expect(c.ticks).toBeGreaterThan(5);
       expect(c.wrk.requests).toBeGreaterThan(100);
       expect(c.wrk.failed).toBeGreaterThanOrEqual(0);
+    }
+  });
+
+  it("crashes the nginx master and the controller under load: no 5xx, and a dead controller costs nothing", () => {
+    const crash = results.figures.crash ?? [];
+    expect(crash.map((c) => `${c.mode} ${c.fault}`)).toEqual(
+      results.modes.flatMap((m) => [`${m} nginx master`, `${m} controller`]),
+    );
+    for (const c of crash) {
+      expect(c.error).toBeUndefined();
+      expect(c.wrk.requests).toBeGreaterThan(100);
+      expect(c.probes).toBeGreaterThan(10);
+      // The new master starts with the last known sets: refused connections while none listens, never a 5xx.
+      expect(c.any5xx).toBe(false);
+      if (c.fault === "nginx master") {
+        expect(c.orphansRetired).toBeGreaterThanOrEqual(1);
+        expect(c.recoveredMs).toBeGreaterThan(0);
+        expect(c.recoveredMs).toBeLessThan(15_000);
+      } else {
+        expect(c.adopted).toBe(true);
+        expect(c.wrk.failed).toBe(0);
+        expect(c.probesFailed).toBe(0);
+      }
     }
   });
 
