@@ -1,6 +1,7 @@
-import { mkdtemp } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, mkdtemp } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { findNginx, nginxTest } from "../nginx/binary.js";
@@ -43,11 +44,24 @@ async function startExampleBackends(): Promise<Server[]> {
   return servers;
 }
 
+/**
+ * In a checkout the example keeps its state beside it (`.state/example`); a global install's package dir belongs to
+ * root, so there it lives in the user's state dir instead.
+ */
+async function exampleStateDir(): Promise<string> {
+  try {
+    await access(root, constants.W_OK);
+    return join(root, ".state/example");
+  } catch {
+    return join(process.env["XDG_STATE_HOME"] ?? join(homedir(), ".local/state"), "nginx-lb/example");
+  }
+}
+
 /** The Quick start: the bundled example as a live load balancer on 127.0.0.1:8080 and :8443, until Ctrl-C. */
 export async function exampleCommand(flags: { check?: boolean }): Promise<number> {
   if (flags.check) return check();
   const backends = await startExampleBackends();
-  const stateDir = join(root, ".state/example");
+  const stateDir = await exampleStateDir();
   console.error(
     [
       "nginx-lb example: a live load balancer on the bundled example (Ctrl-C stops it)",
