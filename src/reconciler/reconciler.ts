@@ -409,13 +409,14 @@ export class Reconciler {
     const { status, log } = this.deps;
     const pending = { since: this.iso(p.since), error: p.error, nextRetryAt: this.iso(p.nextRetryAt) };
     status.update((s) => ({ services: { ...s.services, pending } }));
-    if (p.error !== this.pendingLogged)
+    const key = errorKey(p.error);
+    if (key !== this.pendingLogged)
       log.error(
         { reason, error: p.error, ms, retryInMs: p.retryMs, routesInForce: this.routing.inForce !== null },
         "nginx refused the new routes (is a port held by another process?): they stay pending and are retried by themselves; endpoint changes keep applying on the routes in force",
       );
     else log.debug({ error: p.error, retryInMs: p.retryMs }, "the pending routing change was refused again");
-    this.pendingLogged = p.error;
+    this.pendingLogged = key;
     if (this.pendingTimer !== null) this.clock.clearTimeout(this.pendingTimer);
     this.pendingTimer = null;
     if (this.started)
@@ -492,6 +493,13 @@ export class Reconciler {
     this.saveFailingSince = null;
   }
 }
+
+/**
+ * An error without the times and pids nginx's log lines carry: the same refusal retried is one distinct error, logged
+ * once.
+ */
+const errorKey = (error: string) =>
+  error.replace(/\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: /g, "$1 ");
 
 const round = (n: number) => Math.round(n * 10) / 10;
 
