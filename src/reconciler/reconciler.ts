@@ -498,8 +498,7 @@ export class Reconciler {
  * An error without the times and pids nginx's log lines carry: the same refusal retried is one distinct error, logged
  * once.
  */
-const errorKey = (error: string) =>
-  error.replace(/\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: /g, "$1 ");
+const errorKey = (error: string) => error.replace(/\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: /g, "$1 ");
 
 const round = (n: number) => Math.round(n * 10) / 10;
 
