@@ -195,8 +195,8 @@ describe("Reconciler", () => {
     const gaps = tries.slice(1).map((t, i) => t - (tries[i] ?? 0));
     expect(gaps.slice(0, 7)).toEqual([1000, 2000, 4000, 8000, 16_000, 30_000, 30_000]);
     expect(status.get().services.pending?.since).toBe(new Date(1_700_000_000_000 + t0).toISOString());
-    expect(lines.filter((l) => l.msg.startsWith("nginx refused the new routes"))).toHaveLength(1);
-    expect(lines.filter((l) => l.msg.startsWith("apply failed"))).toEqual([]);
+    expect(lines.filter((l) => l.msg.startsWith("apply failed: nginx refused the new routes"))).toHaveLength(1);
+    expect(lines.filter((l) => l.msg.startsWith("apply failed: the previous config keeps serving"))).toEqual([]);
     held = false;
     await clock.advance(30_000);
     expect(applier.calls.at(-1)?.target.desired.services).toBe(routesB);

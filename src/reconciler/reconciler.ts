@@ -413,7 +413,7 @@ export class Reconciler {
     if (key !== this.pendingLogged)
       log.error(
         { reason, error: p.error, ms, retryInMs: p.retryMs, routesInForce: this.routing.inForce !== null },
-        "nginx refused the new routes (is a port held by another process?): they stay pending and are retried by themselves; endpoint changes keep applying on the routes in force",
+        "apply failed: nginx refused the new routes (is a port held by another process?); they stay pending and are retried by themselves, endpoint changes keep applying on the routes in force",
       );
     else log.debug({ error: p.error, retryInMs: p.retryMs }, "the pending routing change was refused again");
     this.pendingLogged = key;

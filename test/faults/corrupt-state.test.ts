@@ -9,7 +9,14 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
-import { eventually, startController, stopAllControllers, writeServices } from "../helpers/controller.js";
+import {
+  eventually,
+  startController,
+  sleep,
+  stopAllControllers,
+  writeServices,
+  type Controller,
+} from "../helpers/controller.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get } from "../helpers/http.js";
 import { load } from "../helpers/load.js";
@@ -40,8 +47,19 @@ async function served(url: string, n = 30): Promise<string[]> {
   for (let i = 0; i < n; i++) {
     const r = await get(url, { host: "a.test", timeoutMs: 3000 });
     seen.add(r.status === 200 ? r.json<Echo>().backend : `status ${r.status}`);
+    // The load loop's requests interleave with these: a random pause keeps round robin from phase-locking each
+    // stream of requests onto one backend.
+    await sleep(Math.random() * 4);
   }
   return [...seen].sort();
+}
+
+/** Adds the controller's recent log to a failure: what it did while the check waited. */
+function withLog(lb: Controller): (e: unknown) => never {
+  return (e) => {
+    const tail = lb.lines.slice(-25).map((l) => JSON.stringify(l).slice(0, 600));
+    throw new Error(`${String(e)}\ncontroller log:\n${tail.join("\n")}`);
+  };
 }
 
 describe.each(["reload", "dynamic"] as const)("corrupt state.json with etcd down at restart (%s endpoints)", (mode) => {
@@ -98,7 +116,9 @@ describe.each(["reload", "dynamic"] as const)("corrupt state.json with etcd down
 
     await etcd.start();
     await etcd.ctl(["put", key("127.0.0.4"), JSON.stringify({ weight: 1 })]);
-    await eventually(async () => (await served(url)).join() === IPS.join(), 30_000, "served set = registry");
+    await eventually(async () => (await served(url)).join() === IPS.join(), 30_000, "served set = registry").catch(
+      withLog(second),
+    );
     const state = await eventually(async () => {
       const text = await readFile(join(stateDir, "state.json"), "utf8");
       return text.includes("127.0.0.4") ? (JSON.parse(text) as { version: number; backends: object }) : null;

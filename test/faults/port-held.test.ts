@@ -4,11 +4,19 @@
  * once the port is free the new server must serve by itself (no SIGHUP), all without a failed request on the routes
  * in force. Runs the real `nginx-lb run` over a real etcd, in both endpoint modes.
  */
+import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
-import { eventually, sleep, startController, stopAllControllers, writeServices } from "../helpers/controller.js";
+import {
+  eventually,
+  sleep,
+  startController,
+  stopAllControllers,
+  writeServices,
+  type Controller,
+} from "../helpers/controller.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get } from "../helpers/http.js";
 import { load } from "../helpers/load.js";
@@ -33,13 +41,18 @@ interface Status {
   applies: { result: string; action: string; reason: string; error?: string }[];
 }
 
+let lastSeen = "";
 /** The backends that answered over `n` requests to `host` on `port`. */
 async function served(port: number, host: string, n = 30): Promise<string[]> {
   const seen = new Set<string>();
   for (let i = 0; i < n; i++) {
     const r = await get(`http://127.0.0.1:${port}/`, { host, timeoutMs: 3000 });
     seen.add(r.status === 200 ? r.json<Echo>().backend : `status ${r.status}`);
+    // The load loop's requests interleave with these: a random pause keeps round robin from phase-locking each
+    // stream of requests onto one backend.
+    await sleep(Math.random() * 4);
   }
+  lastSeen = `${new Date().toISOString()} ${[...seen].sort().join()}`;
   return [...seen].sort();
 }
 
@@ -49,6 +62,22 @@ function hold(port: number): Promise<Server> {
     s.once("error", reject);
     s.listen(port, "127.0.0.1", () => resolve(s));
   });
+}
+
+/** Adds the controller's recent log to a failure: what it did while the check waited. */
+function withLog(lb: Controller, stateDir: string): (e: unknown) => never {
+  return (e) => {
+    const tail = lb.lines.slice(-25).map((l) => JSON.stringify(l).slice(0, 600));
+    let nginxLog = "";
+    try {
+      nginxLog = readFileSync(join(stateDir, "logs/error.log"), "utf8").split("\n").slice(-30).join("\n");
+    } catch {
+      nginxLog = "(none)";
+    }
+    throw new Error(
+      `${String(e)}\nlast seen: ${lastSeen}\ncontroller log:\n${tail.join("\n")}\nnginx error log:\n${nginxLog}`,
+    );
+  };
 }
 
 describe.each(["reload", "dynamic"] as const)("a routing change on a held port (%s endpoints)", (mode) => {
@@ -61,8 +90,9 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
     const services = join(dir, "services.json");
     const route = { "/": { app: "web", service: "api", port: pool.port } };
     await writeServices(services, [{ domain_name: "a.test", frontend_port: p1, routes: route }]);
+    const stateDir = join(dir, "state");
     const lb = await startController({
-      stateDir: join(dir, "state"),
+      stateDir,
       services,
       args: ["--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix, "--endpoints-mode", mode]
         .concat(["--admin-listen", `127.0.0.1:${adminPort}`])
@@ -79,7 +109,9 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
       { domain_name: "b.test", frontend_port: p2, routes: route },
     ]);
     lb.signal("SIGUSR2");
-    const pending = await eventually(async () => (await status()).services.pending, 15_000, "pending in status");
+    const pending = await eventually(async () => (await status()).services.pending, 15_000, "pending in status").catch(
+      withLog(lb, stateDir),
+    );
     expect(pending.error).toContain(`127.0.0.1:${p2}`);
     expect((await admin("/readyz")).status).toBe(200);
     expect((await admin("/metrics")).body).toMatch(/^nginx_lb_services_pending 1$/m);
@@ -98,7 +130,11 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
     await sleep(6000);
     const t2 = Date.now();
     await etcd.ctl(["put", key("127.0.0.2"), JSON.stringify({ weight: 1 })]);
-    await eventually(async () => (await served(p1, "a.test")).join() === IPS.join(), 10_000, "set = registry again");
+    await eventually(
+      async () => (await served(p1, "a.test")).join() === IPS.join(),
+      10_000,
+      "set = registry again",
+    ).catch(withLog(lb, stateDir));
     const convergedLater = Date.now() - t2;
     await etcd.ctl(["del", key("127.0.0.2")]);
     await eventually(
@@ -111,14 +147,20 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
     // The port comes free: the next retry (backoff at most 30 s) takes the change, without SIGHUP.
     await new Promise<void>((r) => holder.close(() => r()));
     const t1 = Date.now();
-    await eventually(async () => (await served(p2, "b.test", 6)).join() === "127.0.0.3,127.0.0.4", 45_000, "b.test");
+    await eventually(
+      async () => (await served(p2, "b.test", 6)).join() === "127.0.0.3,127.0.0.4",
+      45_000,
+      "b.test",
+    ).catch(withLog(lb, stateDir));
     const healed = Date.now() - t1;
     // The status follows once the apply is confirmed (old workers may linger on keepalive connections a while).
-    await eventually(async () => (await status()).services.pending === undefined, 10_000, "pending cleared");
+    await eventually(async () => (await status()).services.pending === undefined, 10_000, "pending cleared").catch(
+      withLog(lb, stateDir),
+    );
     expect((await admin("/metrics")).body).toMatch(/^nginx_lb_services_pending 0$/m);
     expect(lb.find(/SIGHUP/)).toEqual([]);
     // Refused on every retry, with the same error (times and pids aside): one log line.
-    expect(lb.find(/^nginx refused the new routes/)).toHaveLength(1);
+    expect(lb.find(/^apply failed: nginx refused the new routes/)).toHaveLength(1);
     expect(lb.find(/the pending routing change is in force now/)).toHaveLength(1);
     await traffic.stop();
     expect(traffic.done).toBeGreaterThan(100);
