@@ -17,6 +17,7 @@ import type { EtcdOptions } from "./sources/registry.js";
 import type { WorkerUser } from "./nginx/worker-user.js";
 import { ServicesFileSource } from "./sources/services-source.js";
 import type { EndpointSource } from "./sources/source.js";
+import { ControlStore, resolveControl } from "./state/control.js";
 import { StateStore, type PersistedState } from "./state/store.js";
 
 /** Everything `nginx-lb run` is told. */
@@ -86,16 +87,29 @@ export async function startController(options: RunOptions, log: Logger): Promise
   // Created by us (0600) before nginx opens it: nginx would create it readable by every local user.
   if (options.accessLog !== undefined) await ensureAccessLog(options.accessLog, log);
   const store = new StateStore(dir);
-  const saved = await store.load();
-  const controlPort = options.controlPort ?? saved.controlPort ?? (await freePort());
-  const pushToken = saved.pushToken ?? randomBytes(16).toString("hex");
-  const persisted = (desired: { services?: PersistedState["services"]; backends?: PersistedState["backends"] }) =>
-    store.save({ version: 1, controlPort, pushToken, ...desired, savedAt: new Date().toISOString() });
-  // A full or read-only state dir must not stop the start: the reconciler saves again (and reports) after each apply.
-  if (saved.controlPort !== controlPort || saved.pushToken !== pushToken)
-    await persisted({ services: saved.services, backends: saved.backends }).catch((e: unknown) =>
-      log.error({ err: (e as Error).message }, "could not save state.json at start; retried after the first apply"),
+  const loaded = await store.load();
+  if (loaded.kind === "corrupt")
+    log.error(
+      { file: loaded.file, error: loaded.error, movedTo: loaded.movedTo, moveError: loaded.moveError },
+      "state.json is unreadable and was moved aside: the last applied routes and endpoints are unknown; a running nginx keeps serving what it had until the registry answers",
     );
+  const saved = loaded.state;
+  const control = await resolveControl(new ControlStore(dir), saved, options.controlPort, freePort, () =>
+    randomBytes(16).toString("hex"),
+  );
+  if (control.unusable !== undefined)
+    log.error(
+      { file: join(dir, "control.json"), error: control.unusable },
+      "control.json is unusable: made a new control port and push token (the next apply reloads nginx with them)",
+    );
+  if (control.saveError !== undefined)
+    log.error(
+      { err: control.saveError },
+      "could not save control.json: a controller restart will reload nginx with a new push token",
+    );
+  const { controlPort, pushToken } = control.settings;
+  const persisted = (desired: { services?: PersistedState["services"]; backends?: PersistedState["backends"] }) =>
+    store.save({ version: 1, ...desired, savedAt: new Date().toISOString() });
 
   const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await endpointsMode(options, paths.nginx, log);
@@ -148,11 +162,12 @@ export async function startController(options: RunOptions, log: Logger): Promise
     }
   };
 
-  if (await nginx.adopt()) {
+  const adopted = await nginx.adopt();
+  if (adopted) {
     await applier.probe();
     reconciler.nginxRunning();
   }
-  reconciler.restore(saved);
+  reconciler.restore(saved, adopted);
 
   const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true, log);
   await services.start(
@@ -179,7 +194,12 @@ export async function startController(options: RunOptions, log: Logger): Promise
       firstSnapshot.then(() => false),
       new Promise<boolean>((r) => setTimeout(() => r(true), grace).unref()),
     ]);
-    if (timedOut)
+    if (timedOut && reconciler.waitingFor !== null)
+      log.warn(
+        { registry: source.name },
+        "the registry did not answer in time; nginx keeps serving what it had until it does (no saved endpoints to apply)",
+      );
+    else if (timedOut)
       log.warn(
         { registry: source.name, endpoints: saved.backends ? "last known (state dir)" : "none yet" },
         "the registry did not answer in time; serving the last known endpoints while retrying",

@@ -91,15 +91,17 @@ function render(s) {
   const filter = document.getElementById("filter").value.trim().toLowerCase();
   const health = document.getElementById("health");
   const fileOk = s.services.valid;
-  health.replaceChildren(
+  health.replaceChildren(...[
     pill(s.ready.ready ? "ok" : "bad", s.ready.ready ? "ready" : "not ready", s.ready.why),
     pill(s.nginx.running ? "ok" : "bad", "nginx " + (s.nginx.running ? "pid " + s.nginx.pid : "down"), s.nginx.lastError || ("generation " + (s.nginx.generation || "none"))),
     pill(fileOk ? (s.services.warnings.length ? "warn" : "ok") : "bad", "routing file " + (fileOk ? "valid" : "invalid"), s.services.file),
+    s.services.pending ? pill("warn", "routing change pending", s.services.pending.error) : null,
+    s.waiting ? pill("warn", "waiting for the registry", s.waiting) : null,
     s.registry.valid === false
       ? pill("bad", "registry " + s.registry.kind + " invalid", s.registry.origin)
       : pill(s.registry.connected ? (s.registry.warnings.length ? "warn" : "ok") : (s.registry.kind === "none" ? "warn" : "bad"), "registry " + s.registry.kind + (s.registry.connected ? "" : " (disconnected)"), s.registry.origin),
     pill(s.lastSuccessAt ? "ok" : "warn", "last apply " + ago(s.lastSuccessAt, s.now)),
-  );
+  ].filter(Boolean));
   document.getElementById("generation").textContent = s.nginx.generation ? "generation " + s.nginx.generation : "";
   let routes = 0, eps = 0, rps = 0, errs = 0, shown = 0, hidden = 0;
   const servers = document.getElementById("servers");
@@ -139,6 +141,7 @@ function render(s) {
   const tiles = [["servers", s.servers.length], ["routes", routes], ["endpoints", eps], ["requests/s", fmtRate(rps)], ["5xx", fmtPct(rps > 0 ? errs / rps : null)], ["reloads", s.counters.reloads]];
   document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => $("div", { class: "tile" }, $("b", { text: String(v) }), $("small", { text: k }))));
   const problems = [...s.services.errors.map((p) => ["error", "routing file", p]), ...(s.registry.errors || []).map((p) => ["error", "registry", p]), ...s.services.warnings.map((p) => ["warning", "routing file", p]), ...s.registry.warnings.map((p) => ["warning", "registry", p])];
+  if (s.services.pending) problems.unshift(["error", "routing change pending", { path: "since " + s.services.pending.since + ", next try " + s.services.pending.nextRetryAt, message: s.services.pending.error }]);
   if (s.nginx.lastError && !s.ready.ready) problems.unshift(["error", "nginx", { path: "", message: s.nginx.lastError }]);
   // One per bad registry key can mean thousands: the first ones, and how many more /api/status lists.
   const listed = problems.slice(0, MAX_PROBLEMS).map(([kind, where, p]) => $("div", { class: "problem", "data-problem": kind, "data-source": where },

@@ -73,6 +73,11 @@ export function createControllerMetrics(status: StatusStore, metrics: Registry =
     () => status.get().services.valid,
   );
   flag(
+    "nginx_lb_services_pending",
+    "1 while a valid routing change nginx refused (e.g. a held port) is pending and retried; the routes in force serve",
+    () => status.get().services.pending !== undefined,
+  );
+  flag(
     "nginx_lb_registry_connected",
     "1 when the endpoint registry is connected",
     () => status.get().registry.connected,

@@ -10,9 +10,16 @@ export function readiness(s: StatusSnapshot | null): { ready: boolean; why: stri
   if (s.nginx.generation === null)
     return {
       ready: false,
-      why: `nginx runs no confirmed config yet${s.nginx.lastError ? `: ${s.nginx.lastError}` : ""}`,
+      why: `nginx runs no confirmed config yet${s.nginx.lastError ? `: ${s.nginx.lastError}` : ""}${s.waiting ? `; ${s.waiting}` : ""}`,
     };
-  return { ready: true, why: `nginx runs generation ${s.nginx.generation}` };
+  // Waiting for a source of truth, or with a routing change pending, nginx still serves what is in force: ready.
+  const notes = [
+    ...(s.waiting ? [s.waiting] : []),
+    ...(s.services.pending
+      ? [`a routing change is pending (nginx refused it; retried): ${s.services.pending.error}`]
+      : []),
+  ];
+  return { ready: true, why: [`nginx runs generation ${s.nginx.generation}`, ...notes].join("; ") };
 }
 
 /** Traffic of one route over the recent window. */
@@ -58,6 +65,8 @@ export interface StatusView {
   /** Whether state.json can be saved (a full or read-only state dir); null before the first save. */
   readonly persist: NonNullable<StatusSnapshot["persist"]> | null;
   readonly lastSuccessAt: string | null;
+  /** Set while an adopted nginx waits for a source of truth before the first apply; null otherwise. */
+  readonly waiting?: string | null;
   readonly secondsSinceLastSuccess: number | null;
   readonly servers: readonly (TopologyServer & {
     readonly routes: readonly (TopologyServer["routes"][number] & { readonly traffic: RouteTraffic | null })[];
@@ -78,6 +87,7 @@ export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, Route
     counters: s.counters,
     persist: s.persist ?? null,
     lastSuccessAt: s.lastSuccessAt ?? null,
+    waiting: s.waiting ?? null,
     secondsSinceLastSuccess: since === null ? null : Math.round(since * 10) / 10,
     servers: (s.topology?.servers ?? []).map((server) => ({
       ...server,

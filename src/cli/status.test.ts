@@ -60,6 +60,19 @@ describe("nginx-lb status helpers", () => {
     );
   });
 
+  test("a pending routing change and a wait for the registry are shown and are exit 1", () => {
+    const pending = { since: "2026-01-01T00:00:00.000Z", error: "bind() to 127.0.0.1:8081 failed", nextRetryAt: "x" };
+    const s = view({
+      services: { ...view().services, pending },
+      waiting: "waiting for the registry; nginx keeps serving what it had",
+    });
+    expect(formatStatus(s)).toMatch(/routing change\s+pending\s+since 2026-01-01T00:00:00.000Z.*8081 failed/);
+    expect(formatStatus(s)).toMatch(/waiting\s+yes\s+waiting for the registry/);
+    expect(unhealthy(s)).toBe(
+      "a routing change is pending: nginx refused it (bind() to 127.0.0.1:8081 failed); the routes in force serve, it is retried; waiting for the registry; nginx keeps serving what it had",
+    );
+  });
+
   test("lists the first 50 problems and says how many more --json holds", () => {
     const warnings = Array.from({ length: 120 }, (_, i) => ({ code: "w", path: `/k/${i}`, message: "odd weight" }));
     const out = formatStatus(view({ registry: { ...view().registry, warnings } }));

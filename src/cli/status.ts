@@ -38,6 +38,12 @@ export function unhealthy(s: StatusView): string | null {
     ...(s.services.valid
       ? []
       : [`the routing file ${s.services.file} is invalid (the last valid routes stay in force)`]),
+    ...(s.services.pending
+      ? [
+          `a routing change is pending: nginx refused it (${s.services.pending.error}); the routes in force serve, it is retried`,
+        ]
+      : []),
+    ...(s.waiting ? [s.waiting] : []),
     // An older controller does not report `valid`: nothing rejected then.
     ...(s.registry.valid === false
       ? [`the registry content is invalid (${s.registry.kind}; the endpoints in force stay)`]
@@ -60,6 +66,16 @@ export function formatStatus(s: StatusView): string {
           s.nginx.running ? `pid ${s.nginx.pid}` : (s.nginx.lastError ?? ""),
         ],
         ["routing file", ok(s.services.valid, "valid", "invalid"), s.services.file],
+        ...(s.services.pending
+          ? [
+              [
+                "routing change",
+                red("pending"),
+                `since ${s.services.pending.since}, next try ${s.services.pending.nextRetryAt}: ${s.services.pending.error.split("\n")[0] ?? ""}`,
+              ],
+            ]
+          : []),
+        ...(s.waiting ? [["waiting", yellow("yes"), s.waiting]] : []),
         [
           "registry",
           s.registry.valid === false

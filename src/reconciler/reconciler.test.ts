@@ -72,6 +72,16 @@ function model(): Services {
   if (!r.ok) throw new Error("invalid");
   return r.value;
 }
+function model2(): Services {
+  const r = parseServices({
+    servers: [
+      { domain_name: "x.test", routes: { "/": { app: "a", service: "s" } } },
+      { domain_name: "y.test", frontend_port: 8081, routes: { "/": { app: "a", service: "s" } } },
+    ],
+  });
+  if (!r.ok) throw new Error("invalid");
+  return r.value;
+}
 const backends = (ip: string): BackendSet => ({ "a-s": { [ip]: { weight: 1 } } });
 const snap = (value: Services) => ({ value, warnings: [], connected: true, origin: "test" });
 
@@ -140,16 +150,110 @@ describe("Reconciler", () => {
     expect(applier.calls).toHaveLength(11);
   });
 
-  it("does not retry a config nginx rejected: it waits for the next change", async () => {
+  it("retries routes nginx refused with no routes in force after 1 s, and sooner on the next change", async () => {
     const { clock, applier, reconciler } = setup({ debounceMs: 0, minGapMs: 0 });
     applier.answer = async (n) => (n === 1 ? { ...ok(), result: "failed", error: "nginx -t rejected" } : ok());
     reconciler.setServices(snap(model()));
     reconciler.start();
-    await clock.advance(60_000);
+    await clock.advance(999);
     expect(applier.calls).toHaveLength(1);
     reconciler.setBackends(backends("10.0.0.1"), "put");
     await clock.advance(1);
     expect(applier.calls).toHaveLength(2);
+    await clock.advance(60_000);
+    expect(applier.calls).toHaveLength(2);
+  });
+
+  it("keeps a refused routing change pending: endpoints apply on the routes in force; a freed port heals it", async () => {
+    const { clock, applier, reconciler, status, lines } = setup({ debounceMs: 0, minGapMs: 0 });
+    const routesA = model();
+    const routesB = model2();
+    let held = true;
+    const refusal = "nginx did not take the new config: bind() to 127.0.0.1:8081 failed (98: Address already in use)";
+    applier.answer = async (n) => {
+      const services = applier.calls[n - 1]?.target.desired.services;
+      return services === routesB && held ? { ...ok(), result: "failed", error: refusal } : ok();
+    };
+    reconciler.setServices(snap(routesA));
+    reconciler.start();
+    await clock.advance(1);
+    const t0 = clock.t;
+    reconciler.setServices(snap(routesB));
+    await clock.advance(1);
+    // Refused, then the latest endpoints went out at once on the routes in force.
+    expect(applier.calls.slice(1).map((c) => c.target.desired.services)).toEqual([routesB, routesA]);
+    expect(status.get().services.pending).toMatchObject({ error: refusal });
+    expect(status.get().applies[1]).toMatchObject({ result: "failed", error: refusal });
+    expect(status.get().applies[0]).toMatchObject({ reason: expect.stringContaining("routes in force") as unknown });
+    for (let i = 1; i <= 3; i++) {
+      reconciler.setBackends(backends(`10.0.0.${i}`), `put ${i}`);
+      await clock.advance(1);
+      expect(applier.calls.at(-1)?.target.desired).toEqual({ services: routesA, backends: backends(`10.0.0.${i}`) });
+    }
+    await clock.advance(120_000);
+    const tries = applier.calls.filter((c) => c.target.desired.services === routesB).map((c) => c.at - t0);
+    const gaps = tries.slice(1).map((t, i) => t - (tries[i] ?? 0));
+    expect(gaps.slice(0, 7)).toEqual([1000, 2000, 4000, 8000, 16_000, 30_000, 30_000]);
+    expect(status.get().services.pending?.since).toBe(new Date(1_700_000_000_000 + t0).toISOString());
+    expect(lines.filter((l) => l.msg.startsWith("apply failed: nginx refused the new routes"))).toHaveLength(1);
+    expect(lines.filter((l) => l.msg.startsWith("apply failed: the previous config keeps serving"))).toEqual([]);
+    held = false;
+    await clock.advance(30_000);
+    expect(applier.calls.at(-1)?.target.desired.services).toBe(routesB);
+    expect(status.get().applies[0]).toMatchObject({ result: "applied", reason: "retry the pending routing change" });
+    expect(status.get().services.pending).toBeUndefined();
+    expect(status.get().topology?.servers.map((s) => s.domain)).toEqual(["x.test", "y.test"]);
+    expect(lines.filter((l) => l.msg === "the pending routing change is in force now")).toHaveLength(1);
+    const count = applier.calls.length;
+    await clock.advance(120_000);
+    expect(applier.calls).toHaveLength(count);
+  });
+
+  it("tries a new services file at once, whatever the backoff of a pending change", async () => {
+    const { clock, applier, reconciler, status } = setup({ debounceMs: 0, minGapMs: 0 });
+    const routesB = model2();
+    applier.answer = async (n) =>
+      applier.calls[n - 1]?.target.desired.services === routesB ? { ...ok(), result: "failed", error: "held" } : ok();
+    reconciler.setServices(snap(model()));
+    reconciler.start();
+    await clock.advance(1);
+    reconciler.setServices(snap(routesB));
+    await clock.advance(20_000);
+    expect(status.get().services.pending?.error).toBe("held");
+    const count = applier.calls.length;
+    const routesC = model();
+    reconciler.setServices(snap(routesC));
+    expect(status.get().services.pending).toBeUndefined();
+    await clock.advance(1);
+    expect(applier.calls.slice(count).map((c) => c.target.desired.services)).toEqual([routesC]);
+    expect(status.get().applies[0]?.result).toBe("applied");
+  });
+
+  it("an adopted nginx without saved endpoints waits for a source of truth before the first apply", async () => {
+    const { clock, applier, reconciler, status } = setup({ debounceMs: 0, minGapMs: 0 });
+    reconciler.restore({}, true);
+    reconciler.setServices(snap(model()));
+    reconciler.request("nginx restarted");
+    reconciler.start();
+    await clock.advance(60_000);
+    expect(applier.calls).toHaveLength(0);
+    expect(status.get().waiting).toBe("waiting for the registry; nginx keeps serving what it had");
+    reconciler.setRegistry("etcd", { value: backends("10.0.0.9"), warnings: [], connected: false, origin: "down" });
+    await clock.advance(1000);
+    expect(applier.calls).toHaveLength(0);
+    reconciler.setRegistry("etcd", { value: backends("10.0.0.1"), warnings: [], connected: true, origin: "etcd" });
+    await clock.advance(1);
+    expect(applier.calls.map((c) => c.target.desired.backends)).toEqual([backends("10.0.0.1")]);
+    expect(status.get().waiting).toBeUndefined();
+  });
+
+  it("an adopted nginx with saved endpoints does not wait", async () => {
+    const { clock, applier, reconciler, status } = setup({ debounceMs: 0, minGapMs: 0 });
+    reconciler.restore({ services: model(), backends: backends("10.0.0.1") }, true);
+    reconciler.start();
+    await clock.advance(1);
+    expect(applier.calls).toHaveLength(1);
+    expect(status.get().waiting).toBeUndefined();
   });
 
   it("records a throwing applier as a failed apply with the reason, and recovers by itself", async () => {

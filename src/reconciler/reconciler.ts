@@ -7,6 +7,7 @@ import type { Snapshot } from "../sources/source.js";
 import type { Applier, ApplyOutcome } from "./applier.js";
 import { systemClock, type Clock } from "./clock.js";
 import { isEmptyChange, type Change } from "./diff.js";
+import { initialRouting, nextRouting, routesToApply, type Routing, type RoutingEvent } from "./routing.js";
 import type { StatusStore } from "./status.js";
 import { compile, type EndpointsMode, type Target } from "./target.js";
 
@@ -34,14 +35,24 @@ export const MAX_RETRY_MS = 10_000;
 const backoff = (ms: number) => Math.min(Math.max(ms * 2, 100), MAX_RETRY_MS);
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
+/** What the status says while an adopted nginx waits for a source of truth before the first apply. */
+export const WAITING_FOR_REGISTRY = "waiting for the registry; nginx keeps serving what it had";
+
 /**
  * Keeps the latest routing model and endpoint snapshot, coalesces bursts into few applies, compiles each apply's
  * target once (against the last applied one) and hands it to the applier. The one place coalescing lives
  * (level-triggered: always the whole latest state) and the only writer of the status. Nothing thrown escapes it:
- * a throw from the applier or the persist becomes a failed record and a retry with backoff.
+ * a throw from the applier or the persist becomes a failed record and a retry with backoff. A routing change nginx
+ * refuses stays pending (see routing.ts): endpoint changes keep applying on the routes in force meanwhile.
  */
 export class Reconciler {
-  private services: Services | null = null;
+  private routing: Routing<Services> = initialRouting;
+  /** The timer of the next try of a pending routing change. */
+  private pendingTimer: unknown = null;
+  /** The refusal last logged: one log line per distinct error, not one per retry. */
+  private pendingLogged: string | null = null;
+  /** Set while an adopted nginx waits for a source of truth: no apply may serve less than it serves. */
+  private waiting: string | null = null;
   private backends: BackendSet | null = null;
   /** The target nginx was last confirmed to serve (applied, or found unchanged). */
   private applied: Target | null = null;
@@ -65,11 +76,30 @@ export class Reconciler {
     this.clock = deps.clock ?? systemClock;
   }
 
-  /** Takes the last applied state from the state dir as the starting point (no status: no source said so yet). */
-  restore(saved: { readonly services?: Services | undefined; readonly backends?: BackendSet | undefined }): void {
-    if (saved.services) this.services = saved.services;
+  /**
+   * Takes the last applied state from the state dir as the starting point (no status: no source said so yet): its
+   * routes were in force when it was saved. With an adopted nginx and no saved endpoints (state.json missing or
+   * corrupt), nothing is applied until a source sends endpoints: an apply now would serve less than nginx serves.
+   */
+  restore(
+    saved: { readonly services?: Services | undefined; readonly backends?: BackendSet | undefined },
+    nginxAdopted = false,
+  ): void {
+    if (saved.services) this.routing = { wanted: saved.services, inForce: saved.services, pending: null };
     if (saved.backends) this.backends = saved.backends;
+    else if (nginxAdopted) {
+      this.waiting = WAITING_FOR_REGISTRY;
+      this.deps.status.update(() => ({ waiting: WAITING_FOR_REGISTRY }));
+      this.deps.log.warn(
+        "no saved endpoints for the running nginx: nothing is applied until the registry answers; nginx keeps serving what it had",
+      );
+    }
     if (saved.services || saved.backends) this.request("last applied state");
+  }
+
+  /** Why no apply runs yet (an adopted nginx waiting for a source of truth), or null. */
+  get waitingFor(): string | null {
+    return this.waiting;
   }
 
   /** A valid services.json: records it in the status and applies it. */
@@ -80,7 +110,8 @@ export class Reconciler {
       services: { file, valid: true, errors: [], warnings: snap.warnings, loadedAt: this.clock.date().toISOString() },
     }));
     for (const w of snap.warnings) log.warn({ file }, `services.json: ${formatProblem(w)}`);
-    this.services = snap.value;
+    // A new file is tried at once: whatever was pending is replaced, its backoff reset.
+    this.routingEvent({ kind: "wanted", services: snap.value });
     this.request(`services.json: ${snap.origin}`);
   }
 
@@ -88,8 +119,15 @@ export class Reconciler {
   servicesRejected(errors: readonly Problem[], warnings: readonly Problem[]): void {
     const { status, log } = this.deps;
     const file = status.get().services.file;
-    status.update(() => ({
-      services: { file, valid: false, errors, warnings, loadedAt: this.clock.date().toISOString() },
+    status.update((s) => ({
+      services: {
+        file,
+        valid: false,
+        errors,
+        warnings,
+        loadedAt: this.clock.date().toISOString(),
+        ...(s.services.pending ? { pending: s.services.pending } : {}),
+      },
     }));
     log.error(
       { file, errors: errors.map(formatProblem) },
@@ -100,6 +138,11 @@ export class Reconciler {
   /** Sets the endpoint snapshot. */
   setBackends(backends: BackendSet, reason: string): void {
     this.backends = backends;
+    if (this.waiting !== null) {
+      this.waiting = null;
+      this.deps.status.update(() => ({ waiting: undefined }));
+      this.deps.log.info({ reason }, "a source of truth answered: applying");
+    }
     this.request(reason);
   }
 
@@ -169,8 +212,10 @@ export class Reconciler {
     this.started = false;
     if (this.timer !== null) this.clock.clearTimeout(this.timer);
     if (this.saveTimer !== null) this.clock.clearTimeout(this.saveTimer);
+    if (this.pendingTimer !== null) this.clock.clearTimeout(this.pendingTimer);
     this.timer = null;
     this.saveTimer = null;
+    this.pendingTimer = null;
     this.wake();
   }
 
@@ -181,7 +226,8 @@ export class Reconciler {
   }
 
   private schedule(extraDelay: number): void {
-    if (!this.started || this.timer !== null || this.busy || this.services === null) return;
+    if (!this.started || this.timer !== null || this.busy || this.routing.wanted === null || this.waiting !== null)
+      return;
     const debounce = this.deps.debounceMs ?? DEFAULT_DEBOUNCE_MS;
     const gap = this.deps.minGapMs ?? DEFAULT_MIN_GAP_MS;
     const delay = Math.max(debounce, this.lastEnd + gap - this.clock.now(), extraDelay);
@@ -200,10 +246,11 @@ export class Reconciler {
   }
 
   private async runOnce(): Promise<void> {
-    const services = this.services;
+    const services = routesToApply(this.routing, this.clock.now());
     if (services === null) return;
     const desired: Desired = { services, backends: this.backends ?? {} };
-    const reason = [...this.reasons].join(", ");
+    const onRoutesInForce = services !== this.routing.wanted;
+    const reason = [...this.reasons].join(", ") + (onRoutesInForce ? " (on the routes in force)" : "");
     const force = this.force;
     this.reasons.clear();
     this.force = false;
@@ -249,6 +296,17 @@ export class Reconciler {
       total: round(renderMs + out.ms.total),
     };
     const at = this.clock.date().toISOString();
+    // nginx refused the routes (nginx -t, or a running nginx could not take the reload): what may be a routing change
+    // it cannot take yet, e.g. a port another process holds.
+    const refused = out.result === "failed" && out.retry !== true;
+    const pendingBefore = this.routing.pending;
+    this.routingEvent(
+      out.result !== "failed"
+        ? { kind: "accepted", services }
+        : refused
+          ? { kind: "refused", services, error: out.error ?? "nginx refused the config" }
+          : null,
+    );
     if (out.result === "failed") {
       status.recordApply({
         at,
@@ -261,6 +319,11 @@ export class Reconciler {
         ...(out.error ? { error: out.error } : {}),
       });
       if (out.error) status.update((s) => ({ nginx: { ...s.nginx, lastError: out.error } }));
+      const pending = this.routing.pending;
+      if (refused && pending !== null && pending !== pendingBefore) {
+        this.routingRefused(reason, ms);
+        return;
+      }
       log.error(
         { reason, error: out.error, ms, ...(out.retry ? { retryInMs: backoff(this.retryMs) } : {}) },
         "apply failed: the previous config keeps serving",
@@ -317,6 +380,56 @@ export class Reconciler {
       out.action === "start" ? "nginx started" : out.action === "push" ? "endpoints pushed" : "config applied",
     );
     this.save(desired);
+  }
+
+  /** Moves the routing state on; a pending change that is gone (taken, or replaced by a new file) leaves the status. */
+  private routingEvent(event: RoutingEvent<Services> | null): void {
+    if (event === null) return;
+    const before = this.routing.pending;
+    this.routing = nextRouting(this.routing, event, this.clock.now());
+    if (before === null || this.routing.pending !== null) return;
+    if (this.pendingTimer !== null) this.clock.clearTimeout(this.pendingTimer);
+    this.pendingTimer = null;
+    this.pendingLogged = null;
+    if (event.kind === "accepted")
+      this.deps.log.info({ pendingSince: this.iso(before.since) }, "the pending routing change is in force now");
+    this.deps.status.update((s) => {
+      const { pending: _, ...services } = s.services;
+      return { services };
+    });
+  }
+
+  /**
+   * nginx refused the wanted routes: the status says so, the log once per distinct error, a timer retries them, and
+   * the latest endpoints go out at once on the routes in force.
+   */
+  private routingRefused(reason: string, ms: object): void {
+    const p = this.routing.pending;
+    if (p === null) return;
+    const { status, log } = this.deps;
+    const pending = { since: this.iso(p.since), error: p.error, nextRetryAt: this.iso(p.nextRetryAt) };
+    status.update((s) => ({ services: { ...s.services, pending } }));
+    const key = errorKey(p.error);
+    if (key !== this.pendingLogged)
+      log.error(
+        { reason, error: p.error, ms, retryInMs: p.retryMs, routesInForce: this.routing.inForce !== null },
+        "apply failed: nginx refused the new routes (is a port held by another process?); they stay pending and are retried by themselves, endpoint changes keep applying on the routes in force",
+      );
+    else log.debug({ error: p.error, retryInMs: p.retryMs }, "the pending routing change was refused again");
+    this.pendingLogged = key;
+    if (this.pendingTimer !== null) this.clock.clearTimeout(this.pendingTimer);
+    this.pendingTimer = null;
+    if (this.started)
+      this.pendingTimer = this.clock.setTimeout(() => {
+        this.pendingTimer = null;
+        this.request("retry the pending routing change");
+      }, p.retryMs);
+    if (this.routing.inForce !== null) this.request("a routing change is pending");
+  }
+
+  /** A monotonic time as a wall-clock ISO string, for the status. */
+  private iso(t: number): string {
+    return new Date(this.clock.date().getTime() + (t - this.clock.now())).toISOString();
   }
 
   private recordNginx(): void {
@@ -380,6 +493,12 @@ export class Reconciler {
     this.saveFailingSince = null;
   }
 }
+
+/**
+ * An error without the times and pids nginx's log lines carry: the same refusal retried is one distinct error, logged
+ * once.
+ */
+const errorKey = (error: string) => error.replace(/\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: /g, "$1 ");
 
 const round = (n: number) => Math.round(n * 10) / 10;
 

@@ -23,6 +23,11 @@ export interface StatusSnapshot {
     readonly errors: readonly Problem[];
     readonly warnings: readonly Problem[];
     readonly loadedAt?: string;
+    /**
+     * A valid routing change nginx refused (e.g. a port another process holds): the routes in force keep serving,
+     * endpoint changes keep applying on them, and the change is retried at `nextRetryAt`. Absent when none.
+     */
+    readonly pending?: { readonly since: string; readonly error: string; readonly nextRetryAt: string };
   };
   readonly registry: {
     readonly kind: string;
@@ -55,6 +60,8 @@ export interface StatusSnapshot {
   readonly lastSuccessAt?: string;
   /** Whether the last save of state.json worked; since when it works or fails (absent before the first save). */
   readonly persist?: { readonly ok: boolean; readonly since: string; readonly error?: string };
+  /** Set while an adopted nginx waits for a source of truth before the first apply (state.json unreadable). */
+  readonly waiting?: string;
   /** What nginx serves now (the last applied or confirmed-unchanged state); absent before the first apply. */
   readonly topology?: Topology;
 }

@@ -1,34 +1,86 @@
-import { readFile } from "node:fs/promises";
+import { readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { BackendSet } from "../model/backends.js";
 import type { Services } from "../model/services.js";
 import { writeFileAtomic } from "../shared/files.js";
 
-/** What survives a controller restart: the last applied model and endpoints, and the control port. */
+/** What survives a controller restart: the last applied model and endpoints. */
 export interface PersistedState {
   readonly version: 1;
+  /** Read from an older state.json only: the control port and push token now live in control.json. */
   readonly controlPort?: number;
-  /** The secret endpoint pushes carry; kept so a controller restart renders the same config. */
   readonly pushToken?: string;
   readonly services?: Services;
   readonly backends?: BackendSet;
   readonly savedAt?: string;
 }
 
+/** What `load` found: nothing, a state, or a file it could not use (moved aside, so the next save starts clean). */
+export type LoadedState =
+  | { readonly kind: "none"; readonly state: PersistedState }
+  | { readonly kind: "ok"; readonly state: PersistedState }
+  | {
+      readonly kind: "corrupt";
+      readonly state: PersistedState;
+      readonly file: string;
+      readonly error: string;
+      /** Where the unusable file went, or null when it could not be moved (then `moveError` says why). */
+      readonly movedTo: string | null;
+      readonly moveError?: string;
+    };
+
+const EMPTY: PersistedState = { version: 1 };
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** Why a parsed state.json cannot be used, or null when its shape is right. */
+function shapeError(v: unknown): string | null {
+  if (!isObject(v)) return "not a JSON object";
+  if (v["version"] !== 1) return `unknown version ${JSON.stringify(v["version"])}`;
+  if (v["services"] !== undefined && !(isObject(v["services"]) && Array.isArray(v["services"]["servers"])))
+    return "services is not a routing model";
+  if (v["backends"] !== undefined && !isObject(v["backends"])) return "backends is not an object";
+  return null;
+}
+
 /** state.json in the state dir; 0600 because the model holds TLS keys. */
 export class StateStore {
   readonly file: string;
-  constructor(dir: string) {
+  constructor(
+    dir: string,
+    private readonly now: () => Date = () => new Date(),
+  ) {
     this.file = join(dir, "state.json");
   }
 
-  /** The persisted state, or an empty one when there is none or it is unreadable. */
-  async load(): Promise<PersistedState> {
+  /**
+   * The persisted state. A file that cannot be read or parsed is never taken for an empty state silently: it is moved
+   * aside to `state.json.corrupt-<time>` (kept for the operator) and reported, so the caller can say what it lost.
+   */
+  async load(): Promise<LoadedState> {
+    let text: string;
     try {
-      const parsed = JSON.parse(await readFile(this.file, "utf8")) as PersistedState;
-      return parsed.version === 1 ? parsed : { version: 1 };
-    } catch {
-      return { version: 1 };
+      text = await readFile(this.file, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return { kind: "none", state: EMPTY };
+      return this.corrupt((e as Error).message);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (e) {
+      return this.corrupt(`not valid JSON: ${(e as Error).message}`);
+    }
+    const why = shapeError(parsed);
+    return why === null ? { kind: "ok", state: parsed as PersistedState } : this.corrupt(why);
+  }
+
+  private async corrupt(error: string): Promise<LoadedState> {
+    const to = `${this.file}.corrupt-${this.now().toISOString().replace(/[:.]/g, "-")}`;
+    try {
+      await rename(this.file, to);
+      return { kind: "corrupt", state: EMPTY, file: this.file, error, movedTo: to };
+    } catch (e) {
+      return { kind: "corrupt", state: EMPTY, file: this.file, error, movedTo: null, moveError: (e as Error).message };
     }
   }
 
