@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { ensureSecureStateDir } from "./nginx/state-dir.js";
 import { createServer } from "node:net";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Controller } from "./controller.js";
 import { ensureAccessLog } from "./nginx/access-log.js";
 import { NginxApplier } from "./nginx/applier.js";

@@ -208,16 +208,26 @@ export class NginxApplier implements Applier {
       const errorLog = join(dir, "logs/error.log");
       const logOffset = await sizeOf(errorLog);
       const reloadStarted = performance.now();
+      const gaveUp = new AbortController();
       try {
         const oldWorkers = running ? await workerPids(this.nginx.masterPid ?? 0) : [];
         if (running) this.nginx.reload();
         else await this.nginx.start();
-        if (!(await waitForGeneration(this.controlPort, rendered.generation, this.confirmTimeoutMs)))
-          error = `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await tail(errorLog, logOffset)}`;
+        const taken = await Promise.race([
+          waitForGeneration(this.controlPort, rendered.generation, this.confirmTimeoutMs, gaveUp.signal),
+          refusal(errorLog, logOffset, this.confirmTimeoutMs, gaveUp.signal),
+        ]);
+        gaveUp.abort();
+        if (taken !== true)
+          error =
+            typeof taken === "string"
+              ? `nginx refused the new config: ${taken}`
+              : `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await tail(errorLog, logOffset)}`;
         // Live means every accepting worker runs the new config: old workers accept for a while after a reload.
         else if (!(await waitWorkersRetired(oldWorkers, this.confirmTimeoutMs)))
           this.log.warn({ oldWorkers }, "old nginx workers still accept connections after the reload");
       } finally {
+        gaveUp.abort();
         reloadMs = performance.now() - reloadStarted;
       }
     } catch (e) {
@@ -272,23 +282,43 @@ async function sizeOf(file: string): Promise<number> {
   );
 }
 
+/**
+ * Resolves with nginx's words once its error log shows, after `from`, that it gave up on a new config: any `[emerg]`
+ * except a `bind() ... failed` attempt (nginx retries those for a few seconds, then logs `still could not bind()`).
+ * Without this a refused reload would hold the apply loop, and every endpoint change behind it, for the whole
+ * confirmation timeout. Resolves false when the deadline passes or `signal` aborts first.
+ */
+async function refusal(file: string, from: number, timeoutMs: number, signal: AbortSignal): Promise<string | false> {
+  const deadline = Date.now() + timeoutMs;
+  while (!signal.aborted && Date.now() < deadline) {
+    const emerg = (await logSince(file, from))
+      .filter((l) => l.includes("[emerg]"))
+      .map((l) => l.replace(/^.*?\[emerg\] \d+#\d+: /, ""));
+    // The distinct causes, the last bind failure (naming the address) first: "bind() to ... failed | still could not".
+    if (emerg.some((l) => !/bind\(\) to .* failed/.test(l))) return [...new Set(emerg)].slice(-2).join(" | ");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
 /** What nginx logged since an offset: the reason a reload did not take (e.g. a port held by another process). */
 async function tail(file: string, from: number): Promise<string> {
+  const lines = (await logSince(file, from)).filter((l) => /\[(emerg|alert|crit|error)\]/.test(l));
+  return lines.slice(-3).join(" | ") || "no error was logged";
+}
+
+/** The lines nginx appended to its error log since an offset (at most 8 KiB of them); none when unreadable. */
+async function logSince(file: string, from: number): Promise<string[]> {
   try {
     const fh = await open(file, "r");
     try {
       const buf = Buffer.alloc(8192);
       const { bytesRead } = await fh.read(buf, 0, buf.length, from);
-      const lines = buf
-        .subarray(0, bytesRead)
-        .toString("utf8")
-        .split("\n")
-        .filter((l) => /\[(emerg|alert|crit|error)\]/.test(l));
-      return lines.slice(-3).join(" | ") || "no error was logged";
+      return buf.subarray(0, bytesRead).toString("utf8").split("\n");
     } finally {
       await fh.close();
     }
   } catch {
-    return "no error log";
+    return [];
   }
 }

@@ -18,9 +18,14 @@ export function fetchGeneration(port: number, timeoutMs = 500): Promise<string |
 }
 
 /** Polls until nginx serves `generation` or the deadline passes. Resolves true when it does. */
-export async function waitForGeneration(port: number, generation: string, timeoutMs: number): Promise<boolean> {
+export async function waitForGeneration(
+  port: number,
+  generation: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  while (Date.now() < deadline && !signal?.aborted) {
     if ((await fetchGeneration(port)) === generation) return true;
     await new Promise((r) => setTimeout(r, 5));
   }
