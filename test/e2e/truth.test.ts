@@ -78,7 +78,7 @@ describe("render", () => {
     const lb = await startController({ services, stateDir, args: ["--backends", backends] });
     await lb.waitFor(/nginx started|config applied/);
     const served = await readFile(join(stateDir, "nginx.conf"), "utf8");
-    const state = JSON.parse(await readFile(join(stateDir, "state.json"), "utf8")) as {
+    const state = JSON.parse(await readFile(join(stateDir, "control.json"), "utf8")) as {
       controlPort: number;
       pushToken: string;
     };
@@ -320,10 +320,13 @@ describe("diff and --health-listen against a running controller with an admin to
 
 describe("--health-listen", () => {
   it("with the admin server off: /readyz is 503 with why while nginx cannot serve", async () => {
-    const [sitePort = 0, healthPort = 0] = await freePorts(2);
-    // nginx cannot bind the site's port: it never runs a confirmed config.
+    const [healthPort = 0] = await freePorts(1);
+    // nginx cannot bind the site's port: it never runs a confirmed config. The squatter takes a port the kernel
+    // picks, so no other test's nginx can have taken it first.
     const squatter: Server = createServer();
-    await new Promise<void>((r) => squatter.listen(sitePort, "127.0.0.1", r));
+    await new Promise<void>((r) => squatter.listen(0, "127.0.0.1", r));
+    const address = squatter.address();
+    const sitePort = typeof address === "object" && address ? address.port : 0;
     try {
       const services = join(dir, "down-services.json");
       await writeFile(
