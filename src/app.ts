@@ -7,6 +7,7 @@ import { ensureAccessLog } from "./nginx/access-log.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
+import { NginxSupervisor } from "./nginx/supervisor.js";
 import { nginxPaths, runRenderOptions } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
 import { StatusStore } from "./reconciler/status.js";
@@ -126,16 +127,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
   const source = await endpointSource(options, log);
   const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
   const abort = new AbortController();
-  let stopping = false;
-  let restartDelay = 0;
-
-  const onNginxExit = (why: string) => {
-    log.error({ why }, "nginx exited unexpectedly; restarting it on the last good config");
-    reconciler.nginxExited(why);
-    restartDelay = Math.min(Math.max(restartDelay * 2, 100), 10_000);
-    setTimeout(() => void restartNginx(), restartDelay).unref();
-  };
-  const nginx = new NginxProcess(paths, log, onNginxExit);
+  const nginx = new NginxProcess(paths, log, (why) => supervisor.exited(why));
   const applier = new NginxApplier(paths, nginx, controlPort, log, pushToken);
   const reconciler = new Reconciler({
     applier,
@@ -148,19 +140,17 @@ export async function startController(options: RunOptions, log: Logger): Promise
     debounceMs: options.debounceMs ?? (mode === "dynamic" ? 0 : DEFAULT_DEBOUNCE_MS),
     minGapMs: options.minGapMs ?? (mode === "dynamic" ? 10 : DEFAULT_MIN_GAP_MS),
   });
-
-  const restartNginx = async () => {
-    if (stopping) return;
-    try {
-      await nginx.start();
-      await applier.probe();
-      log.info({ pid: nginx.masterPid }, "nginx restarted");
-      restartDelay = 0;
-      reconciler.nginxRunning("nginx restarted");
-    } catch (e) {
-      onNginxExit((e as Error).message);
-    }
-  };
+  const supervisor = new NginxSupervisor(
+    {
+      start: () => nginx.start(),
+      probe: () => applier.probe(),
+      get masterPid() {
+        return nginx.masterPid;
+      },
+    },
+    log,
+    { exited: (why) => reconciler.nginxExited(why), restarted: () => reconciler.nginxRunning("nginx restarted") },
+  );
 
   const adopted = await nginx.adopt();
   if (adopted) {
@@ -219,7 +209,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
       reconciler.request(reason, true);
     },
     stop: async (stopNginx) => {
-      stopping = true;
+      supervisor.stop();
       abort.abort();
       reconciler.stop();
       await reconciler.idle();
