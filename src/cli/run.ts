@@ -3,7 +3,7 @@ import { ownChildren } from "../shared/children.js";
 import { createLogger } from "../shared/log.js";
 import { startReaper } from "../shared/reaper.js";
 import { printProblems } from "./report.js";
-import { resolveRunConfig, USAGE, type RunFlags } from "./run-config.js";
+import { resolveRunConfig, startFileProblems, USAGE, type RunFlags } from "./run-config.js";
 
 export type { RunFlags } from "./run-config.js";
 
@@ -13,6 +13,12 @@ export async function runCommand(flags: RunFlags): Promise<number> {
   if (!config.ok) {
     printProblems("nginx-lb run", config.errors, config.warnings);
     return config.errors.some((e) => e.code === USAGE) ? 2 : 1;
+  }
+  // What cannot heal by waiting stops the start at once, before the admin server or nginx are touched.
+  const missing = await startFileProblems(flags, process.env);
+  if (missing.length > 0) {
+    printProblems("nginx-lb run", missing, config.warnings);
+    return 1;
   }
   const { controller: options, logLevel } = config.value;
   const log = createLogger({ level: logLevel });
