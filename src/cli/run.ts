@@ -11,13 +11,13 @@ export type { RunFlags } from "./run-config.js";
 export async function runCommand(flags: RunFlags): Promise<number> {
   const config = await resolveRunConfig(flags, process.env);
   if (!config.ok) {
-    printProblems("nginx-lb run", config.errors, config.warnings);
+    printProblems("nginx-lb run", config.errors, config.warnings, "nothing was started");
     return config.errors.some((e) => e.code === USAGE) ? 2 : 1;
   }
   // What cannot heal by waiting stops the start at once, before the admin server or nginx are touched.
   const missing = await startFileProblems(flags, process.env);
   if (missing.length > 0) {
-    printProblems("nginx-lb run", missing, config.warnings);
+    printProblems("nginx-lb run", missing, config.warnings, null);
     return 1;
   }
   const { controller: options, logLevel } = config.value;
@@ -40,10 +40,14 @@ export async function runCommand(flags: RunFlags): Promise<number> {
         : "running as pid 1 without the native reaper (build it with npm ci): orphaned processes stay zombies",
     );
   let controller: Controller;
+  // A start-up problem that did not heal within --start-timeout: the controller stops and run exits 1.
+  let fatal: string | null = null;
+  let onFatal: (message: string) => void = (message) => (fatal ??= message);
   try {
     controller = await startController(
       admin?.trafficLogFile !== undefined ? { ...options, trafficLogFile: admin.trafficLogFile } : options,
       log,
+      { fatal: (message) => onFatal(message) },
     );
   } catch (e) {
     // The admin listener and the traffic socket would keep a controller that never started alive, serving nothing.
@@ -58,16 +62,16 @@ export async function runCommand(flags: RunFlags): Promise<number> {
     // Sources and nginx watchers hold no ref'd handles; this keeps the daemon alive until it is told to stop.
     const keepAlive = setInterval(() => undefined, 1 << 30);
     let stopping = false;
-    const stop = (signal: string) => {
+    const stop = (signal: string, failed = false) => {
       if (stopping) return;
       stopping = true;
-      log.info({ signal }, "stopping: nginx drains its connections");
+      if (!failed) log.info({ signal }, "stopping: nginx drains its connections");
       const started = performance.now();
       void Promise.all([controller.stop(true), admin?.close()])
         .then(
           () => {
             log.info({ signal, ms: Math.round(performance.now() - started) }, "nginx-lb stopped");
-            return 0;
+            return failed ? 1 : 0;
           },
           (e: unknown) => {
             log.error(
@@ -83,6 +87,11 @@ export async function runCommand(flags: RunFlags): Promise<number> {
           resolveExit(code);
         });
     };
+    onFatal = (message) => {
+      log.fatal({ exitCode: 1 }, message);
+      stop("start timeout", true);
+    };
+    if (fatal !== null) onFatal(fatal);
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGQUIT", () => stop("SIGQUIT"));

@@ -247,7 +247,8 @@ export class NginxApplier implements Applier {
           // Without a running nginx nothing serves it: it only waits for the next start (the failure is logged once
           // by the reconciler).
           if (running) this.log.warn({ error }, "restored the last good nginx.conf; nginx keeps serving it");
-          else this.log.debug({ error }, "put back the last good nginx.conf for the next start; nothing is serving yet");
+          else
+            this.log.debug({ error }, "put back the last good nginx.conf for the next start; nothing is serving yet");
         } catch (e) {
           error += `; restoring the last good nginx.conf failed too (${(e as Error).message}): a restart of nginx would load the rejected config`;
           this.log.error({ error }, "could not restore the last good nginx.conf");

@@ -25,8 +25,7 @@ describe("summariseNginxError", () => {
   });
 
   it("keeps each other error once, without times and pids, naming the directive and line", () => {
-    const line = (pid: number) =>
-      `2026/12/02 17:00:00 [emerg] ${pid}#0: unknown directive "foo" in /x/nginx.conf:12`;
+    const line = (pid: number) => `2026/12/02 17:00:00 [emerg] ${pid}#0: unknown directive "foo" in /x/nginx.conf:12`;
     expect(summariseNginxError([line(1), line(2), line(3)].join("\n"))).toBe(
       'unknown directive "foo" in /x/nginx.conf:12',
     );

@@ -31,7 +31,8 @@ export const PRIVILEGED_PORT_HINT =
 export function describeBind(b: BindFailure, holder?: string): string {
   if (b.cause === "in-use")
     return `port ${b.port} (${b.address}:${b.port}) is in use by another process${holder ? `, ${holder}` : ""}: stop it (a previous instance still draining frees it by itself) or change the server's port`;
-  if (b.cause === "denied") return `port ${b.port} (${b.address}:${b.port}): permission denied: ${PRIVILEGED_PORT_HINT}`;
+  if (b.cause === "denied")
+    return `port ${b.port} (${b.address}:${b.port}): permission denied: ${PRIVILEGED_PORT_HINT}`;
   return `port ${b.port} (${b.address}:${b.port}): ${b.reason}`;
 }
 

@@ -35,7 +35,12 @@ export function parseProcNetTcp(text: string): Listener[] {
     if (local === undefined || state !== LISTEN || uid === undefined || inode === undefined) continue;
     const m = /^([0-9A-F]{8}|[0-9A-F]{32}):([0-9A-F]{4})$/i.exec(local);
     if (!m || !/^\d+$/.test(uid) || !/^\d+$/.test(inode)) continue;
-    out.push({ address: decodeAddress(m[1] ?? ""), port: parseInt(m[2] ?? "0", 16), uid: Number(uid), inode: Number(inode) });
+    out.push({
+      address: decodeAddress(m[1] ?? ""),
+      port: parseInt(m[2] ?? "0", 16),
+      uid: Number(uid),
+      inode: Number(inode),
+    });
   }
   return out;
 }
@@ -71,5 +76,7 @@ export async function findPortHolder(port: number, proc = "/proc"): Promise<Port
 
 /** A holder as a message fragment: "held by pid 123 (python3)", or "held by a process of uid 1000". */
 export function describeHolder(h: PortHolder): string {
-  return "pid" in h ? `held by pid ${h.pid} (${h.command})` : `held by a process of uid ${h.uid} (run as root to see which)`;
+  return "pid" in h
+    ? `held by pid ${h.pid} (${h.command})`
+    : `held by a process of uid ${h.uid} (run as root to see which)`;
 }
