@@ -99,7 +99,9 @@ async function nginxBinaryProblem(flag: string | undefined, env: Readonly<Record
   for (const file of candidates)
     try {
       await access(file, constants.X_OK);
-      if ((await stat(file)).isFile()) return null;
+      // access() grants root X_OK on any file; an nginx without an execute bit could not be run all the same.
+      const st = await stat(file);
+      if (st.isFile() && (st.mode & 0o111) !== 0) return null;
     } catch {
       // The next candidate.
     }

@@ -11,7 +11,7 @@ export type { RunFlags } from "./run-config.js";
 export async function runCommand(flags: RunFlags): Promise<number> {
   const config = await resolveRunConfig(flags, process.env);
   if (!config.ok) {
-    printProblems("nginx-lb run", config.errors, config.warnings, "nothing was started");
+    printProblems("nginx-lb run", config.errors, config.warnings);
     return config.errors.some((e) => e.code === USAGE) ? 2 : 1;
   }
   // What cannot heal by waiting stops the start at once, before the admin server or nginx are touched.
