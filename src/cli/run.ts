@@ -1,4 +1,6 @@
 import { startController, type Controller } from "../app.js";
+import { PRIVILEGED_PORT_HINT } from "../nginx/nginx-errors.js";
+import { describeHolder, findPortHolder } from "../nginx/port-holder.js";
 import { ownChildren } from "../shared/children.js";
 import { createLogger } from "../shared/log.js";
 import { startReaper } from "../shared/reaper.js";
@@ -25,8 +27,8 @@ export async function runCommand(flags: RunFlags): Promise<number> {
   for (const w of config.warnings) log.warn({ flag: w.path }, w.message);
 
   const { setupAdmin } = await import("../admin/index.js");
-  const admin = await setupAdmin(config.value.admin, log).catch((e: unknown) => {
-    log.error({ err: (e as Error).message }, "refusing to start: the admin server is misconfigured");
+  const admin = await setupAdmin(config.value.admin, log).catch(async (e: unknown) => {
+    log.error({ err: (e as Error).message }, await adminRefusal(e));
     return "refused" as const;
   });
   if (admin === "refused") return 1;
@@ -107,4 +109,19 @@ export async function runCommand(flags: RunFlags): Promise<number> {
     process.on("SIGPIPE", () => undefined);
     process.on("SIGUSR1", () => log.info(controller.status.get(), "status"));
   });
+}
+
+/** Why the admin or health listener could not start, in operator words: a held port names its holder. */
+async function adminRefusal(e: unknown): Promise<string> {
+  const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
+  const where = err.port !== undefined ? `${err.address ?? ""}:${err.port}` : "";
+  if (err.code === "EADDRINUSE" && err.port !== undefined) {
+    const holder = await findPortHolder(err.port);
+    return `refusing to start: the admin address ${where} is in use${holder ? `, ${describeHolder(holder)}` : ""}: stop that process (another nginx-lb?) or choose another --admin-listen / --health-listen (off disables the admin server)`;
+  }
+  if (err.code === "EACCES" && err.port !== undefined)
+    return `refusing to start: the admin address ${where}: permission denied: ${PRIVILEGED_PORT_HINT}`;
+  if (err.code === "EADDRNOTAVAIL")
+    return `refusing to start: the admin address ${where} is not an address of this machine: fix --admin-listen`;
+  return "refusing to start: the admin server is misconfigured";
 }

@@ -196,7 +196,7 @@ export class NginxApplier implements Applier {
           result: "failed",
           action,
           generation: rendered.generation,
-          error: `nginx -t rejected the new config: ${test.output}`,
+          error: `nginx -t rejected the new config: ${await explain(test.output)}`,
           ms: { test: testMs, reload: 0, total: performance.now() - started },
         };
       }

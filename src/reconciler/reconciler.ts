@@ -333,17 +333,19 @@ export class Reconciler {
         ...(out.error ? { error: out.error } : {}),
       });
       if (out.error) status.update((s) => ({ nginx: { ...s.nginx, lastError: out.error } }));
-      const pending = this.routing.pending;
-      if (refused && pending !== null && pending !== pendingBefore) {
-        this.routingRefused(reason, ms);
-        return;
-      }
+      // Nothing has served yet: what did not heal within the start timeout (a held port, a port under 1024
+      // without the capability) ends the start instead of leaving a daemon that never serves.
       const firstStart = out.action === "start" && !this.served;
       const limit = this.deps.startTimeoutMs;
       const left = limit === undefined ? Infinity : limit - (this.clock.now() - this.startedAt);
-      if (out.retry && firstStart && left <= 0) {
+      if (firstStart && left <= 0) {
         log.debug({ error: out.error }, "giving up on starting nginx: the start timeout has passed");
         this.deps.gaveUp?.(out.error ?? "nginx did not start");
+        return;
+      }
+      const pending = this.routing.pending;
+      if (refused && pending !== null && pending !== pendingBefore) {
+        this.routingRefused(reason, ms);
         return;
       }
       // What may heal by itself (nginx unreachable, a full state dir) is retried with backoff, a first start at the
@@ -448,7 +450,9 @@ export class Reconciler {
     if (key !== this.pendingLogged)
       log.error(
         { reason, error: p.error, ms, retryInMs: p.retryMs, routesInForce: this.routing.inForce !== null },
-        "apply failed: nginx refused the new routes (is a port held by another process?); they stay pending and are retried by themselves, endpoint changes keep applying on the routes in force",
+        this.routing.inForce !== null || this.served
+          ? "apply failed: nginx refused the new routes (is a port held by another process?); they stay pending and are retried by themselves, endpoint changes keep applying on the routes in force"
+          : "apply failed: nginx refused the routes: nothing is serving yet; they are retried by themselves",
       );
     else log.debug({ error: p.error, retryInMs: p.retryMs }, "the pending routing change was refused again");
     this.pendingLogged = key;
