@@ -11,8 +11,8 @@ describe("summariseNginxError", () => {
   it("says a held port once, with its holder, instead of nginx's five attempts", () => {
     const s = summariseNginxError(held, new Map([[18081, "held by pid 42 (python3)"]]));
     expect(s).toBe(
-      "nginx exited (code 1): port 18081 (127.0.0.1:18081) is in use by another process, held by pid 42 (python3): " +
-        "stop it (a previous instance still draining frees it by itself) or change the server's port",
+      "nginx exited (code 1): port 18081 (127.0.0.1:18081): Address already in use, held by pid 42 (python3): " +
+        "stop that process (a previous instance still draining frees it by itself) or change the server's port",
     );
   });
 
@@ -20,7 +20,7 @@ describe("summariseNginxError", () => {
     const s = summariseNginxError(
       "nginx exited (code 1): nginx: [emerg] bind() to 0.0.0.0:80 failed (13: Permission denied)",
     );
-    expect(s).toContain("port 80 (0.0.0.0:80): permission denied");
+    expect(s).toContain("port 80 (0.0.0.0:80): Permission denied: ports under 1024 need root or CAP_NET_BIND_SERVICE");
     expect(s).toContain("CAP_NET_BIND_SERVICE");
   });
 
@@ -38,8 +38,8 @@ describe("summariseNginxError", () => {
           'unknown directive "x" in /c:3',
       ),
     ).toBe(
-      "port 8080 ([::]:8080) is in use by another process: stop it (a previous instance still draining frees it by " +
-        'itself) or change the server\'s port; unknown directive "x" in /c:3',
+      "port 8080 ([::]:8080): Address already in use: stop that process (a previous instance still draining frees " +
+        'it by itself) or change the server\'s port; unknown directive "x" in /c:3',
     );
   });
 

@@ -29,11 +29,12 @@ export const PRIVILEGED_PORT_HINT =
 
 /** One bind failure in operator words; `holder` names who holds the port when that is known. */
 export function describeBind(b: BindFailure, holder?: string): string {
+  // nginx's own words (the errno text) stay: they are what an operator searches for.
+  const where = `port ${b.port} (${b.address}:${b.port}): ${b.reason}`;
   if (b.cause === "in-use")
-    return `port ${b.port} (${b.address}:${b.port}) is in use by another process${holder ? `, ${holder}` : ""}: stop it (a previous instance still draining frees it by itself) or change the server's port`;
-  if (b.cause === "denied")
-    return `port ${b.port} (${b.address}:${b.port}): permission denied: ${PRIVILEGED_PORT_HINT}`;
-  return `port ${b.port} (${b.address}:${b.port}): ${b.reason}`;
+    return `${where}${holder ? `, ${holder}` : ""}: stop that process (a previous instance still draining frees it by itself) or change the server's port`;
+  if (b.cause === "denied") return `${where}: ${PRIVILEGED_PORT_HINT}`;
+  return where;
 }
 
 const LEVEL = /^\[\w+\] /;
