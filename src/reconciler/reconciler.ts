@@ -360,7 +360,7 @@ export class Reconciler {
             : this.served
               ? "apply failed: nginx is not running, nothing is serving until it starts again"
               : firstStart && out.retry && limit !== undefined
-                ? `nginx could not start: nothing is serving yet; retrying for up to ${seconds(limit)} (--start-timeout)`
+                ? `apply failed: nginx could not start, nothing is serving yet; retrying for up to ${seconds(limit)} (--start-timeout)`
                 : "apply failed: nothing is serving yet",
         );
       else log.debug({ error: out.error, retryInMs }, "the same apply failed again");

@@ -179,7 +179,9 @@ describe("start-up problems that may heal: retried for --start-timeout", () => {
       expect(fatal[0]).toContain(why);
       // nginx's five bind attempts and every retry: summarised in one error line before the final one.
       const msgs = messages(r);
-      expect(msgs.filter((m) => m.startsWith("nginx could not start: nothing is serving yet"))).toHaveLength(1);
+      expect(
+        msgs.filter((m) => m.startsWith("apply failed: nginx could not start, nothing is serving yet")),
+      ).toHaveLength(1);
       expect(r.lines.filter((l) => l.includes("still could not bind"))).toEqual([]);
       expect(r.lines.join("\n").split("Address already in use")).toHaveLength(3);
       expect(msgs.filter((m) => /previous config keeps serving|restored the last good/.test(m))).toEqual([]);
@@ -204,7 +206,7 @@ describe("start-up problems that may heal: retried for --start-timeout", () => {
         args: ["--backends", s.backends, "--start-timeout", "30s"],
       });
       await lb.waitFor(/"nginx started"/, 30_000);
-      expect(lb.find(/nginx could not start: nothing is serving yet/)).toHaveLength(1);
+      expect(lb.find(/apply failed: nginx could not start, nothing is serving yet/)).toHaveLength(1);
       expect(await lb.stop()).toBe(0);
     } finally {
       clearTimeout(freed);
