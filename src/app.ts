@@ -45,7 +45,20 @@ export interface RunOptions {
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
   /** Who nginx's workers run as; only when nginx-lb runs as root (resolveRunConfig decides). */
   readonly nginxUser?: WorkerUser;
+  /**
+   * How long start-up problems that may heal are waited out: a first nginx start that fails (a port a draining
+   * predecessor still holds) is retried this long, then `fatal` is called; a registry silent this long is said
+   * loudly (the controller keeps running: etcd coming up later heals it). Unbounded when absent.
+   */
+  readonly startTimeoutMs?: number;
 }
+
+/** What the controller cannot recover from after it started; `run` exits 1 with the message. */
+export interface ControllerHooks {
+  readonly fatal?: (message: string) => void;
+}
+
+const seconds = (ms: number) => (ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`);
 
 /** The endpoints mode `run` serves (see chooseEndpointsMode); a refusal of `--endpoints-mode dynamic` stops the start. */
 async function endpointsMode(options: RunOptions, nginx: string, log: Logger): Promise<"dynamic" | "reload"> {
@@ -82,7 +95,11 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
 }
 
 /** The composition root of `nginx-lb run`: builds the parts, wires them, starts them. */
-export async function startController(options: RunOptions, log: Logger): Promise<Controller> {
+export async function startController(
+  options: RunOptions,
+  log: Logger,
+  hooks: ControllerHooks = {},
+): Promise<Controller> {
   const dir = resolve(options.stateDir);
   await ensureSecureStateDir(dir, log, options.nginxUser ?? null);
   // Created by us (0600) before nginx opens it: nginx would create it readable by every local user.
@@ -139,6 +156,15 @@ export async function startController(options: RunOptions, log: Logger): Promise
     // A push costs about a millisecond and no reload: in dynamic mode changes go out almost at once.
     debounceMs: options.debounceMs ?? (mode === "dynamic" ? 0 : DEFAULT_DEBOUNCE_MS),
     minGapMs: options.minGapMs ?? (mode === "dynamic" ? 10 : DEFAULT_MIN_GAP_MS),
+    ...(options.startTimeoutMs !== undefined
+      ? {
+          startTimeoutMs: options.startTimeoutMs,
+          gaveUp: (error: string) =>
+            hooks.fatal?.(
+              `nginx could not start within --start-timeout ${seconds(options.startTimeoutMs ?? 0)}: ${error}`,
+            ),
+        }
+      : {}),
   });
   const supervisor = new NginxSupervisor(
     {
@@ -184,6 +210,18 @@ export async function startController(options: RunOptions, log: Logger): Promise
       firstSnapshot.then(() => false),
       new Promise<boolean>((r) => setTimeout(() => r(true), grace).unref()),
     ]);
+    let answered = false;
+    void firstSnapshot.then(() => (answered = true));
+    if (options.startTimeoutMs !== undefined)
+      setTimeout(() => {
+        if (answered || abort.signal.aborted) return;
+        log.error(
+          { registry: source.name, startTimeoutMs: options.startTimeoutMs },
+          saved.backends
+            ? `the registry has not answered within --start-timeout (${seconds(options.startTimeoutMs ?? 0)}): still serving the last known endpoints (state dir) and retrying; check that etcd is up and reachable`
+            : `the registry has not answered within --start-timeout (${seconds(options.startTimeoutMs ?? 0)}) and no endpoints were ever known: every route answers 503 until it does; nginx-lb keeps running and retrying; check that etcd is up and reachable`,
+        );
+      }, options.startTimeoutMs).unref();
     if (timedOut && reconciler.waitingFor !== null)
       log.warn(
         { registry: source.name },
@@ -192,7 +230,9 @@ export async function startController(options: RunOptions, log: Logger): Promise
     else if (timedOut)
       log.warn(
         { registry: source.name, endpoints: saved.backends ? "last known (state dir)" : "none yet" },
-        "the registry did not answer in time; serving the last known endpoints while retrying",
+        saved.backends
+          ? "the registry did not answer in time; serving the last known endpoints while retrying"
+          : "the registry did not answer in time and no endpoints are known yet: every route answers 503 until it does; retrying",
       );
   } else {
     reconciler.noRegistry("no --etcd-endpoints and no --backends: every route answers 503");

@@ -5,6 +5,7 @@ import { homedir, tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { findNginx, nginxTest } from "../nginx/binary.js";
+import { describeHolder, findPortHolder } from "../nginx/port-holder.js";
 import { loadBackendsFile } from "../sources/services-file.js";
 import { renderCommand } from "./render.js";
 import { runCommand } from "./run.js";
@@ -60,7 +61,29 @@ async function exampleStateDir(): Promise<string> {
 /** The Quick start: the bundled example as a live load balancer on 127.0.0.1:8080 and :8443, until Ctrl-C. */
 export async function exampleCommand(flags: { check?: boolean }): Promise<number> {
   if (flags.check) return check();
-  const backends = await startExampleBackends();
+  // A second example (or anything else on its ports) would otherwise wait out the start timeout: say it at once.
+  for (const port of [8080, 8443]) {
+    const holder = await findPortHolder(port);
+    if (holder) {
+      console.error(
+        `nginx-lb example: port ${port} is in use, ${describeHolder(holder)}: stop it first (another nginx-lb example? Ctrl-C it)`,
+      );
+      return 1;
+    }
+  }
+  let backends: Server[];
+  try {
+    backends = await startExampleBackends();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
+    if (err.code !== "EADDRINUSE" || err.port === undefined) throw e;
+    const holder = await findPortHolder(err.port);
+    console.error(
+      `nginx-lb example: the example backend address ${err.address ?? ""}:${err.port} is in use` +
+        `${holder ? `, ${describeHolder(holder)}` : ""}: stop it first (another nginx-lb example? Ctrl-C it)`,
+    );
+    return 1;
+  }
   const stateDir = await exampleStateDir();
   console.error(
     [

@@ -142,6 +142,15 @@ addEtcdOptions(program.command("run"))
       "ACCESS_LOG",
     ),
   )
+  .addOption(
+    env(
+      "--start-timeout <duration>",
+      `how long start-up problems that may heal (a port a previous instance still holds while it drains) are ` +
+        `retried before exiting 1; also how long etcd may stay silent before that is reported as an error ` +
+        `(500ms, 30s, 2m or seconds)${dflt(RUN_DEFAULTS.startTimeout)}`,
+      "START_TIMEOUT",
+    ),
+  )
   .action(async (flags: import("./run-config.js").RunFlags) =>
     exit(await (await import("./run.js")).runCommand(flags)),
   );
@@ -209,7 +218,18 @@ program
   .addArgument(new Argument("<shell>", "the shell to complete for").choices(["bash"]))
   .action(async (shell: string) => exit((await import("./completion.js")).completionCommand(program, shell)));
 
+/** The stack of an unexpected throw is for developers: shown with --log-level debug/trace or NGINX_LB_DEBUG set. */
+const debugging = () =>
+  Boolean(process.env["NGINX_LB_DEBUG"]) ||
+  process.argv.some(
+    (a, i) =>
+      /^--log-level=(debug|trace)$/.test(a) ||
+      (a === "--log-level" && /^(debug|trace)$/.test(process.argv[i + 1] ?? "")),
+  ) ||
+  /^(debug|trace)$/.test(process.env["NGINX_LB_LOG_LEVEL"] ?? "");
+
 program.parseAsync(process.argv).catch((e: unknown) => {
-  console.error(`nginx-lb: ${(e as Error).stack ?? String(e)}`);
-  process.exitCode = 2;
+  const error = e instanceof Error ? e : new Error(String(e));
+  console.error(`nginx-lb: ${debugging() ? (error.stack ?? error.message) : error.message}`);
+  process.exitCode = 1;
 });

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
-import { resolveRunConfig, RUN_DEFAULTS, USAGE } from "./run-config.js";
+import { parseDuration, resolveRunConfig, RUN_DEFAULTS, startFileProblems, USAGE } from "./run-config.js";
 
 const dirs: string[] = [];
 afterAll(async () => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
@@ -34,6 +34,7 @@ describe("resolveRunConfig", () => {
         stateDir: RUN_DEFAULTS.stateDir,
         watchServices: true,
         endpointsMode: "auto",
+        startTimeoutMs: 60_000,
       },
       admin: { stateDir: RUN_DEFAULTS.stateDir, traffic: true },
       logLevel: "info",
@@ -172,5 +173,47 @@ describe("resolveRunConfig --health-listen", () => {
     expect(!r.ok && r.errors).toEqual([
       { code: "invalid_flag", path: "--health-listen", message: 'must be HOST:PORT (e.g. 127.0.0.1:9180), got "9181"' },
     ]);
+  });
+});
+
+describe("--start-timeout", () => {
+  test("durations as operators write them; the environment's value arrives as the flag (commander)", async () => {
+    expect(["500ms", "30s", "2m", "1h", "45", "1.5s", " 10s "].map(parseDuration)).toEqual([
+      500, 30_000, 120_000, 3_600_000, 45_000, 1500, 10_000,
+    ]);
+    const r = await resolveRunConfig({ startTimeout: "2m" }, {});
+    expect(r.ok && r.value.controller.startTimeoutMs).toBe(120_000);
+  });
+
+  test("anything else is an error naming the flag", async () => {
+    for (const bad of ["", "5x", "-1s", "s", "1e3"]) expect(parseDuration(bad)).toBeNull();
+    const r = await resolveRunConfig({ startTimeout: "soon" }, {});
+    expect(!r.ok && r.errors).toEqual([
+      {
+        code: "invalid_flag",
+        path: "--start-timeout",
+        message: '"soon": give a duration such as 500ms, 30s, 2m or plain seconds',
+      },
+    ]);
+  });
+});
+
+describe("startFileProblems", () => {
+  test("a missing services file, etcd TLS file or nginx binary: one problem each, naming the flag", async () => {
+    const notExecutable = await secretFile("not nginx");
+    const problems = await startFileProblems(
+      { services: "/nonexistent/s.json", etcdCacert: "/nonexistent/ca.pem", etcdKey: "/etc", nginx: notExecutable },
+      {},
+    );
+    expect(problems.map((p) => [p.path, p.message])).toEqual([
+      ["--services", "/nonexistent/s.json does not exist: check the path"],
+      ["--etcd-cacert", "/nonexistent/ca.pem does not exist: check the path"],
+      ["--etcd-key", "/etc is not a file: name the file itself"],
+      ["--nginx", `${notExecutable} is not an executable file: pass the path of nginx (e.g. /usr/sbin/nginx)`],
+    ]);
+  });
+
+  test("readable files and an executable nginx: none", async () => {
+    expect(await startFileProblems({ services: await secretFile("{}"), nginx: "/bin/sh" }, {})).toEqual([]);
   });
 });

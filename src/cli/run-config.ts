@@ -1,4 +1,5 @@
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, readFile, stat } from "node:fs/promises";
 import { parseListen } from "../admin/config.js";
 import { resolve } from "node:path";
 import type { AdminFlags } from "../admin/index.js";
@@ -6,6 +7,7 @@ import type { RunOptions } from "../app.js";
 import type { Checked, Problem } from "../model/problem.js";
 import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
 import { nginxFlagProblems } from "./nginx-flags.js";
+import { findNginx } from "../nginx/binary.js";
 import { resolveWorkerUser, systemAccounts, type AccountSource } from "../nginx/worker-user.js";
 
 /**
@@ -33,6 +35,8 @@ export interface RunFlags extends EtcdFlags {
   healthListen?: string;
   /** `--access-log FILE|off`: nginx's JSON access log. */
   accessLog?: string;
+  /** `--start-timeout`: how long start-up problems that may heal (a held port) are retried before exit 1. */
+  startTimeout?: string;
 }
 
 /** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
@@ -48,7 +52,68 @@ export const RUN_DEFAULTS = {
   endpointsMode: "auto",
   logLevel: "info",
   accessLog: "off",
+  startTimeout: "60s",
 } as const;
+
+const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration as operators write it (`500ms`, `30s`, `2m`, `1h`, or plain seconds) in ms; null when it is none. */
+export function parseDuration(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
+  if (!m) return null;
+  const ms = Number(m[1]) * (UNITS[m[2] ?? "s"] ?? 1000);
+  return Number.isFinite(ms) ? Math.round(ms) : null;
+}
+
+/**
+ * A file `run` needs from its first second: missing or unreadable cannot heal by waiting, so it stops the start with
+ * the flag, the file and what to do.
+ */
+async function readableFile(file: string, flag: string, errors: Problem[]): Promise<void> {
+  try {
+    await access(file, constants.R_OK);
+    if (!(await stat(file)).isFile())
+      errors.push({ code: "unreadable", path: flag, message: `${file} is not a file: name the file itself` });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    errors.push({
+      code: "unreadable",
+      path: flag,
+      message:
+        code === "ENOENT"
+          ? `${file} does not exist: check the path`
+          : code === "EACCES"
+            ? `${file} cannot be read by this user (uid ${process.getuid?.() ?? "?"}): fix its owner or mode`
+            : `${file} cannot be read: ${(e as Error).message}`,
+    });
+  }
+}
+
+/** The nginx binary: an explicit `--nginx` must be an executable file; else one must be found in the usual places. */
+async function nginxBinaryProblem(flag: string | undefined, env: Readonly<Record<string, string | undefined>>) {
+  const nginx = findNginx(flag);
+  const candidates =
+    nginx.includes("/") || flag !== undefined
+      ? [nginx]
+      : (env["PATH"] ?? "").split(":").flatMap((d) => (d === "" ? [] : [`${d}/${nginx}`]));
+  for (const file of candidates)
+    try {
+      await access(file, constants.X_OK);
+      // access() grants root X_OK on any file; an nginx without an execute bit could not be run all the same.
+      const st = await stat(file);
+      if (st.isFile() && (st.mode & 0o111) !== 0) return null;
+    } catch {
+      // The next candidate.
+    }
+  return {
+    code: "nginx_missing",
+    path: "--nginx",
+    message:
+      flag !== undefined
+        ? `${flag} is not an executable file: pass the path of nginx (e.g. /usr/sbin/nginx)`
+        : "no nginx found (/usr/sbin/nginx, /usr/local/sbin/nginx, PATH): install it (apt-get install nginx libnginx-mod-http-lua) or pass --nginx",
+  } satisfies Problem;
+}
 
 export const ADMIN_TOKEN_ENV = "NGINX_LB_ADMIN_TOKEN";
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
@@ -96,6 +161,24 @@ async function readSecret(
 }
 
 /**
+ * The files `run` reads from its first second (services.json, etcd's TLS files, the nginx binary): each missing or
+ * unreadable one is a problem naming its flag. Separate from resolveRunConfig, which reads no file system but secrets.
+ */
+export async function startFileProblems(
+  flags: RunFlags,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<Problem[]> {
+  const errors: Problem[] = [];
+  await readableFile(flags.services ?? RUN_DEFAULTS.services, "--services", errors);
+  if (flags.etcdCacert) await readableFile(flags.etcdCacert, "--etcd-cacert", errors);
+  if (flags.etcdCert) await readableFile(flags.etcdCert, "--etcd-cert", errors);
+  if (flags.etcdKey) await readableFile(flags.etcdKey, "--etcd-key", errors);
+  const nginxMissing = await nginxBinaryProblem(flags.nginx, env);
+  if (nginxMissing) errors.push(nginxMissing);
+  return errors;
+}
+
+/**
  * Resolves `run`'s flags and environment into its configuration: defaults, the environment fallbacks commander does
  * not do (secrets, HOST_IP + ETCD_PORT), and every check that can be made before anything starts.
  */
@@ -135,9 +218,25 @@ export async function resolveRunConfig(
   const accessLog = accessLogPath(flags.accessLog, errors);
   const etcd = await etcdConfigFromFlags(flags, env);
   if (!etcd.ok) errors.push(...etcd.errors);
+  const startTimeoutText = flags.startTimeout ?? RUN_DEFAULTS.startTimeout;
+  const startTimeoutMs = parseDuration(startTimeoutText);
+  if (startTimeoutMs === null)
+    errors.push({
+      code: "invalid_flag",
+      path: "--start-timeout",
+      message: `${JSON.stringify(startTimeoutText)}: give a duration such as 500ms, 30s, 2m or plain seconds`,
+    });
+
   const worker = await resolveWorkerUser(flags.nginxUser, accounts);
   if (!worker.ok) errors.push(...worker.errors);
-  if (errors.length > 0 || !token.ok || !etcd.ok || !worker.ok || endpointsMode === undefined)
+  if (
+    errors.length > 0 ||
+    !token.ok ||
+    !etcd.ok ||
+    !worker.ok ||
+    endpointsMode === undefined ||
+    startTimeoutMs === null
+  )
     return { ok: false, errors, warnings: worker.warnings };
 
   const controller: RunOptions = {
@@ -155,6 +254,7 @@ export async function resolveRunConfig(
     ...(etcd.value.etcdUrls.length > 0 ? { etcd: etcd.value } : {}),
     ...(worker.value ? { nginxUser: worker.value } : {}),
     ...(accessLog !== undefined ? { accessLog } : {}),
+    startTimeoutMs,
   };
   const admin: AdminFlags = {
     stateDir: controller.stateDir,

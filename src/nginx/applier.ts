@@ -11,6 +11,8 @@ import { fetchGeneration, waitForGeneration } from "./control.js";
 import { syncEndpoints, type PushedState } from "./endpoints-push.js";
 import { prepareStateDir, writeRenderedFiles } from "./files.js";
 import { writeInitialSets } from "./initial-sets.js";
+import { bindFailures, summariseNginxError } from "./nginx-errors.js";
+import { describeHolder, findPortHolder } from "./port-holder.js";
 import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
 
 /**
@@ -194,7 +196,7 @@ export class NginxApplier implements Applier {
           result: "failed",
           action,
           generation: rendered.generation,
-          error: `nginx -t rejected the new config: ${test.output}`,
+          error: `nginx -t rejected the new config: ${await explain(test.output)}`,
           ms: { test: testMs, reload: 0, total: performance.now() - started },
         };
       }
@@ -221,8 +223,8 @@ export class NginxApplier implements Applier {
         if (taken !== true)
           error =
             typeof taken === "string"
-              ? `nginx refused the new config: ${taken}`
-              : `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await tail(errorLog, logOffset)}`;
+              ? `nginx refused the new config: ${await explain(taken)}`
+              : `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await explain(await tail(errorLog, logOffset))}`;
         // Live means every accepting worker runs the new config: old workers accept for a while after a reload.
         else if (!(await waitWorkersRetired(oldWorkers, this.confirmTimeoutMs)))
           this.log.warn({ oldWorkers }, "old nginx workers still accept connections after the reload");
@@ -231,7 +233,7 @@ export class NginxApplier implements Applier {
         reloadMs = performance.now() - reloadStarted;
       }
     } catch (e) {
-      error = `${step}: ${(e as Error).message}`;
+      error = `${step}: ${await explain((e as Error).message)}`;
     }
     const ms = { test: testMs, reload: reloadMs, total: performance.now() - started };
     if (error !== undefined) {
@@ -242,7 +244,11 @@ export class NginxApplier implements Applier {
       else if (hadConf) {
         try {
           await rename(lastGood, conf);
-          this.log.warn({ error }, "restored the last good nginx.conf");
+          // Without a running nginx nothing serves it: it only waits for the next start (the failure is logged once
+          // by the reconciler).
+          if (running) this.log.warn({ error }, "restored the last good nginx.conf; nginx keeps serving it");
+          else
+            this.log.debug({ error }, "put back the last good nginx.conf for the next start; nothing is serving yet");
         } catch (e) {
           error += `; restoring the last good nginx.conf failed too (${(e as Error).message}): a restart of nginx would load the rejected config`;
           this.log.error({ error }, "could not restore the last good nginx.conf");
@@ -299,6 +305,20 @@ async function refusal(file: string, from: number, timeoutMs: number, signal: Ab
     await new Promise((r) => setTimeout(r, 50));
   }
   return false;
+}
+
+/**
+ * nginx's error text summarised once (see summariseNginxError), each port another process holds named with that
+ * process when /proc shows it.
+ */
+async function explain(text: string): Promise<string> {
+  const holders = new Map<number, string>();
+  for (const b of bindFailures(text))
+    if (b.cause === "in-use") {
+      const h = await findPortHolder(b.port);
+      if (h) holders.set(b.port, describeHolder(h));
+    }
+  return summariseNginxError(text, holders);
 }
 
 /** What nginx logged since an offset: the reason a reload did not take (e.g. a port held by another process). */

@@ -25,6 +25,12 @@ export interface ReconcilerDeps {
   readonly debounceMs?: number;
   /** At least this long between the end of one apply and the start of the next: bursts cost few reloads. */
   readonly minGapMs?: number;
+  /**
+   * How long failed first starts of nginx (a port still held by a draining predecessor) are retried after start();
+   * then `gaveUp` is told nginx's error once and no further start is tried. Unbounded when absent.
+   */
+  readonly startTimeoutMs?: number;
+  readonly gaveUp?: (error: string) => void;
 }
 
 export const DEFAULT_DEBOUNCE_MS = 20;
@@ -71,6 +77,12 @@ export class Reconciler {
   private saveFailingSince: string | null = null;
   private idleWaiters: (() => void)[] = [];
   private readonly clock: Clock;
+  /** When start() allowed applies; the start timeout counts from here. */
+  private startedAt = 0;
+  /** Some nginx was confirmed serving (adopted, started, applied): a failure since leaves something serving. */
+  private served = false;
+  /** The failed apply last logged: one log line per distinct error, not one per retry. */
+  private failLogged: string | null = null;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.clock = deps.clock ?? systemClock;
@@ -176,6 +188,7 @@ export class Reconciler {
 
   /** nginx runs (adopted, started or restarted): records it and, with a reason, applies the latest state to it. */
   nginxRunning(reason?: string): void {
+    this.served = true;
     this.recordNginx();
     if (reason !== undefined) this.request(reason);
   }
@@ -188,6 +201,7 @@ export class Reconciler {
   /** Allows applies to begin (after the first snapshots or the start-up grace). */
   start(): void {
     this.started = true;
+    this.startedAt = this.clock.now();
     this.request("start");
   }
 
@@ -319,25 +333,48 @@ export class Reconciler {
         ...(out.error ? { error: out.error } : {}),
       });
       if (out.error) status.update((s) => ({ nginx: { ...s.nginx, lastError: out.error } }));
+      // Nothing has served yet: what did not heal within the start timeout (a held port, a port under 1024
+      // without the capability) ends the start instead of leaving a daemon that never serves.
+      const firstStart = out.action === "start" && !this.served;
+      const limit = this.deps.startTimeoutMs;
+      const left = limit === undefined ? Infinity : limit - (this.clock.now() - this.startedAt);
+      if (firstStart && left <= 0) {
+        log.debug({ error: out.error }, "giving up on starting nginx: the start timeout has passed");
+        this.deps.gaveUp?.(out.error ?? "nginx did not start");
+        return;
+      }
       const pending = this.routing.pending;
       if (refused && pending !== null && pending !== pendingBefore) {
         this.routingRefused(reason, ms);
         return;
       }
-      log.error(
-        { reason, error: out.error, ms, ...(out.retry ? { retryInMs: backoff(this.retryMs) } : {}) },
-        "apply failed: the previous config keeps serving",
-      );
-      // What may heal by itself (nginx unreachable, a full state dir) is retried with backoff; a config nginx
-      // rejected waits for the next change.
+      // What may heal by itself (nginx unreachable, a full state dir) is retried with backoff, a first start at the
+      // latest when the start timeout ends; a config nginx rejected waits for the next change.
+      const retryInMs = out.retry ? Math.min(backoff(this.retryMs), firstStart ? Math.max(left, 0) : Infinity) : 0;
+      const key = errorKey(out.error ?? "");
+      if (key !== this.failLogged)
+        log.error(
+          { reason, error: out.error, ms, ...(out.retry ? { retryInMs } : {}) },
+          this.deps.applier.state().running
+            ? "apply failed: the previous config keeps serving"
+            : this.served
+              ? "apply failed: nginx is not running, nothing is serving until it starts again"
+              : firstStart && out.retry && limit !== undefined
+                ? `apply failed: nginx could not start, nothing is serving yet; retrying for up to ${seconds(limit)} (--start-timeout)`
+                : "apply failed: nothing is serving yet",
+        );
+      else log.debug({ error: out.error, retryInMs }, "the same apply failed again");
+      this.failLogged = key;
       if (out.retry) {
-        this.retryMs = backoff(this.retryMs);
+        this.retryMs = retryInMs;
         this.reasons.add("retry after a failed apply");
         this.force ||= force;
       }
       return;
     }
     this.retryMs = 0;
+    this.served = true;
+    this.failLogged = null;
     const before = this.applied;
     this.applied = target;
     if (target.topology !== before?.topology) status.update(() => ({ topology: target.topology }));
@@ -413,7 +450,9 @@ export class Reconciler {
     if (key !== this.pendingLogged)
       log.error(
         { reason, error: p.error, ms, retryInMs: p.retryMs, routesInForce: this.routing.inForce !== null },
-        "apply failed: nginx refused the new routes (is a port held by another process?); they stay pending and are retried by themselves, endpoint changes keep applying on the routes in force",
+        this.routing.inForce !== null || this.served
+          ? "apply failed: nginx refused the new routes (is a port held by another process?); they stay pending and are retried by themselves, endpoint changes keep applying on the routes in force"
+          : "apply failed: nginx refused the routes: nothing is serving yet; they are retried by themselves",
       );
     else log.debug({ error: p.error, retryInMs: p.retryMs }, "the pending routing change was refused again");
     this.pendingLogged = key;
@@ -499,6 +538,8 @@ export class Reconciler {
  * once.
  */
 const errorKey = (error: string) => error.replace(/\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: /g, "$1 ");
+
+const seconds = (ms: number) => (ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`);
 
 const round = (n: number) => Math.round(n * 10) / 10;
 
