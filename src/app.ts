@@ -9,6 +9,10 @@ import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
 import { nginxPaths, runRenderOptions } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
+import { HealthChecker } from "./health/checker.js";
+import { followTargets } from "./health/follow.js";
+import { probe } from "./health/probe.js";
+import { systemClock } from "./reconciler/clock.js";
 import { StatusStore } from "./reconciler/status.js";
 import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
 import type { Logger } from "./shared/log.js";
@@ -137,8 +141,15 @@ export async function startController(options: RunOptions, log: Logger): Promise
   };
   const nginx = new NginxProcess(paths, log, onNginxExit);
   const applier = new NginxApplier(paths, nginx, controlPort, log, pushToken);
+  const checker = new HealthChecker({
+    log,
+    clock: systemClock,
+    random: Math.random,
+    probe,
+    onChange: (health) => reconciler.setHealth(health),
+  });
   const reconciler = new Reconciler({
-    applier,
+    applier: followTargets(applier, checker),
     persist: (desired) => persisted(desired),
     status,
     log,
@@ -221,6 +232,7 @@ export async function startController(options: RunOptions, log: Logger): Promise
     stop: async (stopNginx) => {
       stopping = true;
       abort.abort();
+      checker.stop();
       reconciler.stop();
       await reconciler.idle();
       await applier.settled();
