@@ -107,6 +107,7 @@ export class HealthChecker {
   }
 
   private async run(r: Running): Promise<void> {
+    const start = this.deps.clock.now();
     await this.slot();
     try {
       if (r.stopped) return;
@@ -120,8 +121,9 @@ export class HealthChecker {
       const before = r.health;
       r.health = nextHealth(before, result, r.target.check, this.deps.clock.date().getTime());
       if (r.health.state !== before.state) this.changed(r, before.state);
-      const interval = r.target.check.intervalMs;
-      this.schedule(r, interval * (0.9 + 0.2 * this.deps.random()));
+      // Probes start an interval apart however long each took (a hung endpoint's timeouts must not slow detection).
+      const interval = r.target.check.intervalMs * (0.9 + 0.2 * this.deps.random());
+      this.schedule(r, Math.max(0, interval - (this.deps.clock.now() - start)));
     } finally {
       this.release();
     }

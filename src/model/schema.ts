@@ -130,8 +130,8 @@ function build(strict: boolean) {
       .default("2s")
       .describe('Time between probes of one endpoint, like "500ms", "2s", "1m". Default "2s".'),
     timeout: duration("timeout", CHECK_TIMEOUT_MS)
-      .default("1s")
-      .describe('A probe that takes longer fails. At most interval. Default "1s".'),
+      .optional()
+      .describe('A probe that takes longer fails. At most interval. Default "1s", or interval if that is shorter.'),
     healthy: count("healthy").default(2).describe("Consecutive passes that bring a down endpoint back. Default 2."),
     unhealthy: count("unhealthy").default(3).describe("Consecutive failures that take an endpoint out. Default 3."),
     expect: statusList()

@@ -91,6 +91,7 @@ describe("health_check", () => {
     [{ type: "tcp", path: "/x" }, "tcp 2000ms 1000ms 2/3"],
     [{ interval: "500ms", timeout: "200ms" }, "http /healthz 200-399 500ms 200ms 2/3"],
     [{ interval: "1m", timeout: "1m" }, "http /healthz 200-399 60000ms 60000ms 2/3"],
+    [{ interval: "500ms" }, "http /healthz 200-399 500ms 500ms 2/3"],
     [{ expect: "200,204,300-302" }, "http /healthz 200-200,204-204,300-302 2000ms 1000ms 2/3"],
     [
       { path: "/status?full=1&x=a/b", healthy: 1, unhealthy: 100 },

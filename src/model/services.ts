@@ -225,7 +225,7 @@ function crossCheck(file: ServicesFile, errors: Problem[], warnings: Problem[], 
           errors.push({
             code: "check_timeout",
             path: at("routes", key, ...p, "health_check", "timeout"),
-            message: `${block.timeout} is longer than interval ${block.interval}: a probe must end before the next; shorten timeout or lengthen interval`,
+            message: `${block.timeout ?? ""} is longer than interval ${block.interval}: a probe must end before the next; shorten timeout or lengthen interval`,
           });
         return { healthCheck };
       };
@@ -264,7 +264,7 @@ type HealthCheckFile = NonNullable<ServicesFile["servers"][number]["routes"][str
 /** The model of a schema-checked `health_check` block (its grammar already holds). */
 function toHealthCheck(b: HealthCheckFile): HealthCheck {
   const intervalMs = durationMs(b.interval) ?? 2000;
-  const timeoutMs = durationMs(b.timeout) ?? 1000;
+  const timeoutMs = (b.timeout !== undefined ? durationMs(b.timeout) : null) ?? Math.min(1000, intervalMs);
   const expect = statusRanges(b.expect) ?? [[200, 399]];
   const shape = b.type === "tcp" ? "tcp" : `http ${b.path} ${expect.map(([lo, hi]) => `${lo}-${hi}`).join(",")}`;
   return {
