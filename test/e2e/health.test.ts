@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sample, startAdminLb, type AdminLb, type Endpoints } from "../helpers/admin.js";
 import { loopbackIps, startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { eventually, sleep, stopAllControllers } from "../helpers/controller.js";
+import { get } from "../helpers/http.js";
 import { cleanupNginx } from "../helpers/nginx.js";
 
 /**
@@ -173,6 +174,33 @@ describe.each(["reload", "dynamic"] as const)("health checks (%s endpoints)", (m
       `${mode}: detection verdict ${detect.verdictMs} ms (bound ${DETECT_MS}), applied ${detect.shownMs} ms; ` +
         `recovery verdict ${recover.verdictMs} ms (bound ${RECOVER_MS}), applied ${recover.shownMs} ms`,
     );
+    await t.lb.stop();
+  });
+
+  it("after a hung endpoint is detected, no client request waits on it", async () => {
+    await reset();
+    const t = await startAdminLb({
+      pool,
+      endpoints: { "web-api": eps("127.0.0.2", "127.0.0.3") },
+      servers: servers(pool.port),
+      env,
+    });
+    await until(t, { "127.0.0.2": "up", "127.0.0.3": "up" }, 3000, "every endpoint up");
+    pool.get("127.0.0.3").setCheck("hang-all");
+    await until(t, { "127.0.0.3": "down" }, DETECT_MS, "the hung endpoint down");
+    // A bounded load loop: 100 requests, each given 2 s; none may reach the hung endpoint or wait for it.
+    const ms: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const t0 = performance.now();
+      const r = await get(`http://127.0.0.1:${t.sitePort}/x${i}`, { host: "a.test", timeoutMs: 2000 });
+      ms.push(performance.now() - t0);
+      expect(r.json<Echo>().backend).toBe("127.0.0.2");
+    }
+    ms.sort((a, b) => a - b);
+    const p99 = ms[98] ?? Infinity;
+    console.log(`${mode}: with a hung endpoint out, p99 ${p99.toFixed(1)} ms over 100 requests`);
+    expect(p99).toBeLessThan(250);
+    pool.get("127.0.0.3").setCheck("ok");
     await t.lb.stop();
   });
 

@@ -14,7 +14,8 @@
  * and any request to `/nginx-lb-test/digest` answers `{ "bytes": n, "sha256": hex }` of the body it received.
  *
  * The health-check path `/healthz` (any query) answers as `setCheck` says: `ok` (200, the default), `500`, `hang`
- * (accepts, never answers) or `flap` (200 and 500 by turns); `checks()` counts the requests it got.
+ * (accepts, never answers) or `flap` (200 and 500 by turns), and with `hang-all` no request at all is answered (a hung
+ * endpoint); `checks()` counts the requests to the check path.
  */
 import { createHash } from "node:crypto";
 import {
@@ -57,7 +58,7 @@ export interface Backend {
 }
 
 /** How a backend answers its health-check path. */
-export type CheckMode = "ok" | "500" | "hang" | "flap";
+export type CheckMode = "ok" | "500" | "hang" | "flap" | "hang-all";
 export const CHECK_PATH = "/healthz";
 
 export interface BackendPool {
@@ -153,7 +154,7 @@ class EchoBackend implements Backend {
     this.checked++;
     req.resume();
     const mode = this.checkMode;
-    if (mode === "hang") return true;
+    if (mode === "hang" || mode === "hang-all") return true;
     const fail = mode === "500" || (mode === "flap" && this.checked % 2 === 0);
     res.statusCode = fail ? 500 : 200;
     res.end(fail ? "unhealthy" : "ok");
@@ -164,6 +165,7 @@ class EchoBackend implements Backend {
     const server = createServer((req, res) => {
       this.answered++;
       if (bulk(req.url ?? "", req, res) || this.check(req.url ?? "", req, res)) return;
+      if (this.checkMode === "hang-all") return;
       const echo: Echo = { backend: this.ip, method: req.method ?? "", url: req.url ?? "", headers: req.headers };
       // Drain the body so keepalive connections stay usable.
       req.resume();
