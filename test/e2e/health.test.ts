@@ -2,6 +2,9 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sample, startAdminLb, type AdminLb, type Endpoints } from "../helpers/admin.js";
 import { loopbackIps, startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
@@ -254,6 +257,49 @@ describe.each(["reload", "dynamic"] as const)("health checks (%s endpoints)", (m
       sample((await t.admin("/metrics")).body, "nginx_lb_route_fail_open", { route: `a.test:${t.sitePort}/` }),
     ).toBe(1);
     await t.lb.stop();
+  });
+});
+
+describe("dashboard in Chromium", () => {
+  it("shows the dead endpoint down by check within the detection time, and a route failing open", async () => {
+    await reset();
+    const profile = await mkdtemp(join(tmpdir(), "nginx-lb-chromium-"));
+    const browser = await chromium.launchPersistentContext(profile, {
+      executablePath: "/usr/bin/chromium",
+      headless: true,
+      timeout: 30_000,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+    });
+    try {
+      const t = await startAdminLb({
+        pool,
+        endpoints: { "web-api": eps("127.0.0.2", "127.0.0.3") },
+        servers: servers(pool.port),
+      });
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(t.adminUrl, { timeout: 15_000 });
+      const badge = (ip: string, state: string) =>
+        page.locator(`[data-endpoint="${ip}:${pool.port}"] [data-health="${state}"]`);
+      await badge("127.0.0.3", "up").waitFor({ timeout: 10_000 });
+      const t0 = Date.now();
+      await pool.get("127.0.0.3").stop();
+      await badge("127.0.0.3", "down").waitFor({ timeout: DETECT_MS + 3000 });
+      const shownMs = Date.now() - t0;
+      console.log(`dashboard: endpoint down by check shown after ${shownMs} ms (verdict bound ${DETECT_MS} ms)`);
+      expect(await badge("127.0.0.3", "down").textContent()).toBe("down by check");
+      expect(await badge("127.0.0.2", "up").count()).toBe(1);
+      pool.get("127.0.0.2").setCheck("500");
+      await page.locator("[data-fail-open]").waitFor({ timeout: DETECT_MS + 3000 });
+      expect(await page.locator("[data-fail-open]").textContent()).toMatch(/fail open/);
+      expect(errors).toEqual([]);
+      await t.lb.stop();
+    } finally {
+      await browser.close();
+      await rm(profile, { recursive: true, force: true });
+      await reset();
+    }
   });
 });
 
