@@ -10,6 +10,10 @@ import { NginxProcess } from "./nginx/process.js";
 import { NginxSupervisor } from "./nginx/supervisor.js";
 import { nginxPaths, runRenderOptions } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
+import { HealthChecker } from "./health/checker.js";
+import { followTargets } from "./health/follow.js";
+import { probe } from "./health/probe.js";
+import { systemClock } from "./reconciler/clock.js";
 import { StatusStore } from "./reconciler/status.js";
 import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
 import type { Logger } from "./shared/log.js";
@@ -146,8 +150,15 @@ export async function startController(
   const abort = new AbortController();
   const nginx = new NginxProcess(paths, log, (why) => supervisor.exited(why));
   const applier = new NginxApplier(paths, nginx, controlPort, log, pushToken);
+  const checker = new HealthChecker({
+    log,
+    clock: systemClock,
+    random: Math.random,
+    probe,
+    onChange: (health) => reconciler.setHealth(health),
+  });
   const reconciler = new Reconciler({
-    applier,
+    applier: followTargets(applier, checker),
     persist: (desired) => persisted(desired),
     status,
     log,
@@ -251,6 +262,7 @@ export async function startController(
     stop: async (stopNginx) => {
       supervisor.stop();
       abort.abort();
+      checker.stop();
       reconciler.stop();
       await reconciler.idle();
       await applier.settled();

@@ -29,6 +29,8 @@ tr:last-child td{border-bottom:0}td.num{text-align:right;font-variant-numeric:ta
 .ep i{font-style:normal;font-size:11px;padding:0 5px;border-radius:3px;color:#0f1419}
 .ep.primary i{background:var(--ok)}.ep.backup i{background:var(--backup)}.ep.down{opacity:.6}.ep.down i{background:var(--dim)}
 .ep .w{color:var(--dim)}.none{color:var(--bad);font-size:12.5px}
+.hc{font-size:11px;padding:0 5px;border-radius:3px;border:1px solid var(--line)}.hc.up{color:var(--ok)}.hc.unknown{color:var(--dim)}.hc.down{background:var(--bad);color:#0f1419;border-color:var(--bad)}
+.failopen{color:var(--warn);font-size:12.5px;margin-top:4px}
 .err{color:var(--bad)}.warnc{color:var(--warn)}.okc{color:var(--ok)}
 .badge{display:inline-block;padding:0 7px;border-radius:4px;font-size:12px;font-weight:600}
 .badge.applied{background:#173a24;color:var(--ok)}.badge.failed{background:#3d1a1a;color:var(--bad)}.badge.unchanged{background:var(--panel2);color:var(--dim)}
@@ -79,9 +81,15 @@ function spark(points) {
 function endpoints(route) {
   if (!route.endpoints.length) return $("span", { class: "none", text: "no endpoint: answers 503" });
   const box = $("div");
-  for (const e of route.endpoints)
-    box.append($("span", { class: "ep " + e.role, "data-endpoint": e.address, "data-role": e.role, title: e.role + ", weight " + e.weight },
-      $("i", { text: e.role }), e.address, $("span", { class: "w", text: "w" + e.weight })));
+  for (const e of route.endpoints) {
+    const h = e.health;
+    const why = h ? ", check " + h.state + (h.since ? " since " + h.since : "") + (h.reason ? ": " + h.reason : "") : "";
+    const ep = $("span", { class: "ep " + e.role, "data-endpoint": e.address, "data-role": e.role, title: e.role + ", weight " + e.weight + why },
+      $("i", { text: e.role }), e.address, $("span", { class: "w", text: "w" + e.weight }));
+    if (h) ep.append($("b", { class: "hc " + h.state, "data-health": h.state, text: h.state === "down" ? "down by check" : "check " + h.state }));
+    box.append(ep);
+  }
+  if (route.failOpen) box.append($("div", { class: "failopen", "data-fail-open": "1", text: route.failOpen }));
   return box;
 }
 function render(s) {

@@ -58,6 +58,30 @@ export function createControllerMetrics(status: StatusStore, metrics: Registry =
             this.set({ upstream: r.upstream, route: r.label, role }, r.endpoints.filter((e) => e.role === role).length);
     },
   });
+  new Gauge({
+    name: "nginx_lb_endpoint_up",
+    help: "Per route and endpoint: 0 when the endpoint is down by its health check, 1 otherwise (up, not judged yet, or not checked)",
+    labelNames: ["route", "endpoint"],
+    registers,
+    collect() {
+      this.reset();
+      for (const server of status.get().topology?.servers ?? [])
+        for (const r of server.routes)
+          for (const e of r.endpoints)
+            this.set({ route: r.label, endpoint: e.address }, e.health?.state === "down" ? 0 : 1);
+    },
+  });
+  new Gauge({
+    name: "nginx_lb_route_fail_open",
+    help: "1 when every endpoint of the route is down by health check and all are tried anyway (fail open)",
+    labelNames: ["route"],
+    registers,
+    collect() {
+      this.reset();
+      for (const server of status.get().topology?.servers ?? [])
+        for (const r of server.routes) if (r.failOpen) this.set({ route: r.label }, 1);
+    },
+  });
   const flag = (name: string, help: string, read: () => boolean) =>
     new Gauge({
       name,

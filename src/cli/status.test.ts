@@ -81,3 +81,32 @@ describe("nginx-lb status helpers", () => {
     expect(out).toContain("... and 70 more (nginx-lb status --json lists them all)");
   });
 });
+
+describe("nginx-lb status: health checks", () => {
+  const route = (failOpen: boolean) => ({
+    prefix: "/",
+    label: "a.test:80/",
+    upstream: "nlb_x",
+    backend: "a-s:80",
+    backendPath: "/",
+    traffic: null,
+    endpoints: [
+      { address: "10.0.0.1:80", weight: 1, role: "primary" as const, health: { state: "up" as const } },
+      {
+        address: "10.0.0.2:80",
+        weight: 0,
+        role: "down" as const,
+        health: { state: "down" as const, since: "2026-01-01T00:00:01.000Z", reason: "connection refused" },
+      },
+    ],
+    ...(failOpen ? { failOpen: "every endpoint is down by health check" } : {}),
+  });
+  const text = (failOpen: boolean) =>
+    formatStatus(view({ servers: [{ domain: "a.test", port: 80, routes: [route(failOpen)] }] }));
+  test("shows each endpoint's verdict, since and why", () =>
+    expect(text(false)).toContain(
+      "10.0.0.1:80 w1 [check up], 10.0.0.2:80 w0 down [down by check since 2026-01-01 00:00:01Z: connection refused]",
+    ));
+  test("a route failing open is a warning", () =>
+    expect(text(true)).toMatch(/warning +health check +a\.test:80\/ +every endpoint is down by health check/));
+});

@@ -1,3 +1,4 @@
+import type { TopologyEndpoint } from "../reconciler/topology.js";
 import type { StatusView } from "../admin/view.js";
 import { fetchStatusView, type AdminClientFlags } from "./admin-client.js";
 
@@ -99,7 +100,9 @@ export function formatStatus(s: StatusView): string {
   for (const server of s.servers)
     for (const r of server.routes) {
       const eps = r.endpoints.length
-        ? r.endpoints.map((e) => `${e.address} w${e.weight}${e.role === "primary" ? "" : ` ${e.role}`}`).join(", ")
+        ? r.endpoints
+            .map((e) => `${e.address} w${e.weight}${e.role === "primary" ? "" : ` ${e.role}`}${checkText(e)}`)
+            .join(", ")
         : red("none (503)");
       const t = r.traffic;
       rows.push([
@@ -113,6 +116,9 @@ export function formatStatus(s: StatusView): string {
     }
   out.push("", table(["SERVER", "ROUTE", "BACKEND", "ENDPOINTS", "RATE", "5XX"], rows.length ? rows : [["(none)"]]));
   const problems = [
+    ...s.servers.flatMap((server) =>
+      server.routes.flatMap((r) => (r.failOpen ? [[yellow("warning"), "health check", r.label, r.failOpen]] : [])),
+    ),
     ...s.services.errors.map((p) => [red("error"), "routing file", p.path, p.message]),
     ...(s.registry.errors ?? []).map((p) => [red("error"), "registry", p.path, p.message]),
     ...s.services.warnings.map((p) => [yellow("warning"), "routing file", p.path, p.message]),
@@ -139,6 +145,15 @@ export function formatStatus(s: StatusView): string {
     ),
   );
   return `${out.join("\n")}\n`;
+}
+
+/** An endpoint's health-check verdict for the ENDPOINTS column: `[up]`, `[unknown]`, or down with since and why. */
+function checkText(e: TopologyEndpoint): string {
+  const h = e.health;
+  if (!h) return "";
+  if (h.state !== "down") return ` [check ${h.state}]`;
+  const since = h.since ? ` since ${h.since.replace("T", " ").replace(/\.\d+Z$/, "Z")}` : "";
+  return ` ${red(`[down by check${since}: ${h.reason ?? "?"}]`)}`;
 }
 
 /** `nginx-lb status`: reads /api/status of a running controller and prints it. */

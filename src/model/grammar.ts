@@ -55,3 +55,33 @@ export function isBackendName(text: string): boolean {
 export function normalizePrefix(path: string): string {
   return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
 }
+
+/**
+ * A health check's request path: an absolute URL path (as above) and an optional query of the same characters plus
+ * `&` and `/`. It reaches the request line of every probe, so nothing that could end or split the line is allowed.
+ */
+export const CHECK_PATH_RE = new RegExp(`^/(?:${SEGMENT}(?:/${SEGMENT})*/?)?(?:\\?[A-Za-z0-9._~!*+,:@=&/-]*)?$`);
+export const CHECK_PATH_MAX = 1024;
+
+/** A duration as health checks spell it: a positive integer and `ms`, `s` or `m`. */
+export const DURATION_RE = /^([1-9][0-9]{0,6})(ms|s|m)$/;
+
+/** Milliseconds of a duration matching DURATION_RE, or null. */
+export function durationMs(text: string): number | null {
+  const m = DURATION_RE.exec(text);
+  if (!m) return null;
+  return Number(m[1]) * (m[2] === "ms" ? 1 : m[2] === "s" ? 1000 : 60_000);
+}
+
+/** An HTTP status range list: `200`, `200-399`, `200,204,300-399` (codes 100-599, each range low to high). */
+export const STATUS_LIST_RE = /^[1-5][0-9]{2}(?:-[1-5][0-9]{2})?(?:,[1-5][0-9]{2}(?:-[1-5][0-9]{2})?){0,31}$/;
+
+/** The ranges of a status list matching STATUS_LIST_RE, or null when a range runs high to low. */
+export function statusRanges(text: string): [number, number][] | null {
+  if (!STATUS_LIST_RE.test(text)) return null;
+  const ranges = text.split(",").map((part): [number, number] => {
+    const [lo, hi = lo] = part.split("-").map(Number) as [number, number?];
+    return [lo, hi];
+  });
+  return ranges.every(([lo, hi]) => lo <= hi) ? ranges : null;
+}

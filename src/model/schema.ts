@@ -1,6 +1,18 @@
 import { z } from "zod";
 import { describeValue } from "./problem.js";
-import { DOMAIN_MAX, DOMAIN_RE, NAME_MAX, NAME_RE, URL_PATH_MAX, URL_PATH_RE, hasDotSegment } from "./grammar.js";
+import {
+  CHECK_PATH_MAX,
+  CHECK_PATH_RE,
+  DOMAIN_MAX,
+  DOMAIN_RE,
+  NAME_MAX,
+  NAME_RE,
+  URL_PATH_MAX,
+  URL_PATH_RE,
+  durationMs,
+  hasDotSegment,
+  statusRanges,
+} from "./grammar.js";
 
 /**
  * The zod schema of services.json (format version "0.1", as the original csphere deployment wrote it).
@@ -30,6 +42,44 @@ const urlPath = (field: string) => {
     .max(URL_PATH_MAX, { error: msg })
     .regex(URL_PATH_RE, { error: msg })
     .refine((s) => !hasDotSegment(s), { error: msg });
+};
+
+/** Bounds of a health check's durations: fast enough to test, slow enough not to flood an endpoint. */
+export const CHECK_INTERVAL_MS = { min: 100, max: 10 * 60_000 } as const;
+export const CHECK_TIMEOUT_MS = { min: 10, max: 60_000 } as const;
+
+const duration = (field: string, bounds: { min: number; max: number }) => {
+  const msg = (iss: Issue) =>
+    `${field} must be a duration like "500ms", "2s" or "1m" from ${bounds.min}ms to ${bounds.max / 60_000}m, ${got(iss)}`;
+  return z.string({ error: msg }).refine(
+    (s) => {
+      const ms = durationMs(s);
+      return ms !== null && ms >= bounds.min && ms <= bounds.max;
+    },
+    { error: msg },
+  );
+};
+
+const count = (field: string) => {
+  const msg = (iss: Issue) => `${field} must be an integer from 1 to 100, ${got(iss)}`;
+  return z.int({ error: msg }).min(1, { error: msg }).max(100, { error: msg });
+};
+
+const checkPath = () => {
+  const msg = (iss: Issue) =>
+    `path must be an absolute URL path of letters, digits and . _ ~ ! * + , : @ = - separated by single "/", ` +
+    `optionally with a query of the same characters and & / (no spaces, quotes, % or #), ${got(iss)}`;
+  return z
+    .string({ error: msg })
+    .max(CHECK_PATH_MAX, { error: msg })
+    .regex(CHECK_PATH_RE, { error: msg })
+    .refine((s) => !hasDotSegment(s.split("?")[0] ?? s), { error: msg });
+};
+
+const statusList = () => {
+  const msg = (iss: Issue) =>
+    `expect must be HTTP status codes or ranges from 100 to 599 separated by commas, like "200-399" or "200,204", ${got(iss)}`;
+  return z.string({ error: msg }).refine((s) => statusRanges(s) !== null, { error: msg });
 };
 
 /** Why a route key is refused (zod skips a `__proto__` record key, so services.ts reports that one itself). */
@@ -68,6 +118,27 @@ const pem = (field: string, label: string) => {
 function build(strict: boolean) {
   const obj = <S extends z.ZodRawShape>(shape: S) => (strict ? z.strictObject(shape) : z.object(shape));
 
+  const healthCheck = obj({
+    type: z
+      .enum(["http", "tcp"], { error: (iss) => `type must be "http" or "tcp", ${got(iss)}` })
+      .default("http")
+      .describe('"http": a GET of path must answer a status in expect; "tcp": a connection must open. Default "http".'),
+    path: checkPath()
+      .default("/healthz")
+      .describe('Request path of an http check (Host: nginx-lb-health). Default "/healthz".'),
+    interval: duration("interval", CHECK_INTERVAL_MS)
+      .default("2s")
+      .describe('Time between probes of one endpoint, like "500ms", "2s", "1m". Default "2s".'),
+    timeout: duration("timeout", CHECK_TIMEOUT_MS)
+      .optional()
+      .describe('A probe that takes longer fails. At most interval. Default "1s", or interval if that is shorter.'),
+    healthy: count("healthy").default(2).describe("Consecutive passes that bring a down endpoint back. Default 2."),
+    unhealthy: count("unhealthy").default(3).describe("Consecutive failures that take an endpoint out. Default 3."),
+    expect: statusList()
+      .default("200-399")
+      .describe('Statuses an http check accepts: codes and ranges, like "200-399" or "200,204". Default "200-399".'),
+  }).describe("Active health check of the endpoints; the block turns checks on, every field has a default.");
+
   const backup = obj({
     app: name("app"),
     service: name("service"),
@@ -75,6 +146,7 @@ function build(strict: boolean) {
     backend_path: urlPath("backend_path")
       .optional()
       .describe("Must equal the route's backend_path if given: nginx sends one path to a whole upstream."),
+    health_check: healthCheck.optional(),
   }).describe("A service whose endpoints serve only when every primary endpoint has failed.");
 
   const route = obj({
@@ -85,6 +157,7 @@ function build(strict: boolean) {
       .default("/")
       .describe('Path prefix on the backend that replaces the route prefix. Default "/".'),
     backup: backup.optional(),
+    health_check: healthCheck.optional(),
   });
 
   const domainMsg = (iss: Issue) =>
@@ -120,7 +193,7 @@ function build(strict: boolean) {
       .array(server, { error: (iss) => `servers must be a list of servers, ${got(iss)}` })
       .describe("Virtual servers, one per domain_name and port."),
   });
-  return { file, fields: { file, server, route, backup } };
+  return { file, fields: { file, server, route, backup, healthCheck } };
 }
 
 const strict = build(true);
@@ -129,8 +202,11 @@ export const strictServicesSchema = strict.file;
 /** The schema that ignores unknown fields (used to produce the value). */
 export const servicesSchema = build(false).file;
 
-const { file, server, route, backup } = strict.fields;
-/** Path depth of each object of the file: `servers[0]` is 2 deep, `servers[0].routes["/"]` 4, its `backup` 5. */
+const { file, server, route, backup, healthCheck } = strict.fields;
+/**
+ * Field names by the path of each object of the file: `servers[0]` is 2 deep, `servers[0].routes["/"]` 4, its
+ * `backup` 5 deep; a route's `health_check` is 5 deep too and a backup's 6, told apart by the last key.
+ */
 const FIELDS_AT_DEPTH = new Map<number, readonly string[]>(
   (
     [
@@ -144,6 +220,7 @@ const FIELDS_AT_DEPTH = new Map<number, readonly string[]>(
 
 /** The field names the object at `path` may have, for "did you mean" on an unknown field. */
 export function knownFields(path: readonly PropertyKey[]): readonly string[] {
+  if (path.at(-1) === "health_check") return Object.keys(healthCheck.shape);
   return FIELDS_AT_DEPTH.get(path.length) ?? [];
 }
 

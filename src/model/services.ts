@@ -1,14 +1,35 @@
 import type { z } from "zod";
 import { type Checked, type Problem, formatPath } from "./problem.js";
 import { knownFields, routeKeyMessage, servicesSchema, strictServicesSchema, type ServicesFile } from "./schema.js";
-import { PROTO_KEY, normalizePrefix } from "./grammar.js";
+import { PROTO_KEY, durationMs, normalizePrefix, statusRanges } from "./grammar.js";
 import { closest } from "./suggest.js";
 
-/** A backend reference: the registry name `<app>-<service>` and the port its endpoints listen on. */
+/** An active health check of a backend's endpoints (services.json `health_check`, defaults applied). */
+export interface HealthCheck {
+  readonly type: "http" | "tcp";
+  /** Request path of an http check (unused by tcp). */
+  readonly path: string;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  /** Consecutive passes that bring a down endpoint back. */
+  readonly healthy: number;
+  /** Consecutive failures that take an endpoint out. */
+  readonly unhealthy: number;
+  /** Accepted statuses of an http check, as inclusive ranges. */
+  readonly expect: readonly (readonly [number, number])[];
+  /**
+   * The canonical text of the definition: routes whose checks have the same key share one probe per endpoint.
+   * A tcp check's key leaves out path and expect, which it does not use.
+   */
+  readonly key: string;
+}
+
+/** A backend reference: the registry name `<app>-<service>`, the port its endpoints listen on, its check if any. */
 export interface BackendRef {
   readonly app: string;
   readonly service: string;
   readonly port: number;
+  readonly healthCheck?: HealthCheck;
 }
 
 /** One route of a server, its prefix normalised (no trailing slash except `/`). */
@@ -197,7 +218,18 @@ function crossCheck(file: ServicesFile, errors: Problem[], warnings: Problem[], 
         continue;
       }
       byPrefix.set(prefix, key);
-      const primary: BackendRef = { app: r.app, service: r.service, port: r.port };
+      const check = (block: HealthCheckFile | undefined, ...p: PropertyKey[]): { healthCheck?: HealthCheck } => {
+        if (block === undefined) return {};
+        const healthCheck = toHealthCheck(block);
+        if (healthCheck.timeoutMs > healthCheck.intervalMs)
+          errors.push({
+            code: "check_timeout",
+            path: at("routes", key, ...p, "health_check", "timeout"),
+            message: `${block.timeout ?? ""} is longer than interval ${block.interval}: a probe must end before the next; shorten timeout or lengthen interval`,
+          });
+        return { healthCheck };
+      };
+      const primary: BackendRef = { app: r.app, service: r.service, port: r.port, ...check(r.health_check) };
       let backup: BackendRef | undefined;
       if (r.backup !== undefined) {
         if (r.backup.backend_path !== undefined && r.backup.backend_path !== r.backend_path)
@@ -206,7 +238,12 @@ function crossCheck(file: ServicesFile, errors: Problem[], warnings: Problem[], 
             path: at("routes", key, "backup", "backend_path"),
             message: `must equal the route's backend_path ${JSON.stringify(r.backend_path)} (nginx sends one path to the whole upstream); remove it or make them equal`,
           });
-        backup = { app: r.backup.app, service: r.backup.service, port: r.backup.port };
+        backup = {
+          app: r.backup.app,
+          service: r.backup.service,
+          port: r.backup.port,
+          ...check(r.backup.health_check, "backup"),
+        };
       }
       routes.push({ prefix, primary, backendPath: r.backend_path, ...(backup ? { backup } : {}) });
     }
@@ -220,6 +257,26 @@ function crossCheck(file: ServicesFile, errors: Problem[], warnings: Problem[], 
       message: "is empty: nginx listens on no frontend port, so clients are refused until a server is added",
     });
   return { servers };
+}
+
+type HealthCheckFile = NonNullable<ServicesFile["servers"][number]["routes"][string]["health_check"]>;
+
+/** The model of a schema-checked `health_check` block (its grammar already holds). */
+function toHealthCheck(b: HealthCheckFile): HealthCheck {
+  const intervalMs = durationMs(b.interval) ?? 2000;
+  const timeoutMs = (b.timeout !== undefined ? durationMs(b.timeout) : null) ?? Math.min(1000, intervalMs);
+  const expect = statusRanges(b.expect) ?? [[200, 399]];
+  const shape = b.type === "tcp" ? "tcp" : `http ${b.path} ${expect.map(([lo, hi]) => `${lo}-${hi}`).join(",")}`;
+  return {
+    type: b.type,
+    path: b.path,
+    intervalMs,
+    timeoutMs,
+    healthy: b.healthy,
+    unhealthy: b.unhealthy,
+    expect,
+    key: `${shape} ${intervalMs}ms ${timeoutMs}ms ${b.healthy}/${b.unhealthy}`,
+  };
 }
 
 /** The registry name of a backend, as keys under /lb/backends/ spell it. */

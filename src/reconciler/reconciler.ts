@@ -1,3 +1,4 @@
+import { NO_HEALTH, type Health } from "../health/targets.js";
 import type { BackendSet } from "../model/backends.js";
 import { formatProblem, type Problem } from "../model/problem.js";
 import type { Services } from "../model/services.js";
@@ -60,6 +61,7 @@ export class Reconciler {
   /** Set while an adopted nginx waits for a source of truth: no apply may serve less than it serves. */
   private waiting: string | null = null;
   private backends: BackendSet | null = null;
+  private health: Health = NO_HEALTH;
   /** The target nginx was last confirmed to serve (applied, or found unchanged). */
   private applied: Target | null = null;
   private reasons = new Set<string>();
@@ -173,6 +175,12 @@ export class Reconciler {
     if (snap.connected) this.setBackends(snap.value, `registry: ${snap.origin}`);
   }
 
+  /** New health-check verdicts: compiled in like an endpoint change, coalesced with any other. */
+  setHealth(health: Health): void {
+    this.health = health;
+    this.request("health check");
+  }
+
   /** The registry's content was rejected as a whole (an invalid backends file): the endpoints in force stay. */
   registryRejected(errors: readonly Problem[], warnings: readonly Problem[]): void {
     this.deps.status.update((s) => ({ registry: { ...s.registry, valid: false, errors, warnings } }));
@@ -273,7 +281,7 @@ export class Reconciler {
     const t0 = this.clock.now();
     let target: Target;
     try {
-      target = compile(desired, this.applied, this.deps.mode, this.deps.renderOptions);
+      target = compile(desired, this.applied, this.deps.mode, this.deps.renderOptions, this.health);
     } catch (e) {
       // A render bug: the same input fails the same way, so it waits for the next change.
       log.error({ err: message(e) }, "render failed (a bug in nginx-lb)");

@@ -6,6 +6,7 @@ import { parseServices, type Services } from "../model/services.js";
 import type { RenderOptions } from "../render/index.js";
 import { diffRoutes } from "./diff.js";
 import { compile, type EndpointsMode, type Target } from "./target.js";
+import type { Health } from "../health/targets.js";
 
 const NAMES = ["a", "b", "c", "d"];
 const IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"];
@@ -16,15 +17,25 @@ const OPTIONS: RenderOptions = {
   luaSource: Object.fromEntries(LUA_MODULES.map((m) => [m, "return {}\n"])),
 };
 
-function services(routes: readonly (readonly [string, string, string | null])[]): Services {
+/** The key a default check of port 80 gives an endpoint. */
+const KEY = (ip: string) => `http /healthz 200-399 2000ms 1000ms 2/3|${ip}|80`;
+
+function services(routes: readonly (readonly [string, string, string | null, boolean?])[]): Services {
   const r = parseServices({
     servers: [
       {
         domain_name: "x.test",
         routes: Object.fromEntries(
-          routes.map(([prefix, app, backup]) => [
+          routes.map(([prefix, app, backup, checked]) => [
             prefix,
-            { app, service: "s", ...(backup ? { backup: { app: backup, service: "s" } } : {}) },
+            {
+              app,
+              service: "s",
+              ...(checked ? { health_check: {} } : {}),
+              ...(backup
+                ? { backup: { app: backup, service: "s", ...(checked ? { health_check: { type: "http" } } : {}) } }
+                : {}),
+            },
           ]),
         ),
       },
@@ -39,6 +50,7 @@ const routes = fc.uniqueArray(
     fc.constantFrom("/", "/p", "/q", "/r/s"),
     fc.constantFrom(...NAMES),
     fc.option(fc.constantFrom(...NAMES), { nil: null }),
+    fc.boolean(),
   ),
   { selector: (t) => t[0], minLength: 1, maxLength: 4 },
 );
@@ -53,6 +65,11 @@ const change = fc.oneof(
     name: fc.constantFrom(...NAMES),
     eps: fc.option(record, { nil: undefined }),
   }),
+  fc.record({
+    kind: fc.constant("health" as const),
+    ip: fc.constantFrom(...IPS),
+    state: fc.constantFrom("up" as const, "down" as const, null),
+  }),
 );
 
 const withoutChange = ({ change: _, ...rest }: Target) => rest;
@@ -64,17 +81,23 @@ describe("compile", () => {
       fc.assert(
         fc.property(routes, fc.array(change, { maxLength: 10 }), (first, changes) => {
           let desired = { services: services(first), backends: {} as BackendSet };
-          let target = compile(desired, null, mode, OPTIONS);
+          let health: Health = new Map();
+          let target = compile(desired, null, mode, OPTIONS, health);
           for (const c of changes) {
             if (c.kind === "services") desired = { ...desired, services: services(c.routes) };
-            else {
+            else if (c.kind === "health") {
+              const next = new Map(health);
+              if (c.state === null) next.delete(KEY(c.ip));
+              else next.set(KEY(c.ip), { state: c.state, since: "2026-01-01T00:00:00.000Z", reason: "r" });
+              health = next;
+            } else {
               const next: Record<string, Readonly<Record<string, Endpoint>>> = { ...desired.backends };
               if (c.eps === undefined) delete next[`${c.name}-s`];
               else next[`${c.name}-s`] = c.eps;
               desired = { ...desired, backends: next };
             }
-            const incremental = compile(desired, target, mode, OPTIONS);
-            const full = compile(desired, null, mode, OPTIONS);
+            const incremental = compile(desired, target, mode, OPTIONS, health);
+            const full = compile(desired, null, mode, OPTIONS, health);
             expect(withoutChange(incremental)).toEqual(withoutChange(full));
             expect(incremental.change).toEqual(diffRoutes(target.routes, full.routes));
             target = incremental;
@@ -105,5 +128,40 @@ describe("compile", () => {
     expect(rel2.rendered).toBe(rel.rendered);
     expect(rel2.topology).toBe(rel.topology);
     expect(compile({ services: model, backends: after }, rel, "reload", OPTIONS).rendered).not.toBe(rel.rendered);
+  });
+});
+
+describe("compile with health", () => {
+  const model = (backup: boolean) => services([["/p", "a", backup ? "b" : null, true]]);
+  const backends: BackendSet = {
+    "a-s": { "10.0.0.1": { weight: 1 }, "10.0.0.2": { weight: 2 } },
+    "b-s": { "10.0.0.3": { weight: 1 } },
+  };
+  const down = (...ips: string[]): Health =>
+    new Map(ips.map((ip) => [KEY(ip), { state: "down" as const, since: "2026-01-01T00:00:00.000Z", reason: "x" }]));
+  const weights = (backup: boolean, health: Health, mode: EndpointsMode = "dynamic") => {
+    const t = compile({ services: model(backup), backends }, null, mode, OPTIONS, health);
+    const r = t.routes[0];
+    return `${r?.members.map((m) => `${m.ip.slice(-1)}:${m.weight}${m.backup ? "b" : ""}`).join(" ")}${r?.failOpen ? " failOpen" : ""}`;
+  };
+  it.each([
+    [false, [], "1:1 2:2"],
+    [false, ["10.0.0.1"], "1:0 2:2"],
+    [false, ["10.0.0.1", "10.0.0.2"], "1:1 2:2 failOpen"],
+    [true, ["10.0.0.1", "10.0.0.2"], "1:0 2:0 3:1b"],
+    [true, ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "1:1 2:2 3:1b failOpen"],
+    [true, ["10.0.0.3"], "1:1 2:2 3:0b"],
+  ])("backup %s, down %j -> %s", (backup, ips, want) => expect(weights(backup, down(...ips))).toBe(want));
+  it("reload mode renders an endpoint down by check as down", () => {
+    const t = compile({ services: model(false), backends }, null, "reload", OPTIONS, down("10.0.0.1"));
+    const conf = t.rendered.conf;
+    expect(conf).toContain("server 10.0.0.1:80 down;");
+    expect(conf).toMatch(/server 10\.0\.0\.2:80 weight=2/);
+  });
+  it("without health_check, verdicts change nothing", () => {
+    const plain = services([["/p", "a", null]]);
+    const t = compile({ services: plain, backends }, null, "dynamic", OPTIONS, down("10.0.0.1", "10.0.0.2"));
+    expect(t.routes[0]?.members.map((m) => m.weight)).toEqual([1, 2]);
+    expect(t.routes[0]?.health).toBeUndefined();
   });
 });

@@ -9,6 +9,7 @@ import {
   type RenderOptions,
   type Rendered,
 } from "../render/index.js";
+import { NO_HEALTH, type Health } from "../health/targets.js";
 import { diffRoutes, type Change } from "./diff.js";
 import { routeView, topologyOf, type Topology, type TopologyRoute } from "./topology.js";
 
@@ -29,6 +30,8 @@ export interface Target {
   /** Each route's status view, in the order of `routes`. */
   readonly views: readonly TopologyRoute[];
   readonly topology: Topology;
+  /** The health-check verdicts it was compiled with: an endpoint down by check is out of its set. */
+  readonly health: Health;
   /** What this target changes against the `previous` it was compiled with (everything, without one). */
   readonly change: Change;
 }
@@ -37,20 +40,22 @@ export interface Target {
  * Builds the target of an apply (pure). With a `previous` target of the same routing model, only routes whose
  * endpoint records changed are re-joined (the others keep their BoundRoute and view by reference), and nginx.conf is
  * reused when it cannot differ: in dynamic mode it holds no endpoint, in reload mode no route changed. The result
- * equals a compile without `previous`, except for `change`, which is against `previous`.
+ * equals a compile without `previous`, except for `change`, which is against `previous`. Health verdicts are an
+ * input like the endpoints: a changed verdict re-binds only the routes that check that endpoint.
  */
 export function compile(
   desired: Desired,
   previous: Target | null,
   mode: EndpointsMode,
   options: RenderOptions,
+  health: Health = NO_HEALTH,
 ): Target {
   const sameServices = previous !== null && previous.desired.services === desired.services;
   const routes = !sameServices
-    ? bindRoutes(desired.services, desired.backends)
-    : previous.desired.backends === desired.backends
+    ? bindRoutes(desired.services, desired.backends, health)
+    : previous.desired.backends === desired.backends && previous.health === health
       ? previous.routes
-      : rebindRoutes(previous.routes, previous.desired.backends, desired.backends);
+      : rebindRoutes(previous.routes, previous.desired.backends, desired.backends, previous.health, health);
   const sameRoutes = sameServices && (routes === previous.routes || routes.every((r, i) => r === previous.routes[i]));
   const reuse =
     sameServices && previous.mode === mode && previous.options === options && (mode === "dynamic" || sameRoutes);
@@ -69,6 +74,7 @@ export function compile(
     endpoints: mode !== "dynamic" ? null : sameRoutes && previous.endpoints ? previous.endpoints : endpointSets(routes),
     views,
     topology: sameRoutes ? previous.topology : topologyOf(desired.services, routes, views),
+    health,
     change: diffRoutes(previous?.routes ?? null, routes),
   };
 }

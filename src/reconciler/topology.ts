@@ -1,11 +1,22 @@
 import { backendName, type Server, type Services } from "../model/services.js";
 import type { BoundRoute } from "../render/index.js";
 
-/** One endpoint of a route as nginx uses it: `down` is a weight-0 (drained) endpoint. */
+/** An endpoint's active-check verdict: `unknown` until the first one (served meanwhile). */
+export interface TopologyHealth {
+  readonly state: "unknown" | "up" | "down";
+  readonly since?: string;
+  readonly reason?: string;
+}
+
+/**
+ * One endpoint of a route as nginx uses it: `down` is a weight-0 endpoint (drained in the registry, or down by
+ * check: then `health.state` is `down`). `health` is there only for an endpoint under a health check.
+ */
 export interface TopologyEndpoint {
   readonly address: string;
   readonly weight: number;
   readonly role: "primary" | "backup" | "down";
+  readonly health?: TopologyHealth;
 }
 
 /** One route: its prefix, where it goes, and the upstream nginx proxies it to. */
@@ -19,7 +30,13 @@ export interface TopologyRoute {
   readonly backup?: string;
   /** Empty when nothing can serve: the route answers 503. */
   readonly endpoints: readonly TopologyEndpoint[];
+  /** Set when every endpoint is down by check and the route serves them all anyway (fail open). */
+  readonly failOpen?: string;
 }
+
+/** What the status says about a route that fails open. */
+export const FAIL_OPEN =
+  "every endpoint is down by health check: all are tried anyway (fail open); check the endpoints and the check";
 
 /** One virtual server. Carries the TLS port only: certificates and keys never leave the model. */
 export interface TopologyServer {
@@ -71,10 +88,15 @@ export function routeView(r: BoundRoute): TopologyRoute {
     backend: `${backendName(r.route.primary)}:${r.route.primary.port}`,
     backendPath: r.route.backendPath,
     ...(r.route.backup ? { backup: `${backendName(r.route.backup)}:${r.route.backup.port}` } : {}),
-    endpoints: r.members.map((m) => ({
-      address: m.ip.includes(":") ? `[${m.ip}]:${m.port}` : `${m.ip}:${m.port}`,
-      weight: m.weight,
-      role: m.weight === 0 ? ("down" as const) : m.backup ? ("backup" as const) : ("primary" as const),
-    })),
+    endpoints: r.members.map((m, i) => {
+      const health = r.health?.[i];
+      return {
+        address: m.ip.includes(":") ? `[${m.ip}]:${m.port}` : `${m.ip}:${m.port}`,
+        weight: m.weight,
+        role: m.weight === 0 ? ("down" as const) : m.backup ? ("backup" as const) : ("primary" as const),
+        ...(health ? { health: { ...health } } : {}),
+      };
+    }),
+    ...(r.failOpen ? { failOpen: FAIL_OPEN } : {}),
   };
 }

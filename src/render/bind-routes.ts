@@ -1,6 +1,7 @@
 import type { BackendSet, Endpoint } from "../model/backends.js";
 import type { PushedEndpoint } from "../model/plan.js";
-import { backendName, type Route, type Server, type Services } from "../model/services.js";
+import { backendName, type BackendRef, type Route, type Server, type Services } from "../model/services.js";
+import { NO_HEALTH, healthKey, type EndpointHealth, type Health } from "../health/targets.js";
 import { fnv1a64 } from "./hash.js";
 
 /** An endpoint as an upstream `server` line needs it: the same record dynamic mode pushes to the balancer. */
@@ -13,30 +14,68 @@ export interface BoundRoute {
   readonly upstream: string;
   /** Primaries first, then backups; sorted; empty when nothing can serve (the route answers 503). */
   readonly members: readonly UpstreamMember[];
+  /**
+   * With a health check on the primary or backup: each member's check verdict, in the order of `members` (`unknown`
+   * before the first verdict, null for a member its side does not check). A member down by check has weight 0.
+   */
+  readonly health?: readonly (MemberHealth | null)[];
+  /** Every endpoint that could serve is down by check: the route serves them all anyway rather than answer 503. */
+  readonly failOpen?: boolean;
 }
+
+/** A checked member's verdict as the route sees it. */
+export type MemberHealth = EndpointHealth | { readonly state: "unknown" };
+
+type Bound = Pick<BoundRoute, "members" | "health" | "failOpen">;
 
 /** The endpoints of one route: primaries, then backups not already primaries; empty when nothing can serve. */
 export function members(route: Route, backends: BackendSet): UpstreamMember[] {
-  const toMembers = (eps: Readonly<Record<string, Endpoint>> | undefined, port: number, backup: boolean) =>
-    Object.keys(eps ?? {})
+  return [...bindMembers(route, backends, NO_HEALTH).members];
+}
+
+/**
+ * A route's members with health applied: an endpoint down by check gets weight 0 (nginx renders it `down`, the
+ * balancer never picks it), so backups serve when every primary is down; when every endpoint that could serve is
+ * down by check, the check is ignored for the route (fail open) and `failOpen` says so.
+ */
+function bindMembers(route: Route, backends: BackendSet, health: Health): Bound {
+  const toMembers = (ref: BackendRef, backup: boolean) => {
+    const eps: Readonly<Record<string, Endpoint>> | undefined = backends[backendName(ref)];
+    const check = ref.healthCheck;
+    return Object.keys(eps ?? {})
       .sort()
-      .map((ip) => ({ ip, port, weight: eps?.[ip]?.weight ?? 1, backup }));
-  const primaries = toMembers(backends[backendName(route.primary)], route.primary.port, false);
-  const seen = new Set(primaries.map((m) => `${m.ip} ${m.port}`));
+      .map((ip) => ({
+        member: { ip, port: ref.port, weight: eps?.[ip]?.weight ?? 1, backup },
+        health: check ? (health.get(healthKey(check, ip, ref.port)) ?? { state: "unknown" as const }) : null,
+      }));
+  };
+  const primaries = toMembers(route.primary, false);
+  const seen = new Set(primaries.map((m) => `${m.member.ip} ${m.member.port}`));
   const backups = route.backup
-    ? toMembers(backends[backendName(route.backup)], route.backup.port, true).filter(
-        (m) => !seen.has(`${m.ip} ${m.port}`),
-      )
+    ? toMembers(route.backup, true).filter((m) => !seen.has(`${m.member.ip} ${m.member.port}`))
     : [];
-  const live = (ms: UpstreamMember[]) => ms.some((m) => m.weight > 0);
-  if (!live(primaries) && !live(backups)) return [];
+  let all = [...primaries, ...backups];
+  const live = (ms: typeof all, byCheck: boolean) =>
+    ms.some((m) => m.member.weight > 0 && (!byCheck || m.health?.state !== "down"));
+  if (!live(all, false)) return { members: [] };
+  const failOpen = !live(all, true);
+  if (!failOpen) all = all.map((m) => (m.health?.state === "down" ? { ...m, member: { ...m.member, weight: 0 } } : m));
   // nginx needs at least one non-backup server; with no primary at all the backups are all there is.
-  if (primaries.length === 0) return backups.map((m) => ({ ...m, backup: false }));
-  return [...primaries, ...backups];
+  const list = primaries.length === 0 ? all.map((m) => ({ ...m, member: { ...m.member, backup: false } })) : all;
+  const checked = list.some((m) => m.health !== null);
+  return {
+    members: list.map((m) => m.member),
+    ...(checked ? { health: list.map((m) => m.health) } : {}),
+    ...(failOpen ? { failOpen } : {}),
+  };
 }
 
 /** Joins every route with its endpoints and gives it an upstream name that no other route can have. */
-export function bindRoutes(services: Services, backends: BackendSet): readonly BoundRoute[] {
+export function bindRoutes(
+  services: Services,
+  backends: BackendSet,
+  health: Health = NO_HEALTH,
+): readonly BoundRoute[] {
   const used = new Set<string>();
   const bound: BoundRoute[] = [];
   for (const server of services.servers) {
@@ -45,7 +84,7 @@ export function bindRoutes(services: Services, backends: BackendSet): readonly B
       let upstream = base;
       for (let n = 2; used.has(upstream); n++) upstream = `${base}_${n}`;
       used.add(upstream);
-      bound.push({ server, route, upstream, members: members(route, backends) });
+      bound.push({ server, route, upstream, ...bindMembers(route, backends, health) });
     }
   }
   return bound;
@@ -55,18 +94,40 @@ export function bindRoutes(services: Services, backends: BackendSet): readonly B
  * The same routes bound to a newer endpoint snapshot, given the routes bound to `before` (of the same routing model).
  * A route's members depend only on its primary's and backup's records, and registry snapshots share unchanged
  * records, so a route whose records are the same objects keeps its BoundRoute (and members array) by reference:
- * one comparison per route instead of re-sorting every endpoint, and later steps skip it by identity.
+ * one comparison per route instead of re-sorting every endpoint, and later steps skip it by identity. A health
+ * change re-binds only the checked routes that have an endpoint whose verdict changed.
  */
 export function rebindRoutes(
   routes: readonly BoundRoute[],
   before: BackendSet,
   after: BackendSet,
+  healthBefore: Health = NO_HEALTH,
+  healthAfter: Health = healthBefore,
 ): readonly BoundRoute[] {
+  const changed = changedKeys(healthBefore, healthAfter);
+  const verdictChanged = (ref: BackendRef | undefined) => {
+    const check = ref?.healthCheck;
+    if (!ref || !check || changed.size === 0) return false;
+    return Object.keys(after[backendName(ref)] ?? {}).some((ip) => changed.has(healthKey(check, ip, ref.port)));
+  };
   return routes.map((r) => {
     const { primary, backup } = r.route;
     const same =
       before[backendName(primary)] === after[backendName(primary)] &&
-      (!backup || before[backendName(backup)] === after[backendName(backup)]);
-    return same ? r : { ...r, members: members(r.route, after) };
+      (!backup || before[backendName(backup)] === after[backendName(backup)]) &&
+      !verdictChanged(primary) &&
+      !verdictChanged(backup);
+    if (same) return r;
+    const { health: _h, failOpen: _f, ...rest } = r;
+    return { ...rest, ...bindMembers(r.route, after, healthAfter) };
   });
+}
+
+/** The keys whose verdict differs between two health maps (verdicts are replaced, never mutated). */
+function changedKeys(a: Health, b: Health): Set<string> {
+  const out = new Set<string>();
+  if (a === b) return out;
+  for (const [k, v] of a) if (b.get(k) !== v) out.add(k);
+  for (const k of b.keys()) if (!a.has(k)) out.add(k);
+  return out;
 }

@@ -12,6 +12,10 @@
  *
  * Two paths serve large bodies (nginx's temp files): `GET /nginx-lb-test/bytes/<n>` answers n bytes of `bulkBytes(n)`,
  * and any request to `/nginx-lb-test/digest` answers `{ "bytes": n, "sha256": hex }` of the body it received.
+ *
+ * The health-check path `/healthz` (any query) answers as `setCheck` says: `ok` (200, the default), `500`, `hang`
+ * (accepts, never answers) or `flap` (200 and 500 by turns), and with `hang-all` no request at all is answered (a hung
+ * endpoint); `checks()` counts the requests to the check path.
  */
 import { createHash } from "node:crypto";
 import {
@@ -47,7 +51,15 @@ export interface Backend {
   start(): Promise<void>;
   /** `stop()`, for a backend that is not started again. */
   close(): Promise<void>;
+  /** How `/healthz` answers from now on. */
+  setCheck(mode: CheckMode): void;
+  /** Requests to `/healthz` since start. */
+  checks(): number;
 }
+
+/** How a backend answers its health-check path. */
+export type CheckMode = "ok" | "500" | "hang" | "flap" | "hang-all";
+export const CHECK_PATH = "/healthz";
 
 export interface BackendPool {
   readonly port: number;
@@ -103,6 +115,8 @@ class EchoBackend implements Backend {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
   private wss: WebSocketServer | null = null;
+  private checkMode: CheckMode = "ok";
+  private checked = 0;
 
   constructor(
     readonly ip: string,
@@ -126,10 +140,32 @@ class EchoBackend implements Backend {
     return this.stop();
   }
 
+  setCheck(mode: CheckMode): void {
+    this.checkMode = mode;
+  }
+
+  checks(): number {
+    return this.checked;
+  }
+
+  /** Answers the health-check path; false for every other request. */
+  private check(url: string, req: IncomingMessage, res: ServerResponse): boolean {
+    if (url !== CHECK_PATH && !url.startsWith(`${CHECK_PATH}?`)) return false;
+    this.checked++;
+    req.resume();
+    const mode = this.checkMode;
+    if (mode === "hang" || mode === "hang-all") return true;
+    const fail = mode === "500" || (mode === "flap" && this.checked % 2 === 0);
+    res.statusCode = fail ? 500 : 200;
+    res.end(fail ? "unhealthy" : "ok");
+    return true;
+  }
+
   start(): Promise<void> {
     const server = createServer((req, res) => {
       this.answered++;
-      if (bulk(req.url ?? "", req, res)) return;
+      if (bulk(req.url ?? "", req, res) || this.check(req.url ?? "", req, res)) return;
+      if (this.checkMode === "hang-all") return;
       const echo: Echo = { backend: this.ip, method: req.method ?? "", url: req.url ?? "", headers: req.headers };
       // Drain the body so keepalive connections stay usable.
       req.resume();

@@ -1,0 +1,172 @@
+import type { BackendSet } from "../model/backends.js";
+import type { Services } from "../model/services.js";
+import type { Clock } from "../reconciler/clock.js";
+import type { Logger } from "../shared/log.js";
+import { checkTargets, type CheckTarget, type EndpointHealth, type Health } from "./targets.js";
+import { initialHealth, nextHealth, type ProbeResult, type TargetHealth } from "./state.js";
+
+/**
+ * Active health checks run here, in the controller, rather than as timers inside nginx: the controller connects from
+ * the same host and network namespace as nginx's upstream connections, so it sees what nginx would; one prober
+ * serves every route (nginx timers run per worker and would need coordination through the shared dict to probe each
+ * endpoint once); and it is plain TypeScript that tests drive with an injected clock and randomness.
+ */
+export interface CheckerDeps {
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** A number in [0, 1): spreads first probes over an interval and varies each next one by +-10%. */
+  readonly random: () => number;
+  readonly probe: (ip: string, port: number, check: CheckTarget["check"]) => Promise<ProbeResult>;
+  /** Called with the whole new verdict map after any endpoint changes state (never per probe). */
+  readonly onChange: (health: Health) => void;
+  /** Probes in flight at most; the others wait their turn. */
+  readonly concurrency?: number;
+}
+
+export const DEFAULT_CONCURRENCY = 64;
+
+interface Running {
+  readonly target: CheckTarget;
+  health: TargetHealth;
+  timer: unknown;
+  stopped: boolean;
+}
+
+/** Probes every distinct checked endpoint of the routes in force and publishes the verdicts when one changes. */
+export class HealthChecker {
+  private running = new Map<string, Running>();
+  private lastInputs: { services: Services; backends: BackendSet } | null = null;
+  private inFlight = 0;
+  private queue: (() => void)[] = [];
+  /** The verdicts as they are now; `published` is the last copy handed out (a map nobody mutates). */
+  private current = new Map<string, EndpointHealth>();
+  private published: Health = new Map();
+  private publishTimer: unknown = null;
+  private stopped = false;
+
+  constructor(private readonly deps: CheckerDeps) {}
+
+  /** The current verdicts (a new map after each change). */
+  get health(): Health {
+    return this.published;
+  }
+
+  /** Probes what this routing model checks over this endpoint snapshot: new endpoints start, removed ones stop. */
+  follow(services: Services, backends: BackendSet): void {
+    if (this.stopped) return;
+    const last = this.lastInputs;
+    if (last && last.services === services && last.backends === backends) return;
+    this.lastInputs = { services, backends };
+    const wanted = checkTargets(services, backends);
+    let dropped = false;
+    for (const [key, r] of this.running)
+      if (!wanted.has(key)) {
+        this.halt(r);
+        this.running.delete(key);
+        dropped = this.current.delete(key) || dropped;
+      }
+    for (const [key, target] of wanted) {
+      if (this.running.has(key)) continue;
+      const r: Running = {
+        target,
+        health: initialHealth(this.deps.clock.date().getTime()),
+        timer: null,
+        stopped: false,
+      };
+      this.running.set(key, r);
+      this.schedule(r, this.deps.random() * target.check.intervalMs);
+    }
+    if (dropped) this.publish();
+  }
+
+  /** How many distinct endpoints are probed. */
+  get targets(): number {
+    return this.running.size;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const r of this.running.values()) this.halt(r);
+    this.running.clear();
+    this.queue = [];
+    if (this.publishTimer !== null) this.deps.clock.clearTimeout(this.publishTimer);
+    this.publishTimer = null;
+  }
+
+  private halt(r: Running): void {
+    r.stopped = true;
+    if (r.timer !== null) this.deps.clock.clearTimeout(r.timer);
+    r.timer = null;
+  }
+
+  private schedule(r: Running, ms: number): void {
+    r.timer = this.deps.clock.setTimeout(() => {
+      r.timer = null;
+      void this.run(r);
+    }, ms);
+  }
+
+  private async run(r: Running): Promise<void> {
+    const start = this.deps.clock.now();
+    await this.slot();
+    try {
+      if (r.stopped) return;
+      let result: ProbeResult;
+      try {
+        result = await this.deps.probe(r.target.ip, r.target.port, r.target.check);
+      } catch (e) {
+        result = { ok: false, reason: `probe failed: ${e instanceof Error ? e.message : String(e)}` };
+      }
+      if (r.stopped) return;
+      const before = r.health;
+      r.health = nextHealth(before, result, r.target.check, this.deps.clock.date().getTime());
+      if (r.health.state !== before.state) this.changed(r, before.state);
+      // Probes start an interval apart however long each took (a hung endpoint's timeouts must not slow detection).
+      const interval = r.target.check.intervalMs * (0.9 + 0.2 * this.deps.random());
+      this.schedule(r, Math.max(0, interval - (this.deps.clock.now() - start)));
+    } finally {
+      this.release();
+    }
+  }
+
+  private changed(r: Running, from: string): void {
+    const { ip, port, check } = r.target;
+    const h = r.health;
+    if (h.state === "unknown") return;
+    const endpoint = ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+    const fields = { endpoint, check: check.type === "http" ? `http ${check.path}` : "tcp", reason: h.reason, from };
+    if (h.state === "down")
+      this.deps.log.warn(
+        fields,
+        `endpoint down by health check: left out of its routes until ${check.healthy} probe(s) in a row pass; check the endpoint`,
+      );
+    else if (from === "down") this.deps.log.info(fields, "endpoint up again by health check: back in its routes");
+    this.current.set(r.target.key, { state: h.state, since: new Date(h.since).toISOString(), reason: h.reason });
+    this.publish();
+  }
+
+  /** Hands out one copy per burst of changes: the first probes of 10,000 endpoints publish a few times, not 10,000. */
+  private publish(): void {
+    if (this.publishTimer !== null || this.stopped) return;
+    this.publishTimer = this.deps.clock.setTimeout(() => {
+      this.publishTimer = null;
+      this.published = new Map(this.current);
+      this.deps.onChange(this.published);
+    }, 0);
+  }
+
+  private slot(): Promise<void> {
+    const max = this.deps.concurrency ?? DEFAULT_CONCURRENCY;
+    if (this.inFlight < max) {
+      this.inFlight++;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => this.queue.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.queue.shift();
+    if (next) next();
+    else this.inFlight--;
+  }
+}
