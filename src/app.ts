@@ -15,7 +15,7 @@ import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import type { EtcdOptions } from "./sources/registry.js";
 import type { WorkerUser } from "./nginx/worker-user.js";
-import { ServicesFileSource } from "./sources/services-source.js";
+import { startEtcdRoutes, startFileRoutes } from "./sources/routes.js";
 import type { EndpointSource } from "./sources/source.js";
 import { ControlStore, resolveControl } from "./state/control.js";
 import { StateStore, type PersistedState } from "./state/store.js";
@@ -44,6 +44,8 @@ export interface RunOptions {
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
   /** Who nginx's workers run as; only when nginx-lb runs as root (resolveRunConfig decides). */
   readonly nginxUser?: WorkerUser;
+  /** The routing table from etcd under this prefix (the `etcd` connection) instead of the `services` file. */
+  readonly servicesEtcdPrefix?: string;
 }
 
 /** The endpoints mode `run` serves (see chooseEndpointsMode); a refusal of `--endpoints-mode dynamic` stops the start. */
@@ -124,7 +126,12 @@ export async function startController(options: RunOptions, log: Logger): Promise
     ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}),
   });
   const source = await endpointSource(options, log);
-  const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
+  const routesPrefix = options.etcd ? options.servicesEtcdPrefix : undefined;
+  const status = new StatusStore(
+    routesPrefix !== undefined ? `etcd:${routesPrefix}` : resolve(options.services),
+    source?.name ?? "none",
+    new Date(),
+  );
   const abort = new AbortController();
   let stopping = false;
   let restartDelay = 0;
@@ -169,12 +176,19 @@ export async function startController(options: RunOptions, log: Logger): Promise
   }
   reconciler.restore(saved, adopted);
 
-  const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true, log);
-  await services.start(
-    abort.signal,
-    (snap) => reconciler.setServices(snap),
-    (errors, warnings) => reconciler.servicesRejected(errors, warnings),
-  );
+  const services =
+    options.etcd && routesPrefix !== undefined
+      ? await startEtcdRoutes({ ...options.etcd, prefix: routesPrefix }, dir, reconciler, status, log, abort.signal, {
+          graceMs: options.startupGraceMs ?? 3000,
+        })
+      : await startFileRoutes(
+          resolve(options.services),
+          options.watchServices ?? true,
+          reconciler,
+          status,
+          log,
+          abort.signal,
+        );
 
   if (source) {
     let first: () => void = () => undefined;

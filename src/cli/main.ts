@@ -77,6 +77,13 @@ addEtcdOptions(program.command("run"))
   .addOption(env("--backends <file>", "embedded registry file instead of etcd (watched)", "BACKENDS"))
   .addOption(
     env(
+      "--services-etcd-prefix <key>",
+      "read the routing table from etcd (v3), one key per server <key>/<domain>:<port>, instead of --services",
+      "SERVICES_ETCD_PREFIX",
+    ),
+  )
+  .addOption(
+    env(
       "--state-dir <dir>",
       `nginx.conf, TLS files, logs and the last applied state; closed to other users${dflt(RUN_DEFAULTS.stateDir)}`,
       "STATE_DIR",

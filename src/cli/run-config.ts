@@ -33,6 +33,8 @@ export interface RunFlags extends EtcdFlags {
   healthListen?: string;
   /** `--access-log FILE|off`: nginx's JSON access log. */
   accessLog?: string;
+  /** `--services-etcd-prefix KEY`: the routing table from etcd instead of the services file. */
+  servicesEtcdPrefix?: string;
 }
 
 /** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
@@ -137,6 +139,27 @@ export async function resolveRunConfig(
   if (!etcd.ok) errors.push(...etcd.errors);
   const worker = await resolveWorkerUser(flags.nginxUser, accounts);
   if (!worker.ok) errors.push(...worker.errors);
+  const routesPrefix = flags.servicesEtcdPrefix;
+  if (routesPrefix !== undefined && etcd.ok) {
+    if (!/^\/[A-Za-z0-9._/-]*[^/]$/.test(routesPrefix))
+      errors.push({
+        code: "invalid_flag",
+        path: "--services-etcd-prefix",
+        message: `${JSON.stringify(routesPrefix)}: an absolute etcd key of letters, digits and . _ / - without a trailing "/"`,
+      });
+    if (etcd.value.etcdUrls.length === 0)
+      errors.push({
+        code: USAGE,
+        path: "--services-etcd-prefix",
+        message: "needs --etcd-endpoints (or HOST_IP + ETCD_PORT): the routing table is read from that etcd",
+      });
+    if (etcd.value.api !== "v3")
+      errors.push({
+        code: USAGE,
+        path: "--services-etcd-prefix",
+        message: "needs the v3 API: the routing table is read with etcd's v3 API (drop --etcd-api v2)",
+      });
+  }
   if (errors.length > 0 || !token.ok || !etcd.ok || !worker.ok || endpointsMode === undefined)
     return { ok: false, errors, warnings: worker.warnings };
 
@@ -155,6 +178,7 @@ export async function resolveRunConfig(
     ...(etcd.value.etcdUrls.length > 0 ? { etcd: etcd.value } : {}),
     ...(worker.value ? { nginxUser: worker.value } : {}),
     ...(accessLog !== undefined ? { accessLog } : {}),
+    ...(routesPrefix !== undefined ? { servicesEtcdPrefix: routesPrefix } : {}),
   };
   const admin: AdminFlags = {
     stateDir: controller.stateDir,
