@@ -202,6 +202,52 @@ registerCommand("deregister", "delete an endpoint from etcd").action(async (flag
   exit(await (await import("./deregister.js")).deregisterCommand(flags)),
 );
 
+const services = program
+  .command("services")
+  .description(
+    "the routing table in etcd (read by `run --services-etcd-prefix`): push, get, diff, set, delete; every write " +
+      "is validated as services.json and fails if another writer changed the table since it was read",
+  );
+const servicesCommand = (name: string, description: string) =>
+  addEtcdOptions(
+    services
+      .command(name)
+      .description(description)
+      .addOption(
+        env("--services-etcd-prefix <key>", "where the table lives", "SERVICES_ETCD_PREFIX").default("/lb/services"),
+      ),
+    { endpointsRequired: true },
+  );
+type ServicesFlags = import("./services.js").ServicesFlags;
+servicesCommand(
+  "push",
+  "make the table in etcd equal a services.json: validate it (TLS included), print the diff, write it guarded; " +
+    "exit 1 when invalid or another writer got there first",
+)
+  .argument("<file>", "services.json to push")
+  .option("--dry-run", "validate and print the diff only")
+  .action(async (file: string, flags: ServicesFlags) =>
+    exit(await (await import("./services.js")).servicesPushCommand(file, flags)),
+  );
+servicesCommand("get", "print the table as a services.json (it pushes back unchanged)")
+  .option("--out <file>", "write it to this file (mode 0600: it holds TLS keys) instead of stdout")
+  .action(async (flags: ServicesFlags) => exit(await (await import("./services.js")).servicesGetCommand(flags)));
+servicesCommand("diff", "print what `services push FILE` would change; exit 0 when nothing, 1 when something")
+  .argument("<file>", "services.json to compare")
+  .action(async (file: string, flags: ServicesFlags) =>
+    exit(await (await import("./services.js")).servicesDiffCommand(file, flags)),
+  );
+servicesCommand("set", "put one server (its object as in services.json's servers), validated against the table")
+  .argument("<file>", "JSON file holding one server object")
+  .action(async (file: string, flags: ServicesFlags) =>
+    exit(await (await import("./services.js")).servicesSetCommand(file, flags)),
+  );
+servicesCommand("delete", "delete one server from the table")
+  .argument("<server>", "DOMAIN:PORT (its domain_name and frontend_port)")
+  .action(async (name: string, flags: ServicesFlags) =>
+    exit(await (await import("./services.js")).servicesDeleteCommand(name, flags)),
+  );
+
 program
   .command("version")
   .description("print nginx-lb's version (the same as --version)")
