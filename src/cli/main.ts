@@ -248,6 +248,17 @@ servicesCommand("delete", "delete one server from the table")
     exit(await (await import("./services.js")).servicesDeleteCommand(name, flags)),
   );
 
+servicesCommand(
+  "history",
+  "the revisions etcd still keeps at which the table changed (+ added, ~ changed, - deleted)",
+).action(async (flags: ServicesFlags) => exit(await (await import("./services.js")).servicesHistoryCommand(flags)));
+servicesCommand("rollback", "make the table what it was at an etcd revision: a validated, guarded push of that table")
+  .requiredOption("--revision <n>", "the etcd revision (nginx-lb services history lists them)")
+  .option("--dry-run", "validate and print the diff only")
+  .action(async (flags: ServicesFlags & { revision?: string }) =>
+    exit(await (await import("./services.js")).servicesRollbackCommand(flags)),
+  );
+
 program
   .command("version")
   .description("print nginx-lb's version (the same as --version)")

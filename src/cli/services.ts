@@ -301,3 +301,137 @@ export async function servicesDeleteCommand(name: string, flags: ServicesFlags):
     return 0;
   });
 }
+
+/** Reads etcd's message for a revision it no longer keeps, or one it does not have yet. */
+function revisionProblem(e: unknown, revision: number): string | null {
+  const message = (e as Error).message ?? "";
+  if (/compacted/.test(message))
+    return `revision ${revision} is compacted: etcd no longer keeps it (nginx-lb services history lists those it does)`;
+  if (/future revision/.test(message)) return `revision ${revision} is newer than etcd's current revision`;
+  return null;
+}
+
+/**
+ * `services rollback --revision N [--dry-run]`: makes the table what it was at revision N, as a push of that table:
+ * validated as a whole (TLS included) first, then written guarded.
+ */
+export async function servicesRollbackCommand(flags: ServicesFlags & { revision?: string }): Promise<number> {
+  const revision = Number(flags.revision);
+  if (!Number.isSafeInteger(revision) || revision < 1) {
+    console.error(`error: --revision: ${JSON.stringify(flags.revision)} is not a revision (a positive integer)`);
+    return 2;
+  }
+  return withEtcd(flags, async (client, prefix) => {
+    let old;
+    try {
+      old = await client.getAll().prefix(tableDir(prefix)).revision(revision).exec();
+    } catch (e) {
+      const why = revisionProblem(e, revision);
+      if (why === null) throw e;
+      console.error(`error: ${why}`);
+      return 1;
+    }
+    const desired = new Map(old.kvs.map((kv) => [kv.key.toString(), kv.value.toString()] as const));
+    // The old table as a services.json: every key must validate and the whole must, as for a push.
+    const problems: Problem[] = [];
+    const servers: unknown[] = [];
+    for (const [key, value] of desired) {
+      const r = buildServicesTable(prefix, [{ key, value, createRevision: 0 }]);
+      problems.push(...r.rejected.flatMap((x) => x.problems));
+      if (r.rejected.length === 0) servers.push(JSON.parse(value));
+    }
+    const whole = parseServices({ version: "0.1", servers }, { inspectTls: nodeTlsInspector });
+    if (!whole.ok) problems.push(...whole.errors);
+    if (problems.length > 0) {
+      for (const p of problems) console.error(`error: ${formatProblem(p)}`);
+      console.error(`the table at revision ${revision} is not valid now: nothing was written to etcd`);
+      return 1;
+    }
+    const current = await readTable(client, prefix);
+    const plan = planPush(current.keys, desired);
+    printDiff(prefix, plan, current.keys, desired);
+    if (flags.dryRun) {
+      console.error(`dry run: nothing written (etcd revision ${current.revision})`);
+      return 0;
+    }
+    if (plan.ops.length === 0) {
+      console.error(`the table under ${prefix} already equals the one at revision ${revision}: nothing written`);
+      return 0;
+    }
+    return applyOps(client, prefix, plan.ops, current.revision);
+  });
+}
+
+/** The oldest revision etcd still keeps: ranges below its compaction fail (a binary search, ~log2(revision) reads). */
+async function oldestRevision(client: Etcd3, key: string, current: number): Promise<number> {
+  let lo = 1;
+  let hi = current;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    try {
+      await client.get(key).revision(mid).exec();
+      hi = mid;
+    } catch (e) {
+      if (revisionProblem(e, mid) === null) throw e;
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+/**
+ * `services history`: every revision etcd still keeps at which the table changed, with the servers put or deleted.
+ * Read with a watch from the oldest kept revision: etcd sends the past events at once after the watch is created, so
+ * the read ends after a quiet second (bounded to 30 s).
+ */
+export async function servicesHistoryCommand(flags: ServicesFlags): Promise<number> {
+  return withEtcd(flags, async (client, prefix) => {
+    const dir = tableDir(prefix);
+    const now = await readTable(client, prefix);
+    const from = await oldestRevision(client, dir, now.revision);
+    const changes = new Map<number, string[]>();
+    await new Promise<void>((resolve, reject) => {
+      let quiet: NodeJS.Timeout | undefined;
+      const deadline = setTimeout(() => done(), 30_000);
+      let watcher: Awaited<ReturnType<ReturnType<Etcd3["watch"]>["watcher"]>> | undefined;
+      const done = (error?: Error) => {
+        clearTimeout(quiet);
+        clearTimeout(deadline);
+        void watcher?.cancel().catch(() => undefined);
+        if (error) reject(error);
+        else resolve();
+      };
+      const idle = () => {
+        clearTimeout(quiet);
+        quiet = setTimeout(() => done(), 1000);
+      };
+      void client
+        .watch()
+        .prefix(dir)
+        .startRevision(String(from))
+        .create()
+        .then((w) => {
+          watcher = w;
+          w.on("data", (res) => {
+            for (const ev of res.events) {
+              const rev = Number(ev.kv.mod_revision);
+              const name = serverName(prefix, ev.kv.key.toString());
+              const list = changes.get(rev) ?? [];
+              list.push(ev.type === "Put" ? (Number(ev.kv.version) === 1 ? `+${name}` : `~${name}`) : `-${name}`);
+              changes.set(rev, list);
+            }
+            idle();
+          });
+          w.on("error", (e: Error) => done(e));
+          idle();
+        }, done);
+    });
+    for (const [rev, list] of [...changes.entries()].sort(([a], [b]) => a - b))
+      console.log(`${rev}  ${list.join(" ")}`);
+    console.error(
+      `${changes.size} change(s) under ${prefix} since revision ${from} (older ones compacted); ` +
+        `the table is at etcd revision ${now.revision}. nginx-lb services rollback --revision N restores one`,
+    );
+    return 0;
+  });
+}

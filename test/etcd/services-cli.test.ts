@@ -3,12 +3,12 @@
  * guarded, get round-trips, diff and --dry-run write nothing, set and delete, a push larger than one transaction,
  * and two concurrent pushes of which exactly one wins.
  */
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
+import { startEtcd, waitFor, type EtcdServer } from "../helpers/etcd.js";
 import { tempDir } from "../helpers/nginx.js";
 import { makeCa, makeLeaf, type Pem } from "../helpers/tls.js";
 
@@ -31,7 +31,12 @@ interface Result {
 }
 /** Runs the real CLI. */
 function cli(args: string[]): Promise<Result> {
-  return new Promise((resolve) => {
+  return started(args).done;
+}
+/** Starts the real CLI: its pid, and its result. */
+function started(args: string[]): { pid: number; done: Promise<Result> } {
+  let pid = 0;
+  const done = new Promise<Result>((resolve) => {
     const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "src/cli/main.ts"), ...args], {
       cwd: ROOT,
       env: { ...process.env, NGINX_LB_ETCD_ENDPOINTS: etcd.endpoint },
@@ -41,7 +46,17 @@ function cli(args: string[]): Promise<Result> {
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     child.on("exit", (code) => resolve({ code, stdout, stderr }));
+    pid = child.pid ?? 0;
   });
+  return { pid, done };
+}
+/** Whether each of these processes holds a TCP connection to etcd (a frozen etcd's kernel still accepts them). */
+async function connectedToEtcd(pids: number[]): Promise<boolean> {
+  const port = new URL(etcd.endpoint).port;
+  const out = await new Promise<string>((resolve) =>
+    execFile("ss", ["-Htnp", "state", "established", `( dport = :${port} )`], (_e, stdout) => resolve(stdout)),
+  );
+  return pids.every((pid) => out.includes(`pid=${pid},`));
 }
 const route = (app: string) => ({ "/": { app, service: "web", port: 8080 } });
 async function file(name: string, servers: unknown[]): Promise<string> {
@@ -158,17 +173,25 @@ describe("nginx-lb services", () => {
     const p = "/cli4/services";
     const fa = await file("ca.json", [{ domain_name: "x.test", frontend_port: 80, routes: route("from-a") }]);
     const fb = await file("cb.json", [{ domain_name: "x.test", frontend_port: 80, routes: route("from-b") }]);
-    // etcd frozen while both start: both read once it thaws, at the same revision, before either writes.
+    // etcd frozen while both start and connect: both read once it thaws, at the same revision, before either writes.
     let conflicts = 0;
     for (let round = 0; round < 3 && conflicts === 0; round++) {
       etcd.pause();
       const both = [
-        cli(["services", "push", fa, "--services-etcd-prefix", p]),
-        cli(["services", "push", fb, "--services-etcd-prefix", p]),
+        started(["services", "push", fa, "--services-etcd-prefix", p]),
+        started(["services", "push", fb, "--services-etcd-prefix", p]),
       ];
-      await new Promise((r) => setTimeout(r, 4000));
-      etcd.resume();
-      const results = await Promise.all(both);
+      try {
+        await waitFor(
+          "both pushes connected to the frozen etcd",
+          () => connectedToEtcd(both.map((b) => b.pid)),
+          30_000,
+        );
+        await new Promise((r) => setTimeout(r, 300));
+      } finally {
+        etcd.resume();
+      }
+      const results = await Promise.all(both.map((b) => b.done));
       const codes = results.map((x) => x.code).sort();
       if (codes[0] === 0 && codes[1] === 1) {
         conflicts++;
@@ -186,5 +209,34 @@ describe("nginx-lb services", () => {
       await etcd.ctl(["del", "--prefix", `${p}/`]);
     }
     expect(conflicts).toBe(1);
+  });
+
+  test("history lists the changes; rollback restores a revision (validated, guarded); a compacted one is refused", async () => {
+    const p = "/cli5/services";
+    const pf = ["--services-etcd-prefix", p];
+    const v1 = [
+      { domain_name: "a.test", frontend_port: 80, routes: route("one") },
+      { domain_name: "b.test", frontend_port: 80, routes: route("one") },
+    ];
+    const f1 = await file("h1.json", v1);
+    const f2 = await file("h2.json", [{ domain_name: "a.test", frontend_port: 80, routes: route("two") }]);
+    expect((await cli(["services", "push", f1, ...pf])).code).toBe(0);
+    const r1 = await etcd.revision();
+    expect((await cli(["services", "push", f2, ...pf])).code).toBe(0);
+    const r2 = await etcd.revision();
+    const history = await cli(["services", "history", ...pf]);
+    expect(history.code, history.stderr).toBe(0);
+    expect(history.stdout).toBe(`${r1}  +a.test:80 +b.test:80\n${r2}  -b.test:80 ~a.test:80\n`);
+
+    const dry = await cli(["services", "rollback", "--revision", String(r1), "--dry-run", ...pf]);
+    expect([dry.code, await etcd.revision()]).toEqual([0, r2]);
+    const back = await cli(["services", "rollback", "--revision", String(r1), ...pf]);
+    expect(back.code, back.stderr).toBe(0);
+    const got = await cli(["services", "get", ...pf]);
+    expect(JSON.parse(got.stdout)).toEqual({ version: "0.1", servers: v1 });
+
+    await etcd.compact();
+    const gone = await cli(["services", "rollback", "--revision", String(r1), ...pf]);
+    expect([gone.code, gone.stderr]).toEqual([1, expect.stringMatching(/revision \d+ is compacted/)]);
   });
 });
