@@ -21,6 +21,10 @@ const tls = (port: number) => ({
 });
 
 describe("buildServicesTable", () => {
+  it("a value that is not JSON is never quoted (it may hold a private key)", () =>
+    expect(table([e("a.test:80", "SECRET-----BEGIN PRIVATE KEY-----", 2)]).rejected[0]?.problems[0]?.message).toBe(
+      "the value is not valid JSON (Unexpected token)",
+    ));
   it("valid keys: every server, in key order", () =>
     expect(names(table([e("b.test:80", srv("b.test", 80), 2), e("a.test:80", srv("a.test", 80), 3)]))).toEqual([
       "a.test:80",

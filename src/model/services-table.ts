@@ -63,7 +63,12 @@ export function parseTableEntry(prefix: string, key: string, value: string, opti
   try {
     raw = JSON.parse(value);
   } catch (e) {
-    return { ok: false as const, problems: [{ code: "invalid_json", path: key, message: (e as Error).message }] };
+    // V8's message may quote the value, which can hold a private key: keep only its words before any quote.
+    const why = (e as Error).message.split(/[,:]?\s*["']/)[0] ?? "";
+    return {
+      ok: false as const,
+      problems: [{ code: "invalid_json", path: key, message: `the value is not valid JSON (${why})` }],
+    };
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     return {
