@@ -205,7 +205,7 @@ registerCommand("deregister", "delete an endpoint from etcd").action(async (flag
 const services = program
   .command("services")
   .description(
-    "the routing table in etcd (read by `run --services-etcd-prefix`): push, get, diff, set, delete; every write " +
+    "the routing table in etcd (read by `run --services-etcd-prefix`): push, get, diff, set, delete, history, rollback; every write " +
       "is validated as services.json and fails if another writer changed the table since it was read",
   );
 const servicesCommand = (name: string, description: string) =>
