@@ -20,7 +20,7 @@ import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import type { EtcdOptions } from "./sources/registry.js";
 import type { WorkerUser } from "./nginx/worker-user.js";
-import { ServicesFileSource } from "./sources/services-source.js";
+import { startEtcdRoutes, startFileRoutes } from "./sources/routes.js";
 import type { EndpointSource } from "./sources/source.js";
 import { ControlStore, resolveControl } from "./state/control.js";
 import { StateStore, type PersistedState } from "./state/store.js";
@@ -55,6 +55,8 @@ export interface RunOptions {
    * loudly (the controller keeps running: etcd coming up later heals it). Unbounded when absent.
    */
   readonly startTimeoutMs?: number;
+  /** The routing table from etcd under this prefix (the `etcd` connection) instead of the `services` file. */
+  readonly servicesEtcdPrefix?: string;
 }
 
 /** What the controller cannot recover from after it started; `run` exits 1 with the message. */
@@ -146,7 +148,12 @@ export async function startController(
     ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}),
   });
   const source = await endpointSource(options, log);
-  const status = new StatusStore(resolve(options.services), source?.name ?? "none", new Date());
+  const routesPrefix = options.etcd ? options.servicesEtcdPrefix : undefined;
+  const status = new StatusStore(
+    routesPrefix !== undefined ? `etcd:${routesPrefix}` : resolve(options.services),
+    source?.name ?? "none",
+    new Date(),
+  );
   const abort = new AbortController();
   const nginx = new NginxProcess(paths, log, (why) => supervisor.exited(why));
   const applier = new NginxApplier(paths, nginx, controlPort, log, pushToken);
@@ -196,12 +203,19 @@ export async function startController(
   }
   reconciler.restore(saved, adopted);
 
-  const services = new ServicesFileSource(resolve(options.services), options.watchServices ?? true, log);
-  await services.start(
-    abort.signal,
-    (snap) => reconciler.setServices(snap),
-    (errors, warnings) => reconciler.servicesRejected(errors, warnings),
-  );
+  const services =
+    options.etcd && routesPrefix !== undefined
+      ? await startEtcdRoutes({ ...options.etcd, prefix: routesPrefix }, dir, reconciler, status, log, abort.signal, {
+          graceMs: options.startupGraceMs ?? 3000,
+        })
+      : await startFileRoutes(
+          resolve(options.services),
+          options.watchServices ?? true,
+          reconciler,
+          status,
+          log,
+          abort.signal,
+        );
 
   if (source) {
     let first: () => void = () => undefined;

@@ -59,6 +59,8 @@ export interface StatusView {
   readonly ready: { ready: boolean; why: string };
   readonly startedAt: string;
   readonly services: StatusSnapshot["services"];
+  /** Where the routes come from (file, or etcd prefix and revision) and every rejected key; null from an older one. */
+  readonly routes?: StatusSnapshot["routes"] | null;
   readonly registry: StatusSnapshot["registry"];
   readonly nginx: StatusSnapshot["nginx"];
   readonly counters: StatusSnapshot["counters"];
@@ -82,6 +84,7 @@ export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, Route
     ready: readiness(s),
     startedAt: s.startedAt,
     services: s.services,
+    routes: s.routes ?? null,
     registry: s.registry,
     nginx: s.nginx,
     counters: s.counters,

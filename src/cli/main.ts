@@ -77,6 +77,13 @@ addEtcdOptions(program.command("run"))
   .addOption(env("--backends <file>", "embedded registry file instead of etcd (watched)", "BACKENDS"))
   .addOption(
     env(
+      "--services-etcd-prefix <key>",
+      "read the routing table from etcd (v3), one key per server <key>/<domain>:<port>, instead of --services",
+      "SERVICES_ETCD_PREFIX",
+    ),
+  )
+  .addOption(
+    env(
       "--state-dir <dir>",
       `nginx.conf, TLS files, logs and the last applied state; closed to other users${dflt(RUN_DEFAULTS.stateDir)}`,
       "STATE_DIR",
@@ -203,6 +210,63 @@ registerCommand("register", "put an endpoint into etcd on a lease, renewed while
 registerCommand("deregister", "delete an endpoint from etcd").action(async (flags: RegisterFlags) =>
   exit(await (await import("./deregister.js")).deregisterCommand(flags)),
 );
+
+const services = program
+  .command("services")
+  .description(
+    "the routing table in etcd (read by `run --services-etcd-prefix`): push, get, diff, set, delete, history, rollback; every write " +
+      "is validated as services.json and fails if another writer changed the table since it was read",
+  );
+const servicesCommand = (name: string, description: string) =>
+  addEtcdOptions(
+    services
+      .command(name)
+      .description(description)
+      .addOption(
+        env("--services-etcd-prefix <key>", "where the table lives", "SERVICES_ETCD_PREFIX").default("/lb/services"),
+      ),
+    { endpointsRequired: true },
+  );
+type ServicesFlags = import("./services.js").ServicesFlags;
+servicesCommand(
+  "push",
+  "make the table in etcd equal a services.json: validate it (TLS included), print the diff, write it guarded; " +
+    "exit 1 when invalid or another writer got there first",
+)
+  .argument("<file>", "services.json to push")
+  .option("--dry-run", "validate and print the diff only")
+  .action(async (file: string, flags: ServicesFlags) =>
+    exit(await (await import("./services.js")).servicesPushCommand(file, flags)),
+  );
+servicesCommand("get", "print the table as a services.json (it pushes back unchanged)")
+  .option("--out <file>", "write it to this file (mode 0600: it holds TLS keys) instead of stdout")
+  .action(async (flags: ServicesFlags) => exit(await (await import("./services.js")).servicesGetCommand(flags)));
+servicesCommand("diff", "print what `services push FILE` would change; exit 0 when nothing, 1 when something")
+  .argument("<file>", "services.json to compare")
+  .action(async (file: string, flags: ServicesFlags) =>
+    exit(await (await import("./services.js")).servicesDiffCommand(file, flags)),
+  );
+servicesCommand("set", "put one server (its object as in services.json's servers), validated against the table")
+  .argument("<file>", "JSON file holding one server object")
+  .action(async (file: string, flags: ServicesFlags) =>
+    exit(await (await import("./services.js")).servicesSetCommand(file, flags)),
+  );
+servicesCommand("delete", "delete one server from the table")
+  .argument("<server>", "DOMAIN:PORT (its domain_name and frontend_port)")
+  .action(async (name: string, flags: ServicesFlags) =>
+    exit(await (await import("./services.js")).servicesDeleteCommand(name, flags)),
+  );
+
+servicesCommand(
+  "history",
+  "the revisions etcd still keeps at which the table changed (+ added, ~ changed, - deleted)",
+).action(async (flags: ServicesFlags) => exit(await (await import("./services.js")).servicesHistoryCommand(flags)));
+servicesCommand("rollback", "make the table what it was at an etcd revision: a validated, guarded push of that table")
+  .requiredOption("--revision <n>", "the etcd revision (nginx-lb services history lists them)")
+  .option("--dry-run", "validate and print the diff only")
+  .action(async (flags: ServicesFlags & { revision?: string }) =>
+    exit(await (await import("./services.js")).servicesRollbackCommand(flags)),
+  );
 
 program
   .command("version")

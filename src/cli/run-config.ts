@@ -37,6 +37,8 @@ export interface RunFlags extends EtcdFlags {
   accessLog?: string;
   /** `--start-timeout`: how long start-up problems that may heal (a held port) are retried before exit 1. */
   startTimeout?: string;
+  /** `--services-etcd-prefix KEY`: the routing table from etcd instead of the services file. */
+  servicesEtcdPrefix?: string;
 }
 
 /** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
@@ -229,6 +231,27 @@ export async function resolveRunConfig(
 
   const worker = await resolveWorkerUser(flags.nginxUser, accounts);
   if (!worker.ok) errors.push(...worker.errors);
+  const routesPrefix = flags.servicesEtcdPrefix;
+  if (routesPrefix !== undefined && etcd.ok) {
+    if (!/^\/[A-Za-z0-9._/-]*[^/]$/.test(routesPrefix))
+      errors.push({
+        code: "invalid_flag",
+        path: "--services-etcd-prefix",
+        message: `${JSON.stringify(routesPrefix)}: an absolute etcd key of letters, digits and . _ / - without a trailing "/"`,
+      });
+    if (etcd.value.etcdUrls.length === 0)
+      errors.push({
+        code: USAGE,
+        path: "--services-etcd-prefix",
+        message: "needs --etcd-endpoints (or HOST_IP + ETCD_PORT): the routing table is read from that etcd",
+      });
+    if (etcd.value.api !== "v3")
+      errors.push({
+        code: USAGE,
+        path: "--services-etcd-prefix",
+        message: "needs the v3 API: the routing table is read with etcd's v3 API (drop --etcd-api v2)",
+      });
+  }
   if (
     errors.length > 0 ||
     !token.ok ||
@@ -255,6 +278,7 @@ export async function resolveRunConfig(
     ...(worker.value ? { nginxUser: worker.value } : {}),
     ...(accessLog !== undefined ? { accessLog } : {}),
     startTimeoutMs,
+    ...(routesPrefix !== undefined ? { servicesEtcdPrefix: routesPrefix } : {}),
   };
   const admin: AdminFlags = {
     stateDir: controller.stateDir,

@@ -45,6 +45,11 @@ export function unhealthy(s: StatusView): string | null {
         ]
       : []),
     ...(s.waiting ? [s.waiting] : []),
+    ...(s.routes?.kind === "etcd" && s.routes.rejected.length > 0
+      ? [
+          `${s.routes.rejected.length} routing key(s) under ${s.routes.prefix} rejected (${s.routes.rejected.map((r) => r.key).join(", ")})`,
+        ]
+      : []),
     // An older controller does not report `valid`: nothing rejected then.
     ...(s.registry.valid === false
       ? [`the registry content is invalid (${s.registry.kind}; the endpoints in force stay)`]
@@ -66,7 +71,13 @@ export function formatStatus(s: StatusView): string {
           ok(s.nginx.running, "running", "down"),
           s.nginx.running ? `pid ${s.nginx.pid}` : (s.nginx.lastError ?? ""),
         ],
-        ["routing file", ok(s.services.valid, "valid", "invalid"), s.services.file],
+        s.routes?.kind === "etcd"
+          ? [
+              "routes",
+              s.routes.connected ? green("etcd") : red("etcd disconnected"),
+              `${s.routes.prefix} at revision ${s.routes.revision}: ${s.routes.keys} key(s), ${s.routes.rejected.length} rejected (${s.routes.origin})`,
+            ]
+          : ["routing file", ok(s.services.valid, "valid", "invalid"), s.services.file],
         ...(s.services.pending
           ? [
               [
@@ -115,9 +126,18 @@ export function formatStatus(s: StatusView): string {
       ]);
     }
   out.push("", table(["SERVER", "ROUTE", "BACKEND", "ENDPOINTS", "RATE", "5XX"], rows.length ? rows : [["(none)"]]));
+  const rejected = s.routes?.kind === "etcd" ? s.routes.rejected : [];
   const problems = [
     ...s.servers.flatMap((server) =>
       server.routes.flatMap((r) => (r.failOpen ? [[yellow("warning"), "health check", r.label, r.failOpen]] : [])),
+    ),
+    ...rejected.flatMap((r) =>
+      r.problems.map((p) => [
+        red("rejected"),
+        r.keptLastValid ? "etcd key (last valid serves)" : "etcd key (absent)",
+        p.path,
+        p.message,
+      ]),
     ),
     ...s.services.errors.map((p) => [red("error"), "routing file", p.path, p.message]),
     ...(s.registry.errors ?? []).map((p) => [red("error"), "registry", p.path, p.message]),

@@ -64,7 +64,29 @@ export interface StatusSnapshot {
   readonly waiting?: string;
   /** What nginx serves now (the last applied or confirmed-unchanged state); absent before the first apply. */
   readonly topology?: Topology;
+  /** Where the routes come from; absent from an older controller. */
+  readonly routes?: RoutesSource;
 }
+
+/** Where the routing table in force comes from: the services file, or etcd (prefix, revision, rejected keys). */
+export type RoutesSource =
+  | { readonly kind: "file"; readonly file: string }
+  | {
+      readonly kind: "etcd";
+      readonly prefix: string;
+      /** The etcd revision the table reflects; 0 before etcd first answered (and no table was saved). */
+      readonly revision: number;
+      readonly connected: boolean;
+      readonly origin: string;
+      readonly keys: number;
+      /** Keys refused on their own (validation) or against an older key (conflict); never key material. */
+      readonly rejected: readonly {
+        readonly key: string;
+        readonly problems: readonly Problem[];
+        /** True when the key's last valid version still serves. */
+        readonly keptLastValid: boolean;
+      }[];
+    };
 
 type Listener = (s: StatusSnapshot) => void;
 

@@ -28,7 +28,7 @@ import {
   type EtcdTlsOptions,
 } from "./registry-state.js";
 
-type WatchEnd =
+export type WatchEnd =
   | { kind: "aborted" }
   | { kind: "disconnected"; error: Error }
   | { kind: "cancelled"; error: Error }
@@ -86,7 +86,7 @@ export function describeEtcdError(error: unknown, options: Pick<EtcdSourceOption
  * circuit breaker (after 3 failures it refuses calls for 5 s without trying, and reports "circuit breaker open"
  * instead of the real cause) and its 3 immediate retries would only delay recovery and blur the error.
  */
-const passThrough = {
+export const passThrough = {
   execute: async <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T) =>
     fn({ signal: new AbortController().signal }),
   onSuccess: () => ({ dispose: () => undefined }),
@@ -98,7 +98,7 @@ const passThrough = {
  * its watchers on every disconnect and re-creates them itself, so a short constant delay lets that timer end soon
  * and never hold a stopping process.
  */
-const shortWatchBackoff: { duration: number; next(): typeof shortWatchBackoff } = {
+export const shortWatchBackoff: { duration: number; next(): typeof shortWatchBackoff } = {
   duration: 50,
   next: () => shortWatchBackoff,
 };
@@ -148,7 +148,7 @@ export function callsCancelledBy(signal: AbortSignal): CallOptions {
 }
 
 /** The cluster, revision and raft term a response header reports. */
-function markOf(header: IResponseHeader): ClusterMark {
+export function markOf(header: IResponseHeader): ClusterMark {
   const id = header.cluster_id && header.cluster_id !== "0" ? BigInt(header.cluster_id).toString(16) : "";
   return { clusterId: id, revision: Number(header.revision), raftTerm: Number(header.raft_term) };
 }
@@ -270,7 +270,7 @@ async function runV3(
  * Watches `base` from `revision + 1` until the stream breaks, etcd cancels the watch, the watch-create answer shows a
  * cluster other than the one followed (`connected` returns the reason), or the signal aborts.
  */
-function watchFrom(
+export function watchFrom(
   client: Etcd3,
   base: string,
   revision: number,

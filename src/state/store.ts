@@ -89,3 +89,58 @@ export class StateStore {
     await writeFileAtomic(this.file, `${JSON.stringify(state)}\n`, 0o600);
   }
 }
+
+/** The routing table last read from etcd (`run --services-etcd-prefix`): its keys as etcd held them, and the revision. */
+export interface PersistedTable {
+  readonly version: 1;
+  readonly prefix: string;
+  readonly revision: number;
+  readonly entries: readonly { readonly key: string; readonly value: string; readonly createRevision: number }[];
+  readonly savedAt?: string;
+}
+
+/**
+ * services-etcd.json in the state dir, beside state.json: a controller that starts while etcd is down serves the
+ * last known table, and still knows which keys were rejected and why. 0600: values hold TLS keys.
+ */
+export class TableStore {
+  readonly file: string;
+  constructor(dir: string) {
+    this.file = join(dir, "services-etcd.json");
+  }
+
+  /** The saved table for `prefix`; null when there is none, it is unreadable, or it belongs to another prefix. */
+  async load(prefix: string): Promise<{ table: PersistedTable | null; error?: string }> {
+    let text: string;
+    try {
+      text = await readFile(this.file, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return { table: null };
+      return { table: null, error: (e as Error).message };
+    }
+    try {
+      const v = JSON.parse(text) as unknown;
+      if (
+        !isObject(v) ||
+        v["version"] !== 1 ||
+        typeof v["revision"] !== "number" ||
+        !Array.isArray(v["entries"]) ||
+        !v["entries"].every(
+          (e) =>
+            isObject(e) &&
+            typeof e["key"] === "string" &&
+            typeof e["value"] === "string" &&
+            typeof e["createRevision"] === "number",
+        )
+      )
+        return { table: null, error: "not a saved routing table" };
+      return { table: v["prefix"] === prefix ? (v as unknown as PersistedTable) : null };
+    } catch (e) {
+      return { table: null, error: `not valid JSON: ${(e as Error).message}` };
+    }
+  }
+
+  async save(table: PersistedTable): Promise<void> {
+    await writeFileAtomic(this.file, `${JSON.stringify(table)}\n`, 0o600);
+  }
+}

@@ -1,0 +1,160 @@
+import type { Route, Server } from "./services.js";
+import { parseTableEntry, tableDir } from "./services-table.js";
+
+/**
+ * What `nginx-lb services push` writes to make the table in etcd equal a services file: the plan (keys to put and
+ * delete, each with the revision it was read at, so a write guarded by it fails if another writer got there first),
+ * the batches that fit etcd's request limits, and the diff as an operator reads it (never key material).
+ */
+
+/** A key as read from etcd before the push. */
+export interface CurrentKey {
+  readonly key: string;
+  readonly value: string;
+  readonly modRevision: number;
+}
+
+export type PushOp =
+  /** `modRevision` 0: the key must still be absent. */
+  | { readonly kind: "put"; readonly key: string; readonly value: string; readonly modRevision: number }
+  | { readonly kind: "delete"; readonly key: string; readonly modRevision: number };
+
+export interface PushPlan {
+  readonly ops: readonly PushOp[];
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  readonly changed: readonly string[];
+  readonly unchanged: number;
+}
+
+const byKey = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * The writes that make `current` equal `desired` (key -> value). Deletions first, then changes, then additions: a
+ * reader between batches then meets fewer transient conflicts (a new server taking a port an old one still holds).
+ */
+export function planPush(current: readonly CurrentKey[], desired: ReadonlyMap<string, string>): PushPlan {
+  const now = new Map(current.map((c) => [c.key, c]));
+  const added: string[] = [];
+  const removed: string[] = [];
+  const changed: string[] = [];
+  let unchanged = 0;
+  for (const [key, value] of desired) {
+    const c = now.get(key);
+    if (!c) added.push(key);
+    else if (c.value !== value) changed.push(key);
+    else unchanged++;
+  }
+  for (const c of current) if (!desired.has(c.key)) removed.push(c.key);
+  for (const l of [added, removed, changed]) l.sort(byKey);
+  const ops: PushOp[] = [
+    ...removed.map((key): PushOp => ({ kind: "delete", key, modRevision: now.get(key)?.modRevision ?? 0 })),
+    ...changed.map((key): PushOp => ({
+      kind: "put",
+      key,
+      value: desired.get(key) ?? "",
+      modRevision: now.get(key)?.modRevision ?? 0,
+    })),
+    ...added.map((key): PushOp => ({ kind: "put", key, value: desired.get(key) ?? "", modRevision: 0 })),
+  ];
+  return { ops, added, removed, changed, unchanged };
+}
+
+/** etcd's defaults: --max-txn-ops 128 (compares and operations each), --max-request-bytes 1.5 MiB. */
+export const ETCD_LIMITS = { maxOps: 128, maxBytes: 1.5 * 1024 * 1024 } as const;
+
+/**
+ * Splits the writes into transactions within etcd's limits. Each transaction carries one compare per key it writes
+ * plus one over the whole prefix, so it holds at most `maxOps - 1` writes; every key is written whole in one
+ * transaction. `overheadBytes` per key covers the compare and the framing. One batch when everything fits.
+ */
+export function pushBatches(
+  ops: readonly PushOp[],
+  limits: { maxOps: number; maxBytes: number } = ETCD_LIMITS,
+  overheadBytes = 64,
+): PushOp[][] {
+  const budget = limits.maxBytes - 4096;
+  const out: PushOp[][] = [];
+  let batch: PushOp[] = [];
+  let bytes = 0;
+  for (const op of ops) {
+    // The key appears twice (compare and write).
+    const size = 2 * Buffer.byteLength(op.key) + (op.kind === "put" ? Buffer.byteLength(op.value) : 0) + overheadBytes;
+    if (batch.length > 0 && (batch.length + 1 > limits.maxOps - 1 || bytes + size > budget)) {
+      out.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(op);
+    bytes += size;
+  }
+  if (batch.length > 0) out.push(batch);
+  return out;
+}
+
+/** `<prefix>/a.test:80` -> `a.test:80`. */
+export function serverName(prefix: string, key: string): string {
+  const dir = tableDir(prefix);
+  return key.startsWith(dir) ? key.slice(dir.length) : key;
+}
+
+const backend = (r: Route) =>
+  `${r.primary.app}-${r.primary.service}:${r.primary.port}${r.backendPath === "/" ? "" : r.backendPath}${r.backup ? ` (backup ${r.backup.app}-${r.backup.service}:${r.backup.port})` : ""}`;
+
+/** What changed inside one server, in words; certificates and keys only as "changed". */
+function serverChanges(a: Server, b: Server): string[] {
+  const out: string[] = [];
+  const before = new Map(a.routes.map((r) => [r.prefix, r]));
+  const after = new Map(b.routes.map((r) => [r.prefix, r]));
+  for (const [p, r] of after) {
+    const o = before.get(p);
+    if (!o) out.push(`route ${p} added -> ${backend(r)}`);
+    else if (backend(o) !== backend(r)) out.push(`route ${p} changed: ${backend(o)} -> ${backend(r)}`);
+  }
+  for (const p of before.keys()) if (!after.has(p)) out.push(`route ${p} removed`);
+  if (a.tls && !b.tls) out.push(`TLS removed (was port ${a.tls.port})`);
+  else if (!a.tls && b.tls) out.push(`TLS added on port ${b.tls.port}`);
+  else if (a.tls && b.tls) {
+    if (a.tls.port !== b.tls.port) out.push(`ssl_port ${a.tls.port} -> ${b.tls.port}`);
+    if (a.tls.certificate !== b.tls.certificate) out.push("TLS certificate changed");
+    if (a.tls.key !== b.tls.key) out.push("TLS key changed");
+  }
+  return out;
+}
+
+/** One server's model from a stored value, shape-checked only (for the diff); null when it does not validate. */
+function model(prefix: string, key: string, value: string): Server | null {
+  const r = parseTableEntry(prefix, key, value);
+  return r.ok ? r.server : null;
+}
+
+/** The diff of a plan as lines: `+ a.test:80 (2 routes)`, `- b.test:80`, `~ c.test:80: route /api added ...`. */
+export function describePlan(
+  prefix: string,
+  plan: PushPlan,
+  current: readonly CurrentKey[],
+  desired: ReadonlyMap<string, string>,
+): string[] {
+  const now = new Map(current.map((c) => [c.key, c.value]));
+  const lines: string[] = [];
+  for (const key of plan.added) {
+    const s = model(prefix, key, desired.get(key) ?? "");
+    const routes = s ? s.routes.map((r) => r.prefix).join(", ") : "?";
+    lines.push(`+ ${serverName(prefix, key)}${s?.tls ? ` +tls:${s.tls.port}` : ""} (routes ${routes})`);
+  }
+  for (const key of plan.removed) lines.push(`- ${serverName(prefix, key)}`);
+  for (const key of plan.changed) {
+    const a = model(prefix, key, now.get(key) ?? "");
+    const b = model(prefix, key, desired.get(key) ?? "");
+    const what =
+      a === null
+        ? ["replaces a value that did not validate"]
+        : b === null
+          ? ["new value"]
+          : serverChanges(a, b).length > 0
+            ? serverChanges(a, b)
+            : ["same routes (the stored JSON differs: field order, defaults or unknown fields)"];
+    lines.push(`~ ${serverName(prefix, key)}: ${what.join("; ")}`);
+  }
+  return lines;
+}
