@@ -171,7 +171,9 @@ export async function startFileProblems(
   env: Readonly<Record<string, string | undefined>>,
 ): Promise<Problem[]> {
   const errors: Problem[] = [];
-  await readableFile(flags.services ?? RUN_DEFAULTS.services, "--services", errors);
+  // With the routing table in etcd the services file is not read.
+  if (flags.servicesEtcdPrefix === undefined)
+    await readableFile(flags.services ?? RUN_DEFAULTS.services, "--services", errors);
   if (flags.etcdCacert) await readableFile(flags.etcdCacert, "--etcd-cacert", errors);
   if (flags.etcdCert) await readableFile(flags.etcdCert, "--etcd-cert", errors);
   if (flags.etcdKey) await readableFile(flags.etcdKey, "--etcd-key", errors);

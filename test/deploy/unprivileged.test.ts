@@ -298,7 +298,14 @@ describe("container image", () => {
     const [bin = "", ...args] = run.cmd;
     const lb = new Controller(spawn(bin, args, { cwd: "/", env: run.env, stdio: ["ignore", "ignore", "pipe"] }), true);
     try {
-      await lb.waitFor(new RegExp(`bind\\(\\) to 127\\.0\\.0\\.1:${port} failed \\(13: Permission denied\\)`), 30_000);
+      // nginx's own words, or the controller's one-line summary of them (port, address, errno words, what to do).
+      await lb.waitFor(
+        new RegExp(
+          `bind\\(\\) to 127\\.0\\.0\\.1:${port} failed \\(13: Permission denied\\)|` +
+            `port ${port} \\(127\\.0\\.0\\.1:${port}\\): Permission denied`,
+        ),
+        30_000,
+      );
     } finally {
       await lb.stop();
     }

@@ -140,9 +140,15 @@ describe("secrets and the state dir", () => {
     const stateDir = join(dir, "state");
     await mkdir(stateDir, { mode: 0o755 });
     await chmod(stateDir, 0o755);
+    // A services file nobody can read, so the state dir is the one problem this start meets.
+    const services = join(dir, "services.json");
+    await writeFile(services, '{"servers":[]}', { mode: 0o644 });
     const r = spawnSync(
       AS_NOBODY[0]!,
-      [...AS_NOBODY.slice(1), process.execPath, "--import", "tsx", MAIN, "run", "--state-dir", stateDir],
+      [
+        ...AS_NOBODY.slice(1),
+        ...[process.execPath, "--import", "tsx", MAIN, "run", "--state-dir", stateDir, "--services", services],
+      ],
       {
         encoding: "utf8",
         cwd: new URL("../..", import.meta.url).pathname,
