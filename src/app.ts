@@ -18,6 +18,7 @@ import { StatusStore } from "./reconciler/status.js";
 import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
+import { startRegistry } from "./sources/first-snapshot.js";
 import type { EtcdOptions } from "./sources/registry.js";
 import type { WorkerUser } from "./nginx/worker-user.js";
 import { startEtcdRoutes, startFileRoutes } from "./sources/routes.js";
@@ -218,47 +219,17 @@ export async function startController(
         );
 
   if (source) {
-    let first: () => void = () => undefined;
-    const firstSnapshot = new Promise<void>((r) => (first = r));
-    void source
-      .start(
-        abort.signal,
-        (snap) => {
-          reconciler.setRegistry(source.name, snap);
-          if (snap.connected) first();
-        },
-        (errors, warnings) => reconciler.registryRejected(errors, warnings),
-      )
-      .catch((e: unknown) => log.error({ err: (e as Error).message }, "endpoint source stopped"));
-    const grace = options.startupGraceMs ?? 3000;
-    const timedOut = await Promise.race([
-      firstSnapshot.then(() => false),
-      new Promise<boolean>((r) => setTimeout(() => r(true), grace).unref()),
-    ]);
-    let answered = false;
-    void firstSnapshot.then(() => (answered = true));
-    if (options.startTimeoutMs !== undefined)
-      setTimeout(() => {
-        if (answered || abort.signal.aborted) return;
-        log.error(
-          { registry: source.name, startTimeoutMs: options.startTimeoutMs },
-          saved.backends
-            ? `the registry has not answered within --start-timeout (${seconds(options.startTimeoutMs ?? 0)}): still serving the last known endpoints (state dir) and retrying; check that etcd is up and reachable`
-            : `the registry has not answered within --start-timeout (${seconds(options.startTimeoutMs ?? 0)}) and no endpoints were ever known: every route answers 503 until it does; nginx-lb keeps running and retrying; check that etcd is up and reachable`,
-        );
-      }, options.startTimeoutMs).unref();
-    if (timedOut && reconciler.waitingFor !== null)
-      log.warn(
-        { registry: source.name },
-        "the registry did not answer in time; nginx keeps serving what it had until it does (no saved endpoints to apply)",
-      );
-    else if (timedOut)
-      log.warn(
-        { registry: source.name, endpoints: saved.backends ? "last known (state dir)" : "none yet" },
-        saved.backends
-          ? "the registry did not answer in time; serving the last known endpoints while retrying"
-          : "the registry did not answer in time and no endpoints are known yet: every route answers 503 until it does; retrying",
-      );
+    await startRegistry(
+      source,
+      reconciler,
+      {
+        graceMs: options.startupGraceMs ?? 3000,
+        ...(options.startTimeoutMs !== undefined ? { startTimeoutMs: options.startTimeoutMs } : {}),
+        savedEndpoints: saved.backends !== undefined,
+        signal: abort.signal,
+      },
+      log,
+    );
   } else {
     reconciler.noRegistry("no --etcd-endpoints and no --backends: every route answers 503");
     log.warn("no registry given (--etcd-endpoints or --backends): every route answers 503 until one is configured");

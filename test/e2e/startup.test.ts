@@ -197,19 +197,19 @@ describe("start-up problems that may heal: retried for --start-timeout", () => {
     const port = await freePort();
     const holder = await listen(port);
     const s = await setup(port);
-    // After nginx's own bind retries of the first start (about 2.5 s): freed during our retry.
-    const freed = setTimeout(() => holder.close(), 4000);
     try {
       const lb = await startController({
         services: s.services,
         stateDir: s.state,
         args: ["--backends", s.backends, "--start-timeout", "30s"],
       });
+      // Freed once the first start has failed (nginx's own bind retries, then ours): the retry must take it.
+      await lb.waitFor(/apply failed: nginx could not start, nothing is serving yet/, 20_000);
+      holder.close();
       await lb.waitFor(/"nginx started"/, 30_000);
       expect(lb.find(/apply failed: nginx could not start, nothing is serving yet/)).toHaveLength(1);
       expect(await lb.stop()).toBe(0);
     } finally {
-      clearTimeout(freed);
       holder.close();
     }
   });
