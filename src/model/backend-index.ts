@@ -11,7 +11,7 @@ import type { Problem } from "./problem.js";
 /**
  * The registry's key/value map turned into a backend set incrementally: a put or delete re-parses one key and
  * rebuilds only its backend's record; untouched records are shared with the previous snapshot. With 10,000 keys a
- * watch event then costs microseconds instead of a full re-parse (which took ~15 ms), and `changed` says whether
+ * watch event then costs microseconds instead of a full re-parse, and `changed` says whether
  * anything a consumer can see moved. `snapshot()` equals `backendSetFromKeys` over the same map (property-tested).
  */
 export class BackendIndex {
