@@ -98,7 +98,7 @@ export const passThrough = {
  * its watchers on every disconnect and re-creates them itself, so a short constant delay lets that timer end soon
  * and never hold a stopping process.
  */
-export const shortWatchBackoff: { duration: number; next(): typeof shortWatchBackoff } = {
+const shortWatchBackoff: { duration: number; next(): typeof shortWatchBackoff } = {
   duration: 50,
   next: () => shortWatchBackoff,
 };
@@ -113,7 +113,7 @@ type Listener = NonNullable<Parameters<Call["start"]>[1]>;
  * calls already on a connection: a watch (or a list) on an etcd that accepts connections but never answers (frozen,
  * overloaded, a half-dead peer) would hold a stopping process until the keepalive gives up, 15 s later.
  */
-export function callsCancelledBy(signal: AbortSignal): CallOptions {
+function callsCancelledBy(signal: AbortSignal): CallOptions {
   const open = new Set<Call>();
   signal.addEventListener("abort", () => {
     for (const call of [...open]) call.cancelWithStatus(1 /* CANCELLED */, "nginx-lb is stopping");
@@ -148,9 +148,65 @@ export function callsCancelledBy(signal: AbortSignal): CallOptions {
 }
 
 /** The cluster, revision and raft term a response header reports. */
-export function markOf(header: IResponseHeader): ClusterMark {
+function markOf(header: IResponseHeader): ClusterMark {
   const id = header.cluster_id && header.cluster_id !== "0" ? BigInt(header.cluster_id).toString(16) : "";
   return { clusterId: id, revision: Number(header.revision), raftTerm: Number(header.raft_term) };
+}
+
+/**
+ * The history a watcher follows: which cluster and how far. A list starts it afresh; every later header either
+ * advances it or says why it is not the history followed (a restored or rebuilt etcd), and then a relist is due.
+ */
+export class ClusterFollower {
+  private mark: ClusterMark | undefined;
+
+  /** A list is the whole truth whatever came before; it only starts the history followed from here. */
+  listed(header: IResponseHeader): void {
+    this.mark = markOf(header);
+  }
+
+  /** Checks a watch header against the history followed; a reason to list afresh, or undefined. */
+  check(header: IResponseHeader): string | undefined {
+    const seen = markOf(header);
+    const verdict = compareCluster(this.mark, seen);
+    if (verdict.kind === "relist") {
+      this.mark = seen;
+      return verdict.reason;
+    }
+    this.mark = advanceMark(this.mark, seen);
+    return undefined;
+  }
+
+  /** An event's header moves the history on (nothing to decide: events come from the cluster already checked). */
+  advance(header: IResponseHeader): void {
+    this.mark = advanceMark(this.mark, markOf(header));
+  }
+}
+
+/**
+ * A v3 client for a source: no library retries or circuit breakers (the source backs off itself), a short watch
+ * reconnect delay, every call cancelled on stop, and closed at once on stop so no call waiting for a connection
+ * holds the process.
+ */
+export function sourceClient(
+  options: Pick<EtcdSourceOptions, "etcdUrls" | "auth">,
+  tls: EtcdTlsOptions | undefined,
+  signal: AbortSignal,
+): { readonly client: Etcd3; dispose(): void } {
+  const client = new Etcd3({
+    ...etcd3ClientOptions({ ...options, tls }),
+    faultHandling: { host: () => passThrough, global: passThrough, watchBackoff: shortWatchBackoff as never },
+    defaultCallOptions: callsCancelledBy(signal),
+  });
+  const close = () => client.close();
+  signal.addEventListener("abort", close, { once: true });
+  return {
+    client,
+    dispose: () => {
+      signal.removeEventListener("abort", close);
+      client.close();
+    },
+  };
 }
 
 async function runV3(
@@ -164,29 +220,11 @@ async function runV3(
   const state = new RegistryState(options.prefix, emit, log, options.etcdUrls);
   const tls = await tlsWhenReadable(options.tls, state, retry, signal);
   if (signal.aborted) return;
-  const client = new Etcd3({
-    ...etcd3ClientOptions({ ...options, tls }),
-    faultHandling: { host: () => passThrough, global: passThrough, watchBackoff: shortWatchBackoff as never },
-    defaultCallOptions: callsCancelledBy(signal),
-  });
-  // Closing at once on stop fails the calls still waiting for a connection, so none holds the process.
-  const close = () => client.close();
-  signal.addEventListener("abort", close, { once: true });
+  const { client, dispose } = sourceClient(options, tls, signal);
   let revision = 0;
-  let mark: ClusterMark | undefined;
+  const cluster = new ClusterFollower();
   let needList = true;
   const recovered = () => state.reachable({ revision });
-  /** Checks a watch header against the history followed; a reason to list afresh, or undefined. */
-  const check = (header: IResponseHeader): string | undefined => {
-    const seen = markOf(header);
-    const verdict = compareCluster(mark, seen);
-    if (verdict.kind === "relist") {
-      mark = seen;
-      return verdict.reason;
-    }
-    mark = advanceMark(mark, seen);
-    return undefined;
-  };
 
   try {
     while (!signal.aborted) {
@@ -197,7 +235,7 @@ async function runV3(
           state.replace(r.kvs.map((kv) => [kv.key.toString(), kv.value.toString()] as const));
           revision = Number(r.header.revision);
           // A list is the whole truth whatever came before; it only starts the history followed from here.
-          mark = markOf(r.header);
+          cluster.listed(r.header);
           needList = false;
           log.debug({ revision, keys: state.keys.size }, "listed");
           recovered();
@@ -206,14 +244,14 @@ async function runV3(
         log.debug({ fromRevision: revision + 1 }, "watching");
         const end = await watchFrom(client, base, revision, signal, {
           connected: (res) => {
-            const relist = check(res.header);
+            const relist = cluster.check(res.header);
             if (relist) return relist;
             recovered();
             state.publish(true, `etcd revision ${revision}`);
             return undefined;
           },
           data: (res) => {
-            mark = advanceMark(mark, markOf(res.header));
+            cluster.advance(res.header);
             // A transaction, a ranged delete or a lease expiry gives all its keys one revision, delivered together:
             // skip only revisions an earlier response applied, never the second key of the revision just applied.
             const applied = revision;
@@ -261,8 +299,7 @@ async function runV3(
       await retry.sleep(state.nextDelay(retry), signal);
     }
   } finally {
-    signal.removeEventListener("abort", close);
-    client.close();
+    dispose();
   }
 }
 

@@ -8,7 +8,6 @@
  * a controller that starts while etcd is down serves the last known table.
  */
 import { createHash } from "node:crypto";
-import { Etcd3, type IResponseHeader } from "etcd3";
 import type { Problem } from "../model/problem.js";
 import type { Services, TlsInspector } from "../model/services.js";
 import {
@@ -21,16 +20,8 @@ import {
 import type { Logger } from "../shared/log.js";
 import type { TableStore } from "../state/store.js";
 import { etcdFailure } from "./etcd-errors.js";
-import { callsCancelledBy, etcd3ClientOptions, markOf, passThrough, shortWatchBackoff, watchFrom } from "./etcd-v3.js";
-import {
-  advanceMark,
-  backoffDelay,
-  compareCluster,
-  readTlsFiles,
-  retryOptions,
-  type ClusterMark,
-  type EtcdSourceOptions,
-} from "./registry-state.js";
+import { ClusterFollower, sourceClient, watchFrom } from "./etcd-v3.js";
+import { backoffDelay, readTlsFiles, retryOptions, type EtcdSourceOptions } from "./registry-state.js";
 import type { ServicesSource, Snapshot } from "./source.js";
 
 /** Where the routes in force came from, and the keys refused: for the status API. */
@@ -124,25 +115,9 @@ export class EtcdServicesSource implements ServicesSource {
       }
       await failed(`cannot be contacted yet: ${r.errors.map((p) => `${p.path}: ${p.message}`).join("; ")}`);
     }
-    const client = new Etcd3({
-      ...etcd3ClientOptions({ ...options, tls }),
-      faultHandling: { host: () => passThrough, global: passThrough, watchBackoff: shortWatchBackoff as never },
-      defaultCallOptions: callsCancelledBy(signal),
-    });
-    const close = () => client.close();
-    signal.addEventListener("abort", close, { once: true });
-    let mark: ClusterMark | undefined;
+    const { client, dispose } = sourceClient(options, tls, signal);
+    const cluster = new ClusterFollower();
     let needList = true;
-    const check = (header: IResponseHeader): string | undefined => {
-      const seen = markOf(header);
-      const verdict = compareCluster(mark, seen);
-      if (verdict.kind === "relist") {
-        mark = seen;
-        return verdict.reason;
-      }
-      mark = advanceMark(mark, seen);
-      return undefined;
-    };
     try {
       while (!signal.aborted) {
         try {
@@ -155,21 +130,21 @@ export class EtcdServicesSource implements ServicesSource {
               this.entries.set(key, { key, value: kv.value.toString(), createRevision: Number(kv.create_revision) });
             }
             this.revision = Number(r.header.revision);
-            mark = markOf(r.header);
+            cluster.listed(r.header);
             needList = false;
             reachable();
             this.publish(emit, true, `etcd revision ${this.revision}`);
           }
           const end = await watchFrom(client, base, this.revision, signal, {
             connected: (res) => {
-              const relist = check(res.header);
+              const relist = cluster.check(res.header);
               if (relist) return relist;
               reachable();
               if (!this.connected) this.publish(emit, true, `etcd revision ${this.revision}`);
               return undefined;
             },
             data: (res) => {
-              mark = advanceMark(mark, markOf(res.header));
+              cluster.advance(res.header);
               // One transaction's keys share a revision and arrive together: skip only revisions already applied.
               const applied = this.revision;
               let changed = false;
@@ -213,8 +188,7 @@ export class EtcdServicesSource implements ServicesSource {
         }
       }
     } finally {
-      signal.removeEventListener("abort", close);
-      client.close();
+      dispose();
       await this.saving;
     }
   }
