@@ -6,10 +6,10 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
+import { startBackends, type BackendPool } from "../helpers/backends.js";
 import { eventually, startController, stopAllControllers, writeServices } from "../helpers/controller.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
-import { get } from "../helpers/http.js";
+import { served } from "../helpers/served.js";
 import { load } from "../helpers/load.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
 
@@ -25,16 +25,6 @@ afterAll(async () => {
   await etcd?.destroy();
   await cleanupNginx();
 });
-
-/** The backends that answered over `n` requests. */
-async function served(url: string, n = 40): Promise<string[]> {
-  const seen = new Set<string>();
-  for (let i = 0; i < n; i++) {
-    const r = await get(url, { host: "a.test", timeoutMs: 3000 });
-    seen.add(r.status === 200 ? r.json<Echo>().backend : `status ${r.status}`);
-  }
-  return [...seen].sort();
-}
 
 function masters(stateDir: string): number {
   const out = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" });
@@ -56,7 +46,11 @@ describe.each(["reload", "dynamic"] as const)("controller SIGKILL mid-burst (%s 
     const args = ["--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix, "--endpoints-mode", mode];
     const first = await startController({ stateDir, services, args });
     const url = `http://127.0.0.1:${port}/`;
-    await eventually(async () => (await served(url, 12)).join() === IPS.slice(0, 2).join(), 15_000, "initial set");
+    await eventually(
+      async () => (await served(url, { n: 12 })).join() === IPS.slice(0, 2).join(),
+      15_000,
+      "initial set",
+    );
 
     // Every endpoint the burst touches stays live, so any failed request is the fault's doing.
     const traffic = load(url, { host: "a.test", count: 4000, concurrency: 4, maxMs: 30_000 });

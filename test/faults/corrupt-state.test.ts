@@ -8,17 +8,17 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
+import { startBackends, type BackendPool } from "../helpers/backends.js";
 import {
   eventually,
   startController,
-  sleep,
   stopAllControllers,
   writeServices,
   type Controller,
 } from "../helpers/controller.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get } from "../helpers/http.js";
+import { served } from "../helpers/served.js";
 import { load } from "../helpers/load.js";
 import { cleanupNginx, freePorts, tempDir } from "../helpers/nginx.js";
 
@@ -39,19 +39,6 @@ interface Status {
   ready: { ready: boolean; why: string };
   waiting?: string | null;
   registry: { connected: boolean };
-}
-
-/** The backends that answered over `n` requests. */
-async function served(url: string, n = 30): Promise<string[]> {
-  const seen = new Set<string>();
-  for (let i = 0; i < n; i++) {
-    const r = await get(url, { host: "a.test", timeoutMs: 3000 });
-    seen.add(r.status === 200 ? r.json<Echo>().backend : `status ${r.status}`);
-    // The load loop's requests interleave with these: a random pause keeps round robin from phase-locking each
-    // stream of requests onto one backend.
-    await sleep(Math.random() * 4);
-  }
-  return [...seen].sort();
 }
 
 /** Adds the controller's recent log to a failure: what it did while the check waited. */

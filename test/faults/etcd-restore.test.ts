@@ -7,10 +7,11 @@
 import { Agent } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
+import { startBackends, type BackendPool } from "../helpers/backends.js";
 import { startController, stopAllControllers, writeServices } from "../helpers/controller.js";
 import { startEtcd, waitFor, type EtcdServer } from "../helpers/etcd.js";
 import { get } from "../helpers/http.js";
+import { served } from "../helpers/served.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
 
 /** How long after etcd answers again the served set must equal the registry. */
@@ -41,16 +42,6 @@ async function registry(prefix: string): Promise<string[]> {
     .filter(Boolean)
     .map((k) => k.slice(k.lastIndexOf("/") + 1))
     .sort();
-}
-
-/** Which backends answer over `n` requests, sorted; a failed request is named by its status or error. */
-async function served(url: string, n = 24): Promise<string[]> {
-  const seen = new Set<string>();
-  for (let i = 0; i < n; i++) {
-    const r = await get(url, { host: "a.test", timeoutMs: 3_000 }).catch((e: Error) => ({ status: 0, e }));
-    seen.add(r.status === 200 && "json" in r ? r.json<Echo>().backend : `failed ${r.status}`);
-  }
-  return [...seen].sort();
 }
 
 async function daemon(mode: "reload" | "dynamic", prefix: string) {

@@ -4,9 +4,10 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { workerPids } from "../../src/nginx/process.js";
-import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
+import { startBackends, type BackendPool } from "../helpers/backends.js";
 import { eventually, sleep, startController, stopAllControllers, writeServices } from "../helpers/controller.js";
 import { get } from "../helpers/http.js";
+import { served } from "../helpers/served.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
 
 /**
@@ -79,12 +80,6 @@ function load(url: string, opts: { count: number; concurrency: number; maxMs: nu
   return { failures, finished, done: () => done, window };
 }
 
-async function served(url: string, n: number): Promise<string[]> {
-  const seen = new Set<string>();
-  for (let i = 0; i < n; i++) seen.add((await get(url, { host: "a.test" })).json<Echo>().backend);
-  return [...seen].sort();
-}
-
 describe.each(["reload", "dynamic"] as const)("nginx master SIGKILLed under load (%s endpoints)", (mode) => {
   it("retires the lingering workers, starts a master that owns the ports, serves the registry", async () => {
     const dir = await tempDir(`nginx-lb-master-kill-${mode}-`);
@@ -103,7 +98,11 @@ describe.each(["reload", "dynamic"] as const)("nginx master SIGKILLed under load
       args: ["--backends", backends, "--endpoints-mode", mode, "--worker-processes", "2"],
     });
     const url = `http://127.0.0.1:${port}/`;
-    await eventually(async () => (await served(url, 20)).join() === "127.0.0.2,127.0.0.3", 15_000, "both backends");
+    await eventually(
+      async () => (await served(url, { n: 20 })).join() === "127.0.0.2,127.0.0.3",
+      15_000,
+      "both backends",
+    );
 
     const master = Number((await readFile(join(stateDir, "nginx.pid"), "utf8")).trim());
     const workers = await workerPids(master);
@@ -141,9 +140,9 @@ describe.each(["reload", "dynamic"] as const)("nginx master SIGKILLed under load
     expect(traffic.window()).toBeLessThanOrEqual(MAX_OUTAGE_MS);
 
     // The served set equals the registry, and the new master follows it.
-    expect(await served(url, 20)).toEqual(["127.0.0.2", "127.0.0.3"]);
+    expect(await served(url, { n: 20 })).toEqual(["127.0.0.2", "127.0.0.3"]);
     await writeFile(backends, JSON.stringify({ "web-api": { "127.0.0.4": { weight: 1 } } }));
-    await eventually(async () => (await served(url, 10)).join() === "127.0.0.4", 15_000, "the changed registry");
+    await eventually(async () => (await served(url, { n: 10 })).join() === "127.0.0.4", 15_000, "the changed registry");
     await lb.stop();
     expect(alive(newMaster)).toBe(false);
   });

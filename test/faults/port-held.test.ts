@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
+import { startBackends, type BackendPool } from "../helpers/backends.js";
 import {
   eventually,
   sleep,
@@ -19,6 +19,7 @@ import {
 } from "../helpers/controller.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get } from "../helpers/http.js";
+import { served } from "../helpers/served.js";
 import { load } from "../helpers/load.js";
 import { cleanupNginx, freePorts, tempDir } from "../helpers/nginx.js";
 
@@ -43,17 +44,10 @@ interface Status {
 
 let lastSeen = "";
 /** The backends that answered over `n` requests to `host` on `port`. */
-async function served(port: number, host: string, n = 30): Promise<string[]> {
-  const seen = new Set<string>();
-  for (let i = 0; i < n; i++) {
-    const r = await get(`http://127.0.0.1:${port}/`, { host, timeoutMs: 3000 });
-    seen.add(r.status === 200 ? r.json<Echo>().backend : `status ${r.status}`);
-    // The load loop's requests interleave with these: a random pause keeps round robin from phase-locking each
-    // stream of requests onto one backend.
-    await sleep(Math.random() * 4);
-  }
-  lastSeen = `${new Date().toISOString()} ${[...seen].sort().join()}`;
-  return [...seen].sort();
+async function servedOn(port: number, host: string, n?: number): Promise<string[]> {
+  const seen = await served(`http://127.0.0.1:${port}/`, { host, ...(n !== undefined ? { n } : {}) });
+  lastSeen = `${new Date().toISOString()} ${seen.join()}`;
+  return seen;
 }
 
 function hold(port: number): Promise<Server> {
@@ -100,7 +94,7 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
     });
     const admin = (path: string) => get(`http://127.0.0.1:${adminPort}${path}`);
     const status = async () => JSON.parse((await admin("/api/status")).body) as Status;
-    await eventually(async () => (await served(p1, "a.test")).join() === "127.0.0.2,127.0.0.3", 15_000, "set");
+    await eventually(async () => (await servedOn(p1, "a.test")).join() === "127.0.0.2,127.0.0.3", 15_000, "set");
 
     const traffic = load(`http://127.0.0.1:${p1}/`, { host: "a.test", count: 60_000, concurrency: 2, maxMs: 90_000 });
     const holder = await hold(p2);
@@ -121,7 +115,7 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
     await etcd.ctl(["put", key("127.0.0.4"), JSON.stringify({ weight: 1 })]);
     await etcd.ctl(["del", key("127.0.0.2")]);
     await eventually(
-      async () => (await served(p1, "a.test")).join() === "127.0.0.3,127.0.0.4",
+      async () => (await servedOn(p1, "a.test")).join() === "127.0.0.3,127.0.0.4",
       10_000,
       "set = registry",
     );
@@ -131,14 +125,14 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
     const t2 = Date.now();
     await etcd.ctl(["put", key("127.0.0.2"), JSON.stringify({ weight: 1 })]);
     await eventually(
-      async () => (await served(p1, "a.test")).join() === IPS.join(),
+      async () => (await servedOn(p1, "a.test")).join() === IPS.join(),
       10_000,
       "set = registry again",
     ).catch(withLog(lb, stateDir));
     const convergedLater = Date.now() - t2;
     await etcd.ctl(["del", key("127.0.0.2")]);
     await eventually(
-      async () => (await served(p1, "a.test")).join() === "127.0.0.3,127.0.0.4",
+      async () => (await servedOn(p1, "a.test")).join() === "127.0.0.3,127.0.0.4",
       10_000,
       "set = registry",
     );
@@ -148,7 +142,7 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
     await new Promise<void>((r) => holder.close(() => r()));
     const t1 = Date.now();
     await eventually(
-      async () => (await served(p2, "b.test", 6)).join() === "127.0.0.3,127.0.0.4",
+      async () => (await servedOn(p2, "b.test", 6)).join() === "127.0.0.3,127.0.0.4",
       45_000,
       "b.test",
     ).catch(withLog(lb, stateDir));
