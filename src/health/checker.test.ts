@@ -123,6 +123,31 @@ describe("HealthChecker", () => {
     checker.stop();
   });
 
+  it("a listener that throws is logged, and checking and publishing go on", async () => {
+    const clock = new FakeClock();
+    const lines: string[] = [];
+    let calls = 0;
+    let down = false;
+    const checker = new HealthChecker({
+      log: pino({ level: "info" }, { write: (line: string) => void lines.push(line) }),
+      clock,
+      random: () => 0.5,
+      probe: () => Promise.resolve(down ? refused : pass),
+      onChange: () => {
+        calls++;
+        throw new Error("listener broke");
+      },
+    });
+    checker.follow(model(1, 1), backends(1, ["10.0.0.1"]));
+    await clock.advance(4000);
+    down = true;
+    await clock.advance(6000);
+    expect(calls).toBeGreaterThanOrEqual(2);
+    expect(lines.filter((l) => l.includes("listener broke")).length).toBe(calls);
+    expect([...checker.health.values()].map((h) => h.state)).toEqual(["down"]);
+    checker.stop();
+  });
+
   it("stops probing a removed endpoint and drops its verdict", async () => {
     const { clock, probes, checker } = setup(() => refused);
     checker.follow(model(1, 1), backends(1, ["10.0.0.1", "10.0.0.2"]));

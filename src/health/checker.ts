@@ -102,7 +102,15 @@ export class HealthChecker {
   private schedule(r: Running, ms: number): void {
     r.timer = this.deps.clock.setTimeout(() => {
       r.timer = null;
-      void this.run(r);
+      // A probe's own failures are results; anything else (a listener that throws) must not end this endpoint's checks
+      // silently or escape as an unhandled rejection: say so and keep probing.
+      this.run(r).catch((e: unknown) => {
+        this.deps.log.error(
+          { err: e instanceof Error ? e.message : String(e) },
+          "health check failed (a bug in nginx-lb)",
+        );
+        if (!r.stopped && r.timer === null) this.schedule(r, r.target.check.intervalMs);
+      });
     }, ms);
   }
 
@@ -151,7 +159,15 @@ export class HealthChecker {
     this.publishTimer = this.deps.clock.setTimeout(() => {
       this.publishTimer = null;
       this.published = new Map(this.current);
-      this.deps.onChange(this.published);
+      // A timer callback: a throw here would end the controller. The verdicts stay current and go out next change.
+      try {
+        this.deps.onChange(this.published);
+      } catch (e) {
+        this.deps.log.error(
+          { err: e instanceof Error ? e.message : String(e) },
+          "health verdicts could not be handed on (a bug in nginx-lb); checks go on",
+        );
+      }
     }, 0);
   }
 
