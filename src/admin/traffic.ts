@@ -4,6 +4,7 @@ import { dirname, join } from "node:path";
 import { Counter, Histogram, type Registry } from "prom-client";
 import type { Topology } from "../reconciler/topology.js";
 import type { Logger } from "../shared/log.js";
+import type { RouteCounts } from "./series.js";
 
 /** One request as nginx reports it (the `nlb` log_format). */
 export interface TrafficRecord {
@@ -48,6 +49,15 @@ export function parseRecord(line: string): TrafficRecord | null {
   };
 }
 
+/** Upper bounds (seconds) of the upstream response time histogram; +Inf comes after. */
+export const LATENCY_BOUNDS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** The histogram bucket an upstream time falls in (an index into a per-bucket count array, +Inf last). */
+export function latencyBucket(seconds: number): number {
+  const i = LATENCY_BOUNDS.findIndex((le) => seconds <= le);
+  return i < 0 ? LATENCY_BOUNDS.length : i;
+}
+
 const CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
 type StatusClass = (typeof CLASSES)[number];
 const classOf = (status: number): StatusClass | null => CLASSES[Math.floor(status / 100) - 1] ?? null;
@@ -67,6 +77,8 @@ export interface RouteTotals {
  */
 export class TrafficStats {
   private routes = new Map<string, RouteTotals>();
+  /** Per route, upstream times counted per histogram bucket (the charts' quantiles come from their changes). */
+  private latency = new Map<string, Float64Array>();
   private readonly requests: Counter<"route" | "upstream" | "class">;
   private readonly bytes: Counter<"route" | "upstream">;
   private readonly upstreamTime: Histogram<"route" | "upstream">;
@@ -90,7 +102,7 @@ export class TrafficStats {
       name: "nginx_lb_route_upstream_response_seconds",
       help: "Upstream response time per route (and its upstream)",
       labelNames: ["route", "upstream"],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      buckets: [...LATENCY_BOUNDS],
       registers,
     });
     this.ignored = new Counter({
@@ -124,6 +136,9 @@ export class TrafficStats {
       this.upstreamTime.remove(labels);
     }
     this.routes = next;
+    this.latency = new Map(
+      [...next.keys()].map((u) => [u, this.latency.get(u) ?? new Float64Array(LATENCY_BOUNDS.length + 1)]),
+    );
   }
 
   /** Counts one record. */
@@ -136,7 +151,12 @@ export class TrafficStats {
     const labels = { route: totals.label, upstream: r.route };
     this.requests.inc({ ...labels, class: cls });
     this.bytes.inc(labels, r.bytes);
-    if (r.upstreamSeconds !== null) this.upstreamTime.observe(labels, r.upstreamSeconds);
+    if (r.upstreamSeconds !== null) {
+      this.upstreamTime.observe(labels, r.upstreamSeconds);
+      const latency = this.latency.get(r.route);
+      const bucket = latencyBucket(r.upstreamSeconds);
+      if (latency) latency[bucket] = (latency[bucket] ?? 0) + 1;
+    }
     totals.requests++;
     totals.byClass[cls]++;
     if (cls === "5xx") totals.errors++;
@@ -151,6 +171,18 @@ export class TrafficStats {
   /** The running totals, by upstream name (a copy). */
   totals(): Map<string, RouteTotals> {
     return new Map([...this.routes].map(([k, v]) => [k, { ...v, byClass: { ...v.byClass } }]));
+  }
+
+  /** Requests, 5xx answers and upstream times per bucket, by upstream name (copies): what the charts read. */
+  routeCounts(): Map<string, RouteCounts> {
+    const out = new Map<string, RouteCounts>();
+    for (const [upstream, t] of this.routes)
+      out.set(upstream, {
+        requests: t.requests,
+        errors: t.errors,
+        latency: Float64Array.from(this.latency.get(upstream) ?? []),
+      });
+    return out;
   }
 
   /** How many routes have counters (the size of every per-route label set). */
