@@ -41,6 +41,158 @@ svg.spark{width:90px;height:22px;vertical-align:middle}svg.spark polyline{fill:n
 .empty{padding:14px;color:var(--dim)}
 `;
 
+/** The route charts: a panel above the route tables, three SVG line charts drawn with DOM calls. */
+const CHART_STYLE = `
+tr[data-upstream]{cursor:pointer}tr[data-upstream]:hover td{background:#1a212a}tr.selected td{background:#1b2a3a}
+#chart-panel h2 button{margin-left:auto;background:none;border:1px solid var(--line);color:var(--dim);border-radius:5px;padding:0 8px;cursor:pointer}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:4px 12px;padding:8px 12px 4px}
+svg.chart{width:100%;height:auto;display:block;font:10.5px system-ui,sans-serif}
+svg.chart .grid{stroke:var(--line);stroke-width:1}svg.chart .axis{stroke:#46525f;stroke-width:1}
+svg.chart text{fill:var(--dim)}svg.chart .ctitle{fill:var(--text);font-size:12px;font-weight:600}svg.chart .unit{fill:var(--text)}
+svg.chart path.line{fill:none;stroke-width:1.6;stroke-linejoin:round;stroke-linecap:round}svg.chart path.area{stroke:none;opacity:.18}
+svg.chart .s-rps{stroke:var(--accent);fill:var(--accent)}svg.chart .s-err{stroke:var(--bad);fill:var(--bad)}
+svg.chart .s-p50{stroke:var(--accent);fill:var(--accent)}svg.chart .s-p99{stroke:var(--warn);fill:var(--warn)}
+svg.chart .cursor{stroke:var(--dim);stroke-dasharray:2 2}svg.chart .readout{fill:var(--text)}
+.chart-note{padding:0 14px 10px;color:var(--dim);font-size:12.5px}
+`;
+
+/**
+ * Charts for the selected route: fetched from api/routes/<upstream>/series (one route, on demand) every bucket while
+ * the panel is open. Every value reaches the page through setAttribute or textContent.
+ */
+const CHART_SCRIPT = `
+const SVGNS = "http://www.w3.org/2000/svg";
+const ROUTE_NAME = /^nlb_[0-9a-f]{16}(_[0-9]+)?$/;
+let chartRoute = null, chartTimer = null, chartGen = 0;
+function svgEl(tag, attrs, text) {
+  const el = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+// The top of the y axis: the next 1, 2, 2.5 or 5 times a power of ten at or above the highest value.
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v * 0.9999) return m * p;
+  return 10 * p;
+}
+const fmtTick = (v) => v >= 1000 ? +(v / 1000).toFixed(1) + "k" : v >= 10 ? v.toFixed(0) : String(+v.toFixed(2));
+const fmtVal = (v) => v === null ? "\\u2013" : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
+// One chart: lines over the window, x from the oldest bucket to the newest (its end at the right edge).
+function lineChart(spec) {
+  const W = 360, H = 180, L = 44, R = 10, T = 30, B = 24, pw = W - L - R, ph = H - T - B;
+  const n = spec.lines[0].values.length, end = Date.parse(spec.end), span = n * spec.bucketSeconds;
+  let max = 0;
+  for (const l of spec.lines) for (const v of l.values) if (v !== null && v > max) max = v;
+  const top = niceMax(max);
+  const x = (i) => L + (pw * (i + 1)) / n;
+  const y = (v) => T + ph - (ph * v) / top;
+  const svg = svgEl("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, role: "img", "data-chart": spec.key, "aria-label": spec.title + " (" + spec.unit + "), last " + Math.round(span / 60) + " min" });
+  svg.append(svgEl("text", { class: "ctitle", x: 4, y: 13 }, spec.title));
+  svg.append(svgEl("text", { class: "unit", "data-unit": spec.unit, x: L - 6, y: T - 9, "text-anchor": "end" }, spec.unit));
+  for (let k = 0; k <= 4; k++) {
+    const v = (top * k) / 4;
+    svg.append(svgEl("line", { class: k ? "grid" : "axis", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+    svg.append(svgEl("text", { class: "tick y", x: L - 6, y: y(v) + 3.5, "text-anchor": "end" }, fmtTick(v)));
+  }
+  for (let m = 0; m * 60 <= span; m += 5) {
+    const xm = L + pw * (1 - (m * 60) / span);
+    if (m) svg.append(svgEl("line", { class: "grid", x1: xm, x2: xm, y1: T, y2: T + ph }));
+    svg.append(svgEl("text", { class: "tick x", x: xm, y: H - 8, "text-anchor": m === 0 ? "end" : m * 60 >= span ? "start" : "middle" }, m === 0 ? "now" : m + " min ago"));
+  }
+  svg.append(svgEl("line", { class: "axis", x1: L, x2: L, y1: T, y2: T + ph }));
+  spec.lines.forEach((l, li) => {
+    // A gap (no data, or no answer to take a latency from) breaks the line; a lone point still shows as a dot.
+    let d = "", area = "", run = [];
+    const flush = () => {
+      if (!run.length) return;
+      d += "M" + run.map(([px, py]) => px.toFixed(1) + " " + py.toFixed(1)).join("L") + (run.length === 1 ? "h0.01" : "");
+      area += "M" + run[0][0].toFixed(1) + " " + y(0).toFixed(1) + "L" + run.map(([px, py]) => px.toFixed(1) + " " + py.toFixed(1)).join("L") + "L" + run[run.length - 1][0].toFixed(1) + " " + y(0).toFixed(1) + "Z";
+      run = [];
+    };
+    l.values.forEach((v, i) => { if (v === null) flush(); else run.push([x(i), y(v)]); });
+    flush();
+    if (spec.area && area) svg.append(svgEl("path", { class: "area " + l.cls, d: area }));
+    svg.append(svgEl("path", { class: "line " + l.cls, d: d || "M0 0", "data-series": l.name, "data-points": String(l.values.filter((v) => v !== null).length), "data-max": String(Math.max(0, ...l.values.filter((v) => v !== null))) }));
+    if (spec.lines.length > 1) {
+      const lx = W - R - 110 + li * 58;
+      svg.append(svgEl("line", { class: "line " + l.cls, x1: lx, x2: lx + 14, y1: 10, y2: 10, "stroke-width": 2.5 }));
+      svg.append(svgEl("text", { class: "legend", x: lx + 18, y: 13.5 }, l.name));
+    }
+  });
+  // Hovering reads the values of one bucket.
+  const cursor = svgEl("line", { class: "cursor", y1: T, y2: T + ph, visibility: "hidden" });
+  const readout = svgEl("text", { class: "readout", x: W - R, y: T - 9, "text-anchor": "end" });
+  const hit = svgEl("rect", { x: L, y: T, width: pw, height: ph, fill: "transparent" });
+  hit.addEventListener("mousemove", (e) => {
+    const box = svg.getBoundingClientRect();
+    const i = Math.min(n - 1, Math.max(0, Math.round((((e.clientX - box.left) * W) / box.width - L) / (pw / n)) - 1));
+    cursor.setAttribute("x1", String(x(i))); cursor.setAttribute("x2", String(x(i))); cursor.setAttribute("visibility", "visible");
+    readout.textContent = clock(end - (n - 1 - i) * spec.bucketSeconds * 1000) + "  " + spec.lines.map((l) => (spec.lines.length > 1 ? l.name + " " : "") + fmtVal(l.values[i]) + " " + spec.unit).join("  ");
+  });
+  hit.addEventListener("mouseleave", () => { cursor.setAttribute("visibility", "hidden"); readout.textContent = ""; });
+  svg.append(cursor, readout, hit);
+  return svg;
+}
+function drawCharts(data) {
+  const panel = document.getElementById("chart-panel");
+  const charts = document.getElementById("charts");
+  const note = document.getElementById("chart-note");
+  note.textContent = data.note || "";
+  document.getElementById("chart-span").textContent = data.end
+    ? "last " + Math.round((data.requestsPerSecond.length * data.bucketSeconds) / 60) + " min, " + data.bucketSeconds + " s buckets, to " + clock(Date.parse(data.end))
+    : "collecting: the first point comes within " + data.bucketSeconds + " s";
+  if (!data.end) { charts.replaceChildren(); return; }
+  const base = { bucketSeconds: data.bucketSeconds, end: data.end };
+  charts.replaceChildren(
+    lineChart({ ...base, key: "rps", title: "Requests", unit: "req/s", area: true, lines: [{ name: "req/s", cls: "s-rps", values: data.requestsPerSecond }] }),
+    lineChart({ ...base, key: "errors", title: "5xx answers", unit: "5xx/s", area: true, lines: [{ name: "5xx/s", cls: "s-err", values: data.errorsPerSecond }] }),
+    lineChart({ ...base, key: "latency", title: "Upstream latency", unit: "ms", lines: [{ name: "p50", cls: "s-p50", values: data.p50Ms }, { name: "p99", cls: "s-p99", values: data.p99Ms }] }),
+  );
+  panel.dataset.end = data.end;
+}
+function chartTitle() {
+  const r = last && last.servers.flatMap((x) => x.routes).find((x) => x.upstream === chartRoute);
+  document.getElementById("chart-route").textContent = r ? r.label + "  \\u2192 " + r.backend : chartRoute || "";
+}
+function fetchCharts() {
+  clearTimeout(chartTimer);
+  if (!chartRoute) return;
+  const gen = chartGen;
+  fetch("api/routes/" + encodeURIComponent(chartRoute) + "/series", { credentials: "same-origin" })
+    .then((r) => r.ok ? r.json() : r.text().then((t) => Promise.reject(new Error(t.trim() || "HTTP " + r.status))))
+    .then((data) => { if (gen === chartGen) { drawCharts(data); chartTimer = setTimeout(fetchCharts, data.bucketSeconds * 1000); } })
+    .catch((e) => { if (gen !== chartGen) return; document.getElementById("chart-note").textContent = "charts: " + e.message; chartTimer = setTimeout(fetchCharts, 5000); });
+}
+function selectChart(upstream) {
+  if (upstream !== null && !ROUTE_NAME.test(upstream)) return;
+  chartRoute = upstream; chartGen++;
+  const panel = document.getElementById("chart-panel");
+  panel.hidden = !upstream;
+  panel.dataset.upstream = upstream || "";
+  document.getElementById("charts").replaceChildren();
+  document.getElementById("chart-note").textContent = "";
+  window.history.replaceState(null, "", upstream ? "#chart=" + upstream : location.pathname);
+  for (const tr of document.querySelectorAll("tr[data-upstream]")) tr.classList.toggle("selected", tr.dataset.upstream === upstream);
+  chartTitle();
+  if (upstream) fetchCharts(); else clearTimeout(chartTimer);
+}
+// Called by render(): a route no longer in force closes its panel; the title follows a changed backend.
+function chartsOnRender(s) {
+  if (!chartRoute) return;
+  if (!s.servers.some((x) => x.routes.some((r) => r.upstream === chartRoute))) return selectChart(null);
+  chartTitle();
+}
+document.getElementById("servers").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr[data-upstream]");
+  if (tr) selectChart(tr.dataset.upstream === chartRoute ? null : tr.dataset.upstream);
+});
+document.getElementById("chart-close").addEventListener("click", () => selectChart(null));
+if (location.hash.startsWith("#chart=")) selectChart(location.hash.slice(7));
+`;
+
 const SCRIPT = `
 "use strict";
 const $ = (tag, attrs, ...kids) => {
@@ -128,7 +280,7 @@ function render(s) {
       // A page with thousands of rows redrawn every second helps nobody: the filter finds the rest.
       if (shown >= MAX_ROWS) { hidden++; continue; }
       shown++;
-      rows.push($("tr", { "data-route": r.label },
+      rows.push($("tr", { "data-route": r.label, "data-upstream": r.upstream, class: r.upstream === chartRoute ? "selected" : "", title: "show charts" },
         $("td", {}, $("div", { class: "mono", text: r.prefix }), $("div", { class: "dim mono", text: "\\u2192 " + r.backend + (r.backendPath !== "/" ? " " + r.backendPath : "") + (r.backup ? "  backup " + r.backup : "") })),
         $("td", {}, endpoints(r)),
         $("td", { class: "num", "data-rate": String(rate) }, fmtRate(rate) + " req/s"),
@@ -145,6 +297,7 @@ function render(s) {
   const current = new Set(s.servers.flatMap((x) => x.routes.map((r) => r.upstream)));
   for (const k of history.keys()) if (!current.has(k)) history.delete(k);
   if (hidden) cards.push($("div", { class: "card empty", text: hidden + " more routes not shown: type in the filter to find them" }));
+  chartsOnRender(s);
   servers.replaceChildren(...(cards.length ? cards : [$("div", { class: "card empty", text: s.servers.length ? "no route matches the filter" : "no routes applied yet" })]));
   const tiles = [["servers", s.servers.length], ["routes", routes], ["endpoints", eps], ["requests/s", fmtRate(rps)], ["5xx", fmtPct(rps > 0 ? errs / rps : null)], ["reloads", s.counters.reloads]];
   document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => $("div", { class: "tile" }, $("b", { text: String(v) }), $("small", { text: k }))));
@@ -193,15 +346,18 @@ document.getElementById("filter").addEventListener("input", () => last && render
 /** The dashboard page served at `/`. */
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>nginx-lb</title><style>${STYLE}</style></head>
+<title>nginx-lb</title><style>${STYLE}${CHART_STYLE}</style></head>
 <body>
 <header><h1>nginx<span>-lb</span></h1><div id="health"></div><span class="spacer"></span>
 <span class="dim mono" id="generation"></span><input type="search" id="filter" placeholder="filter routes, backends, endpoints" aria-label="filter">
 <span class="conn" id="conn">connecting\u2026</span></header>
-<main><div><div class="tiles" id="tiles"></div><div id="servers"><div class="card empty">loading\u2026</div></div></div>
+<main><div><div class="tiles" id="tiles"></div>
+<section class="card" id="chart-panel" hidden><h2><span id="chart-route" class="mono"></span><span class="sub" id="chart-span"></span>
+<button type="button" id="chart-close" aria-label="close the charts">\u00d7</button></h2><div class="charts" id="charts"></div><div class="chart-note" id="chart-note"></div></section>
+<div id="servers"><div class="card empty">loading\u2026</div></div></div>
 <aside><section class="card"><h2>Errors and warnings <span class="sub" id="problem-count"></span></h2><div id="problems"></div></section>
 <section class="card"><h2>Recent applies</h2><table><tbody id="applies"></tbody></table></section></aside></main>
-<script>${SCRIPT}</script></body></html>
+<script>${SCRIPT}${CHART_SCRIPT}</script></body></html>
 `;
 
 /** Shown to a browser without the token: stores it in a same-site cookie for this admin server and reloads. */

@@ -6,7 +6,9 @@ import type { Logger } from "../shared/log.js";
 import { isLoopback, tokenMatches, type AdminConfig } from "./config.js";
 import { DASHBOARD_HTML, LOGIN_HTML } from "./dashboard.js";
 import { admitEventClient, clientAddress, type EventClient } from "./event-slots.js";
-import type { RouteTotals, TrafficStats } from "./traffic.js";
+import { isUpstreamName } from "../render/tokens.js";
+import { SeriesStore } from "./series.js";
+import { LATENCY_BOUNDS, type RouteTotals, type TrafficStats } from "./traffic.js";
 import { probeAnswer } from "./health.js";
 import { rates, safeJson, statusView, type RouteTraffic } from "./view.js";
 
@@ -60,6 +62,30 @@ function send(res: ServerResponse, status: number, type: string, body: string, e
   res.end(res.req.method === "HEAD" ? undefined : body);
 }
 
+const SERIES_PREFIX = "/api/routes/";
+
+/** Closes a chart bucket when one is due: the counters are copied only then (every few seconds, not every tick). */
+function observeSeries(series: SeriesStore, traffic: TrafficStats): void {
+  const now = Date.now();
+  if (series.due(now)) series.observe(now, traffic.routeCounts());
+}
+
+/**
+ * `/api/routes/<upstream>/series`: one route's chart data, fetched by the dashboard for the route it shows (never
+ * every route in every status push). 400 for a name outside the upstream grammar, 404 for a route not in force.
+ */
+function sendSeries(res: ServerResponse, path: string, sources: AdminSources, series: SeriesStore): void {
+  const [upstream = "", rest, ...more] = path.slice(SERIES_PREFIX.length).split("/");
+  if (rest !== "series" || more.length > 0) return send(res, 404, "text/plain", "not found\n");
+  if (!isUpstreamName(upstream))
+    return send(res, 400, "text/plain", "route: not an upstream name (nlb_ and 16 hex digits, as /api/status lists)\n");
+  const known = (sources.status.get().topology?.servers ?? []).some((s) =>
+    s.routes.some((r) => r.upstream === upstream),
+  );
+  if (!known) return send(res, 404, "text/plain", `no route with upstream ${upstream} is in force (see /api/status)\n`);
+  return send(res, 200, "application/json", safeJson({ upstream, ...series.get(upstream) }));
+}
+
 /** Binds the admin listener (read-only: it changes nothing in the controller). */
 export async function startAdmin(config: AdminConfig, log: Logger): Promise<AdminServer> {
   let sources: AdminSources | null = null;
@@ -93,9 +119,11 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
       push();
     }, 100);
   };
+  const series = new SeriesStore({ bounds: LATENCY_BOUNDS });
   let tick = 0;
   const ticker = setInterval(() => {
     if (!sources) return;
+    observeSeries(series, sources.traffic);
     samples.push({ at: Date.now(), totals: sources.traffic.totals() });
     if (samples.length > RATE_WINDOW_SAMPLES) samples.shift();
     const totals = JSON.stringify([...(samples.at(-1)?.totals ?? [])].map(([k, v]) => [k, v.requests]));
@@ -142,6 +170,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     if (path === "/metrics") return send(res, 200, sources.metrics.contentType, await sources.metrics.metrics());
     // The view joins every route with its traffic: built only for the two paths that serve it (not per scrape).
     if (path === "/api/status") return send(res, 200, "application/json", safeJson(view()));
+    if (path.startsWith(SERIES_PREFIX)) return sendSeries(res, path, sources, series);
     if (path === "/api/events" && req.method === "HEAD") return send(res, 200, "text/event-stream", "");
     if (path === "/api/events") {
       const client = { address: clientAddress(req.socket.remoteAddress), authenticated: authenticated(req) };

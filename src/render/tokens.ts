@@ -13,6 +13,9 @@ function check(ok: boolean, kind: string, value: unknown): void {
   if (!ok) throw new RenderBug(`refusing to emit ${kind} ${JSON.stringify(value)}: it fails the ${kind} grammar`);
 }
 
+/** The upstream names we generate (`nlb_` and a hash, `_<n>` for a backup): also how the admin API checks one. */
+export const isUpstreamName = (v: string): boolean => /^nlb_[0-9a-f]{16}(_[0-9]+)?$/.test(v);
+
 export const tok = {
   domain(v: string): string {
     check(isDomain(v), "domain", v);
@@ -62,7 +65,7 @@ export const tok = {
   },
   /** An upstream name we generated. */
   upstream(v: string): string {
-    check(/^nlb_[0-9a-f]{16}(_[0-9]+)?$/.test(v), "upstream name", v);
+    check(isUpstreamName(v), "upstream name", v);
     return v;
   },
   /** A listen address: host (IPv4, [IPv6] or *) with a port. */
