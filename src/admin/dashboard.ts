@@ -46,7 +46,7 @@ const CHART_STYLE = `
 tr[data-upstream]{cursor:pointer}tr[data-upstream]:hover td{background:#1a212a}tr.selected td{background:#1b2a3a}
 #chart-panel h2 button{margin-left:auto;background:none;border:1px solid var(--line);color:var(--dim);border-radius:5px;padding:0 8px;cursor:pointer}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:4px 12px;padding:8px 12px 4px}
-svg.chart{width:100%;height:auto;display:block;font:10.5px system-ui,sans-serif}
+svg.chart{width:100%;height:auto;max-height:300px;display:block;font:10.5px system-ui,sans-serif}
 svg.chart .grid{stroke:var(--line);stroke-width:1}svg.chart .axis{stroke:#46525f;stroke-width:1}
 svg.chart text{fill:var(--dim)}svg.chart .ctitle{fill:var(--text);font-size:12px;font-weight:600}svg.chart .unit{fill:var(--text)}
 svg.chart path.line{fill:none;stroke-width:1.6;stroke-linejoin:round;stroke-linecap:round}svg.chart path.area{stroke:none;opacity:.18}
@@ -70,37 +70,38 @@ function svgEl(tag, attrs, text) {
   if (text !== undefined) el.textContent = text;
   return el;
 }
-// The top of the y axis: the next 1, 2, 2.5 or 5 times a power of ten at or above the highest value.
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v * 0.9999) return m * p;
+// The y step: 1, 2, 2.5 or 5 times a power of ten, so that at most four steps reach the highest value.
+function niceStep(max) {
+  const raw = max > 0 ? max / 4 : 0.25;
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  for (const m of [1, 2, 2.5, 5]) if (m * p >= raw * 0.9999) return m * p;
   return 10 * p;
 }
-const fmtTick = (v) => v >= 1000 ? +(v / 1000).toFixed(1) + "k" : v >= 10 ? v.toFixed(0) : String(+v.toFixed(2));
+const fmtTick = (v) => v >= 1000 ? +(v / 1000).toPrecision(4) + "k" : String(+v.toPrecision(4));
 const fmtVal = (v) => v === null ? "\\u2013" : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
 // One chart: lines over the window, x from the oldest bucket to the newest (its end at the right edge).
 function lineChart(spec) {
-  const W = 360, H = 180, L = 44, R = 10, T = 30, B = 24, pw = W - L - R, ph = H - T - B;
+  const W = 320, H = 180, L = 42, R = 10, T = 38, B = 22, pw = W - L - R, ph = H - T - B;
   const n = spec.lines[0].values.length, end = Date.parse(spec.end), span = n * spec.bucketSeconds;
   let max = 0;
   for (const l of spec.lines) for (const v of l.values) if (v !== null && v > max) max = v;
-  const top = niceMax(max);
+  // Without any value above zero, a 0 to 1 axis (four steps): the line lies flat on it.
+  const step = niceStep(max > 0 ? max : 1), ticks = Math.max(1, Math.ceil((max > 0 ? max : 1) / step - 1e-9)), top = step * ticks;
   const x = (i) => L + (pw * (i + 1)) / n;
   const y = (v) => T + ph - (ph * v) / top;
   const svg = svgEl("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, role: "img", "data-chart": spec.key, "aria-label": spec.title + " (" + spec.unit + "), last " + Math.round(span / 60) + " min" });
   svg.append(svgEl("text", { class: "ctitle", x: 4, y: 13 }, spec.title));
-  svg.append(svgEl("text", { class: "unit", "data-unit": spec.unit, x: L - 6, y: T - 9, "text-anchor": "end" }, spec.unit));
-  for (let k = 0; k <= 4; k++) {
-    const v = (top * k) / 4;
+  svg.append(svgEl("text", { class: "unit", "data-unit": spec.unit, x: L - 6, y: T - 10, "text-anchor": "end" }, spec.unit));
+  for (let k = 0; k <= ticks; k++) {
+    const v = step * k;
     svg.append(svgEl("line", { class: k ? "grid" : "axis", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
     svg.append(svgEl("text", { class: "tick y", x: L - 6, y: y(v) + 3.5, "text-anchor": "end" }, fmtTick(v)));
   }
   for (let m = 0; m * 60 <= span; m += 5) {
     const xm = L + pw * (1 - (m * 60) / span);
     if (m) svg.append(svgEl("line", { class: "grid", x1: xm, x2: xm, y1: T, y2: T + ph }));
-    svg.append(svgEl("text", { class: "tick x", x: xm, y: H - 8, "text-anchor": m === 0 ? "end" : m * 60 >= span ? "start" : "middle" }, m === 0 ? "now" : m + " min ago"));
+    svg.append(svgEl("text", { class: "tick x", x: xm, y: H - 8, "text-anchor": m === 0 ? "end" : m * 60 >= span ? "start" : "middle" }, m === 0 ? "now" : "\\u2212" + m + " min"));
   }
   svg.append(svgEl("line", { class: "axis", x1: L, x2: L, y1: T, y2: T + ph }));
   spec.lines.forEach((l, li) => {
@@ -117,14 +118,14 @@ function lineChart(spec) {
     if (spec.area && area) svg.append(svgEl("path", { class: "area " + l.cls, d: area }));
     svg.append(svgEl("path", { class: "line " + l.cls, d: d || "M0 0", "data-series": l.name, "data-points": String(l.values.filter((v) => v !== null).length), "data-max": String(Math.max(0, ...l.values.filter((v) => v !== null))) }));
     if (spec.lines.length > 1) {
-      const lx = W - R - 110 + li * 58;
+      const lx = W - R - 96 + li * 50;
       svg.append(svgEl("line", { class: "line " + l.cls, x1: lx, x2: lx + 14, y1: 10, y2: 10, "stroke-width": 2.5 }));
       svg.append(svgEl("text", { class: "legend", x: lx + 18, y: 13.5 }, l.name));
     }
   });
   // Hovering reads the values of one bucket.
   const cursor = svgEl("line", { class: "cursor", y1: T, y2: T + ph, visibility: "hidden" });
-  const readout = svgEl("text", { class: "readout", x: W - R, y: T - 9, "text-anchor": "end" });
+  const readout = svgEl("text", { class: "readout", x: W - R, y: T - 10, "text-anchor": "end" });
   const hit = svgEl("rect", { x: L, y: T, width: pw, height: ph, fill: "transparent" });
   hit.addEventListener("mousemove", (e) => {
     const box = svg.getBoundingClientRect();

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
@@ -136,7 +137,7 @@ describe("dashboard", () => {
     const check = { interval: `${INTERVAL}ms`, timeout: "150ms", healthy: 2, unhealthy: 3 };
     // The verdict needs `unhealthy` failed probes an interval apart, plus up to one interval for the probes' phase.
     const DETECT_MS = (check.unhealthy + 1) * INTERVAL;
-    const token = `tok-${Math.random().toString(36).slice(2)}`;
+    const token = randomBytes(24).toString("hex");
     const tokenFile = join(await tempDir("nginx-lb-dash-token-"), "token");
     await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
     const t = await startAdminLb({
@@ -185,9 +186,12 @@ describe("dashboard", () => {
     }
     const fetched = async (u: string) => (await t.admin(`/api/routes/${u}/series`, auth)).json<Series>();
     await eventually(
-      async () => Math.max(0, ...(await fetched(upstream)).requestsPerSecond.map(Number)) > 0,
+      async () => {
+        const known = (await fetched(upstream)).requestsPerSecond.filter((v) => v !== null);
+        return known.length > 1 && Math.max(...known) > 0;
+      },
       15_000,
-      "a bucket with requests in the series of /",
+      "two buckets in the series of /, one with requests",
     );
     const api = await fetched(upstream);
     expect(api.bucketSeconds).toBe(5);
@@ -230,17 +234,27 @@ describe("dashboard", () => {
     const units = await panel.locator("svg.chart text.unit").allTextContents();
     expect(units).toEqual(["req/s", "5xx/s", "ms"]);
     const xTicks = await panel.locator('svg[data-chart="rps"] text.tick.x').allTextContents();
-    expect(xTicks).toEqual(["now", "5 min ago", "10 min ago", "15 min ago"]);
-    expect(await panel.locator('svg[data-chart="rps"] text.tick.y').count()).toBe(5);
+    expect(xTicks).toEqual(["now", "\u22125 min", "\u221210 min", "\u221215 min"]);
+    const yTicks = (await panel.locator('svg[data-chart="rps"] text.tick.y').allTextContents()).map(Number);
+    expect(yTicks.length).toBeGreaterThanOrEqual(2);
+    expect(yTicks[0]).toBe(0);
+    expect(yTicks.at(-1)).toBeGreaterThanOrEqual(await attr("rps", "req/s", "data-max"));
     expect(await panel.locator('svg[data-chart="latency"] text.legend').allTextContents()).toEqual(["p50", "p99"]);
     expect(await panel.locator("#chart-span").textContent()).toMatch(/last 15 min, 5 s buckets, to \d\d:\d\d:\d\d/);
+    // Hovering a chart reads one bucket's time and value with its unit.
+    const plot = panel.locator('svg[data-chart="rps"] rect');
+    const plotBox = await plot.boundingBox();
+    await plot.hover({ position: { x: (plotBox?.width ?? 2) - 1, y: 10 } }); // the newest bucket
+    expect(await panel.locator('svg[data-chart="rps"] text.readout').textContent()).toMatch(
+      /^\d\d:\d\d:\d\d {2}[\d.]+ req\/s$/,
+    );
     // The panel refreshes while open: a new bucket end within two buckets.
     const end = await panel.getAttribute("data-end");
     await eventually(async () => (await panel.getAttribute("data-end")) !== end, 12_000, "the charts refreshed");
 
     await page.mouse.move(0, 0);
     await mkdir(ARTIFACTS, { recursive: true });
-    await panel.screenshot({ path: join(ARTIFACTS, "dashboard-charts.png") });
+    await page.screenshot({ path: join(ARTIFACTS, "dashboard-charts.png") });
 
     // A dead endpoint: badged down by check on the page within the detection time (plus slack for a loaded box).
     const badge = (ip: string, state: string) =>
