@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAdminLb } from "../helpers/admin.js";
 import { startBackends, type BackendPool } from "../helpers/backends.js";
 import { eventually, sleep, stopAllControllers } from "../helpers/controller.js";
-import { get } from "../helpers/http.js";
 import { cleanupNginx, tempDir } from "../helpers/nginx.js";
 
 /** The dashboard in a real headless Chromium (Debian's), against a real `nginx-lb run`. */
