@@ -132,16 +132,23 @@ export class SeriesStore {
       let s = this.series.get(upstream);
       if (!s && requests > 0) s = this.allocate(upstream);
       if (!s) continue;
+      let p50 = NaN;
+      let p99 = NaN;
+      if (requests > 0) {
+        for (let i = 0; i < delta.length; i++)
+          delta[i] = Math.max(0, (now.latency[i] ?? 0) - (before?.latency[i] ?? 0));
+        p50 = histogramQuantile(0.5, this.bounds, delta);
+        p99 = histogramQuantile(0.99, this.bounds, delta);
+        s.lastActive = idx - 1;
+      }
       const errors = Math.max(0, now.errors - (before?.errors ?? 0));
-      for (let i = 0; i < delta.length; i++) delta[i] = Math.max(0, (now.latency[i] ?? 0) - (before?.latency[i] ?? 0));
-      const point = [
-        requests / seconds,
-        errors / seconds,
-        histogramQuantile(0.5, this.bounds, delta),
-        histogramQuantile(0.99, this.bounds, delta),
-      ];
-      for (let b = from; b < idx; b++) s.data.set(point, (b % this.points) * CHANNELS);
-      if (requests > 0) s.lastActive = idx - 1;
+      for (let b = from; b < idx; b++) {
+        const at = (b % this.points) * CHANNELS;
+        s.data[at] = requests / seconds;
+        s.data[at + 1] = errors / seconds;
+        s.data[at + 2] = p50;
+        s.data[at + 3] = p99;
+      }
     }
     for (const [upstream, s] of this.series)
       if (!counts.has(upstream) || s.lastActive <= idx - 1 - this.points) this.series.delete(upstream);

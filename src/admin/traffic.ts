@@ -78,7 +78,7 @@ export interface RouteTotals {
 export class TrafficStats {
   private routes = new Map<string, RouteTotals>();
   /** Per route, upstream times counted per histogram bucket (the charts' quantiles come from their changes). */
-  private latency = new Map<string, Float64Array>();
+  private latency = new Map<string, number[]>();
   private readonly requests: Counter<"route" | "upstream" | "class">;
   private readonly bytes: Counter<"route" | "upstream">;
   private readonly upstreamTime: Histogram<"route" | "upstream">;
@@ -137,7 +137,7 @@ export class TrafficStats {
     }
     this.routes = next;
     this.latency = new Map(
-      [...next.keys()].map((u) => [u, this.latency.get(u) ?? new Float64Array(LATENCY_BOUNDS.length + 1)]),
+      [...next.keys()].map((u) => [u, this.latency.get(u) ?? new Array<number>(LATENCY_BOUNDS.length + 1).fill(0)]),
     );
   }
 
@@ -180,7 +180,8 @@ export class TrafficStats {
       out.set(upstream, {
         requests: t.requests,
         errors: t.errors,
-        latency: Float64Array.from(this.latency.get(upstream) ?? []),
+        // Plain arrays: thousands of small typed arrays cost several times their bytes.
+        latency: [...(this.latency.get(upstream) ?? [])],
       });
     return out;
   }
