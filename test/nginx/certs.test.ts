@@ -31,7 +31,6 @@ let a2: Pem;
 let b: Pem;
 let w: Pem;
 let pushed: ServedNginx;
-let files: ServedNginx;
 let tlsPort: number;
 let httpPort: number;
 let filesTlsPort: number;
@@ -121,7 +120,7 @@ beforeAll(async () => {
       if (!out.ok) throw new Error(out.error);
     },
   });
-  files = await serveNginx({
+  await serveNginx({
     services: sites(filesHttp, filesTls, { a, b, w }),
     backends: mustDesired({ servers: [] }, backends).backends,
     mode: "reload",
