@@ -1,6 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { request } from "node:http";
-import { readFile, stat } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -150,12 +150,14 @@ describe("pushed certificates", () => {
       ["b.test", b],
       ["x.w.test", w],
       ["y.x.w.test", w],
+      // Not a name services.json allows, but nginx matches it with *.w.test: both modes pick the same site.
+      ["x_y.w.test", w],
     ] as const)
       expect(await handshake(tlsPort, name), name).toMatchObject({ ok: true, fingerprint: fp(pem) });
   });
 
   it("refuses an unknown SNI, and a handshake without SNI, exactly as with certificate files", async () => {
-    for (const name of ["unknown.test", "w.test", undefined]) {
+    for (const name of ["unknown.test", "w.test", undefined, "a..test", `${"a".repeat(250)}.test`]) {
       const withFiles = await handshake(filesTlsPort, name);
       expect(withFiles, String(name)).toEqual({ ok: false, code: "ERR_SSL_TLSV1_UNRECOGNIZED_NAME" });
       expect(await handshake(tlsPort, name), String(name)).toEqual(withFiles);
@@ -192,6 +194,25 @@ describe("pushed certificates", () => {
     await sync(sites(httpPort, tlsPort, { a: a2, b, w }));
     expect(await handshake(tlsPort, "b.test")).toMatchObject({ ok: true, fingerprint: fp(b) });
     expect(await pushed.workerPids()).toEqual(workers);
+  });
+
+  it("a new master with an unreadable start-up file still starts, says why, and refuses TLS until the push", async () => {
+    const [plain = 0, ssl = 0] = await freePorts(2);
+    const other = await serveNginx({
+      services: sites(plain, ssl, { a, w }),
+      backends: mustDesired({ servers: [] }, backends).backends,
+      mode: "dynamic",
+      certs: "pushed",
+      workers: 1,
+      before: (stateDir) => writeFile(join(stateDir, INITIAL_CERTS_FILE), "nginx-lb-certs version=1\nsite 1 a.test\n"),
+    });
+    const log = await other.errorLog();
+    expect(log, log).toMatch(/ignoring the start-up certificates .*\(line 2: must be/);
+    expect(await pushedCertsVersion(other.target)).toBeNull();
+    expect(await handshake(ssl, "a.test")).toMatchObject({ ok: false });
+    await syncCerts(other.target, null, certTable(other.desired.services), 1);
+    expect(await handshake(ssl, "a.test")).toMatchObject({ ok: true, fingerprint: fp(a) });
+    await other.stop();
   });
 
   describe("refuses bad pushes and keeps serving the previous certificates", () => {

@@ -373,20 +373,27 @@ local function parsed_site(dict, key, id)
   return entry
 end
 
--- The SNI as nginx compares it with server names: lower case, without one trailing dot. Names that cannot be a
--- site (characters outside host names, empty labels) match nothing.
+-- The SNI as nginx compares it with server names (ngx_http_validate_host): lower case, cut at a ':', without one
+-- trailing dot; nil where nginx declines the name (empty, "..", '/', spaces or control characters), which no site
+-- matches. Anything else nginx would look up is looked up here too, so both pick the same site.
 local function normalize(name)
-  if name == nil or #name == 0 or #name > MAX_NAME + 1 then
+  if name == nil or #name == 0 or #name > 1024 then
     return nil
   end
-  name = lower(name)
+  if find(name, "[%z\1-\32\127/]") or find(name, "..", 1, true) then
+    return nil
+  end
+  local colon = find(name, ":", 1, true)
+  if colon then
+    name = sub(name, 1, colon - 1)
+  end
   if byte(name, #name) == 46 then
     name = sub(name, 1, #name - 1)
   end
-  if name == "" or not find(name, "^[a-z0-9*][a-z0-9.*-]*$") or find(name, "..", 1, true) then
+  if name == "" then
     return nil
   end
-  return name
+  return lower(name)
 end
 
 local function refuse()
