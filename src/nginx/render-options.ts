@@ -17,6 +17,10 @@ export interface NginxSettings {
   readonly user?: RenderOptions["user"];
   /** nginx's JSON access log (`--access-log`); none when absent. */
   readonly accessLog?: string;
+  /** Where TLS certificates come from (RenderOptions.certsMode); "pushed" needs dynamic endpoints and a placeholder. */
+  readonly certsMode?: RenderOptions["certsMode"];
+  /** The state dir's placeholder certificate (src/nginx/tls-placeholder.ts), for pushed certificates. */
+  readonly tlsPlaceholder?: RenderOptions["tlsPlaceholder"];
 }
 
 /** Where a managed nginx keeps its files inside a state dir. */
@@ -41,5 +45,7 @@ export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): Re
     ...(settings.trafficLogFile !== undefined ? { trafficLogFile: settings.trafficLogFile } : {}),
     ...(settings.user ? { user: settings.user } : {}),
     ...(settings.accessLog !== undefined ? { accessLog: settings.accessLog } : {}),
+    ...(settings.certsMode !== undefined ? { certsMode: settings.certsMode } : {}),
+    ...(settings.tlsPlaceholder ? { tlsPlaceholder: settings.tlsPlaceholder } : {}),
   };
 }

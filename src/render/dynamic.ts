@@ -2,6 +2,7 @@ import type { EndpointSets } from "../model/plan.js";
 import { backendName } from "../model/services.js";
 import type { RenderOptions, RenderedFile } from "./options.js";
 import type { BoundRoute } from "./bind-routes.js";
+import { certsControlLines, certsHttpLines, certsInitLua } from "./tls-dynamic.js";
 import { RenderBug, tok } from "./tokens.js";
 
 /**
@@ -70,11 +71,14 @@ export function dynamicHttpLines(options: RenderOptions, dir: string): string[] 
   if (!isDynamic(options)) return [];
   luaModules(options);
   const initial = luaText(tok.file(`${dir}/${INITIAL_SETS_FILE}`));
+  const certs = certsInitLua(options, dir);
   return [
     `    # Dynamic endpoints: sets are pushed to the control server and kept in this dict across reloads.`,
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
     `    lua_shared_dict ${SHARED_DICT};`,
-    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}") }`,
+    ...certsHttpLines(options),
+    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}")` +
+      `${certs ? `; ${certs}` : ""} }`,
     `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
     ``,
   ];
@@ -132,6 +136,7 @@ export function dynamicControlLines(options: RenderOptions): string[] {
     `            client_body_buffer_size ${mb};`,
     `            content_by_lua_block { require("${PUSH}").serve("${token}") }`,
     `        }`,
+    ...certsControlLines(options),
   ];
 }
 

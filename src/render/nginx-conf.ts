@@ -13,6 +13,7 @@ import type { RenderOptions, Rendered, RenderedFile } from "./options.js";
 import { bindRoutes, type BoundRoute } from "./bind-routes.js";
 import { renderDefaultServer, renderServer, tagsRoutes } from "./server.js";
 import { tlsFiles } from "./tls.js";
+import { certsFiles, pushesCerts } from "./tls-dynamic.js";
 import { tok } from "./tokens.js";
 import { renderUpstream } from "./upstream.js";
 
@@ -126,11 +127,12 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
     if (s.tls) ports.set(s.tls.port, true);
   }
   const files: RenderedFile[] = [];
-  for (const s of services.servers) {
-    const f = tlsFiles(s);
-    if (f) files.push(f.cert, f.key);
-  }
-  files.push(...dynamicFiles(options));
+  if (!pushesCerts(options))
+    for (const s of services.servers) {
+      const f = tlsFiles(s);
+      if (f) files.push(f.cert, f.key);
+    }
+  files.push(...dynamicFiles(options), ...certsFiles(options));
 
   const out: string[] = [
     `# Rendered by nginx-lb from services.json and the backend registry. Do not edit: it is rewritten on every change.`,

@@ -27,6 +27,18 @@ export interface RenderOptions {
   readonly luaSource?: Readonly<Record<string, string>>;
   /** Dynamic mode: where nginx's dynamic modules (ndk, lua) live. Default /usr/lib/nginx/modules (Debian). */
   readonly nginxModulesDir?: string;
+  /**
+   * Where TLS certificates come from: files rendered beside nginx.conf ("files", the default; a change reloads) or
+   * pushed to the control server and served by SNI from shared memory ("pushed", dynamic endpoints mode only; a
+   * change is a push). See src/render/tls-dynamic.ts.
+   */
+  readonly certsMode?: "files" | "pushed";
+  /**
+   * Pushed certificates (required there): the self-signed certificate nginx loads at start for each TLS server, which
+   * it requires even though ssl_certificate_by_lua replaces it in every handshake. Made once per state dir
+   * (src/nginx/tls-placeholder.ts), so the rendered bytes stay the same.
+   */
+  readonly tlsPlaceholder?: { readonly cert: string; readonly key: string };
   /** File in the state dir nginx appends one JSON access record per request to (per-route traffic). None: no records. */
   readonly trafficLogFile?: string;
 }

@@ -4,6 +4,7 @@ import { renderLocations } from "./location.js";
 import type { RenderOptions } from "./options.js";
 import type { BoundRoute } from "./bind-routes.js";
 import { tlsFiles } from "./tls.js";
+import { certLines, pushesCerts } from "./tls-dynamic.js";
 import { tok } from "./tokens.js";
 
 /** True when a per-request log names the route ($nlb_route): the traffic records or the access log. */
@@ -15,7 +16,13 @@ export function tagsRoutes(options: RenderOptions): boolean {
 export function renderServer(server: Server, routes: readonly BoundRoute[], options: RenderOptions): string {
   const lines = [`    server {`, `        listen ${tok.listen(options.listenHost, server.port)};`];
   const files = tlsFiles(server);
-  if (server.tls && files) {
+  if (server.tls && pushesCerts(options)) {
+    // The certificate comes from the pushed ones by SNI; nginx still picks this server by SNI, as with files.
+    lines.push(
+      `        listen ${tok.listen(options.listenHost, server.tls.port)} ssl http2;`,
+      ...certLines(server.tls.port, options),
+    );
+  } else if (server.tls && files) {
     lines.push(
       `        listen ${tok.listen(options.listenHost, server.tls.port)} ssl http2;`,
       `        ssl_certificate ${tok.file(`${options.dir}/${files.cert.path}`)};`,

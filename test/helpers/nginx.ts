@@ -30,6 +30,7 @@ import type { PushTarget } from "../../src/nginx/endpoints-push.js";
 import { writeRendered } from "../../src/nginx/files.js";
 import { NginxProcess, workerPids, type NginxPaths } from "../../src/nginx/process.js";
 import { nginxPaths, runRenderOptions, type NginxSettings } from "../../src/nginx/render-options.js";
+import { ensureTlsPlaceholder } from "../../src/nginx/tls-placeholder.js";
 import type { ApplyOutcome } from "../../src/reconciler/applier.js";
 import { compile, type Target } from "../../src/reconciler/target.js";
 import type { Desired, RenderOptions, Rendered } from "../../src/render/index.js";
@@ -243,6 +244,12 @@ export interface ServeOptions {
   /** The state dir. Default: a fresh temp dir. */
   readonly dir?: string;
   /**
+   * "pushed": TLS certificates are served by SNI from what is pushed to the control server (or loaded from the
+   * start-up file), with the state dir's placeholder in nginx.conf, as `RenderOptions.certsMode`. Dynamic mode only.
+   * Default "files".
+   */
+  readonly certs?: "files" | "pushed";
+  /**
    * Runs before nginx starts, with the state dir and the routes (e.g. to place the start-up endpoint sets file a
    * previous controller left there).
    */
@@ -378,6 +385,12 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
     port = services.servers[0]?.port ?? 0;
   }
   const desired: Desired = { services, backends: opts.backends ?? {} };
+  let tlsPlaceholder: NginxSettings["tlsPlaceholder"];
+  if (opts.certs === "pushed") {
+    const made = await ensureTlsPlaceholder(dir);
+    if (!made.ok) throw new Error(made.error);
+    tlsPlaceholder = { cert: made.cert, key: made.key };
+  }
   const launch = launchApplier(
     nginxPaths(dir, NGINX),
     {
@@ -387,6 +400,8 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
       listenHost: opts.listenHost ?? "127.0.0.1",
       workerProcesses: opts.workers ?? 2,
       ...(opts.trafficLogFile !== undefined ? { trafficLogFile: opts.trafficLogFile } : {}),
+      ...(opts.certs ? { certsMode: opts.certs } : {}),
+      ...(tlsPlaceholder ? { tlsPlaceholder } : {}),
     },
     opts.confirmTimeoutMs,
   );
