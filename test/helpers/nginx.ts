@@ -240,6 +240,8 @@ export interface ServeOptions {
   readonly listenHost?: string;
   /** The file nginx appends per-request traffic records to (as `nginx-lb run` renders it). Default: none. */
   readonly trafficLogFile?: string;
+  /** Dynamic mode: count traffic in nginx's shared dict (as `nginx-lb run` renders it there). Default: off. */
+  readonly trafficCounters?: boolean;
   /** The state dir. Default: a fresh temp dir. */
   readonly dir?: string;
   /**
@@ -387,6 +389,7 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
       listenHost: opts.listenHost ?? "127.0.0.1",
       workerProcesses: opts.workers ?? 2,
       ...(opts.trafficLogFile !== undefined ? { trafficLogFile: opts.trafficLogFile } : {}),
+      ...(opts.trafficCounters ? { trafficCounters: true } : {}),
     },
     opts.confirmTimeoutMs,
   );
