@@ -65,10 +65,6 @@ export class BucketHistogram<T extends string> extends Histogram<T> {
     this.series.delete(this.key(labels));
   }
 
-  override reset(): void {
-    this.series.clear();
-  }
-
   // The registry prints what this returns (prom-client calls it in preference to get()).
   async getForPromString(): Promise<Awaited<ReturnType<Histogram<T>["get"]>>> {
     const { name, help, buckets } = this.config;

@@ -93,7 +93,8 @@ export function dynamicHttpLines(options: RenderOptions, dir: string): string[] 
     `    # Dynamic endpoints: sets are pushed to the control server and kept in this dict across reloads.`,
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
     `    lua_shared_dict ${SHARED_DICT};`,
-    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}") }`,
+    // Every module is loaded here, by the master: the files are 0600 to the workers' user.
+    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); ${options.trafficCounters ? `require("${STATS}"); ` : ""}require("${INITIAL}").load("${initial}") }`,
     `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
     ``,
   ];
