@@ -73,10 +73,10 @@ export class BucketHistogram<T extends string> extends Histogram<T> {
       let acc = 0;
       buckets.forEach((le, i) => {
         acc += s.counts[i] ?? 0;
-        values.push({ labels: { ...s.labels, le }, value: acc, metricName: `${name}_bucket` });
+        values.push({ labels: { le, ...s.labels }, value: acc, metricName: `${name}_bucket` });
       });
       acc += s.counts[buckets.length] ?? 0;
-      values.push({ labels: { ...s.labels, le: "+Inf" }, value: acc, metricName: `${name}_bucket` });
+      values.push({ labels: { le: "+Inf", ...s.labels }, value: acc, metricName: `${name}_bucket` });
       values.push({ labels: { ...s.labels }, value: s.sum, metricName: `${name}_sum` });
       values.push({ labels: { ...s.labels }, value: acc, metricName: `${name}_count` });
     }
