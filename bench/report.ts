@@ -202,7 +202,7 @@ export function renderReport(r: Results): string {
           Number.isNaN(t.value)
             ? "n/a"
             : `${fmt(t.value, t.unit === "x" ? 2 : t.unit === "" ? 0 : 1)} ${t.unit}`.trim(),
-          `${t.kind === "min" ? "≥" : t.kind === "lt" ? "<" : "≤"} ${fmt(t.limit, t.unit === "x" ? 1 : 0)} ${t.unit}`.trim(),
+          `${t.kind === "min" ? "≥" : t.kind === "lt" ? "<" : "≤"} ${fmt(t.limit, t.unit === "x" ? (Number.isInteger(t.limit * 10) ? 1 : 2) : 0)} ${t.unit}`.trim(),
           verdict(t),
         ]),
       ),
@@ -499,7 +499,9 @@ export function renderReport(r: Results): string {
         ` (admin server on, traffic figures on) and the same with \`--no-traffic-log\`; \`--worker-processes` +
         ` ${tc.wrk.workers}\`, \`--endpoints-mode\` explicit. Medians over rounds; the ratio is taken within a round.` +
         ` Dynamic mode counts in nginx's shared dict (a few atomic additions per request in the log phase, read by the` +
-        ` controller once a second); reload mode, without our Lua, has nginx append a record per request to a file.`,
+        ` controller once a second); reload mode, without our Lua, has nginx append a record per request to a file.` +
+        ` CPU per request (user + system time of nginx's workers, and of the controller, over a trial and the second` +
+        ` after it, divided by the requests) holds better than requests/s on a machine shared with other work.`,
       ``,
       table(
         [
@@ -516,6 +518,8 @@ export function renderReport(r: Results): string {
           fmtInt(m.default.rps),
           fmtInt(m.noTrafficLog.rps),
           `${fmt(m.default.p99ms, 2)} / ${fmt(m.noTrafficLog.p99ms, 2)}`,
+          `${fmt(m.default.nginxCpuUsPerRequest, 1)} / ${fmt(m.noTrafficLog.nginxCpuUsPerRequest, 1)}`,
+          `${fmt(m.default.controllerCpuUsPerRequest, 2)} / ${fmt(m.noTrafficLog.controllerCpuUsPerRequest, 2)}`,
           m.ratios.map((x) => fmt(x, 3)).join(", "),
         ]),
       ),

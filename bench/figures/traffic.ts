@@ -21,19 +21,48 @@ export interface TrafficCostResult {
     readonly mode: Mode;
     /** How nginx reports traffic in this mode: counters in a shared dict (dynamic) or a record file (reload). */
     readonly how: string;
-    readonly default: { rps: number; p99ms: number; failed: number; runs: WrkResult[] };
-    readonly noTrafficLog: { rps: number; p99ms: number; failed: number; runs: WrkResult[] };
+    readonly default: ReturnType<typeof summary>;
+    readonly noTrafficLog: ReturnType<typeof summary>;
     /** default / no-traffic-log requests/s, per round. */
     readonly ratios: number[];
   }[];
 }
 
-const summary = (runs: WrkResult[]) => ({
+/** A trial: wrk's result and the CPU time nginx's workers and the controller spent on it, per request. */
+export interface Trial extends WrkResult {
+  readonly nginxCpuUsPerRequest: number;
+  readonly controllerCpuUsPerRequest: number;
+}
+
+const summary = (runs: Trial[]) => ({
   rps: Math.round(median(runs.map((r) => r.rps))),
   p99ms: median(runs.map((r) => r.p99ms)),
   failed: runs.reduce((s, r) => s + r.failed, 0),
+  nginxCpuUsPerRequest: median(runs.map((r) => r.nginxCpuUsPerRequest)),
+  controllerCpuUsPerRequest: median(runs.map((r) => r.controllerCpuUsPerRequest)),
   runs,
 });
+
+// Linux's USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s.
+const TICK_US = 10_000;
+
+/** CPU time (user + system, microseconds) of these processes so far; a process gone counts 0. */
+async function cpuUs(pids: readonly number[]): Promise<number> {
+  let total = 0;
+  for (const pid of pids) {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    total += (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * TICK_US;
+  }
+  return total;
+}
+
+async function nginxWorkers(lb: Lb): Promise<number[]> {
+  const master = await lb.nginxPid();
+  const children = await readFile(`/proc/${master}/task/${master}/children`, "utf8").catch(() => "");
+  return children.trim().split(/\s+/).filter(Boolean).map(Number);
+}
 
 export async function trafficCost(ctx: Context): Promise<TrafficCostResult> {
   const rounds = ctx.quick ? 1 : 4;
@@ -60,11 +89,22 @@ export async function trafficCost(ctx: Context): Promise<TrafficCostResult> {
         : conf.includes("traffic.jsonl")
           ? "a record file nginx appends to"
           : "none";
-      const runs = { on: [] as WrkResult[], off: [] as WrkResult[] };
+      const runs = { on: [] as Trial[], off: [] as Trial[] };
       const trial = async (which: "on" | "off", r: number) => {
         const lb = which === "on" ? on : off;
         ctx.log(`traffic cost (${mode}): round ${r + 1}/${rounds}, ${which === "on" ? "default" : "--no-traffic-log"}`);
-        runs[which].push(await runWrk({ ...wrk, url: `http://127.0.0.1:${lb.port}/`, host: HOST }));
+        const workers = await nginxWorkers(lb);
+        const controller = lb.controller.child.pid ?? 0;
+        const before = { nginx: await cpuUs(workers), controller: await cpuUs([controller]) };
+        const res = await runWrk({ ...wrk, url: `http://127.0.0.1:${lb.port}/`, host: HOST });
+        // The controller reads the counters once a second: let it read the last of them.
+        await new Promise((r) => setTimeout(r, 1500));
+        const n = Math.max(res.requests, 1);
+        runs[which].push({
+          ...res,
+          nginxCpuUsPerRequest: ((await cpuUs(workers)) - before.nginx) / n,
+          controllerCpuUsPerRequest: ((await cpuUs([controller])) - before.controller) / n,
+        });
       };
       // Warm both (connections to the backend, Lua code) before anything is measured.
       await runWrk({ ...wrk, seconds: 1, url: `http://127.0.0.1:${on.port}/`, host: HOST });

@@ -20,13 +20,17 @@
 -- again at the next read, so only keys idle for IDLE_TTL (an endpoint or route that went away) expire. Were the
 -- controller absent that long, counts on such keys would expire with them: figures nobody collects.
 --
--- The per-request path allocates nothing in the common case: every key string is built once per worker per route and
--- endpoint (a reload starts fresh workers), each count is one shared-dict incr (atomic across workers).
+-- The per-request path allocates nothing in the common case and takes no lock: every key string is built once per
+-- worker per route and endpoint (a reload starts fresh workers), and a request adds to a plain Lua table of its worker.
+-- A timer per worker adds that table to the dict every FLUSH_SECONDS (incr: atomic across workers); a worker that is
+-- shutting down (reload, stop) flushes once more and then counts straight into the dict.
 
 local secret = require("nginx_lb_secret")
 
 local ngx = ngx
 local var = ngx.var
+local exiting = ngx.worker.exiting
+local pairs, ipairs, type = pairs, ipairs, type
 local now = ngx.now
 local start_time = ngx.req.start_time
 local tonumber = tonumber
@@ -40,11 +44,40 @@ _M.DICT = "nginx_lb_stats"
 local BOUNDS_MS = { 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000 }
 local NB = #BOUNDS_MS
 local IDLE_TTL = 300
+local FLUSH_SECONDS = 0.5
 -- Per worker: a hostile or broken config cannot grow the key caches without end; past these they start over.
 local MAX_ROUTES = 100000
 local MAX_ENDPOINTS_PER_ROUTE = 256
 
 local dict = ngx.shared[_M.DICT]
+
+-- Per worker: key -> amount counted since the last flush.
+local pending = {}
+local flushing = false
+
+local function flush()
+  local batch = pending
+  pending = {}
+  for key, n in pairs(batch) do
+    local ok, err = dict:incr(key, n, 0)
+    if not ok then
+      ngx.log(ngx.WARN, "nginx-lb: traffic counter ", key, " lost ", n, ": ", err)
+    end
+  end
+end
+
+-- Runs every FLUSH_SECONDS, and once more (premature) when the worker shuts down.
+local function on_timer()
+  flush()
+end
+
+local function add(key, n)
+  pending[key] = (pending[key] or 0) + n
+end
+
+local function add_now(key, n)
+  dict:incr(key, n, 0)
+end
 
 -- Per worker: route -> its key strings.
 local routes = {}
@@ -95,12 +128,12 @@ end
 
 -- $upstream_addr: one address, or with retries "a, b" (and " : " between internal redirects); every address but the
 -- last was left after a connection error or timeout (proxy_next_upstream error timeout).
-local function count_endpoints(k, addrs, failed)
+local function count_endpoints(count, k, addrs, failed)
   if not find(addrs, " ", 1, true) then
     local e = endpoint_keys(k, addrs)
-    dict:incr(e.n, 1, 0)
+    count(e.n, 1)
     if failed then
-      dict:incr(e.x, 1, 0)
+      count(e.x, 1)
     end
     return
   end
@@ -109,19 +142,34 @@ local function count_endpoints(k, addrs, failed)
     if addr ~= ":" then
       if last then
         local e = endpoint_keys(k, last)
-        dict:incr(e.n, 1, 0)
-        dict:incr(e.x, 1, 0)
+        count(e.n, 1)
+        count(e.x, 1)
       end
       last = addr
     end
   end
   if last then
-    count_endpoints(k, last, failed)
+    count_endpoints(count, k, last, failed)
   end
 end
 
 --- log_by_lua: counts the request.
 function _M.log()
+  local count = add
+  if not flushing then
+    -- The first request of this worker starts its flush timer.
+    flushing = true
+    local ok, err = ngx.timer.every(FLUSH_SECONDS, on_timer)
+    if not ok then
+      flushing = false
+      ngx.log(ngx.ERR, "nginx-lb: cannot start the traffic counters' flush timer: ", err)
+      count = add_now
+    end
+  end
+  if exiting() then
+    -- The final flush may have run already: count where the controller reads.
+    count = add_now
+  end
   local route = var.nlb_route
   if route == nil or route == "" then
     route = "-"
@@ -132,18 +180,18 @@ function _M.log()
   if c < 1 or c > 5 then
     c = 0
   end
-  dict:incr(k.class[c], 1, 0)
+  count(k.class[c], 1)
   local bytes = tonumber(var.bytes_sent)
   if bytes and bytes > 0 then
-    dict:incr(k.b, bytes, 0)
+    count(k.b, bytes)
   end
   local ms = floor((now() - start_time()) * 1000 + 0.5)
   if ms < 0 then
     ms = 0
   end
-  dict:incr(k.t[bucket(ms)], 1, 0)
+  count(k.t[bucket(ms)], 1)
   if ms > 0 then
-    dict:incr(k.ts, ms, 0)
+    count(k.ts, ms)
   end
   local addrs = var.upstream_addr
   if addrs == nil or route == "-" then
@@ -157,12 +205,12 @@ function _M.log()
   end
   if up then
     local ums = floor(up * 1000 + 0.5)
-    dict:incr(k.u[bucket(ums)], 1, 0)
+    count(k.u[bucket(ums)], 1)
     if ums > 0 then
-      dict:incr(k.us, ums, 0)
+      count(k.us, ums)
     end
   end
-  count_endpoints(k, addrs, status >= 500)
+  count_endpoints(count, k, addrs, status >= 500)
 end
 
 local function reply(status, body)
