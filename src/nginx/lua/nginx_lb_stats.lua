@@ -23,13 +23,13 @@
 -- The per-request path allocates nothing in the common case and takes no lock: every key string is built once per
 -- worker per route and endpoint (a reload starts fresh workers), and a request adds to a plain Lua table of its worker.
 -- A timer per worker adds that table to the dict every FLUSH_SECONDS (incr: atomic across workers); a worker that is
--- shutting down (reload, stop) flushes once more and then counts straight into the dict.
+-- shutting down (reload, stop) flushes once more (nginx runs pending timers early then) and from then on counts
+-- straight into the dict.
 
 local secret = require("nginx_lb_secret")
 
 local ngx = ngx
 local var = ngx.var
-local exiting = ngx.worker.exiting
 local pairs, ipairs, type = pairs, ipairs, type
 local now = ngx.now
 local start_time = ngx.req.start_time
@@ -54,6 +54,8 @@ local dict = ngx.shared[_M.DICT]
 -- Per worker: key -> amount counted since the last flush.
 local pending = {}
 local flushing = false
+-- Set by the final (premature) flush: from then on requests count straight into the dict.
+local closing = false
 
 local function flush()
   local batch = pending
@@ -67,7 +69,10 @@ local function flush()
 end
 
 -- Runs every FLUSH_SECONDS, and once more (premature) when the worker shuts down.
-local function on_timer()
+local function on_timer(premature)
+  if premature then
+    closing = true
+  end
   flush()
 end
 
@@ -166,8 +171,8 @@ function _M.log()
       count = add_now
     end
   end
-  if exiting() then
-    -- The final flush may have run already: count where the controller reads.
+  if closing then
+    -- The worker is shutting down and made its final flush: count where the controller reads.
     count = add_now
   end
   local route = var.nlb_route
