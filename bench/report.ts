@@ -13,6 +13,7 @@ import type { Mode } from "./lib/lb.js";
 import type { Machine } from "./lib/machine.js";
 import type { RegistryKind } from "./lib/registry.js";
 import { fmt, median } from "./lib/stats.js";
+import type { TrafficCostResult } from "./figures/traffic.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS } from "../src/reconciler/reconciler.js";
 
 export interface Results {
@@ -30,6 +31,7 @@ export interface Results {
     dataPlane?: DataPlaneResult;
     churn?: ChurnRow[];
     crash?: CrashRow[];
+    trafficCost?: TrafficCostResult;
   };
 }
 
@@ -92,6 +94,8 @@ export function targets(r: Results): Target[] {
           )
         : target(`failed requests across a controller SIGKILL, ${c.mode}`, c.wrk.failed + c.probesFailed, "max", 0, ""),
     );
+  for (const m of r.figures.trafficCost?.modes ?? [])
+    out.push(target(`requests/s, default / --no-traffic-log, ${m.mode}`, median(m.ratios), "min", 0.95, "x"));
   const big = (r.figures.scale ?? []).filter((s) => s.routes >= 10_000);
   for (const s of big.slice(0, 1))
     out.push(target(`render of 10,000 routes (in-process)`, s.renderMs, "lt", 1000, "ms"));
@@ -198,7 +202,7 @@ export function renderReport(r: Results): string {
           Number.isNaN(t.value)
             ? "n/a"
             : `${fmt(t.value, t.unit === "x" ? 2 : t.unit === "" ? 0 : 1)} ${t.unit}`.trim(),
-          `${t.kind === "min" ? "≥" : t.kind === "lt" ? "<" : "≤"} ${fmt(t.limit, t.unit === "x" ? 1 : 0)} ${t.unit}`.trim(),
+          `${t.kind === "min" ? "≥" : t.kind === "lt" ? "<" : "≤"} ${fmt(t.limit, t.unit === "x" ? (Number.isInteger(t.limit * 10) ? 1 : 2) : 0)} ${t.unit}`.trim(),
           verdict(t),
         ]),
       ),
@@ -483,6 +487,43 @@ export function renderReport(r: Results): string {
       ),
       ``,
       ...cr.flatMap((c) => (c.error ? [`**${c.mode} mode, ${c.fault} SIGKILL failed**: ${c.error}`, ``] : [])),
+    );
+
+  const tc = r.figures.trafficCost;
+  if (tc)
+    out.push(
+      `## 7. The cost of traffic figures`,
+      ``,
+      `wrk -t${tc.wrk.threads} -c${tc.wrk.connections}, ${tc.wrk.seconds} s per run, ${tc.wrk.rounds} rounds alternating` +
+        ` (the order swapped every round) through one route of two \`nginx-lb run\` at once: the defaults a user runs` +
+        ` (admin server on, traffic figures on) and the same with \`--no-traffic-log\`; \`--worker-processes` +
+        ` ${tc.wrk.workers}\`, \`--endpoints-mode\` explicit. Medians over rounds; the ratio is taken within a round.` +
+        ` Dynamic mode counts in nginx's shared dict (a few atomic additions per request in the log phase, read by the` +
+        ` controller once a second); reload mode, without our Lua, has nginx append a record per request to a file.` +
+        ` CPU per request (user + system time of nginx's workers, and of the controller, over a trial and the second` +
+        ` after it, divided by the requests) holds better than requests/s on a machine shared with other work.`,
+      ``,
+      table(
+        [
+          "mode",
+          "traffic figures",
+          "requests/s default",
+          "requests/s --no-traffic-log",
+          "p99 ms default / off",
+          "default / off per round",
+        ],
+        tc.modes.map((m) => [
+          m.mode,
+          m.how,
+          fmtInt(m.default.rps),
+          fmtInt(m.noTrafficLog.rps),
+          `${fmt(m.default.p99ms, 2)} / ${fmt(m.noTrafficLog.p99ms, 2)}`,
+          `${fmt(m.default.nginxCpuUsPerRequest, 1)} / ${fmt(m.noTrafficLog.nginxCpuUsPerRequest, 1)}`,
+          `${fmt(m.default.controllerCpuUsPerRequest, 2)} / ${fmt(m.noTrafficLog.controllerCpuUsPerRequest, 2)}`,
+          m.ratios.map((x) => fmt(x, 3)).join(", "),
+        ]),
+      ),
+      ``,
     );
 
   out.push(`Raw figures: \`bench/results/latest.json\`.`, ``);

@@ -21,6 +21,7 @@ import { BackendsFileSource } from "./sources/backends-file.js";
 import { startRegistry } from "./sources/first-snapshot.js";
 import type { EtcdOptions } from "./sources/registry.js";
 import type { WorkerUser } from "./nginx/worker-user.js";
+import type { TrafficFeed } from "./admin/traffic-feed.js";
 import { startEtcdRoutes, startFileRoutes } from "./sources/routes.js";
 import type { EndpointSource } from "./sources/source.js";
 import { ControlStore, resolveControl } from "./state/control.js";
@@ -42,8 +43,8 @@ export interface RunOptions {
   readonly startupGraceMs?: number;
   readonly debounceMs?: number;
   readonly minGapMs?: number;
-  /** File nginx appends per-request access records to (per-route traffic); none when absent. */
-  readonly trafficLogFile?: string;
+  /** Where per-route traffic figures come from (the admin server's); started once the endpoints mode is known. */
+  readonly traffic?: TrafficFeed;
   /** The operator's JSON access log (absolute path), written by nginx; none when absent. */
   readonly accessLog?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
@@ -138,6 +139,7 @@ export async function startController(
 
   const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await endpointsMode(options, paths.nginx, log);
+  const traffic = (await options.traffic?.start({ endpointsMode: mode, controlPort, pushToken })) ?? {};
   const renderOptions = runRenderOptions(paths, {
     controlPort,
     pushToken,
@@ -145,7 +147,7 @@ export async function startController(
     ...(options.listenHost ? { listenHost: options.listenHost } : {}),
     ...(options.nginxUser ? { user: { name: options.nginxUser.name, group: options.nginxUser.group } } : {}),
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
-    ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
+    ...traffic,
     ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}),
   });
   const source = await endpointSource(options, log);

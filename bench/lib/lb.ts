@@ -79,6 +79,13 @@ export interface LbOptions {
   readonly registry: Registry;
   readonly mode: Mode;
   readonly workers: number;
+  /** More `nginx-lb run` flags (e.g. `--no-traffic-log`). */
+  readonly args?: readonly string[];
+  /**
+   * Run with the admin server on (a free loopback port), as `nginx-lb run` does by default. Default off: figures that
+   * measure the controller alone keep it out of the way (the test harness turns it off).
+   */
+  readonly admin?: boolean;
 }
 
 let registered = false;
@@ -101,6 +108,8 @@ export async function startLb(o: LbOptions): Promise<Lb> {
       String(o.workers),
       // Always explicit where the flag exists: its default depends on whether nginx can load the Lua module.
       ...((modeFlag ?? (await availableModes()).length > 1) ? ["--endpoints-mode", o.mode] : []),
+      ...(o.admin ? ["--admin-listen", `127.0.0.1:${await freePort()}`] : []),
+      ...(o.args ?? []),
     ],
     // Debug lines cost the controller time on every change; a user runs at info.
     env: { NGINX_LB_LOG_LEVEL: "info" },

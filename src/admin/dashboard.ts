@@ -240,6 +240,8 @@ function endpoints(route) {
     const ep = $("span", { class: "ep " + e.role, "data-endpoint": e.address, "data-role": e.role, title: e.role + ", weight " + e.weight + why },
       $("i", { text: e.role }), e.address, $("span", { class: "w", text: "w" + e.weight }));
     if (h) ep.append($("b", { class: "hc " + h.state, "data-health": h.state, text: h.state === "down" ? "down by check" : "check " + h.state }));
+    const et = e.traffic;
+    if (et) ep.append($("span", { class: et.errorsPerSecond > 0 ? "err" : "w", "data-ep-rate": String(et.requestsPerSecond), "data-ep-errors": String(et.errorsPerSecond), text: fmtRate(et.requestsPerSecond) + " req/s" + (et.errorsPerSecond > 0 ? ", " + fmtRate(et.errorsPerSecond) + " err/s" : "") }));
     box.append(ep);
   }
   if (route.failOpen) box.append($("div", { class: "failopen", "data-fail-open": "1", text: route.failOpen }));

@@ -5,7 +5,8 @@ import { DEFAULT_ADMIN_LISTEN, parseListen, resolveAdminConfig } from "./config.
 import { startHealth } from "./health.js";
 import { createControllerMetrics } from "./metrics.js";
 import { startAdmin } from "./server.js";
-import { startTrafficReceiver, trafficLogPath, TrafficStats } from "./traffic.js";
+import { TrafficStats } from "./traffic.js";
+import { trafficFeed, type TrafficFeed } from "./traffic-feed.js";
 
 import { localTokenPath, writeLocalToken } from "./local-token.js";
 import { resolve } from "node:path";
@@ -19,22 +20,22 @@ export interface AdminFlags {
   readonly stateDir: string;
   readonly token?: string;
   readonly tokenFile?: string;
-  /** Per-route traffic from nginx access records; default on. Off saves nginx one file append per request. */
+  /** Per-route traffic figures from nginx (counters, or records in reload mode); default on. Off costs nginx nothing. */
   readonly traffic?: boolean;
   /** HOST:PORT of the health listener (`/readyz`, `/healthz` only, no token); none when absent. */
   readonly healthListen?: string;
 }
 
-/** The admin side of a running controller: the traffic record file for the renderer, then `attach` once it runs. */
+/** The admin side of a running controller: the traffic feed for the controller, then `attach` once it runs. */
 export interface Admin {
-  /** Where nginx appends access records; undefined with traffic off. */
-  readonly trafficLogFile: string | undefined;
+  /** Where traffic figures come from, started by the controller once it knows how nginx runs; none with traffic off. */
+  readonly traffic: TrafficFeed | undefined;
   attach(controller: Controller): void;
   close(): Promise<void>;
 }
 
 /**
- * Starts the admin server and the traffic receiver before the controller, so a bad admin setting stops the start
+ * Starts the admin server before the controller, so a bad admin setting stops the start
  * before nginx is touched. Throws AdminConfigError for a setting that must not run (no token off loopback), and
  * the bind error when an explicitly chosen address is taken. Returns null when the admin server is off, or when the
  * default address is taken (serving traffic matters more than observing it; the log says so). The health listener
@@ -55,7 +56,7 @@ export async function setupAdmin(flags: AdminFlags, log: Logger): Promise<Admin 
   }
   if (!health) return admin;
   return {
-    trafficLogFile: admin?.trafficLogFile,
+    traffic: admin?.traffic,
     attach(controller) {
       admin?.attach(controller);
       health.attach(controller.status);
@@ -66,7 +67,7 @@ export async function setupAdmin(flags: AdminFlags, log: Logger): Promise<Admin 
   };
 }
 
-/** The admin server and the traffic receiver (setupAdmin without the health listener). */
+/** The admin server and the traffic feed (setupAdmin without the health listener). */
 async function setupAdminServer(flags: AdminFlags, log: Logger): Promise<Admin | null> {
   if (flags.listen === "off") return null;
   const config = resolveAdminConfig({
@@ -97,25 +98,15 @@ async function setupAdminServer(flags: AdminFlags, log: Logger): Promise<Admin |
   }
   const metrics = new Registry();
   const traffic = new TrafficStats(metrics);
-  const receiver =
-    flags.traffic === false
-      ? null
-      : await startTrafficReceiver(traffic, trafficLogPath(stateDir), log).catch((e: unknown) => {
-          // Serving traffic matters more than counting it.
-          log.error(
-            { file: trafficLogPath(stateDir), err: (e as Error).message },
-            "no per-route traffic figures: cannot open the traffic record file (check the state dir)",
-          );
-          return null;
-        });
+  const feed = flags.traffic === false ? undefined : trafficFeed(traffic, stateDir, log);
   return {
-    trafficLogFile: receiver?.file,
+    traffic: feed,
     attach(controller) {
       createControllerMetrics(controller.status, metrics);
       server.attach({ status: controller.status, traffic, metrics });
     },
     close: async () => {
-      await Promise.all([server.close(), receiver?.close()]);
+      await Promise.all([server.close(), feed?.close()]);
     },
   };
 }

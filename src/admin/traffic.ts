@@ -1,10 +1,14 @@
 import { constants, fstatSync, ftruncateSync } from "node:fs";
 import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { Counter, Histogram, type Registry } from "prom-client";
+import { Counter, type Registry } from "prom-client";
+import { BucketHistogram } from "./bucket-histogram.js";
 import type { Topology } from "../reconciler/topology.js";
 import type { Logger } from "../shared/log.js";
-import type { RouteCounts } from "./series.js";
+import type { RouteCounts as SeriesCounts } from "./series.js";
+
+/** The histogram bounds (seconds), the same in nginx's counters (src/nginx/lua/nginx_lb_stats.lua, in ms). */
+export const HISTOGRAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
 
 /** One request as nginx reports it (the `nlb` log_format). */
 export interface TrafficRecord {
@@ -15,6 +19,8 @@ export interface TrafficRecord {
   /** Time of the upstream that answered; null when nginx answered itself (503 without endpoints, no route). */
   readonly upstreamSeconds: number | null;
   readonly bytes: number;
+  /** Every endpoint tried (`ip:port`), in order: all but the last failed to connect or timed out. */
+  readonly endpoints: readonly string[];
 }
 
 const num = (v: unknown): number | null => {
@@ -40,17 +46,20 @@ export function parseRecord(line: string): TrafficRecord | null {
   if (typeof o["r"] !== "string" || status === null || requestSeconds === null) return null;
   // With retries nginx lists every upstream tried ("0.001, 0.004"); the last one is the one that answered.
   const tried = typeof o["u"] === "string" ? o["u"].split(/[,:]/).map((s) => s.trim()) : [];
+  // Addresses: "a, b" after retries, " : " between internal redirects; an IPv6 address has colons of its own.
+  const addrs = typeof o["a"] === "string" ? o["a"].split(/[ ,]+/).filter((a) => a !== "" && a !== ":") : [];
   return {
     route: o["r"],
     status,
     requestSeconds,
     upstreamSeconds: num(tried.at(-1)),
     bytes: num(o["b"]) ?? 0,
+    endpoints: addrs,
   };
 }
 
 /** Upper bounds (seconds) of the upstream response time histogram; +Inf comes after. */
-export const LATENCY_BOUNDS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+export const LATENCY_BOUNDS: readonly number[] = HISTOGRAM_BUCKETS;
 
 /** The histogram bucket an upstream time falls in (an index into a per-bucket count array, +Inf last). */
 export function latencyBucket(seconds: number): number {
@@ -58,9 +67,40 @@ export function latencyBucket(seconds: number): number {
   return i < 0 ? LATENCY_BOUNDS.length : i;
 }
 
-const CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
-type StatusClass = (typeof CLASSES)[number];
+export const CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
+export type StatusClass = (typeof CLASSES)[number];
 const classOf = (status: number): StatusClass | null => CLASSES[Math.floor(status / 100) - 1] ?? null;
+
+/** What nginx counted for one route over some span (one read of its counters). */
+export interface RouteCounts {
+  readonly byClass: Readonly<Record<StatusClass, number>>;
+  /** Requests with a status outside 100..599. */
+  readonly other: number;
+  readonly bytes: number;
+  /** Requests per histogram bucket (HISTOGRAM_BUCKETS, then one above the last bound), and the sum in seconds. */
+  readonly upstream: readonly number[];
+  readonly upstreamSeconds: number;
+  readonly request: readonly number[];
+  readonly requestSeconds: number;
+}
+
+/** Attempts sent to one endpoint, and how many of them failed (connection error, timeout, 5xx). */
+export interface EndpointCounts {
+  readonly requests: number;
+  readonly errors: number;
+}
+
+/** One read of nginx's counters: per route upstream name ("" for no route), and per route and endpoint address. */
+export interface TrafficCounts {
+  readonly routes: ReadonlyMap<string, RouteCounts>;
+  readonly endpoints: ReadonlyMap<string, ReadonlyMap<string, EndpointCounts>>;
+}
+
+/** Running totals of one endpoint of a route. */
+export interface EndpointTotals {
+  requests: number;
+  errors: number;
+}
 
 /** Running totals of one route, for request and error rates. */
 export interface RouteTotals {
@@ -69,19 +109,29 @@ export interface RouteTotals {
   errors: number;
   bytes: number;
   readonly byClass: Record<StatusClass, number>;
+  /** By endpoint address, for the route's current endpoints. */
+  readonly endpoints: Map<string, EndpointTotals>;
 }
 
+type RouteLabels = "route" | "upstream";
+
 /**
- * Per-route (and, one upstream per route, per-upstream) traffic counters. Label sets are bounded by the current
- * model: a record naming a route the model does not have is counted once, unlabelled, as ignored.
+ * Per-route (and, one upstream per route, per-upstream) and per-endpoint traffic counters, fed by nginx's counters
+ * (`add`) or by access records (`record`). Label sets are bounded by the current model: counts naming a route or an
+ * endpoint the model does not have are counted once, unlabelled, as ignored.
  */
 export class TrafficStats {
   private routes = new Map<string, RouteTotals>();
   /** Per route, upstream times counted per histogram bucket (the charts' quantiles come from their changes). */
   private latency = new Map<string, number[]>();
-  private readonly requests: Counter<"route" | "upstream" | "class">;
-  private readonly bytes: Counter<"route" | "upstream">;
-  private readonly upstreamTime: Histogram<"route" | "upstream">;
+  /** Per route upstream name: the addresses of its endpoints in the model. */
+  private known = new Map<string, ReadonlySet<string>>();
+  private readonly requests: Counter<RouteLabels | "class">;
+  private readonly bytes: Counter<RouteLabels>;
+  private readonly upstreamTime: BucketHistogram<RouteLabels>;
+  private readonly requestTime: BucketHistogram<RouteLabels>;
+  private readonly endpointRequests: Counter<"route" | "endpoint">;
+  private readonly endpointErrors: Counter<"route" | "endpoint">;
   private readonly ignored: Counter<"reason">;
 
   constructor(metrics: Registry) {
@@ -98,50 +148,99 @@ export class TrafficStats {
       labelNames: ["route", "upstream"],
       registers,
     });
-    this.upstreamTime = new Histogram({
+    this.upstreamTime = new BucketHistogram({
       name: "nginx_lb_route_upstream_response_seconds",
-      help: "Upstream response time per route (and its upstream)",
+      help: "Upstream response time per route (and its upstream); after retries, of the endpoint that answered",
       labelNames: ["route", "upstream"],
-      buckets: [...LATENCY_BOUNDS],
+      buckets: HISTOGRAM_BUCKETS,
+      registers,
+    });
+    this.requestTime = new BucketHistogram({
+      name: "nginx_lb_route_request_seconds",
+      help: "Request time per route (and its upstream), from the client's first byte to the last byte sent",
+      labelNames: ["route", "upstream"],
+      buckets: HISTOGRAM_BUCKETS,
+      registers,
+    });
+    this.endpointRequests = new Counter({
+      name: "nginx_lb_endpoint_requests_total",
+      help: "Per route and endpoint: requests sent to the endpoint (each retry counts for the endpoint it went to)",
+      labelNames: ["route", "endpoint"],
+      registers,
+    });
+    this.endpointErrors = new Counter({
+      name: "nginx_lb_endpoint_errors_total",
+      help: "Per route and endpoint: requests that failed there (connection error, timeout, or a 5xx answer)",
+      labelNames: ["route", "endpoint"],
       registers,
     });
     this.ignored = new Counter({
       name: "nginx_lb_traffic_records_ignored_total",
-      help: "Access records not counted per route: no route matched, a route not in the current model, or malformed",
+      help: "Requests not counted per route or endpoint: no route matched, a route or endpoint not in the current model, or malformed",
       labelNames: ["reason"],
       registers,
     });
   }
 
-  /** Follows the model: new routes start at zero, removed routes lose their series (bounded label sets). */
+  /**
+   * Follows the model: new routes and endpoints start at zero, removed ones lose their series (bounded label sets).
+   */
   setTopology(topology: Topology | undefined): void {
     const next = new Map<string, RouteTotals>();
+    const known = new Map<string, ReadonlySet<string>>();
     for (const server of topology?.servers ?? [])
-      for (const r of server.routes)
-        next.set(
-          r.upstream,
-          this.routes.get(r.upstream) ?? {
-            label: r.label,
-            requests: 0,
-            errors: 0,
-            bytes: 0,
-            byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
-          },
-        );
+      for (const r of server.routes) {
+        const addrs = new Set(r.endpoints.map((e) => e.address));
+        known.set(r.upstream, addrs);
+        const old = this.routes.get(r.upstream);
+        const totals = old ?? {
+          label: r.label,
+          requests: 0,
+          errors: 0,
+          bytes: 0,
+          byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
+          endpoints: new Map<string, EndpointTotals>(),
+        };
+        for (const addr of [...totals.endpoints.keys()])
+          if (!addrs.has(addr)) {
+            totals.endpoints.delete(addr);
+            this.endpointRequests.remove({ route: totals.label, endpoint: addr });
+            this.endpointErrors.remove({ route: totals.label, endpoint: addr });
+          }
+        next.set(r.upstream, totals);
+      }
     for (const [upstream, old] of this.routes) {
       if (next.has(upstream)) continue;
       const labels = { route: old.label, upstream };
       for (const c of CLASSES) this.requests.remove({ ...labels, class: c });
       this.bytes.remove(labels);
-      this.upstreamTime.remove(labels);
+      this.upstreamTime.drop(labels);
+      this.requestTime.drop(labels);
+      for (const addr of old.endpoints.keys()) {
+        this.endpointRequests.remove({ route: old.label, endpoint: addr });
+        this.endpointErrors.remove({ route: old.label, endpoint: addr });
+      }
     }
     this.routes = next;
     this.latency = new Map(
       [...next.keys()].map((u) => [u, this.latency.get(u) ?? new Array<number>(LATENCY_BOUNDS.length + 1).fill(0)]),
     );
+    this.known = known;
   }
 
-  /** Counts one record. */
+  private countEndpoint(upstream: string, totals: RouteTotals, addr: string, requests: number, errors: number) {
+    if (!this.known.get(upstream)?.has(addr)) return void this.ignored.inc({ reason: "unknown_endpoint" }, requests);
+    let e = totals.endpoints.get(addr);
+    if (!e) totals.endpoints.set(addr, (e = { requests: 0, errors: 0 }));
+    e.requests += requests;
+    e.errors += errors;
+    const labels = { route: totals.label, endpoint: addr };
+    this.endpointRequests.inc(labels, requests);
+    // Created with the requests' series, so a scrape shows 0 errors rather than no series.
+    this.endpointErrors.inc(labels, errors);
+  }
+
+  /** Counts one access record. */
   record(r: TrafficRecord): void {
     if (r.route === "") return void this.ignored.inc({ reason: "no_route" });
     const totals = this.routes.get(r.route);
@@ -152,15 +251,60 @@ export class TrafficStats {
     this.requests.inc({ ...labels, class: cls });
     this.bytes.inc(labels, r.bytes);
     if (r.upstreamSeconds !== null) {
-      this.upstreamTime.observe(labels, r.upstreamSeconds);
+      this.upstreamTime.observeValue(labels, r.upstreamSeconds);
       const latency = this.latency.get(r.route);
       const bucket = latencyBucket(r.upstreamSeconds);
       if (latency) latency[bucket] = (latency[bucket] ?? 0) + 1;
     }
+    this.requestTime.observeValue(labels, r.requestSeconds);
     totals.requests++;
     totals.byClass[cls]++;
     if (cls === "5xx") totals.errors++;
     totals.bytes += r.bytes;
+    r.endpoints.forEach((addr, i) => {
+      const last = i === r.endpoints.length - 1;
+      this.countEndpoint(r.route, totals, addr, 1, !last || r.status >= 500 ? 1 : 0);
+    });
+  }
+
+  /** Adds one read of nginx's counters. */
+  add(counts: TrafficCounts): void {
+    for (const [upstream, c] of counts.routes) {
+      const requests = CLASSES.reduce((n, k) => n + c.byClass[k], 0) + c.other;
+      if (upstream === "") {
+        if (requests > 0) this.ignored.inc({ reason: "no_route" }, requests);
+        continue;
+      }
+      const totals = this.routes.get(upstream);
+      if (!totals) {
+        if (requests > 0) this.ignored.inc({ reason: "unknown_route" }, requests);
+        continue;
+      }
+      const labels = { route: totals.label, upstream };
+      for (const k of CLASSES)
+        if (c.byClass[k] > 0) {
+          this.requests.inc({ ...labels, class: k }, c.byClass[k]);
+          totals.byClass[k] += c.byClass[k];
+          totals.requests += c.byClass[k];
+        }
+      totals.errors += c.byClass["5xx"];
+      if (c.other > 0) this.ignored.inc({ reason: "malformed" }, c.other);
+      if (c.bytes > 0 || requests > 0) this.bytes.inc(labels, c.bytes);
+      totals.bytes += c.bytes;
+      if (c.upstream.some((n) => n > 0)) {
+        this.upstreamTime.addCounts(labels, c.upstream, c.upstreamSeconds);
+        const latency = this.latency.get(upstream);
+        if (latency) for (let i = 0; i < latency.length; i++) latency[i] = (latency[i] ?? 0) + (c.upstream[i] ?? 0);
+      }
+      if (c.request.some((n) => n > 0)) this.requestTime.addCounts(labels, c.request, c.requestSeconds);
+    }
+    for (const [upstream, byAddr] of counts.endpoints) {
+      const totals = this.routes.get(upstream);
+      for (const [addr, e] of byAddr) {
+        if (!totals) this.ignored.inc({ reason: upstream === "" ? "no_route" : "unknown_route" }, e.requests);
+        else this.countEndpoint(upstream, totals, addr, e.requests, e.errors);
+      }
+    }
   }
 
   /** Counts a record line that did not parse. */
@@ -170,12 +314,21 @@ export class TrafficStats {
 
   /** The running totals, by upstream name (a copy). */
   totals(): Map<string, RouteTotals> {
-    return new Map([...this.routes].map(([k, v]) => [k, { ...v, byClass: { ...v.byClass } }]));
+    return new Map(
+      [...this.routes].map(([k, v]) => [
+        k,
+        {
+          ...v,
+          byClass: { ...v.byClass },
+          endpoints: new Map([...v.endpoints].map(([a, e]) => [a, { ...e }])),
+        },
+      ]),
+    );
   }
 
   /** Requests, 5xx answers and upstream times per bucket, by upstream name (copies): what the charts read. */
-  routeCounts(): Map<string, RouteCounts> {
-    const out = new Map<string, RouteCounts>();
+  routeCounts(): Map<string, SeriesCounts> {
+    const out = new Map<string, SeriesCounts>();
     for (const [upstream, t] of this.routes)
       out.set(upstream, {
         requests: t.requests,

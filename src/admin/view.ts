@@ -22,6 +22,15 @@ export function readiness(s: StatusSnapshot | null): { ready: boolean; why: stri
   return { ready: true, why: [`nginx runs generation ${s.nginx.generation}`, ...notes].join("; ") };
 }
 
+/** Traffic of one endpoint of a route: running totals and rates over the recent window. */
+export interface EndpointTraffic {
+  readonly requests: number;
+  readonly errors: number;
+  readonly requestsPerSecond: number;
+  /** Failed requests per second (connection error, timeout, 5xx). */
+  readonly errorsPerSecond: number;
+}
+
 /** Traffic of one route over the recent window. */
 export interface RouteTraffic {
   readonly requests: number;
@@ -29,6 +38,8 @@ export interface RouteTraffic {
   /** Share of 5xx answers over the window (0..1); null without requests in the window. */
   readonly errorRate: number | null;
   readonly byClass: RouteTotals["byClass"];
+  /** By endpoint address (the route's current endpoints that saw traffic). */
+  readonly endpoints: ReadonlyMap<string, EndpointTraffic>;
 }
 
 /** Request and error rates from two samples of the running totals. */
@@ -38,19 +49,49 @@ export function rates(
 ): Map<string, RouteTraffic> {
   const out = new Map<string, RouteTraffic>();
   const seconds = older ? Math.max((newer.at - older.at) / 1000, 0.001) : 1;
+  const perSecond = (n: number) => Math.round((n / seconds) * 100) / 100;
   for (const [upstream, now] of newer.totals) {
     const before = older?.totals.get(upstream);
     // A route missing from the older sample is newer than it: its counters started at zero in between.
     const requests = older ? now.requests - (before?.requests ?? 0) : 0;
     const errors = older ? now.errors - (before?.errors ?? 0) : 0;
+    const endpoints = new Map<string, EndpointTraffic>();
+    for (const [addr, e] of now.endpoints) {
+      const was = before?.endpoints.get(addr);
+      endpoints.set(addr, {
+        requests: e.requests,
+        errors: e.errors,
+        requestsPerSecond: older ? perSecond(e.requests - (was?.requests ?? 0)) : 0,
+        errorsPerSecond: older ? perSecond(e.errors - (was?.errors ?? 0)) : 0,
+      });
+    }
     out.set(upstream, {
       requests: now.requests,
-      requestsPerSecond: Math.round((requests / seconds) * 100) / 100,
+      requestsPerSecond: perSecond(requests),
       errorRate: requests > 0 ? Math.round((errors / requests) * 10_000) / 10_000 : null,
       byClass: now.byClass,
+      endpoints,
     });
   }
   return out;
+}
+
+type TopologyRoute = TopologyServer["routes"][number];
+
+/** A route in the status view: its traffic, and each endpoint's (null before any request reached it; absent from an older controller). */
+export type RouteView = Omit<TopologyRoute, "endpoints"> & {
+  readonly traffic: Omit<RouteTraffic, "endpoints"> | null;
+  readonly endpoints: readonly (TopologyRoute["endpoints"][number] & { readonly traffic?: EndpointTraffic | null })[];
+};
+
+function routeView(r: TopologyRoute, traffic: RouteTraffic | undefined): RouteView {
+  if (!traffic) return { ...r, traffic: null, endpoints: r.endpoints.map((e) => ({ ...e, traffic: null })) };
+  const { endpoints, ...rest } = traffic;
+  return {
+    ...r,
+    traffic: rest,
+    endpoints: r.endpoints.map((e) => ({ ...e, traffic: endpoints.get(e.address) ?? null })),
+  };
 }
 
 /** The JSON of `/api/status` and of every dashboard update. */
@@ -70,9 +111,7 @@ export interface StatusView {
   /** Set while an adopted nginx waits for a source of truth before the first apply; null otherwise. */
   readonly waiting?: string | null;
   readonly secondsSinceLastSuccess: number | null;
-  readonly servers: readonly (TopologyServer & {
-    readonly routes: readonly (TopologyServer["routes"][number] & { readonly traffic: RouteTraffic | null })[];
-  })[];
+  readonly servers: readonly (TopologyServer & { readonly routes: readonly RouteView[] })[];
   readonly applies: readonly ApplyRecord[];
 }
 
@@ -94,7 +133,7 @@ export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, Route
     secondsSinceLastSuccess: since === null ? null : Math.round(since * 10) / 10,
     servers: (s.topology?.servers ?? []).map((server) => ({
       ...server,
-      routes: server.routes.map((r) => ({ ...r, traffic: traffic.get(r.upstream) ?? null })),
+      routes: server.routes.map((r) => routeView(r, traffic.get(r.upstream))),
     })),
     applies: s.applies,
   };

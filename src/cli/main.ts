@@ -140,7 +140,7 @@ addEtcdOptions(program.command("run"))
   // Removed: a token in argv is visible in ps. Still parsed (never from the environment) to refuse it clearly.
   .addOption(new Option("--admin-token [token]").hideHelp())
   .addOption(
-    env("--no-traffic-log", "no per-route traffic figures (saves nginx a file append per request)", "NO_TRAFFIC_LOG"),
+    env("--no-traffic-log", "no per-route or per-endpoint traffic figures (nginx counts nothing)", "NO_TRAFFIC_LOG"),
   )
   .addOption(
     env(

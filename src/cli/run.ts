@@ -47,12 +47,12 @@ export async function runCommand(flags: RunFlags): Promise<number> {
   let onFatal: (message: string) => void = (message) => (fatal ??= message);
   try {
     controller = await startController(
-      admin?.trafficLogFile !== undefined ? { ...options, trafficLogFile: admin.trafficLogFile } : options,
+      admin?.traffic !== undefined ? { ...options, traffic: admin.traffic } : options,
       log,
       { fatal: (message) => onFatal(message) },
     );
   } catch (e) {
-    // The admin listener and the traffic socket would keep a controller that never started alive, serving nothing.
+    // The admin listener and the traffic reader would keep a controller that never started alive, serving nothing.
     log.error({ err: (e as Error).message }, "nginx-lb could not start");
     reaper.stop();
     await admin?.close();

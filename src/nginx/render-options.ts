@@ -13,6 +13,8 @@ export interface NginxSettings {
   readonly workerProcesses?: number | "auto";
   /** The file in the state dir nginx appends per-request traffic records to; none when absent. */
   readonly trafficLogFile?: string;
+  /** Dynamic mode: nginx counts traffic in a shared dict the controller reads (nginx_lb_stats). */
+  readonly trafficCounters?: boolean;
   /** The user and group nginx's workers switch to (only when the controller runs as root). */
   readonly user?: RenderOptions["user"];
   /** nginx's JSON access log (`--access-log`); none when absent. */
@@ -30,7 +32,7 @@ export function nginxPaths(dir: string, nginx: string): NginxPaths {
 
 /**
  * The render options of a running controller. The daemon and the test harness both take them from here, so a test
- * renders exactly what `nginx-lb run` renders (control port, push token, pid file, Lua modules, traffic file).
+ * renders exactly what `nginx-lb run` renders (control port, push token, pid file, Lua modules, traffic file or counters).
  */
 export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): RenderOptions {
   return {
@@ -43,6 +45,7 @@ export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): Re
     ...(settings.listenHost ? { listenHost: settings.listenHost } : {}),
     ...(settings.workerProcesses !== undefined ? { workerProcesses: settings.workerProcesses } : {}),
     ...(settings.trafficLogFile !== undefined ? { trafficLogFile: settings.trafficLogFile } : {}),
+    ...(settings.trafficCounters ? { trafficCounters: true } : {}),
     ...(settings.user ? { user: settings.user } : {}),
     ...(settings.accessLog !== undefined ? { accessLog: settings.accessLog } : {}),
     ...(settings.certsMode !== undefined ? { certsMode: settings.certsMode } : {}),

@@ -12,12 +12,31 @@ import { RenderBug, tok } from "./tokens.js";
  */
 
 export const ENDPOINTS_PATH = "/nginx-lb/endpoints";
-/** The Lua modules nginx.conf names, one job each: balancing, the push endpoint, the start-up sets, their layout. */
-export const LUA_MODULES = ["nginx_lb_balancer", "nginx_lb_push", "nginx_lb_initial", "nginx_lb_sets"] as const;
+/**
+ * The Lua modules nginx.conf names, one job each: balancing, the push endpoint, the start-up sets, their layout, the
+ * control server's token check, the traffic counters.
+ */
+export const LUA_MODULES = [
+  "nginx_lb_balancer",
+  "nginx_lb_push",
+  "nginx_lb_initial",
+  "nginx_lb_sets",
+  "nginx_lb_secret",
+  "nginx_lb_stats",
+] as const;
 export type LuaModules = Readonly<Record<(typeof LUA_MODULES)[number], string>>;
 const BALANCER = "nginx_lb_balancer";
 const PUSH = "nginx_lb_push";
 const INITIAL = "nginx_lb_initial";
+const STATS = "nginx_lb_stats";
+/** Where the controller reads (and so drains) the traffic counters, on the control server, with the push token. */
+export const STATS_PATH = "/nginx-lb/stats";
+/**
+ * The counters of routes and endpoints that saw traffic: ~30 keys of ~128 bytes for a route whose latencies spread
+ * over every bucket, 2 per endpoint; 32 MiB holds ~250,000 keys (10,000 busy routes). Full, nginx drops the least
+ * recently used keys, which hold at most a second of counts.
+ */
+const STATS_DICT = "nginx_lb_stats 32m";
 /**
  * The last pushed sets, in the push format, inside the state dir: a new nginx master loads them at start so a restart
  * after a crash serves the last known endpoints instead of 503 until the controller pushes.
@@ -77,7 +96,9 @@ export function dynamicHttpLines(options: RenderOptions, dir: string): string[] 
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
     `    lua_shared_dict ${SHARED_DICT};`,
     ...certsHttpLines(options),
-    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}")` +
+    // Every module is loaded here, by the master: the files are 0600 to the workers' user.
+    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); ` +
+      `${options.trafficCounters ? `require("${STATS}"); ` : ""}require("${INITIAL}").load("${initial}")` +
       `${certs ? `; ${certs}` : ""} }`,
     `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
     ``,
@@ -122,7 +143,7 @@ export function dynamicLocationBody(plan: BoundRoute, target: string): string[] 
   ];
 }
 
-/** The push endpoint inside the loopback-only control server. */
+/** The push endpoint inside the loopback-only control server, and the traffic counters' read endpoint when on. */
 export function dynamicControlLines(options: RenderOptions): string[] {
   if (!isDynamic(options)) return [];
   luaModules(options);
@@ -137,6 +158,31 @@ export function dynamicControlLines(options: RenderOptions): string[] {
     `            content_by_lua_block { require("${PUSH}").serve("${token}") }`,
     `        }`,
     ...certsControlLines(options),
+    ...(options.trafficCounters
+      ? [
+          `        location = ${STATS_PATH} {`,
+          `            content_by_lua_block { require("${STATS}").serve("${token}") }`,
+          `        }`,
+          // The controller's own requests here are not traffic.
+          `        log_by_lua_block { return }`,
+        ]
+      : []),
+  ];
+}
+
+/**
+ * http-context lines of the traffic counters (dynamic mode): their dict and the log-phase call that counts every
+ * request. The dict is cleared only by a new master; a reload keeps it (and what the controller has not read yet).
+ */
+export function statsHttpLines(options: RenderOptions): string[] {
+  if (!options.trafficCounters) return [];
+  if (!isDynamic(options))
+    throw new RenderBug("traffic counters are counted by the Lua module: they need dynamic endpoints mode");
+  luaModules(options);
+  return [
+    `    # Per-route and per-endpoint traffic, counted in the log phase and drained by the controller once a second.`,
+    `    lua_shared_dict ${STATS_DICT};`,
+    `    log_by_lua_block { require("${STATS}").log() }`,
   ];
 }
 

@@ -7,6 +7,7 @@ import {
   dynamicMainLines,
   isDynamic,
   renderDynamicUpstream,
+  statsHttpLines,
 } from "./dynamic.js";
 import { fnv1a64 } from "./hash.js";
 import type { RenderOptions, Rendered, RenderedFile } from "./options.js";
@@ -71,10 +72,11 @@ const ACCESS_FORMAT =
   `"upstream_response_time":"$upstream_response_time","route":"$nlb_route"}'`;
 
 /**
- * What nginx logs per request: nothing by default; the traffic records (one JSON record per request appended to a
- * file in the state dir that the controller reads; the nginx master opens it before its workers drop privileges, so
- * the records can come from nginx only); the operator's access log. Both name the route by $nlb_route, which every
- * route location sets; requests outside any route (unknown host) log an empty route.
+ * What nginx logs per request: nothing by default; the traffic counters (dynamic mode: our Lua adds to counters in a
+ * shared dict that the controller drains through the control server); else the traffic records (one JSON record per
+ * request appended to a file in the state dir that the controller reads; the nginx master opens it before its workers
+ * drop privileges, so the records can come from nginx only); the operator's access log. All name the route by
+ * $nlb_route, which every route location sets; requests outside any route (unknown host) log an empty route.
  */
 function logLines(options: RenderOptions): string[] {
   const { trafficLogFile: traffic, accessLog } = options;
@@ -83,9 +85,10 @@ function logLines(options: RenderOptions): string[] {
     `    map $host $nlb_route {`,
     `        default "";`,
     `    }`,
+    ...statsHttpLines(options),
     ...(traffic !== undefined
       ? [
-          `    log_format nlb escape=json '{"r":"$nlb_route","s":"$status","t":"$request_time","u":"$upstream_response_time","b":"$bytes_sent"}';`,
+          `    log_format nlb escape=json '{"r":"$nlb_route","s":"$status","t":"$request_time","u":"$upstream_response_time","b":"$bytes_sent","a":"$upstream_addr"}';`,
         ]
       : []),
     ...(accessLog

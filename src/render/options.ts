@@ -41,6 +41,11 @@ export interface RenderOptions {
   readonly tlsPlaceholder?: { readonly cert: string; readonly key: string };
   /** File in the state dir nginx appends one JSON access record per request to (per-route traffic). None: no records. */
   readonly trafficLogFile?: string;
+  /**
+   * Dynamic mode: per-route and per-endpoint traffic counted by our Lua in nginx's log phase (nginx_lb_stats), read
+   * by the controller from the control server with the push token. The cheap alternative to `trafficLogFile`.
+   */
+  readonly trafficCounters?: boolean;
 }
 
 /** The file a rendered config needs beside nginx.conf: a path relative to `dir`, its bytes and mode. */

@@ -7,9 +7,9 @@ import { tlsFiles } from "./tls.js";
 import { certLines, pushesCerts } from "./tls-dynamic.js";
 import { tok } from "./tokens.js";
 
-/** True when a per-request log names the route ($nlb_route): the traffic records or the access log. */
+/** True when something per request names the route ($nlb_route): the traffic records or counters, the access log. */
 export function tagsRoutes(options: RenderOptions): boolean {
-  return options.trafficLogFile !== undefined || Boolean(options.accessLog);
+  return options.trafficLogFile !== undefined || options.trafficCounters === true || Boolean(options.accessLog);
 }
 
 /** One `server` block: the plain port and, with a certificate, the TLS port (HTTP/2) serving the same routes. */

@@ -1,4 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
+import { balancerLuaSource } from "../../src/nginx/lua-source.js";
+import { RenderBug } from "../../src/render/tokens.js";
 import { renderNginxConf } from "../../src/render/index.js";
 import { mustDesired } from "../helpers/model.js";
 import { checkConfig, cleanupNginx, tempDir } from "../helpers/nginx.js";
@@ -45,6 +47,32 @@ describe("traffic log rendering", () => {
     const check = await checkConfig(r, dir);
     expect(check.output).not.toMatch(/emerg|warn/);
     expect(check.ok).toBe(true);
+  });
+
+  it("with counters: one log_by_lua call, its own dict, the token-protected read endpoint, no record file; real nginx -t", async () => {
+    const dir = await tempDir("nginx-lb-traffic-render-");
+    const token = "0123456789abcdef0123456789abcdef";
+    const r = renderNginxConf(desired, {
+      dir,
+      controlPort: 9901,
+      endpointsMode: "dynamic",
+      pushToken: token,
+      luaSource: balancerLuaSource(),
+      trafficCounters: true,
+    });
+    expect([...r.conf.matchAll(/set \$nlb_route (nlb_[0-9a-f]{16});/g)]).toHaveLength(3);
+    expect(r.conf.match(/log_by_lua_block \{ require\("nginx_lb_stats"\)\.log\(\) \}/g)).toHaveLength(1);
+    expect(r.conf).toMatch(/^ {4}lua_shared_dict nginx_lb_stats \d+m;$/m);
+    expect(r.conf).toContain(`content_by_lua_block { require("nginx_lb_stats").serve("${token}") }`);
+    expect(r.conf).not.toMatch(/log_format nlb |traffic\.jsonl/);
+    expect(r.files.map((f) => f.path)).toContain("lua/nginx_lb_stats.lua");
+    const check = await checkConfig(r, dir);
+    expect(check.output).not.toMatch(/emerg|warn/);
+    expect(check.ok).toBe(true);
+  });
+
+  it("refuses counters without dynamic mode: only the Lua module counts", () => {
+    expect(() => renderNginxConf(desired, { dir: "/var/lib/nginx-lb", trafficCounters: true })).toThrow(RenderBug);
   });
 
   it("refuses a record file path nginx would read differently", () => {

@@ -176,10 +176,54 @@ describe("series store", () => {
     const s = store();
     s.observe(t0, stats.routeCounts());
     for (let i = 0; i < 10; i++)
-      stats.record({ route: R, status: i < 2 ? 502 : 200, requestSeconds: 0.02, upstreamSeconds: 0.02, bytes: 1 });
-    stats.record({ route: R, status: 503, requestSeconds: 0, upstreamSeconds: null, bytes: 1 });
+      stats.record({
+        route: R,
+        status: i < 2 ? 502 : 200,
+        requestSeconds: 0.02,
+        upstreamSeconds: 0.02,
+        bytes: 1,
+        endpoints: [],
+      });
+    stats.record({ route: R, status: 503, requestSeconds: 0, upstreamSeconds: null, bytes: 1, endpoints: [] });
     s.observe(t0 + 5_000, stats.routeCounts());
     const v = s.get(R);
     expect([v.requestsPerSecond.at(-1), v.errorsPerSecond.at(-1), v.p50Ms.at(-1)]).toEqual([2.2, 0.6, 17.5]);
+  });
+
+  it("nginx's counters (dynamic mode) feed the same series: rates and upstream quantiles", () => {
+    const stats = new TrafficStats(new Registry());
+    stats.setTopology({
+      servers: [
+        {
+          domain: "a.test",
+          port: 80,
+          routes: [{ prefix: "/", label: "a", upstream: R, backend: "web-api:80", backendPath: "/", endpoints: [] }],
+        },
+      ],
+    });
+    const s = store();
+    s.observe(t0, stats.routeCounts());
+    const upstream = new Array<number>(B.length + 1).fill(0);
+    upstream[3] = 10; // ten answers in (0.025 s, 0.05 s]
+    stats.add({
+      routes: new Map([
+        [
+          R,
+          {
+            byClass: { "1xx": 0, "2xx": 8, "3xx": 0, "4xx": 0, "5xx": 2 },
+            other: 0,
+            bytes: 10,
+            upstream,
+            upstreamSeconds: 0.4,
+            request: upstream,
+            requestSeconds: 0.4,
+          },
+        ],
+      ]),
+      endpoints: new Map(),
+    });
+    s.observe(t0 + 5_000, stats.routeCounts());
+    const v = s.get(R);
+    expect([v.requestsPerSecond.at(-1), v.errorsPerSecond.at(-1), v.p50Ms.at(-1)]).toEqual([2, 0.4, 37.5]);
   });
 });

@@ -1,14 +1,21 @@
 import { appendFile, chmod, mkdir, rm, stat, symlink, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Registry } from "prom-client";
+import { Histogram, Registry } from "prom-client";
 import { afterAll, describe, expect, it } from "vitest";
-import { parseRecord, startTrafficReceiver, trafficLogPath, TrafficStats } from "../../src/admin/traffic.js";
+import {
+  HISTOGRAM_BUCKETS,
+  parseRecord,
+  startTrafficReceiver,
+  trafficLogPath,
+  TrafficStats,
+  type RouteCounts,
+} from "../../src/admin/traffic.js";
 import { createLogger } from "../../src/shared/log.js";
 import { cleanupNginx, tempDir } from "../helpers/nginx.js";
 import { waitFor } from "../helpers/wait.js";
 import type { Topology } from "../../src/reconciler/topology.js";
 
-const topology = (upstreams: string[]): Topology => ({
+const topology = (upstreams: string[], endpoints: string[] = []): Topology => ({
   servers: [
     {
       domain: "a.test",
@@ -19,7 +26,7 @@ const topology = (upstreams: string[]): Topology => ({
         upstream: u,
         backend: "web-api:80",
         backendPath: "/",
-        endpoints: [],
+        endpoints: endpoints.map((address) => ({ address, weight: 1, role: "primary" as const })),
       })),
     },
   ],
@@ -40,7 +47,13 @@ describe("traffic records", () => {
       requestSeconds: 0.005,
       upstreamSeconds: 0.03,
       bytes: 120,
+      endpoints: [],
     });
+    // The endpoints tried, IPv6 included, across retries (", ") and internal redirects (" : ").
+    const tried = parseRecord(
+      line("nlb_0123456789abcdef", 200).replace("}", ',"a":"127.0.0.2:80, [::1]:80 : 127.0.0.3:80"}'),
+    );
+    expect(tried?.endpoints).toEqual(["127.0.0.2:80", "[::1]:80", "127.0.0.3:80"]);
     expect(parseRecord(line("", 404, ""))?.upstreamSeconds).toBeNull();
     expect(parseRecord("garbage")).toBeNull();
     expect(parseRecord('{"r":1}')).toBeNull();
@@ -82,6 +95,96 @@ describe("traffic records", () => {
     expect(requests).toHaveLength(1);
     expect(requests[0]).toContain("nlb_000000000000000b");
     expect(stats.size).toBe(1);
+  });
+});
+
+const routeCounts = (o: Partial<RouteCounts> = {}): RouteCounts => ({
+  byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
+  other: 0,
+  bytes: 0,
+  upstream: new Array<number>(HISTOGRAM_BUCKETS.length + 1).fill(0),
+  upstreamSeconds: 0,
+  request: new Array<number>(HISTOGRAM_BUCKETS.length + 1).fill(0),
+  requestSeconds: 0,
+  ...o,
+});
+
+describe("traffic counts from nginx", () => {
+  const A = "nlb_000000000000000a";
+
+  it("prints whole bucket counts exactly as prom-client's own histogram prints the same observations", async () => {
+    const values = [0.001, 0.004, 0.005, 0.03, 0.03, 0.7, 3, 12];
+    const mine = new Registry();
+    const stats = new TrafficStats(mine);
+    stats.setTopology(topology([A]));
+    const buckets = new Array<number>(HISTOGRAM_BUCKETS.length + 1).fill(0);
+    for (const v of values) {
+      const i = HISTOGRAM_BUCKETS.findIndex((b) => v <= b);
+      const at = i < 0 ? HISTOGRAM_BUCKETS.length : i;
+      buckets[at] = (buckets[at] ?? 0) + 1;
+    }
+    const sum = values.reduce((a, b) => a + b, 0);
+    stats.add({
+      routes: new Map([[A, routeCounts({ upstream: buckets, upstreamSeconds: sum })]]),
+      endpoints: new Map(),
+    });
+    const theirs = new Registry();
+    const h = new Histogram({
+      name: "nginx_lb_route_upstream_response_seconds",
+      help: "x",
+      labelNames: ["route", "upstream"],
+      buckets: [...HISTOGRAM_BUCKETS],
+      registers: [theirs],
+    });
+    for (const v of values) h.observe({ route: "a.test:8080/r0", upstream: A }, v);
+    const lines = async (r: Registry) =>
+      (await r.metrics()).split("\n").filter((l) => l.startsWith("nginx_lb_route_upstream_response_seconds_"));
+    expect(await lines(mine)).toEqual(await lines(theirs));
+  });
+
+  it("counts per route and per endpoint; endpoints and routes outside the model only as ignored; removed ones lose their series", async () => {
+    const registry = new Registry();
+    const stats = new TrafficStats(registry);
+    stats.setTopology(topology([A], ["127.0.0.2:80", "127.0.0.3:80"]));
+    const counts = routeCounts({ byClass: { "1xx": 0, "2xx": 7, "3xx": 0, "4xx": 1, "5xx": 2 }, bytes: 1000 });
+    stats.add({
+      routes: new Map([
+        [A, counts],
+        ["nlb_00000000000000ff", counts],
+        ["", routeCounts({ byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 3, "5xx": 0 } })],
+      ]),
+      endpoints: new Map([
+        [
+          A,
+          new Map([
+            ["127.0.0.2:80", { requests: 8, errors: 0 }],
+            ["127.0.0.3:80", { requests: 3, errors: 3 }],
+            ["10.9.9.9:80", { requests: 5, errors: 1 }],
+          ]),
+        ],
+      ]),
+    });
+    const m = await registry.metrics();
+    expect(m).toContain(
+      'nginx_lb_route_requests_total{route="a.test:8080/r0",upstream="nlb_000000000000000a",class="2xx"} 7',
+    );
+    expect(m).toContain('nginx_lb_endpoint_requests_total{route="a.test:8080/r0",endpoint="127.0.0.3:80"} 3');
+    expect(m).toContain('nginx_lb_endpoint_errors_total{route="a.test:8080/r0",endpoint="127.0.0.3:80"} 3');
+    expect(m).toContain('nginx_lb_endpoint_errors_total{route="a.test:8080/r0",endpoint="127.0.0.2:80"} 0');
+    expect(m).not.toContain("10.9.9.9");
+    expect(m).toContain('nginx_lb_traffic_records_ignored_total{reason="unknown_endpoint"} 5');
+    expect(m).toContain('nginx_lb_traffic_records_ignored_total{reason="unknown_route"} 10');
+    expect(m).toContain('nginx_lb_traffic_records_ignored_total{reason="no_route"} 3');
+    expect(stats.totals().get(A)).toMatchObject({ requests: 10, errors: 2, bytes: 1000 });
+    expect(stats.totals().get(A)?.endpoints.get("127.0.0.3:80")).toEqual({ requests: 3, errors: 3 });
+
+    // 127.0.0.3 leaves the route: its series go, the other endpoint's stay.
+    stats.setTopology(topology([A], ["127.0.0.2:80"]));
+    const after = await registry.metrics();
+    expect(after).not.toContain("127.0.0.3:80");
+    expect(after).toContain('nginx_lb_endpoint_requests_total{route="a.test:8080/r0",endpoint="127.0.0.2:80"} 8');
+    stats.setTopology(topology([]));
+    expect(await series(registry, "nginx_lb_endpoint_requests_total")).toEqual([]);
   });
 });
 

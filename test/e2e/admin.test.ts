@@ -87,13 +87,14 @@ describe("admin server", () => {
     expect(routes.map((r) => r.label).sort()).toEqual(
       [`a.test:${t.sitePort}/`, `a.test:${t.sitePort}/api`, `a.test:${t.sitePort}/gone`].sort(),
     );
+    // No request yet: no endpoint has traffic figures.
     expect(by("/")?.endpoints).toEqual([
-      { address: `127.0.0.2:${pool.port}`, weight: 3, role: "primary" },
-      { address: `127.0.0.3:${pool.port}`, weight: 0, role: "down" },
+      { address: `127.0.0.2:${pool.port}`, weight: 3, role: "primary", traffic: null },
+      { address: `127.0.0.3:${pool.port}`, weight: 0, role: "down", traffic: null },
     ]);
     expect(by("/api")?.endpoints).toEqual([
-      { address: `127.0.0.3:${pool.port}`, weight: 1, role: "primary" },
-      { address: `127.0.0.4:${pool.port}`, weight: 1, role: "backup" },
+      { address: `127.0.0.3:${pool.port}`, weight: 1, role: "primary", traffic: null },
+      { address: `127.0.0.4:${pool.port}`, weight: 1, role: "backup", traffic: null },
     ]);
     expect(by("/gone")?.endpoints).toEqual([]);
     expect(view.applies[0]).toMatchObject({ result: "applied", action: "start" });
@@ -103,7 +104,7 @@ describe("admin server", () => {
     for (let i = 0; i < 5; i++) expect((await t.site("/gone")).status).toBe(503);
     const root = { route: `a.test:${t.sitePort}/`, upstream: by("/")?.upstream ?? "" };
     const gone = { route: `a.test:${t.sitePort}/gone`, upstream: by("/gone")?.upstream ?? "" };
-    // Records are read from the file a moment after nginx writes them: poll until they are counted.
+    // nginx counts them, the controller reads the counts once a second: poll until they are counted.
     const metrics = await eventually(
       async () => {
         const m = (await t.admin("/metrics")).body;
@@ -116,6 +117,9 @@ describe("admin server", () => {
     );
     expect(sample(metrics, "nginx_lb_route_requests_total", { ...root, class: "2xx" })).toBe(20);
     expect(sample(metrics, "nginx_lb_route_upstream_response_seconds_count", root)).toBe(20);
+    const endpoint = { route: root.route, endpoint: `127.0.0.2:${pool.port}` };
+    expect(sample(metrics, "nginx_lb_endpoint_requests_total", endpoint)).toBe(20);
+    expect(sample(metrics, "nginx_lb_endpoint_errors_total", endpoint)).toBe(0);
     expect(sample(metrics, "nginx_lb_route_response_bytes_total", root)).toBeGreaterThan(20 * 100);
     expect(sample(metrics, "nginx_lb_applies_total", { result: "applied", action: "start" })).toBe(1);
     expect(sample(metrics, "nginx_lb_render_duration_seconds_count")).toBeGreaterThanOrEqual(1);
@@ -421,7 +425,7 @@ describe("traffic figures off", () => {
   it("--no-traffic-log renders no access records and keeps the rest of the admin server", async () => {
     const t = await startAdminLb({ pool, endpoints: endpoints(), args: ["--no-traffic-log"] });
     const conf = await readFile(join(t.dir, "state/nginx.conf"), "utf8");
-    expect(conf).not.toMatch(/syslog|nlb_route|traffic/);
+    expect(conf).not.toMatch(/syslog|nlb_route|traffic|nginx_lb_stats|log_by_lua/);
     for (let i = 0; i < 5; i++) expect((await t.site("/")).status).toBe(200);
     const m = (await t.admin("/metrics")).body;
     expect(m).not.toMatch(/^nginx_lb_route_requests_total\{/m);

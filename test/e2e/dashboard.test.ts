@@ -78,6 +78,8 @@ describe("dashboard", () => {
     const cell = (prefix: string, attr: string) => route(prefix).locator(`td[${attr}]`).getAttribute(attr);
     await eventually(async () => Number(await cell("/", "data-rate")) > 0, 10_000, "request rate of / on the page");
     await eventually(async () => (await cell("/gone", "data-errors")) === "1", 10_000, "error rate of /gone");
+    const chip = route("/").locator(`[data-endpoint="127.0.0.2:${pool.port}"] [data-ep-rate]`);
+    await eventually(async () => Number(await chip.getAttribute("data-ep-rate")) > 0, 10_000, "the endpoint's req/s");
 
     // A registry change (the backends file): a new endpoint and a drained one, live on the page within seconds.
     const changedAt = Date.now();

@@ -1,6 +1,6 @@
 import { appendFile, chmod, readdir, readFile, readlink } from "node:fs/promises";
 import { join } from "node:path";
-import { asNobodyShell } from "../helpers/nobody.js";
+import { asNobody, asNobodyShell } from "../helpers/nobody.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sample, startAdminLb } from "../helpers/admin.js";
 import { startBackends, type BackendPool } from "../helpers/backends.js";
@@ -9,8 +9,10 @@ import { cleanupNginx } from "../helpers/nginx.js";
 
 /**
  * A local unprivileged user (nobody, the user nginx's workers run as) tries to forge per-route traffic figures of a
- * real `nginx-lb run`: through the record file, through a worker's open descriptor of it, and through the loopback
- * UDP port that used to carry the records. Nothing it writes may reach /metrics.
+ * real `nginx-lb run`. Dynamic mode (nginx counts in its shared dict): through the control server's counters endpoint
+ * (read-only, and only with the token) and the workers' memory. Reload mode (a record file): through the file,
+ * through a worker's open descriptor of it, and through the loopback UDP port that used to carry the records.
+ * Nothing it writes may reach /metrics.
  */
 
 let pool: BackendPool;
@@ -41,7 +43,88 @@ async function udpBound(port: number): Promise<number> {
   return n;
 }
 
-describe.each(["dynamic", "reload"])("traffic figures forged by another local user (%s endpoints)", (mode) => {
+const servers = (sitePort: number) => [
+  {
+    domain_name: "a.test",
+    frontend_port: sitePort,
+    routes: { "/": { app: "web", service: "api", port: pool.port } },
+  },
+];
+
+describe("traffic figures forged by another local user (dynamic endpoints: counters in nginx)", () => {
+  it("nobody can neither read nor add counts; only nginx's own counts reach /metrics", async () => {
+    const t = await startAdminLb({
+      pool,
+      endpoints: { "web-api": { "127.0.0.2": { weight: 1 } } },
+      servers,
+      args: ["--endpoints-mode", "dynamic", "--worker-processes", "2"],
+    });
+    const stateDir = join(t.dir, "state");
+    await chmod(t.dir, 0o755);
+    await chmod(stateDir, 0o755);
+    const conf = await readFile(join(stateDir, "nginx.conf"), "utf8");
+    expect(conf).toContain(`log_by_lua_block { require("nginx_lb_stats").log() }`);
+    expect(conf).not.toContain("traffic.jsonl");
+    const control = /listen 127\.0\.0\.1:(\d+);\n\s+access_log off;/.exec(conf)?.[1];
+    const token = /require\("nginx_lb_stats"\)\.serve\("([0-9a-f]+)"\)/.exec(conf)?.[1];
+    expect(control).toBeDefined();
+    expect(token).toBeDefined();
+    const url = `http://127.0.0.1:${control}/nginx-lb/stats`;
+
+    // 1. The counters endpoint: no token, a guessed one, and every method that could write.
+    const answers: string[] = [];
+    for (const method of ["GET", "POST", "PUT", "DELETE"])
+      for (const guess of ["", "0123456789abcdef0123456789abcdef"]) {
+        const r = await asNobody(
+          "curl",
+          ...["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "3", "-X", method],
+          ...(method !== "GET" ? ["--data-binary", "c nlb_0000000000000000 5xx 1000\n"] : []),
+          ...(guess ? ["-H", `X-Nginx-Lb-Token: ${guess}`] : []),
+          url,
+        );
+        answers.push(`${method} ${guess ? "guessed" : "none"}: ${r.stdout}`);
+      }
+    expect(answers.filter((a) => !a.endsWith(": 401"))).toEqual([]);
+
+    // 2. The counters live in nginx's memory only: the workers run as nobody, but their memory stays closed to it.
+    const workers = await workerPids(stateDir);
+    expect(workers.length).toBeGreaterThan(0);
+    for (const w of workers) {
+      const mem = await asNobodyShell('exec 3<>"$1"', `/proc/${w}/mem`);
+      expect(mem.code, `/proc/${w}/mem`).not.toBe(0);
+      expect(mem.stderr).toMatch(/Permission denied/);
+    }
+
+    // Real requests are counted; nothing else is.
+    const view = (await t.admin("/api/status")).json<{
+      servers: { routes: { upstream: string; label: string }[] }[];
+    }>();
+    const route = view.servers[0]?.routes[0];
+    const labels = { route: route?.label ?? "", upstream: route?.upstream ?? "" };
+    for (let i = 0; i < 5; i++) expect((await t.site(`/r${i}`)).status).toBe(200);
+    const m = await eventually(
+      async () => {
+        const body = (await t.admin("/metrics")).body;
+        return sample(body, "nginx_lb_route_requests_total", { ...labels, class: "2xx" }) === 5 ? body : null;
+      },
+      10_000,
+      "the five real requests in /metrics",
+    );
+    expect(sample(m, "nginx_lb_route_requests_total", { ...labels, class: "5xx" })).toBeNull();
+    for (const reason of ["no_route", "unknown_route", "unknown_endpoint", "malformed"])
+      expect(sample(m, "nginx_lb_traffic_records_ignored_total", { reason }) ?? 0).toBe(0);
+
+    // The control: the same endpoint with the token answers (read-only: a write is refused even then).
+    const withToken = ["-s", "-m", "3", "-H", `X-Nginx-Lb-Token: ${token}`];
+    const read = await asNobody("curl", ...withToken, "-w", "\n%{http_code}", url);
+    expect(read.stdout).toMatch(/^nginx-lb-stats 1\n[\s\S]*end counters=\d+\n\n200$/);
+    const write = await asNobody("curl", ...withToken, "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", url);
+    expect(write.stdout).toBe("405");
+  });
+});
+
+describe("traffic figures forged by another local user (reload endpoints: the record file)", () => {
+  const mode = "reload";
   it("nobody cannot write a record by any channel; only nginx's own records are counted", async () => {
     const t = await startAdminLb({
       pool,

@@ -241,6 +241,8 @@ export interface ServeOptions {
   readonly listenHost?: string;
   /** The file nginx appends per-request traffic records to (as `nginx-lb run` renders it). Default: none. */
   readonly trafficLogFile?: string;
+  /** Dynamic mode: count traffic in nginx's shared dict (as `nginx-lb run` renders it there). Default: off. */
+  readonly trafficCounters?: boolean;
   /** The state dir. Default: a fresh temp dir. */
   readonly dir?: string;
   /**
@@ -402,6 +404,7 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
       ...(opts.trafficLogFile !== undefined ? { trafficLogFile: opts.trafficLogFile } : {}),
       ...(opts.certs ? { certsMode: opts.certs } : {}),
       ...(tlsPlaceholder ? { tlsPlaceholder } : {}),
+      ...(opts.trafficCounters ? { trafficCounters: true } : {}),
     },
     opts.confirmTimeoutMs,
   );

@@ -5,29 +5,13 @@
 -- rendered into nginx.conf (which lives in a 0700 dir). Without a configured token nothing is served at all.
 
 local sets = require("nginx_lb_sets")
-local bit = require("bit")
+local secret = require("nginx_lb_secret")
 
 local ngx = ngx
 local type = type
 local byte, format = string.byte, string.format
-local bor, bxor = bit.bor, bit.bxor
 
 local _M = {}
-
-local TOKEN_HEADER = "x-nginx-lb-token"
-
--- Constant time in the given value: every byte of the secret is compared whatever differs first, and a wrong length
--- only sets a flag, so neither the position of the first wrong byte nor the secret's length shows in the timing.
-local function same_secret(given, secret)
-  if type(given) ~= "string" then
-    given = ""
-  end
-  local diff = #given == #secret and 0 or 1
-  for i = 1, #secret do
-    diff = bor(diff, bxor(byte(given, i) or 0, byte(secret, i)))
-  end
-  return diff == 0
-end
 
 local function reply(status, body)
   ngx.status = status
@@ -93,8 +77,8 @@ function _M.authorized(token)
     error_reply(403, "no push token is configured: nginx-lb renders one; refusing every request")
     return false
   end
-  local given = ngx.req.get_headers()[TOKEN_HEADER]
-  if not same_secret(given, token) then
+  local given = ngx.req.get_headers()[secret.HEADER]
+  if not secret.same(given, token) then
     error_reply(401, "missing or wrong X-Nginx-Lb-Token")
     return false
   end

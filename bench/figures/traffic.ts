@@ -1,0 +1,129 @@
+/**
+ * Figure 7, the cost of traffic figures: requests/s and p99 with wrk through one route of the configuration a user
+ * runs (`nginx-lb run` with its defaults: admin server on, traffic figures on) against the same with
+ * `--no-traffic-log`, per endpoint mode, in one run. Trials alternate between the two (and swap order every round)
+ * so drift on a shared machine hits both alike; the ratio is taken within a round.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Context } from "../lib/context.js";
+import { startLb, type Lb, type Mode, type RouteSpec } from "../lib/lb.js";
+import { createRegistry, type Registry } from "../lib/registry.js";
+import { median } from "../lib/stats.js";
+import { runWrk, type WrkResult } from "../lib/wrk.js";
+
+const HOST = "traffic.bench.test";
+const NAME = "tc-web";
+
+export interface TrafficCostResult {
+  readonly wrk: { threads: number; connections: number; seconds: number; rounds: number; workers: number };
+  readonly modes: {
+    readonly mode: Mode;
+    /** How nginx reports traffic in this mode: counters in a shared dict (dynamic) or a record file (reload). */
+    readonly how: string;
+    readonly default: ReturnType<typeof summary>;
+    readonly noTrafficLog: ReturnType<typeof summary>;
+    /** default / no-traffic-log requests/s, per round. */
+    readonly ratios: number[];
+  }[];
+}
+
+/** A trial: wrk's result and the CPU time nginx's workers and the controller spent on it, per request. */
+export interface Trial extends WrkResult {
+  readonly nginxCpuUsPerRequest: number;
+  readonly controllerCpuUsPerRequest: number;
+}
+
+const summary = (runs: Trial[]) => ({
+  rps: Math.round(median(runs.map((r) => r.rps))),
+  p99ms: median(runs.map((r) => r.p99ms)),
+  failed: runs.reduce((s, r) => s + r.failed, 0),
+  nginxCpuUsPerRequest: median(runs.map((r) => r.nginxCpuUsPerRequest)),
+  controllerCpuUsPerRequest: median(runs.map((r) => r.controllerCpuUsPerRequest)),
+  runs,
+});
+
+// Linux's USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s.
+const TICK_US = 10_000;
+
+/** CPU time (user + system, microseconds) of these processes so far; a process gone counts 0. */
+async function cpuUs(pids: readonly number[]): Promise<number> {
+  let total = 0;
+  for (const pid of pids) {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    total += (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * TICK_US;
+  }
+  return total;
+}
+
+async function nginxWorkers(lb: Lb): Promise<number[]> {
+  const master = await lb.nginxPid();
+  const children = await readFile(`/proc/${master}/task/${master}/children`, "utf8").catch(() => "");
+  return children.trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+export async function trafficCost(ctx: Context): Promise<TrafficCostResult> {
+  const rounds = ctx.quick ? 1 : 4;
+  const seconds = ctx.quick ? 2 : 5;
+  const wrk = { threads: 2, connections: 64, seconds, rounds, workers: ctx.workers };
+  const backend = ctx.backends.ips[0] ?? "";
+  const route: RouteSpec = { domain: HOST, prefix: "/", name: NAME, port: ctx.backends.port };
+  const out: TrafficCostResult["modes"][number][] = [];
+  for (const mode of ctx.modes) {
+    const started: { lb: Lb; reg: Registry }[] = [];
+    try {
+      const start = async (args: string[]) => {
+        const reg = await createRegistry(ctx.registry);
+        await reg.put(NAME, backend);
+        const lb = await startLb({ routes: [route], registry: reg, mode, workers: ctx.workers, admin: true, args });
+        started.push({ lb, reg });
+        return lb;
+      };
+      const on = await start([]);
+      const off = await start(["--no-traffic-log"]);
+      const conf = await readFile(join(on.stateDir, "nginx.conf"), "utf8");
+      const how = conf.includes("nginx_lb_stats")
+        ? "counters in nginx's shared dict"
+        : conf.includes("traffic.jsonl")
+          ? "a record file nginx appends to"
+          : "none";
+      const runs = { on: [] as Trial[], off: [] as Trial[] };
+      const trial = async (which: "on" | "off", r: number) => {
+        const lb = which === "on" ? on : off;
+        ctx.log(`traffic cost (${mode}): round ${r + 1}/${rounds}, ${which === "on" ? "default" : "--no-traffic-log"}`);
+        const workers = await nginxWorkers(lb);
+        const controller = lb.controller.child.pid ?? 0;
+        const before = { nginx: await cpuUs(workers), controller: await cpuUs([controller]) };
+        const res = await runWrk({ ...wrk, url: `http://127.0.0.1:${lb.port}/`, host: HOST });
+        // The controller reads the counters once a second: let it read the last of them.
+        await new Promise((r) => setTimeout(r, 1500));
+        const n = Math.max(res.requests, 1);
+        runs[which].push({
+          ...res,
+          nginxCpuUsPerRequest: ((await cpuUs(workers)) - before.nginx) / n,
+          controllerCpuUsPerRequest: ((await cpuUs([controller])) - before.controller) / n,
+        });
+      };
+      // Warm both (connections to the backend, Lua code) before anything is measured.
+      await runWrk({ ...wrk, seconds: 1, url: `http://127.0.0.1:${on.port}/`, host: HOST });
+      await runWrk({ ...wrk, seconds: 1, url: `http://127.0.0.1:${off.port}/`, host: HOST });
+      for (let r = 0; r < rounds; r++)
+        for (const which of r % 2 === 0 ? (["on", "off"] as const) : (["off", "on"] as const)) await trial(which, r);
+      out.push({
+        mode,
+        how,
+        default: summary(runs.on),
+        noTrafficLog: summary(runs.off),
+        ratios: runs.on.map((x, i) => x.rps / (runs.off[i]?.rps ?? NaN)),
+      });
+    } finally {
+      for (const { lb, reg } of started) {
+        await lb.stop();
+        await reg.close();
+      }
+    }
+  }
+  return { wrk, modes: out };
+}
