@@ -17,6 +17,8 @@ export interface NginxSettings {
   readonly user?: RenderOptions["user"];
   /** nginx's JSON access log (`--access-log`); none when absent. */
   readonly accessLog?: string;
+  /** Dynamic mode: passive outlier ejection settings; the defaults when absent. */
+  readonly outlier?: RenderOptions["outlier"];
 }
 
 /** Where a managed nginx keeps its files inside a state dir. */
@@ -41,5 +43,6 @@ export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): Re
     ...(settings.trafficLogFile !== undefined ? { trafficLogFile: settings.trafficLogFile } : {}),
     ...(settings.user ? { user: settings.user } : {}),
     ...(settings.accessLog !== undefined ? { accessLog: settings.accessLog } : {}),
+    ...(settings.outlier !== undefined ? { outlier: settings.outlier } : {}),
   };
 }

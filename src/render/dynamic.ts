@@ -1,6 +1,6 @@
 import type { EndpointSets } from "../model/plan.js";
 import { backendName } from "../model/services.js";
-import type { RenderOptions, RenderedFile } from "./options.js";
+import type { OutlierSettings, RenderOptions, RenderedFile } from "./options.js";
 import type { BoundRoute } from "./bind-routes.js";
 import { RenderBug, tok } from "./tokens.js";
 
@@ -11,12 +11,28 @@ import { RenderBug, tok } from "./tokens.js";
  */
 
 export const ENDPOINTS_PATH = "/nginx-lb/endpoints";
-/** The Lua modules nginx.conf names, one job each: balancing, the push endpoint, the start-up sets, their layout. */
-export const LUA_MODULES = ["nginx_lb_balancer", "nginx_lb_push", "nginx_lb_initial", "nginx_lb_sets"] as const;
+/** The control server's read of the outlier ejections (nginx_lb_outlier.lua), token required. */
+export const EJECTIONS_PATH = "/nginx-lb/ejections";
+/**
+ * The Lua modules nginx.conf names, one job each: balancing, the push endpoint, the start-up sets, their layout,
+ * outlier ejection.
+ */
+export const LUA_MODULES = [
+  "nginx_lb_balancer",
+  "nginx_lb_push",
+  "nginx_lb_initial",
+  "nginx_lb_sets",
+  "nginx_lb_outlier",
+] as const;
 export type LuaModules = Readonly<Record<(typeof LUA_MODULES)[number], string>>;
 const BALANCER = "nginx_lb_balancer";
 const PUSH = "nginx_lb_push";
 const INITIAL = "nginx_lb_initial";
+const OUTLIER = "nginx_lb_outlier";
+
+
+/** The ejection defaults (see OutlierSettings): as Envoy's consecutive-5xx detection, with a 50 % ejection cap. */
+export const DEFAULT_OUTLIER: OutlierSettings = { errors: 5, baseMs: 30_000, maxMs: 300_000, maxPercent: 50 };
 /**
  * The last pushed sets, in the push format, inside the state dir: a new nginx master loads them at start so a restart
  * after a crash serves the last known endpoints instead of 503 until the controller pushes.
@@ -70,12 +86,18 @@ export function dynamicHttpLines(options: RenderOptions, dir: string): string[] 
   if (!isDynamic(options)) return [];
   luaModules(options);
   const initial = luaText(tok.file(`${dir}/${INITIAL_SETS_FILE}`));
+  const o = options.outlier ?? DEFAULT_OUTLIER;
+  if (o.maxPercent > 100 || o.maxMs < o.baseMs)
+    throw new RenderBug(`outlier settings out of range: ${JSON.stringify(o)}`);
+  const outlier = [o.errors, o.baseMs, o.maxMs, o.maxPercent].map((n) => tok.int(n)).join(", ");
   return [
     `    # Dynamic endpoints: sets are pushed to the control server and kept in this dict across reloads.`,
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
     `    lua_shared_dict ${SHARED_DICT};`,
-    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}") }`,
+    `    init_by_lua_block { require("${OUTLIER}").configure(${outlier}); require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}") }`,
     `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
+    // Judges every proxied request's attempts for outlier ejection; a request the balancer did not route returns at once.
+    `    log_by_lua_block { require("${OUTLIER}").log() }`,
     ``,
   ];
 }
@@ -131,6 +153,9 @@ export function dynamicControlLines(options: RenderOptions): string[] {
     `            client_max_body_size ${mb};`,
     `            client_body_buffer_size ${mb};`,
     `            content_by_lua_block { require("${PUSH}").serve("${token}") }`,
+    `        }`,
+    `        location = ${EJECTIONS_PATH} {`,
+    `            content_by_lua_block { require("${OUTLIER}").serve("${token}") }`,
     `        }`,
   ];
 }

@@ -242,6 +242,8 @@ export interface ServeOptions {
   readonly trafficLogFile?: string;
   /** The state dir. Default: a fresh temp dir. */
   readonly dir?: string;
+  /** Dynamic mode: outlier ejection settings (as `nginx-lb run` takes them). Default: the daemon's defaults. */
+  readonly outlier?: NginxSettings["outlier"];
   /**
    * Runs before nginx starts, with the state dir and the routes (e.g. to place the start-up endpoint sets file a
    * previous controller left there).
@@ -387,6 +389,7 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
       listenHost: opts.listenHost ?? "127.0.0.1",
       workerProcesses: opts.workers ?? 2,
       ...(opts.trafficLogFile !== undefined ? { trafficLogFile: opts.trafficLogFile } : {}),
+      ...(opts.outlier !== undefined ? { outlier: opts.outlier } : {}),
     },
     opts.confirmTimeoutMs,
   );

@@ -86,14 +86,28 @@ local function post()
   return reply(200, '{"version":' .. stored_version() .. ',"upstreams":' .. count .. "}")
 end
 
---- content_by_lua for the control server's endpoint location; `token` is the secret rendered into nginx.conf.
-function _M.serve(token)
+--- True when this request carries `token` (the secret rendered into nginx.conf); otherwise answers 401 or 403 and
+--- returns false. Every control-server location but the generation check goes through here.
+function _M.authorized(token)
   if type(token) ~= "string" or token == "" then
-    return error_reply(403, "no push token is configured: nginx-lb renders one; refusing every request")
+    error_reply(403, "no push token is configured: nginx-lb renders one; refusing every request")
+    return false
   end
   local given = ngx.req.get_headers()[TOKEN_HEADER]
   if not same_secret(given, token) then
-    return error_reply(401, "missing or wrong X-Nginx-Lb-Token")
+    error_reply(401, "missing or wrong X-Nginx-Lb-Token")
+    return false
+  end
+  return true
+end
+
+_M.reply = reply
+_M.error_reply = error_reply
+
+--- content_by_lua for the control server's endpoint location; `token` is the secret rendered into nginx.conf.
+function _M.serve(token)
+  if not _M.authorized(token) then
+    return
   end
   local method = ngx.req.get_method()
   if method == "GET" then
