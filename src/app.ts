@@ -13,6 +13,8 @@ import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconcile
 import { HealthChecker } from "./health/checker.js";
 import { followTargets } from "./health/follow.js";
 import { probe } from "./health/probe.js";
+import { EjectionWatch } from "./health/ejection-watch.js";
+import { readEjections } from "./nginx/ejections-read.js";
 import { systemClock } from "./reconciler/clock.js";
 import { StatusStore } from "./reconciler/status.js";
 import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
@@ -99,6 +101,23 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
   }
   if (options.backends) return new BackendsFileSource(resolve(options.backends), log);
   return null;
+}
+
+/** Dynamic mode: nginx's outlier ejections, read once a second into the status (and logged once per change). */
+function watchEjections(status: StatusStore, log: Logger, port: number, token: string): EjectionWatch {
+  const watch = new EjectionWatch({
+    log,
+    clock: systemClock,
+    read: () => readEjections({ port, token }),
+    routeOf: (upstream) =>
+      status
+        .get()
+        .topology?.servers.flatMap((s) => s.routes)
+        .find((r) => r.upstream === upstream)?.label,
+    onChange: (ejections) => status.update(() => ({ ejections })),
+  });
+  watch.start();
+  return watch;
 }
 
 /** The composition root of `nginx-lb run`: builds the parts, wires them, starts them. */
@@ -235,6 +254,7 @@ export async function startController(
     log.warn("no registry given (--etcd-endpoints or --backends): every route answers 503 until one is configured");
   }
   reconciler.start();
+  const ejections = mode === "dynamic" ? watchEjections(status, log, controlPort, pushToken) : null;
 
   return {
     status,
@@ -248,6 +268,7 @@ export async function startController(
       supervisor.stop();
       abort.abort();
       checker.stop();
+      ejections?.stop();
       reconciler.stop();
       await reconciler.idle();
       await applier.settled();

@@ -87,6 +87,8 @@ function endpoints(route) {
     const ep = $("span", { class: "ep " + e.role, "data-endpoint": e.address, "data-role": e.role, title: e.role + ", weight " + e.weight + why },
       $("i", { text: e.role }), e.address, $("span", { class: "w", text: "w" + e.weight }));
     if (h) ep.append($("b", { class: "hc " + h.state, "data-health": h.state, text: h.state === "down" ? "down by check" : "check " + h.state }));
+    const ej = e.ejected;
+    if (ej) ep.append($("b", { class: "hc down", "data-ejected": "1", title: "since " + ej.since + " until " + ej.until + ": " + ej.reason, text: "ejected by traffic" }));
     box.append(ep);
   }
   if (route.failOpen) box.append($("div", { class: "failopen", "data-fail-open": "1", text: route.failOpen }));

@@ -1,3 +1,4 @@
+import { withEjections } from "../health/ejections.js";
 import type { ApplyRecord, StatusSnapshot } from "../reconciler/status.js";
 import type { TopologyServer } from "../reconciler/topology.js";
 import type { RouteTotals } from "./traffic.js";
@@ -76,7 +77,10 @@ export interface StatusView {
   readonly applies: readonly ApplyRecord[];
 }
 
-/** Builds the status view: the snapshot joined with per-route traffic. Carries no certificate or key. */
+/**
+ * Builds the status view: the snapshot joined with per-route traffic and each endpoint's outlier ejection. Carries no
+ * certificate or key.
+ */
 export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, RouteTraffic>, now: Date): StatusView {
   const since = s.lastSuccessAt ? (now.getTime() - Date.parse(s.lastSuccessAt)) / 1000 : null;
   return {
@@ -94,7 +98,11 @@ export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, Route
     secondsSinceLastSuccess: since === null ? null : Math.round(since * 10) / 10,
     servers: (s.topology?.servers ?? []).map((server) => ({
       ...server,
-      routes: server.routes.map((r) => ({ ...r, traffic: traffic.get(r.upstream) ?? null })),
+      routes: server.routes.map((r) => ({
+        ...r,
+        endpoints: withEjections(r.endpoints, s.ejections?.[r.upstream]),
+        traffic: traffic.get(r.upstream) ?? null,
+      })),
     })),
     applies: s.applies,
   };
