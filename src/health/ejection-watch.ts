@@ -72,7 +72,8 @@ export class EjectionWatch {
     if (this.stopped) return;
     if (!got.ok) return this.failed(got.why);
     const parsed = parseEjections(got.text);
-    if (!parsed.ok) return this.failed(`nginx answered an invalid state: ${parsed.errors.map(formatProblem).join("; ")}`);
+    if (!parsed.ok)
+      return this.failed(`nginx answered an invalid state: ${parsed.errors.map(formatProblem).join("; ")}`);
     if (this.failing !== null) this.deps.log.info("outlier ejections readable again");
     this.failing = null;
     const next = currentEjections(parsed.value);
@@ -105,7 +106,6 @@ export class EjectionWatch {
         fields,
         "endpoint ejected by traffic: every nginx worker skips it until the back-off ends; check the endpoint",
       );
-    else
-      this.deps.log.info(fields, "endpoint back from ejection: in rotation again, its next request decides");
+    else this.deps.log.info(fields, "endpoint back from ejection: in rotation again, its next request decides");
   }
 }

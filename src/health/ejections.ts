@@ -65,7 +65,11 @@ export function parseEjections(text: string): Checked<EjectionState> {
   }
   const r = stateSchema.safeParse(json);
   if (r.success) return { ok: true, value: r.data, warnings: [] };
-  const errors = r.error.issues.map((i) => ({ code: "ejections.invalid", path: formatPath(i.path), message: i.message }));
+  const errors = r.error.issues.map((i) => ({
+    code: "ejections.invalid",
+    path: formatPath(i.path),
+    message: i.message,
+  }));
   return { ok: false, errors, warnings: [] };
 }
 
@@ -91,8 +95,7 @@ const seconds = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`
 
 /** Why an endpoint is ejected, in words, e.g. "5 failed requests in a row (last: answered 500); ejected for 30 s". */
 export function ejectionReason(r: EjectionRecord): string {
-  const last =
-    r.last === "timeout" ? "timed out" : r.last === "error" ? "connection failed" : `answered ${r.last}`;
+  const last = r.last === "timeout" ? "timed out" : r.last === "error" ? "connection failed" : `answered ${r.last}`;
   const what =
     r.level > 1 && r.failures === 1
       ? `its first request after an ejection failed (${last})`

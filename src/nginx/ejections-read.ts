@@ -25,7 +25,8 @@ export function readEjections(target: PushTarget): Promise<{ ok: true; text: str
         res.on("end", () => {
           const text = Buffer.concat(chunks).toString("utf8");
           if (res.statusCode === 200) resolve({ ok: true, text });
-          else resolve({ ok: false, why: `GET ${EJECTIONS_PATH}: ${res.statusCode ?? 0} ${text.trim().slice(0, 200)}` });
+          else
+            resolve({ ok: false, why: `GET ${EJECTIONS_PATH}: ${res.statusCode ?? 0} ${text.trim().slice(0, 200)}` });
         });
       },
     );
