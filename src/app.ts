@@ -8,7 +8,7 @@ import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
 import { NginxSupervisor } from "./nginx/supervisor.js";
-import { nginxPaths, runRenderOptions } from "./nginx/render-options.js";
+import { nginxPaths, runRenderOptions, type NginxSettings } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
 import { HealthChecker } from "./health/checker.js";
 import { followTargets } from "./health/follow.js";
@@ -60,6 +60,8 @@ export interface RunOptions {
   readonly startTimeoutMs?: number;
   /** The routing table from etcd under this prefix (the `etcd` connection) instead of the `services` file. */
   readonly servicesEtcdPrefix?: string;
+  /** Dynamic mode: passive outlier ejection settings; the defaults (render/dynamic.ts) when absent. */
+  readonly outlier?: NginxSettings["outlier"];
 }
 
 /** What the controller cannot recover from after it started; `run` exits 1 with the message. */
@@ -166,6 +168,7 @@ export async function startController(
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
     ...(options.trafficLogFile !== undefined ? { trafficLogFile: options.trafficLogFile } : {}),
     ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}),
+    ...(options.outlier !== undefined ? { outlier: options.outlier } : {}),
   });
   const source = await endpointSource(options, log);
   const routesPrefix = options.etcd ? options.servicesEtcdPrefix : undefined;
