@@ -30,7 +30,6 @@ const PUSH = "nginx_lb_push";
 const INITIAL = "nginx_lb_initial";
 const OUTLIER = "nginx_lb_outlier";
 
-
 /** The ejection defaults (see OutlierSettings): as Envoy's consecutive-5xx detection, with a 50 % ejection cap. */
 export const DEFAULT_OUTLIER: OutlierSettings = { errors: 5, baseMs: 30_000, maxMs: 300_000, maxPercent: 50 };
 /**
