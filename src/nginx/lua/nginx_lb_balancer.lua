@@ -128,9 +128,7 @@ function _M.access(name, message)
     ngx.print(message)
     return ngx.exit(ngx.HTTP_OK)
   end
-  local ctx = ngx.ctx
-  ctx.nlb_set = set
-  ctx.nlb_name = name
+  ngx.ctx.nlb_set = set
 end
 
 -- The first attempt of a request has tried nothing; shared and never written, so the common path allocates nothing.

@@ -114,28 +114,34 @@ local function rewrite(change)
   dict:delete(LOCK)
 end
 
--- True when `list` leaves room to eject one more endpoint of `set` (upstream `name`) at time `t`.
-local function room(list, name, set, t)
-  local prefix = name .. " "
-  local ejected = 0
-  for k, r in pairs(list) do
-    if r.untl > t and sub(k, 1, #prefix) == prefix then
-      ejected = ejected + 1
+local function count_ejected(list, peers, t)
+  local n = 0
+  for i = 1, #peers do
+    local r = list[peers[i].key]
+    if r and r.untl > t then
+      n = n + 1
     end
   end
+  return n
+end
+
+-- True when `list` leaves room to eject one more endpoint of `set` at time `t`. Only the set's current endpoints
+-- count (an ejected endpoint since removed from the registry frees its place).
+local function room(list, set, t)
+  local ejected = count_ejected(list, set.primaries, t) + count_ejected(list, set.backups, t)
   return ejected + 1 <= floor((#set.primaries + #set.backups) * percent / 100)
 end
 
--- Ejects peer `p` of `set` (upstream `name`) unless it is ejected already or the set's budget is spent. The budget is
--- checked first on this worker's copy, so an endpoint held back by it costs no lock per failure.
-local function eject(name, set, p, failures, last, t)
-  if not room(records, name, set, t) then
+-- Ejects peer `p` of `set` unless it is ejected already or the set's budget is spent. The budget is checked first on
+-- this worker's copy, so an endpoint held back by it costs no lock per failure.
+local function eject(set, p, failures, last, t)
+  if not room(records, set, t) then
     return
   end
   rewrite(function(list, now_t)
     local key = p.key
     local prev = list[key]
-    if (prev and prev.untl > now_t) or not room(list, name, set, now_t) then
+    if (prev and prev.untl > now_t) or not room(list, set, now_t) then
       return false
     end
     local level = prev and prev.level + 1 or 1
@@ -143,7 +149,7 @@ local function eject(name, set, p, failures, last, t)
       since = now_t, untl = now_t + min(base * 2 ^ (level - 1), max), level = level, failures = failures, last = last,
       returned = false,
     }
-    layout.dict():delete(FAIL .. key)
+    layout.dict():delete(p.nlb_fail or (FAIL .. key))
     return true
   end)
 end
@@ -159,17 +165,23 @@ local function returned(key)
   end)
 end
 
--- One attempt's outcome for peer `p`: `last` nil for a success, else what failed.
-local function outcome(name, set, p, last, t)
+-- One attempt's outcome for peer `p` of `set`: `last` nil for a success, else what failed.
+local function outcome(set, p, last, t)
   local key = p.key
   local r = records[key]
+  -- The failure-count key, built once per peer (peers live as long as their decoded set), not per request.
+  local fkey = p.nlb_fail
+  if fkey == nil then
+    fkey = FAIL .. key
+    p.nlb_fail = fkey
+  end
   if last == nil then
     if r and not r.returned and r.untl <= t then
       returned(key)
     end
     local dict = layout.dict()
-    if dict:get(FAIL .. key) then
-      dict:delete(FAIL .. key)
+    if dict:get(fkey) then
+      dict:delete(fkey)
     end
     return
   end
@@ -177,11 +189,11 @@ local function outcome(name, set, p, last, t)
     return -- a request that started before the ejection: it is out already
   end
   if r and not r.returned then
-    return eject(name, set, p, 1, last, t) -- back from an ejection, and its first result failed
+    return eject(set, p, 1, last, t) -- back from an ejection, and its first result failed
   end
-  local n = layout.dict():incr(FAIL .. key, 1, 0, FAIL_TTL)
+  local n = layout.dict():incr(fkey, 1, 0, FAIL_TTL)
   if n and n >= errors then
-    eject(name, set, p, n, last, t)
+    eject(set, p, n, last, t)
   end
 end
 
@@ -240,10 +252,6 @@ function _M.log()
     return
   end
   local t = now()
-  local name = ctx.nlb_name
-  if name == nil then
-    return
-  end
   local prev = ctx.nlb_prev
   if prev == nil then
     -- The common case, one attempt: no table built.
@@ -252,7 +260,7 @@ function _M.log()
     end
     local why, judged = failure(statuses, headers)
     if judged then
-      outcome(name, set, last, why, t)
+      outcome(set, last, why, t)
     end
     return
   end
@@ -269,7 +277,7 @@ function _M.log()
     end
     local why, judged = failure(status, times[i] or "-")
     if judged then
-      outcome(name, set, p, why, t)
+      outcome(set, p, why, t)
     end
   end
 end
