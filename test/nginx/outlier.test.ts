@@ -187,16 +187,17 @@ async function hungListener(ip: string, port: number): Promise<{ stop(): void }>
   };
 }
 
-describe("outlier ejection of an endpoint that times out", () => {
-  it("counts connect timeouts as failures (the request itself is retried on another endpoint)", async () => {
+describe("outlier ejection of endpoints that time out or refuse", () => {
+  it("counts connect timeouts and connection errors as failures (the request itself is retried on another endpoint)", async () => {
     const ip = "127.0.0.9";
+    const refusing = "127.0.0.8";
     const hung = await hungListener(ip, pool.port);
     const n = await serveNginx({
       mode: "dynamic",
       // Two in a row: each worker skips a peer for 10 s after its own first timeout, so a worker sees few of them.
       outlier: { ...OUTLIER, errors: 2 },
       services: (p) => services(HOST, p, [{ prefix: "/", app: "t", service: "web", port: pool.port }]),
-      backends: { "t-web": eps("127.0.0.2", "127.0.0.4", ip) },
+      backends: { "t-web": eps("127.0.0.2", "127.0.0.4", refusing, ip) },
     });
     try {
       // Concurrent requests reach the hung endpoint from both workers before either marks it failed.
@@ -204,11 +205,20 @@ describe("outlier ejection of an endpoint that times out", () => {
         Array.from({ length: 12 }, () => hostGet(n.port, HOST, "/").then((r) => r.status)),
       );
       expect(new Set(statuses)).toEqual(new Set([200]));
-      const rec = await recordOf(ip, n);
-      expect(rec).toMatchObject({ last: "timeout", level: 1 });
+      // The log phase runs once the answer is out: give it a moment.
+      const timedOut = await waitFor("the hung endpoint ejected", () => recordOf(ip, n), 3_000);
+      expect(timedOut).toMatchObject({ last: "timeout", level: 1 });
+      // Sequential requests: each worker meets the refusing endpoint once (then skips it for 10 s on its own).
+      await waitFor(
+        "the refusing endpoint ejected",
+        async () => (await send("/", 2, n.port), await recordOf(refusing, n)),
+        25_000,
+      );
+      expect(await recordOf(refusing, n)).toMatchObject({ last: "error", level: 1 });
+      expect(new Set(await send("/", 10, n.port))).toEqual(new Set([200]));
     } finally {
       hung.stop();
       await n.stop();
     }
-  }, 40_000);
+  }, 60_000);
 });
