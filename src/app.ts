@@ -159,6 +159,11 @@ export async function startController(
 
   const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await endpointsMode(options, paths.nginx, log);
+  if (mode === "reload" && options.outlier !== undefined && options.outlier.errors > 0)
+    log.warn(
+      "--outlier-ejection has no effect in reload mode: nginx's max_fails skips an endpoint after a connection error " +
+        "there; outlier ejection needs --endpoints-mode dynamic",
+    );
   const renderOptions = runRenderOptions(paths, {
     controlPort,
     pushToken,
