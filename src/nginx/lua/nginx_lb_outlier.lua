@@ -94,13 +94,16 @@ local function rewrite(change)
   local t = now()
   local list = decode(dict:get(LIST))
   -- A record ended more than `max` ago, returned or not, is forgotten: its next ejection starts at the first level.
+  -- Forgetting is a change too: a worker must not keep asking about a record that is gone.
+  local pruned = false
   for key, r in pairs(list) do
     if r.untl + max < t then
       list[key] = nil
+      pruned = true
     end
   end
   local ok, changed = pcall(change, list, t)
-  if ok and changed then
+  if ok and (changed or pruned) then
     -- safe_set: never evict endpoint sets to make room; a full dict leaves ejections as they were.
     local stored, serr = dict:safe_set(LIST, encode(list))
     if stored then
