@@ -54,17 +54,18 @@ describe("parseEjections", () => {
 
 describe("ejectionReason", () => {
   it.each([
-    [rec(), "5 failed requests in a row (last: answered 500); ejection 1 in a row, for 30 s"],
-    [rec({ last: "timeout" }), "5 failed requests in a row (last: timed out); ejection 1 in a row, for 30 s"],
-    [
-      rec({ last: "error", failures: 1 }),
-      "1 failed request in a row (last: connection failed); ejection 1 in a row, for 30 s",
-    ],
+    [rec(), "5 failed requests in a row (last: answered 500); ejected for 30 s"],
+    [rec({ last: "timeout" }), "5 failed requests in a row (last: timed out); ejected for 30 s"],
+    [rec({ last: "error", failures: 1 }), "1 failed request in a row (last: connection failed); ejected for 30 s"],
     [
       rec({ level: 2, failures: 1, until: 61_000 }),
-      "its first request after an ejection failed (answered 500); ejection 2 in a row, for 60 s",
+      "its first request after an ejection failed (answered 500); ejected for 60 s (ejection 2 in a row: each lasts twice the one before)",
     ],
-    [rec({ until: 1_500 }), "5 failed requests in a row (last: answered 500); ejection 1 in a row, for 500 ms"],
+    [rec({ until: 1_500 }), "5 failed requests in a row (last: answered 500); ejected for 500 ms"],
+    [
+      rec({ level: 3, until: 121_000 }),
+      "5 failed requests in a row (last: answered 500); ejected for 120 s (ejection 3 in a row: each lasts twice the one before)",
+    ],
   ])("%#", (r, text) => expect(ejectionReason(r)).toBe(text));
 });
 

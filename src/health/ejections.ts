@@ -100,7 +100,8 @@ export function ejectionReason(r: EjectionRecord): string {
     r.level > 1 && r.failures === 1
       ? `its first request after an ejection failed (${last})`
       : `${r.failures} failed request${r.failures === 1 ? "" : "s"} in a row (last: ${last})`;
-  return `${what}; ejection ${r.level} in a row, for ${seconds(r.until - r.since)}`;
+  const repeat = r.level > 1 ? ` (ejection ${r.level} in a row: each lasts twice the one before)` : "";
+  return `${what}; ejected for ${seconds(r.until - r.since)}${repeat}`;
 }
 
 /** The endpoints ejected at nginx's `now`: records whose back-off has not ended. */

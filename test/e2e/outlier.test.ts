@@ -87,9 +87,7 @@ describe("outlier ejection through nginx-lb run", () => {
         "the 500 endpoint shown ejected in /api/status",
       );
       expect(ejected).toMatchObject({ state: "ejected" });
-      expect(ejected.reason).toMatch(
-        /^\d+ failed requests in a row \(last: answered 500\); ejection 1 in a row, for 20 s$/,
-      );
+      expect(ejected.reason).toMatch(/^\d+ failed requests in a row \(last: answered 500\); ejected for 20 s$/);
       expect(Date.parse(ejected.until) - Date.parse(ejected.since)).toBe(20_000);
       expect(await ejectedOf("127.0.0.2")).toBeUndefined();
 
