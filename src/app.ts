@@ -8,11 +8,13 @@ import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
 import { NginxSupervisor } from "./nginx/supervisor.js";
-import { nginxPaths, runRenderOptions } from "./nginx/render-options.js";
+import { nginxPaths, runRenderOptions, type NginxSettings } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
 import { HealthChecker } from "./health/checker.js";
 import { followTargets } from "./health/follow.js";
 import { probe } from "./health/probe.js";
+import { EjectionWatch } from "./health/ejection-watch.js";
+import { readEjections } from "./nginx/ejections-read.js";
 import { systemClock } from "./reconciler/clock.js";
 import { StatusStore } from "./reconciler/status.js";
 import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
@@ -59,6 +61,8 @@ export interface RunOptions {
   readonly startTimeoutMs?: number;
   /** The routing table from etcd under this prefix (the `etcd` connection) instead of the `services` file. */
   readonly servicesEtcdPrefix?: string;
+  /** Dynamic mode: passive outlier ejection settings; the defaults (render/dynamic.ts) when absent. */
+  readonly outlier?: NginxSettings["outlier"];
 }
 
 /** What the controller cannot recover from after it started; `run` exits 1 with the message. */
@@ -102,6 +106,23 @@ async function endpointSource(options: RunOptions, log: Logger): Promise<Endpoin
   return null;
 }
 
+/** Dynamic mode: nginx's outlier ejections, read once a second into the status (and logged once per change). */
+function watchEjections(status: StatusStore, log: Logger, port: number, token: string): EjectionWatch {
+  const watch = new EjectionWatch({
+    log,
+    clock: systemClock,
+    read: () => readEjections({ port, token }),
+    routeOf: (upstream) =>
+      status
+        .get()
+        .topology?.servers.flatMap((s) => s.routes)
+        .find((r) => r.upstream === upstream)?.label,
+    onChange: (ejections) => status.update(() => ({ ejections })),
+  });
+  watch.start();
+  return watch;
+}
+
 /** The composition root of `nginx-lb run`: builds the parts, wires them, starts them. */
 export async function startController(
   options: RunOptions,
@@ -139,6 +160,11 @@ export async function startController(
 
   const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await endpointsMode(options, paths.nginx, log);
+  if (mode === "reload" && options.outlier !== undefined && options.outlier.errors > 0)
+    log.warn(
+      "--outlier-ejection has no effect in reload mode: nginx's max_fails skips an endpoint after a connection error " +
+        "there; outlier ejection needs --endpoints-mode dynamic",
+    );
   const traffic = (await options.traffic?.start({ endpointsMode: mode, controlPort, pushToken })) ?? {};
   const renderOptions = runRenderOptions(paths, {
     controlPort,
@@ -149,6 +175,7 @@ export async function startController(
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),
     ...traffic,
     ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}),
+    ...(options.outlier !== undefined ? { outlier: options.outlier } : {}),
   });
   const source = await endpointSource(options, log);
   const routesPrefix = options.etcd ? options.servicesEtcdPrefix : undefined;
@@ -237,6 +264,7 @@ export async function startController(
     log.warn("no registry given (--etcd-endpoints or --backends): every route answers 503 until one is configured");
   }
   reconciler.start();
+  const ejections = mode === "dynamic" ? watchEjections(status, log, controlPort, pushToken) : null;
 
   return {
     status,
@@ -250,6 +278,7 @@ export async function startController(
       supervisor.stop();
       abort.abort();
       checker.stop();
+      ejections?.stop();
       reconciler.stop();
       await reconciler.idle();
       await applier.settled();

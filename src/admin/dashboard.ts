@@ -242,6 +242,8 @@ function endpoints(route) {
     if (h) ep.append($("b", { class: "hc " + h.state, "data-health": h.state, text: h.state === "down" ? "down by check" : "check " + h.state }));
     const et = e.traffic;
     if (et) ep.append($("span", { class: et.errorsPerSecond > 0 ? "err" : "w", "data-ep-rate": String(et.requestsPerSecond), "data-ep-errors": String(et.errorsPerSecond), text: fmtRate(et.requestsPerSecond) + " req/s" + (et.errorsPerSecond > 0 ? ", " + fmtRate(et.errorsPerSecond) + " err/s" : "") }));
+    const ej = e.ejected;
+    if (ej) ep.append($("b", { class: "hc down", "data-ejected": "1", title: "since " + ej.since + " until " + ej.until + ": " + ej.reason, text: "ejected by traffic" }));
     box.append(ep);
   }
   if (route.failOpen) box.append($("div", { class: "failopen", "data-fail-open": "1", text: route.failOpen }));

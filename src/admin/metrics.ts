@@ -72,6 +72,21 @@ export function createControllerMetrics(status: StatusStore, metrics: Registry =
     },
   });
   new Gauge({
+    name: "nginx_lb_endpoint_ejected",
+    help: "Per route and endpoint (dynamic mode): 1 while nginx's balancer has ejected the endpoint for failing requests in a row (outlier ejection), 0 otherwise",
+    labelNames: ["route", "endpoint"],
+    registers,
+    collect() {
+      this.reset();
+      const s = status.get();
+      for (const server of s.topology?.servers ?? [])
+        for (const r of server.routes) {
+          const ejected = s.ejections?.[r.upstream];
+          for (const e of r.endpoints) this.set({ route: r.label, endpoint: e.address }, ejected?.[e.address] ? 1 : 0);
+        }
+    },
+  });
+  new Gauge({
     name: "nginx_lb_route_fail_open",
     help: "1 when every endpoint of the route is down by health check and all are tried anyway (fail open)",
     labelNames: ["route"],

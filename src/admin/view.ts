@@ -1,3 +1,4 @@
+import { type EndpointEjection, withEjections } from "../health/ejections.js";
 import type { ApplyRecord, StatusSnapshot } from "../reconciler/status.js";
 import type { TopologyServer } from "../reconciler/topology.js";
 import type { RouteTotals } from "./traffic.js";
@@ -81,16 +82,24 @@ type TopologyRoute = TopologyServer["routes"][number];
 /** A route in the status view: its traffic, and each endpoint's (null before any request reached it; absent from an older controller). */
 export type RouteView = Omit<TopologyRoute, "endpoints"> & {
   readonly traffic: Omit<RouteTraffic, "endpoints"> | null;
-  readonly endpoints: readonly (TopologyRoute["endpoints"][number] & { readonly traffic?: EndpointTraffic | null })[];
+  readonly endpoints: readonly (TopologyRoute["endpoints"][number] & {
+    readonly traffic?: EndpointTraffic | null;
+    readonly ejected?: EndpointEjection;
+  })[];
 };
 
-function routeView(r: TopologyRoute, traffic: RouteTraffic | undefined): RouteView {
-  if (!traffic) return { ...r, traffic: null, endpoints: r.endpoints.map((e) => ({ ...e, traffic: null })) };
-  const { endpoints, ...rest } = traffic;
+function routeView(
+  r: TopologyRoute,
+  traffic: RouteTraffic | undefined,
+  ejected: Readonly<Record<string, EndpointEjection>> | undefined,
+): RouteView {
+  const endpoints = withEjections(r.endpoints, ejected);
+  if (!traffic) return { ...r, traffic: null, endpoints: endpoints.map((e) => ({ ...e, traffic: null })) };
+  const { endpoints: byAddr, ...rest } = traffic;
   return {
     ...r,
     traffic: rest,
-    endpoints: r.endpoints.map((e) => ({ ...e, traffic: endpoints.get(e.address) ?? null })),
+    endpoints: endpoints.map((e) => ({ ...e, traffic: byAddr.get(e.address) ?? null })),
   };
 }
 
@@ -115,7 +124,10 @@ export interface StatusView {
   readonly applies: readonly ApplyRecord[];
 }
 
-/** Builds the status view: the snapshot joined with per-route traffic. Carries no certificate or key. */
+/**
+ * Builds the status view: the snapshot joined with per-route traffic and each endpoint's outlier ejection. Carries no
+ * certificate or key.
+ */
 export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, RouteTraffic>, now: Date): StatusView {
   const since = s.lastSuccessAt ? (now.getTime() - Date.parse(s.lastSuccessAt)) / 1000 : null;
   return {
@@ -133,7 +145,7 @@ export function statusView(s: StatusSnapshot, traffic: ReadonlyMap<string, Route
     secondsSinceLastSuccess: since === null ? null : Math.round(since * 10) / 10,
     servers: (s.topology?.servers ?? []).map((server) => ({
       ...server,
-      routes: server.routes.map((r) => routeView(r, traffic.get(r.upstream))),
+      routes: server.routes.map((r) => routeView(r, traffic.get(r.upstream), s.ejections?.[r.upstream])),
     })),
     applies: s.applies,
   };

@@ -158,6 +158,15 @@ addEtcdOptions(program.command("run"))
       "START_TIMEOUT",
     ),
   )
+  .addOption(
+    env(
+      "--outlier-ejection <spec>",
+      `dynamic mode: <errors>,<first>,<longest>,<percent>%: an endpoint failing <errors> requests in a row (a 5xx it ` +
+        `answers, a timeout, a connection error) is skipped for <first>, doubled on repeats up to <longest>; at most ` +
+        `<percent> of a route's endpoints at once; off to turn it off ${dflt(RUN_DEFAULTS.outlierEjection)}`,
+      "OUTLIER_EJECTION",
+    ),
+  )
   .action(async (flags: import("./run-config.js").RunFlags) =>
     exit(await (await import("./run.js")).runCommand(flags)),
   );

@@ -198,6 +198,15 @@ describe("--start-timeout", () => {
   });
 });
 
+describe("--outlier-ejection", () => {
+  test("reaches the controller's options; a bad value is an error naming the flag", async () => {
+    const r = await resolveRunConfig({ outlierEjection: "3,10s" }, {});
+    expect(r.ok && r.value.controller.outlier).toEqual({ errors: 3, baseMs: 10_000, maxMs: 300_000, maxPercent: 50 });
+    const bad = await resolveRunConfig({ outlierEjection: "often" }, {});
+    expect(!bad.ok && bad.errors.map((e) => e.path)).toEqual(["--outlier-ejection"]);
+  });
+});
+
 describe("startFileProblems", () => {
   test("a missing services file, etcd TLS file or nginx binary: one problem each, naming the flag", async () => {
     const notExecutable = await secretFile("not nginx");

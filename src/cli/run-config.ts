@@ -8,6 +8,8 @@ import type { Checked, Problem } from "../model/problem.js";
 import { etcdConfigFromFlags, type EtcdFlags } from "./etcd-options.js";
 import { nginxFlagProblems } from "./nginx-flags.js";
 import { findNginx } from "../nginx/binary.js";
+import { parseDuration } from "./duration.js";
+import { OUTLIER_DEFAULT_TEXT, parseOutlierFlag } from "./outlier-flag.js";
 import { resolveWorkerUser, systemAccounts, type AccountSource } from "../nginx/worker-user.js";
 
 /**
@@ -39,6 +41,8 @@ export interface RunFlags extends EtcdFlags {
   startTimeout?: string;
   /** `--services-etcd-prefix KEY`: the routing table from etcd instead of the services file. */
   servicesEtcdPrefix?: string;
+  /** `--outlier-ejection errors,first,longest,percent%|off`: passive outlier ejection (dynamic mode). */
+  outlierEjection?: string;
 }
 
 /** Everything `run` needs, resolved once: nothing after this reads the environment or applies a default. */
@@ -55,17 +59,10 @@ export const RUN_DEFAULTS = {
   logLevel: "info",
   accessLog: "off",
   startTimeout: "60s",
+  outlierEjection: OUTLIER_DEFAULT_TEXT,
 } as const;
 
-const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** A duration as operators write it (`500ms`, `30s`, `2m`, `1h`, or plain seconds) in ms; null when it is none. */
-export function parseDuration(text: string): number | null {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
-  if (!m) return null;
-  const ms = Number(m[1]) * (UNITS[m[2] ?? "s"] ?? 1000);
-  return Number.isFinite(ms) ? Math.round(ms) : null;
-}
+export { parseDuration };
 
 /**
  * A file `run` needs from its first second: missing or unreadable cannot heal by waiting, so it stops the start with
@@ -231,6 +228,9 @@ export async function resolveRunConfig(
       message: `${JSON.stringify(startTimeoutText)}: give a duration such as 500ms, 30s, 2m or plain seconds`,
     });
 
+  const outlier = flags.outlierEjection === undefined ? undefined : parseOutlierFlag(flags.outlierEjection);
+  if (outlier && !outlier.ok) errors.push({ code: "invalid_flag", path: "--outlier-ejection", message: outlier.why });
+
   const worker = await resolveWorkerUser(flags.nginxUser, accounts);
   if (!worker.ok) errors.push(...worker.errors);
   const routesPrefix = flags.servicesEtcdPrefix;
@@ -281,6 +281,7 @@ export async function resolveRunConfig(
     ...(accessLog !== undefined ? { accessLog } : {}),
     startTimeoutMs,
     ...(routesPrefix !== undefined ? { servicesEtcdPrefix: routesPrefix } : {}),
+    ...(outlier?.ok ? { outlier: outlier.value } : {}),
   };
   const admin: AdminFlags = {
     stateDir: controller.stateDir,

@@ -110,3 +110,30 @@ describe("nginx-lb status: health checks", () => {
   test("a route failing open is a warning", () =>
     expect(text(true)).toMatch(/warning +health check +a\.test:80\/ +every endpoint is down by health check/));
 });
+
+describe("nginx-lb status: outlier ejection", () => {
+  const ejected = {
+    state: "ejected" as const,
+    since: "2026-01-01T00:00:01.000Z",
+    until: "2026-01-01T00:00:31.000Z",
+    reason: "5 failed requests in a row (last: answered 500); ejected for 30 s",
+  };
+  const endpoints = [
+    { address: "10.0.0.1:80", weight: 1, role: "primary" as const },
+    { address: "10.0.0.2:80", weight: 1, role: "primary" as const, ejected },
+  ];
+  const route = () => ({
+    prefix: "/",
+    label: "a.test:80/",
+    upstream: "nlb_x",
+    backend: "a-s:80",
+    backendPath: "/",
+    endpoints,
+    traffic: null,
+  });
+  test("shows an ejected endpoint with since, until and why", () =>
+    expect(formatStatus(view({ servers: [{ domain: "a.test", port: 80, routes: [route()] }] }))).toContain(
+      "10.0.0.1:80 w1, 10.0.0.2:80 w1 [ejected by traffic since 2026-01-01 00:00:01Z until 2026-01-01 00:00:31Z: " +
+        "5 failed requests in a row (last: answered 500); ejected for 30 s]",
+    ));
+});

@@ -112,7 +112,10 @@ export function formatStatus(s: StatusView): string {
     for (const r of server.routes) {
       const eps = r.endpoints.length
         ? r.endpoints
-            .map((e) => `${e.address} w${e.weight}${e.role === "primary" ? "" : ` ${e.role}`}${checkText(e)}`)
+            .map(
+              (e) =>
+                `${e.address} w${e.weight}${e.role === "primary" ? "" : ` ${e.role}`}${checkText(e)}${ejectedText(e)}`,
+            )
             .join(", ")
         : red("none (503)");
       const t = r.traffic;
@@ -174,6 +177,14 @@ function checkText(e: TopologyEndpoint): string {
   if (h.state !== "down") return ` [check ${h.state}]`;
   const since = h.since ? ` since ${h.since.replace("T", " ").replace(/\.\d+Z$/, "Z")}` : "";
   return ` ${red(`[down by check${since}: ${h.reason ?? "?"}]`)}`;
+}
+
+/** An endpoint's outlier ejection for the ENDPOINTS column: since, until and why, or nothing. */
+function ejectedText(e: TopologyEndpoint): string {
+  const ej = e.ejected;
+  if (!ej) return "";
+  const at = (iso: string) => iso.replace("T", " ").replace(/\.\d+Z$/, "Z");
+  return ` ${red(`[ejected by traffic since ${at(ej.since)} until ${at(ej.until)}: ${ej.reason}]`)}`;
 }
 
 /** `nginx-lb status`: reads /api/status of a running controller and prints it. */

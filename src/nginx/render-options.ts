@@ -23,6 +23,8 @@ export interface NginxSettings {
   readonly certsMode?: RenderOptions["certsMode"];
   /** The state dir's placeholder certificate (src/nginx/tls-placeholder.ts), for pushed certificates. */
   readonly tlsPlaceholder?: RenderOptions["tlsPlaceholder"];
+  /** Dynamic mode: passive outlier ejection settings; the defaults when absent. */
+  readonly outlier?: RenderOptions["outlier"];
 }
 
 /** Where a managed nginx keeps its files inside a state dir. */
@@ -50,5 +52,6 @@ export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): Re
     ...(settings.accessLog !== undefined ? { accessLog: settings.accessLog } : {}),
     ...(settings.certsMode !== undefined ? { certsMode: settings.certsMode } : {}),
     ...(settings.tlsPlaceholder ? { tlsPlaceholder: settings.tlsPlaceholder } : {}),
+    ...(settings.outlier !== undefined ? { outlier: settings.outlier } : {}),
   };
 }

@@ -1,3 +1,4 @@
+import type { Ejections } from "../health/ejections.js";
 import type { Problem } from "../model/problem.js";
 import type { Change } from "./diff.js";
 import type { Topology } from "./topology.js";
@@ -66,6 +67,8 @@ export interface StatusSnapshot {
   readonly topology?: Topology;
   /** Where the routes come from; absent from an older controller. */
   readonly routes?: RoutesSource;
+  /** Dynamic mode: the endpoints nginx's balancer ejected for failing requests, by upstream and address. */
+  readonly ejections?: Ejections;
 }
 
 /** Where the routing table in force comes from: the services file, or etcd (prefix, revision, rejected keys). */

@@ -1,3 +1,4 @@
+import type { EndpointEjection } from "../health/ejections.js";
 import { backendName, type Server, type Services } from "../model/services.js";
 import type { BoundRoute } from "../render/index.js";
 
@@ -17,6 +18,11 @@ export interface TopologyEndpoint {
   readonly weight: number;
   readonly role: "primary" | "backup" | "down";
   readonly health?: TopologyHealth;
+  /**
+   * Dynamic mode: set while nginx's balancer has ejected the endpoint for failing requests in a row (outlier
+   * ejection). Joined in by the status view from the snapshot's `ejections`; the applied topology never has it.
+   */
+  readonly ejected?: EndpointEjection;
 }
 
 /** One route: its prefix, where it goes, and the upstream nginx proxies it to. */

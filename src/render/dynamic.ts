@@ -1,6 +1,6 @@
 import type { EndpointSets } from "../model/plan.js";
 import { backendName } from "../model/services.js";
-import type { RenderOptions, RenderedFile } from "./options.js";
+import type { OutlierSettings, RenderOptions, RenderedFile } from "./options.js";
 import type { BoundRoute } from "./bind-routes.js";
 import { certsControlLines, certsHttpLines, certsInitLua } from "./tls-dynamic.js";
 import { RenderBug, tok } from "./tokens.js";
@@ -12,9 +12,11 @@ import { RenderBug, tok } from "./tokens.js";
  */
 
 export const ENDPOINTS_PATH = "/nginx-lb/endpoints";
+/** The control server's read of the outlier ejections (nginx_lb_outlier.lua), token required. */
+export const EJECTIONS_PATH = "/nginx-lb/ejections";
 /**
- * The Lua modules nginx.conf names, one job each: balancing, the push endpoint, the start-up sets, their layout, the
- * control server's token check, the traffic counters.
+ * The Lua modules nginx.conf names, one job each: balancing, the push endpoint, the start-up sets, their layout,
+ * outlier ejection, the control server's token check, the traffic counters.
  */
 export const LUA_MODULES = [
   "nginx_lb_balancer",
@@ -23,6 +25,7 @@ export const LUA_MODULES = [
   "nginx_lb_sets",
   "nginx_lb_secret",
   "nginx_lb_stats",
+  "nginx_lb_outlier",
 ] as const;
 export type LuaModules = Readonly<Record<(typeof LUA_MODULES)[number], string>>;
 const BALANCER = "nginx_lb_balancer";
@@ -37,6 +40,10 @@ export const STATS_PATH = "/nginx-lb/stats";
  * recently used keys, which hold at most a second of counts.
  */
 const STATS_DICT = "nginx_lb_stats 32m";
+const OUTLIER = "nginx_lb_outlier";
+
+/** The ejection defaults (see OutlierSettings): as Envoy's consecutive-5xx detection, with a 50 % ejection cap. */
+export const DEFAULT_OUTLIER: OutlierSettings = { errors: 5, baseMs: 30_000, maxMs: 300_000, maxPercent: 50 };
 /**
  * The last pushed sets, in the push format, inside the state dir: a new nginx master loads them at start so a restart
  * after a crash serves the last known endpoints instead of 503 until the controller pushes.
@@ -91,16 +98,23 @@ export function dynamicHttpLines(options: RenderOptions, dir: string): string[] 
   luaModules(options);
   const initial = luaText(tok.file(`${dir}/${INITIAL_SETS_FILE}`));
   const certs = certsInitLua(options, dir);
+  const o = options.outlier ?? DEFAULT_OUTLIER;
+  if (o.maxPercent > 100 || o.maxMs < o.baseMs)
+    throw new RenderBug(`outlier settings out of range: ${JSON.stringify(o)}`);
+  const outlier = [o.errors, o.baseMs, o.maxMs, o.maxPercent].map((n) => tok.int(n)).join(", ");
   return [
     `    # Dynamic endpoints: sets are pushed to the control server and kept in this dict across reloads.`,
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
     `    lua_shared_dict ${SHARED_DICT};`,
     ...certsHttpLines(options),
     // Every module is loaded here, by the master: the files are 0600 to the workers' user.
-    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); ` +
+    `    init_by_lua_block { require("${OUTLIER}").configure(${outlier}); require("${BALANCER}"); require("${PUSH}"); ` +
       `${options.trafficCounters ? `require("${STATS}"); ` : ""}require("${INITIAL}").load("${initial}")` +
       `${certs ? `; ${certs}` : ""} }`,
     `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
+    // nginx takes one log_by_lua per context: it judges every proxied request's attempts for outlier ejection (a
+    // request the balancer did not route returns at once) and, with the traffic counters, counts it.
+    `    log_by_lua_block { require("${OUTLIER}").log()${options.trafficCounters ? `; require("${STATS}").log()` : ""} }`,
     ``,
   ];
 }
@@ -157,22 +171,25 @@ export function dynamicControlLines(options: RenderOptions): string[] {
     `            client_body_buffer_size ${mb};`,
     `            content_by_lua_block { require("${PUSH}").serve("${token}") }`,
     `        }`,
+    `        location = ${EJECTIONS_PATH} {`,
+    `            content_by_lua_block { require("${OUTLIER}").serve("${token}") }`,
+    `        }`,
     ...certsControlLines(options),
     ...(options.trafficCounters
       ? [
           `        location = ${STATS_PATH} {`,
           `            content_by_lua_block { require("${STATS}").serve("${token}") }`,
           `        }`,
-          // The controller's own requests here are not traffic.
-          `        log_by_lua_block { return }`,
         ]
       : []),
+    // The controller's own requests here are neither traffic nor upstream attempts.
+    `        log_by_lua_block { return }`,
   ];
 }
 
 /**
- * http-context lines of the traffic counters (dynamic mode): their dict and the log-phase call that counts every
- * request. The dict is cleared only by a new master; a reload keeps it (and what the controller has not read yet).
+ * http-context lines of the traffic counters (dynamic mode): their dict (the log-phase call that counts every request
+ * is dynamicHttpLines' one `log_by_lua_block`, which nginx allows once per context). The dict is cleared only by a new master; a reload keeps it (and what the controller has not read yet).
  */
 export function statsHttpLines(options: RenderOptions): string[] {
   if (!options.trafficCounters) return [];
@@ -182,7 +199,6 @@ export function statsHttpLines(options: RenderOptions): string[] {
   return [
     `    # Per-route and per-endpoint traffic, counted in the log phase and drained by the controller once a second.`,
     `    lua_shared_dict ${STATS_DICT};`,
-    `    log_by_lua_block { require("${STATS}").log() }`,
   ];
 }
 

@@ -1,3 +1,16 @@
+/**
+ * Passive outlier ejection in the balancer (dynamic mode): `errors` failed requests in a row (a 5xx the endpoint
+ * answered, a timeout, a connection error) eject an endpoint for `baseMs`, doubled for each further ejection that
+ * follows within `maxMs` of the previous one's end, up to `maxMs`; at most `maxPercent` % of a set is ejected at once.
+ */
+export interface OutlierSettings {
+  /** 0 turns ejection off. */
+  readonly errors: number;
+  readonly baseMs: number;
+  readonly maxMs: number;
+  readonly maxPercent: number;
+}
+
 /** How the rendered nginx.conf is placed on this machine. Operator-chosen, so checked like any other token. */
 export interface RenderOptions {
   /** Absolute directory holding nginx.conf, TLS files, temp dirs and logs (the state dir). */
@@ -39,6 +52,8 @@ export interface RenderOptions {
    * (src/nginx/tls-placeholder.ts), so the rendered bytes stay the same.
    */
   readonly tlsPlaceholder?: { readonly cert: string; readonly key: string };
+  /** Dynamic mode: passive outlier ejection in the balancer. Default DEFAULT_OUTLIER (render/dynamic.ts). */
+  readonly outlier?: OutlierSettings;
   /** File in the state dir nginx appends one JSON access record per request to (per-route traffic). None: no records. */
   readonly trafficLogFile?: string;
   /**

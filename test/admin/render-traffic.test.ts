@@ -61,7 +61,8 @@ describe("traffic log rendering", () => {
       trafficCounters: true,
     });
     expect([...r.conf.matchAll(/set \$nlb_route (nlb_[0-9a-f]{16});/g)]).toHaveLength(3);
-    expect(r.conf.match(/log_by_lua_block \{ require\("nginx_lb_stats"\)\.log\(\) \}/g)).toHaveLength(1);
+    expect(r.conf.match(/log_by_lua_block \{[^}\n]*require\("nginx_lb_stats"\)\.log\(\) \}/g)).toHaveLength(1);
+    expect(r.conf.match(/^ {4}log_by_lua_block/gm)).toHaveLength(1);
     expect(r.conf).toMatch(/^ {4}lua_shared_dict nginx_lb_stats \d+m;$/m);
     expect(r.conf).toContain(`content_by_lua_block { require("nginx_lb_stats").serve("${token}") }`);
     expect(r.conf).not.toMatch(/log_format nlb |traffic\.jsonl/);

@@ -15,7 +15,7 @@
  *
  * The health-check path `/healthz` (any query) answers as `setCheck` says: `ok` (200, the default), `500`, `hang`
  * (accepts, never answers) or `flap` (200 and 500 by turns), and with `hang-all` no request at all is answered (a hung
- * endpoint); `checks()` counts the requests to the check path.
+ * endpoint), with `500-all` every request is answered 500; `checks()` counts the requests to the check path.
  */
 import { createHash } from "node:crypto";
 import {
@@ -58,7 +58,7 @@ export interface Backend {
 }
 
 /** How a backend answers its health-check path. */
-export type CheckMode = "ok" | "500" | "hang" | "flap" | "hang-all";
+export type CheckMode = "ok" | "500" | "hang" | "flap" | "hang-all" | "500-all";
 export const CHECK_PATH = "/healthz";
 
 export interface BackendPool {
@@ -155,7 +155,7 @@ class EchoBackend implements Backend {
     req.resume();
     const mode = this.checkMode;
     if (mode === "hang" || mode === "hang-all") return true;
-    const fail = mode === "500" || (mode === "flap" && this.checked % 2 === 0);
+    const fail = mode === "500" || mode === "500-all" || (mode === "flap" && this.checked % 2 === 0);
     res.statusCode = fail ? 500 : 200;
     res.end(fail ? "unhealthy" : "ok");
     return true;
@@ -171,6 +171,7 @@ class EchoBackend implements Backend {
       req.resume();
       req.on("end", () => {
         res.setHeader("x-backend", this.ip);
+        if (this.checkMode === "500-all") res.statusCode = 500;
         if (this.reply === "address") {
           res.setHeader("content-type", "text/plain");
           res.end(this.ip);

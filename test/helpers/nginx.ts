@@ -245,6 +245,8 @@ export interface ServeOptions {
   readonly trafficCounters?: boolean;
   /** The state dir. Default: a fresh temp dir. */
   readonly dir?: string;
+  /** Dynamic mode: outlier ejection settings (as `nginx-lb run` takes them). Default: the daemon's defaults. */
+  readonly outlier?: NginxSettings["outlier"];
   /**
    * "pushed": TLS certificates are served by SNI from what is pushed to the control server (or loaded from the
    * start-up file), with the state dir's placeholder in nginx.conf, as `RenderOptions.certsMode`. Dynamic mode only.
@@ -405,6 +407,7 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
       ...(opts.certs ? { certsMode: opts.certs } : {}),
       ...(tlsPlaceholder ? { tlsPlaceholder } : {}),
       ...(opts.trafficCounters ? { trafficCounters: true } : {}),
+      ...(opts.outlier !== undefined ? { outlier: opts.outlier } : {}),
     },
     opts.confirmTimeoutMs,
   );

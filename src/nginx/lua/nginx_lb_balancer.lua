@@ -6,9 +6,12 @@
 -- Balancing mirrors what reload mode renders: smooth weighted round robin (nginx's algorithm) over primaries,
 -- weight 0 never chosen, backups only when no primary is usable for this request, a peer that failed to connect
 -- skipped for FAIL_TIMEOUT (max_fails=1 fail_timeout=10s), and a retry on the next peer after a connection error.
+-- Beyond reload mode: a peer ejected by nginx_lb_outlier (failing requests in a row, seen by every worker) is skipped
+-- like a failed one, and the log phase learns which peers each request tried (ctx.nlb_last, ctx.nlb_prev).
 
 local balancer = require("ngx.balancer")
 local layout = require("nginx_lb_sets")
+local outlier = require("nginx_lb_outlier")
 
 local ngx = ngx
 local shared = layout.dict()
@@ -76,8 +79,8 @@ local function current_set(name)
 end
 
 -- nginx's smooth weighted round robin over the peers of one list that are neither tried by this request nor (unless
--- `ignore_fails`) marked failed.
-local function pick_from(list, tried, t, ignore_fails)
+-- `ignore_fails`) marked failed or ejected.
+local function pick_from(list, tried, t, ejected, ignore_fails)
   local best, total = nil, 0
   for i = 1, #list do
     local p = list[i]
@@ -89,7 +92,8 @@ local function pick_from(list, tried, t, ignore_fails)
         failed[key] = nil
         failed_at = nil
       end
-      if ignore_fails or not failed_at then
+      local ej = ejected[key]
+      if ignore_fails or not (failed_at or (ej and ej.untl > t)) then
         p.current = p.current + p.weight
         total = total + p.weight
         if best == nil or p.current > best.current then
@@ -106,11 +110,12 @@ end
 
 local function pick(set, tried)
   local t = now()
-  return pick_from(set.primaries, tried, t, false)
-    or pick_from(set.backups, tried, t, false)
-    -- Everything is marked failed: try anyway rather than fail the request; a peer may be back already.
-    or pick_from(set.primaries, tried, t, true)
-    or pick_from(set.backups, tried, t, true)
+  local ejected = outlier.current()
+  return pick_from(set.primaries, tried, t, ejected, false)
+    or pick_from(set.backups, tried, t, ejected, false)
+    -- Everything is marked failed or ejected: try anyway rather than fail the request; a peer may be back already.
+    or pick_from(set.primaries, tried, t, ejected, true)
+    or pick_from(set.backups, tried, t, ejected, true)
 end
 
 --- access_by_lua: answers 503 with `message` (the same text as reload mode) when the route has no endpoint.
@@ -149,6 +154,13 @@ function _M.balance(name)
       ctx.nlb_tried = tried
     end
     tried[last] = true
+    -- The attempts in order, for the log phase (nginx lists one upstream status per attempt).
+    local prev = ctx.nlb_prev
+    if not prev then
+      prev = {}
+      ctx.nlb_prev = prev
+    end
+    prev[#prev + 1] = last
   else
     local more = #set.primaries + #set.backups - 1
     if more > 0 then
@@ -171,6 +183,7 @@ end
 function _M.init_worker()
   sets = {}
   failed = {}
+  outlier.init_worker()
 end
 
 return _M

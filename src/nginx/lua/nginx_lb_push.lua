@@ -70,8 +70,8 @@ local function post()
   return reply(200, '{"version":' .. stored_version() .. ',"upstreams":' .. count .. "}")
 end
 
---- True when the request carries `token` (the secret rendered into nginx.conf); otherwise answers 403/401 and
---- returns false. Every location of the control server checks this first (the certificates push as well).
+--- True when this request carries `token` (the secret rendered into nginx.conf); otherwise answers 401 or 403 and
+--- returns false. Every control-server location but the generation check goes through here.
 function _M.authorized(token)
   if type(token) ~= "string" or token == "" then
     error_reply(403, "no push token is configured: nginx-lb renders one; refusing every request")
