@@ -1,7 +1,7 @@
 import { parseServices, type Services } from "../model/services.js";
 import { type Checked, withWarnings } from "../model/problem.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
-import { parseJsonText, readJsonFile } from "./read-json.js";
+import { readJsonFile } from "./read-json.js";
 import { parseBackendsFile, type BackendSet } from "../model/backends.js";
 
 /** Loads and validates services.json, certificates checked with node:crypto. */
@@ -9,14 +9,6 @@ export async function loadServicesFile(file: string): Promise<Checked<Services>>
   const json = await readJsonFile(file);
   if (!json.ok) return json;
   return withWarnings(parseServices(json.value, { inspectTls: nodeTlsInspector }), json.warnings);
-}
-
-/** Validates services.json text (a request body) as loadServicesFile does a file: the document and its model. */
-export function checkServicesText(text: string): Checked<{ readonly raw: unknown; readonly services: Services }> {
-  const json = parseJsonText(text);
-  if (!json.ok) return json;
-  const checked = withWarnings(parseServices(json.value, { inspectTls: nodeTlsInspector }), json.warnings);
-  return checked.ok ? { ...checked, value: { raw: json.value, services: checked.value } } : checked;
 }
 
 /** Loads and validates the embedded registry file. */
