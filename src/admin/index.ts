@@ -8,6 +8,7 @@ import { startAdmin } from "./server.js";
 import { startTrafficReceiver, trafficLogPath, TrafficStats } from "./traffic.js";
 
 import { localTokenPath, writeLocalToken } from "./local-token.js";
+import { tableClient, type TableClient } from "../sources/services-write.js";
 import { resolve } from "node:path";
 
 export { AdminConfigError } from "./config.js";
@@ -108,13 +109,16 @@ async function setupAdminServer(flags: AdminFlags, log: Logger): Promise<Admin |
           );
           return null;
         });
+  let routesTable: TableClient | undefined;
   return {
     trafficLogFile: receiver?.file,
     attach(controller) {
       createControllerMetrics(controller.status, metrics);
-      server.attach({ status: controller.status, traffic, metrics });
+      routesTable = controller.routesEtcd ? tableClient(controller.routesEtcd) : undefined;
+      server.attach({ status: controller.status, traffic, metrics, ...(routesTable ? { routesTable } : {}) });
     },
     close: async () => {
+      routesTable?.close();
       await Promise.all([server.close(), receiver?.close()]);
     },
   };

@@ -24,6 +24,7 @@ import { loadServicesFile } from "../sources/services-file.js";
 import {
   applyMessage,
   applyOps,
+  parseServerName,
   planSet,
   readTable,
   revisionProblem,
@@ -189,15 +190,15 @@ export async function servicesSetCommand(file: string, flags: ServicesFlags): Pr
 
 /** `services delete DOMAIN:PORT`: deletes one server's key; exit 1 when there is none. */
 export async function servicesDeleteCommand(name: string, flags: ServicesFlags): Promise<number> {
-  const m = /^([^:/\s]+):(\d{1,5})$/.exec(name);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+  const m = parseServerName(name);
+  if (!m) {
     console.error(
       `error: ${JSON.stringify(name)}: name the server as DOMAIN:PORT (its frontend_port), e.g. a.example.com:80`,
     );
     return 2;
   }
   return withEtcd(flags, async (client, prefix) => {
-    const key = serverKey(prefix, m[1] ?? "", Number(m[2]));
+    const key = serverKey(prefix, m.domain, m.port);
     const r = await client.delete().key(key).exec();
     if (Number(r.deleted) === 0) {
       console.error(`error: no server ${name} under ${prefix} (nginx-lb services get lists them)`);

@@ -9,6 +9,9 @@ import type { Problem } from "../model/problem.js";
 import { parseServices, type Services, type TlsInspector } from "../model/services.js";
 import { buildServicesTable, serverKey, tableDir, type RejectedKey, type TableEntry } from "../model/services-table.js";
 import { planPush, pushBatches, type CurrentKey, type PushOp, type PushPlan } from "../model/table-push.js";
+import { etcdFailure } from "./etcd-errors.js";
+import { sourceClient } from "./etcd-v3.js";
+import { checkEtcdOptions, etcdAuth, type EtcdOptions } from "./registry.js";
 
 /** A key as read, with its create revision (the order in which conflicts between keys are resolved). */
 export type ReadKey = CurrentKey & { readonly createRevision: number };
@@ -226,4 +229,42 @@ export async function changedSince(
   return then === now.keys.length
     ? null
     : `${then - now.keys.length} server(s) were deleted after revision ${revision}`;
+}
+
+/** `a.test:80` -> the domain and port, or null when it does not name a server that way. */
+export function parseServerName(name: string): { readonly domain: string; readonly port: number } | null {
+  const m = /^([^:/\s]+):(\d{1,5})$/.exec(name);
+  const port = Number(m?.[2]);
+  return m && port >= 1 && port <= 65535 ? { domain: m[1] ?? "", port } : null;
+}
+
+/** An etcd client for writing the table, for a long-running process (the admin server). */
+export interface TableClient {
+  readonly prefix: string;
+  /** The client, made on first use (TLS files read then, and again after they failed); or why it cannot be. */
+  client(): Promise<{ readonly ok: true; readonly client: Etcd3 } | { readonly ok: false; readonly why: string }>;
+  /** Why an etcd call failed, in operator words (never the password). */
+  describe(e: unknown): string;
+  /** Closes the client and cancels its open calls. */
+  close(): void;
+}
+
+/** A TableClient for the table under `etcd.prefix`, with the run's etcd endpoints, TLS files and credentials. */
+export function tableClient(etcd: EtcdOptions): TableClient {
+  const stop = new AbortController();
+  const auth = etcdAuth(etcd);
+  let made: Etcd3 | undefined;
+  return {
+    prefix: etcd.prefix,
+    async client() {
+      if (made) return { ok: true, client: made };
+      const checked = await checkEtcdOptions(etcd);
+      if (!checked.ok) return { ok: false, why: checked.errors.map((p) => `${p.path}: ${p.message}`).join("; ") };
+      if (stop.signal.aborted) return { ok: false, why: "the controller is stopping" };
+      made ??= sourceClient({ etcdUrls: etcd.etcdUrls, ...(auth ? { auth } : {}) }, checked.tls, stop.signal).client;
+      return { ok: true, client: made };
+    },
+    describe: (e) => `etcd ${etcd.etcdUrls.join(", ")}: ${etcdFailure(e, auth)}`,
+    close: () => stop.abort(),
+  };
 }
