@@ -267,6 +267,40 @@ describe("/api/services with the admin token", () => {
     expect((await api(main, "DELETE", `/api/services/t.test:${port}`)).status).toBe(404);
   });
 
+  test("two concurrent PUTs that read one revision: exactly one is written, the other is 409 naming the conflict", async () => {
+    let conflicts = 0;
+    for (let round = 0; round < 3 && conflicts === 0; round++) {
+      // etcd frozen while both arrive: both read once it thaws, at the same revision, before either writes.
+      etcd.pause();
+      let both: Promise<Reply>[];
+      try {
+        both = ["a", "b"].map((app) =>
+          api(main, "PUT", "/api/services", { body: doc(plain("a.test", `${app}${round}`), withTls()) }),
+        );
+        await new Promise((r) => setTimeout(r, 500));
+      } finally {
+        etcd.resume();
+      }
+      const results = await Promise.all(both);
+      const codes = results.map((r) => r.status).sort();
+      if (codes[0] === 200 && codes[1] === 409) {
+        conflicts++;
+        const loser = results.find((r) => r.status === 409);
+        expect(loser?.json<{ error: string }>().error).toMatch(
+          new RegExp(
+            `^conflict: the table under ${ROUTES} changed after revision \\d+ \\(another writer\\): nothing was written`,
+          ),
+        );
+        const winner = results.findIndex((r) => r.status === 200) === 0 ? "a" : "b";
+        const now = (await etcd.ctl(["get", `${ROUTES}/a.test:${port}`, "--print-value-only"])).stdout;
+        expect(now).toContain(`"${winner}${round}"`);
+      } else expect(codes, results.map((r) => r.body).join("\n")).toEqual([200, 200]);
+    }
+    expect(conflicts).toBe(1);
+    // Back to a-web for the tests after this one.
+    expect((await api(main, "PUT", `/api/services/a.test:${port}`, { body: plain("a.test", "a") })).status).toBe(200);
+  });
+
   test("one server: PUT validates it against the table; a body over the limit is 413", async () => {
     const b = await api(main, "PUT", `/api/services/b.test:${port}`, { body: plain("b.test", "b") });
     expect(b.status, b.body).toBe(200);
