@@ -186,11 +186,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
         "admin API: routing table write",
       );
     }
-    // A refused body is not read on: the connection closes after the answer.
-    return send(res, a.status, "application/json", safeJson(a.body), {
-      ...a.headers,
-      ...(a.status === 413 ? { connection: "close" } : {}),
-    });
+    return send(res, a.status, "application/json", safeJson(a.body), a.headers);
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {

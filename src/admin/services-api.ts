@@ -52,17 +52,30 @@ const answer = (status: number, body: unknown, headers?: Record<string, string>)
 const refused = (status: number, error: string, more: Record<string, unknown> = {}) =>
   answer(status, { error, ...more });
 
-/** Reads a request body up to `limit` bytes; null when it is larger (the rest is not read). */
-export async function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<string | null> {
-  if (Number(req.headers["content-length"] ?? 0) > limit) return null;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) return null;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString("utf8");
+/**
+ * Reads a request body up to `limit` bytes; null when it is larger. The rest of a larger body is read and dropped
+ * while the refusal goes out: a client still sending would otherwise fail writing and never see the answer.
+ */
+export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const tooLarge = () => {
+      req.off("data", data);
+      req.resume();
+      resolve(null);
+    };
+    const data = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) tooLarge();
+      else chunks.push(chunk);
+    };
+    if (Number(req.headers["content-length"] ?? 0) > limit) return tooLarge();
+    req.on("data", data);
+    req.once("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.once("error", reject);
+    req.once("close", () => reject(new Error("the request was cut off before its end")));
+  });
 }
 
 /** The request as the API reads it. */

@@ -4,17 +4,17 @@
  * same guarded path as `nginx-lb services`; what they write is served through nginx. A controller without a token
  * has no write API; one reading a routes file says to edit the file.
  */
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { STORED_KEY } from "../../src/model/stored-key.js";
 import { parseServices } from "../../src/model/services.js";
 import { nodeTlsInspector } from "../../src/tls/inspect.js";
 import { sample, startAdminLb } from "../helpers/admin.js";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
-import { eventually, startController, stopAllControllers, type Controller } from "../helpers/controller.js";
+import { eventually, stopAllControllers } from "../helpers/controller.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get, type Reply } from "../helpers/http.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
+import { startRoutesLb, type RoutesLb } from "../helpers/routes-lb.js";
 import { makeCa, makeLeaf, type Pem } from "../helpers/tls.js";
 
 const ROUTES = "/api-e2e/services";
@@ -46,33 +46,17 @@ afterAll(async () => {
   await cleanupNginx();
 });
 
-interface Lb {
-  readonly lb: Controller;
-  readonly host: string;
-  readonly admin: number;
-}
+type Lb = RoutesLb;
 /** A controller on its own loopback address, routes from etcd; with the admin token unless `token` is null. */
-async function controller(host: string, token: string | null): Promise<Lb> {
-  const admin = await freePort();
-  const lb = await startController({
-    stateDir: join(dir, `state-${host}`),
-    services: join(dir, "absent.json"),
-    args: [
-      "--listen-host",
-      host,
-      "--etcd-endpoints",
-      etcd.endpoint,
-      "--etcd-prefix",
-      REGISTRY,
-      "--services-etcd-prefix",
-      ROUTES,
-      "--admin-listen",
-      `127.0.0.1:${admin}`,
-    ],
+const controller = (host: string, token: string | null) =>
+  startRoutesLb({
+    dir,
+    host,
+    etcd: etcd.endpoint,
+    registry: REGISTRY,
+    routes: ROUTES,
     ...(token ? { env: { NGINX_LB_ADMIN_TOKEN: token } } : {}),
   });
-  return { lb, host, admin };
-}
 
 /** A request to the admin server; `token` goes in an Authorization header (none when null). */
 function api(
