@@ -10,6 +10,7 @@ import { parseServices } from "../../src/model/services.js";
 import { nodeTlsInspector } from "../../src/tls/inspect.js";
 import { sample, startAdminLb } from "../helpers/admin.js";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
+import { launchBrowser } from "../helpers/browser.js";
 import { eventually, stopAllControllers } from "../helpers/controller.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get, type Reply } from "../helpers/http.js";
@@ -332,7 +333,7 @@ describe("/api/services with the admin token", () => {
 });
 
 describe("no write API", () => {
-  test("without a configured token: writes are 405 saying why, reads work", async () => {
+  test("without a configured token: writes are 405 saying why; reads and the dashboard (origin, rejected keys) work", async () => {
     const open = await controller("127.0.0.21", null);
     const rev = await etcd.revision();
     for (const token of [null, TOKEN]) {
@@ -344,6 +345,31 @@ describe("no write API", () => {
     const got = await api(open, "GET", "/api/services", { token: null });
     expect(got.status).toBe(200);
     expect(got.body).not.toMatch(/PRIVATE KEY/);
+
+    // The dashboard's header names the table's origin and revision; a rejected key is listed with its reason.
+    await etcd.ctl([
+      "put",
+      `${ROUTES}/bad.test:${port}`,
+      JSON.stringify({ domain_name: "bad.test", frontend_port: port, routes: { "/": { app: "a" } } }),
+    ]);
+    const badRev = await etcd.revision();
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.context.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(`http://127.0.0.1:${open.admin}/`, { timeout: 15_000 });
+      const origin = page.locator('#health [data-routes="etcd"]');
+      await origin.filter({ hasText: `@${badRev}` }).waitFor({ timeout: 15_000 });
+      expect(await origin.textContent()).toBe(`routes etcd ${ROUTES} @${badRev}, 1 rejected`);
+      const rejected = page.locator('#problems [data-problem="error"]', { hasText: `bad.test:${port}` });
+      await rejected.first().waitFor({ timeout: 5_000 });
+      expect(await rejected.first().textContent()).toMatch(/etcd key \(server absent\).*routes\["\/"\]\.service/);
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+      await etcd.ctl(["del", `${ROUTES}/bad.test:${port}`]);
+    }
     await open.lb.stop();
   });
 
