@@ -54,25 +54,19 @@ const refused = (status: number, error: string, more: Record<string, unknown> = 
 
 /**
  * Reads a request body up to `limit` bytes; null when it is larger. The rest of a larger body is read and dropped
- * while the refusal goes out: a client still sending would otherwise fail writing and never see the answer.
+ * before the answer: a client still sending would otherwise fail writing (the connection closes after the answer)
+ * and never see it. The server's request timeout bounds how long that takes.
  */
 export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<string | null> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    let size = 0;
-    const tooLarge = () => {
-      req.off("data", data);
-      req.resume();
-      resolve(null);
-    };
-    const data = (chunk: Buffer) => {
+    let size = Number(req.headers["content-length"] ?? 0) > limit ? limit + 1 : 0;
+    req.on("data", (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) tooLarge();
-      else chunks.push(chunk);
-    };
-    if (Number(req.headers["content-length"] ?? 0) > limit) return tooLarge();
-    req.on("data", data);
-    req.once("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+      if (size <= limit) chunks.push(chunk);
+      else chunks.length = 0;
+    });
+    req.once("end", () => resolve(size > limit ? null : Buffer.concat(chunks).toString("utf8")));
     req.once("error", reject);
     req.once("close", () => reject(new Error("the request was cut off before its end")));
   });
