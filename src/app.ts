@@ -269,6 +269,7 @@ export async function startController(
   return {
     status,
     reconciler,
+    ...(options.etcd && routesPrefix !== undefined ? { routesEtcd: { ...options.etcd, prefix: routesPrefix } } : {}),
     reloadServices: (reason) => services.reload(reason, true),
     forceReload: async (reason) => {
       await services.reload(reason);

@@ -249,17 +249,35 @@ function endpoints(route) {
   if (route.failOpen) box.append($("div", { class: "failopen", "data-fail-open": "1", text: route.failOpen }));
   return box;
 }
+// Where the routes come from: the file (valid or not), or the etcd prefix with the revision in force.
+function routesPill(s) {
+  const r = s.routes;
+  if (!r || r.kind !== "etcd") {
+    const fileOk = s.services.valid;
+    return pill(fileOk ? (s.services.warnings.length ? "warn" : "ok") : "bad", "routing file " + (fileOk ? "valid" : "invalid"), s.services.file);
+  }
+  const state = !r.connected ? "bad" : r.rejected.length ? "warn" : "ok";
+  const label = "routes etcd " + r.prefix + " @" + r.revision + (r.rejected.length ? ", " + r.rejected.length + " rejected" : "") + (r.connected ? "" : " (disconnected)");
+  const el = pill(state, label, r.origin + ", " + r.keys + " keys");
+  el.setAttribute("data-routes", "etcd");
+  return el;
+}
+// Each rejected etcd key with its reasons, as entries of the problems list.
+function rejectedKeys(s) {
+  const r = s.routes;
+  if (!r || r.kind !== "etcd") return [];
+  return r.rejected.flatMap((k) => k.problems.map((p) => ["error", "etcd key " + (k.keptLastValid ? "(last valid version serves)" : "(server absent)"), p]));
+}
 function render(s) {
   last = s;
   const fresh = s.now !== lastNow;
   lastNow = s.now;
   const filter = document.getElementById("filter").value.trim().toLowerCase();
   const health = document.getElementById("health");
-  const fileOk = s.services.valid;
   health.replaceChildren(...[
     pill(s.ready.ready ? "ok" : "bad", s.ready.ready ? "ready" : "not ready", s.ready.why),
     pill(s.nginx.running ? "ok" : "bad", "nginx " + (s.nginx.running ? "pid " + s.nginx.pid : "down"), s.nginx.lastError || ("generation " + (s.nginx.generation || "none"))),
-    pill(fileOk ? (s.services.warnings.length ? "warn" : "ok") : "bad", "routing file " + (fileOk ? "valid" : "invalid"), s.services.file),
+    routesPill(s),
     s.services.pending ? pill("warn", "routing change pending", s.services.pending.error) : null,
     s.waiting ? pill("warn", "waiting for the registry", s.waiting) : null,
     s.registry.valid === false
@@ -306,7 +324,7 @@ function render(s) {
   servers.replaceChildren(...(cards.length ? cards : [$("div", { class: "card empty", text: s.servers.length ? "no route matches the filter" : "no routes applied yet" })]));
   const tiles = [["servers", s.servers.length], ["routes", routes], ["endpoints", eps], ["requests/s", fmtRate(rps)], ["5xx", fmtPct(rps > 0 ? errs / rps : null)], ["reloads", s.counters.reloads]];
   document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => $("div", { class: "tile" }, $("b", { text: String(v) }), $("small", { text: k }))));
-  const problems = [...s.services.errors.map((p) => ["error", "routing file", p]), ...(s.registry.errors || []).map((p) => ["error", "registry", p]), ...s.services.warnings.map((p) => ["warning", "routing file", p]), ...s.registry.warnings.map((p) => ["warning", "registry", p])];
+  const problems = [...s.services.errors.map((p) => ["error", "routing file", p]), ...rejectedKeys(s), ...(s.registry.errors || []).map((p) => ["error", "registry", p]), ...s.services.warnings.map((p) => ["warning", "routing file", p]), ...s.registry.warnings.map((p) => ["warning", "registry", p])];
   if (s.services.pending) problems.unshift(["error", "routing change pending", { path: "since " + s.services.pending.since + ", next try " + s.services.pending.nextRetryAt, message: s.services.pending.error }]);
   if (s.nginx.lastError && !s.ready.ready) problems.unshift(["error", "nginx", { path: "", message: s.nginx.lastError }]);
   // One per bad registry key can mean thousands: the first ones, and how many more /api/status lists.

@@ -9,6 +9,7 @@ import { TrafficStats } from "./traffic.js";
 import { trafficFeed, type TrafficFeed } from "./traffic-feed.js";
 
 import { localTokenPath, writeLocalToken } from "./local-token.js";
+import { tableClient, type TableClient } from "../sources/services-write.js";
 import { resolve } from "node:path";
 
 export { AdminConfigError } from "./config.js";
@@ -99,13 +100,16 @@ async function setupAdminServer(flags: AdminFlags, log: Logger): Promise<Admin |
   const metrics = new Registry();
   const traffic = new TrafficStats(metrics);
   const feed = flags.traffic === false ? undefined : trafficFeed(traffic, stateDir, log);
+  let routesTable: TableClient | undefined;
   return {
     traffic: feed,
     attach(controller) {
       createControllerMetrics(controller.status, metrics);
-      server.attach({ status: controller.status, traffic, metrics });
+      routesTable = controller.routesEtcd ? tableClient(controller.routesEtcd) : undefined;
+      server.attach({ status: controller.status, traffic, metrics, ...(routesTable ? { routesTable } : {}) });
     },
     close: async () => {
+      routesTable?.close();
       await Promise.all([server.close(), feed?.close()]);
     },
   };

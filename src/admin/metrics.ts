@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ApplyRecord, StatusStore } from "../reconciler/status.js";
+import { createRoutesMetrics } from "./routes-metrics.js";
 
 const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -158,5 +159,6 @@ export function createControllerMetrics(status: StatusStore, metrics: Registry =
       this.set(at ? (Date.now() - Date.parse(at)) / 1000 : NaN);
     },
   });
+  createRoutesMetrics(status, registers);
   return metrics;
 }

@@ -10,6 +10,8 @@ import { isUpstreamName } from "../render/tokens.js";
 import { SeriesStore } from "./series.js";
 import { LATENCY_BOUNDS, type RouteTotals, type TrafficStats } from "./traffic.js";
 import { probeAnswer } from "./health.js";
+import { servicesApi, readBody } from "./services-api.js";
+import type { TableClient } from "../sources/services-write.js";
 import { rates, safeJson, statusView, type RouteTraffic } from "./view.js";
 
 /** What the admin server reads once the controller runs. */
@@ -18,6 +20,8 @@ export interface AdminSources {
   readonly traffic: TrafficStats;
   /** The prom-client registry /metrics serves. */
   readonly metrics: Registry;
+  /** The routing table in etcd (`run --services-etcd-prefix`), for `/api/services`; absent with a routes file. */
+  readonly routesTable?: TableClient;
 }
 
 /** A listening admin server; it answers 503 (readyz) until `attach` gives it the controller's status. */
@@ -32,9 +36,15 @@ const MAX_CLIENT_BACKLOG = 8 << 20;
 const RATE_WINDOW_SAMPLES = 11; // one a second: rates over the last ten seconds
 const COOKIE = "nlb_admin_token";
 
-function presentedToken(req: IncomingMessage): string | undefined {
+/** The token of an `Authorization: Bearer` header. */
+function bearerToken(req: IncomingMessage): string | undefined {
   const auth = req.headers.authorization;
-  if (auth?.startsWith("Bearer ")) return auth.slice(7).trim();
+  return auth?.startsWith("Bearer ") ? auth.slice(7).trim() : undefined;
+}
+
+function presentedToken(req: IncomingMessage): string | undefined {
+  const bearer = bearerToken(req);
+  if (bearer !== undefined) return bearer;
   for (const part of (req.headers.cookie ?? "").split(";")) {
     const [k, ...v] = part.trim().split("=");
     if (k === COOKIE) {
@@ -86,7 +96,7 @@ function sendSeries(res: ServerResponse, path: string, sources: AdminSources, se
   return send(res, 200, "application/json", safeJson({ upstream, ...series.get(upstream) }));
 }
 
-/** Binds the admin listener (read-only: it changes nothing in the controller). */
+/** Binds the admin listener; it changes nothing in the controller (`/api/services` writes to etcd, never to it). */
 export async function startAdmin(config: AdminConfig, log: Logger): Promise<AdminServer> {
   let sources: AdminSources | null = null;
   const samples: { at: number; totals: Map<string, RouteTotals> }[] = [];
@@ -148,8 +158,69 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     return host === "" || isLoopback(host) || host === config.host;
   };
 
+  /**
+   * `/api/services`. A write needs the configured admin token in an Authorization header, on loopback too (a cookie
+   * is sent by a browser on its own: it never authorises a write); without a configured token there is no write.
+   * Reads are authorised as every other path (checked before this is called).
+   */
+  const servicesRoute = async (req: IncomingMessage, res: ServerResponse, path: string): Promise<void> => {
+    const text = "text/plain";
+    const method = req.method ?? "GET";
+    if (method !== "GET" && method !== "HEAD") {
+      if (!config.token)
+        return send(
+          res,
+          405,
+          text,
+          "the admin server writes nothing without an admin token: start nginx-lb run with NGINX_LB_ADMIN_TOKEN or --admin-token-file to enable PUT /api/services\n",
+          { allow: "GET, HEAD" },
+        );
+      if (!tokenMatches(bearerToken(req), config.token))
+        return send(res, 403, text, "forbidden: a write needs Authorization: Bearer <admin token>\n");
+    }
+    if (!sources) return send(res, 503, text, "the controller is starting\n");
+    if (!sources.routesTable) {
+      const routes = sources.status.get().routes;
+      const file = routes?.kind === "file" ? routes.file : sources.status.get().services.file;
+      return send(
+        res,
+        404,
+        text,
+        `no routing table in etcd: the routes come from the file ${file}; edit it and send SIGUSR2 to the controller ` +
+          `(kill -USR2 ${process.pid}). /api/services serves the table of nginx-lb run --services-etcd-prefix\n`,
+      );
+    }
+    const url = new URL(req.url ?? "/", "http://admin");
+    const a = await servicesApi(sources.routesTable, {
+      method,
+      rest: path.slice("/api/services".length),
+      query: url.searchParams,
+      ifMatch: req.headers["if-match"],
+      body: () => readBody(req),
+    });
+    if (method !== "GET" && method !== "HEAD") {
+      const b = a.body as { revision?: number; written?: boolean; dryRun?: boolean; error?: string };
+      log.info(
+        {
+          method,
+          path,
+          status: a.status,
+          from: req.socket.remoteAddress,
+          written: b.written ?? false,
+          dryRun: b.dryRun,
+          revision: b.revision,
+          error: b.error,
+        },
+        "admin API: routing table write",
+      );
+    }
+    return send(res, a.status, "application/json", safeJson(a.body), a.headers);
+  };
+
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const servicesPath = path === "/api/services" || path.startsWith("/api/services/");
+    if (servicesPath && req.method !== "GET" && req.method !== "HEAD") return servicesRoute(req, res, path);
     if (req.method !== "GET" && req.method !== "HEAD")
       return send(res, 405, "text/plain", "the admin server is read-only\n", { allow: "GET, HEAD" });
     // Liveness and readiness stay open (no token, any Host) so orchestrator probes need no secret; they reveal no
@@ -164,6 +235,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
         "www-authenticate": 'Bearer realm="nginx-lb"',
       });
     }
+    if (servicesPath) return servicesRoute(req, res, path);
     if (path === "/")
       return send(res, 200, "text/html; charset=utf-8", DASHBOARD_HTML, { "content-security-policy": CSP });
     if (!sources) return send(res, 503, "text/plain", "the controller is starting\n");

@@ -5,14 +5,13 @@
  * writer, a missing key; diff: something differs), 2 usage or etcd unreachable.
  */
 import { readFile } from "node:fs/promises";
-import { CompareResult, CompareTarget, Etcd3, type ICompare, type IRequestOp } from "etcd3";
+import { Etcd3 } from "etcd3";
 import { formatProblem, type Problem } from "../model/problem.js";
 import { parseServices } from "../model/services.js";
-import { buildServicesTable, serverKey, tableDir, type TableEntry } from "../model/services-table.js";
+import { buildServicesTable, serverKey, tableDir } from "../model/services-table.js";
 import {
   describePlan,
   planPush,
-  pushBatches,
   serverName,
   type CurrentKey,
   type PushOp,
@@ -22,6 +21,16 @@ import { writeFileAtomic } from "../shared/files.js";
 import { describeEtcdError, etcd3ClientOptions, passThrough } from "../sources/etcd-v3.js";
 import { parseJsonText } from "../sources/read-json.js";
 import { loadServicesFile } from "../sources/services-file.js";
+import {
+  applyMessage,
+  applyOps,
+  parseServerName,
+  planSet,
+  readTable,
+  revisionProblem,
+  tableDocument,
+  tableKeys,
+} from "../sources/services-write.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
 import type { EtcdFlags } from "./etcd-options.js";
 import { setupEtcd } from "./register.js";
@@ -59,23 +68,6 @@ async function withEtcd(
   }
 }
 
-/** The table as etcd holds it now, and the revision it was read at. */
-async function readTable(
-  client: Etcd3,
-  prefix: string,
-): Promise<{ keys: (CurrentKey & { createRevision: number })[]; revision: number }> {
-  const r = await client.getAll().prefix(tableDir(prefix)).exec();
-  return {
-    revision: Number(r.header.revision),
-    keys: r.kvs.map((kv) => ({
-      key: kv.key.toString(),
-      value: kv.value.toString(),
-      modRevision: Number(kv.mod_revision),
-      createRevision: Number(kv.create_revision),
-    })),
-  };
-}
-
 /** FILE validated as the daemon validates services.json, as key -> value (each server's object as written). */
 async function desiredTable(file: string, prefix: string): Promise<Map<string, string> | number> {
   const checked = await loadServicesFile(file);
@@ -83,13 +75,7 @@ async function desiredTable(file: string, prefix: string): Promise<Map<string, s
   if (!checked.ok) return exitCodeFor(checked.errors);
   // Valid, so it is a JSON object with a servers list of objects; the raw objects are stored as written.
   const raw = parseJsonText(await readFile(file, "utf8"));
-  const servers = raw.ok ? ((raw.value as { servers: Record<string, unknown>[] }).servers ?? []) : [];
-  const out = new Map<string, string>();
-  servers.forEach((s, i) => {
-    const model = checked.value.servers[i];
-    if (model) out.set(serverKey(prefix, model.domain, model.port), JSON.stringify(s));
-  });
-  return out;
+  return tableKeys(prefix, raw.ok ? raw.value : {}, checked.value);
 }
 
 function printDiff(
@@ -104,72 +90,13 @@ function printDiff(
   );
 }
 
-const compare = (c: ICompare): ICompare => c;
-/** No key under the prefix was written after `revision` (a concurrent push or set). */
-const untouchedSince = (prefix: string, revision: number): ICompare =>
-  compare({
-    key: Buffer.from(tableDir(prefix)),
-    range_end: prefixEnd(tableDir(prefix)),
-    target: CompareTarget.Mod,
-    result: CompareResult.Less,
-    mod_revision: revision + 1,
-  } as ICompare);
+const RETRY = "run the command again to compare with the new table";
 
-/** The end of the key range of a prefix: the prefix with its last byte incremented. */
-function prefixEnd(prefix: string): Buffer {
-  const b = Buffer.from(prefix);
-  const last = b.length - 1;
-  b[last] = (b[last] ?? 0) + 1;
-  return b;
-}
-
-/** This key is still at the revision it was read at (0: still absent): catches a concurrent delete too. */
-const unchangedKey = (op: PushOp): ICompare =>
-  compare({
-    key: Buffer.from(op.key),
-    target: CompareTarget.Mod,
-    result: CompareResult.Equal,
-    mod_revision: op.modRevision,
-  });
-
-const request = (op: PushOp): IRequestOp =>
-  op.kind === "put"
-    ? { request_put: { key: Buffer.from(op.key), value: Buffer.from(op.value) } }
-    : { request_delete_range: { key: Buffer.from(op.key) } };
-
-/**
- * Applies the writes in guarded transactions: each requires that nothing under the prefix changed since the previous
- * one committed (the first: since the read) and that every key it writes is where it was read. A failed guard stops
- * the push: what is already committed stays, and the message says how much.
- */
-async function applyOps(client: Etcd3, prefix: string, ops: readonly PushOp[], readRevision: number): Promise<number> {
-  const batches = pushBatches(ops);
-  let since = readRevision;
-  let done = 0;
-  for (const [i, batch] of batches.entries()) {
-    const r = await client.kv.txn({
-      compare: [untouchedSince(prefix, since), ...batch.map(unchangedKey)],
-      success: batch.map(request),
-      failure: [],
-    });
-    if (!r.succeeded) {
-      const applied =
-        i === 0
-          ? "nothing was written"
-          : `${done} of ${ops.length} writes (${i} of ${batches.length} transactions) were applied before it, the rest were not`;
-      console.error(
-        `error: conflict: the table under ${prefix} changed after revision ${since} (another writer): ${applied}; ` +
-          `run the command again to compare with the new table`,
-      );
-      return 1;
-    }
-    done += batch.length;
-    since = Number(r.header.revision);
-  }
-  console.error(
-    `applied ${ops.length} write(s) in ${batches.length} transaction(s); the table is at etcd revision ${since}`,
-  );
-  return 0;
+/** Applies the writes guarded (see applyOps) and says how it went: exit 0 applied, 1 a conflict. */
+async function applyGuarded(client: Etcd3, prefix: string, ops: readonly PushOp[], readRevision: number) {
+  const r = await applyOps(client, prefix, ops, readRevision);
+  console.error(r.ok ? applyMessage(prefix, r, RETRY) : `error: ${applyMessage(prefix, r, RETRY)}`);
+  return r.ok ? 0 : 1;
 }
 
 /** `services push FILE [--dry-run]`: makes the table equal FILE. */
@@ -188,7 +115,7 @@ export async function servicesPushCommand(file: string, flags: ServicesFlags): P
       console.error(`the table under ${prefix} already equals ${file}: nothing written`);
       return 0;
     }
-    return applyOps(client, prefix, plan.ops, current.revision);
+    return applyGuarded(client, prefix, plan.ops, current.revision);
   });
 }
 
@@ -211,24 +138,14 @@ export async function servicesDiffCommand(file: string, flags: ServicesFlags): P
 export async function servicesGetCommand(flags: ServicesFlags): Promise<number> {
   return withEtcd(flags, async (client, prefix) => {
     const current = await readTable(client, prefix);
-    const entries: TableEntry[] = current.keys.map((k) => ({
-      key: k.key,
-      value: k.value,
-      createRevision: k.createRevision,
-    }));
-    const table = buildServicesTable(prefix, entries, new Map(), { inspectTls: nodeTlsInspector });
-    const bad = new Set(table.rejected.map((r) => r.key));
-    for (const r of table.rejected) for (const p of r.problems) console.error(`error: ${formatProblem(p)} (left out)`);
-    const servers = [...current.keys]
-      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-      .filter((k) => !bad.has(k.key))
-      .map((k) => JSON.parse(k.value) as unknown);
+    const { servers, rejected } = tableDocument(prefix, current, nodeTlsInspector);
+    for (const r of rejected) for (const p of r.problems) console.error(`error: ${formatProblem(p)} (left out)`);
     const text = `${JSON.stringify({ version: "0.1", servers }, null, 2)}\n`;
     // Values hold TLS keys: the file is the operator's alone.
     if (flags.out !== undefined) await writeFileAtomic(flags.out, text, 0o600);
     else process.stdout.write(text);
     console.error(`${servers.length} server(s) from ${prefix} at etcd revision ${current.revision}`);
-    return bad.size > 0 ? 1 : 0;
+    return rejected.length > 0 ? 1 : 0;
   });
 }
 
@@ -253,45 +170,35 @@ export async function servicesSetCommand(file: string, flags: ServicesFlags): Pr
   const at = (p: Problem): Problem => ({ ...p, path: p.path.replace(/^servers\[0\]\.?/, "") || "(file)" });
   printProblems(file, alone.ok ? [] : alone.errors.map(at), alone.warnings.map(at), "nothing was written to etcd");
   if (!alone.ok || !alone.value.servers[0]) return 1;
-  const model = alone.value.servers[0];
   return withEtcd(flags, async (client, prefix) => {
-    const key = serverKey(prefix, model.domain, model.port);
-    const value = JSON.stringify(raw);
     const current = await readTable(client, prefix);
-    const existing = current.keys.find((k) => k.key === key);
     // The new server against the others: as the daemon would resolve it (a new key is the newest).
-    const entries: TableEntry[] = [
-      ...current.keys.filter((k) => k.key !== key).map((k) => ({ ...k })),
-      { key, value, createRevision: existing?.createRevision ?? current.revision + 1 },
-    ];
-    const table = buildServicesTable(prefix, entries);
-    const refused = table.rejected.find((r) => r.key === key);
-    if (refused) {
-      for (const p of refused.problems) console.error(`error: ${formatProblem(p)}`);
+    const set = planSet(prefix, current, raw);
+    if (!set.ok) {
+      for (const p of set.problems) console.error(`error: ${formatProblem(p)}`);
       console.error(`${file}: conflicts with the table under ${prefix}; nothing was written to etcd`);
       return 1;
     }
-    const plan = planPush(existing ? [existing] : [], new Map([[key, value]]));
-    printDiff(prefix, plan, existing ? [existing] : [], new Map([[key, value]]));
-    if (plan.ops.length === 0) {
-      console.error(`${serverName(prefix, key)} already holds this server: nothing written`);
+    printDiff(prefix, set.plan, set.current, set.desired);
+    if (set.plan.ops.length === 0) {
+      console.error(`${serverName(prefix, set.key)} already holds this server: nothing written`);
       return 0;
     }
-    return applyOps(client, prefix, plan.ops, current.revision);
+    return applyGuarded(client, prefix, set.plan.ops, current.revision);
   });
 }
 
 /** `services delete DOMAIN:PORT`: deletes one server's key; exit 1 when there is none. */
 export async function servicesDeleteCommand(name: string, flags: ServicesFlags): Promise<number> {
-  const m = /^([^:/\s]+):(\d{1,5})$/.exec(name);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+  const m = parseServerName(name);
+  if (!m) {
     console.error(
       `error: ${JSON.stringify(name)}: name the server as DOMAIN:PORT (its frontend_port), e.g. a.example.com:80`,
     );
     return 2;
   }
   return withEtcd(flags, async (client, prefix) => {
-    const key = serverKey(prefix, m[1] ?? "", Number(m[2]));
+    const key = serverKey(prefix, m.domain, m.port);
     const r = await client.delete().key(key).exec();
     if (Number(r.deleted) === 0) {
       console.error(`error: no server ${name} under ${prefix} (nginx-lb services get lists them)`);
@@ -300,15 +207,6 @@ export async function servicesDeleteCommand(name: string, flags: ServicesFlags):
     console.error(`deleted ${key} (etcd revision ${r.header.revision})`);
     return 0;
   });
-}
-
-/** Reads etcd's message for a revision it no longer keeps, or one it does not have yet. */
-function revisionProblem(e: unknown, revision: number): string | null {
-  const message = (e as Error).message ?? "";
-  if (/compacted/.test(message))
-    return `revision ${revision} is compacted: etcd no longer keeps it (nginx-lb services history lists those it does)`;
-  if (/future revision/.test(message)) return `revision ${revision} is newer than etcd's current revision`;
-  return null;
 }
 
 /**
@@ -358,7 +256,7 @@ export async function servicesRollbackCommand(flags: ServicesFlags & { revision?
       console.error(`the table under ${prefix} already equals the one at revision ${revision}: nothing written`);
       return 0;
     }
-    return applyOps(client, prefix, plan.ops, current.revision);
+    return applyGuarded(client, prefix, plan.ops, current.revision);
   });
 }
 

@@ -128,25 +128,41 @@ function model(prefix: string, key: string, value: string): Server | null {
   return r.ok ? r.server : null;
 }
 
-/** The diff of a plan as lines: `+ a.test:80 (2 routes)`, `- b.test:80`, `~ c.test:80: route /api added ...`. */
-export function describePlan(
+/** The diff of a plan, per server (never key material): what the CLI prints and the admin API answers. */
+export interface PlanDiff {
+  /** Each new server with its route prefixes (null when its value does not validate) and its TLS port if any. */
+  readonly added: readonly {
+    readonly server: string;
+    readonly routes: readonly string[] | null;
+    readonly tlsPort: number | null;
+  }[];
+  readonly removed: readonly { readonly server: string }[];
+  /** Each changed server with what changed in it, in words. */
+  readonly changed: readonly { readonly server: string; readonly changes: readonly string[] }[];
+  readonly unchanged: number;
+}
+
+/** What a plan adds, removes and changes, server by server. */
+export function planDiff(
   prefix: string,
   plan: PushPlan,
   current: readonly CurrentKey[],
   desired: ReadonlyMap<string, string>,
-): string[] {
+): PlanDiff {
   const now = new Map(current.map((c) => [c.key, c.value]));
-  const lines: string[] = [];
-  for (const key of plan.added) {
+  const added = plan.added.map((key) => {
     const s = model(prefix, key, desired.get(key) ?? "");
-    const routes = s ? s.routes.map((r) => r.prefix).join(", ") : "?";
-    lines.push(`+ ${serverName(prefix, key)}${s?.tls ? ` +tls:${s.tls.port}` : ""} (routes ${routes})`);
-  }
-  for (const key of plan.removed) lines.push(`- ${serverName(prefix, key)}`);
-  for (const key of plan.changed) {
+    return {
+      server: serverName(prefix, key),
+      routes: s ? s.routes.map((r) => r.prefix) : null,
+      tlsPort: s?.tls?.port ?? null,
+    };
+  });
+  const removed = plan.removed.map((key) => ({ server: serverName(prefix, key) }));
+  const changed = plan.changed.map((key) => {
     const a = model(prefix, key, now.get(key) ?? "");
     const b = model(prefix, key, desired.get(key) ?? "");
-    const what =
+    const changes =
       a === null
         ? ["replaces a value that did not validate"]
         : b === null
@@ -154,7 +170,29 @@ export function describePlan(
           : serverChanges(a, b).length > 0
             ? serverChanges(a, b)
             : ["same routes (the stored JSON differs: field order, defaults or unknown fields)"];
-    lines.push(`~ ${serverName(prefix, key)}: ${what.join("; ")}`);
-  }
-  return lines;
+    return { server: serverName(prefix, key), changes };
+  });
+  return { added, removed, changed, unchanged: plan.unchanged };
+}
+
+/** A diff as lines: `+ a.test:80 (2 routes)`, `- b.test:80`, `~ c.test:80: route /api added ...`. */
+export function diffLines(d: PlanDiff): string[] {
+  return [
+    ...d.added.map(
+      (a) =>
+        `+ ${a.server}${a.tlsPort !== null ? ` +tls:${a.tlsPort}` : ""} (routes ${a.routes ? a.routes.join(", ") : "?"})`,
+    ),
+    ...d.removed.map((r) => `- ${r.server}`),
+    ...d.changed.map((c) => `~ ${c.server}: ${c.changes.join("; ")}`),
+  ];
+}
+
+/** The diff of a plan as lines (see diffLines). */
+export function describePlan(
+  prefix: string,
+  plan: PushPlan,
+  current: readonly CurrentKey[],
+  desired: ReadonlyMap<string, string>,
+): string[] {
+  return diffLines(planDiff(prefix, plan, current, desired));
 }

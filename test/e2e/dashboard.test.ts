@@ -1,13 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import http from "node:http";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium, type BrowserContext } from "playwright-core";
+import type { BrowserContext } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAdminLb } from "../helpers/admin.js";
 import { startBackends, type BackendPool } from "../helpers/backends.js";
+import { launchBrowser, type Browser } from "../helpers/browser.js";
 import { eventually, sleep, stopAllControllers } from "../helpers/controller.js";
 import { cleanupNginx, tempDir } from "../helpers/nginx.js";
 
@@ -16,37 +16,19 @@ import { cleanupNginx, tempDir } from "../helpers/nginx.js";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const ARTIFACTS = join(ROOT, "test-artifacts");
 let pool: BackendPool;
+let launched: Browser;
 let browser: BrowserContext;
-let profile: string;
 
 beforeAll(async () => {
   pool = await startBackends(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
-  profile = await mkdtemp(join(tmpdir(), "nginx-lb-chromium-"));
-  // A fresh profile per run (persistent context is how playwright takes --user-data-dir).
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    timeout: 30_000,
-    // The network is closed: without these Chromium waits on connections it tries to make at start.
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    viewport: { width: 1440, height: 900 },
-  });
+  launched = await launchBrowser();
+  browser = launched.context;
 });
 afterAll(async () => {
-  await browser?.close();
+  await launched?.close();
   await stopAllControllers();
   await pool?.close();
   await cleanupNginx();
-  if (profile) await rm(profile, { recursive: true, force: true });
 });
 
 describe("dashboard", () => {

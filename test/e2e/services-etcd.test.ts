@@ -10,7 +10,8 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { StatusView } from "../../src/admin/view.js";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
-import { eventually, startController, stopAllControllers, type Controller } from "../helpers/controller.js";
+import { eventually, stopAllControllers } from "../helpers/controller.js";
+import { startRoutesLb, type RoutesLb } from "../helpers/routes-lb.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get } from "../helpers/http.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
@@ -62,35 +63,18 @@ const server = (domain: string, app: string) => ({
   routes: { "/": { app, service: "web", port: pool.port } },
 });
 
-interface Lb {
-  lb: Controller;
-  host: string;
-  admin: number;
-}
-async function controller(i: 0 | 1, extra: string[] = [], readyMsg?: string): Promise<Lb> {
-  const host = HOSTS[i];
-  const admin = await freePort();
-  const lb = await startController({
-    stateDir: join(dir, `state-${i}`),
-    // Never read: the routes come from etcd.
-    services: join(dir, "absent.json"),
-    args: [
-      "--listen-host",
-      host,
-      "--etcd-endpoints",
-      etcd.endpoint,
-      "--etcd-prefix",
-      REGISTRY,
-      "--services-etcd-prefix",
-      ROUTES,
-      "--admin-listen",
-      `127.0.0.1:${admin}`,
-      ...extra,
-    ],
+type Lb = RoutesLb;
+const controller = (i: 0 | 1, extra: string[] = [], readyMsg?: string): Promise<Lb> =>
+  startRoutesLb({
+    dir,
+    host: HOSTS[i],
+    name: String(i),
+    etcd: etcd.endpoint,
+    registry: REGISTRY,
+    routes: ROUTES,
+    args: extra,
     ...(readyMsg ? { readyMsg } : {}),
   });
-  return { lb, host, admin };
-}
 
 /** Which backend answers `domain` on this controller, or the status. */
 async function who(c: Lb, domain: string): Promise<string> {
