@@ -12,11 +12,13 @@ import { buildServicesTable, serverKey, tableDir, type TableEntry } from "../mod
 import {
   describePlan,
   planPush,
-  pushBatches,
+  pushTxns,
   serverName,
   type CurrentKey,
+  type KeyAt,
   type PushOp,
   type PushPlan,
+  type PushTxn,
 } from "../model/table-push.js";
 import { writeFileAtomic } from "../shared/files.js";
 import { describeEtcdError, etcd3ClientOptions, passThrough } from "../sources/etcd-v3.js";
@@ -60,7 +62,7 @@ async function withEtcd(
 }
 
 /** The table as etcd holds it now, and the revision it was read at. */
-async function readTable(
+export async function readTable(
   client: Etcd3,
   prefix: string,
 ): Promise<{ keys: (CurrentKey & { createRevision: number })[]; revision: number }> {
@@ -124,12 +126,12 @@ function prefixEnd(prefix: string): Buffer {
 }
 
 /** This key is still at the revision it was read at (0: still absent): catches a concurrent delete too. */
-const unchangedKey = (op: PushOp): ICompare =>
+const unchangedKey = (k: KeyAt): ICompare =>
   compare({
-    key: Buffer.from(op.key),
+    key: Buffer.from(k.key),
     target: CompareTarget.Mod,
     result: CompareResult.Equal,
-    mod_revision: op.modRevision,
+    mod_revision: k.modRevision,
   });
 
 const request = (op: PushOp): IRequestOp =>
@@ -137,38 +139,57 @@ const request = (op: PushOp): IRequestOp =>
     ? { request_put: { key: Buffer.from(op.key), value: Buffer.from(op.value) } }
     : { request_delete_range: { key: Buffer.from(op.key) } };
 
+/** The keys under the prefix, counted in the transaction before its writes. */
+const countKeys = (prefix: string): IRequestOp => ({
+  request_range: { key: Buffer.from(tableDir(prefix)), range_end: prefixEnd(tableDir(prefix)), count_only: true },
+});
+
 /**
  * Applies the writes in guarded transactions: each requires that nothing under the prefix changed since the previous
- * one committed (the first: since the read) and that every key it writes is where it was read. A failed guard stops
- * the push: what is already committed stays, and the message says how much.
+ * one committed (the first: since the read) and that every key it writes (and, when they fit, every key it keeps) is
+ * where it was read, and counts the prefix to find a concurrent delete no compare can see. A failed guard stops the
+ * push: what is already committed stays, and the message says how much.
  */
-async function applyOps(client: Etcd3, prefix: string, ops: readonly PushOp[], readRevision: number): Promise<number> {
-  const batches = pushBatches(ops);
+export async function applyOps(
+  client: Etcd3,
+  prefix: string,
+  txns: readonly PushTxn[],
+  readRevision: number,
+): Promise<number> {
+  const total = txns.reduce((n, t) => n + t.ops.length, 0);
   let since = readRevision;
   let done = 0;
-  for (const [i, batch] of batches.entries()) {
+  const applied = (i: number) =>
+    i === 0
+      ? "nothing was written"
+      : `${done} of ${total} writes (${i} of ${txns.length} transactions) were applied before it, the rest were not`;
+  for (const [i, txn] of txns.entries()) {
     const r = await client.kv.txn({
-      compare: [untouchedSince(prefix, since), ...batch.map(unchangedKey)],
-      success: batch.map(request),
+      compare: [untouchedSince(prefix, since), ...txn.ops.map(unchangedKey), ...txn.held.map(unchangedKey)],
+      success: [countKeys(prefix), ...txn.ops.map(request)],
       failure: [],
     });
     if (!r.succeeded) {
-      const applied =
-        i === 0
-          ? "nothing was written"
-          : `${done} of ${ops.length} writes (${i} of ${batches.length} transactions) were applied before it, the rest were not`;
       console.error(
-        `error: conflict: the table under ${prefix} changed after revision ${since} (another writer): ${applied}; ` +
+        `error: conflict: the table under ${prefix} changed after revision ${since} (another writer): ${applied(i)}; ` +
           `run the command again to compare with the new table`,
       );
       return 1;
     }
-    done += batch.length;
+    done += txn.ops.length;
     since = Number(r.header.revision);
+    const count = Number(r.responses[0]?.response_range.count ?? NaN);
+    if (txn.countBefore !== null && count !== txn.countBefore) {
+      console.error(
+        `error: conflict: another writer deleted ${txn.countBefore - count} server(s) under ${prefix} that this push ` +
+          `keeps, before etcd revision ${since}: ${done} of ${total} writes (${i + 1} of ${txns.length} transactions) ` +
+          `were applied, the rest were not, and the table does not equal the file; ` +
+          `run the command again to compare with the new table`,
+      );
+      return 1;
+    }
   }
-  console.error(
-    `applied ${ops.length} write(s) in ${batches.length} transaction(s); the table is at etcd revision ${since}`,
-  );
+  console.error(`applied ${total} write(s) in ${txns.length} transaction(s); the table is at etcd revision ${since}`);
   return 0;
 }
 
@@ -188,7 +209,7 @@ export async function servicesPushCommand(file: string, flags: ServicesFlags): P
       console.error(`the table under ${prefix} already equals ${file}: nothing written`);
       return 0;
     }
-    return applyOps(client, prefix, plan.ops, current.revision);
+    return applyOps(client, prefix, pushTxns(plan, current.keys.length), current.revision);
   });
 }
 
@@ -277,7 +298,7 @@ export async function servicesSetCommand(file: string, flags: ServicesFlags): Pr
       console.error(`${serverName(prefix, key)} already holds this server: nothing written`);
       return 0;
     }
-    return applyOps(client, prefix, plan.ops, current.revision);
+    return applyOps(client, prefix, pushTxns(plan, null), current.revision);
   });
 }
 
@@ -358,7 +379,7 @@ export async function servicesRollbackCommand(flags: ServicesFlags & { revision?
       console.error(`the table under ${prefix} already equals the one at revision ${revision}: nothing written`);
       return 0;
     }
-    return applyOps(client, prefix, plan.ops, current.revision);
+    return applyOps(client, prefix, pushTxns(plan, current.keys.length), current.revision);
   });
 }
 
