@@ -75,6 +75,10 @@ export interface EtcdCluster {
   startAll(): Promise<void>;
   /** Waits until every member answers `endpoint health` and all name the same leader. */
   waitHealthy(timeoutMs?: number): Promise<void>;
+  /** Freezes every member (SIGSTOP): connections are accepted by the kernel but never answered. */
+  pauseAll(): void;
+  /** Thaws every member (SIGCONT). */
+  resumeAll(): void;
   /** Stops every member and removes the data dirs. */
   destroy(): Promise<void>;
 }
@@ -180,6 +184,7 @@ export async function startEtcdCluster(): Promise<EtcdCluster> {
     const c = s.child;
     if (!c || !isRunning(s)) return;
     c.kill(signal);
+    c.kill("SIGCONT"); // a paused member acts on a SIGTERM only once thawed
     const timer = setTimeout(() => c.kill("SIGKILL"), 5_000);
     await s.exited;
     clearTimeout(timer);
@@ -292,7 +297,14 @@ export async function startEtcdCluster(): Promise<EtcdCluster> {
     },
     startAll,
     waitHealthy,
+    pauseAll: () => {
+      for (const s of slots) if (isRunning(s)) s.child?.kill("SIGSTOP");
+    },
+    resumeAll: () => {
+      for (const s of slots) if (isRunning(s)) s.child?.kill("SIGCONT");
+    },
     destroy: async () => {
+      for (const s of slots) if (isRunning(s)) s.child?.kill("SIGCONT");
       await Promise.all(slots.map((s) => stopSlot(s, "SIGKILL")));
       await rm(root, { recursive: true, force: true });
     },
