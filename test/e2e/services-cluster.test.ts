@@ -307,8 +307,10 @@ describe("routes from a three-member etcd cluster, two controllers", () => {
       await cluster.waitHealthy();
     }
     await eventually(
-      async () =>
-        (await status(lbs[0] as Lb)).routes?.kind === "etcd" && (await status(lbs[0] as Lb)).routes?.connected === true,
+      async () => {
+        const r = (await status(lbs[0] as Lb)).routes;
+        return r?.kind === "etcd" && r.connected;
+      },
       30_000,
       "the restarted controller reconnected",
     );
