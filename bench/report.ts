@@ -498,7 +498,8 @@ export function renderReport(r: Results): string {
         ` own counts over it (\`grpc_server_handled_total\` for Txn and Range, \`etcd_server_proposals_committed_total\`;` +
         ` the controllers only watch). Then one route changed per push (a server's backend toggled): commit (seen by a` +
         ` watch) -> both instances serve it, and CLI start -> both serve it. With few rounds, p99 is the slowest round.` +
-        ` RSS of each controller afterwards.`,
+        ` The controllers' own account of their applies over those changes (median of both). RSS of each controller` +
+        ` afterwards.`,
       ``,
       table(
         [
@@ -510,6 +511,7 @@ export function renderReport(r: Results): string {
           "change: commit -> both serve p50 / p99 ms",
           "change: CLI -> both serve p50 / p99 ms",
           "rounds",
+          "ctl apply: render / nginx -t / reload / total ms (n)",
           "controller RSS MiB",
         ],
         sv.map((s) => [
@@ -521,6 +523,7 @@ export function renderReport(r: Results): string {
           `${fmtInt(s.change.commitToServed.p50)} / ${fmtInt(s.change.commitToServed.p99)}`,
           `${fmtInt(s.change.cliToServed.p50)} / ${fmtInt(s.change.cliToServed.p99)}`,
           String(s.change.commitToServed.n),
+          `${fmtInt(s.change.apply.render)} / ${fmtInt(s.change.apply.test)} / ${fmtInt(s.change.apply.reload)} / ${fmtInt(s.change.apply.total)} (${s.change.apply.n})`,
           s.controllerRssMiB.map((x) => fmt(x)).join(", "),
         ]),
       ),

@@ -14,7 +14,7 @@ import { get } from "../../test/helpers/http.js";
 import { type Context, round1 } from "../lib/context.js";
 import { freePort, memoryOf, onCleanup, sleep, spawnTracked, tempDir } from "../lib/procs.js";
 import { EtcdRegistry } from "../lib/registry.js";
-import { summarize, type Summary } from "../lib/stats.js";
+import { median, summarize, type Summary } from "../lib/stats.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 // Sorts after every filler server: the push writes additions in key order, so it is in the last transaction.
@@ -41,6 +41,14 @@ export interface ServicesRow {
     readonly commitToServed: Summary;
     /** The CLI started -> both instances serve it (includes the CLI's start under tsx, about a second). */
     readonly cliToServed: Summary;
+    /** The controllers' own account of their applies during the changes (both controllers), median ms. */
+    readonly apply: {
+      readonly render: number;
+      readonly test: number;
+      readonly reload: number;
+      readonly total: number;
+      readonly n: number;
+    };
   };
   readonly controllerRssMiB: readonly number[];
   readonly error?: string;
@@ -182,6 +190,7 @@ export async function services(ctx: Context): Promise<ServicesRow[]> {
       const commitToServed: number[] = [];
       const cliToServed: number[] = [];
       const rounds = ctx.quick ? 3 : n >= 10_000 ? 10 : 20;
+      const from = controllers.map((c) => c.lines.length);
       try {
         for (let k = 1; k <= rounds; k++) {
           committedAt = NaN;
@@ -198,10 +207,22 @@ export async function services(ctx: Context): Promise<ServicesRow[]> {
       } finally {
         await watcher.cancel();
       }
+      const applies = controllers.flatMap((c, i) => c.lines.slice(from[i]).filter((l) => l.msg === "config applied"));
+      const ms = (key: string) => median(applies.map((l) => Number((l["ms"] as Record<string, number>)[key])));
       rows.push({
         servers: n,
         push: pushRow,
-        change: { commitToServed: summarize(commitToServed), cliToServed: summarize(cliToServed) },
+        change: {
+          commitToServed: summarize(commitToServed),
+          cliToServed: summarize(cliToServed),
+          apply: {
+            render: ms("render"),
+            test: ms("test"),
+            reload: ms("reload"),
+            total: ms("total"),
+            n: applies.length,
+          },
+        },
         controllerRssMiB: await Promise.all(
           controllers.map(async (c) => round1((await memoryOf(c.child.pid ?? 0)).rss)),
         ),
@@ -210,7 +231,11 @@ export async function services(ctx: Context): Promise<ServicesRow[]> {
       rows.push({
         servers: n,
         push: { ms: NaN, servedMs: NaN, writes: NaN, txns: NaN, etcd: { txn: NaN, range: NaN, proposals: NaN } },
-        change: { commitToServed: summarize([]), cliToServed: summarize([]) },
+        change: {
+          commitToServed: summarize([]),
+          cliToServed: summarize([]),
+          apply: { render: NaN, test: NaN, reload: NaN, total: NaN, n: 0 },
+        },
         controllerRssMiB: [],
         error: (e as Error).message,
       });
