@@ -9,6 +9,7 @@ import type { ConvergenceRow } from "./figures/convergence.js";
 import type { CrashRow } from "./figures/crash.js";
 import type { DataPlaneResult } from "./figures/dataplane.js";
 import type { ScaleRow } from "./figures/scale.js";
+import type { ServicesRow } from "./figures/services.js";
 import type { Mode } from "./lib/lb.js";
 import type { Machine } from "./lib/machine.js";
 import type { RegistryKind } from "./lib/registry.js";
@@ -32,6 +33,7 @@ export interface Results {
     churn?: ChurnRow[];
     crash?: CrashRow[];
     trafficCost?: TrafficCostResult;
+    services?: ServicesRow[];
   };
 }
 
@@ -524,6 +526,50 @@ export function renderReport(r: Results): string {
         ]),
       ),
       ``,
+    );
+
+  const sv = r.figures.services;
+  if (sv)
+    out.push(
+      `## 8. Routing table in etcd`,
+      ``,
+      `Two \`nginx-lb run --services-etcd-prefix\` controllers (one nginx worker each, each nginx on its own loopback` +
+        ` address) on the run's etcd (one member); the table written by the real \`nginx-lb services push\` (run under` +
+        ` tsx, so its start costs about a second). Push: the whole table into an empty prefix; etcd requests are etcd's` +
+        ` own counts over it (\`grpc_server_handled_total\` for Txn and Range, \`etcd_server_proposals_committed_total\`;` +
+        ` the controllers only watch). Then one route changed per push (a server's backend toggled): commit (seen by a` +
+        ` watch) -> both instances serve it, and CLI start -> both serve it. With few rounds, p99 is the slowest round.` +
+        ` The controllers' own account of their applies over those changes (median of both). RSS of each controller` +
+        ` afterwards.`,
+      ``,
+      table(
+        [
+          "servers",
+          "push ms",
+          "writes / transactions",
+          "etcd Txn / Range / proposals",
+          "push -> both serve ms",
+          "change: commit -> both serve p50 / p99 ms",
+          "change: CLI -> both serve p50 / p99 ms",
+          "rounds",
+          "ctl apply: render / nginx -t / reload / total ms (n)",
+          "controller RSS MiB",
+        ],
+        sv.map((s) => [
+          fmtInt(s.servers),
+          fmtInt(s.push.ms),
+          `${fmtInt(s.push.writes)} / ${fmtInt(s.push.txns)}`,
+          `${fmtInt(s.push.etcd.txn)} / ${fmtInt(s.push.etcd.range)} / ${fmtInt(s.push.etcd.proposals)}`,
+          fmtInt(s.push.servedMs),
+          `${fmtInt(s.change.commitToServed.p50)} / ${fmtInt(s.change.commitToServed.p99)}`,
+          `${fmtInt(s.change.cliToServed.p50)} / ${fmtInt(s.change.cliToServed.p99)}`,
+          String(s.change.commitToServed.n),
+          `${fmtInt(s.change.apply.render)} / ${fmtInt(s.change.apply.test)} / ${fmtInt(s.change.apply.reload)} / ${fmtInt(s.change.apply.total)} (${s.change.apply.n})`,
+          s.controllerRssMiB.map((x) => fmt(x)).join(", "),
+        ]),
+      ),
+      ``,
+      ...sv.flatMap((s) => (s.error ? [`**${fmtInt(s.servers)} servers failed**: ${s.error}`, ``] : [])),
     );
 
   out.push(`Raw figures: \`bench/results/latest.json\`.`, ``);

@@ -4,7 +4,7 @@
  *
  *   npm run bench                                  # everything (under 10 minutes on 2 cores)
  *   npm run bench -- --quick                       # a short smoke run of everything
- *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash, traffic)
+ *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash, traffic, services)
  *   npm run bench -- --registry file --modes reload --out /tmp/b
  *
  * The registry is real etcd when this build has the etcd source (else the watched backends file); the endpoint
@@ -23,6 +23,7 @@ import { crash } from "./figures/crash.js";
 import { dataPlane } from "./figures/dataplane.js";
 import { scale } from "./figures/scale.js";
 import { trafficCost } from "./figures/traffic.js";
+import { services } from "./figures/services.js";
 import type { Context } from "./lib/context.js";
 import { availableModes, type Mode } from "./lib/lb.js";
 import { machine } from "./lib/machine.js";
@@ -33,7 +34,7 @@ import { startStaticBackends } from "./lib/static-nginx.js";
 import { renderReport, type Results } from "./report.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const FIGURES = ["convergence", "bursts", "scale", "dataplane", "churn", "crash", "traffic"] as const;
+const FIGURES = ["convergence", "bursts", "scale", "dataplane", "churn", "crash", "traffic", "services"] as const;
 type Figure = (typeof FIGURES)[number];
 
 function fail(msg: string): never {
@@ -97,6 +98,7 @@ async function main(): Promise<void> {
     if (only.includes("churn")) results.figures.churn = await churn(ctx);
     if (only.includes("crash")) results.figures.crash = await crash(ctx);
     if (only.includes("traffic")) results.figures.trafficCost = await trafficCost(ctx);
+    if (only.includes("services")) results.figures.services = await services(ctx);
   } finally {
     await killAll();
   }

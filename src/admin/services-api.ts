@@ -15,7 +15,7 @@ import { withWarnings, type Problem } from "../model/problem.js";
 import { parseServices } from "../model/services.js";
 import { serverKey } from "../model/services-table.js";
 import { hideKeys, restoreKey, restoreKeys } from "../model/stored-key.js";
-import { diffLines, planDiff, planPush, type CurrentKey, type PushPlan } from "../model/table-push.js";
+import { diffLines, planDiff, planPush, pushTxns, type CurrentKey, type PushPlan } from "../model/table-push.js";
 import { parseJsonText } from "../sources/read-json.js";
 import {
   applyMessage,
@@ -200,6 +200,8 @@ async function write(
   current: readonly CurrentKey[],
   desired: ReadonlyMap<string, string>,
   warnings: readonly Problem[],
+  /** The whole table is written: the keys it must keep are counted (null for one server's write). */
+  wholeTable = false,
 ): Promise<ApiAnswer> {
   const d = planDiff(w.prefix, plan, current, desired);
   const diff = { ...d, lines: diffLines(d) };
@@ -216,7 +218,7 @@ async function write(
       },
       etag(w.read.revision),
     );
-  const r = await applyOps(w.client, w.prefix, plan.ops, w.read.revision);
+  const r = await applyOps(w.client, w.prefix, pushTxns(plan, wholeTable ? w.read.keys.length : null), w.read.revision);
   const message = applyMessage(w.prefix, r, RETRY);
   if (!r.ok) return refused(409, message, { written: r.done > 0, diff });
   return answer(200, { dryRun: false, written: true, revision: r.revision, message, diff, warnings }, etag(r.revision));
@@ -231,7 +233,7 @@ async function putTable(w: Write, text: string): Promise<ApiAnswer> {
   const checked = withWarnings(parseServices(restored.doc, { inspectTls: nodeTlsInspector }), json.warnings);
   if (!checked.ok) return invalid(checked.errors, checked.warnings);
   const desired = tableKeys(w.prefix, restored.doc, checked.value);
-  return write(w, planPush(w.read.keys, desired), w.read.keys, desired, checked.warnings);
+  return write(w, planPush(w.read.keys, desired), w.read.keys, desired, checked.warnings, true);
 }
 
 /** PUT /api/services/DOMAIN:PORT: one server, validated alone and against the others (as `services set`). */

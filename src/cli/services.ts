@@ -12,10 +12,11 @@ import { buildServicesTable, serverKey, tableDir } from "../model/services-table
 import {
   describePlan,
   planPush,
+  pushTxns,
   serverName,
   type CurrentKey,
-  type PushOp,
   type PushPlan,
+  type PushTxn,
 } from "../model/table-push.js";
 import { writeFileAtomic } from "../shared/files.js";
 import { describeEtcdError, etcd3ClientOptions, passThrough } from "../sources/etcd-v3.js";
@@ -93,8 +94,8 @@ function printDiff(
 const RETRY = "run the command again to compare with the new table";
 
 /** Applies the writes guarded (see applyOps) and says how it went: exit 0 applied, 1 a conflict. */
-async function applyGuarded(client: Etcd3, prefix: string, ops: readonly PushOp[], readRevision: number) {
-  const r = await applyOps(client, prefix, ops, readRevision);
+async function applyGuarded(client: Etcd3, prefix: string, txns: readonly PushTxn[], readRevision: number) {
+  const r = await applyOps(client, prefix, txns, readRevision);
   console.error(r.ok ? applyMessage(prefix, r, RETRY) : `error: ${applyMessage(prefix, r, RETRY)}`);
   return r.ok ? 0 : 1;
 }
@@ -115,7 +116,7 @@ export async function servicesPushCommand(file: string, flags: ServicesFlags): P
       console.error(`the table under ${prefix} already equals ${file}: nothing written`);
       return 0;
     }
-    return applyGuarded(client, prefix, plan.ops, current.revision);
+    return applyGuarded(client, prefix, pushTxns(plan, current.keys.length), current.revision);
   });
 }
 
@@ -184,7 +185,7 @@ export async function servicesSetCommand(file: string, flags: ServicesFlags): Pr
       console.error(`${serverName(prefix, set.key)} already holds this server: nothing written`);
       return 0;
     }
-    return applyGuarded(client, prefix, set.plan.ops, current.revision);
+    return applyGuarded(client, prefix, pushTxns(set.plan, null), current.revision);
   });
 }
 
@@ -256,7 +257,7 @@ export async function servicesRollbackCommand(flags: ServicesFlags & { revision?
       console.error(`the table under ${prefix} already equals the one at revision ${revision}: nothing written`);
       return 0;
     }
-    return applyGuarded(client, prefix, plan.ops, current.revision);
+    return applyGuarded(client, prefix, pushTxns(plan, current.keys.length), current.revision);
   });
 }
 

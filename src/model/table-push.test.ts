@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { describePlan, planPush, pushBatches, type PushOp } from "./table-push.js";
+import { describePlan, planPush, pushBatches, pushTxns, type PushOp } from "./table-push.js";
 
 const P = "/lb/services";
 const k = (n: string) => `${P}/${n}`;
@@ -41,6 +41,35 @@ describe("pushBatches", () => {
     ).toBe(2));
   it("a key larger than a batch still goes alone", () =>
     expect(pushBatches([put("a", "x".repeat(9000))], { maxOps: 128, maxBytes: 5000 }).length).toBe(1));
+});
+
+describe("pushTxns", () => {
+  const many = (n: number, from = 0) => Array.from({ length: n }, (_, i) => cur(`s${i + from}:80`, "v", 7));
+  const desired = (keys: { key: string }[], value = "v") => new Map(keys.map((c) => [c.key, value]));
+  it("a push that fits one transaction holds every key it keeps too: a concurrent delete of one fails it whole", () =>
+    expect(pushTxns(planPush([cur("a:80", "v", 3), cur("b:80", "v", 4)], new Map([[k("a:80"), "v"]])), 2)).toEqual([
+      {
+        ops: [{ kind: "delete", key: k("b:80"), modRevision: 4 }],
+        held: [{ key: k("a:80"), modRevision: 3 }],
+        countBefore: 2,
+      },
+    ]));
+  it("kept keys that do not fit beside the writes are not held; the count check stays", () => {
+    const read = many(200);
+    const plan = planPush(read, new Map([...desired(read), [k("new:80"), "v"]]));
+    expect(pushTxns(plan, 200)).toEqual([{ ops: plan.ops, held: [], countBefore: 200 }]);
+  });
+  it("each transaction expects the count the previous ones leave: additions add, deletions remove, changes neither", () => {
+    const read = many(130);
+    const plan = planPush(read.slice(0, 30), new Map([...desired(read.slice(0, 10), "w"), ...desired(many(200, 500))]));
+    // 20 deletions, 10 changes, 200 additions: 230 writes in two transactions.
+    expect(pushTxns(plan, 30).map((t) => [t.ops.length, t.held.length, t.countBefore])).toEqual([
+      [127, 0, 30],
+      [103, 0, 30 - 20 + 97],
+    ]);
+  });
+  it("no count check when asked for none (a write of one server)", () =>
+    expect(pushTxns(planPush([], new Map([[k("a:80"), "v"]])), null)[0]?.countBefore).toBeNull());
 });
 
 describe("describePlan", () => {

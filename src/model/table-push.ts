@@ -19,8 +19,16 @@ export type PushOp =
   | { readonly kind: "put"; readonly key: string; readonly value: string; readonly modRevision: number }
   | { readonly kind: "delete"; readonly key: string; readonly modRevision: number };
 
+/** A key as the push read it, which the push must find there still (`modRevision` 0: still absent). */
+export interface KeyAt {
+  readonly key: string;
+  readonly modRevision: number;
+}
+
 export interface PushPlan {
   readonly ops: readonly PushOp[];
+  /** The keys read that stay as they are (no write): a concurrent delete of one must fail the push too. */
+  readonly kept: readonly KeyAt[];
   readonly added: readonly string[];
   readonly removed: readonly string[];
   readonly changed: readonly string[];
@@ -38,13 +46,14 @@ export function planPush(current: readonly CurrentKey[], desired: ReadonlyMap<st
   const added: string[] = [];
   const removed: string[] = [];
   const changed: string[] = [];
-  let unchanged = 0;
+  const kept: KeyAt[] = [];
   for (const [key, value] of desired) {
     const c = now.get(key);
     if (!c) added.push(key);
     else if (c.value !== value) changed.push(key);
-    else unchanged++;
+    else kept.push({ key, modRevision: c.modRevision });
   }
+  kept.sort((a, b) => byKey(a.key, b.key));
   for (const c of current) if (!desired.has(c.key)) removed.push(c.key);
   for (const l of [added, removed, changed]) l.sort(byKey);
   const ops: PushOp[] = [
@@ -57,7 +66,7 @@ export function planPush(current: readonly CurrentKey[], desired: ReadonlyMap<st
     })),
     ...added.map((key): PushOp => ({ kind: "put", key, value: desired.get(key) ?? "", modRevision: 0 })),
   ];
-  return { ops, added, removed, changed, unchanged };
+  return { ops, kept, added, removed, changed, unchanged: kept.length };
 }
 
 /** etcd's defaults: --max-txn-ops 128 (compares and operations each), --max-request-bytes 1.5 MiB. */
@@ -90,6 +99,49 @@ export function pushBatches(
   }
   if (batch.length > 0) out.push(batch);
   return out;
+}
+
+/** One guarded transaction of a push. */
+export interface PushTxn {
+  readonly ops: readonly PushOp[];
+  /** Keys it does not write but requires at their read revision: every kept key when they all fit, else none. */
+  readonly held: readonly KeyAt[];
+  /**
+   * How many keys the prefix holds when it starts, if no one else deleted one (null: not checked). A compare can only
+   * see keys that exist, so a concurrent delete of a key the push does not write leaves every compare true; the
+   * transaction counts the prefix first, and a count below this says it happened.
+   */
+  readonly countBefore: number | null;
+}
+
+/**
+ * The transactions of a push of `plan`, read when the prefix held `readCount` keys (null: no count check, for a
+ * write of one server that a delete elsewhere cannot invalidate). A push that fits one transaction with a compare for
+ * every kept key too is atomic against any concurrent writer: it fails with nothing written. A larger one cannot hold
+ * them all (etcd counts compares against --max-txn-ops too): its count check finds a concurrent delete only once the
+ * transaction that meets it has committed, so the push then stops and says what was written.
+ */
+export function pushTxns(
+  plan: PushPlan,
+  readCount: number | null,
+  limits: { maxOps: number; maxBytes: number } = ETCD_LIMITS,
+): PushTxn[] {
+  const batches = pushBatches(plan.ops, limits);
+  const heldBytes = plan.kept.reduce((n, k) => n + Buffer.byteLength(k.key) + 64, 0);
+  const opBytes = plan.ops.reduce(
+    (n, op) => n + 2 * Buffer.byteLength(op.key) + (op.kind === "put" ? Buffer.byteLength(op.value) : 0) + 64,
+    0,
+  );
+  const holdAll =
+    batches.length === 1 &&
+    plan.ops.length + plan.kept.length <= limits.maxOps - 1 &&
+    opBytes + heldBytes <= limits.maxBytes - 4096;
+  let count = readCount;
+  return batches.map((ops) => {
+    const txn: PushTxn = { ops, held: holdAll ? plan.kept : [], countBefore: count };
+    if (count !== null) for (const op of ops) count += op.kind === "delete" ? -1 : op.modRevision === 0 ? 1 : 0;
+    return txn;
+  });
 }
 
 /** `<prefix>/a.test:80` -> `a.test:80`. */

@@ -8,7 +8,14 @@ import { CompareResult, CompareTarget, type Etcd3, type ICompare, type IRequestO
 import type { Problem } from "../model/problem.js";
 import { parseServices, type Services, type TlsInspector } from "../model/services.js";
 import { buildServicesTable, serverKey, tableDir, type RejectedKey, type TableEntry } from "../model/services-table.js";
-import { planPush, pushBatches, type CurrentKey, type PushOp, type PushPlan } from "../model/table-push.js";
+import {
+  planPush,
+  type CurrentKey,
+  type KeyAt,
+  type PushOp,
+  type PushPlan,
+  type PushTxn,
+} from "../model/table-push.js";
 import { etcdFailure } from "./etcd-errors.js";
 import { sourceClient } from "./etcd-v3.js";
 import { checkEtcdOptions, etcdAuth, type EtcdOptions } from "./registry.js";
@@ -130,12 +137,12 @@ function prefixEnd(prefix: string): Buffer {
 }
 
 /** This key is still at the revision it was read at (0: still absent): catches a concurrent delete too. */
-const unchangedKey = (op: PushOp): ICompare =>
+const unchangedKey = (k: KeyAt): ICompare =>
   compare({
-    key: Buffer.from(op.key),
+    key: Buffer.from(k.key),
     target: CompareTarget.Mod,
     result: CompareResult.Equal,
-    mod_revision: op.modRevision,
+    mod_revision: k.modRevision,
   });
 
 const request = (op: PushOp): IRequestOp =>
@@ -143,14 +150,26 @@ const request = (op: PushOp): IRequestOp =>
     ? { request_put: { key: Buffer.from(op.key), value: Buffer.from(op.value) } }
     : { request_delete_range: { key: Buffer.from(op.key) } };
 
+/** The keys under the prefix, counted in the transaction before its writes. */
+const countKeys = (prefix: string): IRequestOp => ({
+  request_range: { key: Buffer.from(tableDir(prefix)), range_end: prefixEnd(tableDir(prefix)), count_only: true },
+});
+
 /** How a guarded write ended. */
 export type ApplyResult =
   | { readonly ok: true; readonly writes: number; readonly transactions: number; readonly revision: number }
   | {
       readonly ok: false;
-      /** The revision the failed guard compared with. */
+      /**
+       * "changed": a guard failed (a key written or held moved, or the prefix changed since `since`), and that
+       * transaction wrote nothing; "deleted": a transaction committed, but counted fewer keys than this push leaves
+       * (another writer deleted `deleted` servers that it keeps, which no compare can see).
+       */
+      readonly reason: "changed" | "deleted";
+      readonly deleted: number;
+      /** The revision the failed guard compared with, or the one the short-counted transaction committed at. */
       readonly since: number;
-      /** Writes and transactions committed before the failed one (they stay). */
+      /** Writes and transactions committed (they stay). */
       readonly done: number;
       readonly committed: number;
       readonly writes: number;
@@ -158,36 +177,58 @@ export type ApplyResult =
     };
 
 /**
- * Applies the writes in guarded transactions: each requires that nothing under the prefix changed since the previous
- * one committed (the first: since the read) and that every key it writes is where it was read. A failed guard stops
- * the write: what is already committed stays, and the result says how much.
+ * Applies the writes in guarded transactions (src/model/table-push.ts's pushTxns): each requires that nothing under
+ * the prefix changed since the previous one committed (the first: since the read) and that every key it writes (and,
+ * when they fit, every key it keeps) is where it was read, and counts the prefix to find a concurrent delete no
+ * compare can see. A failed guard stops the write: what is already committed stays, and the result says how much.
+ * test/etcd/push-guard.test.ts pins each guard against a real concurrent writer.
  */
 export async function applyOps(
   client: Etcd3,
   prefix: string,
-  ops: readonly PushOp[],
+  txns: readonly PushTxn[],
   readRevision: number,
 ): Promise<ApplyResult> {
-  const batches = pushBatches(ops);
+  const writes = txns.reduce((n, t) => n + t.ops.length, 0);
+  const transactions = txns.length;
   let since = readRevision;
   let done = 0;
-  for (const [i, batch] of batches.entries()) {
+  for (const [i, txn] of txns.entries()) {
     const r = await client.kv.txn({
-      compare: [untouchedSince(prefix, since), ...batch.map(unchangedKey)],
-      success: batch.map(request),
+      compare: [untouchedSince(prefix, since), ...txn.ops.map(unchangedKey), ...txn.held.map(unchangedKey)],
+      success: [countKeys(prefix), ...txn.ops.map(request)],
       failure: [],
     });
-    if (!r.succeeded) return { ok: false, since, done, committed: i, writes: ops.length, transactions: batches.length };
-    done += batch.length;
+    if (!r.succeeded)
+      return { ok: false, reason: "changed", deleted: 0, since, done, committed: i, writes, transactions };
+    done += txn.ops.length;
     since = Number(r.header.revision);
+    const count = Number(r.responses[0]?.response_range.count ?? NaN);
+    if (txn.countBefore !== null && count !== txn.countBefore)
+      return {
+        ok: false,
+        reason: "deleted",
+        deleted: txn.countBefore - count,
+        since,
+        done,
+        committed: i + 1,
+        writes,
+        transactions,
+      };
   }
-  return { ok: true, writes: ops.length, transactions: batches.length, revision: since };
+  return { ok: true, writes, transactions, revision: since };
 }
 
 /** The words for an applied write or a conflict; `retry` says what to do about a conflict. */
 export function applyMessage(prefix: string, r: ApplyResult, retry: string): string {
   if (r.ok)
     return `applied ${r.writes} write(s) in ${r.transactions} transaction(s); the table is at etcd revision ${r.revision}`;
+  if (r.reason === "deleted")
+    return (
+      `conflict: another writer deleted ${r.deleted} server(s) under ${prefix} that this write keeps, before etcd ` +
+      `revision ${r.since}: ${r.done} of ${r.writes} writes (${r.committed} of ${r.transactions} transactions) were ` +
+      `applied, the rest were not, and the table does not equal what was written; ${retry}`
+    );
   const applied =
     r.committed === 0
       ? "nothing was written"

@@ -20,6 +20,7 @@ import { freePort } from "./nginx.js";
 
 export { freePort } from "./nginx.js";
 export { waitFor } from "./wait.js";
+export { startEtcdCluster, type EtcdCluster } from "./etcd-cluster.js";
 
 const run = promisify(execFile);
 
