@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { nginxTest } from "../../src/nginx/binary.js";
+import { LUA_MODULES } from "../../src/render/dynamic.js";
 import { eventually, startController, stopAllControllers, type Controller } from "../helpers/controller.js";
 import { get } from "../helpers/http.js";
 import { cleanupNginx, freePort, freePorts, NGINX, tempDir } from "../helpers/nginx.js";
@@ -119,7 +120,9 @@ describe("render", () => {
     const out = join(dir, "render-out");
     const r = await cli(["render", "--services", services, "--backends", backends, "--out", out]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/^wrote .*\/nginx\.conf and 4 files beside it \(generation [0-9a-f]{16}\)\n$/);
+    expect(r.stderr).toMatch(
+      new RegExp(`^wrote .*/nginx\\.conf and ${LUA_MODULES.length} files beside it \\(generation [0-9a-f]{16}\\)\n$`),
+    );
     const conf = join(out, "nginx.conf");
     expect(await readFile(conf, "utf8")).toMatch(/^# nginx-lb render: endpoints mode dynamic /);
     expect(await nginxTest(NGINX, conf, out)).toMatchObject({ ok: true });
