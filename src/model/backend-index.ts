@@ -56,6 +56,16 @@ export class BackendIndex {
     this.changed = true;
   }
 
+  /** Every key recorded, rejected ones included, in the order they were last written. */
+  keys(): IterableIterator<string> {
+    return this.readings.keys();
+  }
+
+  /** How many keys are recorded. */
+  get size(): number {
+    return this.readings.size;
+  }
+
   /** Forgets every key. */
   clear(): void {
     // No name is dirty after a clear, so the next snapshot must not reuse the last set: it rebuilds from nothing.

@@ -21,6 +21,16 @@ const endpointsOf = (p: BoundRoute) =>
     p.members.map((m) => `${m.ip}:${m.port}${m.backup ? " backup" : ""}${m.weight === 0 ? " down" : ` w${m.weight}`}`),
   );
 
+/** Same endpoints with the same weight and role, in the same order: nothing of the route's to report. */
+function sameMembers(a: BoundRoute, b: BoundRoute): boolean {
+  if (a.members === b.members) return true;
+  if (a.members.length !== b.members.length) return false;
+  return a.members.every((m, i) => {
+    const n = b.members[i];
+    return n !== undefined && m.ip === n.ip && m.port === n.port && m.weight === n.weight && m.backup === n.backup;
+  });
+}
+
 /**
  * Compares two sets of bound routes route by route (pure). An unchanged route keeps its BoundRoute by reference
  * across an endpoint change (`rebindRoutes`), so such a change costs a comparison per route, not a walk of every
@@ -35,7 +45,8 @@ export function diffRoutes(before: readonly BoundRoute[] | null, after: readonly
   const endpointsRemoved: string[] = [];
   for (const [route, pb] of b) {
     const pa = a.get(route);
-    if (pa === pb) continue;
+    // A routing change binds every route afresh: most keep their endpoints, and need no set of strings to say so.
+    if (pa === pb || (pa !== undefined && sameMembers(pa, pb))) continue;
     const ea = pa ? endpointsOf(pa) : new Set<string>();
     const eb = endpointsOf(pb);
     for (const e of eb) if (!ea.has(e)) endpointsAdded.push(`${route} ${e}`);
@@ -56,4 +67,28 @@ export function isEmptyChange(c: Change): boolean {
   return (
     !c.upstreamsAdded.length && !c.upstreamsRemoved.length && !c.endpointsAdded.length && !c.endpointsRemoved.length
   );
+}
+
+/** The longest list of names a kept change holds; the counts stay exact. */
+export const CHANGE_NAMES = 100;
+
+/**
+ * A change as targets and status records keep it: at most CHANGE_NAMES names per list, and the full counts. A first
+ * start with 100,000 endpoints would otherwise hold that many strings for as long as its target is the one applied.
+ */
+export function briefChange(c: Change): Change {
+  const cut = (l: readonly string[]) =>
+    l.length > CHANGE_NAMES ? [...l.slice(0, CHANGE_NAMES), `... and ${l.length - CHANGE_NAMES} more`] : l;
+  return {
+    upstreamsAdded: cut(c.upstreamsAdded),
+    upstreamsRemoved: cut(c.upstreamsRemoved),
+    endpointsAdded: cut(c.endpointsAdded),
+    endpointsRemoved: cut(c.endpointsRemoved),
+    counts: c.counts ?? {
+      upstreamsAdded: c.upstreamsAdded.length,
+      upstreamsRemoved: c.upstreamsRemoved.length,
+      endpointsAdded: c.endpointsAdded.length,
+      endpointsRemoved: c.endpointsRemoved.length,
+    },
+  };
 }

@@ -7,7 +7,7 @@ import type { Logger } from "../shared/log.js";
 import type { Snapshot } from "../sources/source.js";
 import type { Applier, ApplyOutcome } from "./applier.js";
 import { systemClock, type Clock } from "./clock.js";
-import { isEmptyChange, type Change } from "./diff.js";
+import { isEmptyChange } from "./diff.js";
 import { initialRouting, nextRouting, routesToApply, type Routing, type RoutingEvent } from "./routing.js";
 import type { StatusStore } from "./status.js";
 import { compile, type EndpointsMode, type Target } from "./target.js";
@@ -337,7 +337,7 @@ export class Reconciler {
         reason,
         generation: out.generation,
         ms,
-        change: brief(target.change),
+        change: target.change,
         ...(out.error ? { error: out.error } : {}),
       });
       if (out.error) status.update((s) => ({ nginx: { ...s.nginx, lastError: out.error } }));
@@ -400,7 +400,7 @@ export class Reconciler {
       reason,
       generation: out.generation,
       ms,
-      ...(isEmptyChange(change) ? {} : { change: brief(change) }),
+      ...(isEmptyChange(change) ? {} : { change }),
     });
     log.info(
       {
@@ -412,14 +412,14 @@ export class Reconciler {
         upstreams: {
           added: change.upstreamsAdded.slice(0, 20),
           removed: change.upstreamsRemoved.slice(0, 20),
-          addedCount: change.upstreamsAdded.length,
-          removedCount: change.upstreamsRemoved.length,
+          addedCount: change.counts?.upstreamsAdded ?? change.upstreamsAdded.length,
+          removedCount: change.counts?.upstreamsRemoved ?? change.upstreamsRemoved.length,
         },
         endpoints: {
           added: change.endpointsAdded.slice(0, 20),
           removed: change.endpointsRemoved.slice(0, 20),
-          addedCount: change.endpointsAdded.length,
-          removedCount: change.endpointsRemoved.length,
+          addedCount: change.counts?.endpointsAdded ?? change.endpointsAdded.length,
+          removedCount: change.counts?.endpointsRemoved ?? change.endpointsRemoved.length,
         },
       },
       out.action === "start" ? "nginx started" : out.action === "push" ? "endpoints pushed" : "config applied",
@@ -550,23 +550,3 @@ const errorKey = (error: string) => error.replace(/\d{4}\/\d\d\/\d\d \d\d:\d\d:\
 const seconds = (ms: number) => (ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`);
 
 const round = (n: number) => Math.round(n * 10) / 10;
-
-/**
- * A change as the status keeps it (the last 50 applies): at most 100 names per list. A first start with 100,000
- * endpoints would otherwise hold that many strings per record; the counts stay exact.
- */
-function brief(c: Change): Change {
-  const cut = (l: readonly string[]) => (l.length > 100 ? [...l.slice(0, 100), `... and ${l.length - 100} more`] : l);
-  return {
-    upstreamsAdded: cut(c.upstreamsAdded),
-    upstreamsRemoved: cut(c.upstreamsRemoved),
-    endpointsAdded: cut(c.endpointsAdded),
-    endpointsRemoved: cut(c.endpointsRemoved),
-    counts: {
-      upstreamsAdded: c.upstreamsAdded.length,
-      upstreamsRemoved: c.upstreamsRemoved.length,
-      endpointsAdded: c.endpointsAdded.length,
-      endpointsRemoved: c.endpointsRemoved.length,
-    },
-  };
-}

@@ -10,7 +10,7 @@ import {
   type Rendered,
 } from "../render/index.js";
 import { NO_HEALTH, type Health } from "../health/targets.js";
-import { diffRoutes, type Change } from "./diff.js";
+import { briefChange, diffRoutes, type Change } from "./diff.js";
 import { routeView, topologyOf, type Topology, type TopologyRoute } from "./topology.js";
 
 /** How endpoint changes reach nginx: rendered into nginx.conf (`reload`) or pushed to the Lua balancer (`dynamic`). */
@@ -32,7 +32,10 @@ export interface Target {
   readonly topology: Topology;
   /** The health-check verdicts it was compiled with: an endpoint down by check is out of its set. */
   readonly health: Health;
-  /** What this target changes against the `previous` it was compiled with (everything, without one). */
+  /**
+   * What this target changes against the `previous` it was compiled with (everything, without one), briefed
+   * (`briefChange`): names cut to a few, counts exact.
+   */
   readonly change: Change;
 }
 
@@ -75,6 +78,6 @@ export function compile(
     views,
     topology: sameRoutes ? previous.topology : topologyOf(desired.services, routes, views),
     health,
-    change: diffRoutes(previous?.routes ?? null, routes),
+    change: briefChange(diffRoutes(previous?.routes ?? null, routes)),
   };
 }

@@ -23,6 +23,7 @@ import {
   type EtcdTlsOptions,
   type EtcdAuthOptions,
   type ClusterMark,
+  type RegistryKeys,
 } from "./registry-state.js";
 
 /** A v2 key node as etcd returns it. */
@@ -206,7 +207,7 @@ async function list(
 }
 
 /** Applies one v2 watch event to the key map; a deleted or expired directory takes every key under it along. */
-function applyEvent(keys: Map<string, string>, base: string, body: V2Body): void {
+function applyEvent(keys: RegistryKeys, base: string, body: V2Body): void {
   const node = body.node;
   if (!node?.key) return;
   const removed = ["delete", "compareAndDelete", "expire"].includes(body.action ?? "");

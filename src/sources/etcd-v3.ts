@@ -230,12 +230,11 @@ async function runV3(
     while (!signal.aborted) {
       try {
         if (needList) {
-          const r = await client.getAll().prefix(base).exec();
+          const header = await listInto(client, base, state);
           if (signal.aborted) break;
-          state.replace(r.kvs.map((kv) => [kv.key.toString(), kv.value.toString()] as const));
-          revision = Number(r.header.revision);
+          revision = Number(header.revision);
           // A list is the whole truth whatever came before; it only starts the history followed from here.
-          cluster.listed(r.header);
+          cluster.listed(header);
           needList = false;
           log.debug({ revision, keys: state.keys.size }, "listed");
           recovered();
@@ -301,6 +300,16 @@ async function runV3(
   } finally {
     dispose();
   }
+}
+
+/**
+ * Lists `base` into the state and returns only the response's header. Its own function so that nothing keeps the
+ * response alive: a local of the long-running source loop would hold its buffers (two per key) until the next list.
+ */
+async function listInto(client: Etcd3, base: string, state: RegistryState): Promise<IResponseHeader> {
+  const r = await client.getAll().prefix(base).exec();
+  state.replace(r.kvs.map((kv) => [kv.key.toString(), kv.value.toString()] as const));
+  return r.header;
 }
 
 /**

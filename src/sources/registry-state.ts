@@ -174,8 +174,8 @@ export function advanceMark(last: ClusterMark | undefined, seen: ClusterMark): C
  */
 export class RegistryState {
   private readonly index: BackendIndex;
-  /** The raw key/value map; writes also update the parsed index, so a watch event costs one key's parse. */
-  readonly keys: Map<string, string>;
+  /** Where the sources write keys: straight into the parsed index, so a watch event costs one key's parse. */
+  readonly keys: RegistryKeys;
   private connected = false;
   private emitted = false;
   private outage: Set<string> | undefined;
@@ -188,7 +188,7 @@ export class RegistryState {
     private readonly etcdUrls: readonly string[],
   ) {
     this.index = new BackendIndex(prefix);
-    this.keys = new IndexedMap(this.index);
+    this.keys = this.index;
   }
 
   /** etcd answered: ends an outage (logged once) and resets the backoff. */
@@ -250,22 +250,14 @@ export class RegistryState {
   }
 }
 
-/** A Map whose writes also go to a BackendIndex (the sources write keys through the Map API). */
-class IndexedMap extends Map<string, string> {
-  constructor(private readonly index: BackendIndex) {
-    super();
-  }
-  override set(key: string, value: string): this {
-    // Map's constructor calls set before `index` exists; there is nothing to index then.
-    this.index?.set(key, value);
-    return super.set(key, value);
-  }
-  override delete(key: string): boolean {
-    this.index.delete(key);
-    return super.delete(key);
-  }
-  override clear(): void {
-    this.index.clear();
-    super.clear();
-  }
+/**
+ * The registry's keys as the sources write them (list, watch events). Only the parsed index keeps them: a second map
+ * of the raw values would be a second copy of the whole registry (100,000 keys at 10,000 routes).
+ */
+export interface RegistryKeys {
+  set(key: string, value: string): void;
+  delete(key: string): void;
+  clear(): void;
+  keys(): IterableIterator<string>;
+  readonly size: number;
 }
