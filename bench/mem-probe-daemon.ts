@@ -1,0 +1,160 @@
+/**
+ * Throwaway probe for issue 15: the real `nginx-lb run` at N routes x 10 endpoints over etcd, as figure 3 (scale)
+ * starts it; after the start and two routing changes, prints the controller's RSS (and peak) and, with SNAP=1, has it
+ * write a heap snapshot (node --heapsnapshot-signal=SIGPWR; SIGUSR1/SIGUSR2 are the controller's own signals).
+ *
+ *   SNAP=1 node --import tsx bench/mem-probe-daemon.ts dynamic
+ */
+import WebSocket from "ws";
+import { readFile, readdir, stat } from "node:fs/promises";
+import { writeServices } from "../test/helpers/controller.js";
+import { fillerEndpoints } from "./lib/context.js";
+import { servicesJson, type RouteSpec } from "./lib/lb.js";
+import { startController, type Controller } from "../test/helpers/controller.js";
+import { join } from "node:path";
+import { freePort, killAll, sleep, tempDir } from "./lib/procs.js";
+import { createRegistry } from "./lib/registry.js";
+
+const N = Number(process.env["N"] ?? 10_000);
+const mode = process.argv[2] === "reload" ? "reload" : "dynamic";
+const DIAG = "/tmp/mp";
+const INSPECT = 19229;
+process.env["NODE_OPTIONS"] =
+  `--inspect=127.0.0.1:${INSPECT}` +
+  (process.env["SNAP"] === "1" ? ` --heapsnapshot-signal=SIGPWR --diagnostic-dir=${DIAG}` : "");
+
+/** The controller's own account through the inspector: a full GC, then process.memoryUsage(). */
+async function heapOf(): Promise<string> {
+  const list = (await (await fetch(`http://127.0.0.1:${INSPECT}/json/list`)).json()) as {
+    webSocketDebuggerUrl: string;
+  }[];
+  const ws = new WebSocket(list[0]?.webSocketDebuggerUrl ?? "");
+  await new Promise((r, j) => ws.on("open", r).on("error", j));
+  let id = 0;
+  const call = (method: string, params: object = {}) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const my = ++id;
+      const on = (d: Buffer) => {
+        const m = JSON.parse(String(d)) as { id?: number; result?: Record<string, unknown> };
+        if (m.id === my) {
+          ws.off("message", on);
+          resolve(m.result ?? {});
+        }
+      };
+      ws.on("message", on);
+      ws.send(JSON.stringify({ id: my, method, params }));
+    });
+  await call("HeapProfiler.collectGarbage");
+  await call("HeapProfiler.collectGarbage");
+  const r = await call("Runtime.evaluate", {
+    expression:
+      "JSON.stringify({...Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 104857.6) / 10])), " +
+      "spaces: Object.fromEntries(require('v8').getHeapSpaceStatistics().map((s) => [s.space_name, Math.round(s.space_size / 104857.6) / 10]))})",
+    returnByValue: true,
+    includeCommandLineAPI: true,
+  });
+  ws.close();
+  return `after GC (MiB): ${(r["result"] as { value: string }).value}`;
+}
+
+async function status(pid: number): Promise<string> {
+  const s = await readFile(`/proc/${pid}/status`, "utf8");
+  return ["VmRSS", "VmHWM"].map((k) => s.match(new RegExp(`${k}:\\s+(\\d+)`))?.[0] ?? "").join(" ");
+}
+
+async function main(): Promise<void> {
+  const routes: RouteSpec[] = [];
+  const set: Record<string, Record<string, { weight: number }>> = {};
+  for (let i = 0; i < N; i++) {
+    const name = `scale${i}-web`;
+    routes.push({
+      domain: `s${Math.floor(i / 10)}.scale.bench.test`,
+      prefix: i % 10 ? `/r${i % 10}` : "/",
+      name,
+      port: 8080,
+    });
+    set[name] = fillerEndpoints(i, 10);
+  }
+  const reg = await createRegistry("etcd");
+  let lb: {
+    controller: Controller;
+    servicesFile: string;
+    port: number;
+    appliesSince: (from: number) => Controller["lines"];
+    stop: () => Promise<void>;
+  } | null = null;
+  try {
+    await reg.replace(set);
+    const t0 = performance.now();
+    // As startLb, with a start timeout a loaded machine cannot miss (nginx -t alone may take a minute there).
+    const dir = await tempDir("nginx-lb-memprobe-");
+    const servicesFile = join(dir, "services.json");
+    const stateDir = join(dir, "state");
+    const port = await freePort();
+    await writeServices(servicesFile, servicesJson(routes, port));
+    const controller = await startController({
+      services: servicesFile,
+      stateDir,
+      args: [...reg.args, "--worker-processes", "2", "--endpoints-mode", mode, "--start-timeout", "600s"],
+      env: { NGINX_LB_LOG_LEVEL: "info" },
+    });
+    await controller.waitFor(/"msg":"(nginx started|config applied)"/, 600_000);
+    lb = {
+      controller,
+      servicesFile,
+      port,
+      appliesSince: (from: number) =>
+        controller.lines.slice(from).filter((l) => l.msg === "config applied" || l.msg === "endpoints pushed"),
+      stop: async () => {
+        const pid = Number((await readFile(join(stateDir, "nginx.pid"), "utf8").catch(() => "0")).trim());
+        await controller.stop();
+        if (pid > 0) process.kill(pid, "SIGQUIT");
+      },
+    };
+    const pid = lb.controller.child.pid ?? 0;
+    process.stdout.write(`${mode}: started in ${Math.round(performance.now() - t0)} ms; ${await status(pid)}\n`);
+    process.stdout.write(`${await heapOf()}; ${await status(pid)}\n`);
+    await sleep(2000);
+    const from = lb.controller.lines.length;
+    for (let k = 1; k <= 2; k++) {
+      const extra: RouteSpec = { domain: "extra.scale.bench.test", prefix: "/", name: "scale0-web", port: 8080 };
+      const before = lb.appliesSince(from).length;
+      await writeServices(lb.servicesFile, servicesJson(k % 2 ? [...routes, extra] : routes, lb.port));
+      const deadline = Date.now() + 600_000;
+      while (lb.appliesSince(from).length === before && Date.now() < deadline) await sleep(20);
+      await sleep(300);
+    }
+    for (const l of lb.appliesSince(from)) process.stdout.write(`apply ms ${JSON.stringify(l["ms"])}\n`);
+    await sleep(3000);
+    process.stdout.write(`${mode}: after 2 routing changes; ${await status(pid)}\n`);
+    process.stdout.write(`${await heapOf()}; ${await status(pid)}\n`);
+    if (process.env["SNAP"] === "1") {
+      const before = new Set(await readdir(DIAG));
+      process.kill(pid, "SIGPWR");
+      for (let i = 0; i < 600; i++) {
+        const now = (await readdir(DIAG)).filter((f) => !before.has(f) && f.endsWith(".heapsnapshot"));
+        if (now.length > 0) {
+          // Written in pieces: done when the size stays put for 3 s.
+          for (let last = -1, j = 0; j < 300; j++) {
+            const size = (await stat(`${DIAG}/${now[0]}`)).size;
+            if (size === last && size > 0) break;
+            last = size;
+            await sleep(3000);
+          }
+          process.stdout.write(`snapshot ${DIAG}/${now[0]}\n`);
+          break;
+        }
+        await sleep(200);
+      }
+    }
+  } finally {
+    await lb?.stop();
+    await reg.close();
+    await killAll();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
+  process.exitCode = 1;
+});
