@@ -1,5 +1,5 @@
 /**
- * Throwaway probe for issue 15: the real `nginx-lb run` at N routes x 10 endpoints over etcd, as figure 3 (scale)
+ * Controller memory at scale (docs/at-scale.md): the real `nginx-lb run` at N routes x 10 endpoints over etcd, as figure 3 (scale)
  * starts it; after the start and two routing changes, prints the controller's RSS (and peak) and, with SNAP=1, has it
  * write a heap snapshot (node --heapsnapshot-signal=SIGPWR; SIGUSR1/SIGUSR2 are the controller's own signals).
  *
