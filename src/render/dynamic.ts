@@ -66,15 +66,16 @@ export function dynamicMainLines(options: RenderOptions): string[] {
  * http-context lines: where our Lua lives, the shared dict that outlives reloads, the start-up sets (loaded only into
  * an empty dict, i.e. by a new master) and per-worker start-up.
  */
-export function dynamicHttpLines(options: RenderOptions, dir: string): string[] {
+export function dynamicHttpLines(options: RenderOptions, dir: string, extraInit = ""): string[] {
   if (!isDynamic(options)) return [];
   luaModules(options);
   const initial = luaText(tok.file(`${dir}/${INITIAL_SETS_FILE}`));
+  const more = extraInit ? `; ${extraInit}` : "";
   return [
     `    # Dynamic endpoints: sets are pushed to the control server and kept in this dict across reloads.`,
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
     `    lua_shared_dict ${SHARED_DICT};`,
-    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}") }`,
+    `    init_by_lua_block { require("${BALANCER}"); require("${PUSH}"); require("${INITIAL}").load("${initial}")${more} }`,
     `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
     ``,
   ];
