@@ -113,6 +113,14 @@ addEtcdOptions(program.command("run"))
       "ENDPOINTS_MODE",
     ).choices(["dynamic", "reload", "auto"]),
   )
+  .addOption(
+    env(
+      "--routes-mode <mode>",
+      "dynamic (routing changes pushed to nginx's Lua router: one server per port, no reload; needs dynamic " +
+        `endpoints) or reload (rendered per site)${dflt(RUN_DEFAULTS.routesMode)}`,
+      "ROUTES_MODE",
+    ).choices(["dynamic", "reload"]),
+  )
   .addOption(env("--no-watch", "re-read services.json only on SIGUSR2/SIGHUP, not when the file changes", "NO_WATCH"))
   .addOption(env("--log-level <level>", `trace, debug, info, warn, error${dflt(RUN_DEFAULTS.logLevel)}`, "LOG_LEVEL"))
   .addOption(
