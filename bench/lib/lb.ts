@@ -79,6 +79,8 @@ export interface LbOptions {
   readonly registry: Registry;
   readonly mode: Mode;
   readonly workers: number;
+  /** `--routes-mode`: dynamic pushes routing changes to the Lua router (needs the dynamic endpoints mode). */
+  readonly routesMode?: Mode;
 }
 
 let registered = false;
@@ -101,6 +103,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
       String(o.workers),
       // Always explicit where the flag exists: its default depends on whether nginx can load the Lua module.
       ...((modeFlag ?? (await availableModes()).length > 1) ? ["--endpoints-mode", o.mode] : []),
+      ...(o.routesMode ? ["--routes-mode", o.routesMode] : []),
     ],
     // Debug lines cost the controller time on every change; a user runs at info.
     env: { NGINX_LB_LOG_LEVEL: "info" },
