@@ -65,8 +65,13 @@ export function plan(running: AppliedState | null, desired: AppliedState, force 
     return { action: "reload" };
   if (desired.mode === "reload" || desired.endpoints === null) return { action: "none" };
   // Unknown sets (nginx restarted, or the last push failed) must be pushed again, whole.
+  // With dynamic routes, upstreams come and go without a reload: a partial push adds and removes them too.
   const upstreams =
-    running.endpoints === null ? "all" : (changedUpstreams(running.endpoints, desired.endpoints) ?? "all");
+    running.endpoints === null
+      ? "all"
+      : ((desired.routes
+          ? namedChanges(running.endpoints, desired.endpoints)
+          : changedUpstreams(running.endpoints, desired.endpoints)) ?? "all");
   const none = (l: readonly string[] | "all") => l !== "all" && l.length === 0;
   if (!desired.routes) return none(upstreams) ? { action: "none" } : { action: "push", upstreams };
   // Dynamic routes: only ports (in the generation) reload; every other routing change is a push of the servers it
@@ -74,6 +79,14 @@ export function plan(running: AppliedState | null, desired: AppliedState, force 
   const routes = running.routes ? changedServers(running.routes, desired.routes) : "all";
   if (none(upstreams) && none(routes)) return { action: "none" };
   return { action: "push", upstreams, routes };
+}
+
+/** The upstreams added, removed or changed between two set lists (a removed one: absent from `desired`). */
+function namedChanges(running: EndpointSets, desired: EndpointSets): string[] {
+  const changed: string[] = [];
+  for (const name in desired) if (!sameList(running[name], desired[name])) changed.push(name);
+  for (const name in running) if (desired[name] === undefined) changed.push(name);
+  return changed;
 }
 
 /** The servers added, removed or changed between two routing tables. */

@@ -10,6 +10,8 @@ export interface PushBody {
   /** Present on a partial push: the version nginx must hold; only the listed upstreams are replaced. */
   readonly base?: number;
   readonly upstreams: EndpointSets;
+  /** A partial push only: upstreams nginx forgets (routes removed without a reload, in dynamic routes mode). */
+  readonly removed?: readonly string[];
 }
 
 /** Builds the push body from the same bound routes the renderer uses, so both modes balance over identical members. */
@@ -28,8 +30,13 @@ export function partialPushBody(
   changed: readonly string[],
 ): PushBody {
   const upstreams: Record<string, EndpointSets[string]> = {};
-  for (const name of changed) upstreams[name] = desired[name] ?? [];
-  return { version, base, upstreams };
+  const removed: string[] = [];
+  for (const name of changed) {
+    const set = desired[name];
+    if (set) upstreams[name] = set;
+    else removed.push(name);
+  }
+  return { version, base, upstreams, ...(removed.length > 0 ? { removed } : {}) };
 }
 
 export interface PushTarget {
@@ -116,7 +123,11 @@ export function controlCall(
  * nginx holds another version: send a whole push.
  */
 export async function pushEndpoints(target: PushTarget, body: PushBody): Promise<number> {
-  const { version } = await controlCall(target, "POST", encodeSets(body.version, body.upstreams, body.base));
+  const { version } = await controlCall(
+    target,
+    "POST",
+    encodeSets(body.version, body.upstreams, body.base, body.removed),
+  );
   if (version === null) throw new PushError(200, `POST ${ENDPOINTS_PATH}: nginx stored no version`);
   return version;
 }

@@ -174,6 +174,11 @@ describe("bad pushes are refused and the previous table keeps serving", () => {
       expect(r.status, body).toBe(400);
       expect(r.body, body).toMatch(why);
     }
+    // The endpoint sets take a removal line only in a partial push too.
+    const setsRemoval = "nginx-lb-sets version=5\nnlb_0123456789abcdef\nend upstreams=1\n";
+    const refused = await postRaw(ngx.controlPort, setsRemoval, "/nginx-lb/endpoints", "127.0.0.1", ngx.target.token);
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatch(/only allowed in a partial push/);
     const stale = encodeRoutes(9, {}, { base: (version ?? 0) + 1000, changed: [`${port} x.c.test`] });
     expect((await post(stale)).status).toBe(409);
     const huge = `nginx-lb-routes version=3\n${"x".repeat(17 * 1024 * 1024)}`;
@@ -209,6 +214,14 @@ describe("plan", () => {
       routes: ["c", "b"],
     });
     expect(plan(state(null), state({ a: "1" }))).toEqual({ action: "push", upstreams: [], routes: "all" });
+    // Upstreams come and go with routes, without a reload: named in a partial push (a removed one: forgotten).
+    const sets = (names: string[]) => Object.fromEntries(names.map((n) => [n, []]));
+    expect(
+      plan(
+        { ...state({ a: "1" }), endpoints: sets(["u1", "u2"]) },
+        { ...state({ a: "2" }), endpoints: sets(["u1", "u3"]) },
+      ),
+    ).toEqual({ action: "push", upstreams: ["u3", "u2"], routes: ["a"] });
     expect(plan(state({ a: "1" }), { ...state({ a: "1" }), generation: "h" })).toEqual({ action: "reload" });
   });
 });
