@@ -136,30 +136,27 @@ export class NginxApplier implements Applier {
     const t = performance.now();
     let what = "endpoint sets";
     try {
-      const state = await syncEndpoints(
-        { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) },
-        known,
-        endpoints,
-        changed,
-        ++this.version,
-      );
+      const target = { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) };
+      // Sets of new routes go before the table names them; sets of removed routes go after the table stops naming
+      // them, so no request in between finds its route without a set (503).
+      const gone = routeTable && changed !== "all" ? changed.filter((n) => endpoints[n] === undefined) : [];
+      const first = gone.length > 0 && changed !== "all" ? changed.filter((n) => endpoints[n] !== undefined) : changed;
+      let state = await syncEndpoints(target, known, endpoints, first, ++this.version);
       this.pushed = master === null ? null : { state, master };
-      this.keepForRestart(state);
-      // Sets first: a new route's set is in place before the table names it.
       if (routeTable) {
         what = "the routing table";
         const knownRoutes =
           changedRoutes !== "all" && this.pushedRoutes?.master === master ? this.pushedRoutes.state : null;
-        const routes = await syncRoutes(
-          { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) },
-          knownRoutes,
-          routeTable,
-          changedRoutes,
-          ++this.version,
-        );
+        const routes = await syncRoutes(target, knownRoutes, routeTable, changedRoutes, ++this.version);
         this.pushedRoutes = master === null ? null : { state: routes, master };
         this.keepRoutesForRestart(routes);
+        if (gone.length > 0) {
+          what = "endpoint sets";
+          state = await syncEndpoints(target, state, endpoints, gone, ++this.version);
+          this.pushed = master === null ? null : { state, master };
+        }
       }
+      this.keepForRestart(state);
       return {
         result: "applied",
         action: "push",

@@ -203,6 +203,30 @@ describe("a new nginx master", () => {
   });
 });
 
+describe("a route that comes and goes under load", () => {
+  it("never answers 503 in between: sets of a new route go first, sets of a removed route last", async () => {
+    const flip = (withT: boolean) =>
+      model({ "flip.test": { "/": to("a"), ...(withT ? { "/t": to("b") } : {}) }, "*.c.test": { "/": to("c") } });
+    await ngx.apply({ services: flip(false) });
+    const answers = new Map<string, number>();
+    let done = false;
+    const loop = (async () => {
+      for (let i = 0; i < 5000 && !done; i++) {
+        const r = await echo("flip.test", "/t/x");
+        const key = r.status === 200 ? (r.echo?.backend ?? "?") : `${r.status} ${r.body}`;
+        answers.set(key, (answers.get(key) ?? 0) + 1);
+      }
+    })();
+    for (let i = 0; i < 40; i++) {
+      expect((await ngx.apply({ services: flip(i % 2 === 0) })).action).toBe("push");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    done = true;
+    await loop;
+    expect([...answers.keys()].sort()).toEqual(["127.0.0.2", "127.0.0.3"]);
+  });
+});
+
 describe("plan", () => {
   const state = (routes: Record<string, string> | null) =>
     ({ mode: "dynamic", generation: "g", endpoints: {}, routes }) as const;
