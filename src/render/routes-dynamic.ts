@@ -72,20 +72,28 @@ export function renderSharedUpstream(options: RenderOptions): string {
 }
 
 /**
- * A plain port's one server: every Host and path goes to the router, which answers 404/503 itself or sets the
- * backend URI ($nlb_uri: proxy_pass with a variable sends it as it is) and the route label.
+ * The router's catch-all location: every Host and path goes to the router, which answers 404/503 itself or sets the
+ * backend URI ($nlb_uri: proxy_pass with a variable sends it as it is) and the route label. A TLS port's one server
+ * (certificates by SNI) takes the same lines.
  */
-export function renderPortServer(port: number, options: RenderOptions): string {
+export function routerLocationLines(): string[] {
   return [
-    `    server {`,
-    `        listen ${tok.listen(options.listenHost, port)} default_server;`,
-    `        server_name _;`,
     `        location / {`,
     `            set $nlb_route "";`,
     `            set $nlb_uri "";`,
     `            access_by_lua_block { require("${ROUTER}").access() }`,
     `            proxy_pass http://${SHARED_UPSTREAM}$nlb_uri;`,
     `        }`,
+  ];
+}
+
+/** A plain port's one server: the router's location for every Host. */
+export function renderPortServer(port: number, options: RenderOptions): string {
+  return [
+    `    server {`,
+    `        listen ${tok.listen(options.listenHost, port)} default_server;`,
+    `        server_name _;`,
+    ...routerLocationLines(),
     `    }`,
   ].join("\n");
 }
@@ -113,7 +121,7 @@ export function serverKey(port: number, domain: string): string {
 /**
  * The routing table pushed to nginx, from the same bound routes reload mode renders locations from: per plain-port
  * server, its routes as `<prefix> <upstream> <backend_path> <backend>;` (the grammar nginx_lb_routes.lua checks).
- * Every server is in it, a TLS one too (for its plain port); servers without routes have an empty value.
+ * Every server is in it; servers without routes have an empty value.
  */
 export function routeTable(servers: readonly BoundRoute["server"][], routes: readonly BoundRoute[]): RouteTable {
   const out: Record<string, string> = {};
@@ -124,5 +132,8 @@ export function routeTable(servers: readonly BoundRoute["server"][], routes: rea
       `${tok.path(r.route.prefix)} ${tok.upstream(r.upstream)} ${tok.path(r.route.backendPath)} ` +
       `${tok.backend(backendName(r.route.primary))};`;
   }
+  // The same routes under the TLS port, for a TLS port served by one server (certificates by SNI): the router keys
+  // by the port the request came in on. A port is plain or TLS, never both, so the keys never collide.
+  for (const s of servers) if (s.tls) out[serverKey(s.tls.port, s.domain)] = out[serverKey(s.port, s.domain)] ?? "";
   return out;
 }
