@@ -49,9 +49,10 @@ program
     ).choices(["dynamic", "reload", "auto"]),
   )
   .addOption(
-    new Option("--routes-mode <mode>", "as `run --routes-mode`: dynamic (one server per port, routes pushed) or reload").choices(
-      ["dynamic", "reload"],
-    ),
+    new Option(
+      "--routes-mode <mode>",
+      "as `run --routes-mode`: dynamic (one server per port, routes pushed) or reload",
+    ).choices(["dynamic", "reload"]),
   )
   .option("--nginx <path>", "nginx binary whose Lua support decides the default mode, as `run --nginx`")
   .option("--listen-host <ip>", "address frontend ports listen on, as `run --listen-host` (default: all)")
