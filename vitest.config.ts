@@ -21,6 +21,15 @@ export default defineConfig({
           env: { NGINX_LB_TEST_ENDPOINTS_MODE: "dynamic" },
         },
       },
+      {
+        // And a third time with routes pushed to the Lua router too (one server per port; TLS ports still rendered).
+        extends: true,
+        test: {
+          name: "core-routes-dynamic",
+          include: ["test/nginx/{routing,upstream,tls}.test.ts"],
+          env: { NGINX_LB_TEST_ENDPOINTS_MODE: "dynamic", NGINX_LB_TEST_ROUTES_MODE: "dynamic" },
+        },
+      },
     ],
   },
 });

@@ -51,6 +51,8 @@ export interface RunOptions {
   readonly accessLog?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
+  /** `dynamic`: routing changes are pushed to nginx's Lua router (needs dynamic endpoints); default reload. */
+  readonly routesMode?: "dynamic" | "reload";
   /** Who nginx's workers run as; only when nginx-lb runs as root (resolveRunConfig decides). */
   readonly nginxUser?: WorkerUser;
   /**
@@ -160,6 +162,11 @@ export async function startController(
 
   const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await endpointsMode(options, paths.nginx, log);
+  if (options.routesMode === "dynamic" && mode !== "dynamic")
+    throw new Error(
+      `--routes-mode dynamic needs dynamic endpoints, which this nginx cannot run (install ${LUA_PACKAGES}), or pass --routes-mode reload`,
+    );
+  log.info({ endpointsMode: mode, routesMode: options.routesMode ?? "reload" }, "modes");
   if (mode === "reload" && options.outlier !== undefined && options.outlier.errors > 0)
     log.warn(
       "--outlier-ejection has no effect in reload mode: nginx's max_fails skips an endpoint after a connection error " +
@@ -170,6 +177,7 @@ export async function startController(
     controlPort,
     pushToken,
     endpointsMode: mode,
+    ...(options.routesMode === "dynamic" ? { routesMode: "dynamic" as const } : {}),
     ...(options.listenHost ? { listenHost: options.listenHost } : {}),
     ...(options.nginxUser ? { user: { name: options.nginxUser.name, group: options.nginxUser.group } } : {}),
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),

@@ -86,6 +86,8 @@ export interface LbOptions {
    * measure the controller alone keep it out of the way (the test harness turns it off).
    */
   readonly admin?: boolean;
+  /** `--routes-mode`: dynamic pushes routing changes to the Lua router (needs the dynamic endpoints mode). */
+  readonly routesMode?: Mode;
 }
 
 let registered = false;
@@ -110,6 +112,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
       ...((modeFlag ?? (await availableModes()).length > 1) ? ["--endpoints-mode", o.mode] : []),
       ...(o.admin ? ["--admin-listen", `127.0.0.1:${await freePort()}`] : []),
       ...(o.args ?? []),
+      ...(o.routesMode ? ["--routes-mode", o.routesMode] : []),
     ],
     // Debug lines cost the controller time on every change; a user runs at info.
     env: { NGINX_LB_LOG_LEVEL: "info" },

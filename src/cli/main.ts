@@ -48,6 +48,12 @@ program
       "dynamic or reload; default: what `run` would choose here (dynamic when nginx has the Lua module)",
     ).choices(["dynamic", "reload", "auto"]),
   )
+  .addOption(
+    new Option(
+      "--routes-mode <mode>",
+      "as `run --routes-mode`: dynamic (one server per port, routes pushed) or reload",
+    ).choices(["dynamic", "reload"]),
+  )
   .option("--nginx <path>", "nginx binary whose Lua support decides the default mode, as `run --nginx`")
   .option("--listen-host <ip>", "address frontend ports listen on, as `run --listen-host` (default: all)")
   .option("--worker-processes <n>", "nginx worker_processes, as `run --worker-processes`")
@@ -112,6 +118,14 @@ addEtcdOptions(program.command("run"))
       "dynamic (pushed to nginx, no reload) or reload; default: dynamic when nginx has the Lua module",
       "ENDPOINTS_MODE",
     ).choices(["dynamic", "reload", "auto"]),
+  )
+  .addOption(
+    env(
+      "--routes-mode <mode>",
+      "dynamic (routing changes pushed to nginx's Lua router: one server per port, no reload; needs dynamic " +
+        `endpoints) or reload (rendered per site)${dflt(RUN_DEFAULTS.routesMode)}`,
+      "ROUTES_MODE",
+    ).choices(["dynamic", "reload"]),
   )
   .addOption(env("--no-watch", "re-read services.json only on SIGUSR2/SIGHUP, not when the file changes", "NO_WATCH"))
   .addOption(env("--log-level <level>", `trace, debug, info, warn, error${dflt(RUN_DEFAULTS.logLevel)}`, "LOG_LEVEL"))

@@ -19,6 +19,8 @@ export interface RenderFlags {
   dir?: string;
   /** dynamic, reload, or auto (the default): what `run` would choose on this machine. */
   endpointsMode?: string;
+  /** `--routes-mode dynamic|reload`, as `run`'s (default reload). */
+  routesMode?: string;
   /** The nginx binary whose Lua support decides `auto`, as `run --nginx` takes it. */
   nginx?: string;
   /** As `run` takes them: they shape nginx.conf. Without --control-port a placeholder stands in. */
@@ -89,6 +91,11 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
     console.error(`error: render: --endpoints-mode: must be one of ${MODES.join(", ")}`);
     return EXIT_USAGE;
   }
+  const routesMode = flags.routesMode ?? "reload";
+  if (routesMode !== "reload" && routesMode !== "dynamic") {
+    console.error("error: render: --routes-mode: must be one of dynamic, reload");
+    return EXIT_USAGE;
+  }
   const dirFlag = flags.out ? "--out" : "--dir";
   const dir = resolve(flags.out ?? flags.dir ?? "/var/lib/nginx-lb");
   const { listenHost, workerProcesses, controlPort } = flags;
@@ -118,6 +125,10 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
   if (!choice.ok)
     console.error(`warning: render: nginx-lb run would refuse this mode here: ${choice.reason}; rendered anyway`);
   const mode = choice.ok ? choice.mode : choice.wanted;
+  if (routesMode === "dynamic" && mode !== "dynamic") {
+    console.error("error: render: --routes-mode dynamic needs dynamic endpoints (nginx-lb run refuses it here)");
+    return EXIT_USAGE;
+  }
   const why = !choice.ok
     ? "as asked; nginx here cannot load the Lua module"
     : wanted !== "auto"
@@ -135,6 +146,7 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
     controlPort: controlPort ? Number(controlPort) : PLACEHOLDER_CONTROL_PORT,
     pushToken: PLACEHOLDER_PUSH_TOKEN,
     endpointsMode: mode,
+    routesMode,
     ...(worker.value ? { user: { name: worker.value.name, group: worker.value.group } } : {}),
     ...(listenHost ? { listenHost } : {}),
     ...(workerProcesses ? { workerProcesses: workerProcesses === "auto" ? "auto" : Number(workerProcesses) } : {}),

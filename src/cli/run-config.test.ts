@@ -122,6 +122,17 @@ describe("resolveRunConfig", () => {
     ]);
   });
 
+  test("--routes-mode: reload by default, dynamic when asked; dynamic with --endpoints-mode reload is a usage error", async () => {
+    const dflt = await resolveRunConfig({}, {}, NOT_ROOT);
+    expect(dflt.ok && dflt.value.controller.routesMode).toBeUndefined();
+    const dyn = await resolveRunConfig({ routesMode: "dynamic" }, {}, NOT_ROOT);
+    expect(dyn.ok && dyn.value.controller).toMatchObject({ routesMode: "dynamic", endpointsMode: "auto" });
+    const bad = await resolveRunConfig({ routesMode: "fast" }, {}, NOT_ROOT);
+    expect(!bad.ok && bad.errors.map((e) => e.path)).toEqual(["--routes-mode"]);
+    const clash = await resolveRunConfig({ routesMode: "dynamic", endpointsMode: "reload" }, {}, NOT_ROOT);
+    expect(!clash.ok && clash.errors[0]).toMatchObject({ code: USAGE, path: "--routes-mode" });
+  });
+
   test("--nginx-user as root: the named user, else www-data, else nobody with a warning; none when not root", async () => {
     const named = await resolveRunConfig({ nginxUser: "nginx-lb" }, {}, await accounts(0));
     expect(named.ok && named.value.controller.nginxUser).toEqual({

@@ -27,6 +27,8 @@ export interface RunFlags extends EtcdFlags {
   logLevel?: string;
   watch?: boolean;
   endpointsMode?: string;
+  /** `--routes-mode dynamic|reload`: routing changes pushed to nginx's Lua router, or rendered and reloaded. */
+  routesMode?: string;
   adminListen?: string;
   /** The removed `--admin-token VALUE`: still parsed, so that using it is a clear usage error. */
   adminToken?: string | boolean;
@@ -56,6 +58,7 @@ export const RUN_DEFAULTS = {
   services: "/etc/csphere-services.json",
   stateDir: "/var/lib/nginx-lb",
   endpointsMode: "auto",
+  routesMode: "reload",
   logLevel: "info",
   accessLog: "off",
   startTimeout: "60s",
@@ -117,6 +120,7 @@ async function nginxBinaryProblem(flag: string | undefined, env: Readonly<Record
 export const ADMIN_TOKEN_ENV = "NGINX_LB_ADMIN_TOKEN";
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 const MODES = ["dynamic", "reload", "auto"] as const;
+const ROUTES_MODES = ["dynamic", "reload"] as const;
 
 /** The characters nginx.conf takes in a path without quoting (the `tok.file` grammar), for a clear flag error. */
 const NGINX_PATH = /^\/[A-Za-z0-9._/@+-]*$/;
@@ -205,6 +209,18 @@ export async function resolveRunConfig(
   const endpointsMode = MODES.find((m) => m === mode);
   if (endpointsMode === undefined)
     errors.push({ code: "invalid_flag", path: "--endpoints-mode", message: `must be one of ${MODES.join(", ")}` });
+  const routesText = flags.routesMode ?? RUN_DEFAULTS.routesMode;
+  const routesMode = ROUTES_MODES.find((m) => m === routesText);
+  if (routesMode === undefined)
+    errors.push({ code: "invalid_flag", path: "--routes-mode", message: `must be one of ${ROUTES_MODES.join(", ")}` });
+  if (routesMode === "dynamic" && endpointsMode === "reload")
+    errors.push({
+      code: USAGE,
+      path: "--routes-mode",
+      message:
+        "dynamic routes need dynamic endpoints (the Lua balancer holds the sets): drop --endpoints-mode reload or " +
+        "pass --routes-mode reload",
+    });
   const healthListen = flags.healthListen === "off" ? undefined : flags.healthListen;
   if (healthListen !== undefined)
     try {
@@ -260,6 +276,7 @@ export async function resolveRunConfig(
     !etcd.ok ||
     !worker.ok ||
     endpointsMode === undefined ||
+    routesMode === undefined ||
     startTimeoutMs === null
   )
     return { ok: false, errors, warnings: worker.warnings };
@@ -272,6 +289,7 @@ export async function resolveRunConfig(
     ...(flags.listenHost ? { listenHost: flags.listenHost } : {}),
     watchServices: flags.watch !== false,
     endpointsMode,
+    ...(routesMode === "dynamic" ? { routesMode } : {}),
     ...(flags.controlPort ? { controlPort: Number(flags.controlPort) } : {}),
     ...(flags.workerProcesses
       ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }

@@ -9,6 +9,12 @@ export interface PushedEndpoint {
 /** Every route's endpoint set by upstream name; an empty list means the route answers 503. */
 export type EndpointSets = Readonly<Record<string, readonly PushedEndpoint[]>>;
 
+/**
+ * Dynamic routes mode: every plain-port server's routes by `<port> <domain>`, each value the pushed line format (see
+ * render/routes-dynamic.ts), so comparing two tables is comparing strings.
+ */
+export type RouteTable = Readonly<Record<string, string>>;
+
 /** What nginx runs (or should run): the rendered config's generation and, in dynamic mode, the pushed sets. */
 export interface AppliedState {
   readonly mode: "reload" | "dynamic";
@@ -16,6 +22,8 @@ export interface AppliedState {
   readonly generation: string;
   /** The endpoint sets nginx holds in its shared dict; null in reload mode (they are in the config). */
   readonly endpoints: EndpointSets | null;
+  /** Dynamic routes mode: the routing table nginx holds in its shared dict; null or absent when routes are rendered. */
+  readonly routes?: RouteTable | null;
 }
 
 /**
@@ -26,7 +34,12 @@ export interface AppliedState {
 export type Plan =
   | { readonly action: "none" }
   | { readonly action: "reload" }
-  | { readonly action: "push"; readonly upstreams: readonly string[] | "all" };
+  | {
+      readonly action: "push";
+      readonly upstreams: readonly string[] | "all";
+      /** Dynamic routes mode: the servers (`<port> <domain>`) whose routes differ, or `all` when nginx's are unknown. */
+      readonly routes?: readonly string[] | "all";
+    };
 
 function sameEndpoint(a: PushedEndpoint, b: PushedEndpoint): boolean {
   return a.ip === b.ip && a.port === b.port && a.weight === b.weight && a.backup === b.backup;
@@ -52,10 +65,36 @@ export function plan(running: AppliedState | null, desired: AppliedState, force 
     return { action: "reload" };
   if (desired.mode === "reload" || desired.endpoints === null) return { action: "none" };
   // Unknown sets (nginx restarted, or the last push failed) must be pushed again, whole.
-  if (running.endpoints === null) return { action: "push", upstreams: "all" };
-  const changed = changedUpstreams(running.endpoints, desired.endpoints);
-  if (changed === null) return { action: "push", upstreams: "all" };
-  return changed.length === 0 ? { action: "none" } : { action: "push", upstreams: changed };
+  // With dynamic routes, upstreams come and go without a reload: a partial push adds and removes them too.
+  const upstreams =
+    running.endpoints === null
+      ? "all"
+      : ((desired.routes
+          ? namedChanges(running.endpoints, desired.endpoints)
+          : changedUpstreams(running.endpoints, desired.endpoints)) ?? "all");
+  const none = (l: readonly string[] | "all") => l !== "all" && l.length === 0;
+  if (!desired.routes) return none(upstreams) ? { action: "none" } : { action: "push", upstreams };
+  // Dynamic routes: only ports (in the generation) reload; every other routing change is a push of the servers it
+  // touches, beside the sets.
+  const routes = running.routes ? changedServers(running.routes, desired.routes) : "all";
+  if (none(upstreams) && none(routes)) return { action: "none" };
+  return { action: "push", upstreams, routes };
+}
+
+/** The upstreams added, removed or changed between two set lists (a removed one: absent from `desired`). */
+function namedChanges(running: EndpointSets, desired: EndpointSets): string[] {
+  const changed: string[] = [];
+  for (const name in desired) if (!sameList(running[name], desired[name])) changed.push(name);
+  for (const name in running) if (desired[name] === undefined) changed.push(name);
+  return changed;
+}
+
+/** The servers added, removed or changed between two routing tables. */
+function changedServers(running: RouteTable, desired: RouteTable): string[] {
+  const changed: string[] = [];
+  for (const key in desired) if (running[key] !== desired[key]) changed.push(key);
+  for (const key in running) if (desired[key] === undefined) changed.push(key);
+  return changed;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { copyFile, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { plan, type EndpointSets } from "../model/plan.js";
+import { plan, type EndpointSets, type RouteTable } from "../model/plan.js";
 import type { Applier, ApplyOutcome, NginxState } from "../reconciler/applier.js";
 import type { Target } from "../reconciler/target.js";
 import type { Rendered } from "../render/index.js";
@@ -10,9 +10,11 @@ import { nginxTest } from "./binary.js";
 import { fetchGeneration, waitForGeneration } from "./control.js";
 import { syncEndpoints, type PushedState } from "./endpoints-push.js";
 import { prepareStateDir, writeRenderedFiles } from "./files.js";
+import { writeInitialRoutes } from "./initial-routes.js";
 import { writeInitialSets } from "./initial-sets.js";
 import { bindFailures, summariseNginxError } from "./nginx-errors.js";
 import { describeHolder, findPortHolder } from "./port-holder.js";
+import { syncRoutes, type PushedRoutes } from "./routes-push.js";
 import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
 
 /**
@@ -31,6 +33,11 @@ export class NginxApplier implements Applier {
   private unwrittenSets: PushedState | null = null;
   private writingSets: Promise<void> | null = null;
   private lastSetsError: string | null = null;
+  /** Dynamic routes mode: the table nginx holds and the master it was pushed to. */
+  private pushedRoutes: { state: PushedRoutes; master: number } | null = null;
+  private unwrittenRoutes: PushedRoutes | null = null;
+  private writingRoutes: Promise<void> | null = null;
+  private lastRoutesError: string | null = null;
 
   constructor(
     private readonly paths: NginxPaths,
@@ -74,14 +81,20 @@ export class NginxApplier implements Applier {
    */
   async apply(target: Target, force = false): Promise<ApplyOutcome> {
     const started = performance.now();
-    const { rendered, endpoints, mode } = target;
+    const { rendered, endpoints, mode, routeTable } = target;
     const master = this.nginx.masterPid;
     const pushed = this.pushed?.master === master ? this.pushed.state : null;
+    const pushedRoutes = this.pushedRoutes?.master === master ? this.pushedRoutes.state : null;
     const running =
       master === null || this.live === null
         ? null
-        : ({ mode, generation: this.live, endpoints: pushed?.sets ?? null } as const);
-    const decision = plan(running, { mode, generation: rendered.generation, endpoints }, force);
+        : ({
+            mode,
+            generation: this.live,
+            endpoints: pushed?.sets ?? null,
+            routes: pushedRoutes?.table ?? null,
+          } as const);
+    const decision = plan(running, { mode, generation: rendered.generation, endpoints, routes: routeTable }, force);
     if (decision.action === "none")
       return {
         result: "unchanged",
@@ -90,11 +103,20 @@ export class NginxApplier implements Applier {
         ms: { test: 0, reload: 0, total: performance.now() - started },
       };
     if (decision.action === "push" && endpoints)
-      return this.push(rendered.generation, endpoints, decision.upstreams, started, 0, 0);
+      return this.push(rendered.generation, endpoints, decision.upstreams, started, 0, 0, routeTable, decision.routes);
     const out = await this.reload(rendered, started);
     if (out.result !== "applied" || !endpoints) return out;
     // The shared dict survives a reload but not a start; a whole push after either is always right.
-    const after = await this.push(rendered.generation, endpoints, "all", started, out.ms.test, out.ms.reload);
+    const after = await this.push(
+      rendered.generation,
+      endpoints,
+      "all",
+      started,
+      out.ms.test,
+      out.ms.reload,
+      routeTable,
+      "all",
+    );
     // A failed push keeps action "push", so the reconciler retries it with backoff (the reload itself took).
     return after.result === "applied" ? { ...out, ms: after.ms } : after;
   }
@@ -106,19 +128,34 @@ export class NginxApplier implements Applier {
     started: number,
     test: number,
     reloadMs: number,
+    routeTable: RouteTable | null = null,
+    changedRoutes: readonly string[] | "all" = "all",
   ): Promise<ApplyOutcome> {
     const master = this.nginx.masterPid;
     const known = changed !== "all" && this.pushed?.master === master ? this.pushed.state : null;
     const t = performance.now();
+    let what = "endpoint sets";
     try {
-      const state = await syncEndpoints(
-        { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) },
-        known,
-        endpoints,
-        changed,
-        ++this.version,
-      );
+      const target = { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) };
+      // Sets of new routes go before the table names them; sets of removed routes go after the table stops naming
+      // them, so no request in between finds its route without a set (503).
+      const gone = routeTable && changed !== "all" ? changed.filter((n) => endpoints[n] === undefined) : [];
+      const first = gone.length > 0 && changed !== "all" ? changed.filter((n) => endpoints[n] !== undefined) : changed;
+      let state = await syncEndpoints(target, known, endpoints, first, ++this.version);
       this.pushed = master === null ? null : { state, master };
+      if (routeTable) {
+        what = "the routing table";
+        const knownRoutes =
+          changedRoutes !== "all" && this.pushedRoutes?.master === master ? this.pushedRoutes.state : null;
+        const routes = await syncRoutes(target, knownRoutes, routeTable, changedRoutes, ++this.version);
+        this.pushedRoutes = master === null ? null : { state: routes, master };
+        this.keepRoutesForRestart(routes);
+        if (gone.length > 0) {
+          what = "endpoint sets";
+          state = await syncEndpoints(target, state, endpoints, gone, ++this.version);
+          this.pushed = master === null ? null : { state, master };
+        }
+      }
       this.keepForRestart(state);
       return {
         result: "applied",
@@ -127,12 +164,13 @@ export class NginxApplier implements Applier {
         ms: { test, reload: reloadMs + performance.now() - t, total: performance.now() - started },
       };
     } catch (e) {
-      this.pushed = null;
+      if (what === "endpoint sets") this.pushed = null;
+      this.pushedRoutes = null;
       return {
         result: "failed",
         action: "push",
         generation,
-        error: `pushing endpoint sets to nginx failed: ${(e as Error).message}`,
+        error: `pushing ${what} to nginx failed: ${(e as Error).message}`,
         retry: true,
         ms: { test, reload: reloadMs + performance.now() - t, total: performance.now() - started },
       };
@@ -162,9 +200,27 @@ export class NginxApplier implements Applier {
     })();
   }
 
-  /** Resolves once the last pushed sets are on disk (or failed to be written): for shutdown and tests. */
+  /** As keepForRestart, for the routing table (dynamic routes mode): a new master serves every site at once. */
+  private keepRoutesForRestart(state: PushedRoutes): void {
+    this.unwrittenRoutes = state;
+    this.writingRoutes ??= (async () => {
+      for (let s = this.unwrittenRoutes; s !== null; s = this.unwrittenRoutes) {
+        this.unwrittenRoutes = null;
+        const out = await writeInitialRoutes(this.paths.dir, s.version, s.table);
+        if (!out.ok && out.error !== this.lastRoutesError)
+          this.log.warn(
+            { file: out.path, error: out.error },
+            "could not keep the routing table for an nginx restart; a restarted nginx answers 404 until the next push",
+          );
+        this.lastRoutesError = out.ok ? null : out.error;
+      }
+      this.writingRoutes = null;
+    })();
+  }
+
+  /** Resolves once the last pushed sets (and table) are on disk (or failed to be written): for shutdown and tests. */
   async settled(): Promise<void> {
-    while (this.writingSets) await this.writingSets;
+    while (this.writingSets || this.writingRoutes) await (this.writingSets ?? this.writingRoutes);
   }
 
   /** Test, swap, reload (or start), confirm; restores the last good file on failure. Never throws. */

@@ -10,6 +10,8 @@ export interface PushBody {
   /** Present on a partial push: the version nginx must hold; only the listed upstreams are replaced. */
   readonly base?: number;
   readonly upstreams: EndpointSets;
+  /** A partial push only: upstreams nginx forgets (routes removed without a reload, in dynamic routes mode). */
+  readonly removed?: readonly string[];
 }
 
 /** Builds the push body from the same bound routes the renderer uses, so both modes balance over identical members. */
@@ -28,8 +30,13 @@ export function partialPushBody(
   changed: readonly string[],
 ): PushBody {
   const upstreams: Record<string, EndpointSets[string]> = {};
-  for (const name of changed) upstreams[name] = desired[name] ?? [];
-  return { version, base, upstreams };
+  const removed: string[] = [];
+  for (const name of changed) {
+    const set = desired[name];
+    if (set) upstreams[name] = set;
+    else removed.push(name);
+  }
+  return { version, base, upstreams, ...(removed.length > 0 ? { removed } : {}) };
 }
 
 export interface PushTarget {
@@ -53,14 +60,20 @@ export class PushError extends Error {
   }
 }
 
-function call(target: PushTarget, method: "GET" | "POST", body?: string): Promise<{ version: number | null }> {
+/** One token-carrying request to a push endpoint of the control server; resolves with the version nginx holds. */
+export function controlCall(
+  target: PushTarget,
+  method: "GET" | "POST",
+  body?: string,
+  path: string = ENDPOINTS_PATH,
+): Promise<{ version: number | null }> {
   const payload = body === undefined ? undefined : Buffer.from(body);
   return new Promise((resolve, reject) => {
     const req = request(
       {
         host: target.host ?? "127.0.0.1",
         port: target.port,
-        path: ENDPOINTS_PATH,
+        path,
         method,
         agent: false,
         headers: {
@@ -85,12 +98,12 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
           }
           const obj = (typeof parsed === "object" && parsed !== null ? parsed : {}) as Record<string, unknown>;
           if (status !== 200) {
-            reject(new PushError(status, `${method} ${ENDPOINTS_PATH}: ${status} ${String(obj["error"] ?? text)}`));
+            reject(new PushError(status, `${method} ${path}: ${status} ${String(obj["error"] ?? text)}`));
             return;
           }
           const v = obj["version"];
           if (v !== null && typeof v !== "number") {
-            reject(new PushError(status, `${method} ${ENDPOINTS_PATH}: unexpected answer ${text.slice(0, 200)}`));
+            reject(new PushError(status, `${method} ${path}: unexpected answer ${text.slice(0, 200)}`));
             return;
           }
           resolve({ version: v });
@@ -98,11 +111,9 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
       },
     );
     req.setTimeout(target.timeoutMs ?? 5000, () =>
-      req.destroy(new PushError(0, `${method} ${ENDPOINTS_PATH}: no answer within ${target.timeoutMs ?? 5000} ms`)),
+      req.destroy(new PushError(0, `${method} ${path}: no answer within ${target.timeoutMs ?? 5000} ms`)),
     );
-    req.on("error", (e) =>
-      reject(e instanceof PushError ? e : new PushError(0, `${method} ${ENDPOINTS_PATH}: ${e.message}`)),
-    );
+    req.on("error", (e) => reject(e instanceof PushError ? e : new PushError(0, `${method} ${path}: ${e.message}`)));
     req.end(payload);
   });
 }
@@ -112,14 +123,18 @@ function call(target: PushTarget, method: "GET" | "POST", body?: string): Promis
  * nginx holds another version: send a whole push.
  */
 export async function pushEndpoints(target: PushTarget, body: PushBody): Promise<number> {
-  const { version } = await call(target, "POST", encodeSets(body.version, body.upstreams, body.base));
+  const { version } = await controlCall(
+    target,
+    "POST",
+    encodeSets(body.version, body.upstreams, body.base, body.removed),
+  );
   if (version === null) throw new PushError(200, `POST ${ENDPOINTS_PATH}: nginx stored no version`);
   return version;
 }
 
 /** The version nginx holds, or null when nothing was pushed since its shared dict was created. */
 export async function pushedVersion(target: PushTarget): Promise<number | null> {
-  return (await call(target, "GET")).version;
+  return (await controlCall(target, "GET")).version;
 }
 
 /** What the controller last knew nginx to hold: the version and the sets; null after a (re)start or a failed push. */

@@ -17,10 +17,26 @@ export type InitialSetsOutcome =
  * stays, and the outcome says why.
  */
 export async function writeInitialSets(dir: string, version: number, sets: EndpointSets): Promise<InitialSetsOutcome> {
-  const path = join(dir, INITIAL_SETS_FILE);
+  return writeStartupFile(
+    join(dir, INITIAL_SETS_FILE),
+    encodeSets(version, sets),
+    "the start-up endpoint sets",
+    "a restarted nginx would answer 503 until the next push",
+  );
+}
+
+/**
+ * Writes what a new master loads at start (`text` at `path`, 0600) atomically: temp file, fsync, rename. `what` and
+ * `otherwise` word the error (what the file is, what a restart does without it).
+ */
+export async function writeStartupFile(
+  path: string,
+  text: string,
+  what: string,
+  otherwise: string,
+): Promise<InitialSetsOutcome> {
   // One writer per controller (the applier applies one target at a time), so the pid names the temp file uniquely.
   const tmp = `${path}.tmp-${process.pid}`;
-  const text = encodeSets(version, sets);
   try {
     await rm(tmp, { force: true });
     // "wx": never write through a file or link someone placed at the temp name; 0600: the sets map the whole network.
@@ -39,8 +55,8 @@ export async function writeInitialSets(dir: string, version: number, sets: Endpo
       ok: false,
       path,
       error:
-        `cannot write the start-up endpoint sets ${path}: ${(e as Error).message}; a restarted nginx would answer ` +
-        `503 until the next push: free space in (or fix the permissions of) the state dir`,
+        `cannot write ${what} ${path}: ${(e as Error).message}; ${otherwise}: ` +
+        `free space in (or fix the permissions of) the state dir`,
     };
   }
 }

@@ -11,8 +11,16 @@ import type { EndpointSets } from "../model/plan.js";
  */
 export const PUSH_CONTENT_TYPE = "text/plain; charset=utf-8";
 
-/** Encodes `sets` at `version`; with `base`, a partial push that nginx applies only when it holds version `base`. */
-export function encodeSets(version: number, sets: EndpointSets, base?: number): string {
+/**
+ * Encodes `sets` at `version`; with `base`, a partial push that nginx applies only when it holds version `base`, in
+ * which each of `removed` is a line without `=` (nginx forgets that upstream's set).
+ */
+export function encodeSets(
+  version: number,
+  sets: EndpointSets,
+  base?: number,
+  removed: readonly string[] = [],
+): string {
   const lines = [
     base === undefined ? `nginx-lb-sets version=${version}` : `nginx-lb-sets version=${version} base=${base}`,
   ];
@@ -23,6 +31,11 @@ export function encodeSets(version: number, sets: EndpointSets, base?: number): 
     lines.push(`${name}=${value}`);
     count++;
   }
+  if (base !== undefined)
+    for (const name of removed) {
+      lines.push(name);
+      count++;
+    }
   lines.push(`end upstreams=${count}`, "");
   return lines.join("\n");
 }

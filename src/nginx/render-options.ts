@@ -9,6 +9,8 @@ export interface NginxSettings {
   /** The secret every request to the push endpoint carries; nginx refuses any request without it. */
   readonly pushToken: string;
   readonly endpointsMode: "reload" | "dynamic";
+  /** `dynamic`: routes pushed to the Lua router (needs dynamic endpoints); default reload (rendered per site). */
+  readonly routesMode?: "reload" | "dynamic";
   readonly listenHost?: string;
   readonly workerProcesses?: number | "auto";
   /** The file in the state dir nginx appends per-request traffic records to; none when absent. */
@@ -42,6 +44,7 @@ export function runRenderOptions(paths: NginxPaths, settings: NginxSettings): Re
     pidFile: paths.pidFile,
     controlPort: settings.controlPort,
     endpointsMode: settings.endpointsMode,
+    ...(settings.routesMode === "dynamic" ? { routesMode: settings.routesMode } : {}),
     pushToken: settings.pushToken,
     ...(settings.endpointsMode === "dynamic" ? { luaSource: balancerLuaSource() } : {}),
     ...(settings.listenHost ? { listenHost: settings.listenHost } : {}),

@@ -1,7 +1,9 @@
-import type { EndpointSets } from "../model/plan.js";
+import type { EndpointSets, RouteTable } from "../model/plan.js";
 import {
   bindRoutes,
   endpointSets,
+  isRoutesDynamic,
+  routeTable,
   rebindRoutes,
   renderConf,
   type BoundRoute,
@@ -27,6 +29,8 @@ export interface Target {
   readonly rendered: Rendered;
   /** Dynamic mode: the sets to push, by upstream name; null in reload mode (the endpoints are in nginx.conf). */
   readonly endpoints: EndpointSets | null;
+  /** Dynamic routes mode (`options.routesMode`): the routing table to push; null when routes are rendered. */
+  readonly routeTable: RouteTable | null;
   /** Each route's status view, in the order of `routes`. */
   readonly views: readonly TopologyRoute[];
   readonly topology: Topology;
@@ -75,6 +79,13 @@ export function compile(
     routes,
     rendered,
     endpoints: mode !== "dynamic" ? null : sameRoutes && previous.endpoints ? previous.endpoints : endpointSets(routes),
+    // The table depends on the routing model only (endpoints travel in the sets).
+    routeTable:
+      mode !== "dynamic" || !isRoutesDynamic(options)
+        ? null
+        : sameServices && previous.routeTable
+          ? previous.routeTable
+          : routeTable(desired.services.servers, routes),
     views,
     topology: sameRoutes ? previous.topology : topologyOf(desired.services, routes, views),
     health,

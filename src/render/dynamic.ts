@@ -93,7 +93,7 @@ export function dynamicMainLines(options: RenderOptions): string[] {
  * http-context lines: where our Lua lives, the shared dict that outlives reloads, the start-up sets (loaded only into
  * an empty dict, i.e. by a new master) and per-worker start-up.
  */
-export function dynamicHttpLines(options: RenderOptions, dir: string): string[] {
+export function dynamicHttpLines(options: RenderOptions, dir: string, extraInit = ""): string[] {
   if (!isDynamic(options)) return [];
   luaModules(options);
   const initial = luaText(tok.file(`${dir}/${INITIAL_SETS_FILE}`));
@@ -102,6 +102,7 @@ export function dynamicHttpLines(options: RenderOptions, dir: string): string[] 
   if (o.maxPercent > 100 || o.maxMs < o.baseMs)
     throw new RenderBug(`outlier settings out of range: ${JSON.stringify(o)}`);
   const outlier = [o.errors, o.baseMs, o.maxMs, o.maxPercent].map((n) => tok.int(n)).join(", ");
+  const more = extraInit ? `; ${extraInit}` : "";
   return [
     `    # Dynamic endpoints: sets are pushed to the control server and kept in this dict across reloads.`,
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
@@ -110,7 +111,7 @@ export function dynamicHttpLines(options: RenderOptions, dir: string): string[] 
     // Every module is loaded here, by the master: the files are 0600 to the workers' user.
     `    init_by_lua_block { require("${OUTLIER}").configure(${outlier}); require("${BALANCER}"); require("${PUSH}"); ` +
       `${options.trafficCounters ? `require("${STATS}"); ` : ""}require("${INITIAL}").load("${initial}")` +
-      `${certs ? `; ${certs}` : ""} }`,
+      `${certs ? `; ${certs}` : ""}${more} }`,
     `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
     // nginx takes one log_by_lua per context: it judges every proxied request's attempts for outlier ejection (a
     // request the balancer did not route returns at once) and, with the traffic counters, counts it.

@@ -2,3 +2,4 @@ export { renderNginxConf, renderConf, GENERATION_PATH, type Desired } from "./ng
 export type { RenderOptions, Rendered, RenderedFile } from "./options.js";
 export { bindRoutes, rebindRoutes, type BoundRoute, type UpstreamMember } from "./bind-routes.js";
 export { endpointSets } from "./dynamic.js";
+export { routeTable, isRoutesDynamic } from "./routes-dynamic.js";

@@ -12,6 +12,14 @@ import {
 import { fnv1a64 } from "./hash.js";
 import type { RenderOptions, Rendered, RenderedFile } from "./options.js";
 import { bindRoutes, type BoundRoute } from "./bind-routes.js";
+import {
+  isRoutesDynamic,
+  renderPortServer,
+  renderSharedUpstream,
+  routesControlLines,
+  routesFiles,
+  routesInit,
+} from "./routes-dynamic.js";
 import { renderDefaultServer, renderServer, tagsRoutes } from "./server.js";
 import { tlsFiles } from "./tls.js";
 import { certsFiles, pushesCerts } from "./tls-dynamic.js";
@@ -117,6 +125,11 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
 export function renderConf(services: Services, routes: readonly BoundRoute[], options: RenderOptions): Rendered {
   const dir = tok.file(options.dir.replace(/\/+$/, ""));
   const opts = { ...options, dir };
+  const pushed = isRoutesDynamic(options);
+  // Dynamic routes: plain-port sites are pushed, not rendered; only TLS sites (until certificates are pushed too) and
+  // the set of ports shape nginx.conf, so a site added or changed there leaves the generation alone.
+  const rendered = pushed ? services.servers.filter((s) => s.tls) : services.servers;
+  const renderedRoutes = pushed ? routes.filter((r) => r.server.tls) : routes;
   const byServer = new Map<object, BoundRoute[]>();
   for (const p of routes) {
     const list = byServer.get(p.server);
@@ -135,7 +148,7 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
       const f = tlsFiles(s);
       if (f) files.push(f.cert, f.key);
     }
-  files.push(...dynamicFiles(options), ...certsFiles(options));
+  files.push(...dynamicFiles(options), ...certsFiles(options), ...routesFiles(options));
 
   const out: string[] = [
     `# Rendered by nginx-lb from services.json and the backend registry. Do not edit: it is rewritten on every change.`,
@@ -160,7 +173,7 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
     ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map(
       (t) => `    ${t}_temp_path ${tok.file(`${dir}/tmp/${t}`)};`,
     ),
-    ...serverNamesHash(services).map((l) => `    ${l}`),
+    ...serverNamesHash({ servers: rendered }).map((l) => `    ${l}`),
     ``,
     `    # Only websocket upgrades pass (an h2c upgrade could tunnel past the route's path prefix); without one an empty`,
     `    # Connection keeps upstream keepalive working.`,
@@ -192,15 +205,18 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
     `    proxy_next_upstream_tries 0;`,
     `    proxy_next_upstream_timeout 15s;`,
     ``,
-    ...dynamicHttpLines(options, dir),
+    ...dynamicHttpLines(options, dir, routesInit(options, dir)),
   ];
-  const keepalive = options.upstreamKeepalive ?? defaultKeepalive(routes.length);
-  for (const p of routes)
+  const keepalive = options.upstreamKeepalive ?? defaultKeepalive(renderedRoutes.length);
+  if (pushed) out.push(renderSharedUpstream(options));
+  for (const p of renderedRoutes)
     if (isDynamic(options)) out.push(renderDynamicUpstream(p, keepalive));
     else if (p.members.length > 0) out.push(renderUpstream(p, keepalive));
-  for (const [port, tls] of [...ports].sort((a, b) => a[0] - b[0])) out.push(renderDefaultServer(port, tls, opts));
-  for (const s of services.servers) out.push(renderServer(s, byServer.get(s) ?? [], opts));
-  if (options.controlPort !== undefined) out.push(controlServer(options.controlPort, dynamicControlLines(options)));
+  for (const [port, tls] of [...ports].sort((a, b) => a[0] - b[0]))
+    out.push(pushed && !tls ? renderPortServer(port, opts) : renderDefaultServer(port, tls, opts));
+  for (const s of rendered) out.push(renderServer(s, byServer.get(s) ?? [], opts, !pushed));
+  if (options.controlPort !== undefined)
+    out.push(controlServer(options.controlPort, [...dynamicControlLines(options), ...routesControlLines(options)]));
   out.push(`}`, ``);
 
   const draft = out.join("\n");

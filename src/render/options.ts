@@ -34,6 +34,11 @@ export interface RenderOptions {
   readonly user?: { readonly name: string; readonly group: string };
   /** How endpoint changes reach nginx: in nginx.conf (reload, the default) or pushed to our Lua balancer (dynamic). */
   readonly endpointsMode?: "reload" | "dynamic";
+  /**
+   * How routing changes reach nginx: rendered per site (reload, the default) or pushed to our Lua router (dynamic:
+   * needs dynamic endpoints; nginx.conf then holds one server per port).
+   */
+  readonly routesMode?: "reload" | "dynamic";
   /** Dynamic mode (required there): the secret every request to the push endpoint must carry (X-Nginx-Lb-Token); hex. */
   readonly pushToken?: string;
   /** Dynamic mode: the Lua modules by name, written beside nginx.conf (so a new balancer is a new generation). */

@@ -12,9 +12,17 @@ export function tagsRoutes(options: RenderOptions): boolean {
   return options.trafficLogFile !== undefined || options.trafficCounters === true || Boolean(options.accessLog);
 }
 
-/** One `server` block: the plain port and, with a certificate, the TLS port (HTTP/2) serving the same routes. */
-export function renderServer(server: Server, routes: readonly BoundRoute[], options: RenderOptions): string {
-  const lines = [`    server {`, `        listen ${tok.listen(options.listenHost, server.port)};`];
+/**
+ * One `server` block: the plain port and, with a certificate, the TLS port (HTTP/2) serving the same routes. Without
+ * `plain` only the TLS port (dynamic routes mode serves plain ports from one server per port).
+ */
+export function renderServer(
+  server: Server,
+  routes: readonly BoundRoute[],
+  options: RenderOptions,
+  plain = true,
+): string {
+  const lines = [`    server {`, ...(plain ? [`        listen ${tok.listen(options.listenHost, server.port)};`] : [])];
   const files = tlsFiles(server);
   if (server.tls && pushesCerts(options)) {
     // The certificate comes from the pushed ones by SNI; nginx still picks this server by SNI, as with files.

@@ -72,13 +72,22 @@ function masters(stateDir: string): number {
   return out.split("\n").filter((l) => l.startsWith("nginx: master") && l.includes(stateDir)).length;
 }
 
-/** The endpoints mode the current describe block runs in: the whole suite runs once per mode. */
+/**
+ * The endpoints mode the current describe block runs in: the whole suite runs once per mode, and a third time with
+ * routes pushed too (`routes`: dynamic endpoints and `--routes-mode dynamic`).
+ */
 let mode: "reload" | "dynamic" = "reload";
-const modeEnv = () => ({ NGINX_LB_ENDPOINTS_MODE: mode });
+let routes: "reload" | "dynamic" = "reload";
+const modeEnv = () => ({ NGINX_LB_ENDPOINTS_MODE: mode, NGINX_LB_ROUTES_MODE: routes });
 
-describe.each(["reload", "dynamic"] as const)("nginx-lb run with a backends file (%s endpoints)", (m) => {
+describe.each([
+  ["reload", "reload"],
+  ["dynamic", "reload"],
+  ["dynamic", "dynamic"],
+] as const)("nginx-lb run with a backends file (%s endpoints, %s routes)", (m, r) => {
   beforeAll(() => {
     mode = m;
+    routes = r;
   });
 
   it("follows endpoint changes: traffic starts and stops reaching a backend", async () => {
@@ -112,7 +121,13 @@ describe.each(["reload", "dynamic"] as const)("nginx-lb run with a backends file
     ]);
     s.lb.signal("SIGUSR2");
     // Once the apply is logged, every accepting nginx worker runs the new config.
-    await s.lb.waitFor(/"reason":"services.json: SIGUSR2".*config applied/);
+    // Dynamic routes: a route added on a port already listened on is a push.
+    await s.lb.waitFor(
+      routes === "dynamic"
+        ? /"reason":"services.json: SIGUSR2".*endpoints pushed/
+        : /"reason":"services.json: SIGUSR2".*config applied/,
+    );
+    if (routes === "dynamic") expect(s.lb.applies("reload")).toEqual([]);
     for (let i = 0; i < 20; i++) expect(await who(s.url("/new/x"))).toBe("127.0.0.4");
 
     await writeFile(

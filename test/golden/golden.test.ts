@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { LUA_MODULES } from "../../src/render/dynamic.js";
+import { ROUTES_LUA_MODULES } from "../../src/render/routes-dynamic.js";
 import { renderNginxConf, type RenderOptions } from "../../src/render/index.js";
 import { mustDesired } from "../helpers/model.js";
 import { checkConfig, cleanupNginx, tempDir } from "../helpers/nginx.js";
@@ -30,7 +31,15 @@ const OPTIONS: RenderOptions = { dir: "/var/lib/nginx-lb", controlPort: 9901 };
 const DYNAMIC: Partial<RenderOptions> = {
   endpointsMode: "dynamic",
   pushToken: "0123456789abcdef0123456789abcdef",
-  luaSource: Object.fromEntries(LUA_MODULES.map((m) => [m, `-- ${m}: a stand-in for the golden text\n`])),
+  luaSource: Object.fromEntries(
+    [...LUA_MODULES, ...ROUTES_LUA_MODULES].map((m) => [m, `-- ${m}: a stand-in for the golden text\n`]),
+  ),
+};
+/** `# mode: routes-dynamic` cases: routes pushed to the Lua router too (one server per plain port). */
+const ROUTES_DYNAMIC: Partial<RenderOptions> = { ...DYNAMIC, routesMode: "dynamic" };
+const MODES: Readonly<Record<string, Partial<RenderOptions>>> = {
+  "# mode: dynamic": DYNAMIC,
+  "# mode: routes-dynamic": ROUTES_DYNAMIC,
 };
 
 function split(text: string, file: string): { head: string; input: string; expected: string } {
@@ -57,7 +66,7 @@ describe("golden nginx.conf", () => {
       const { head, input, expected } = split(readFileSync(path, "utf8"), file);
       const { services, backends } = JSON.parse(input) as { services: unknown; backends?: unknown };
       const desired = mustDesired(services, backends ?? {});
-      const options = head.split("\n")[0] === "# mode: dynamic" ? { ...OPTIONS, ...DYNAMIC } : OPTIONS;
+      const options = { ...OPTIONS, ...(MODES[head.split("\n")[0] ?? ""] ?? {}) };
       const conf = renderNginxConf(desired, options).conf;
       if (process.env["UPDATE_GOLDEN"] === "1")
         writeFileSync(path, `${head ? `${head}\n` : ""}${input.trimEnd()}\n${SEPARATOR}\n${conf}`);

@@ -226,13 +226,22 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 export const ENDPOINTS_MODE: "reload" | "dynamic" =
   process.env["NGINX_LB_TEST_ENDPOINTS_MODE"] === "dynamic" ? "dynamic" : "reload";
 
+/**
+ * The routes mode the core suites run in: `NGINX_LB_TEST_ROUTES_MODE=dynamic` pushes routes to the Lua router (and
+ * then runs endpoints dynamic too, which it needs).
+ */
+export const ROUTES_MODE: "reload" | "dynamic" =
+  process.env["NGINX_LB_TEST_ROUTES_MODE"] === "dynamic" ? "dynamic" : "reload";
+
 export interface ServeOptions {
   /** The routes; as a function, it gets a frontend port the harness found free (then `ServedNginx.port`). */
   readonly services: Services | ((frontendPort: number) => Services);
   /** The registry's endpoints. Default: none. */
   readonly backends?: BackendSet;
-  /** Default: `ENDPOINTS_MODE`. */
+  /** Default: `ENDPOINTS_MODE` (dynamic when routes are dynamic). */
   readonly mode?: "reload" | "dynamic";
+  /** Default: `ROUTES_MODE` when the endpoints mode is dynamic, else reload. */
+  readonly routesMode?: "reload" | "dynamic";
   /** `worker_processes`. Default 2, so per-worker state (balancer, passive health) shows as on a multi-core host. */
   readonly workers?: number | "auto";
   /** The push token to render. Default: a random one, as the daemon makes. */
@@ -377,7 +386,8 @@ export class ServedNginx {
 export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
   const dir = opts.dir ?? (await tempDir());
   const controlPort = await freePort();
-  const mode = opts.mode ?? ENDPOINTS_MODE;
+  const mode = opts.mode ?? (ROUTES_MODE === "dynamic" ? "dynamic" : ENDPOINTS_MODE);
+  const routesMode = opts.routesMode ?? (mode === "dynamic" ? ROUTES_MODE : "reload");
   const pushToken = opts.pushToken ?? randomBytes(16).toString("hex");
   let port: number;
   let services: Services;
@@ -401,6 +411,7 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
       controlPort,
       pushToken,
       endpointsMode: mode,
+      routesMode,
       listenHost: opts.listenHost ?? "127.0.0.1",
       workerProcesses: opts.workers ?? 2,
       ...(opts.trafficLogFile !== undefined ? { trafficLogFile: opts.trafficLogFile } : {}),

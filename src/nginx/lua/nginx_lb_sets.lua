@@ -14,6 +14,7 @@
 --
 --   nginx-lb-sets version=<v>[ base=<b>]        v, b: integers 0 .. 2^53-1; base only on a partial push
 --   <upstream>=<ip> <port> <weight> <0|1>;...   zero or more endpoints, each ending in ';' (none: the route is empty)
+--   <upstream>                                  (partial push only) the upstream is gone: its set is forgotten
 --   end upstreams=<n>                           n = the number of upstream lines, so a cut-off text is refused
 -- Each line ends in "\n"; nothing may follow the end line.
 
@@ -180,9 +181,10 @@ function _M.parse(text)
     end
     pos = nextpos
     local eq = find(line, "=", 1, true)
-    local name = eq and sub(line, 1, eq - 1)
+    -- Without '=' (a partial push only): the upstream is gone, its set is forgotten.
+    local name = eq and sub(line, 1, eq - 1) or line
     if name == "end upstreams" then
-      if int(sub(line, eq + 1), 0, MAX_UPSTREAMS) ~= count then
+      if eq == nil or int(sub(line, eq + 1), 0, MAX_UPSTREAMS) ~= count then
         return nil, "line " .. lineno .. ": 'end upstreams=" .. count .. "' expected (text cut off or spliced?)"
       end
       break
@@ -197,12 +199,19 @@ function _M.parse(text)
     if count > MAX_UPSTREAMS then
       return nil, "more than " .. MAX_UPSTREAMS .. " upstreams"
     end
-    local value = sub(line, eq + 1)
-    local ok, err = check_set(value)
-    if not ok then
-      return nil, "line " .. lineno .. " (" .. name .. "): " .. err
+    if eq == nil then
+      if base == nil then
+        return nil, "line " .. lineno .. ": an upstream without '=' (removed) is only allowed in a partial push"
+      end
+      sets[name] = false
+    else
+      local value = sub(line, eq + 1)
+      local ok, err = check_set(value)
+      if not ok then
+        return nil, "line " .. lineno .. " (" .. name .. "): " .. err
+      end
+      sets[name] = value
     end
-    sets[name] = value
   end
   if pos <= #text then
     return nil, "data after the 'end' line"
@@ -216,10 +225,14 @@ end
 function _M.store(parsed, partial)
   local dict = _M.dict()
   for name, value in pairs(parsed.sets) do
-    -- safe_set: fail rather than silently evict other upstreams' sets when the dict is full.
-    local ok, err = dict:safe_set(_M.PREFIX .. name, value)
-    if not ok then
-      return nil, "storing " .. name .. ": " .. tostring(err) .. " (raise the shared dict size)"
+    if value == false then
+      dict:delete(_M.PREFIX .. name)
+    else
+      -- safe_set: fail rather than silently evict other upstreams' sets when the dict is full.
+      local ok, err = dict:safe_set(_M.PREFIX .. name, value)
+      if not ok then
+        return nil, "storing " .. name .. ": " .. tostring(err) .. " (raise the shared dict size)"
+      end
     end
   end
   dict:safe_set(_M.VERSION, parsed.version)

@@ -1,0 +1,139 @@
+import type { RouteTable } from "../model/plan.js";
+import { backendName } from "../model/services.js";
+import type { BoundRoute } from "./bind-routes.js";
+import type { RenderOptions, RenderedFile } from "./options.js";
+import { RenderBug, tok } from "./tokens.js";
+
+/**
+ * Dynamic routes mode: nginx.conf holds one catch-all `server` per plain port and nothing per site. Each request is
+ * routed by our Lua (src/nginx/lua/nginx_lb_router.lua) from the routing table the controller pushes to the control
+ * server (nginx_lb_routes_push.lua) or that a new master loads from the state dir (nginx_lb_routes_initial.lua), and
+ * proxied to one shared upstream whose balancer takes the endpoint set of the route chosen. TLS ports are still
+ * rendered per site until certificates are served by SNI from shared memory.
+ */
+
+export const ROUTES_PATH = "/nginx-lb/routes";
+/** The Lua modules this mode adds to the endpoint modules (it needs dynamic endpoints: the sets are the balancer's). */
+export const ROUTES_LUA_MODULES = [
+  "nginx_lb_router",
+  "nginx_lb_routes",
+  "nginx_lb_routes_push",
+  "nginx_lb_routes_initial",
+  "nginx_lb_control",
+] as const;
+/** The last pushed table, in the push format, in the state dir: a new master serves it at once. */
+export const INITIAL_ROUTES_FILE = "routes.table";
+/** The one upstream every dynamically routed request goes through. */
+export const SHARED_UPSTREAM = "nlb_routes";
+/** Idle backend connections per worker in the shared upstream (one pool for every route, keyed by address). */
+const SHARED_KEEPALIVE = 1024;
+/** A whole table of 10,000 sites is about 1 MB; the body must fit in memory to be read by Lua. */
+export const ROUTES_MAX_BODY_MB = 16;
+const ROUTER = "nginx_lb_router";
+
+/** True when the options ask for routes pushed to nginx rather than rendered. */
+export function isRoutesDynamic(options: RenderOptions): boolean {
+  return options.routesMode === "dynamic";
+}
+
+function checked(options: RenderOptions): void {
+  if (options.endpointsMode !== "dynamic")
+    throw new RenderBug("dynamic routes mode needs dynamic endpoints mode (the balancer holds the sets)");
+  const missing = ROUTES_LUA_MODULES.filter((m) => !options.luaSource?.[m]);
+  if (missing.length > 0)
+    throw new RenderBug(`dynamic routes mode needs the Lua modules ${missing.join(", ")} (options.luaSource)`);
+}
+
+/** What init_by_lua adds: the router's modules, loaded in the master, and the start-up table. */
+export function routesInit(options: RenderOptions, dir: string): string {
+  if (!isRoutesDynamic(options)) return "";
+  checked(options);
+  const file = tok.file(`${dir}/${INITIAL_ROUTES_FILE}`);
+  return `require("${ROUTER}"); require("nginx_lb_routes_push"); require("nginx_lb_routes_initial").load("${file}")`;
+}
+
+/** The Lua files this mode adds beside nginx.conf (0600: the master loads them in init_by_lua). */
+export function routesFiles(options: RenderOptions): RenderedFile[] {
+  if (!isRoutesDynamic(options)) return [];
+  checked(options);
+  return ROUTES_LUA_MODULES.map((m) => ({ path: `lua/${m}.lua`, content: options.luaSource?.[m] ?? "", mode: 0o600 }));
+}
+
+/** The shared upstream: a placeholder peer nginx never contacts, the router's balancer, then keepalive. */
+export function renderSharedUpstream(options: RenderOptions): string {
+  return [
+    `    upstream ${SHARED_UPSTREAM} {`,
+    `        # Every route of every plain port: the router chose the route, the balancer picks its endpoint.`,
+    `        server 0.0.0.1:1;`,
+    `        balancer_by_lua_block { require("${ROUTER}").balance() }`,
+    `        keepalive ${tok.int(options.upstreamKeepalive ?? SHARED_KEEPALIVE)};`,
+    `    }`,
+  ].join("\n");
+}
+
+/**
+ * The router's catch-all location: every Host and path goes to the router, which answers 404/503 itself or sets the
+ * backend URI ($nlb_uri: proxy_pass with a variable sends it as it is) and the route label. A TLS port's one server
+ * (certificates by SNI) takes the same lines.
+ */
+export function routerLocationLines(): string[] {
+  return [
+    `        location / {`,
+    `            set $nlb_route "";`,
+    `            set $nlb_uri "";`,
+    `            access_by_lua_block { require("${ROUTER}").access() }`,
+    `            proxy_pass http://${SHARED_UPSTREAM}$nlb_uri;`,
+    `        }`,
+  ];
+}
+
+/** A plain port's one server: the router's location for every Host. */
+export function renderPortServer(port: number, options: RenderOptions): string {
+  return [
+    `    server {`,
+    `        listen ${tok.listen(options.listenHost, port)} default_server;`,
+    `        server_name _;`,
+    ...routerLocationLines(),
+    `    }`,
+  ].join("\n");
+}
+
+/** The routes push endpoint inside the loopback-only control server (token-protected as the endpoints push). */
+export function routesControlLines(options: RenderOptions): string[] {
+  if (!isRoutesDynamic(options)) return [];
+  checked(options);
+  const mb = `${tok.int(ROUTES_MAX_BODY_MB)}m`;
+  const token = tok.secret(options.pushToken ?? "");
+  return [
+    `        location = ${ROUTES_PATH} {`,
+    `            client_max_body_size ${mb};`,
+    `            client_body_buffer_size ${mb};`,
+    `            content_by_lua_block { require("nginx_lb_routes_push").serve("${token}") }`,
+    `        }`,
+  ];
+}
+
+/** The key of a server in the table: its plain port and its domain in lower case (Host matching ignores case). */
+export function serverKey(port: number, domain: string): string {
+  return `${tok.port(port)} ${tok.domain(domain).toLowerCase()}`;
+}
+
+/**
+ * The routing table pushed to nginx, from the same bound routes reload mode renders locations from: per plain-port
+ * server, its routes as `<prefix> <upstream> <backend_path> <backend>;` (the grammar nginx_lb_routes.lua checks).
+ * Every server is in it; servers without routes have an empty value.
+ */
+export function routeTable(servers: readonly BoundRoute["server"][], routes: readonly BoundRoute[]): RouteTable {
+  const out: Record<string, string> = {};
+  for (const s of servers) out[serverKey(s.port, s.domain)] = "";
+  for (const r of routes) {
+    const key = serverKey(r.server.port, r.server.domain);
+    out[key] +=
+      `${tok.path(r.route.prefix)} ${tok.upstream(r.upstream)} ${tok.path(r.route.backendPath)} ` +
+      `${tok.backend(backendName(r.route.primary))};`;
+  }
+  // The same routes under the TLS port, for a TLS port served by one server (certificates by SNI): the router keys
+  // by the port the request came in on. A port is plain or TLS, never both, so the keys never collide.
+  for (const s of servers) if (s.tls) out[serverKey(s.tls.port, s.domain)] = out[serverKey(s.port, s.domain)] ?? "";
+  return out;
+}
