@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { Controller } from "./controller.js";
 import { ensureAccessLog } from "./nginx/access-log.js";
+import { ensureTlsPlaceholder } from "./nginx/tls-placeholder.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
@@ -86,6 +87,17 @@ async function endpointsMode(options: RunOptions, nginx: string, log: Logger): P
   return choice.mode;
 }
 
+/**
+ * Dynamic routes mode serves TLS ports from one server each with certificates pushed by SNI; nginx still needs a
+ * certificate at start for those servers: the state dir's placeholder (never served). A state dir it cannot be
+ * written to stops the start.
+ */
+async function pushedCertsSettings(dir: string): Promise<Pick<NginxSettings, "certsMode" | "tlsPlaceholder">> {
+  const made = await ensureTlsPlaceholder(dir);
+  if (!made.ok) throw new Error(made.error);
+  return { certsMode: "pushed", tlsPlaceholder: { cert: made.cert, key: made.key } };
+}
+
 export type { Controller } from "./controller.js";
 
 async function freePort(): Promise<number> {
@@ -166,7 +178,11 @@ export async function startController(
     throw new Error(
       `--routes-mode dynamic needs dynamic endpoints, which this nginx cannot run (install ${LUA_PACKAGES}), or pass --routes-mode reload`,
     );
-  log.info({ endpointsMode: mode, routesMode: options.routesMode ?? "reload" }, "modes");
+  const certs = options.routesMode === "dynamic" ? await pushedCertsSettings(dir) : {};
+  log.info(
+    { endpointsMode: mode, routesMode: options.routesMode ?? "reload", certificates: certs.certsMode ?? "files" },
+    "modes",
+  );
   if (mode === "reload" && options.outlier !== undefined && options.outlier.errors > 0)
     log.warn(
       "--outlier-ejection has no effect in reload mode: nginx's max_fails skips an endpoint after a connection error " +
@@ -178,6 +194,7 @@ export async function startController(
     pushToken,
     endpointsMode: mode,
     ...(options.routesMode === "dynamic" ? { routesMode: "dynamic" as const } : {}),
+    ...certs,
     ...(options.listenHost ? { listenHost: options.listenHost } : {}),
     ...(options.nginxUser ? { user: { name: options.nginxUser.name, group: options.nginxUser.group } } : {}),
     ...(options.workerProcesses !== undefined ? { workerProcesses: options.workerProcesses } : {}),

@@ -15,6 +15,12 @@ export type EndpointSets = Readonly<Record<string, readonly PushedEndpoint[]>>;
  */
 export type RouteTable = Readonly<Record<string, string>>;
 
+/**
+ * Dynamic routes mode with pushed certificates: each TLS site's certificate id by `<tls port> <domain>` (the id
+ * hashes the certificate and key, so two tables compare by id without touching key material).
+ */
+export type CertIds = ReadonlyMap<string, { readonly id: string }>;
+
 /** What nginx runs (or should run): the rendered config's generation and, in dynamic mode, the pushed sets. */
 export interface AppliedState {
   readonly mode: "reload" | "dynamic";
@@ -24,6 +30,8 @@ export interface AppliedState {
   readonly endpoints: EndpointSets | null;
   /** Dynamic routes mode: the routing table nginx holds in its shared dict; null or absent when routes are rendered. */
   readonly routes?: RouteTable | null;
+  /** Pushed certificates (with dynamic routes): the certificates nginx holds; null or absent when not pushed. */
+  readonly certs?: CertIds | null;
 }
 
 /**
@@ -39,6 +47,8 @@ export type Plan =
       readonly upstreams: readonly string[] | "all";
       /** Dynamic routes mode: the servers (`<port> <domain>`) whose routes differ, or `all` when nginx's are unknown. */
       readonly routes?: readonly string[] | "all";
+      /** Pushed certificates: true when nginx's differ from the wanted ones or are unknown (the push sends the rest). */
+      readonly certs?: boolean;
     };
 
 function sameEndpoint(a: PushedEndpoint, b: PushedEndpoint): boolean {
@@ -77,8 +87,16 @@ export function plan(running: AppliedState | null, desired: AppliedState, force 
   // Dynamic routes: only ports (in the generation) reload; every other routing change is a push of the servers it
   // touches, beside the sets.
   const routes = running.routes ? changedServers(running.routes, desired.routes) : "all";
-  if (none(upstreams) && none(routes)) return { action: "none" };
-  return { action: "push", upstreams, routes };
+  // A certificate rotation, a new TLS site or a removed one is a push too (the TLS ports are in the generation).
+  const certs = desired.certs ? !running.certs || !sameCerts(running.certs, desired.certs) : false;
+  if (none(upstreams) && none(routes) && !certs) return { action: "none" };
+  return { action: "push", upstreams, routes, ...(desired.certs ? { certs } : {}) };
+}
+
+function sameCerts(running: CertIds, desired: CertIds): boolean {
+  if (running.size !== desired.size) return false;
+  for (const [key, c] of desired) if (running.get(key)?.id !== c.id) return false;
+  return true;
 }
 
 /** The upstreams added, removed or changed between two set lists (a removed one: absent from `desired`). */

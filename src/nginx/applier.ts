@@ -3,10 +3,11 @@ import { join } from "node:path";
 import { plan, type EndpointSets, type RouteTable } from "../model/plan.js";
 import type { Applier, ApplyOutcome, NginxState } from "../reconciler/applier.js";
 import type { Target } from "../reconciler/target.js";
-import type { Rendered } from "../render/index.js";
+import type { CertTable, Rendered } from "../render/index.js";
 import { writeFileAtomic } from "../shared/files.js";
 import type { Logger } from "../shared/log.js";
 import { nginxTest } from "./binary.js";
+import { syncCerts, writeInitialCerts, type PushedCerts } from "./certs-push.js";
 import { fetchGeneration, waitForGeneration } from "./control.js";
 import { syncEndpoints, type PushedState } from "./endpoints-push.js";
 import { prepareStateDir, writeRenderedFiles } from "./files.js";
@@ -16,6 +17,16 @@ import { bindFailures, summariseNginxError } from "./nginx-errors.js";
 import { describeHolder, findPortHolder } from "./port-holder.js";
 import { syncRoutes, type PushedRoutes } from "./routes-push.js";
 import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
+
+/** What one push sends: the sets (and which changed), the routing table (and which servers), the certificates. */
+interface PushWork {
+  readonly endpoints: EndpointSets;
+  readonly changed: readonly string[] | "all";
+  readonly routeTable: RouteTable | null;
+  readonly changedRoutes: readonly string[] | "all";
+  /** Pushed certificates (dynamic routes mode), whole: syncCerts sends what differs from what nginx holds. */
+  readonly certs: CertTable | null;
+}
 
 /**
  * The only code that writes nginx.conf or signals nginx. A candidate is tested with `nginx -t`, swapped in by
@@ -38,6 +49,11 @@ export class NginxApplier implements Applier {
   private unwrittenRoutes: PushedRoutes | null = null;
   private writingRoutes: Promise<void> | null = null;
   private lastRoutesError: string | null = null;
+  /** Pushed certificates (dynamic routes mode): what nginx holds and the master it was pushed to. */
+  private pushedCerts: { state: PushedCerts; master: number } | null = null;
+  private unwrittenCerts: PushedCerts | null = null;
+  private writingCerts: Promise<void> | null = null;
+  private lastCertsError: string | null = null;
 
   constructor(
     private readonly paths: NginxPaths,
@@ -81,10 +97,11 @@ export class NginxApplier implements Applier {
    */
   async apply(target: Target, force = false): Promise<ApplyOutcome> {
     const started = performance.now();
-    const { rendered, endpoints, mode, routeTable } = target;
+    const { rendered, endpoints, mode, routeTable, certs } = target;
     const master = this.nginx.masterPid;
     const pushed = this.pushed?.master === master ? this.pushed.state : null;
     const pushedRoutes = this.pushedRoutes?.master === master ? this.pushedRoutes.state : null;
+    const pushedCerts = this.pushedCerts?.master === master ? this.pushedCerts.state : null;
     const running =
       master === null || this.live === null
         ? null
@@ -93,8 +110,13 @@ export class NginxApplier implements Applier {
             generation: this.live,
             endpoints: pushed?.sets ?? null,
             routes: pushedRoutes?.table ?? null,
+            certs: pushedCerts?.table ?? null,
           } as const);
-    const decision = plan(running, { mode, generation: rendered.generation, endpoints, routes: routeTable }, force);
+    const decision = plan(
+      running,
+      { mode, generation: rendered.generation, endpoints, routes: routeTable, certs },
+      force,
+    );
     if (decision.action === "none")
       return {
         result: "unchanged",
@@ -103,19 +125,23 @@ export class NginxApplier implements Applier {
         ms: { test: 0, reload: 0, total: performance.now() - started },
       };
     if (decision.action === "push" && endpoints)
-      return this.push(rendered.generation, endpoints, decision.upstreams, started, 0, 0, routeTable, decision.routes);
+      return this.push(
+        rendered.generation,
+        { endpoints, changed: decision.upstreams, routeTable, changedRoutes: decision.routes ?? "all", certs },
+        started,
+        0,
+        0,
+      );
     const out = await this.reload(rendered, started);
     if (out.result !== "applied" || !endpoints) return out;
-    // The shared dict survives a reload but not a start; a whole push after either is always right.
+    // The shared dicts survive a reload but not a start; a whole push after either is always right. Certificates go
+    // whole only to a new master (a partial push to the same master after a reload: a whole one can be ~75 MB).
     const after = await this.push(
       rendered.generation,
-      endpoints,
-      "all",
+      { endpoints, changed: "all", routeTable, changedRoutes: "all", certs },
       started,
       out.ms.test,
       out.ms.reload,
-      routeTable,
-      "all",
     );
     // A failed push keeps action "push", so the reconciler retries it with backoff (the reload itself took).
     return after.result === "applied" ? { ...out, ms: after.ms } : after;
@@ -123,14 +149,12 @@ export class NginxApplier implements Applier {
 
   private async push(
     generation: string,
-    endpoints: EndpointSets,
-    changed: readonly string[] | "all",
+    work: PushWork,
     started: number,
     test: number,
     reloadMs: number,
-    routeTable: RouteTable | null = null,
-    changedRoutes: readonly string[] | "all" = "all",
   ): Promise<ApplyOutcome> {
+    const { endpoints, changed, routeTable, changedRoutes, certs } = work;
     const master = this.nginx.masterPid;
     const known = changed !== "all" && this.pushed?.master === master ? this.pushed.state : null;
     const t = performance.now();
@@ -143,6 +167,14 @@ export class NginxApplier implements Applier {
       const first = gone.length > 0 && changed !== "all" ? changed.filter((n) => endpoints[n] !== undefined) : changed;
       let state = await syncEndpoints(target, known, endpoints, first, ++this.version);
       this.pushed = master === null ? null : { state, master };
+      // Certificates before the table: a new TLS site's handshakes work by the time a route names it.
+      if (certs) {
+        what = "certificates";
+        const knownCerts = this.pushedCerts?.master === master ? this.pushedCerts.state : null;
+        const held = await syncCerts(target, knownCerts, certs, ++this.version);
+        this.pushedCerts = master === null ? null : { state: held, master };
+        if (held !== knownCerts) this.keepCertsForRestart(held);
+      }
       if (routeTable) {
         what = "the routing table";
         const knownRoutes =
@@ -165,6 +197,7 @@ export class NginxApplier implements Applier {
       };
     } catch (e) {
       if (what === "endpoint sets") this.pushed = null;
+      if (what === "certificates") this.pushedCerts = null;
       this.pushedRoutes = null;
       return {
         result: "failed",
@@ -218,9 +251,32 @@ export class NginxApplier implements Applier {
     })();
   }
 
-  /** Resolves once the last pushed sets (and table) are on disk (or failed to be written): for shutdown and tests. */
+  /**
+   * As keepForRestart, for pushed certificates: a new master serves TLS at once. The file holds private keys (0600,
+   * written by writeInitialCerts); an error names the file, never its content.
+   */
+  private keepCertsForRestart(state: PushedCerts): void {
+    this.unwrittenCerts = state;
+    this.writingCerts ??= (async () => {
+      for (let s = this.unwrittenCerts; s !== null; s = this.unwrittenCerts) {
+        this.unwrittenCerts = null;
+        const out = await writeInitialCerts(this.paths.dir, s);
+        const error = out.ok ? null : out.error;
+        if (error !== null && error !== this.lastCertsError)
+          this.log.warn(
+            { file: out.path, error },
+            "could not keep the certificates for an nginx restart; a restarted nginx refuses TLS until the next push",
+          );
+        this.lastCertsError = error;
+      }
+      this.writingCerts = null;
+    })();
+  }
+
+  /** Resolves once the last pushed sets, table and certificates are on disk (or failed): for shutdown and tests. */
   async settled(): Promise<void> {
-    while (this.writingSets || this.writingRoutes) await (this.writingSets ?? this.writingRoutes);
+    while (this.writingSets || this.writingRoutes || this.writingCerts)
+      await (this.writingSets ?? this.writingRoutes ?? this.writingCerts);
   }
 
   /** Test, swap, reload (or start), confirm; restores the last good file on failure. Never throws. */

@@ -1,12 +1,15 @@
 import type { EndpointSets, RouteTable } from "../model/plan.js";
 import {
   bindRoutes,
+  certTable,
   endpointSets,
   isRoutesDynamic,
+  isTlsRouted,
   routeTable,
   rebindRoutes,
   renderConf,
   type BoundRoute,
+  type CertTable,
   type Desired,
   type RenderOptions,
   type Rendered,
@@ -31,6 +34,11 @@ export interface Target {
   readonly endpoints: EndpointSets | null;
   /** Dynamic routes mode (`options.routesMode`): the routing table to push; null when routes are rendered. */
   readonly routeTable: RouteTable | null;
+  /**
+   * Dynamic routes mode with pushed certificates (`isTlsRouted`): every TLS site's certificate and key to push; null
+   * otherwise. Holds private keys: never logged or reported.
+   */
+  readonly certs: CertTable | null;
   /** Each route's status view, in the order of `routes`. */
   readonly views: readonly TopologyRoute[];
   readonly topology: Topology;
@@ -86,6 +94,12 @@ export function compile(
         : sameServices && previous.routeTable
           ? previous.routeTable
           : routeTable(desired.services.servers, routes),
+    certs:
+      mode !== "dynamic" || !isTlsRouted(options)
+        ? null
+        : sameServices && previous.certs
+          ? previous.certs
+          : certTable(desired.services),
     views,
     topology: sameRoutes ? previous.topology : topologyOf(desired.services, routes, views),
     health,

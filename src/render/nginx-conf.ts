@@ -14,7 +14,9 @@ import type { RenderOptions, Rendered, RenderedFile } from "./options.js";
 import { bindRoutes, type BoundRoute } from "./bind-routes.js";
 import {
   isRoutesDynamic,
+  isTlsRouted,
   renderPortServer,
+  renderTlsRouterServer,
   renderSharedUpstream,
   routesControlLines,
   routesFiles,
@@ -126,10 +128,12 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
   const dir = tok.file(options.dir.replace(/\/+$/, ""));
   const opts = { ...options, dir };
   const pushed = isRoutesDynamic(options);
-  // Dynamic routes: plain-port sites are pushed, not rendered; only TLS sites (until certificates are pushed too) and
-  // the set of ports shape nginx.conf, so a site added or changed there leaves the generation alone.
-  const rendered = pushed ? services.servers.filter((s) => s.tls) : services.servers;
-  const renderedRoutes = pushed ? routes.filter((r) => r.server.tls) : routes;
+  const tlsRouted = isTlsRouted(options);
+  // Dynamic routes: plain-port sites are pushed, not rendered, and with pushed certificates TLS sites too; then only
+  // the set of ports shapes nginx.conf, so a site added or changed leaves the generation alone. With certificate
+  // files, TLS sites are still rendered per site.
+  const rendered = tlsRouted ? [] : pushed ? services.servers.filter((s) => s.tls) : services.servers;
+  const renderedRoutes = tlsRouted ? [] : pushed ? routes.filter((r) => r.server.tls) : routes;
   const byServer = new Map<object, BoundRoute[]>();
   for (const p of routes) {
     const list = byServer.get(p.server);
@@ -213,7 +217,13 @@ export function renderConf(services: Services, routes: readonly BoundRoute[], op
     if (isDynamic(options)) out.push(renderDynamicUpstream(p, keepalive));
     else if (p.members.length > 0) out.push(renderUpstream(p, keepalive));
   for (const [port, tls] of [...ports].sort((a, b) => a[0] - b[0]))
-    out.push(pushed && !tls ? renderPortServer(port, opts) : renderDefaultServer(port, tls, opts));
+    out.push(
+      pushed && !tls
+        ? renderPortServer(port, opts)
+        : tlsRouted
+          ? renderTlsRouterServer(port, opts)
+          : renderDefaultServer(port, tls, opts),
+    );
   for (const s of rendered) out.push(renderServer(s, byServer.get(s) ?? [], opts, !pushed));
   if (options.controlPort !== undefined)
     out.push(controlServer(options.controlPort, [...dynamicControlLines(options), ...routesControlLines(options)]));

@@ -2,14 +2,17 @@ import type { RouteTable } from "../model/plan.js";
 import { backendName } from "../model/services.js";
 import type { BoundRoute } from "./bind-routes.js";
 import type { RenderOptions, RenderedFile } from "./options.js";
+import { pushesCerts, renderTlsPortServer } from "./tls-dynamic.js";
 import { RenderBug, tok } from "./tokens.js";
 
 /**
  * Dynamic routes mode: nginx.conf holds one catch-all `server` per plain port and nothing per site. Each request is
  * routed by our Lua (src/nginx/lua/nginx_lb_router.lua) from the routing table the controller pushes to the control
  * server (nginx_lb_routes_push.lua) or that a new master loads from the state dir (nginx_lb_routes_initial.lua), and
- * proxied to one shared upstream whose balancer takes the endpoint set of the route chosen. TLS ports are still
- * rendered per site until certificates are served by SNI from shared memory.
+ * proxied to one shared upstream whose balancer takes the endpoint set of the route chosen. With pushed certificates
+ * (certsMode "pushed", what `nginx-lb run` uses here) each TLS port is one server too, its certificates served by SNI
+ * from shared memory (tls-dynamic.ts), so only the set of ports (and each port's plain/TLS kind) shapes nginx.conf.
+ * With certificate files, TLS sites are still rendered per site (their TLS port only).
  */
 
 export const ROUTES_PATH = "/nginx-lb/routes";
@@ -96,6 +99,16 @@ export function renderPortServer(port: number, options: RenderOptions): string {
     ...routerLocationLines(),
     `    }`,
   ].join("\n");
+}
+
+/** True when TLS ports are one router server each (routes and certificates pushed), nothing rendered per site. */
+export function isTlsRouted(options: RenderOptions): boolean {
+  return isRoutesDynamic(options) && pushesCerts(options);
+}
+
+/** A TLS port's one server: certificates by SNI from the pushed ones, HTTP/2, the router's location for every Host. */
+export function renderTlsRouterServer(port: number, options: RenderOptions): string {
+  return renderTlsPortServer(port, options, routerLocationLines());
 }
 
 /** The routes push endpoint inside the loopback-only control server (token-protected as the endpoints push). */

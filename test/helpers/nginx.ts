@@ -259,7 +259,7 @@ export interface ServeOptions {
   /**
    * "pushed": TLS certificates are served by SNI from what is pushed to the control server (or loaded from the
    * start-up file), with the state dir's placeholder in nginx.conf, as `RenderOptions.certsMode`. Dynamic mode only.
-   * Default "files".
+   * Default: "pushed" when routes are pushed (as `nginx-lb run` does; the applier pushes them), else "files".
    */
   readonly certs?: "files" | "pushed";
   /**
@@ -399,8 +399,10 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
     port = services.servers[0]?.port ?? 0;
   }
   const desired: Desired = { services, backends: opts.backends ?? {} };
+  // As `nginx-lb run`: with routes pushed, certificates are pushed too (one server per TLS port).
+  const certs = opts.certs ?? (routesMode === "dynamic" ? "pushed" : undefined);
   let tlsPlaceholder: NginxSettings["tlsPlaceholder"];
-  if (opts.certs === "pushed") {
+  if (certs === "pushed") {
     const made = await ensureTlsPlaceholder(dir);
     if (!made.ok) throw new Error(made.error);
     tlsPlaceholder = { cert: made.cert, key: made.key };
@@ -415,7 +417,7 @@ export async function serveNginx(opts: ServeOptions): Promise<ServedNginx> {
       listenHost: opts.listenHost ?? "127.0.0.1",
       workerProcesses: opts.workers ?? 2,
       ...(opts.trafficLogFile !== undefined ? { trafficLogFile: opts.trafficLogFile } : {}),
-      ...(opts.certs ? { certsMode: opts.certs } : {}),
+      ...(certs ? { certsMode: certs } : {}),
       ...(tlsPlaceholder ? { tlsPlaceholder } : {}),
       ...(opts.trafficCounters ? { trafficCounters: true } : {}),
       ...(opts.outlier !== undefined ? { outlier: opts.outlier } : {}),
