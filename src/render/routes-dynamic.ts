@@ -66,7 +66,7 @@ export function routesFiles(options: RenderOptions): RenderedFile[] {
 export function renderSharedUpstream(options: RenderOptions): string {
   return [
     `    upstream ${SHARED_UPSTREAM} {`,
-    `        # Every route of every plain port: the router chose the route, the balancer picks its endpoint.`,
+    `        # Every dynamically routed request: the router chose the route, the balancer picks its endpoint.`,
     `        server 0.0.0.1:1;`,
     `        balancer_by_lua_block { require("${ROUTER}").balance() }`,
     `        keepalive ${tok.int(options.upstreamKeepalive ?? SHARED_KEEPALIVE)};`,

@@ -16,6 +16,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { balancerLuaSource } from "../../src/nginx/lua-source.js";
 import { LUA_MODULES } from "../../src/render/dynamic.js";
 import { ROUTES_LUA_MODULES } from "../../src/render/routes-dynamic.js";
+import { CERTS_MODULE } from "../../src/render/tls-dynamic.js";
 import { renderNginxConf, type RenderOptions } from "../../src/render/index.js";
 import { mustDesired } from "../helpers/model.js";
 import { checkConfig, cleanupNginx, tempDir } from "../helpers/nginx.js";
@@ -32,11 +33,28 @@ const DYNAMIC: Partial<RenderOptions> = {
   endpointsMode: "dynamic",
   pushToken: "0123456789abcdef0123456789abcdef",
   luaSource: Object.fromEntries(
-    [...LUA_MODULES, ...ROUTES_LUA_MODULES].map((m) => [m, `-- ${m}: a stand-in for the golden text\n`]),
+    [...LUA_MODULES, ...ROUTES_LUA_MODULES, CERTS_MODULE].map((m) => [m, `-- ${m}: a stand-in for the golden text\n`]),
   ),
 };
-/** `# mode: routes-dynamic` cases: routes pushed to the Lua router too (one server per plain port). */
-const ROUTES_DYNAMIC: Partial<RenderOptions> = { ...DYNAMIC, routesMode: "dynamic" };
+/**
+ * The placeholder certificate pushed certificates render (a fixed stand-in for the one each state dir makes), as
+ * ensureTlsPlaceholder keeps it: certificate, then key.
+ */
+const placeholderPem = readFileSync(join(dirname(fileURLToPath(import.meta.url)), "placeholder.pem"), "utf8");
+const PLACEHOLDER = {
+  cert: /-----BEGIN CERTIFICATE-----\n[^-]+-----END CERTIFICATE-----\n/.exec(placeholderPem)?.[0] ?? "",
+  key: /-----BEGIN PRIVATE KEY-----\n[^-]+-----END PRIVATE KEY-----\n/.exec(placeholderPem)?.[0] ?? "",
+};
+/**
+ * `# mode: routes-dynamic` cases: what `nginx-lb run --routes-mode dynamic` renders, routes and certificates pushed
+ * (one server per port, plain or TLS).
+ */
+const ROUTES_DYNAMIC: Partial<RenderOptions> = {
+  ...DYNAMIC,
+  routesMode: "dynamic",
+  certsMode: "pushed",
+  tlsPlaceholder: PLACEHOLDER,
+};
 const MODES: Readonly<Record<string, Partial<RenderOptions>>> = {
   "# mode: dynamic": DYNAMIC,
   "# mode: routes-dynamic": ROUTES_DYNAMIC,

@@ -1,9 +1,11 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { alpn, get, h2get } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
-import { cleanupNginx, freePorts, serveNginx, tempDir } from "../helpers/nginx.js";
+import { ROUTES_MODE, cleanupNginx, freePorts, serveNginx, tempDir, type ServedNginx } from "../helpers/nginx.js";
 import { makeCa, makeLeaf, type Pem } from "../helpers/tls.js";
 
 // Two TLS sites on one port, told apart by SNI, with certificates this test issues from its own CA.
@@ -11,6 +13,7 @@ let pool: BackendPool;
 let ca: Pem;
 let httpPort: number;
 let tlsPort: number;
+let ngx: ServedNginx;
 
 beforeAll(async () => {
   pool = await startBackends(["127.0.0.2", "127.0.0.3"]);
@@ -34,7 +37,7 @@ beforeAll(async () => {
     { servers: [site("a.test", a, "a"), site("b.test", b, "b")] },
     { "a-web": { "127.0.0.2": { weight: 1 } }, "b-web": { "127.0.0.3": { weight: 1 } } },
   );
-  await serveNginx({ ...desired, workers: 1 });
+  ngx = await serveNginx({ ...desired, workers: 1 });
 });
 
 afterAll(async () => {
@@ -43,6 +46,16 @@ afterAll(async () => {
 });
 
 describe("TLS", () => {
+  it.runIf(ROUTES_MODE === "dynamic")(
+    "with routes pushed, nginx.conf names no site: one server per TLS port",
+    async () => {
+      const conf = await readFile(join(ngx.dir, "nginx.conf"), "utf8");
+      expect(conf).not.toMatch(/a\.test|b\.test|ssl_reject_handshake/);
+      expect(conf.match(/listen 127\.0\.0\.1:\d+ ssl http2 default_server;/g)).toHaveLength(1);
+      expect(conf).toContain(`require("nginx_lb_certs").serve(${tlsPort})`);
+    },
+  );
+
   it("picks the certificate by SNI and verifies against the test CA", async () => {
     const ra = await get(`https://127.0.0.1:${tlsPort}/x`, { host: "a.test", ca: ca.cert });
     expect(ra.status).toBe(200);
