@@ -67,3 +67,45 @@ describe("plan", () => {
     expect(plan(running, desired, force)).toEqual(expected);
   });
 });
+
+describe("plan with pushed certificates (dynamic routes)", () => {
+  const table = { "80 a.test": "/ nlb_0000000000000001 / a-web;" };
+  const ids = (...pairs: [string, string][]) => new Map(pairs.map(([k, id]) => [k, { id }]));
+  const state = (generation: string, certs: ReturnType<typeof ids> | null): AppliedState => ({
+    ...dyn(generation, sets(1)),
+    routes: table,
+    certs,
+  });
+  const a1 = ids(["443 a.test", "00000000000000a1"]);
+
+  it.each([
+    ["the same certificates", state("g1", a1), state("g1", a1), none],
+    [
+      "a rotated certificate",
+      state("g1", a1),
+      state("g1", ids(["443 a.test", "00000000000000a2"])),
+      { action: "push", upstreams: [], routes: [], certs: true },
+    ],
+    [
+      "a new TLS site",
+      state("g1", a1),
+      state("g1", ids(["443 a.test", "00000000000000a1"], ["443 b.test", "00000000000000b1"])),
+      { action: "push", upstreams: [], routes: [], certs: true },
+    ],
+    [
+      "a removed TLS site",
+      state("g1", a1),
+      state("g1", ids()),
+      { action: "push", upstreams: [], routes: [], certs: true },
+    ],
+    [
+      "nginx's certificates unknown",
+      state("g1", null),
+      state("g1", a1),
+      { action: "push", upstreams: [], routes: [], certs: true },
+    ],
+    ["a new TLS port (another config)", state("g1", a1), state("g2", a1), reload],
+  ] as const)("%s", (_, running, desired, expected) => {
+    expect(plan(running, desired)).toEqual(expected);
+  });
+});
