@@ -22,7 +22,7 @@ export default defineConfig({
         },
       },
       {
-        // And a third time with routes pushed to the Lua router too (one server per port; TLS ports still rendered).
+        // And a third time with routes and certificates pushed to the Lua router (one server per port, plain or TLS).
         extends: true,
         test: {
           name: "core-routes-dynamic",

@@ -4,10 +4,11 @@ import type { BackendSet } from "../model/backends.js";
 import type { Problem } from "../model/problem.js";
 import { renderNginxConf } from "../render/index.js";
 import { loadBackendsFile, loadServicesFile } from "../sources/services-file.js";
-import { writeRendered } from "../nginx/files.js";
+import { prepareStateDir, writeRendered } from "../nginx/files.js";
 import { findNginx } from "../nginx/binary.js";
 import { chooseEndpointsMode, type WantedEndpointsMode } from "../nginx/endpoints-mode.js";
-import { nginxPaths, runRenderOptions } from "../nginx/render-options.js";
+import { nginxPaths, runRenderOptions, type NginxSettings } from "../nginx/render-options.js";
+import { ensureTlsPlaceholder, makeTlsPlaceholder } from "../nginx/tls-placeholder.js";
 import { resolveWorkerUser } from "../nginx/worker-user.js";
 import { nginxFlagProblems } from "./nginx-flags.js";
 import { EXIT_INVALID, EXIT_USAGE, printProblems, unreadable } from "./report.js";
@@ -141,8 +142,21 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
     printProblems("render", worker.errors, [], null);
     return EXIT_USAGE;
   }
+  // As `run`: routes pushed means certificates pushed, with the state dir's placeholder certificate (kept in the
+  // --out dir as run keeps it; a throwaway one for a preview on stdout, which writes nothing).
+  let certs: Pick<NginxSettings, "certsMode" | "tlsPlaceholder"> = {};
+  if (routesMode === "dynamic") {
+    if (flags.out) await prepareStateDir(dir).catch(() => undefined);
+    const made = flags.out ? await ensureTlsPlaceholder(dir) : { ok: true as const, ...makeTlsPlaceholder() };
+    if (!made.ok) {
+      console.error(`error: render: --out: ${made.error}`);
+      return EXIT_INVALID;
+    }
+    certs = { certsMode: "pushed", tlsPlaceholder: { cert: made.cert, key: made.key } };
+  }
   // The same function `run` renders with, so the output is what `run` would serve (placeholders for its secrets).
   const options = runRenderOptions(nginxPaths(dir, nginx), {
+    ...certs,
     controlPort: controlPort ? Number(controlPort) : PLACEHOLDER_CONTROL_PORT,
     pushToken: PLACEHOLDER_PUSH_TOKEN,
     endpointsMode: mode,

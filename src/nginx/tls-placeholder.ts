@@ -26,6 +26,12 @@ function parse(text: string): { cert: string; key: string } | null {
   }
 }
 
+/** A new placeholder in memory (EC P-256, self-signed, no expiry): what ensureTlsPlaceholder keeps, or a preview. */
+export function makeTlsPlaceholder(now: Date = new Date()): { cert: string; key: string } {
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  return selfSignedPem(privateKey, CN, randomBytes(15), now);
+}
+
 /**
  * The state dir's placeholder: nginx requires a certificate at start for every TLS server, even when
  * ssl_certificate_by_lua replaces it in each handshake. Made once (EC P-256, self-signed, no expiry) and kept, so the
@@ -45,8 +51,7 @@ export async function ensureTlsPlaceholder(dir: string, now: Date = new Date()):
   }
   const tmp = `${path}.tmp-${process.pid}`;
   try {
-    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    const pair = selfSignedPem(privateKey, CN, randomBytes(15), now);
+    const pair = makeTlsPlaceholder(now);
     await rm(tmp, { force: true });
     // "wx": never write through a file or link someone placed at the temp name.
     const fh = await open(tmp, "wx", 0o600);
