@@ -1,8 +1,8 @@
+import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { formatPath, type Problem } from "../model/problem.js";
-import { type CertTable, type SiteCert } from "../render/cert-table.js";
 import type { Services } from "../model/services.js";
 import { CERTS_MAX_BODY_MB, CERTS_PATH, INITIAL_CERTS_FILE } from "../render/tls-dynamic.js";
 import { tok } from "../render/tokens.js";
@@ -10,14 +10,41 @@ import { inspectTls } from "../tls/inspect.js";
 import { PushError, type PushTarget } from "./endpoints-push.js";
 import { PUSH_CONTENT_TYPE } from "./push-format.js";
 
-export { certTable, type CertTable, type SiteCert } from "../render/cert-table.js";
-
 /**
  * Pushed certificates, the controller's half: the table of every TLS site's certificate and key from the validated
  * model, the push text (src/nginx/lua/nginx_lb_certs.lua documents and checks its grammar), the push itself, and the
  * start-up file a new nginx master loads. Key material goes only into the push body and the 0600 file: never into a
  * message, a log line, the status, argv or a child's environment.
  */
+
+/** One TLS site's certificate: what nginx serves on `port` to an SNI matching `name`. */
+export interface SiteCert {
+  readonly port: number;
+  /** The server's domain as the model holds it (lower case, maybe `*.`). */
+  readonly name: string;
+  /** 16 hex digits naming this certificate and key: nginx's workers keep each parsed once per id. */
+  readonly id: string;
+  readonly certificate: string;
+  readonly key: string;
+}
+
+/** Every TLS site's certificate by `<port> <name>` (the key nginx's dict uses). */
+export type CertTable = ReadonlyMap<string, SiteCert>;
+
+const pem = (s: string) => (s.endsWith("\n") ? s : `${s}\n`);
+
+/** The certificates of every TLS server of `services` (validated: one server per TLS port and domain). */
+export function certTable(services: Services): CertTable {
+  const out = new Map<string, SiteCert>();
+  for (const s of services.servers) {
+    if (!s.tls) continue;
+    const certificate = pem(s.tls.certificate);
+    const key = pem(s.tls.key);
+    const id = createHash("sha256").update(certificate).update("\0").update(key).digest("hex").slice(0, 16);
+    out.set(`${s.tls.port} ${s.domain}`, { port: s.tls.port, name: s.domain, id, certificate, key });
+  }
+  return out;
+}
 
 /**
  * The same checks services validation runs on certificates (src/tls/inspect.ts: both parse, the key is the

@@ -1,7 +1,6 @@
 import type { EndpointSets, RouteTable } from "../model/plan.js";
 import {
   bindRoutes,
-  certTable,
   endpointSets,
   isRoutesDynamic,
   isTlsRouted,
@@ -9,11 +8,11 @@ import {
   rebindRoutes,
   renderConf,
   type BoundRoute,
-  type CertTable,
   type Desired,
   type RenderOptions,
   type Rendered,
 } from "../render/index.js";
+import { certTable, type CertTable } from "../nginx/certs-push.js";
 import { NO_HEALTH, type Health } from "../health/targets.js";
 import { briefChange, diffRoutes, type Change } from "./diff.js";
 import { routeView, topologyOf, type Topology, type TopologyRoute } from "./topology.js";

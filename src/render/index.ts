@@ -3,4 +3,3 @@ export type { RenderOptions, Rendered, RenderedFile } from "./options.js";
 export { bindRoutes, rebindRoutes, type BoundRoute, type UpstreamMember } from "./bind-routes.js";
 export { endpointSets } from "./dynamic.js";
 export { routeTable, isRoutesDynamic, isTlsRouted } from "./routes-dynamic.js";
-export { certTable, type CertTable, type SiteCert } from "./cert-table.js";
