@@ -33,15 +33,25 @@ export type CertTable = ReadonlyMap<string, SiteCert>;
 
 const pem = (s: string) => (s.endsWith("\n") ? s : `${s}\n`);
 
-/** The certificates of every TLS server of `services` (validated: one server per TLS port and domain). */
-export function certTable(services: Services): CertTable {
+/**
+ * The certificates of every TLS server of `services` (validated: one server per TLS port and domain). A site whose
+ * certificate and key equal its entry in `previous` keeps that entry (and its id), so a routing change among
+ * thousands of TLS sites does not hash every certificate again.
+ */
+export function certTable(services: Services, previous?: CertTable): CertTable {
   const out = new Map<string, SiteCert>();
   for (const s of services.servers) {
     if (!s.tls) continue;
+    const k = `${s.tls.port} ${s.domain}`;
     const certificate = pem(s.tls.certificate);
     const key = pem(s.tls.key);
+    const kept = previous?.get(k);
+    if (kept && kept.certificate === certificate && kept.key === key) {
+      out.set(k, kept);
+      continue;
+    }
     const id = createHash("sha256").update(certificate).update("\0").update(key).digest("hex").slice(0, 16);
-    out.set(`${s.tls.port} ${s.domain}`, { port: s.tls.port, name: s.domain, id, certificate, key });
+    out.set(k, { port: s.tls.port, name: s.domain, id, certificate, key });
   }
   return out;
 }

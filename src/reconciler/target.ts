@@ -98,7 +98,7 @@ export function compile(
         ? null
         : sameServices && previous.certs
           ? previous.certs
-          : certTable(desired.services),
+          : certTable(desired.services, previous?.certs ?? undefined),
     views,
     topology: sameRoutes ? previous.topology : topologyOf(desired.services, routes, views),
     health,

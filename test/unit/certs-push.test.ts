@@ -63,6 +63,29 @@ describe("certificate table and push text", () => {
     expect(certTable(model([{ domain: "a.test", pem: a2 }])).get("8443 a.test")?.id).not.toBe(site?.id);
   });
 
+  it("keeps the entries of a previous table whose certificate and key are the same, and makes the others anew", () => {
+    const t1 = certTable(
+      model([
+        { domain: "a.test", pem: a },
+        { domain: "*.b.test", pem: b, ssl: 9443 },
+      ]),
+    );
+    const t2 = certTable(
+      model([
+        { domain: "a.test", pem: a2 },
+        { domain: "*.b.test", pem: b, ssl: 9443 },
+      ]),
+      t1,
+    );
+    expect(t2.get("9443 *.b.test")).toBe(t1.get("9443 *.b.test"));
+    expect(t2.get("8443 a.test")?.id).toBe(certTable(model([{ domain: "a.test", pem: a2 }])).get("8443 a.test")?.id);
+    expect(t2.get("8443 a.test")?.id).not.toBe(t1.get("8443 a.test")?.id);
+    // Another port is another site, even with the same certificate.
+    const t3 = certTable(model([{ domain: "a.test", pem: a, ssl: 10443 }]), t1);
+    expect([...t3.keys()]).toEqual(["10443 a.test"]);
+    expect(t3.get("10443 a.test")?.port).toBe(10443);
+  });
+
   it("encodes a whole push and a partial one in the grammar the Lua checks", () => {
     const t = certTable(model([{ domain: "a.test", pem: a }]));
     const site = t.get("8443 a.test");
