@@ -1,4 +1,6 @@
 import { LUA_MODULES } from "../render/dynamic.js";
+import { ROUTES_LUA_MODULES } from "../render/routes-dynamic.js";
+import { CERTS_MODULE } from "../render/tls-dynamic.js";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { BackendSet, Endpoint } from "../model/backends.js";
@@ -163,5 +165,68 @@ describe("compile with health", () => {
     const t = compile({ services: plain, backends }, null, "dynamic", OPTIONS, down("10.0.0.1", "10.0.0.2"));
     expect(t.routes[0]?.members.map((m) => m.weight)).toEqual([1, 2]);
     expect(t.routes[0]?.health).toBeUndefined();
+  });
+});
+
+describe("compile with routes and certificates pushed", () => {
+  const fakePem = (label: string, body: string) => `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
+  const options: RenderOptions = {
+    ...OPTIONS,
+    endpointsMode: "dynamic",
+    routesMode: "dynamic",
+    certsMode: "pushed",
+    luaSource: Object.fromEntries([...LUA_MODULES, ...ROUTES_LUA_MODULES, CERTS_MODULE].map((m) => [m, "return {}\n"])),
+    tlsPlaceholder: { cert: fakePem("CERTIFICATE", "AAAA"), key: fakePem("PRIVATE KEY", "BBBB") },
+  };
+  const tlsSites = (sites: readonly (readonly [string, number, string])[]): Services => {
+    const r = parseServices({
+      servers: sites.map(([domain, ssl, cert]) => ({
+        domain_name: domain,
+        frontend_port: 8080,
+        ssl_port: ssl,
+        ssl_certificate: fakePem("CERTIFICATE", cert),
+        ssl_certificate_key: fakePem("PRIVATE KEY", `${cert}key`),
+        routes: { "/": { app: "a", service: "s" } },
+      })),
+    });
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.value;
+  };
+  const at = (services: Services, previous: Target | null) =>
+    compile({ services, backends: {} }, previous, "dynamic", options);
+
+  it("a rotation or a new TLS site on a TLS port keeps the generation; a new TLS port changes it", () => {
+    const t1 = at(tlsSites([["a.test", 8443, "AAAA"]]), null);
+    expect(t1.rendered.conf).not.toContain("a.test");
+    expect([...(t1.certs?.keys() ?? [])]).toEqual(["8443 a.test"]);
+    const rotated = at(tlsSites([["a.test", 8443, "CCCC"]]), t1);
+    expect(rotated.rendered.generation).toBe(t1.rendered.generation);
+    expect(rotated.certs?.get("8443 a.test")?.id).not.toBe(t1.certs?.get("8443 a.test")?.id);
+    const more = at(
+      tlsSites([
+        ["a.test", 8443, "CCCC"],
+        ["b.test", 8443, "DDDD"],
+      ]),
+      rotated,
+    );
+    expect(more.rendered.generation).toBe(t1.rendered.generation);
+    expect(more.certs?.get("8443 a.test")).toBe(rotated.certs?.get("8443 a.test"));
+    expect(more.routeTable?.["8443 b.test"]).toMatch(/^\/ nlb_/);
+    const port = at(
+      tlsSites([
+        ["a.test", 8443, "CCCC"],
+        ["b.test", 9443, "DDDD"],
+      ]),
+      more,
+    );
+    expect(port.rendered.generation).not.toBe(t1.rendered.generation);
+  });
+
+  it("holds no certificates when routes are rendered", () => {
+    const t = compile({ services: tlsSites([["a.test", 8443, "AAAA"]]), backends: {} }, null, "dynamic", {
+      ...options,
+      routesMode: "reload",
+    });
+    expect(t.certs).toBeNull();
   });
 });
