@@ -47,6 +47,33 @@ function handshake(port: number, servername: string): Promise<Shake> {
   });
 }
 
+/** One HTTP/1.1 request on an open TLS connection: the status line and the body (Content-Length framed). */
+function request(socket: tls.TLSSocket, path: string, host: string): Promise<{ status: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => done(new Error(`${path}: no answer within 5 s`)), 5_000);
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const text = buf.toString("latin1");
+      const end = text.indexOf("\r\n\r\n");
+      const length = /\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end))?.[1];
+      if (end < 0 || length === undefined || buf.length < end + 4 + Number(length)) return;
+      done(null, { status: text.slice(0, text.indexOf("\r\n")), body: text.slice(end + 4, end + 4 + Number(length)) });
+    };
+    const onClose = () => done(new Error(`${path}: the connection closed`));
+    function done(err: Error | null, out?: { status: string; body: string }) {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      if (err) reject(err);
+      else if (out) resolve(out);
+    }
+    socket.on("data", onData);
+    socket.once("close", onClose);
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+  });
+}
+
 const fp = (pem: Pem) => new X509Certificate(pem.cert).fingerprint256;
 
 function site(domain: string, app: string, pem: Pem, sslPort = tlsPort) {
@@ -128,8 +155,20 @@ describe("nginx-lb run --routes-mode dynamic with TLS sites", () => {
 
   it("rotates a certificate with a push: the new one is served by SNI, no reload, the start-up file is 0600", async () => {
     const before = await workers();
-    await writeServices(servicesFile, [site("a.test", "a", a2)]);
-    await served(tlsPort, "a.test", a2);
+    // A connection made before the rotation (HTTP/1.1 keepalive) stays open and keeps being served after it.
+    const open = tls.connect({ host: "127.0.0.1", port: tlsPort, servername: "a.test", ca: ca.cert });
+    await new Promise((resolve, reject) => open.once("secureConnect", resolve).once("error", reject));
+    try {
+      expect((await request(open, "/before", "a.test")).status).toBe("HTTP/1.1 200 OK");
+      await writeServices(servicesFile, [site("a.test", "a", a2)]);
+      await served(tlsPort, "a.test", a2);
+      const after = await request(open, "/after", "a.test");
+      expect(after.status).toBe("HTTP/1.1 200 OK");
+      expect(JSON.parse(after.body)).toMatchObject({ backend: "127.0.0.2", url: "/after" });
+      expect(open.getPeerCertificate().fingerprint256).toBe(fp(a1));
+    } finally {
+      open.destroy();
+    }
     const r = await get(`https://127.0.0.1:${tlsPort}/y`, { host: "a.test", ca: ca.cert });
     expect(r.json<Echo>()).toMatchObject({ backend: "127.0.0.2", url: "/y" });
     expect(await workers()).toEqual(before);

@@ -13,8 +13,8 @@ import { mustDesired } from "../helpers/model.js";
 import { cleanupNginx, freePorts, startStandaloneNginx, tempDir } from "../helpers/nginx.js";
 import { makeCa, makeLeaf, type Pem } from "../helpers/tls.js";
 
-// The shape pushed routes will use: one `server` per TLS port and nothing per site (renderTlsPortServer), here with a
-// fixed body until the router supplies it. nginx is started on the render functions' own lines; what it shows is how
+// The shape routes mode dynamic uses: one `server` per TLS port and nothing per site (renderTlsPortServer), here with a
+// fixed body instead of the router's lines (test/e2e/certs-routes.test.ts runs it with the router, through the daemon). nginx is started on the render functions' own lines; what it shows is how
 // this shape answers, in particular how it refuses an unknown SNI (it has no per-site server for nginx to miss).
 const TOKEN = "0123456789abcdef0123456789abcdef";
 let a: Pem;
