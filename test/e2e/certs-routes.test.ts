@@ -217,6 +217,8 @@ describe("nginx-lb run --routes-mode dynamic with TLS sites", () => {
     const r = await get(`https://127.0.0.1:${tlsPort2}/`, { host: "c.test", ca: ca.cert });
     expect(r.json<Echo>()).toMatchObject({ backend: "127.0.0.4" });
     expect(await handshake(tlsPort, "a.test")).toMatchObject({ ok: true, fingerprint: fp(a2) });
+    // The handshake may succeed a moment before the controller logs the apply.
+    await eventually(async () => lb.applies("reload").length > 0, 10_000, "the reload logged");
     expect(lb.applies("reload")).toHaveLength(1);
   });
 
