@@ -497,9 +497,11 @@ export function renderReport(r: Results): string {
       `## 7. The cost of traffic figures`,
       ``,
       `wrk -t${tc.wrk.threads} -c${tc.wrk.connections}, ${tc.wrk.seconds} s per run, ${tc.wrk.rounds} rounds alternating` +
-        ` (the order swapped every round) through one route of two \`nginx-lb run\` at once: the defaults a user runs` +
-        ` (admin server on, traffic figures on) and the same with \`--no-traffic-log\`; \`--worker-processes` +
-        ` ${tc.wrk.workers}\`, \`--endpoints-mode\` explicit. Medians over rounds; the ratio is taken within a round.` +
+        ` (the order rotated every round) through one route of \`nginx-lb run\` instances running at once: the defaults` +
+        ` a user runs (admin server on, traffic figures on, and in dynamic mode outlier ejection on) and the same with` +
+        ` \`--no-traffic-log\`; in dynamic mode also \`--no-traffic-log --outlier-ejection off\` ("bare": no Lua in the` +
+        ` log phase), so outlier ejection's own cost shows beside; \`--worker-processes ${tc.wrk.workers}\`,` +
+        ` \`--endpoints-mode\` explicit. Medians over rounds; ratios are taken within a round.` +
         ` Dynamic mode counts in nginx's shared dict (a few atomic additions per request in the log phase, read by the` +
         ` controller once a second); reload mode, without our Lua, has nginx append a record per request to a file.` +
         ` CPU per request (user + system time of nginx's workers, and of the controller, over a trial and the second` +
@@ -509,20 +511,24 @@ export function renderReport(r: Results): string {
         [
           "mode",
           "traffic figures",
-          "requests/s default",
-          "requests/s --no-traffic-log",
-          "p99 ms default / off",
+          "requests/s default / --no-traffic-log / bare",
+          "p99 ms default / off / bare",
+          "nginx CPU µs per request default / off / bare",
+          "controller CPU µs per request default / off",
           "default / off per round",
+          "off / bare per round (outlier ejection)",
         ],
         tc.modes.map((m) => [
           m.mode,
           m.how,
-          fmtInt(m.default.rps),
-          fmtInt(m.noTrafficLog.rps),
-          `${fmt(m.default.p99ms, 2)} / ${fmt(m.noTrafficLog.p99ms, 2)}`,
-          `${fmt(m.default.nginxCpuUsPerRequest, 1)} / ${fmt(m.noTrafficLog.nginxCpuUsPerRequest, 1)}`,
+          [m.default.rps, m.noTrafficLog.rps, ...(m.bare ? [m.bare.rps] : [])].map(fmtInt).join(" / "),
+          [m.default.p99ms, m.noTrafficLog.p99ms, ...(m.bare ? [m.bare.p99ms] : [])].map((x) => fmt(x, 2)).join(" / "),
+          [m.default, m.noTrafficLog, ...(m.bare ? [m.bare] : [])]
+            .map((x) => fmt(x.nginxCpuUsPerRequest, 1))
+            .join(" / "),
           `${fmt(m.default.controllerCpuUsPerRequest, 2)} / ${fmt(m.noTrafficLog.controllerCpuUsPerRequest, 2)}`,
           m.ratios.map((x) => fmt(x, 3)).join(", "),
+          m.outlierRatios ? m.outlierRatios.map((x) => fmt(x, 3)).join(", ") : "n/a",
         ]),
       ),
       ``,

@@ -1,8 +1,9 @@
 /**
  * Figure 7, the cost of traffic figures: requests/s and p99 with wrk through one route of the configuration a user
  * runs (`nginx-lb run` with its defaults: admin server on, traffic figures on) against the same with
- * `--no-traffic-log`, per endpoint mode, in one run. Trials alternate between the two (and swap order every round)
- * so drift on a shared machine hits both alike; the ratio is taken within a round.
+ * `--no-traffic-log`, per endpoint mode, in one run; in dynamic mode also with outlier ejection off, the other user of
+ * nginx's log phase, so its cost shows beside. Trials alternate (the order rotates every round) so drift on a shared
+ * machine hits every variant alike; ratios are taken within a round.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -13,6 +14,8 @@ import { median } from "../lib/stats.js";
 import { runWrk, type WrkResult } from "../lib/wrk.js";
 
 const HOST = "traffic.bench.test";
+type Variant = "on" | "off" | "bare";
+const BARE = ["--no-traffic-log", "--outlier-ejection", "off"];
 const NAME = "tc-web";
 
 export interface TrafficCostResult {
@@ -25,6 +28,10 @@ export interface TrafficCostResult {
     readonly noTrafficLog: ReturnType<typeof summary>;
     /** default / no-traffic-log requests/s, per round. */
     readonly ratios: number[];
+    /** Dynamic mode: `--no-traffic-log --outlier-ejection off` (no Lua in the log phase at all). */
+    readonly bare?: ReturnType<typeof summary>;
+    /** no-traffic-log / bare requests/s, per round: the cost of outlier ejection's log phase. */
+    readonly outlierRatios?: number[];
   }[];
 }
 
@@ -81,18 +88,26 @@ export async function trafficCost(ctx: Context): Promise<TrafficCostResult> {
         started.push({ lb, reg });
         return lb;
       };
-      const on = await start([]);
-      const off = await start(["--no-traffic-log"]);
+      const variants: { name: Variant; label: string; args: string[] }[] = [
+        { name: "on", label: "default", args: [] },
+        { name: "off", label: "--no-traffic-log", args: ["--no-traffic-log"] },
+        ...(mode === "dynamic"
+          ? [{ name: "bare" as const, label: "--no-traffic-log --outlier-ejection off", args: BARE }]
+          : []),
+      ];
+      const lbs = new Map<Variant, Lb>();
+      for (const v of variants) lbs.set(v.name, await start(v.args));
+      const on = lbs.get("on") as Lb;
       const conf = await readFile(join(on.stateDir, "nginx.conf"), "utf8");
       const how = conf.includes("nginx_lb_stats")
         ? "counters in nginx's shared dict"
         : conf.includes("traffic.jsonl")
           ? "a record file nginx appends to"
           : "none";
-      const runs = { on: [] as Trial[], off: [] as Trial[] };
-      const trial = async (which: "on" | "off", r: number) => {
-        const lb = which === "on" ? on : off;
-        ctx.log(`traffic cost (${mode}): round ${r + 1}/${rounds}, ${which === "on" ? "default" : "--no-traffic-log"}`);
+      const runs: Record<Variant, Trial[]> = { on: [], off: [], bare: [] };
+      const trial = async (v: (typeof variants)[number], r: number) => {
+        const lb = lbs.get(v.name) as Lb;
+        ctx.log(`traffic cost (${mode}): round ${r + 1}/${rounds}, ${v.label}`);
         const workers = await nginxWorkers(lb);
         const controller = lb.controller.child.pid ?? 0;
         const before = { nginx: await cpuUs(workers), controller: await cpuUs([controller]) };
@@ -100,23 +115,25 @@ export async function trafficCost(ctx: Context): Promise<TrafficCostResult> {
         // The controller reads the counters once a second: let it read the last of them.
         await new Promise((r) => setTimeout(r, 1500));
         const n = Math.max(res.requests, 1);
-        runs[which].push({
+        runs[v.name].push({
           ...res,
           nginxCpuUsPerRequest: ((await cpuUs(workers)) - before.nginx) / n,
           controllerCpuUsPerRequest: ((await cpuUs([controller])) - before.controller) / n,
         });
       };
-      // Warm both (connections to the backend, Lua code) before anything is measured.
-      await runWrk({ ...wrk, seconds: 1, url: `http://127.0.0.1:${on.port}/`, host: HOST });
-      await runWrk({ ...wrk, seconds: 1, url: `http://127.0.0.1:${off.port}/`, host: HOST });
+      // Warm every variant (connections to the backend, Lua code) before anything is measured.
+      for (const lb of lbs.values())
+        await runWrk({ ...wrk, seconds: 1, url: `http://127.0.0.1:${lb.port}/`, host: HOST });
       for (let r = 0; r < rounds; r++)
-        for (const which of r % 2 === 0 ? (["on", "off"] as const) : (["off", "on"] as const)) await trial(which, r);
+        for (let i = 0; i < variants.length; i++) await trial(variants[(i + r) % variants.length] ?? variants[0]!, r);
+      const ratio = (a: Trial[], b: Trial[]) => a.map((x, i) => x.rps / (b[i]?.rps ?? NaN));
       out.push({
         mode,
         how,
         default: summary(runs.on),
         noTrafficLog: summary(runs.off),
-        ratios: runs.on.map((x, i) => x.rps / (runs.off[i]?.rps ?? NaN)),
+        ratios: ratio(runs.on, runs.off),
+        ...(runs.bare.length > 0 ? { bare: summary(runs.bare), outlierRatios: ratio(runs.off, runs.bare) } : {}),
       });
     } finally {
       for (const { lb, reg } of started) {

@@ -113,11 +113,22 @@ export function dynamicHttpLines(options: RenderOptions, dir: string, extraInit 
       `${options.trafficCounters ? `require("${STATS}"); ` : ""}require("${INITIAL}").load("${initial}")` +
       `${certs ? `; ${certs}` : ""}${more} }`,
     `    init_worker_by_lua_block { require("${BALANCER}").init_worker() }`,
-    // nginx takes one log_by_lua per context: it judges every proxied request's attempts for outlier ejection (a
-    // request the balancer did not route returns at once) and, with the traffic counters, counts it.
-    `    log_by_lua_block { require("${OUTLIER}").log()${options.trafficCounters ? `; require("${STATS}").log()` : ""} }`,
+    ...logPhase(options, o),
     ``,
   ];
+}
+
+/**
+ * nginx takes one log_by_lua per context: it judges every proxied request's attempts for outlier ejection (a request
+ * the balancer did not route returns at once) and, with the traffic counters, counts it. Entering Lua in the log
+ * phase costs every request about as much as the counting itself, so with neither the block is left out.
+ */
+function logPhase(options: RenderOptions, o: OutlierSettings): string[] {
+  const calls = [
+    ...(o.errors > 0 ? [`require("${OUTLIER}").log()`] : []),
+    ...(options.trafficCounters ? [`require("${STATS}").log()`] : []),
+  ];
+  return calls.length > 0 ? [`    log_by_lua_block { ${calls.join("; ")} }`] : [];
 }
 
 /** The files dynamic mode adds beside nginx.conf (the Lua modules; 0600: the master loads them in init_by_lua). */

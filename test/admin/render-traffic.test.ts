@@ -72,6 +72,27 @@ describe("traffic log rendering", () => {
     expect(check.ok).toBe(true);
   });
 
+  it("the log phase enters Lua only for what needs it: counters, outlier ejection, both, or neither", () => {
+    const base = {
+      dir: "/var/lib/nginx-lb",
+      controlPort: 9901,
+      endpointsMode: "dynamic" as const,
+      pushToken: "0123456789abcdef0123456789abcdef",
+      luaSource: balancerLuaSource(),
+    };
+    const off = { errors: 0, baseMs: 30_000, maxMs: 300_000, maxPercent: 50 };
+    const http = (o: Partial<Parameters<typeof renderNginxConf>[1]>) =>
+      renderNginxConf(desired, { ...base, ...o }).conf.match(/^ {4}log_by_lua_block .*$/gm) ?? [];
+    expect(http({ trafficCounters: true })).toEqual([
+      `    log_by_lua_block { require("nginx_lb_outlier").log(); require("nginx_lb_stats").log() }`,
+    ]);
+    expect(http({})).toEqual([`    log_by_lua_block { require("nginx_lb_outlier").log() }`]);
+    expect(http({ trafficCounters: true, outlier: off })).toEqual([
+      `    log_by_lua_block { require("nginx_lb_stats").log() }`,
+    ]);
+    expect(http({ outlier: off })).toEqual([]);
+  });
+
   it("refuses counters without dynamic mode: only the Lua module counts", () => {
     expect(() => renderNginxConf(desired, { dir: "/var/lib/nginx-lb", trafficCounters: true })).toThrow(RenderBug);
   });
