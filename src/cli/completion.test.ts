@@ -88,7 +88,8 @@ describe("nginx-lb completion bash", () => {
       expect(await complete("nginx-lb", c, "--"), c).toEqual(expect.arrayContaining(flags));
     }
     expect(await complete("nginx-lb", "help", "re")).toEqual(["render", "register"]);
-  });
+    // Two CLI starts per command (each a tsx process of about a second, several on a loaded machine).
+  }, 240_000);
 
   test("completes values: choices, files, directories, and nothing for free text", async () => {
     expect(await complete("nginx-lb", "run", "--endpoints-mode", "")).toEqual(["dynamic", "reload", "auto"]);
