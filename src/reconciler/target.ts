@@ -1,6 +1,8 @@
 import type { EndpointSets, RouteTable } from "../model/plan.js";
 import {
   bindRoutes,
+  bindServers,
+  confShape,
   endpointSets,
   isRoutesDynamic,
   isTlsRouted,
@@ -53,9 +55,12 @@ export interface Target {
 /**
  * Builds the target of an apply (pure). With a `previous` target of the same routing model, only routes whose
  * endpoint records changed are re-joined (the others keep their BoundRoute and view by reference), and nginx.conf is
- * reused when it cannot differ: in dynamic mode it holds no endpoint, in reload mode no route changed. The result
- * equals a compile without `previous`, except for `change`, which is against `previous`. Health verdicts are an
- * input like the endpoints: a changed verdict re-binds only the routes that check that endpoint.
+ * reused when it cannot differ: in dynamic mode it holds no endpoint, in reload mode no route changed. With a new
+ * routing model whose unchanged servers are the previous model's objects (shareServers), those servers keep their
+ * routes, views and routing-table values (bindServers), and nginx.conf is reused when its shape did not change
+ * (confShape: with routes and certificates pushed, the ports). The result equals a compile without `previous`, except
+ * for `change`, which is against `previous`. Health verdicts are an input like the endpoints: a changed verdict
+ * re-binds only the routes that check that endpoint.
  */
 export function compile(
   desired: Desired,
@@ -65,20 +70,37 @@ export function compile(
   health: Health = NO_HEALTH,
 ): Target {
   const sameServices = previous !== null && previous.desired.services === desired.services;
+  const shared =
+    previous !== null && !sameServices
+      ? bindServers(
+          previous.routes,
+          desired.services,
+          previous.desired.backends,
+          desired.backends,
+          previous.health,
+          health,
+        )
+      : null;
   const routes = !sameServices
-    ? bindRoutes(desired.services, desired.backends, health)
+    ? (shared ?? bindRoutes(desired.services, desired.backends, health))
     : previous.desired.backends === desired.backends && previous.health === health
       ? previous.routes
       : rebindRoutes(previous.routes, previous.desired.backends, desired.backends, previous.health, health);
   const sameRoutes = sameServices && (routes === previous.routes || routes.every((r, i) => r === previous.routes[i]));
+  const sameConf = previous !== null && previous.mode === mode && previous.options === options;
+  const shape = sameConf && !sameServices ? confShape(desired.services, options) : null;
   const reuse =
-    sameServices && previous.mode === mode && previous.options === options && (mode === "dynamic" || sameRoutes);
+    sameConf &&
+    (sameServices
+      ? mode === "dynamic" || sameRoutes
+      : shape !== null && shape === confShape(previous.desired.services, options));
   const rendered = reuse
     ? previous.rendered
     : renderConf(desired.services, routes, { ...options, endpointsMode: mode });
+  const keptViews = shared && previous ? new Map(previous.routes.map((r, i) => [r, previous.views[i]])) : null;
   const views = sameServices
     ? routes.map((r, i) => (r === previous.routes[i] ? (previous.views[i] ?? routeView(r)) : routeView(r)))
-    : routes.map(routeView);
+    : routes.map((r) => keptViews?.get(r) ?? routeView(r));
   return {
     desired,
     mode,
@@ -92,7 +114,12 @@ export function compile(
         ? null
         : sameServices && previous.routeTable
           ? previous.routeTable
-          : routeTable(desired.services.servers, routes),
+          : shared && previous?.routeTable
+            ? routeTable(desired.services.servers, routes, {
+                table: previous.routeTable,
+                kept: new Set(previous.desired.services.servers),
+              })
+            : routeTable(desired.services.servers, routes),
     certs:
       mode !== "dynamic" || !isTlsRouted(options)
         ? null
