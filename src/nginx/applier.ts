@@ -114,7 +114,15 @@ export class NginxApplier implements Applier {
           } as const);
     const decision = plan(
       running,
-      { mode, generation: rendered.generation, endpoints, routes: routeTable, certs },
+      {
+        mode,
+        generation: rendered.generation,
+        endpoints,
+        routes: routeTable,
+        certs,
+        endpointsDelta: target.endpointsDelta,
+        routesDelta: target.routesDelta,
+      },
       force,
     );
     if (decision.action === "none")

@@ -10,6 +10,7 @@ import type { RenderOptions } from "../render/index.js";
 import { briefChange, diffRoutes } from "./diff.js";
 import { compile, type EndpointsMode, type Target } from "./target.js";
 import type { Health } from "../health/targets.js";
+import { plan, type AppliedState, type Plan } from "../model/plan.js";
 
 const NAMES = ["a", "b", "c", "d"];
 const IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"];
@@ -75,7 +76,31 @@ const change = fc.oneof(
   }),
 );
 
-const withoutChange = ({ change: _, ...rest }: Target) => rest;
+/** A target without what it says against the previous one: what a full compile must equal. */
+const withoutChange = ({ change: _c, endpointsDelta: _e, routesDelta: _r, ...rest }: Target) => rest;
+
+/** What nginx holds once `t` is pushed, with the deltas `plan` may use or without them. */
+const held = (t: Target, deltas: boolean): AppliedState => ({
+  mode: t.mode,
+  generation: t.rendered.generation,
+  endpoints: t.endpoints,
+  routes: t.routeTable,
+  certs: t.certs,
+  ...(deltas ? { endpointsDelta: t.endpointsDelta, routesDelta: t.routesDelta } : {}),
+});
+const inAnyOrder = (p: Plan): Plan =>
+  p.action !== "push"
+    ? p
+    : {
+        ...p,
+        upstreams: p.upstreams === "all" ? "all" : [...p.upstreams].sort(),
+        ...(p.routes ? { routes: p.routes === "all" ? "all" : [...p.routes].sort() } : {}),
+      };
+/** The plan from `before` to `after` using the deltas equals the plan comparing whole tables (names in any order). */
+const expectSamePlan = (before: Target, after: Target) =>
+  expect(inAnyOrder(plan(held(before, false), held(after, true)))).toEqual(
+    inAnyOrder(plan(held(before, false), held(after, false))),
+  );
 
 describe("compile", () => {
   it.each(["reload", "dynamic"] as const)(
@@ -103,6 +128,7 @@ describe("compile", () => {
             const full = compile(desired, null, mode, OPTIONS, health);
             expect(withoutChange(incremental)).toEqual(withoutChange(full));
             expect(incremental.change).toEqual(briefChange(diffRoutes(target.routes, full.routes)));
+            expectSamePlan(target, incremental);
             target = incremental;
           }
         }),
@@ -324,6 +350,7 @@ describe("compile of a routing change whose unchanged servers are shared (shareS
             expect(Object.keys(incremental.routeTable ?? {})).toEqual(Object.keys(full.routeTable ?? {}));
             expect(Object.keys(incremental.endpoints ?? {})).toEqual(Object.keys(full.endpoints ?? {}));
             expect(incremental.change).toEqual(briefChange(diffRoutes(target.routes, full.routes)));
+            expectSamePlan(target, incremental);
             target = incremental;
           }
         },

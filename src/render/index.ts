@@ -2,4 +2,4 @@ export { renderNginxConf, renderConf, confShape, GENERATION_PATH, type Desired }
 export type { RenderOptions, Rendered, RenderedFile } from "./options.js";
 export { bindRoutes, bindServers, rebindRoutes, type BoundRoute, type UpstreamMember } from "./bind-routes.js";
 export { endpointSets } from "./dynamic.js";
-export { routeTable, isRoutesDynamic, isTlsRouted } from "./routes-dynamic.js";
+export { routeTable, serverKey, isRoutesDynamic, isTlsRouted } from "./routes-dynamic.js";
