@@ -1,7 +1,7 @@
 /**
  * One routing change at N sites x 10 endpoints in dynamic routes mode, as `nginx-lb run --routes-mode dynamic` does it
  * in-process (no nginx): the services file parsed and validated (a new model each time, as the file and etcd sources
- * emit) and shared with the wanted model as the reconciler does, the first apply compiled, then a change (one new site) compiled against it, planned against what the first
+ * emit) and shared with the last model as the services file source does, the first apply compiled, then a change (one new site) compiled against it, planned against what the first
  * push left in nginx, and the push body encoded. The input is bench/routes.ts's (N sites of one route each).
  *
  *   node --import tsx bench/route-change.ts [N] [rounds]
@@ -41,14 +41,15 @@ function load(text: string): Services {
   return s.value;
 }
 
-/** What nginx holds after `t` was applied (the applier's view after a push). */
-function applied(t: Target): AppliedState {
+/** What nginx holds after `t` was applied (the applier's view after a push); `wanted`: as the applier plans it. */
+function applied(t: Target, wanted = false): AppliedState {
   return {
     mode: t.mode,
     generation: t.rendered.generation,
     endpoints: t.endpoints,
     routes: t.routeTable,
     certs: t.certs,
+    ...(wanted ? { endpointsDelta: t.endpointsDelta, routesDelta: t.routesDelta } : {}),
   };
 }
 
@@ -83,14 +84,14 @@ for (let k = 0; k < ROUNDS; k++) {
   const parsed = load(text);
   const parseMs = ms(t0);
   t0 = performance.now();
-  // As the reconciler takes a new model (setServices): unchanged servers become the wanted model's objects.
+  // As the services file source emits it: unchanged servers are the last model's objects.
   const services = shareServers(prev.desired.services, parsed);
   const shareMs = ms(t0);
   t0 = performance.now();
   const next = compile({ services, backends }, prev, "dynamic", options);
   const compileMs = ms(t0);
   t0 = performance.now();
-  const p = plan(applied(prev), applied(next));
+  const p = plan(applied(prev), applied(next, true));
   const planMs = ms(t0);
   t0 = performance.now();
   const body =
