@@ -72,9 +72,9 @@ async function main(): Promise<void> {
         const applied = lb.controller.lines.slice(from);
         const reloads = applied.filter((l) => l.msg === "config applied" && l["action"] === "reload").length;
         // The controller's own account of each apply (read, compile, push or reload), without the file watch's 50 ms.
-        const applyMs = applied
-          .filter((l) => l.msg === "config applied" || l.msg === "endpoints pushed")
-          .map((l) => Number((l["ms"] as Record<string, number> | undefined)?.["total"]));
+        const applies = applied.filter((l) => l.msg === "config applied" || l.msg === "endpoints pushed");
+        const ms = (key: string) => applies.map((l) => Number((l["ms"] as Record<string, number> | undefined)?.[key]));
+        const applyMs = ms("total");
         const master = await lb.nginxPid();
         const procs = [master, ...(await childPids(master))];
         const mem = await Promise.all(procs.map(memoryOf));
@@ -89,6 +89,9 @@ async function main(): Promise<void> {
           reloads,
           applyP50Ms: Math.round(percentile(applyMs, 50)),
           applyP99Ms: Math.round(percentile(applyMs, 99)),
+          // The apply split: compile (the daemon's "render") and the push (its "reload" field in push applies).
+          compileP50Ms: Math.round(percentile(ms("render"), 50)),
+          pushP50Ms: Math.round(percentile(ms("reload"), 50)),
           nginxRssMiB: Math.round(mem.reduce((s, m) => s + m.rss, 0)),
           nginxPssMiB: Math.round(mem.reduce((s, m) => s + m.pss, 0)),
           controllerRssMiB: Math.round((await memoryOf(lb.controller.child.pid ?? 0)).rss),

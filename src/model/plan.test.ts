@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { plan, type AppliedState, type EndpointSets } from "./plan.js";
 
@@ -107,5 +108,54 @@ describe("plan with pushed certificates (dynamic routes)", () => {
     ["a new TLS port (another config)", state("g1", a1), state("g2", a1), reload],
   ] as const)("%s", (_, running, desired, expected) => {
     expect(plan(running, desired)).toEqual(expected);
+  });
+});
+
+describe("plan with deltas (a routing change compiled against the last target)", () => {
+  const KEYS = ["80 a.test", "80 b.test", "443 a.test", "80 c.test"];
+  const NAMES = [U1, U2, "nlb_0000000000000003"];
+  const table = fc.dictionary(fc.constantFrom(...KEYS), fc.constantFrom("/ u1 / a-web;", "/p u2 / b-web;", ""));
+  const endpoints = fc.dictionary(
+    fc.constantFrom(...NAMES),
+    fc.constantFrom(sets(1)[U1] ?? [], sets(2)[U1] ?? [], []),
+  ) as fc.Arbitrary<EndpointSets>;
+  /** `after` described against `before`: the keys where they differ, plus any others (a delta may say more). */
+  const delta = <T extends object>(before: T, after: T, extra: readonly string[]) => ({
+    base: before,
+    keys: [...new Set([...Object.keys(before), ...Object.keys(after)])]
+      .filter((k) => (before as Record<string, unknown>)[k] !== (after as Record<string, unknown>)[k])
+      .concat(extra),
+  });
+  const sorted = (l: readonly string[] | "all" | undefined) => (Array.isArray(l) ? [...l].sort() : l);
+
+  it("names the same upstreams and servers as comparing whole tables, whenever nginx holds the delta's base", () => {
+    fc.assert(
+      fc.property(
+        table,
+        table,
+        endpoints,
+        endpoints,
+        fc.array(fc.constantFrom(...KEYS, ...NAMES), { maxLength: 3 }),
+        fc.boolean(),
+        (t1, t2, e1, e2, extra, holdsBase) => {
+          const running: AppliedState = { ...dyn("g1", e1), routes: t1 };
+          const desired: AppliedState = { ...dyn("g1", e2), routes: t2 };
+          const base = holdsBase ? running : { ...running, routes: { ...t1 }, endpoints: { ...e1 } };
+          const withDeltas: AppliedState = {
+            ...desired,
+            routesDelta: delta(base.routes ?? {}, t2, extra),
+            endpointsDelta: delta(base.endpoints ?? {}, e2, extra),
+          };
+          const a = plan(running, withDeltas);
+          const b = plan(running, desired);
+          expect(a.action).toBe(b.action);
+          if (a.action === "push" && b.action === "push") {
+            expect(sorted(a.upstreams)).toEqual(sorted(b.upstreams));
+            expect(sorted(a.routes)).toEqual(sorted(b.routes));
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });

@@ -32,6 +32,19 @@ export interface AppliedState {
   readonly routes?: RouteTable | null;
   /** Pushed certificates (with dynamic routes): the certificates nginx holds; null or absent when not pushed. */
   readonly certs?: CertIds | null;
+  /**
+   * How `routes` was built: equal to `base` except at `keys` (a routing change compiled against the last target).
+   * When nginx holds `base`, only those keys can differ, so `plan` compares them alone.
+   */
+  readonly routesDelta?: Delta<RouteTable> | null;
+  /** As `routesDelta`, for `endpoints` (the upstreams whose sets may differ from `base`'s). */
+  readonly endpointsDelta?: Delta<EndpointSets> | null;
+}
+
+/** A table described against an earlier one: the keys where the two may differ (added, removed or changed). */
+export interface Delta<T> {
+  readonly base: T;
+  readonly keys: readonly string[];
 }
 
 /**
@@ -80,13 +93,13 @@ export function plan(running: AppliedState | null, desired: AppliedState, force 
     running.endpoints === null
       ? "all"
       : ((desired.routes
-          ? namedChanges(running.endpoints, desired.endpoints)
+          ? namedChanges(running.endpoints, desired.endpoints, desired.endpointsDelta)
           : changedUpstreams(running.endpoints, desired.endpoints)) ?? "all");
   const none = (l: readonly string[] | "all") => l !== "all" && l.length === 0;
   if (!desired.routes) return none(upstreams) ? { action: "none" } : { action: "push", upstreams };
   // Dynamic routes: only ports (in the generation) reload; every other routing change is a push of the servers it
   // touches, beside the sets.
-  const routes = running.routes ? changedServers(running.routes, desired.routes) : "all";
+  const routes = running.routes ? changedServers(running.routes, desired.routes, desired.routesDelta) : "all";
   // A certificate rotation, a new TLS site or a removed one is a push too (the TLS ports are in the generation).
   const certs = desired.certs ? !running.certs || !sameCerts(running.certs, desired.certs) : false;
   if (none(upstreams) && none(routes) && !certs) return { action: "none" };
@@ -99,16 +112,27 @@ function sameCerts(running: CertIds, desired: CertIds): boolean {
   return true;
 }
 
-/** The upstreams added, removed or changed between two set lists (a removed one: absent from `desired`). */
-function namedChanges(running: EndpointSets, desired: EndpointSets): string[] {
+/**
+ * The upstreams added, removed or changed between two set lists (a removed one: absent from `desired`). When
+ * `desired` was built from the very sets nginx holds (`delta.base`), only the delta's keys are compared: the same
+ * names, in another order (order carries no meaning in a push).
+ */
+function namedChanges(running: EndpointSets, desired: EndpointSets, delta?: Delta<EndpointSets> | null): string[] {
+  if (delta && delta.base === running)
+    return [...new Set(delta.keys)].filter((name) => !sameSet(running[name], desired[name]));
   const changed: string[] = [];
   for (const name in desired) if (!sameList(running[name], desired[name])) changed.push(name);
   for (const name in running) if (desired[name] === undefined) changed.push(name);
   return changed;
 }
 
-/** The servers added, removed or changed between two routing tables. */
-function changedServers(running: RouteTable, desired: RouteTable): string[] {
+/** Two sets of one upstream name are the same: both absent, or equal lists. */
+const sameSet = (a: readonly PushedEndpoint[] | undefined, b: readonly PushedEndpoint[] | undefined) =>
+  (a === undefined && b === undefined) || sameList(a, b);
+
+/** The servers added, removed or changed between two routing tables (with `delta`: as namedChanges). */
+function changedServers(running: RouteTable, desired: RouteTable, delta?: Delta<RouteTable> | null): string[] {
+  if (delta && delta.base === running) return [...new Set(delta.keys)].filter((key) => running[key] !== desired[key]);
   const changed: string[] = [];
   for (const key in desired) if (running[key] !== desired[key]) changed.push(key);
   for (const key in running) if (desired[key] === undefined) changed.push(key);

@@ -1,5 +1,7 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parseServices } from "./services.js";
+import { servicesSchema, strictServicesSchema } from "./schema.js";
 
 describe("parseServices", () => {
   it("applies the documented defaults", () => {
@@ -132,5 +134,55 @@ describe("health_check", () => {
     expect(r.warnings.map((w) => `${w.path}: ${w.message}`)).toEqual([
       `${at}.intervall: unknown field, ignored: did you mean \`interval\`?`,
     ]);
+  });
+});
+
+describe("the strict schema's value", () => {
+  // parseServices takes the value from the strict pass when it has no unknown field: it must be the lenient one's.
+  const check = fc.record(
+    {
+      type: fc.constantFrom("http", "tcp"),
+      path: fc.constantFrom("/h", "/healthz"),
+      interval: fc.constantFrom("1s", "500ms"),
+      timeout: fc.constantFrom("100ms", "200ms"),
+      healthy: fc.integer({ min: 1, max: 5 }),
+      expect: fc.constantFrom("200", "200-299,302"),
+    },
+    { requiredKeys: [] },
+  );
+  const ref = { app: fc.constantFrom("a", "b"), service: fc.constant("s"), port: fc.integer({ min: 1, max: 65535 }) };
+  const route = fc.record(
+    {
+      ...ref,
+      backend_path: fc.constantFrom("/", "/x/"),
+      backup: fc.record({ ...ref, health_check: check }, { requiredKeys: ["app", "service"] }),
+      health_check: check,
+    },
+    { requiredKeys: ["app", "service"] },
+  );
+  const server = fc.record(
+    {
+      domain_name: fc.constantFrom("a.test", "*.b.test", "C.test"),
+      frontend_port: fc.constantFrom(80, 8080),
+      routes: fc.dictionary(fc.constantFrom("/", "/p", "/q/"), route, { maxKeys: 3 }),
+    },
+    { requiredKeys: ["domain_name"] },
+  );
+  it("equals the lenient schema's for any file without unknown fields", () => {
+    fc.assert(
+      fc.property(
+        fc.record(
+          { version: fc.constant("0.1"), servers: fc.array(server, { maxLength: 3 }) },
+          { requiredKeys: ["servers"] },
+        ),
+        (raw) => {
+          const strict = strictServicesSchema.safeParse(raw);
+          const lenient = servicesSchema.safeParse(raw);
+          expect(strict.success).toBe(lenient.success);
+          if (strict.success && lenient.success) expect(strict.data).toEqual(lenient.data);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });

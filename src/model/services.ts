@@ -142,7 +142,8 @@ export function parseServices(raw: unknown, options: ParseOptions = {}): Checked
     }
   }
   if (errors.length > 0) return { ok: false, errors, warnings };
-  const file = servicesSchema.parse(raw);
+  // Without unknown fields the strict schema's value is the value (both come from one builder): one pass, not two.
+  const file = strict.success ? strict.data : servicesSchema.parse(raw);
   const services = crossCheck(file, errors, warnings, options);
   return errors.length > 0 ? { ok: false, errors, warnings } : { ok: true, value: services, warnings };
 }

@@ -13,6 +13,7 @@ import { syncEndpoints, type PushedState } from "./endpoints-push.js";
 import { prepareStateDir, writeRenderedFiles } from "./files.js";
 import { writeInitialRoutes } from "./initial-routes.js";
 import { writeInitialSets } from "./initial-sets.js";
+import type { EncodedSets } from "./push-format.js";
 import { bindFailures, summariseNginxError } from "./nginx-errors.js";
 import { describeHolder, findPortHolder } from "./port-holder.js";
 import { syncRoutes, type PushedRoutes } from "./routes-push.js";
@@ -44,6 +45,8 @@ export class NginxApplier implements Applier {
   private unwrittenSets: PushedState | null = null;
   private writingSets: Promise<void> | null = null;
   private lastSetsError: string | null = null;
+  /** Each written set's encoding, by list: the start-up file is rewritten after every push, mostly of the same lists. */
+  private readonly encodedSets: EncodedSets = new WeakMap();
   /** Dynamic routes mode: the table nginx holds and the master it was pushed to. */
   private pushedRoutes: { state: PushedRoutes; master: number } | null = null;
   private unwrittenRoutes: PushedRoutes | null = null;
@@ -114,7 +117,15 @@ export class NginxApplier implements Applier {
           } as const);
     const decision = plan(
       running,
-      { mode, generation: rendered.generation, endpoints, routes: routeTable, certs },
+      {
+        mode,
+        generation: rendered.generation,
+        endpoints,
+        routes: routeTable,
+        certs,
+        endpointsDelta: target.endpointsDelta,
+        routesDelta: target.routesDelta,
+      },
       force,
     );
     if (decision.action === "none")
@@ -221,7 +232,7 @@ export class NginxApplier implements Applier {
     this.writingSets ??= (async () => {
       for (let s = this.unwrittenSets; s !== null; s = this.unwrittenSets) {
         this.unwrittenSets = null;
-        const out = await writeInitialSets(this.paths.dir, s.version, s.sets);
+        const out = await writeInitialSets(this.paths.dir, s.version, s.sets, this.encodedSets);
         if (!out.ok && out.error !== this.lastSetsError)
           this.log.warn(
             { file: out.path, error: out.error },

@@ -2,7 +2,7 @@ import { open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { EndpointSets } from "../model/plan.js";
 import { INITIAL_SETS_FILE } from "../render/dynamic.js";
-import { encodeSets } from "./push-format.js";
+import { encodeSets, type EncodedSets } from "./push-format.js";
 
 /** What writing the start-up sets did: the file and its size, or why it could not (nothing is left behind then). */
 export type InitialSetsOutcome =
@@ -16,10 +16,15 @@ export type InitialSetsOutcome =
  * new one, never half of one; on failure (state dir full or read-only) the temp file is removed and the old file
  * stays, and the outcome says why.
  */
-export async function writeInitialSets(dir: string, version: number, sets: EndpointSets): Promise<InitialSetsOutcome> {
+export async function writeInitialSets(
+  dir: string,
+  version: number,
+  sets: EndpointSets,
+  encoded?: EncodedSets,
+): Promise<InitialSetsOutcome> {
   return writeStartupFile(
     join(dir, INITIAL_SETS_FILE),
-    encodeSets(version, sets),
+    encodeSets(version, sets, undefined, [], encoded),
     "the start-up endpoint sets",
     "a restarted nginx would answer 503 until the next push",
   );

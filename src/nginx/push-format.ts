@@ -1,4 +1,4 @@
-import type { EndpointSets } from "../model/plan.js";
+import type { EndpointSets, PushedEndpoint } from "../model/plan.js";
 
 /**
  * The text an endpoint push carries, and the start-up sets file holds: the shared dict's own line format, so the Lua
@@ -12,6 +12,12 @@ import type { EndpointSets } from "../model/plan.js";
 export const PUSH_CONTENT_TYPE = "text/plain; charset=utf-8";
 
 /**
+ * Each set's encoded value by its list: sets of unchanged routes are the same arrays from one target to the next, so a
+ * caller that writes every set after every push (the start-up file) keeps one of these and encodes only new lists.
+ */
+export type EncodedSets = WeakMap<readonly PushedEndpoint[], string>;
+
+/**
  * Encodes `sets` at `version`; with `base`, a partial push that nginx applies only when it holds version `base`, in
  * which each of `removed` is a line without `=` (nginx forgets that upstream's set).
  */
@@ -20,14 +26,20 @@ export function encodeSets(
   sets: EndpointSets,
   base?: number,
   removed: readonly string[] = [],
+  encoded?: EncodedSets,
 ): string {
   const lines = [
     base === undefined ? `nginx-lb-sets version=${version}` : `nginx-lb-sets version=${version} base=${base}`,
   ];
   let count = 0;
   for (const name in sets) {
-    let value = "";
-    for (const e of sets[name] ?? []) value += `${e.ip} ${e.port} ${e.weight} ${e.backup ? 1 : 0};`;
+    const list = sets[name] ?? [];
+    let value = encoded?.get(list);
+    if (value === undefined) {
+      value = "";
+      for (const e of list) value += `${e.ip} ${e.port} ${e.weight} ${e.backup ? 1 : 0};`;
+      encoded?.set(list, value);
+    }
     lines.push(`${name}=${value}`);
     count++;
   }

@@ -5,10 +5,12 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { BackendSet, Endpoint } from "../model/backends.js";
 import { parseServices, type Services } from "../model/services.js";
+import { shareServers } from "../model/share-servers.js";
 import type { RenderOptions } from "../render/index.js";
 import { briefChange, diffRoutes } from "./diff.js";
 import { compile, type EndpointsMode, type Target } from "./target.js";
 import type { Health } from "../health/targets.js";
+import { plan, type AppliedState, type Plan } from "../model/plan.js";
 
 const NAMES = ["a", "b", "c", "d"];
 const IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"];
@@ -74,7 +76,31 @@ const change = fc.oneof(
   }),
 );
 
-const withoutChange = ({ change: _, ...rest }: Target) => rest;
+/** A target without what it says against the previous one: what a full compile must equal. */
+const withoutChange = ({ change: _c, endpointsDelta: _e, routesDelta: _r, ...rest }: Target) => rest;
+
+/** What nginx holds once `t` is pushed, with the deltas `plan` may use or without them. */
+const held = (t: Target, deltas: boolean): AppliedState => ({
+  mode: t.mode,
+  generation: t.rendered.generation,
+  endpoints: t.endpoints,
+  routes: t.routeTable,
+  certs: t.certs,
+  ...(deltas ? { endpointsDelta: t.endpointsDelta, routesDelta: t.routesDelta } : {}),
+});
+const inAnyOrder = (p: Plan): Plan =>
+  p.action !== "push"
+    ? p
+    : {
+        ...p,
+        upstreams: p.upstreams === "all" ? "all" : [...p.upstreams].sort(),
+        ...(p.routes ? { routes: p.routes === "all" ? "all" : [...p.routes].sort() } : {}),
+      };
+/** The plan from `before` to `after` using the deltas equals the plan comparing whole tables (names in any order). */
+const expectSamePlan = (before: Target, after: Target) =>
+  expect(inAnyOrder(plan(held(before, false), held(after, true)))).toEqual(
+    inAnyOrder(plan(held(before, false), held(after, false))),
+  );
 
 describe("compile", () => {
   it.each(["reload", "dynamic"] as const)(
@@ -102,6 +128,7 @@ describe("compile", () => {
             const full = compile(desired, null, mode, OPTIONS, health);
             expect(withoutChange(incremental)).toEqual(withoutChange(full));
             expect(incremental.change).toEqual(briefChange(diffRoutes(target.routes, full.routes)));
+            expectSamePlan(target, incremental);
             target = incremental;
           }
         }),
@@ -228,5 +255,136 @@ describe("compile with routes and certificates pushed", () => {
       routesMode: "reload",
     });
     expect(t.certs).toBeNull();
+  });
+});
+
+describe("compile of a routing change whose unchanged servers are shared (shareServers)", () => {
+  const fakePem = (label: string, body: string) => `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
+  const pushed: RenderOptions = {
+    ...OPTIONS,
+    endpointsMode: "dynamic",
+    routesMode: "dynamic",
+    certsMode: "pushed",
+    luaSource: Object.fromEntries([...LUA_MODULES, ...ROUTES_LUA_MODULES, CERTS_MODULE].map((m) => [m, "return {}\n"])),
+    tlsPlaceholder: { cert: fakePem("CERTIFICATE", "AAAA"), key: fakePem("PRIVATE KEY", "BBBB") },
+  };
+  const DOMAINS = ["a.test", "b.test", "c.test", "d.test", "e.test"];
+  /** One server as services.json has it: its port, optional TLS port and certificate, its routes. */
+  const server = fc.record({
+    port: fc.constantFrom(80, 8080),
+    tls: fc.option(fc.tuple(fc.constantFrom(8443, 9443), fc.constantFrom("AAAA", "CCCC")), { nil: null }),
+    routes,
+  });
+  type Spec = typeof server extends fc.Arbitrary<infer T> ? T : never;
+  const model = (specs: ReadonlyMap<string, Spec>): Services => {
+    const r = parseServices({
+      servers: [...specs].map(([domain, s]) => ({
+        domain_name: domain,
+        frontend_port: s.port,
+        ...(s.tls
+          ? {
+              ssl_port: s.tls[0],
+              ssl_certificate: fakePem("CERTIFICATE", s.tls[1]),
+              ssl_certificate_key: fakePem("PRIVATE KEY", `${s.tls[1]}key`),
+            }
+          : {}),
+        routes: Object.fromEntries(
+          s.routes.map(([prefix, app, backup, checked]) => [
+            prefix,
+            {
+              app,
+              service: "s",
+              ...(checked ? { health_check: {} } : {}),
+              ...(backup ? { backup: { app: backup, service: "s" } } : {}),
+            },
+          ]),
+        ),
+      })),
+    });
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.value;
+  };
+  /** A source change: some servers edited, added or removed (the rest parsed again, equal), or an endpoint record. */
+  const step = fc.oneof(
+    fc.record({
+      kind: fc.constant("services" as const),
+      edits: fc.array(fc.tuple(fc.constantFrom(...DOMAINS), fc.option(server, { nil: null })), { maxLength: 3 }),
+    }),
+    fc.record({
+      kind: fc.constant("backends" as const),
+      name: fc.constantFrom(...NAMES),
+      eps: fc.option(record, { nil: undefined }),
+    }),
+  );
+
+  it.each([
+    ["routes and certificates pushed", pushed, "dynamic"],
+    ["dynamic endpoints", OPTIONS, "dynamic"],
+    ["reload", OPTIONS, "reload"],
+  ] as const)("equals a full compile, key order of pushed tables included (%s)", (_, options, mode) => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.tuple(fc.constantFrom(...DOMAINS), server), { selector: (t) => t[0], maxLength: 4 }),
+        fc.array(step, { maxLength: 8 }),
+        (first, steps) => {
+          let specs = new Map(first);
+          let desired = { services: model(specs), backends: {} as BackendSet };
+          let target = compile(desired, null, mode, options);
+          for (const s of steps) {
+            if (s.kind === "services") {
+              specs = new Map(specs);
+              for (const [domain, spec] of s.edits)
+                if (spec === null) specs.delete(domain);
+                else specs.set(domain, spec);
+              // As the services file source emits it: parsed anew, unchanged servers shared with the last model.
+              desired = { ...desired, services: shareServers(desired.services, model(specs)) };
+            } else {
+              const next: Record<string, Readonly<Record<string, Endpoint>>> = { ...desired.backends };
+              if (s.eps === undefined) delete next[`${s.name}-s`];
+              else next[`${s.name}-s`] = s.eps;
+              desired = { ...desired, backends: next };
+            }
+            const incremental = compile(desired, target, mode, options);
+            const full = compile(desired, null, mode, options);
+            expect(withoutChange(incremental)).toEqual(withoutChange(full));
+            expect(Object.keys(incremental.routeTable ?? {})).toEqual(Object.keys(full.routeTable ?? {}));
+            expect(Object.keys(incremental.endpoints ?? {})).toEqual(Object.keys(full.endpoints ?? {}));
+            expect(incremental.change).toEqual(briefChange(diffRoutes(target.routes, full.routes)));
+            expectSamePlan(target, incremental);
+            target = incremental;
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it("keeps an unchanged server's routes, views and table value, and nginx.conf when the ports stay", () => {
+    const specs = new Map<string, Spec>([
+      ["a.test", { port: 80, tls: null, routes: [["/", "a", null, false]] }],
+      ["b.test", { port: 80, tls: null, routes: [["/", "b", null, false]] }],
+    ]);
+    const t1 = compile({ services: model(specs), backends: {} }, null, "dynamic", pushed);
+    const next = new Map(specs).set("b.test", { port: 80, tls: null, routes: [["/p", "c", null, false]] });
+    const services = shareServers(t1.desired.services, model(next));
+    expect(services.servers[0]).toBe(t1.desired.services.servers[0]);
+    const t2 = compile({ services, backends: {} }, t1, "dynamic", pushed);
+    expect(t2.routes[0]).toBe(t1.routes[0]);
+    expect(t2.views[0]).toBe(t1.views[0]);
+    expect(t2.rendered).toBe(t1.rendered);
+    expect(t2.routeTable?.["80 b.test"]).toMatch(/^\/p nlb_\w+ \/ c-s;$/);
+    expect(t2.change.upstreamsAdded).toEqual(["b.test:80/p"]);
+    expect(t2.change.upstreamsRemoved).toEqual(["b.test:80/"]);
+    const port = compile(
+      { services: model(new Map(next).set("c.test", specs.get("a.test") as Spec)), backends: {} },
+      t2,
+      "dynamic",
+      pushed,
+    );
+    expect(port.rendered).toBe(t2.rendered);
+    const moved = new Map(next).set("c.test", { port: 8080, tls: null, routes: [] });
+    expect(compile({ services: model(moved), backends: {} }, t2, "dynamic", pushed).rendered.generation).not.toBe(
+      t2.rendered.generation,
+    );
   });
 });

@@ -1,18 +1,22 @@
-import type { EndpointSets, RouteTable } from "../model/plan.js";
+import type { Delta, EndpointSets, RouteTable } from "../model/plan.js";
 import {
   bindRoutes,
+  bindServers,
+  confShape,
   endpointSets,
   isRoutesDynamic,
   isTlsRouted,
   routeTable,
   rebindRoutes,
   renderConf,
+  serverKey,
   type BoundRoute,
   type Desired,
   type RenderOptions,
   type Rendered,
 } from "../render/index.js";
 import { certTable, type CertTable } from "../nginx/certs-push.js";
+import type { Server, Services } from "../model/services.js";
 import { NO_HEALTH, type Health } from "../health/targets.js";
 import { briefChange, diffRoutes, type Change } from "./diff.js";
 import { routeView, topologyOf, type Topology, type TopologyRoute } from "./topology.js";
@@ -38,6 +42,10 @@ export interface Target {
    * otherwise. Holds private keys: never logged or reported.
    */
   readonly certs: CertTable | null;
+  /** `endpoints` against the previous target's (plan compares only its keys when nginx holds those); null if unknown. */
+  readonly endpointsDelta: Delta<EndpointSets> | null;
+  /** `routeTable` against the previous target's, as `endpointsDelta`. */
+  readonly routesDelta: Delta<RouteTable> | null;
   /** Each route's status view, in the order of `routes`. */
   readonly views: readonly TopologyRoute[];
   readonly topology: Topology;
@@ -53,9 +61,12 @@ export interface Target {
 /**
  * Builds the target of an apply (pure). With a `previous` target of the same routing model, only routes whose
  * endpoint records changed are re-joined (the others keep their BoundRoute and view by reference), and nginx.conf is
- * reused when it cannot differ: in dynamic mode it holds no endpoint, in reload mode no route changed. The result
- * equals a compile without `previous`, except for `change`, which is against `previous`. Health verdicts are an
- * input like the endpoints: a changed verdict re-binds only the routes that check that endpoint.
+ * reused when it cannot differ: in dynamic mode it holds no endpoint, in reload mode no route changed. With a new
+ * routing model whose unchanged servers are the previous model's objects (shareServers), those servers keep their
+ * routes, views and routing-table values (bindServers), and nginx.conf is reused when its shape did not change
+ * (confShape: with routes and certificates pushed, the ports). The result equals a compile without `previous`, except
+ * for `change`, which is against `previous`. Health verdicts are an input like the endpoints: a changed verdict
+ * re-binds only the routes that check that endpoint.
  */
 export function compile(
   desired: Desired,
@@ -65,34 +76,68 @@ export function compile(
   health: Health = NO_HEALTH,
 ): Target {
   const sameServices = previous !== null && previous.desired.services === desired.services;
+  const shared =
+    previous !== null && !sameServices
+      ? bindServers(
+          previous.routes,
+          desired.services,
+          previous.desired.backends,
+          desired.backends,
+          previous.health,
+          health,
+        )
+      : null;
   const routes = !sameServices
-    ? bindRoutes(desired.services, desired.backends, health)
+    ? (shared ?? bindRoutes(desired.services, desired.backends, health))
     : previous.desired.backends === desired.backends && previous.health === health
       ? previous.routes
       : rebindRoutes(previous.routes, previous.desired.backends, desired.backends, previous.health, health);
   const sameRoutes = sameServices && (routes === previous.routes || routes.every((r, i) => r === previous.routes[i]));
+  const sameConf = previous !== null && previous.mode === mode && previous.options === options;
+  const shape = sameConf && !sameServices ? confShape(desired.services, options) : null;
   const reuse =
-    sameServices && previous.mode === mode && previous.options === options && (mode === "dynamic" || sameRoutes);
+    sameConf &&
+    (sameServices
+      ? mode === "dynamic" || sameRoutes
+      : shape !== null && shape === confShape(previous.desired.services, options));
   const rendered = reuse
     ? previous.rendered
     : renderConf(desired.services, routes, { ...options, endpointsMode: mode });
+  const keptViews = shared && previous ? new Map(previous.routes.map((r, i) => [r, previous.views[i]])) : null;
   const views = sameServices
     ? routes.map((r, i) => (r === previous.routes[i] ? (previous.views[i] ?? routeView(r)) : routeView(r)))
-    : routes.map(routeView);
+    : routes.map((r) => keptViews?.get(r) ?? routeView(r));
+  const endpoints =
+    mode !== "dynamic" ? null : sameRoutes && previous.endpoints ? previous.endpoints : endpointSets(routes);
+  const keptServers = shared && previous ? new Set(previous.desired.services.servers) : null;
+  // The table depends on the routing model only (endpoints travel in the sets).
+  const table =
+    mode !== "dynamic" || !isRoutesDynamic(options)
+      ? null
+      : sameServices && previous.routeTable
+        ? previous.routeTable
+        : keptServers && previous?.routeTable
+          ? routeTable(desired.services.servers, routes, { table: previous.routeTable, kept: keptServers })
+          : routeTable(desired.services.servers, routes);
   return {
     desired,
     mode,
     options,
     routes,
     rendered,
-    endpoints: mode !== "dynamic" ? null : sameRoutes && previous.endpoints ? previous.endpoints : endpointSets(routes),
-    // The table depends on the routing model only (endpoints travel in the sets).
-    routeTable:
-      mode !== "dynamic" || !isRoutesDynamic(options)
-        ? null
-        : sameServices && previous.routeTable
-          ? previous.routeTable
-          : routeTable(desired.services.servers, routes),
+    endpoints,
+    routeTable: table,
+    endpointsDelta:
+      endpoints && previous?.endpoints && (sameServices || shared)
+        ? { base: previous.endpoints, keys: changedUpstreams(previous.routes, routes, sameServices) }
+        : null,
+    routesDelta:
+      table && previous?.routeTable && (sameServices || keptServers)
+        ? {
+            base: previous.routeTable,
+            keys: keptServers ? changedServerKeys(previous.desired.services, desired.services, keptServers) : [],
+          }
+        : null,
     certs:
       mode !== "dynamic" || !isTlsRouted(options)
         ? null
@@ -104,4 +149,28 @@ export function compile(
     health,
     change: briefChange(diffRoutes(previous?.routes ?? null, routes)),
   };
+}
+
+/**
+ * The upstreams whose sets may differ between two bound route lists where unchanged routes are kept by reference: at
+ * the same index (`aligned`: the same routing model), or anywhere (a routing change, bindServers).
+ */
+function changedUpstreams(before: readonly BoundRoute[], after: readonly BoundRoute[], aligned: boolean): string[] {
+  if (aligned) return after.filter((r, i) => r !== before[i]).map((r) => r.upstream);
+  const a = new Set(before);
+  const b = new Set(after);
+  return [...after.filter((r) => !a.has(r)), ...before.filter((r) => !b.has(r))].map((r) => r.upstream);
+}
+
+/** The routing-table keys of the servers only one of two models has (the others kept their value: routeTable). */
+function changedServerKeys(before: Services, after: Services, kept: ReadonlySet<Server>): string[] {
+  const now = new Set(after.servers);
+  const keys: string[] = [];
+  const add = (s: Server) => {
+    keys.push(serverKey(s.port, s.domain));
+    if (s.tls) keys.push(serverKey(s.tls.port, s.domain));
+  };
+  for (const s of after.servers) if (!kept.has(s)) add(s);
+  for (const s of before.servers) if (!now.has(s)) add(s);
+  return keys;
 }

@@ -70,6 +70,10 @@ function bindMembers(route: Route, backends: BackendSet, health: Health): Bound 
   };
 }
 
+/** A route's upstream name before any collision suffix: a hash of where it is served. */
+const baseName = (server: Server, route: Route) => `nlb_${fnv1a64(`${server.domain}|${server.port}|${route.prefix}`)}`;
+const BASE_LENGTH = "nlb_".length + 16;
+
 /** Joins every route with its endpoints and gives it an upstream name that no other route can have. */
 export function bindRoutes(
   services: Services,
@@ -80,7 +84,7 @@ export function bindRoutes(
   const bound: BoundRoute[] = [];
   for (const server of services.servers) {
     for (const route of server.routes) {
-      const base = `nlb_${fnv1a64(`${server.domain}|${server.port}|${route.prefix}`)}`;
+      const base = baseName(server, route);
       let upstream = base;
       for (let n = 2; used.has(upstream); n++) upstream = `${base}_${n}`;
       used.add(upstream);
@@ -88,6 +92,52 @@ export function bindRoutes(
     }
   }
   return bound;
+}
+
+/**
+ * `bindRoutes(services, backends, health)` given `previous`, the routes of another routing model: a server of
+ * `services` that is also a server of `previous`'s routes (the same object, see shareServers) keeps its BoundRoutes
+ * by reference, then everything is re-bound to the endpoint snapshot as rebindRoutes does. Only new servers are
+ * joined and named, so a change to one of 10,000 sites costs a lookup per server. Returns null when a name took a
+ * collision suffix (on either side): names then depend on order, and only a full bindRoutes gets them right.
+ */
+export function bindServers(
+  previous: readonly BoundRoute[],
+  services: Services,
+  before: BackendSet,
+  after: BackendSet,
+  healthBefore: Health,
+  healthAfter: Health,
+): readonly BoundRoute[] | null {
+  const kept = new Map<Server, BoundRoute[]>();
+  for (const r of previous) {
+    const list = kept.get(r.server);
+    if (list) list.push(r);
+    else kept.set(r.server, [r]);
+  }
+  const names = new Set<string>();
+  const bound: BoundRoute[] = [];
+  for (const server of services.servers) {
+    const old = kept.get(server);
+    if (old !== undefined && old.length === server.routes.length) {
+      for (const r of old) {
+        if (r.upstream.length !== BASE_LENGTH) return null;
+        names.add(r.upstream);
+        bound.push(r);
+      }
+      continue;
+    }
+    for (const route of server.routes) {
+      const upstream = baseName(server, route);
+      names.add(upstream);
+      bound.push({ server, route, upstream, ...bindMembers(route, after, healthAfter) });
+    }
+  }
+  if (names.size !== bound.length) return null;
+  // Fresh routes are bound to `after` already: rebinding them again finds their records changed only when the
+  // endpoints changed in the same apply, and then gives the same result.
+  if (before === after && healthBefore === healthAfter) return bound;
+  return rebindRoutes(bound, before, after, healthBefore, healthAfter);
 }
 
 /**

@@ -123,6 +123,24 @@ export function renderNginxConf(desired: Desired, options: RenderOptions): Rende
   return renderConf(desired.services, bindRoutes(desired.services, desired.backends), options);
 }
 
+/**
+ * All that nginx.conf takes from the model when that is less than the whole model, or null when it is not: with routes
+ * and certificates pushed (isTlsRouted) only the listening ports and each port's kind shape it. Two models of the same
+ * shape render the same bytes under the same options, whatever their sites, routes and endpoints.
+ */
+export function confShape(services: Services, options: RenderOptions): string | null {
+  if (!isTlsRouted(options)) return null;
+  const ports = new Map<number, boolean>();
+  for (const s of services.servers) {
+    ports.set(s.port, false);
+    if (s.tls) ports.set(s.tls.port, true);
+  }
+  return [...ports]
+    .sort((a, b) => a[0] - b[0])
+    .map(([port, tls]) => `${port}${tls ? " tls" : ""}`)
+    .join(",");
+}
+
 /** Renders nginx.conf from routes already bound to their endpoints (`bindRoutes` of the same `services`). */
 export function renderConf(services: Services, routes: readonly BoundRoute[], options: RenderOptions): Rendered {
   const dir = tok.file(options.dir.replace(/\/+$/, ""));

@@ -134,12 +134,22 @@ export function serverKey(port: number, domain: string): string {
 /**
  * The routing table pushed to nginx, from the same bound routes reload mode renders locations from: per plain-port
  * server, its routes as `<prefix> <upstream> <backend_path> <backend>;` (the grammar nginx_lb_routes.lua checks).
- * Every server is in it; servers without routes have an empty value.
+ * Every server is in it; servers without routes have an empty value. With `previous`, a table built from routes
+ * that kept the BoundRoutes of every server in `previous.kept` (bindServers), those servers keep their value.
  */
-export function routeTable(servers: readonly BoundRoute["server"][], routes: readonly BoundRoute[]): RouteTable {
+export function routeTable(
+  servers: readonly BoundRoute["server"][],
+  routes: readonly BoundRoute[],
+  previous?: { readonly table: RouteTable; readonly kept: ReadonlySet<BoundRoute["server"]> },
+): RouteTable {
   const out: Record<string, string> = {};
-  for (const s of servers) out[serverKey(s.port, s.domain)] = "";
+  const keys = servers.map((s) => serverKey(s.port, s.domain));
+  servers.forEach((s, i) => {
+    const key = keys[i] ?? "";
+    out[key] = previous?.kept.has(s) ? (previous.table[key] ?? "") : "";
+  });
   for (const r of routes) {
+    if (previous?.kept.has(r.server)) continue;
     const key = serverKey(r.server.port, r.server.domain);
     out[key] +=
       `${tok.path(r.route.prefix)} ${tok.upstream(r.upstream)} ${tok.path(r.route.backendPath)} ` +
@@ -147,6 +157,8 @@ export function routeTable(servers: readonly BoundRoute["server"][], routes: rea
   }
   // The same routes under the TLS port, for a TLS port served by one server (certificates by SNI): the router keys
   // by the port the request came in on. A port is plain or TLS, never both, so the keys never collide.
-  for (const s of servers) if (s.tls) out[serverKey(s.tls.port, s.domain)] = out[serverKey(s.port, s.domain)] ?? "";
+  servers.forEach((s, i) => {
+    if (s.tls) out[serverKey(s.tls.port, s.domain)] = out[keys[i] ?? ""] ?? "";
+  });
   return out;
 }

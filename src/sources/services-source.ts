@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
 import type { Problem } from "../model/problem.js";
 import type { Services } from "../model/services.js";
+import { shareServers } from "../model/share-servers.js";
 import type { Logger } from "../shared/log.js";
 import type { ServicesSource, Snapshot } from "./source.js";
 import { loadServicesFile } from "./services-file.js";
@@ -14,7 +14,9 @@ export class ServicesFileSource implements ServicesSource {
   readonly name = "services-file";
   private emitFn: ((s: Snapshot<Services>) => void) | null = null;
   private rejectFn: ((errors: readonly Problem[], warnings: readonly Problem[]) => void) | null = null;
-  private lastDigest = "";
+  private last: Services | null = null;
+  /** The last read was rejected: the next valid one is news even when it equals `last`. */
+  private rejected = false;
   private reading: Promise<void> = Promise.resolve();
 
   constructor(
@@ -47,17 +49,18 @@ export class ServicesFileSource implements ServicesSource {
   private async read(reason: string, asked = false): Promise<void> {
     const r = await loadServicesFile(this.file);
     if (!r.ok) {
-      this.lastDigest = "";
+      this.rejected = true;
       this.rejectFn?.(r.errors, r.warnings);
       return;
     }
-    const digest = createHash("sha256").update(JSON.stringify(r.value)).digest("hex");
+    const value = shareServers(this.last, r.value);
     // A re-read of identical content is still reported (status shows when it was read), but reasons stay honest.
-    const unchanged = digest === this.lastDigest;
+    const unchanged = value === this.last && !this.rejected;
     const origin = unchanged ? `${reason} (unchanged)` : reason;
     if (unchanged)
       this.log?.[asked ? "info" : "debug"]({ file: this.file, reason }, "services.json unchanged: nothing to apply");
-    this.lastDigest = digest;
-    this.emitFn?.({ value: r.value, warnings: r.warnings, connected: true, origin });
+    this.last = value;
+    this.rejected = false;
+    this.emitFn?.({ value, warnings: r.warnings, connected: true, origin });
   }
 }

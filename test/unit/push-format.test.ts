@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { EndpointSets } from "../../src/model/plan.js";
-import { encodeSets } from "../../src/nginx/push-format.js";
+import { encodeSets, type EncodedSets } from "../../src/nginx/push-format.js";
 
 const A = "nlb_0123456789abcdef";
 const B = "nlb_fedcba9876543210_2";
@@ -62,6 +62,14 @@ describe("push format", () => {
           expect(Object.keys(got.sets).sort()).toEqual(Object.keys(sets).sort());
           for (const [n, list] of Object.entries(sets))
             expect(got.sets[n]).toEqual(list.map((e) => `${e.ip} ${e.port} ${e.weight} ${e.backup ? 1 : 0}`));
+          // With the encodings of earlier writes kept by list: the same text, also once some lists are new.
+          const encoded: EncodedSets = new WeakMap();
+          const plain = encodeSets(version, sets, base);
+          expect(encodeSets(version, sets, base, [], encoded)).toBe(plain);
+          expect(encodeSets(version, sets, base, [], encoded)).toBe(plain);
+          const names = Object.keys(sets);
+          const half = Object.fromEntries(names.map((n, i) => [n, i % 2 ? [...(sets[n] ?? [])] : (sets[n] ?? [])]));
+          expect(encodeSets(version, half, base, [], encoded)).toBe(plain);
         },
       ),
       { numRuns: 200 },
