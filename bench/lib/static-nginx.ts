@@ -80,6 +80,49 @@ export async function startStaticBackends(ips: readonly string[], workers = 1): 
   }
 }
 
+/** Static listeners on every ip x port (one nginx, one worker): many distinct endpoints that answer 200 to anything. */
+export interface Listeners {
+  readonly ips: readonly string[];
+  readonly ports: readonly number[];
+  readonly nginx: StandaloneNginx;
+  /** TCP connections accepted so far, over every listener. */
+  accepted(): Promise<number>;
+}
+
+/**
+ * Starts nginx listening on `count` consecutive ports from `firstPort` on each ip. The ports come from below the
+ * kernel's ephemeral range (32768 up), where no other run's kernel-chosen port lands; when one is taken anyway, the
+ * next block of ports is tried.
+ */
+export async function startListeners(ips: readonly string[], count: number, firstPort = 21_000): Promise<Listeners> {
+  for (let attempt = 0; ; attempt++) {
+    const base = firstPort + attempt * count;
+    const ports = Array.from({ length: count }, (_, i) => base + i);
+    const statusPort = await freePort();
+    const conf = (dir: string) =>
+      [
+        head(dir, 1),
+        `http {`,
+        `    access_log off;`,
+        tempPaths(dir),
+        `    server {`,
+        ...ips.flatMap((ip) => ports.map((p) => `        listen ${ip}:${p};`)),
+        `        default_type text/plain;`,
+        `        return 200 "ok\\n";`,
+        `    }`,
+        `    server { listen 127.0.0.1:${statusPort}; location / { stub_status; } }`,
+        `}`,
+      ].join("\n");
+    try {
+      const nginx = await startStaticNginx(conf);
+      const accepted = async () => Number(/^\s*(\d+) \d+ \d+/m.exec(await probeText(statusPort))?.[1] ?? NaN);
+      return { ips, ports, nginx, accepted };
+    } catch (e) {
+      if (attempt >= 4 || !/in use|not listening/.test((e as Error).message)) throw e;
+    }
+  }
+}
+
 function probeText(port: number): Promise<string> {
   return new Promise((resolve) => {
     const req = request({ host: "127.0.0.1", port, path: "/", agent: false, timeout: 2000 }, (res) => {
