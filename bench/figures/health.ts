@@ -316,7 +316,7 @@ export async function health(ctx: Context): Promise<HealthResult> {
   };
   const hang = {
     rounds: ctx.quick ? 1 : 2,
-    loopMs: ctx.quick ? 8000 : 15_000,
+    loopMs: ctx.quick ? 6000 : 15_000,
     concurrency: LOOP_CONCURRENCY,
     timeoutMs: REQUEST_TIMEOUT_MS,
     slowFactor: SLOW_FACTOR,
@@ -325,8 +325,8 @@ export async function health(ctx: Context): Promise<HealthResult> {
   const probe = {
     routes: ctx.quick ? 10 : 1000,
     endpointsPerRoute: 10,
-    seconds: ctx.quick ? 5 : 20,
-    settleS: ctx.quick ? 3 : 8,
+    seconds: ctx.quick ? 3 : 20,
+    settleS: ctx.quick ? 2 : 8,
   };
   // The hung endpoint: an echo backend on its own address and the static backends' port, answering until told to hang.
   const hung = await startBackends([HUNG_IP], { port: ctx.backends.port });
