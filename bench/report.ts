@@ -651,7 +651,7 @@ function healthSection(he: HealthResult, cores: number): string[] {
     `One endpoint of four hangs: the fourth endpoint of a second route is an HTTP server on its own address` +
       ` (127.0.0.12, test/helpers/backends.ts) that answers until, at time 0, it starts to accept and never answer` +
       ` (its check path too). From that moment a loop of plain HTTP requests (node http, keep-alive,` +
-      ` ${he.hang.concurrency} at a time, each given ${fmt(he.hang.timeoutMs / 1000, 0)} s) runs for` +
+      ` one started every ${he.hang.everyMs} ms whatever the others do, each given ${fmt(he.hang.timeoutMs / 1000, 0)} s) runs for` +
       ` ${fmt(he.hang.loopMs / 1000, 0)} s, timing every request; before it, the same loop for a moment with all four` +
       ` answering gives the healthy p99. A request slower than ${he.hang.slowFactor}x that waited on the hung endpoint;` +
       ` "last request waiting on it" is when the last such request started, "last timed out" when the last one that` +

@@ -33,7 +33,10 @@ const HUNG_IP = "127.0.0.12";
 const REQUEST_TIMEOUT_MS = 2000;
 /** A request slower than this many times the healthy p99 waited on the hung endpoint. */
 const SLOW_FACTOR = 10;
-const LOOP_CONCURRENCY = 8;
+/** The loop starts a request this often whatever the ones in flight do, so a hung one delays no later start. */
+const LOOP_EVERY_MS = 10;
+/** At most this many requests of the loop in flight (far above what 2 s of hung requests at that pace hold). */
+const LOOP_IN_FLIGHT = 512;
 
 export type Variant = "off" | "on";
 
@@ -90,7 +93,7 @@ export interface HealthRow {
 
 export interface HealthResult {
   readonly wrk: { threads: number; connections: number; seconds: number; rounds: number; workers: number };
-  readonly hang: { rounds: number; loopMs: number; concurrency: number; timeoutMs: number; slowFactor: number };
+  readonly hang: { rounds: number; loopMs: number; everyMs: number; timeoutMs: number; slowFactor: number };
   readonly probe: { routes: number; endpointsPerRoute: number; seconds: number; settleS: number };
   readonly modes: HealthRow[];
 }
@@ -121,8 +124,9 @@ async function untilBackIn(lb: Lb, endpoint: string, ms: number): Promise<void> 
 async function timedLoop(url: string, ms: number, agent: Agent): Promise<Sample[]> {
   const l = load(url, {
     host: HOST,
-    count: 1_000_000,
-    concurrency: LOOP_CONCURRENCY,
+    count: 100_000,
+    concurrency: LOOP_IN_FLIGHT,
+    everyMs: LOOP_EVERY_MS,
     maxMs: ms,
     timeoutMs: REQUEST_TIMEOUT_MS,
     agent,
@@ -141,7 +145,7 @@ async function hangTrial(
 ): Promise<HangTrial> {
   const url = `http://127.0.0.1:${lb.port}/hang`;
   const endpoint = `${HUNG_IP}:${ctx.backends.port}`;
-  const agent = new Agent({ keepAlive: true, maxSockets: LOOP_CONCURRENCY });
+  const agent = new Agent({ keepAlive: true });
   try {
     const baseline = await timedLoop(url, ctx.quick ? 1000 : 2000, agent);
     const healthyP99Ms = percentile(
@@ -317,7 +321,7 @@ export async function health(ctx: Context): Promise<HealthResult> {
   const hang = {
     rounds: ctx.quick ? 1 : 2,
     loopMs: ctx.quick ? 6000 : 15_000,
-    concurrency: LOOP_CONCURRENCY,
+    everyMs: LOOP_EVERY_MS,
     timeoutMs: REQUEST_TIMEOUT_MS,
     slowFactor: SLOW_FACTOR,
   };

@@ -22,6 +22,12 @@ export interface LoadOptions {
   readonly timeoutMs?: number;
   /** An agent (e.g. a keepalive one); default a new connection per request. */
   readonly agent?: Agent;
+  /**
+   * Open loop: start a request every `everyMs` whatever the ones in flight do (at most `concurrency` in flight; a
+   * start due while that many wait is skipped). Without it, `concurrency` workers each send the next request when
+   * their last one ended, so one slow endpoint holds every worker at once and the loop sees time in waves.
+   */
+  readonly everyMs?: number;
 }
 
 /** One request of the loop: when it started (`performance.now()`), how long it took, and how it ended. */
@@ -49,30 +55,45 @@ export function load(url: string, opts: LoadOptions): Load {
   let done = 0;
   let stopped = false;
   const deadline = Date.now() + opts.maxMs;
-  const worker = async () => {
-    while (!stopped && done < opts.count && Date.now() < deadline) {
-      done++;
-      const start = performance.now();
-      let outcome: Sample["outcome"] = "ok";
-      try {
-        const r = await get(url, {
-          host: opts.host,
-          timeoutMs: opts.timeoutMs ?? 5000,
-          ...(opts.agent ? { agent: opts.agent } : {}),
-        });
-        if (r.status !== 200) {
-          failures.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
-          outcome = "failed";
-        }
-      } catch (e) {
-        failures.push(String(e));
-        // http.ts's get rejects with "timeout: <url>" when the deadline passed.
-        outcome = String(e).includes("timeout: ") ? "timeout" : "failed";
+  const more = () => !stopped && done < opts.count && Date.now() < deadline;
+  const one = async () => {
+    done++;
+    const start = performance.now();
+    let outcome: Sample["outcome"] = "ok";
+    try {
+      const r = await get(url, {
+        host: opts.host,
+        timeoutMs: opts.timeoutMs ?? 5000,
+        ...(opts.agent ? { agent: opts.agent } : {}),
+      });
+      if (r.status !== 200) {
+        failures.push(`status ${r.status}: ${r.body.slice(0, 100)}`);
+        outcome = "failed";
       }
-      samples.push({ start, ms: performance.now() - start, outcome });
+    } catch (e) {
+      failures.push(String(e));
+      // http.ts's get rejects with "timeout: <url>" when the deadline passed.
+      outcome = String(e).includes("timeout: ") ? "timeout" : "failed";
     }
+    samples.push({ start, ms: performance.now() - start, outcome });
   };
-  const finished = Promise.all(Array.from({ length: opts.concurrency }, worker)).then(() => undefined);
+  const worker = async () => {
+    while (more()) await one();
+  };
+  const paced = async (everyMs: number) => {
+    const inFlight = new Set<Promise<void>>();
+    for (let next = performance.now(); more(); next += everyMs) {
+      if (inFlight.size < opts.concurrency) {
+        const p: Promise<void> = one().finally(() => inFlight.delete(p));
+        inFlight.add(p);
+      }
+      await new Promise((r) => setTimeout(r, Math.max(0, next + everyMs - performance.now())));
+    }
+    await Promise.all(inFlight);
+  };
+  const finished = (
+    opts.everyMs !== undefined ? paced(opts.everyMs) : Promise.all(Array.from({ length: opts.concurrency }, worker))
+  ).then(() => undefined);
   return {
     failures,
     samples,
