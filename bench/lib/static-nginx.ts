@@ -22,13 +22,13 @@ export async function startStaticNginx(conf: (dir: string) => string): Promise<S
 }
 
 /** The main-context head every standalone config shares: its own pid, logs and temp paths. */
-export function head(dir: string, workers: number): string {
+export function head(dir: string, workers: number, connections = 8192): string {
   return [
     `worker_processes ${workers};`,
     `pid ${dir}/nginx.pid;`,
     `error_log ${dir}/logs/error.log warn;`,
     `worker_rlimit_nofile 65536;`,
-    `events { worker_connections 8192; }`,
+    `events { worker_connections ${connections}; }`,
   ].join("\n");
 }
 
@@ -101,7 +101,8 @@ export async function startListeners(ips: readonly string[], count: number, firs
     const statusPort = await freePort();
     const conf = (dir: string) =>
       [
-        head(dir, 1),
+        // nginx wants a connection slot per listening socket, and then some for the probes.
+        head(dir, 1, ips.length * count + 8192),
         `http {`,
         `    access_log off;`,
         tempPaths(dir),
