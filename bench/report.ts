@@ -8,7 +8,7 @@ import type { ChurnRow } from "./figures/churn.js";
 import type { ConvergenceRow } from "./figures/convergence.js";
 import type { CrashRow } from "./figures/crash.js";
 import type { DataPlaneResult } from "./figures/dataplane.js";
-import type { HangTrial, HealthResult } from "./figures/health.js";
+import { PROBE_INTERVAL_S, type HangTrial, type HealthResult } from "./figures/health.js";
 import type { ScaleRow } from "./figures/scale.js";
 import type { ServicesRow } from "./figures/services.js";
 import type { Mode } from "./lib/lb.js";
@@ -683,10 +683,10 @@ function healthSection(he: HealthResult, cores: number): string[] {
       ` (${p.endpointsPerRoute} addresses 127.0.100.x x ${fmtInt(p.routes)} ports, one per route), all of them real` +
       ` listeners of one static nginx that answers 200 to anything, so every probe is a full HTTP exchange on a new` +
       ` connection. One instance at a time per mode: the routes without checks, then with \`"health_check": {}\`` +
-      ` (the defaults: interval 2 s, timeout 1 s). After ${p.settleS} s for the first probes and what they cause,` +
+      ` (the defaults: interval ${PROBE_INTERVAL_S} s, timeout 1 s). After ${p.settleS} s for the first probes and what they cause,` +
       ` ${p.seconds} s measured: the controller's CPU time (user + system, /proc/<pid>/stat) per second, the` +
-      ` connections the endpoints accepted per second (nothing else connects to them: the probes), and the` +
-      ` controller's RSS after. ${cores} cores shared with nginx and the backends.`,
+      ` connections the endpoints accepted per second (nothing else connects to them: the probes; due: one per endpoint` +
+      ` per interval, fewer when the controller falls behind), and the controller's RSS after. ${cores} cores shared with nginx and the backends.`,
     ``,
     table(
       [
@@ -694,7 +694,7 @@ function healthSection(he: HealthResult, cores: number): string[] {
         "endpoints",
         "health_check",
         "controller CPU ms per s",
-        "probes/s",
+        "probes/s (due)",
         "controller CPU µs per probe (over off)",
         "controller RSS MiB",
         "endpoints down by check",
@@ -706,7 +706,9 @@ function healthSection(he: HealthResult, cores: number): string[] {
           fmtInt(c.endpoints),
           c.variant,
           fmt(c.cpuMsPerS, 1),
-          fmtInt(c.probesPerS),
+          c.variant === "on"
+            ? `${fmtInt(c.probesPerS)} (${fmtInt(c.endpoints / PROBE_INTERVAL_S)})`
+            : fmtInt(c.probesPerS),
           c.variant === "on" && off ? fmt(((c.cpuMsPerS - off.cpuMsPerS) * 1000) / c.probesPerS, 1) : "",
           fmt(c.controllerRssMiB, 0),
           c.variant === "on" ? String(c.downs) : "",

@@ -25,6 +25,8 @@ const HOST = "health.bench.test";
 /** The check of figures 1 and 2: probes a second apart, the rest the defaults (timeout 1s, 3 failures, 2 passes). */
 export const CHECK = { interval: "1s" } as const;
 const CHECK_INTERVAL_MS = 1000;
+/** Figure 3 checks with `"health_check": {}`: the schema's default interval, 2 s. */
+export const PROBE_INTERVAL_S = 2;
 const HEALTHY = "hb-web";
 const HANGING = "hb-hang";
 /** The hung endpoint's own loopback address, past the ten static backends' (127.0.0.2 .. 127.0.0.11). */
