@@ -589,7 +589,8 @@ export function renderReport(r: Results): string {
 
 /** Seconds after the hang for a table cell: the median and the spread over rounds. */
 function afterHang(xs: number[], still: boolean[]): string {
-  const seen = xs.filter((x) => !Number.isNaN(x));
+  // A NaN (did not happen) comes back from latest.json as null.
+  const seen = xs.filter((x) => typeof x === "number" && !Number.isNaN(x));
   if (seen.length === 0) return "none";
   const range = seen.length > 1 ? ` (${fmt(Math.min(...seen) / 1000, 1)}-${fmt(Math.max(...seen) / 1000, 1)})` : "";
   return `${fmt(median(seen) / 1000, 1)}${range}${still.some(Boolean) ? ", still at the loop's end" : ""}`;
