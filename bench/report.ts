@@ -8,6 +8,7 @@ import type { ChurnRow } from "./figures/churn.js";
 import type { ConvergenceRow } from "./figures/convergence.js";
 import type { CrashRow } from "./figures/crash.js";
 import type { DataPlaneResult } from "./figures/dataplane.js";
+import { PROBE_INTERVAL_S, type HangTrial, type HealthResult } from "./figures/health.js";
 import type { ScaleRow } from "./figures/scale.js";
 import type { ServicesRow } from "./figures/services.js";
 import type { Mode } from "./lib/lb.js";
@@ -34,6 +35,7 @@ export interface Results {
     crash?: CrashRow[];
     trafficCost?: TrafficCostResult;
     services?: ServicesRow[];
+    health?: HealthResult;
   };
 }
 
@@ -578,6 +580,147 @@ export function renderReport(r: Results): string {
       ...sv.flatMap((s) => (s.error ? [`**${fmtInt(s.servers)} servers failed**: ${s.error}`, ``] : [])),
     );
 
+  const he = r.figures.health;
+  if (he) out.push(...healthSection(he, r.machine.cores));
+
   out.push(`Raw figures: \`bench/results/latest.json\`.`, ``);
   return out.join("\n");
+}
+
+/** Seconds after the hang for a table cell: the median and the spread over rounds. */
+function afterHang(xs: number[], still: boolean[]): string {
+  // A NaN (did not happen) comes back from latest.json as null.
+  const seen = xs.filter((x) => typeof x === "number" && !Number.isNaN(x));
+  if (seen.length === 0) return "none";
+  const range = seen.length > 1 ? ` (${fmt(Math.min(...seen) / 1000, 1)}-${fmt(Math.max(...seen) / 1000, 1)})` : "";
+  return `${fmt(median(seen) / 1000, 1)}${range}${still.some(Boolean) ? ", still at the loop's end" : ""}`;
+}
+
+function healthSection(he: HealthResult, cores: number): string[] {
+  const hangRow = (mode: string, v: string, ts: HangTrial[]) => {
+    const sum = (f: (t: HangTrial) => number) => ts.reduce((s, t) => s + f(t), 0);
+    return [
+      mode,
+      v,
+      afterHang(
+        ts.map((t) => t.verdictMs),
+        [],
+      ),
+      afterHang(
+        ts.map((t) => t.lastSlowMs),
+        ts.map((t) => t.stillWaiting),
+      ),
+      afterHang(
+        ts.map((t) => t.lastTimeoutMs),
+        [],
+      ),
+      `${fmtInt(sum((t) => t.loopRequests))} / ${fmtInt(sum((t) => t.loopTimedOut))} / ${fmtInt(sum((t) => t.loopFailed))}`,
+      `${fmt(median(ts.map((t) => t.healthyP99Ms)), 1)} (${fmt(median(ts.map((t) => t.slowMs)), 0)})`,
+      fmtInt(median(ts.map((t) => t.wrk.rps))),
+      fmt(median(ts.map((t) => t.wrk.p99ms)), 2),
+      fmtInt(sum((t) => t.wrk.failed)),
+    ];
+  };
+  const p = he.probe;
+  return [
+    `## 9. Endpoint health checks`,
+    ``,
+    `Two \`nginx-lb run\` instances per endpoint mode running at once, with the admin server on,` +
+      ` \`--worker-processes ${he.wrk.workers}\` and \`--endpoints-mode\` explicit: the defaults, and the same routes with` +
+      ` \`"health_check": { "interval": "1s" }\` (the rest the defaults: http GET /healthz, timeout 1 s, 3 failures` +
+      ` take an endpoint out, 2 passes bring it back). Endpoints are the static nginx backends on 127.0.0.x.`,
+    ``,
+    `Four healthy endpoints: wrk -t${he.wrk.threads} -c${he.wrk.connections}, ${he.wrk.seconds} s per run,` +
+      ` ${he.wrk.rounds} round(s), the instance order alternating every round; medians over rounds, ratios within a` +
+      ` round: what probing costs the data plane.`,
+    ``,
+    table(
+      ["mode", "health_check", "requests/s", "p99 ms", "failed", "requests/s per round", "on / off per round"],
+      he.modes.flatMap((m) =>
+        (["off", "on"] as const).map((v) => [
+          m.mode,
+          v,
+          fmtInt(m.healthy[v].rps),
+          fmt(m.healthy[v].p99ms, 2),
+          fmtInt(m.healthy[v].failed),
+          m.healthy[v].runs.map((x) => fmtInt(x.rps)).join(", "),
+          v === "on" ? m.healthy.ratios.map((x) => fmt(x, 3)).join(", ") : "",
+        ]),
+      ),
+    ),
+    ``,
+    `One endpoint of four hangs: the fourth endpoint of a second route is an HTTP server on its own address` +
+      ` (127.0.0.12, test/helpers/backends.ts) that answers until, at time 0, it starts to accept and never answer` +
+      ` (its check path too). From that moment a loop of plain HTTP requests (node http, keep-alive,` +
+      ` one started every ${he.hang.everyMs} ms whatever the others do, each given ${fmt(he.hang.timeoutMs / 1000, 0)} s) runs for` +
+      ` ${fmt(he.hang.loopMs / 1000, 0)} s, timing every request; before it, the same loop for a moment with all four` +
+      ` answering gives the healthy p99. A request slower than ${he.hang.slowFactor}x that waited on the hung endpoint;` +
+      ` "last request waiting on it" is when the last such request started, "last timed out" when the last one that` +
+      ` waited the whole ${fmt(he.hang.timeoutMs / 1000, 0)} s started (nginx's own read timeout is 60 s). "Verdict" is` +
+      ` the controller's log line taking the endpoint out. Then wrk (same flags, ${he.wrk.seconds} s, --timeout 2s)` +
+      ` through the route with the endpoint still hung. wrk never gives up on a request: a connection whose request` +
+      ` went to the hung endpoint waits for the rest of the run and is counted neither as a request nor as failed, so` +
+      ` without checks its requests/s shows how quickly all ${he.wrk.connections} connections got stuck. Seconds after` +
+      ` the hang, median (min-max) over ${he.hang.rounds} round(s); the instance order alternates every round, and` +
+      ` the checked instance has the endpoint back in before each trial.`,
+    ``,
+    table(
+      [
+        "mode",
+        "health_check",
+        "verdict s",
+        "last request waiting on it s",
+        "last timed out s",
+        "loop requests / timed out / other failed",
+        "healthy p99 ms (slow above)",
+        "wrk requests/s",
+        "wrk p99 ms",
+        "wrk failed",
+      ],
+      he.modes.flatMap((m) => [hangRow(m.mode, "off", m.hung.off), hangRow(m.mode, "on", m.hung.on)]),
+    ),
+    ``,
+    `Probe cost: ${fmtInt(p.routes)} routes x ${p.endpointsPerRoute} endpoints, every endpoint its own ip:port` +
+      ` (${p.endpointsPerRoute} addresses 127.0.100.x x ${fmtInt(p.routes)} ports, one per route), all of them real` +
+      ` listeners of one static nginx that answers 200 to anything, so every probe is a full HTTP exchange on a new` +
+      ` connection. One instance at a time per mode: the routes without checks, then with \`"health_check": {}\`` +
+      ` (the defaults: interval ${PROBE_INTERVAL_S} s, timeout 1 s). After ${p.settleS} s for the first probes and what they cause,` +
+      ` ${p.seconds} s measured: the controller's CPU time (user + system, /proc/<pid>/stat) per second, the` +
+      ` connections the endpoints accepted per second (nothing else connects to them: the probes; due: one per endpoint` +
+      ` per interval, fewer when the controller falls behind), and the controller's RSS after. ${cores} cores shared with nginx and the backends.`,
+    ``,
+    table(
+      [
+        "mode",
+        "endpoints",
+        "health_check",
+        "controller CPU ms per s",
+        "probes/s (due)",
+        "controller CPU µs per probe (over off)",
+        "controller RSS MiB",
+        "endpoints down by check",
+      ],
+      he.modes.flatMap((m) => {
+        const off = m.probeCost.find((c) => c.variant === "off");
+        return m.probeCost.map((c) => [
+          m.mode,
+          fmtInt(c.endpoints),
+          c.variant,
+          fmt(c.cpuMsPerS, 1),
+          c.variant === "on"
+            ? `${fmtInt(c.probesPerS)} (${fmtInt(c.endpoints / PROBE_INTERVAL_S)})`
+            : fmtInt(c.probesPerS),
+          c.variant === "on" && off ? fmt(((c.cpuMsPerS - off.cpuMsPerS) * 1000) / c.probesPerS, 1) : "",
+          fmt(c.controllerRssMiB, 0),
+          c.variant === "on" ? String(c.downs) : "",
+        ]);
+      }),
+    ),
+    ``,
+    ...he.modes.flatMap((m) =>
+      m.probeCost.flatMap((c) =>
+        c.error ? [`**${m.mode} mode, probe cost with checks ${c.variant} failed**: ${c.error}`, ``] : [],
+      ),
+    ),
+  ];
 }

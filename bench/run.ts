@@ -4,7 +4,7 @@
  *
  *   npm run bench                                  # everything (under 10 minutes on 2 cores)
  *   npm run bench -- --quick                       # a short smoke run of everything
- *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash, traffic, services)
+ *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash, traffic, services, health)
  *   npm run bench -- --registry file --modes reload --out /tmp/b
  *
  * The registry is real etcd when this build has the etcd source (else the watched backends file); the endpoint
@@ -24,6 +24,7 @@ import { dataPlane } from "./figures/dataplane.js";
 import { scale } from "./figures/scale.js";
 import { trafficCost } from "./figures/traffic.js";
 import { services } from "./figures/services.js";
+import { health } from "./figures/health.js";
 import type { Context } from "./lib/context.js";
 import { availableModes, type Mode } from "./lib/lb.js";
 import { machine } from "./lib/machine.js";
@@ -34,7 +35,17 @@ import { startStaticBackends } from "./lib/static-nginx.js";
 import { renderReport, type Results } from "./report.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const FIGURES = ["convergence", "bursts", "scale", "dataplane", "churn", "crash", "traffic", "services"] as const;
+const FIGURES = [
+  "convergence",
+  "bursts",
+  "scale",
+  "dataplane",
+  "churn",
+  "crash",
+  "traffic",
+  "services",
+  "health",
+] as const;
 type Figure = (typeof FIGURES)[number];
 
 function fail(msg: string): never {
@@ -99,6 +110,7 @@ async function main(): Promise<void> {
     if (only.includes("crash")) results.figures.crash = await crash(ctx);
     if (only.includes("traffic")) results.figures.trafficCost = await trafficCost(ctx);
     if (only.includes("services")) results.figures.services = await services(ctx);
+    if (only.includes("health")) results.figures.health = await health(ctx);
   } finally {
     await killAll();
   }

@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Context } from "../lib/context.js";
 import { startLb, type Lb, type Mode, type RouteSpec } from "../lib/lb.js";
+import { cpuUs } from "../lib/procs.js";
 import { createRegistry, type Registry } from "../lib/registry.js";
 import { median } from "../lib/stats.js";
 import { runWrk, type WrkResult } from "../lib/wrk.js";
@@ -49,21 +50,6 @@ const summary = (runs: Trial[]) => ({
   controllerCpuUsPerRequest: median(runs.map((r) => r.controllerCpuUsPerRequest)),
   runs,
 });
-
-// Linux's USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s.
-const TICK_US = 10_000;
-
-/** CPU time (user + system, microseconds) of these processes so far; a process gone counts 0. */
-async function cpuUs(pids: readonly number[]): Promise<number> {
-  let total = 0;
-  for (const pid of pids) {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    total += (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * TICK_US;
-  }
-  return total;
-}
 
 async function nginxWorkers(lb: Lb): Promise<number[]> {
   const master = await lb.nginxPid();

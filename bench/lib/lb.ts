@@ -27,6 +27,8 @@ export interface RouteSpec {
   readonly prefix: string;
   readonly name: string;
   readonly port: number;
+  /** The route's `health_check` block as services.json spells it (active checks on); absent: no checks. */
+  readonly healthCheck?: Readonly<Record<string, string | number>>;
 }
 
 /** services.json for routes on one frontend port: one server per domain, its routes grouped under it. */
@@ -35,7 +37,12 @@ export function servicesJson(routes: readonly RouteSpec[], frontendPort: number)
   for (const r of routes) {
     const [app = "", ...rest] = r.name.split("-");
     const entry = servers.get(r.domain) ?? {};
-    entry[r.prefix] = { app, service: rest.join("-"), port: r.port };
+    entry[r.prefix] = {
+      app,
+      service: rest.join("-"),
+      port: r.port,
+      ...(r.healthCheck ? { health_check: r.healthCheck } : {}),
+    };
     servers.set(r.domain, entry);
   }
   return [...servers].map(([domain, routesOf]) => ({

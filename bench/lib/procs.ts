@@ -66,6 +66,22 @@ export async function memoryOf(pid: number): Promise<{ rss: number; pss: number 
   return { rss: kb("Rss") / 1024, pss: kb("Pss") / 1024 };
 }
 
+// Linux's USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s.
+const TICK_US = 10_000;
+
+/** CPU time (user + system, microseconds) of these processes so far; a process gone counts 0. */
+export async function cpuUs(pids: readonly number[]): Promise<number> {
+  const { readFile } = await import("node:fs/promises");
+  let total = 0;
+  for (const pid of pids) {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    total += (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * TICK_US;
+  }
+  return total;
+}
+
 /** The pids of a process's children (nginx workers of a master). */
 export async function childPids(pid: number): Promise<number[]> {
   const { readFile } = await import("node:fs/promises");

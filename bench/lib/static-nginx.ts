@@ -22,13 +22,13 @@ export async function startStaticNginx(conf: (dir: string) => string): Promise<S
 }
 
 /** The main-context head every standalone config shares: its own pid, logs and temp paths. */
-export function head(dir: string, workers: number): string {
+export function head(dir: string, workers: number, connections = 8192): string {
   return [
     `worker_processes ${workers};`,
     `pid ${dir}/nginx.pid;`,
     `error_log ${dir}/logs/error.log warn;`,
     `worker_rlimit_nofile 65536;`,
-    `events { worker_connections 8192; }`,
+    `events { worker_connections ${connections}; }`,
   ].join("\n");
 }
 
@@ -76,6 +76,50 @@ export async function startStaticBackends(ips: readonly string[], workers = 1): 
     } catch (e) {
       // Another run may hold the port on one of the other ips: try a fresh one.
       if (attempt >= 9 || !/in use|not listening/.test((e as Error).message)) throw e;
+    }
+  }
+}
+
+/** Static listeners on every ip x port (one nginx, one worker): many distinct endpoints that answer 200 to anything. */
+export interface Listeners {
+  readonly ips: readonly string[];
+  readonly ports: readonly number[];
+  readonly nginx: StandaloneNginx;
+  /** TCP connections accepted so far, over every listener. */
+  accepted(): Promise<number>;
+}
+
+/**
+ * Starts nginx listening on `count` consecutive ports from `firstPort` on each ip. The ports come from below the
+ * kernel's ephemeral range (32768 up), where no other run's kernel-chosen port lands; when one is taken anyway, the
+ * next block of ports is tried.
+ */
+export async function startListeners(ips: readonly string[], count: number, firstPort = 21_000): Promise<Listeners> {
+  for (let attempt = 0; ; attempt++) {
+    const base = firstPort + attempt * count;
+    const ports = Array.from({ length: count }, (_, i) => base + i);
+    const statusPort = await freePort();
+    const conf = (dir: string) =>
+      [
+        // nginx wants a connection slot per listening socket, and then some for the probes.
+        head(dir, 1, ips.length * count + 8192),
+        `http {`,
+        `    access_log off;`,
+        tempPaths(dir),
+        `    server {`,
+        ...ips.flatMap((ip) => ports.map((p) => `        listen ${ip}:${p};`)),
+        `        default_type text/plain;`,
+        `        return 200 "ok\\n";`,
+        `    }`,
+        `    server { listen 127.0.0.1:${statusPort}; location / { stub_status; } }`,
+        `}`,
+      ].join("\n");
+    try {
+      const nginx = await startStaticNginx(conf);
+      const accepted = async () => Number(/^\s*(\d+) \d+ \d+/m.exec(await probeText(statusPort))?.[1] ?? NaN);
+      return { ips, ports, nginx, accepted };
+    } catch (e) {
+      if (attempt >= 4 || !/in use|not listening/.test((e as Error).message)) throw e;
     }
   }
 }

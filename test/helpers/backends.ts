@@ -107,6 +107,8 @@ function bulk(url: string, req: IncomingMessage, res: ServerResponse): boolean {
 export interface BackendOptions {
   /** `echo` (default): JSON naming the backend and what it received. `address`: the backend's address as text. */
   readonly reply?: "echo" | "address";
+  /** Listen on this port (on every ip) instead of one the kernel picks; fails when it is taken. */
+  readonly port?: number;
 }
 
 class EchoBackend implements Backend {
@@ -231,7 +233,7 @@ export async function startBackends(ips: readonly string[], options: BackendOpti
   if (ips.length === 0) throw new Error("startBackends needs at least one ip");
   const reply = options.reply ?? "echo";
   for (let attempt = 0; attempt < 20; attempt++) {
-    const first = new EchoBackend(ips[0] ?? "", 0, reply);
+    const first = new EchoBackend(ips[0] ?? "", options.port ?? 0, reply);
     await first.start();
     const all: EchoBackend[] = [first];
     try {
@@ -242,7 +244,7 @@ export async function startBackends(ips: readonly string[], options: BackendOpti
       }
     } catch (e) {
       await Promise.all(all.map((b) => b.stop()));
-      if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") continue;
+      if ((e as NodeJS.ErrnoException).code === "EADDRINUSE" && options.port === undefined) continue;
       throw e;
     }
     return {
