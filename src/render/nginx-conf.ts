@@ -105,6 +105,9 @@ function logLines(options: RenderOptions): string[] {
       ? [`    log_format nlb_access escape=json ${ACCESS_FORMAT};`, `    access_log ${tok.file(accessLog)} nlb_access;`]
       : []),
     ...(traffic !== undefined ? [`    access_log ${tok.file(traffic)} nlb;`] : []),
+    // With neither file nginx would fall back to its built-in access log (its compiled-in path, the combined format):
+    // a write per request to a file nobody reads, which grows without end.
+    ...(traffic === undefined && !accessLog ? [`    access_log off;`] : []),
   ];
 }
 

@@ -44,6 +44,7 @@ describe("traffic log rendering", () => {
     expect(r.conf).toContain(`access_log ${dir}/logs/traffic.jsonl nlb;`);
     expect(r.conf).not.toContain("syslog");
     expect(r.conf).toContain(`access_log ${dir}/logs/access.log nlb_access;`);
+    expect(r.conf).not.toMatch(/^ {4}access_log off;$/m);
     const check = await checkConfig(r, dir);
     expect(check.output).not.toMatch(/emerg|warn/);
     expect(check.ok).toBe(true);
@@ -66,6 +67,8 @@ describe("traffic log rendering", () => {
     expect(r.conf).toMatch(/^ {4}lua_shared_dict nginx_lb_stats \d+m;$/m);
     expect(r.conf).toContain(`content_by_lua_block { require("nginx_lb_stats").serve("${token}") }`);
     expect(r.conf).not.toMatch(/log_format nlb |traffic\.jsonl/);
+    // No log file either: without this nginx writes every request to its built-in access log.
+    expect(r.conf).toMatch(/^ {4}access_log off;$/m);
     expect(r.files.map((f) => f.path)).toContain("lua/nginx_lb_stats.lua");
     const check = await checkConfig(r, dir);
     expect(check.output).not.toMatch(/emerg|warn/);
