@@ -198,8 +198,11 @@ function _M.log()
   if ms > 0 then
     count(k.ts, ms)
   end
+  if route == "-" then
+    return
+  end
   local addrs = var.upstream_addr
-  if addrs == nil or route == "-" then
+  if addrs == nil then
     return
   end
   local times = var.upstream_response_time
