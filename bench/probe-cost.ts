@@ -1,0 +1,87 @@
+/**
+ * The prober alone at scale: the production HealthChecker and probe against `--endpoints` loopback listeners (10 ips x
+ * n ports on one static nginx answering 200), every endpoint checked with `"health_check": {}` (GET /healthz every 2 s,
+ * timeout 1 s). Reports probes finished per second against those due, and this process's CPU per probe.
+ *
+ *   node --import tsx bench/probe-cost.ts [--endpoints 10000] [--seconds 20]
+ */
+import { parseArgs } from "node:util";
+import pino from "pino";
+import { HealthChecker } from "../src/health/checker.js";
+import { probe } from "../src/health/probe.js";
+import type { ProbeResult } from "../src/health/state.js";
+import type { BackendSet } from "../src/model/backends.js";
+import { parseServices } from "../src/model/services.js";
+import { systemClock } from "../src/reconciler/clock.js";
+import { loopbackIps } from "../test/helpers/backends.js";
+import { killAll, sleep } from "./lib/procs.js";
+import { startListeners } from "./lib/static-nginx.js";
+
+const { values } = parseArgs({
+  options: { endpoints: { type: "string", default: "10000" }, seconds: { type: "string", default: "20" } },
+});
+const endpoints = Math.min(20_000, Math.max(10, Number(values.endpoints)));
+const seconds = Math.min(120, Math.max(2, Number(values.seconds)));
+const IPS = 10;
+const INTERVAL_S = 2;
+
+async function main(): Promise<void> {
+  const listeners = await startListeners(loopbackIps(IPS), Math.ceil(endpoints / IPS));
+  const routes = listeners.ports.map((port, i) => [`/r${i}`, { app: `a${i}`, service: "s", port, health_check: {} }]);
+  const parsed = parseServices({ servers: [{ domain_name: "x.test", routes: Object.fromEntries(routes) }] });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
+  const backends: BackendSet = Object.fromEntries(
+    listeners.ports.map((_, i) => [`a${i}-s`, Object.fromEntries(listeners.ips.map((ip) => [ip, { weight: 1 }]))]),
+  );
+  let [done, failed] = [0, 0];
+  const reasons = new Map<string, number>();
+  const counted = async (ip: string, port: number, check: Parameters<typeof probe>[2]): Promise<ProbeResult> => {
+    const r = await probe(ip, port, check);
+    done++;
+    if (!r.ok) {
+      failed++;
+      reasons.set(r.reason, (reasons.get(r.reason) ?? 0) + 1);
+    }
+    return r;
+  };
+  const checker = new HealthChecker({
+    log: pino({ level: "error" }),
+    clock: systemClock,
+    random: Math.random,
+    probe: counted,
+    onChange: () => undefined,
+  });
+  try {
+    checker.follow(parsed.value, backends);
+    console.log(`${checker.targets} endpoints, interval ${INTERVAL_S}s; settling one interval`);
+    await sleep(INTERVAL_S * 1000 + 500);
+    const [d0, f0, c0, t0] = [done, failed, process.cpuUsage(), performance.now()];
+    await sleep(seconds * 1000);
+    const c1 = process.cpuUsage(c0);
+    const s = (performance.now() - t0) / 1000;
+    const cpuUs = c1.user + c1.system;
+    const n = done - d0;
+    console.log(
+      JSON.stringify({
+        endpoints: checker.targets,
+        seconds: Number(s.toFixed(1)),
+        probesPerS: Math.round(n / s),
+        duePerS: Math.round(checker.targets / INTERVAL_S),
+        failedPerS: Math.round((failed - f0) / s),
+        cpuSPerS: Number((cpuUs / 1e6 / s).toFixed(3)),
+        cpuUsPerProbe: Math.round(cpuUs / Math.max(1, n)),
+        reasons: Object.fromEntries(reasons),
+      }),
+    );
+  } finally {
+    checker.stop();
+    await sleep(1500);
+    await killAll();
+  }
+}
+
+main().catch(async (e: unknown) => {
+  console.error(e);
+  await killAll();
+  process.exitCode = 1;
+});
