@@ -14,7 +14,7 @@ import type { BackendSet } from "../src/model/backends.js";
 import { parseServices } from "../src/model/services.js";
 import { systemClock } from "../src/reconciler/clock.js";
 import { loopbackIps } from "../test/helpers/backends.js";
-import { killAll, sleep } from "./lib/procs.js";
+import { childPids, cpuUs, killAll, sleep } from "./lib/procs.js";
 import { startListeners } from "./lib/static-nginx.js";
 
 const { values } = parseArgs({
@@ -33,10 +33,12 @@ async function main(): Promise<void> {
   const backends: BackendSet = Object.fromEntries(
     listeners.ports.map((_, i) => [`a${i}-s`, Object.fromEntries(listeners.ips.map((ip) => [ip, { weight: 1 }]))]),
   );
-  let [done, failed] = [0, 0];
+  let [done, failed, waitedMs] = [0, 0, 0];
   const reasons = new Map<string, number>();
   const counted = async (ip: string, port: number, check: Parameters<typeof probe>[2]): Promise<ProbeResult> => {
+    const t = performance.now();
     const r = await probe(ip, port, check);
+    waitedMs += performance.now() - t;
     done++;
     if (!r.ok) {
       failed++;
@@ -55,11 +57,14 @@ async function main(): Promise<void> {
     checker.follow(parsed.value, backends);
     console.log(`${checker.targets} endpoints, interval ${INTERVAL_S}s; settling one interval`);
     await sleep(INTERVAL_S * 1000 + 500);
-    const [d0, f0, c0, t0] = [done, failed, process.cpuUsage(), performance.now()];
+    const nginxPids = [listeners.nginx.pid, ...(await childPids(listeners.nginx.pid))];
+    const [d0, f0, w0, n0] = [done, failed, waitedMs, await cpuUs(nginxPids)];
+    const [c0, t0] = [process.cpuUsage(), performance.now()];
     await sleep(seconds * 1000);
     const c1 = process.cpuUsage(c0);
+    const nginxUs = (await cpuUs(nginxPids)) - n0;
     const s = (performance.now() - t0) / 1000;
-    const cpuUs = c1.user + c1.system;
+    const ownUs = c1.user + c1.system;
     const n = done - d0;
     console.log(
       JSON.stringify({
@@ -68,8 +73,11 @@ async function main(): Promise<void> {
         probesPerS: Math.round(n / s),
         duePerS: Math.round(checker.targets / INTERVAL_S),
         failedPerS: Math.round((failed - f0) / s),
-        cpuSPerS: Number((cpuUs / 1e6 / s).toFixed(3)),
-        cpuUsPerProbe: Math.round(cpuUs / Math.max(1, n)),
+        cpuSPerS: Number((ownUs / 1e6 / s).toFixed(3)),
+        cpuUsPerProbe: Math.round(ownUs / Math.max(1, n)),
+        userUsPerProbe: Math.round(c1.user / Math.max(1, n)),
+        probeMs: Number(((waitedMs - w0) / Math.max(1, n)).toFixed(1)),
+        nginxCpuSPerS: Number((nginxUs / 1e6 / s).toFixed(3)),
         reasons: Object.fromEntries(reasons),
       }),
     );
