@@ -3,7 +3,7 @@
  * n ports on one static nginx answering 200), every endpoint checked with `"health_check": {}` (GET /healthz every 2 s,
  * timeout 1 s). Reports probes finished per second against those due, and this process's CPU per probe.
  *
- *   node --import tsx bench/probe-cost.ts [--endpoints 10000] [--seconds 20]
+ *   node --import tsx bench/probe-cost.ts [--endpoints 10000] [--seconds 20] [--concurrency n]
  */
 import { parseArgs } from "node:util";
 import pino from "pino";
@@ -18,7 +18,12 @@ import { childPids, cpuUs, killAll, sleep } from "./lib/procs.js";
 import { startListeners } from "./lib/static-nginx.js";
 
 const { values } = parseArgs({
-  options: { endpoints: { type: "string", default: "10000" }, seconds: { type: "string", default: "20" } },
+  options: {
+    endpoints: { type: "string", default: "10000" },
+    seconds: { type: "string", default: "20" },
+    /** A fixed cap on probes in flight instead of the checker's own. */
+    concurrency: { type: "string" },
+  },
 });
 const endpoints = Math.min(20_000, Math.max(10, Number(values.endpoints)));
 const seconds = Math.min(120, Math.max(2, Number(values.seconds)));
@@ -52,6 +57,7 @@ async function main(): Promise<void> {
     random: Math.random,
     probe: counted,
     onChange: () => undefined,
+    ...(values.concurrency ? { concurrency: Math.max(1, Number(values.concurrency)) } : {}),
   });
   try {
     checker.follow(parsed.value, backends);

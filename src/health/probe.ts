@@ -2,7 +2,7 @@ import { connect, type Socket } from "node:net";
 import type { HealthCheck } from "../model/services.js";
 import { CHECK_PATH_RE } from "../model/grammar.js";
 import type { ProbeResult } from "./state.js";
-import { statusLine } from "./status-line.js";
+import { STATUS_LINE_MAX, statusLine } from "./status-line.js";
 
 /**
  * The Host header of every http probe. A probe goes to the endpoint's IP and port, not through nginx, and one probe
@@ -53,7 +53,22 @@ export function probe(ip: string, port: number, check: HealthCheck): Promise<Pro
       return;
     }
     let head = "";
-    const socket: Socket = connect({ host: ip, port, noDelay: true });
+    // Received bytes land in this probe's own small buffer (`onread`): no stream chunk objects for one line.
+    const socket: Socket = connect({
+      host: ip,
+      port,
+      noDelay: true,
+      onread: {
+        buffer: Buffer.allocUnsafe(STATUS_LINE_MAX + 2),
+        callback: (n: number, buf: Uint8Array) => {
+          head += Buffer.from(buf.buffer, buf.byteOffset, n).toString("latin1");
+          const line = statusLine(head);
+          if (line.kind === "status") finish(statusResult(line.status, check));
+          else if (line.kind === "invalid") finish({ ok: false, reason: "not an HTTP answer" });
+          return true;
+        },
+      },
+    });
     const finish = (r: ProbeResult) => {
       if (timer === null) return;
       clearTimeout(timer);
@@ -70,14 +85,7 @@ export function probe(ip: string, port: number, check: HealthCheck): Promise<Pro
       socket.once("connect", () => finish({ ok: true, reason: "connection opened" }));
       return;
     }
-    socket.setEncoding("latin1");
     socket.write(req);
-    socket.on("data", (chunk: string) => {
-      head += chunk;
-      const line = statusLine(head);
-      if (line.kind === "status") finish(statusResult(line.status, check));
-      else if (line.kind === "invalid") finish({ ok: false, reason: "not an HTTP answer" });
-    });
     socket.once("end", () => finish({ ok: false, reason: "connection closed before a status line" }));
   });
 }
