@@ -199,7 +199,7 @@ describe("HealthChecker", () => {
     const targets = (n: number, timeoutMs: number, intervalMs: number) =>
       Array.from({ length: n }, () => ({ check: { timeoutMs, intervalMs } }) as CheckTarget);
     expect(probeCap(targets(10, 1000, 2000))).toBe(MIN_CONCURRENCY);
-    expect(probeCap(targets(1000, 1000, 2000))).toBe(500);
+    expect(probeCap(targets(300, 1000, 2000))).toBe(150);
     expect(probeCap(targets(10_000, 1000, 2000))).toBe(MAX_CONCURRENCY);
   });
 
