@@ -3,9 +3,9 @@ import { describe, expect, it } from "vitest";
 import type { BackendSet } from "../model/backends.js";
 import { parseServices, type Services } from "../model/services.js";
 import type { Clock } from "../reconciler/clock.js";
-import { HealthChecker } from "./checker.js";
+import { HealthChecker, MAX_CONCURRENCY, MIN_CONCURRENCY, probeCap } from "./checker.js";
 import type { ProbeResult } from "./state.js";
-import type { Health } from "./targets.js";
+import type { CheckTarget, Health } from "./targets.js";
 
 class FakeClock implements Clock {
   t = 0;
@@ -183,6 +183,24 @@ describe("HealthChecker", () => {
     }
     expect([most, probes.length]).toEqual([3, 10]);
     checker.stop();
+  });
+
+  it("without a fixed cap lets in flight what the checks could hold at their timeouts, within bounds", async () => {
+    let inFlight = 0;
+    const { clock, checker } = setup(async () => {
+      inFlight++;
+      return new Promise<ProbeResult>(() => undefined);
+    });
+    // 200 endpoints probed every 1s with a 500ms timeout: 100 in flight if each probe took its timeout.
+    checker.follow(model(200, 200), backends(200, ["10.0.1"], true));
+    await clock.advance(600);
+    expect([checker.targets, inFlight]).toEqual([200, 100]);
+    checker.stop();
+    const targets = (n: number, timeoutMs: number, intervalMs: number) =>
+      Array.from({ length: n }, () => ({ check: { timeoutMs, intervalMs } }) as CheckTarget);
+    expect(probeCap(targets(10, 1000, 2000))).toBe(MIN_CONCURRENCY);
+    expect(probeCap(targets(300, 1000, 2000))).toBe(150);
+    expect(probeCap(targets(10_000, 1000, 2000))).toBe(MAX_CONCURRENCY);
   });
 
   it("without a health_check block probes nothing", () => {

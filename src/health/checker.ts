@@ -19,11 +19,30 @@ export interface CheckerDeps {
   readonly probe: (ip: string, port: number, check: CheckTarget["check"]) => Promise<ProbeResult>;
   /** Called with the whole new verdict map after any endpoint changes state (never per probe). */
   readonly onChange: (health: Health) => void;
-  /** Probes in flight at most; the others wait their turn. */
+  /** Probes in flight at most, fixed; the others wait their turn. Without it the cap follows the work (`probeCap`). */
   readonly concurrency?: number;
 }
 
-export const DEFAULT_CONCURRENCY = 64;
+/** The fewest probes let in flight at once: small check sets do not need more, and fewer sockets wait on a slow host. */
+export const MIN_CONCURRENCY = 64;
+/**
+ * The most probes in flight at once. A probe's timeout runs from its connect, so a probe in flight on a starved
+ * controller (both cores busy) also times its wait for the event loop, while a probe waiting for a slot waits untimed:
+ * past what the endpoints need, more in flight buys no probes and turns a late probe into a false failure. 256 carries
+ * 5,000 probes a second at 50 ms each, and a few hundred hung endpoints at a time at their timeouts.
+ */
+export const MAX_CONCURRENCY = 256;
+
+/**
+ * How many probes in flight keep every endpoint probed on time even if each probe took its whole timeout: the sum of
+ * timeout / interval over the targets (10,000 endpoints at 1 s of 2 s: 5,000), bounded by the two limits above.
+ * Healthy endpoints answer in milliseconds and use a small part of it; the headroom is for the slow and the loaded box.
+ */
+export function probeCap(targets: Iterable<CheckTarget>): number {
+  let due = 0;
+  for (const t of targets) due += t.check.timeoutMs / t.check.intervalMs;
+  return Math.min(MAX_CONCURRENCY, Math.max(MIN_CONCURRENCY, Math.ceil(due)));
+}
 
 interface Running {
   readonly target: CheckTarget;
@@ -37,6 +56,7 @@ export class HealthChecker {
   private running = new Map<string, Running>();
   private lastInputs: { services: Services; backends: BackendSet } | null = null;
   private inFlight = 0;
+  private cap = MIN_CONCURRENCY;
   private queue: (() => void)[] = [];
   /** The verdicts as they are now; `published` is the last copy handed out (a map nobody mutates). */
   private current = new Map<string, EndpointHealth>();
@@ -58,6 +78,7 @@ export class HealthChecker {
     if (last && last.services === services && last.backends === backends) return;
     this.lastInputs = { services, backends };
     const wanted = checkTargets(services, backends);
+    this.cap = this.deps.concurrency ?? probeCap(wanted.values());
     let dropped = false;
     for (const [key, r] of this.running)
       if (!wanted.has(key)) {
@@ -172,8 +193,7 @@ export class HealthChecker {
   }
 
   private slot(): Promise<void> {
-    const max = this.deps.concurrency ?? DEFAULT_CONCURRENCY;
-    if (this.inFlight < max) {
+    if (this.inFlight < this.cap) {
       this.inFlight++;
       return Promise.resolve();
     }
@@ -181,7 +201,8 @@ export class HealthChecker {
   }
 
   private release(): void {
-    const next = this.queue.shift();
+    // A cap lowered by follow() drains by not handing the slot on.
+    const next = this.inFlight <= this.cap ? this.queue.shift() : undefined;
     if (next) next();
     else this.inFlight--;
   }
