@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
 import { request } from "node:http";
-import { open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { formatPath, type Problem } from "../model/problem.js";
 import type { Services } from "../model/services.js";
@@ -8,6 +7,7 @@ import { CERTS_MAX_BODY_MB, CERTS_PATH, INITIAL_CERTS_FILE } from "../render/tls
 import { tok } from "../render/tokens.js";
 import { inspectTls } from "../tls/inspect.js";
 import { PushError, type PushTarget } from "./endpoints-push.js";
+import { writeStartupFile, type InitialSetsOutcome } from "./initial-sets.js";
 import { PUSH_CONTENT_TYPE } from "./push-format.js";
 
 /**
@@ -212,39 +212,18 @@ export async function syncCerts(
 }
 
 /** What writing the start-up certificates did: the file and its size, or why it could not. */
-export type InitialCertsOutcome =
-  | { readonly ok: true; readonly path: string; readonly bytes: number }
-  | { readonly ok: false; readonly path: string; readonly error: string };
+export type InitialCertsOutcome = InitialSetsOutcome;
 
 /**
  * Keeps the certificates nginx holds in `<dir>/certificates.push` (0600: private keys; the push format), which a new
  * nginx master loads at start so a restart after a crash serves TLS before the next push. Call after each successful
- * push. Atomic (temp file, fsync, rename); on failure the old file stays and the outcome says why.
+ * push. Written as every start-up file is (writeStartupFile): on failure the old file stays and the outcome says why.
  */
-export async function writeInitialCerts(dir: string, pushed: PushedCerts): Promise<InitialCertsOutcome> {
-  const path = join(dir, INITIAL_CERTS_FILE);
-  const tmp = `${path}.tmp-${process.pid}`;
-  const text = encodeCerts(pushed.version, pushed.table.values());
-  try {
-    await rm(tmp, { force: true });
-    // "wx": never write through a file or link someone placed at the temp name.
-    const fh = await open(tmp, "wx", 0o600);
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-    return { ok: true, path, bytes: Buffer.byteLength(text) };
-  } catch (e) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    return {
-      ok: false,
-      path,
-      error:
-        `cannot write the start-up certificates ${path}: ${(e as Error).message}; a restarted nginx would refuse TLS ` +
-        `handshakes until the next push: free space in (or fix the permissions of) the state dir`,
-    };
-  }
+export function writeInitialCerts(dir: string, pushed: PushedCerts): Promise<InitialCertsOutcome> {
+  return writeStartupFile(
+    join(dir, INITIAL_CERTS_FILE),
+    encodeCerts(pushed.version, pushed.table.values()),
+    "the start-up certificates",
+    "a restarted nginx would refuse TLS handshakes until the next push",
+  );
 }
