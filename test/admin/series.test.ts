@@ -38,6 +38,22 @@ describe("histogram quantile (Prometheus histogram_quantile: linear inside the b
   ])("an upstream time of %s s counts in bucket %s (le is inclusive)", (s, i) => expect(latencyBucket(s)).toBe(i));
 });
 
+/** TrafficStats with one route, R. */
+function oneRouteStats(): TrafficStats {
+  const stats = new TrafficStats(new Registry());
+  const topo: Topology = {
+    servers: [
+      {
+        domain: "a.test",
+        port: 80,
+        routes: [{ prefix: "/", label: "a", upstream: R, backend: "web-api:80", backendPath: "/", endpoints: [] }],
+      },
+    ],
+  };
+  stats.setTopology(topo);
+  return stats;
+}
+
 describe("series store", () => {
   const store = (o: { maxSeries?: number } = {}) =>
     new SeriesStore({ bounds: B, bucketMs: 5_000, windowMs: 60_000, ...o });
@@ -162,17 +178,7 @@ describe("series store", () => {
   });
 
   it("reads TrafficStats' counters: requests, 5xx and upstream times per bucket", () => {
-    const stats = new TrafficStats(new Registry());
-    const topo: Topology = {
-      servers: [
-        {
-          domain: "a.test",
-          port: 80,
-          routes: [{ prefix: "/", label: "a", upstream: R, backend: "web-api:80", backendPath: "/", endpoints: [] }],
-        },
-      ],
-    };
-    stats.setTopology(topo);
+    const stats = oneRouteStats();
     const s = store();
     s.observe(t0, stats.routeCounts());
     for (let i = 0; i < 10; i++)
@@ -191,16 +197,7 @@ describe("series store", () => {
   });
 
   it("nginx's counters (dynamic mode) feed the same series: rates and upstream quantiles", () => {
-    const stats = new TrafficStats(new Registry());
-    stats.setTopology({
-      servers: [
-        {
-          domain: "a.test",
-          port: 80,
-          routes: [{ prefix: "/", label: "a", upstream: R, backend: "web-api:80", backendPath: "/", endpoints: [] }],
-        },
-      ],
-    });
+    const stats = oneRouteStats();
     const s = store();
     s.observe(t0, stats.routeCounts());
     const upstream = new Array<number>(B.length + 1).fill(0);
