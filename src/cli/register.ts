@@ -7,6 +7,7 @@ import {
   abortableSleep,
   backoffDelay,
   retryOptions,
+  untilAborted,
   type EtcdAuthOptions,
   type EtcdTlsOptions,
 } from "../sources/registry-state.js";
@@ -150,8 +151,7 @@ async function holdV3(config: Connection, reg: Registration, signal: AbortSignal
           ),
         );
         log.info({ key: reg.key, value: reg.value, ttl: reg.ttl }, "registered; renewing until SIGTERM");
-        const aborted = new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
-        const why = await Promise.race([lost, aborted]);
+        const why = await Promise.race([lost, untilAborted(signal)]);
         held.abort();
         // Before the revoke: our own delete must not be put back.
         await watcher.cancel().catch(() => undefined);

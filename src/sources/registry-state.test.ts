@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import pino from "pino";
-import { RegistryState, advanceMark, backoffDelay, compareCluster } from "./registry-state.js";
+import { RegistryState, advanceMark, backoffDelay, compareCluster, untilAborted } from "./registry-state.js";
 import type { Snapshot } from "./source.js";
 import type { BackendSet } from "../model/backends.js";
 
@@ -14,6 +14,15 @@ describe("backoffDelay", () => {
       100, 200, 2_000, 2_000,
     ]);
   });
+});
+
+test("untilAborted settles for an abort before the call as well as after it", async () => {
+  const before = new AbortController();
+  before.abort();
+  const after = new AbortController();
+  const settled = Promise.all([untilAborted(before.signal), untilAborted(after.signal)]);
+  after.abort();
+  await expect(settled).resolves.toEqual([undefined, undefined]);
 });
 
 describe("RegistryState", () => {

@@ -105,6 +105,18 @@ export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/**
+ * Settles when `signal` aborts, and at once when it already has: an abort listener added after the abort never fires,
+ * so a stop that lands while a caller is still setting up would otherwise be waited for forever (pinned by
+ * test/etcd/etcd-security.test.ts, "register and deregister", which sends SIGTERM as soon as the key is written).
+ */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}
+
 /** Fills in the defaults: 200 ms doubling to 10 s, real time and randomness. */
 export function retryOptions(partial: Partial<RetryOptions> = {}): RetryOptions {
   return { baseMs: 200, maxMs: 10_000, random: Math.random, sleep: abortableSleep, ...partial };
