@@ -1,14 +1,12 @@
 import { createHash } from "node:crypto";
-import { request } from "node:http";
 import { join } from "node:path";
 import { formatPath, type Problem } from "../model/problem.js";
 import type { Services } from "../model/services.js";
 import { CERTS_MAX_BODY_MB, CERTS_PATH, INITIAL_CERTS_FILE } from "../render/tls-dynamic.js";
 import { tok } from "../render/tokens.js";
 import { inspectTls } from "../tls/inspect.js";
-import { PushError, type PushTarget } from "./endpoints-push.js";
+import { controlCall, partialElseWhole, PushError, type PushTarget } from "./endpoints-push.js";
 import { writeStartupFile, type InitialSetsOutcome } from "./initial-sets.js";
-import { PUSH_CONTENT_TYPE } from "./push-format.js";
 
 /**
  * Pushed certificates, the controller's half: the table of every TLS site's certificate and key from the validated
@@ -106,59 +104,6 @@ export function certChanges(running: CertTable, desired: CertTable): { changed: 
   return { changed, dropped };
 }
 
-function call(target: PushTarget, method: "GET" | "POST", body?: string): Promise<{ version: number | null }> {
-  const payload = body === undefined ? undefined : Buffer.from(body);
-  const what = `${method} ${CERTS_PATH}`;
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: target.host ?? "127.0.0.1",
-        port: target.port,
-        path: CERTS_PATH,
-        method,
-        agent: false,
-        headers: {
-          ...(payload
-            ? { "content-type": PUSH_CONTENT_TYPE, "content-length": payload.length }
-            : { "content-length": 0 }),
-          ...(target.token ? { "x-nginx-lb-token": target.token } : {}),
-        },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("error", reject);
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8").trim();
-          const status = res.statusCode ?? 0;
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = undefined;
-          }
-          const obj = (typeof parsed === "object" && parsed !== null ? parsed : {}) as Record<string, unknown>;
-          // nginx's answers name lines, ports and host names only (the Lua never echoes the body).
-          if (status !== 200) {
-            reject(new PushError(status, `${what}: ${status} ${String(obj["error"] ?? text.slice(0, 200))}`));
-            return;
-          }
-          const v = obj["version"];
-          if (v !== null && typeof v !== "number") {
-            reject(new PushError(status, `${what}: unexpected answer ${text.slice(0, 200)}`));
-            return;
-          }
-          resolve({ version: v });
-        });
-      },
-    );
-    const timeoutMs = target.timeoutMs ?? 5000;
-    req.setTimeout(timeoutMs, () => req.destroy(new PushError(0, `${what}: no answer within ${timeoutMs} ms`)));
-    req.on("error", (e) => reject(e instanceof PushError ? e : new PushError(0, `${what}: ${e.message}`)));
-    req.end(payload);
-  });
-}
-
 /**
  * Sends a push text (`encodeCerts`); resolves with the version nginx stored. Refused before sending when it exceeds
  * what the control server accepts. A 409 on a partial push means nginx holds another version: send a whole push.
@@ -170,14 +115,14 @@ export async function pushCerts(target: PushTarget, text: string): Promise<numbe
       0,
       `POST ${CERTS_PATH}: ${Buffer.byteLength(text)} bytes of certificates exceed the ${CERTS_MAX_BODY_MB} MB a push may carry`,
     );
-  const { version } = await call(target, "POST", text);
+  const { version } = await controlCall(target, "POST", text, CERTS_PATH);
   if (version === null) throw new PushError(200, `POST ${CERTS_PATH}: nginx stored no version`);
   return version;
 }
 
 /** The certificates version nginx holds, or null when nothing was pushed or loaded since its dict was created. */
 export async function pushedCertsVersion(target: PushTarget): Promise<number | null> {
-  return (await call(target, "GET")).version;
+  return (await controlCall(target, "GET", undefined, CERTS_PATH)).version;
 }
 
 /** What the controller last knew nginx to hold; null after a (re)start or a failed push. */
@@ -198,17 +143,15 @@ export async function syncCerts(
   desired: CertTable,
   nextVersion: number,
 ): Promise<PushedCerts> {
-  if (running) {
-    const { changed, dropped } = certChanges(running.table, desired);
-    if (changed.length === 0 && dropped.length === 0) return running;
-    try {
-      const text = encodeCerts(nextVersion, changed, { base: running.version, drops: dropped });
-      return { version: await pushCerts(target, text), table: desired };
-    } catch (e) {
-      if (!(e instanceof PushError && e.status === 409)) throw e;
-    }
-  }
-  return { version: await pushCerts(target, encodeCerts(nextVersion, desired.values())), table: desired };
+  const whole = async () => ({
+    version: await pushCerts(target, encodeCerts(nextVersion, desired.values())),
+    table: desired,
+  });
+  if (!running) return whole();
+  const { changed, dropped } = certChanges(running.table, desired);
+  if (changed.length === 0 && dropped.length === 0) return running;
+  const text = encodeCerts(nextVersion, changed, { base: running.version, drops: dropped });
+  return partialElseWhole(async () => ({ version: await pushCerts(target, text), table: desired }), whole);
 }
 
 /** What writing the start-up certificates did: the file and its size, or why it could not. */

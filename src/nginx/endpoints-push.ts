@@ -97,8 +97,9 @@ export function controlCall(
             parsed = undefined;
           }
           const obj = (typeof parsed === "object" && parsed !== null ? parsed : {}) as Record<string, unknown>;
+          // nginx's answers name lines, ports and host names only (the Lua never echoes a body).
           if (status !== 200) {
-            reject(new PushError(status, `${method} ${path}: ${status} ${String(obj["error"] ?? text)}`));
+            reject(new PushError(status, `${method} ${path}: ${status} ${String(obj["error"] ?? text.slice(0, 200))}`));
             return;
           }
           const v = obj["version"];
@@ -155,16 +156,25 @@ export async function syncEndpoints(
   changed: readonly string[] | "all",
   nextVersion: number,
 ): Promise<PushedState> {
-  if (running && changed !== "all") {
-    if (changed.length === 0) return running;
-    try {
-      return {
-        version: await pushEndpoints(target, partialPushBody(nextVersion, running.version, desired, changed)),
-        sets: desired,
-      };
-    } catch (e) {
-      if (!(e instanceof PushError && e.status === 409)) throw e;
-    }
+  const whole = async () => ({
+    version: await pushEndpoints(target, { version: nextVersion, upstreams: desired }),
+    sets: desired,
+  });
+  if (!running || changed === "all") return whole();
+  if (changed.length === 0) return running;
+  const body = partialPushBody(nextVersion, running.version, desired, changed);
+  return partialElseWhole(async () => ({ version: await pushEndpoints(target, body), sets: desired }), whole);
+}
+
+/**
+ * Runs a partial push, and the whole push instead when nginx refuses the partial one with 409 (it holds another
+ * version than the partial push's base: restarted, or another push landed). Any other failure is the caller's.
+ */
+export async function partialElseWhole<T>(partial: () => Promise<T>, whole: () => Promise<T>): Promise<T> {
+  try {
+    return await partial();
+  } catch (e) {
+    if (!(e instanceof PushError && e.status === 409)) throw e;
   }
-  return { version: await pushEndpoints(target, { version: nextVersion, upstreams: desired }), sets: desired };
+  return whole();
 }

@@ -1,6 +1,6 @@
 import type { RouteTable } from "../model/plan.js";
 import { ROUTES_PATH } from "../render/routes-dynamic.js";
-import { controlCall, PushError, type PushTarget } from "./endpoints-push.js";
+import { controlCall, partialElseWhole, PushError, type PushTarget } from "./endpoints-push.js";
 
 /**
  * The text a routing-table push carries, and the start-up table file holds: nginx_lb_routes.lua's line format (which
@@ -58,14 +58,9 @@ export async function syncRoutes(
   changed: readonly string[] | "all",
   nextVersion: number,
 ): Promise<PushedRoutes> {
-  if (running && changed !== "all") {
-    if (changed.length === 0) return running;
-    try {
-      const text = encodeRoutes(nextVersion, desired, { base: running.version, changed });
-      return { version: await post(target, text), table: desired };
-    } catch (e) {
-      if (!(e instanceof PushError && e.status === 409)) throw e;
-    }
-  }
-  return { version: await post(target, encodeRoutes(nextVersion, desired)), table: desired };
+  const whole = async () => ({ version: await post(target, encodeRoutes(nextVersion, desired)), table: desired });
+  if (!running || changed === "all") return whole();
+  if (changed.length === 0) return running;
+  const text = encodeRoutes(nextVersion, desired, { base: running.version, changed });
+  return partialElseWhole(async () => ({ version: await post(target, text), table: desired }), whole);
 }
