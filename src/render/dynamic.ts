@@ -21,6 +21,7 @@ export const EJECTIONS_PATH = "/nginx-lb/ejections";
 export const LUA_MODULES = [
   "nginx_lb_balancer",
   "nginx_lb_push",
+  "nginx_lb_control",
   "nginx_lb_initial",
   "nginx_lb_sets",
   "nginx_lb_secret",

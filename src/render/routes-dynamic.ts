@@ -22,7 +22,6 @@ export const ROUTES_LUA_MODULES = [
   "nginx_lb_routes",
   "nginx_lb_routes_push",
   "nginx_lb_routes_initial",
-  "nginx_lb_control",
 ] as const;
 /** The last pushed table, in the push format, in the state dir: a new master serves it at once. */
 export const INITIAL_ROUTES_FILE = "routes.table";

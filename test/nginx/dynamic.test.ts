@@ -89,7 +89,9 @@ describe("dynamic endpoints rendering", () => {
     expect(dynamic.conf).not.toContain("127.0.0.9");
     expect(dynamic.conf).toContain("balancer_by_lua_block");
     expect(dynamic.files.map((f) => f.path).sort()).toEqual(
-      ["balancer", "initial", "outlier", "push", "secret", "sets", "stats"].map((m) => `lua/nginx_lb_${m}.lua`),
+      ["balancer", "control", "initial", "outlier", "push", "secret", "sets", "stats"].map(
+        (m) => `lua/nginx_lb_${m}.lua`,
+      ),
     );
     const reload = renderNginxConf(desired, base);
     expect(renderNginxConf(desired, { ...base, endpointsMode: "reload" }).conf).toBe(reload.conf);

@@ -21,7 +21,7 @@
 -- Key material is never logged or echoed: messages name the line, the port and the host name only.
 
 local ssl = require("ngx.ssl")
-local push = require("nginx_lb_push")
+local control = require("nginx_lb_control")
 local ffi = require("ffi")
 
 local ngx = ngx
@@ -433,61 +433,28 @@ function _M.serve(port)
   end
 end
 
-local function stored_version(dict)
-  local v = dict:get(VERSION)
-  return v and format("%.0f", v) or "null"
-end
-
-local function post(dict)
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  if body == nil then
-    -- Either empty, or nginx spilled it to a file because it exceeded client_body_buffer_size.
-    if ngx.req.get_body_file() then
-      return push.error_reply(413, "body too large")
-    end
-    return push.error_reply(400, "empty body")
-  end
-  local parsed, perr = _M.parse(body, function(key, id)
-    return dict:get("i:" .. key) ~= id
-  end)
-  if parsed == nil then
-    return push.error_reply(400, perr)
-  end
-  if not dict:add(LOCK, true, 5) then
-    return push.error_reply(409, "another push is in progress")
-  end
-  -- A partial push is a diff against what the controller believes nginx holds; on any other base (nginx restarted,
-  -- a push was lost) it would leave a mix, so it is refused and the controller sends everything.
-  local base = parsed.base
-  if base ~= nil and dict:get(VERSION) ~= base then
-    dict:delete(LOCK)
-    return push.error_reply(409, "partial push against version " .. format("%.0f", base) .. ", nginx holds " ..
-      stored_version(dict))
-  end
-  local held, serr = _M.store(parsed, base ~= nil)
-  dict:delete(LOCK)
-  if held == nil then
-    return push.error_reply(507, serr)
-  end
-  return push.reply(200, '{"version":' .. stored_version(dict) .. ',"sites":' .. held .. "}")
-end
+local STORE = {
+  dict = function()
+    return _M.dict()
+  end,
+  LOCK = LOCK,
+  VERSION = VERSION,
+  -- A site whose id nginx already holds is not parsed again.
+  parse = function(body, dict)
+    return _M.parse(body, function(key, id)
+      return dict:get("i:" .. key) ~= id
+    end)
+  end,
+  store = function(parsed, partial)
+    return _M.store(parsed, partial)
+  end,
+  counted = "sites",
+  noun = "certificates",
+}
 
 --- content_by_lua for the control server's certificates location; `token` is the secret rendered into nginx.conf.
 function _M.receive(token)
-  if not push.authorized(token) then
-    return
-  end
-  local dict = _M.dict()
-  local method = ngx.req.get_method()
-  if method == "GET" then
-    return push.reply(200, '{"version":' .. stored_version(dict) .. "}")
-  end
-  if method ~= "POST" then
-    ngx.header["Allow"] = "GET, POST"
-    return push.error_reply(405, "use GET or POST")
-  end
-  return post(dict)
+  return control.serve_versioned(token, STORE)
 end
 
 local function read(path)

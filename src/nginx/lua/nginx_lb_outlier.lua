@@ -311,15 +311,15 @@ end
 --- content_by_lua for the control server's ejections location (GET only); `token` is the push token, required as for
 --- a push: the state names every endpoint, and loopback is shared with every local user.
 function _M.serve(token)
-  local push = require("nginx_lb_push")
-  if not push.authorized(token) then
+  local control = require("nginx_lb_control")
+  if not control.authorized(token) then
     return
   end
   if ngx.req.get_method() ~= "GET" then
     ngx.header["Allow"] = "GET"
-    return push.error_reply(405, "use GET")
+    return control.error_reply(405, "use GET")
   end
-  return push.reply(200, state())
+  return control.reply(200, state())
 end
 
 function _M.init_worker()
