@@ -189,7 +189,7 @@ export class NginxApplier implements Applier {
         const knownCerts = this.pushedCerts?.master === master ? this.pushedCerts.state : null;
         const held = await syncCerts(target, knownCerts, certs, ++this.version);
         this.pushedCerts = master === null ? null : { state: held, master };
-        if (held !== knownCerts) this.keepCertsForRestart(held);
+        if (held !== knownCerts) this.keepCertsForRestart(held, knownCerts === null);
       }
       if (routeTable) {
         what = "the routing table";
@@ -197,14 +197,14 @@ export class NginxApplier implements Applier {
           changedRoutes !== "all" && this.pushedRoutes?.master === master ? this.pushedRoutes.state : null;
         const routes = await syncRoutes(target, knownRoutes, routeTable, changedRoutes, ++this.version);
         this.pushedRoutes = master === null ? null : { state: routes, master };
-        this.keepRoutesForRestart(routes);
+        this.keepRoutesForRestart(routes, changedRoutes === "all");
         if (gone.length > 0) {
           what = "endpoint sets";
           state = await syncEndpoints(target, state, endpoints, gone, ++this.version);
           this.pushed = master === null ? null : { state, master };
         }
       }
-      this.keepForRestart(state);
+      this.keepForRestart(state, changed === "all");
       return {
         result: "applied",
         action: "push",
@@ -230,10 +230,11 @@ export class NginxApplier implements Applier {
    * Keeps the sets nginx now holds in the state dir, where a new master loads them at start (a crash then serves the
    * last known endpoints instead of 503 until the next push). Off the apply path and coalesced (LatestWriter): with
    * 10,000 routes an encoding + write + fsync per push would delay the next change; the latest sets win. A failure is
-   * logged once per distinct error and never fails the push that nginx already took.
+   * logged once per distinct error and never fails the push that nginx already took. A whole push (after a start or
+   * a reload) is written at once: it is what a master that starts now should load.
    */
-  private keepForRestart(state: PushedState): void {
-    this.setsFile.offer(state);
+  private keepForRestart(state: PushedState, whole: boolean): void {
+    this.setsFile.offer(state, whole);
   }
 
   private async writeSets(s: PushedState): Promise<void> {
@@ -247,8 +248,8 @@ export class NginxApplier implements Applier {
   }
 
   /** As keepForRestart, for the routing table (dynamic routes mode): a new master serves every site at once. */
-  private keepRoutesForRestart(state: PushedRoutes): void {
-    this.routesFile.offer(state);
+  private keepRoutesForRestart(state: PushedRoutes, whole: boolean): void {
+    this.routesFile.offer(state, whole);
   }
 
   private async writeRoutes(s: PushedRoutes): Promise<void> {
@@ -265,8 +266,8 @@ export class NginxApplier implements Applier {
    * As keepForRestart, for pushed certificates: a new master serves TLS at once. The file holds private keys (0600,
    * written by writeInitialCerts); an error names the file, never its content.
    */
-  private keepCertsForRestart(state: PushedCerts): void {
-    this.certsFile.offer(state);
+  private keepCertsForRestart(state: PushedCerts, whole: boolean): void {
+    this.certsFile.offer(state, whole);
   }
 
   private async writeCerts(s: PushedCerts): Promise<void> {

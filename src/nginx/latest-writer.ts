@@ -16,10 +16,15 @@ export class LatestWriter<T> {
     private readonly delayMs: number,
   ) {}
 
-  /** Keeps `value` to be written: within `delayMs`, or right after the write in flight. */
-  offer(value: T): void {
+  /**
+   * Keeps `value` to be written: within `delayMs`, or right after the write in flight; `now`: without the wait (a
+   * value nothing written before stands in for, as after a start).
+   */
+  offer(value: T, now = false): void {
     this.latest = value;
-    if (this.timer === null && this.writing === null) this.timer = setTimeout(() => this.run(), this.delayMs);
+    if (now && this.timer !== null) clearTimeout(this.timer);
+    if (now) this.run();
+    else if (this.timer === null && this.writing === null) this.timer = setTimeout(() => this.run(), this.delayMs);
   }
 
   /** Writes what waits now and resolves once nothing waits or runs (for shutdown and tests). */

@@ -46,3 +46,13 @@ describe("LatestWriter", () => {
     expect(written).toEqual([2]);
   });
 });
+
+test("LatestWriter: a value offered with `now` is written without the wait", async () => {
+  const written: number[] = [];
+  const w = new LatestWriter<number>(async (v) => void written.push(v), 10_000);
+  w.offer(1);
+  w.offer(2, true);
+  await sleep(50);
+  expect(written).toEqual([2]);
+  await w.flush();
+});
