@@ -25,7 +25,7 @@ import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } fr
  * Until then a master that starts (after a crash of nginx) loads the table written before, and the next push sends it
  * the latest.
  */
-const STARTUP_WRITE_DELAY_MS = 500;
+const STARTUP_WRITE_DELAY_MS = 1000;
 
 /** What one push sends: the sets (and which changed), the routing table (and which servers), the certificates. */
 interface PushWork {
