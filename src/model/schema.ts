@@ -199,6 +199,8 @@ function build(strict: boolean) {
 const strict = build(true);
 /** The schema that reports unknown fields as issues (used to collect warnings). */
 export const strictServicesSchema = strict.file;
+/** One server of the file, unknown fields as issues: a server checked alone (as `servicesSchema` checks each). */
+export const strictServerSchema = strict.fields.server;
 /** The schema that ignores unknown fields (used to produce the value). */
 export const servicesSchema = build(false).file;
 

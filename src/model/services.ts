@@ -1,6 +1,13 @@
 import type { z } from "zod";
 import { type Checked, type Problem, formatPath } from "./problem.js";
-import { knownFields, routeKeyMessage, servicesSchema, strictServicesSchema, type ServicesFile } from "./schema.js";
+import {
+  knownFields,
+  routeKeyMessage,
+  servicesSchema,
+  strictServerSchema,
+  strictServicesSchema,
+  type ServicesFile,
+} from "./schema.js";
 import { PROTO_KEY, durationMs, normalizePrefix, statusRanges } from "./grammar.js";
 import { closest } from "./suggest.js";
 
@@ -144,114 +151,184 @@ export function parseServices(raw: unknown, options: ParseOptions = {}): Checked
   if (errors.length > 0) return { ok: false, errors, warnings };
   // Without unknown fields the strict schema's value is the value (both come from one builder): one pass, not two.
   const file = strict.success ? strict.data : servicesSchema.parse(raw);
-  const services = crossCheck(file, errors, warnings, options);
+  const services = assemble(
+    file.servers.map((s) => checkServer(s, options)),
+    errors,
+    warnings,
+  );
   return errors.length > 0 ? { ok: false, errors, warnings } : { ok: true, value: services, warnings };
 }
 
-function crossCheck(file: ServicesFile, errors: Problem[], warnings: Problem[], options: ParseOptions): Services {
-  const servers: Server[] = [];
+/** A problem of one server, its path relative to the server (`servers[i]` is prefixed when the file is assembled). */
+interface ServerProblem {
+  readonly error: boolean;
+  readonly code: string;
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+}
+
+/** One step of a server's checks, in the order the file reports them: a problem, or a claim of (port, domain). */
+type ServerStep = ServerProblem | { readonly claim: number; readonly field: "frontend_port" | "ssl_port" };
+
+/**
+ * One schema-checked server checked on its own (pure in the server and the TLS inspector): its model value and the
+ * steps the file-level checks replay in order. What depends on other servers (a (port, domain) claimed twice, a port
+ * used for both protocols) is left to `assembleServers`, so an unchanged server's check can be reused as is.
+ */
+export interface ServerCheck {
+  readonly server: Server;
+  readonly steps: readonly ServerStep[];
+}
+
+type ServerFile = ServicesFile["servers"][number];
+
+function checkServer(s: ServerFile, options: ParseOptions): ServerCheck {
+  const steps: ServerStep[] = [];
+  const error = (code: string, path: readonly PropertyKey[], message: string) =>
+    steps.push({ error: true, code, path, message });
+  const domain = s.domain_name.toLowerCase();
+  steps.push({ claim: s.frontend_port, field: "frontend_port" });
+
+  let tls: Tls | undefined;
+  const hasCert = s.ssl_certificate !== undefined;
+  const hasKey = s.ssl_certificate_key !== undefined;
+  if (hasCert !== hasKey) {
+    error(
+      "tls_incomplete",
+      [hasCert ? "ssl_certificate_key" : "ssl_certificate"],
+      `is required when ${hasCert ? "ssl_certificate" : "ssl_certificate_key"} is given: TLS needs both the certificate and its key`,
+    );
+  } else if (s.ssl_certificate !== undefined && s.ssl_certificate_key !== undefined) {
+    if (s.ssl_port === s.frontend_port)
+      error(
+        "port_conflict",
+        ["ssl_port"],
+        `ssl_port ${s.ssl_port} equals frontend_port; one port serves one protocol: pick another port`,
+      );
+    else steps.push({ claim: s.ssl_port, field: "ssl_port" });
+    const report = options.inspectTls?.(s.ssl_certificate, s.ssl_certificate_key, domain);
+    for (const e of report?.errors ?? []) error("tls_invalid", [e.field], e.message);
+    for (const w of report?.warnings ?? [])
+      steps.push({ error: false, code: "tls_warning", path: [w.field], message: w.message });
+    tls = { port: s.ssl_port, certificate: s.ssl_certificate, key: s.ssl_certificate_key };
+  }
+
+  const byPrefix = new Map<string, string>();
+  const routes: Route[] = [];
+  for (const [key, r] of Object.entries(s.routes)) {
+    const prefix = normalizePrefix(key);
+    const first = byPrefix.get(prefix);
+    if (first !== undefined) {
+      error(
+        "duplicate_route",
+        ["routes", key],
+        `is the same prefix as ${JSON.stringify(first)} (a trailing "/" does not make a new route); keep one of them`,
+      );
+      continue;
+    }
+    byPrefix.set(prefix, key);
+    const check = (block: HealthCheckFile | undefined, ...p: PropertyKey[]): { healthCheck?: HealthCheck } => {
+      if (block === undefined) return {};
+      const healthCheck = toHealthCheck(block);
+      if (healthCheck.timeoutMs > healthCheck.intervalMs)
+        error(
+          "check_timeout",
+          ["routes", key, ...p, "health_check", "timeout"],
+          `${block.timeout ?? ""} is longer than interval ${block.interval}: a probe must end before the next; shorten timeout or lengthen interval`,
+        );
+      return { healthCheck };
+    };
+    const primary: BackendRef = { app: r.app, service: r.service, port: r.port, ...check(r.health_check) };
+    let backup: BackendRef | undefined;
+    if (r.backup !== undefined) {
+      if (r.backup.backend_path !== undefined && r.backup.backend_path !== r.backend_path)
+        error(
+          "backup_path",
+          ["routes", key, "backup", "backend_path"],
+          `must equal the route's backend_path ${JSON.stringify(r.backend_path)} (nginx sends one path to the whole upstream); remove it or make them equal`,
+        );
+      backup = {
+        app: r.backup.app,
+        service: r.backup.service,
+        port: r.backup.port,
+        ...check(r.backup.health_check, "backup"),
+      };
+    }
+    routes.push({ prefix, primary, backendPath: r.backend_path, ...(backup ? { backup } : {}) });
+  }
+  routes.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
+  return { server: { domain, port: s.frontend_port, ...(tls ? { tls } : {}), routes }, steps };
+}
+
+/**
+ * Checks one raw server (a parsed `servers[i]`) alone, for a caller that keeps checks of unchanged servers: null when
+ * the schema has anything to say about it (an error or an unknown field) or a route key is `__proto__`; such a file
+ * takes the whole-file path (`parseServices`), which words every problem with its place among the others.
+ */
+export function checkRawServer(raw: unknown, options: ParseOptions = {}): ServerCheck | null {
+  if (protoRouteKeys({ servers: [raw] }).length > 0) return null;
+  const strict = strictServerSchema.safeParse(raw);
+  return strict.success ? checkServer(strict.data, options) : null;
+}
+
+/**
+ * Whether the file's fields other than `servers` pass the schema without a word (`raw` a parsed file whose `servers`
+ * is a list); the servers are checked one by one (checkRawServer).
+ */
+export function cleanFileFields(raw: Readonly<Record<string, unknown>>): boolean {
+  return strictServicesSchema.safeParse({ ...raw, servers: [] }).success;
+}
+
+/**
+ * The file of these server checks, in order (pure): the cross-server checks replayed, every problem with its JSON
+ * path. For a file whose fields other than `servers` are clean (cleanFileFields) and whose servers each checked clean
+ * (checkRawServer), equal to `parseServices` of the whole file.
+ */
+export function assembleServers(checks: readonly ServerCheck[]): Checked<Services> {
+  const errors: Problem[] = [];
+  const warnings: Problem[] = [];
+  const services = assemble(checks, errors, warnings);
+  return errors.length > 0 ? { ok: false, errors, warnings } : { ok: true, value: services, warnings };
+}
+
+function assemble(checks: readonly ServerCheck[], errors: Problem[], warnings: Problem[]): Services {
   // Which server claimed each (port, domain), and how each port is used, for nginx's own refusals.
   const claimed = new Map<string, number>();
   const portUse = new Map<number, { tls: boolean; at: string }>();
-  const usePort = (port: number, tls: boolean, at: string) => {
-    const seen = portUse.get(port);
-    if (seen === undefined) portUse.set(port, { tls, at });
-    else if (seen.tls !== tls)
-      errors.push({
-        code: "port_conflict",
-        path: at,
-        message: `port ${port} is used for ${tls ? "TLS" : "plain HTTP"} here and for ${seen.tls ? "TLS" : "plain HTTP"} at ${seen.at}; one port serves one protocol: pick another port`,
-      });
-  };
-
-  file.servers.forEach((s, i) => {
-    const at = (...p: PropertyKey[]) => formatPath(["servers", i, ...p]);
-    const domain = s.domain_name.toLowerCase();
-    const claim = (port: number, field: string) => {
-      const key = `${port} ${domain}`;
+  const servers: Server[] = [];
+  checks.forEach(({ server, steps }, i) => {
+    for (const step of steps) {
+      if (!("claim" in step)) {
+        (step.error ? errors : warnings).push({
+          code: step.code,
+          path: formatPath(["servers", i, ...step.path]),
+          message: step.message,
+        });
+        continue;
+      }
+      const { claim: port, field } = step;
+      const key = `${port} ${server.domain}`;
       const other = claimed.get(key);
       if (other !== undefined)
         errors.push({
           code: "duplicate_server",
-          path: at("domain_name"),
-          message: `domain ${domain} on port ${port} is already served by servers[${other}]; merge their routes into one server`,
+          path: formatPath(["servers", i, "domain_name"]),
+          message: `domain ${server.domain} on port ${port} is already served by servers[${other}]; merge their routes into one server`,
         });
       else claimed.set(key, i);
-      usePort(port, field === "ssl_port", at(field));
-    };
-    claim(s.frontend_port, "frontend_port");
-
-    let tls: Tls | undefined;
-    const hasCert = s.ssl_certificate !== undefined;
-    const hasKey = s.ssl_certificate_key !== undefined;
-    if (hasCert !== hasKey) {
-      errors.push({
-        code: "tls_incomplete",
-        path: at(hasCert ? "ssl_certificate_key" : "ssl_certificate"),
-        message: `is required when ${hasCert ? "ssl_certificate" : "ssl_certificate_key"} is given: TLS needs both the certificate and its key`,
-      });
-    } else if (s.ssl_certificate !== undefined && s.ssl_certificate_key !== undefined) {
-      if (s.ssl_port === s.frontend_port)
+      const tls = field === "ssl_port";
+      const seen = portUse.get(port);
+      if (seen === undefined) portUse.set(port, { tls, at: formatPath(["servers", i, field]) });
+      else if (seen.tls !== tls)
         errors.push({
           code: "port_conflict",
-          path: at("ssl_port"),
-          message: `ssl_port ${s.ssl_port} equals frontend_port; one port serves one protocol: pick another port`,
+          path: formatPath(["servers", i, field]),
+          message: `port ${port} is used for ${tls ? "TLS" : "plain HTTP"} here and for ${seen.tls ? "TLS" : "plain HTTP"} at ${seen.at}; one port serves one protocol: pick another port`,
         });
-      else claim(s.ssl_port, "ssl_port");
-      const report = options.inspectTls?.(s.ssl_certificate, s.ssl_certificate_key, domain);
-      for (const e of report?.errors ?? []) errors.push({ code: "tls_invalid", path: at(e.field), message: e.message });
-      for (const w of report?.warnings ?? [])
-        warnings.push({ code: "tls_warning", path: at(w.field), message: w.message });
-      tls = { port: s.ssl_port, certificate: s.ssl_certificate, key: s.ssl_certificate_key };
     }
-
-    const byPrefix = new Map<string, string>();
-    const routes: Route[] = [];
-    for (const [key, r] of Object.entries(s.routes)) {
-      const prefix = normalizePrefix(key);
-      const first = byPrefix.get(prefix);
-      if (first !== undefined) {
-        errors.push({
-          code: "duplicate_route",
-          path: at("routes", key),
-          message: `is the same prefix as ${JSON.stringify(first)} (a trailing "/" does not make a new route); keep one of them`,
-        });
-        continue;
-      }
-      byPrefix.set(prefix, key);
-      const check = (block: HealthCheckFile | undefined, ...p: PropertyKey[]): { healthCheck?: HealthCheck } => {
-        if (block === undefined) return {};
-        const healthCheck = toHealthCheck(block);
-        if (healthCheck.timeoutMs > healthCheck.intervalMs)
-          errors.push({
-            code: "check_timeout",
-            path: at("routes", key, ...p, "health_check", "timeout"),
-            message: `${block.timeout ?? ""} is longer than interval ${block.interval}: a probe must end before the next; shorten timeout or lengthen interval`,
-          });
-        return { healthCheck };
-      };
-      const primary: BackendRef = { app: r.app, service: r.service, port: r.port, ...check(r.health_check) };
-      let backup: BackendRef | undefined;
-      if (r.backup !== undefined) {
-        if (r.backup.backend_path !== undefined && r.backup.backend_path !== r.backend_path)
-          errors.push({
-            code: "backup_path",
-            path: at("routes", key, "backup", "backend_path"),
-            message: `must equal the route's backend_path ${JSON.stringify(r.backend_path)} (nginx sends one path to the whole upstream); remove it or make them equal`,
-          });
-        backup = {
-          app: r.backup.app,
-          service: r.backup.service,
-          port: r.backup.port,
-          ...check(r.backup.health_check, "backup"),
-        };
-      }
-      routes.push({ prefix, primary, backendPath: r.backend_path, ...(backup ? { backup } : {}) });
-    }
-    routes.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
-    servers.push({ domain, port: s.frontend_port, ...(tls ? { tls } : {}), routes });
+    servers.push(server);
   });
-  if (file.servers.length === 0)
+  if (checks.length === 0)
     warnings.push({
       code: "no_servers",
       path: "servers",

@@ -23,10 +23,18 @@ const serverKey = (s: Server) => `${s.port} ${s.domain}`;
  */
 export function shareServers(previous: Services | null, next: Services): Services {
   if (previous === null || previous === next) return next;
+  // Servers already shared (a source that keeps unchanged servers' objects) are matched by identity; only the rest
+  // are compared, with the previous servers the next model no longer holds.
+  const kept = new Set(previous.servers);
+  const held = new Set(next.servers);
   const before = new Map<string, Server>();
-  for (const s of previous.servers) before.set(serverKey(s), s);
+  for (const s of previous.servers) if (!held.has(s)) before.set(serverKey(s), s);
   let shared = 0;
   const servers = next.servers.map((s) => {
+    if (kept.has(s)) {
+      shared++;
+      return s;
+    }
     const old = before.get(serverKey(s));
     if (old === undefined || !same(old, s)) return s;
     shared++;
@@ -37,5 +45,5 @@ export function shareServers(previous: Services | null, next: Services): Service
     servers.length === previous.servers.length &&
     servers.every((s, i) => s === previous.servers[i]) &&
     same({ ...previous, servers: [] }, { ...next, servers: [] });
-  return unchanged ? previous : { ...next, servers };
+  return unchanged ? previous : servers.every((s, i) => s === next.servers[i]) ? next : { ...next, servers };
 }

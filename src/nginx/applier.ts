@@ -13,11 +13,19 @@ import { syncEndpoints, type PushedState } from "./endpoints-push.js";
 import { prepareStateDir, writeRenderedFiles } from "./files.js";
 import { writeInitialRoutes } from "./initial-routes.js";
 import { writeInitialSets } from "./initial-sets.js";
+import { LatestWriter } from "./latest-writer.js";
 import type { EncodedSets } from "./push-format.js";
 import { bindFailures, summariseNginxError } from "./nginx-errors.js";
 import { describeHolder, findPortHolder } from "./port-holder.js";
 import { syncRoutes, type PushedRoutes } from "./routes-push.js";
 import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
+
+/**
+ * How long a pushed table waits before it is written for the next nginx master: pushes within it are written once.
+ * Until then a master that starts (after a crash of nginx) loads the table written before, and the next push sends it
+ * the latest.
+ */
+const STARTUP_WRITE_DELAY_MS = 1000;
 
 /** What one push sends: the sets (and which changed), the routing table (and which servers), the certificates. */
 interface PushWork {
@@ -41,21 +49,18 @@ export class NginxApplier implements Applier {
   /** The sets nginx holds and the master they were pushed to; a different master (restart) holds none. */
   private pushed: { state: PushedState; master: number } | null = null;
   private version = Date.now();
-  /** Sets waiting to be written for the next nginx master to start with, and the write in flight. */
-  private unwrittenSets: PushedState | null = null;
-  private writingSets: Promise<void> | null = null;
+  /** The sets to write for the next nginx master to start with (the latest pushed), and the last write's error. */
+  private readonly setsFile = new LatestWriter<PushedState>((s) => this.writeSets(s), STARTUP_WRITE_DELAY_MS);
   private lastSetsError: string | null = null;
   /** Each written set's encoding, by list: the start-up file is rewritten after every push, mostly of the same lists. */
   private readonly encodedSets: EncodedSets = new WeakMap();
   /** Dynamic routes mode: the table nginx holds and the master it was pushed to. */
   private pushedRoutes: { state: PushedRoutes; master: number } | null = null;
-  private unwrittenRoutes: PushedRoutes | null = null;
-  private writingRoutes: Promise<void> | null = null;
+  private readonly routesFile = new LatestWriter<PushedRoutes>((s) => this.writeRoutes(s), STARTUP_WRITE_DELAY_MS);
   private lastRoutesError: string | null = null;
   /** Pushed certificates (dynamic routes mode): what nginx holds and the master it was pushed to. */
   private pushedCerts: { state: PushedCerts; master: number } | null = null;
-  private unwrittenCerts: PushedCerts | null = null;
-  private writingCerts: Promise<void> | null = null;
+  private readonly certsFile = new LatestWriter<PushedCerts>((s) => this.writeCerts(s), STARTUP_WRITE_DELAY_MS);
   private lastCertsError: string | null = null;
 
   constructor(
@@ -184,7 +189,7 @@ export class NginxApplier implements Applier {
         const knownCerts = this.pushedCerts?.master === master ? this.pushedCerts.state : null;
         const held = await syncCerts(target, knownCerts, certs, ++this.version);
         this.pushedCerts = master === null ? null : { state: held, master };
-        if (held !== knownCerts) this.keepCertsForRestart(held);
+        if (held !== knownCerts) this.keepCertsForRestart(held, knownCerts === null);
       }
       if (routeTable) {
         what = "the routing table";
@@ -192,14 +197,14 @@ export class NginxApplier implements Applier {
           changedRoutes !== "all" && this.pushedRoutes?.master === master ? this.pushedRoutes.state : null;
         const routes = await syncRoutes(target, knownRoutes, routeTable, changedRoutes, ++this.version);
         this.pushedRoutes = master === null ? null : { state: routes, master };
-        this.keepRoutesForRestart(routes);
+        this.keepRoutesForRestart(routes, changedRoutes === "all");
         if (gone.length > 0) {
           what = "endpoint sets";
           state = await syncEndpoints(target, state, endpoints, gone, ++this.version);
           this.pushed = master === null ? null : { state, master };
         }
       }
-      this.keepForRestart(state);
+      this.keepForRestart(state, changed === "all");
       return {
         result: "applied",
         action: "push",
@@ -223,71 +228,62 @@ export class NginxApplier implements Applier {
 
   /**
    * Keeps the sets nginx now holds in the state dir, where a new master loads them at start (a crash then serves the
-   * last known endpoints instead of 503 until the next push). Off the apply path and coalesced: with 10,000 routes a
-   * write + fsync per push would delay the next change; the latest sets win. A failure is logged once per distinct
-   * error and never fails the push that nginx already took.
+   * last known endpoints instead of 503 until the next push). Off the apply path and coalesced (LatestWriter): with
+   * 10,000 routes an encoding + write + fsync per push would delay the next change; the latest sets win. A failure is
+   * logged once per distinct error and never fails the push that nginx already took. A whole push (after a start or
+   * a reload) is written at once: it is what a master that starts now should load.
    */
-  private keepForRestart(state: PushedState): void {
-    this.unwrittenSets = state;
-    this.writingSets ??= (async () => {
-      for (let s = this.unwrittenSets; s !== null; s = this.unwrittenSets) {
-        this.unwrittenSets = null;
-        const out = await writeInitialSets(this.paths.dir, s.version, s.sets, this.encodedSets);
-        if (!out.ok && out.error !== this.lastSetsError)
-          this.log.warn(
-            { file: out.path, error: out.error },
-            "could not keep the endpoint sets for an nginx restart; a restarted nginx answers 503 until the next push",
-          );
-        this.lastSetsError = out.ok ? null : out.error;
-      }
-      this.writingSets = null;
-    })();
+  private keepForRestart(state: PushedState, whole: boolean): void {
+    this.setsFile.offer(state, whole);
+  }
+
+  private async writeSets(s: PushedState): Promise<void> {
+    const out = await writeInitialSets(this.paths.dir, s.version, s.sets, this.encodedSets);
+    if (!out.ok && out.error !== this.lastSetsError)
+      this.log.warn(
+        { file: out.path, error: out.error },
+        "could not keep the endpoint sets for an nginx restart; a restarted nginx answers 503 until the next push",
+      );
+    this.lastSetsError = out.ok ? null : out.error;
   }
 
   /** As keepForRestart, for the routing table (dynamic routes mode): a new master serves every site at once. */
-  private keepRoutesForRestart(state: PushedRoutes): void {
-    this.unwrittenRoutes = state;
-    this.writingRoutes ??= (async () => {
-      for (let s = this.unwrittenRoutes; s !== null; s = this.unwrittenRoutes) {
-        this.unwrittenRoutes = null;
-        const out = await writeInitialRoutes(this.paths.dir, s.version, s.table);
-        if (!out.ok && out.error !== this.lastRoutesError)
-          this.log.warn(
-            { file: out.path, error: out.error },
-            "could not keep the routing table for an nginx restart; a restarted nginx answers 404 until the next push",
-          );
-        this.lastRoutesError = out.ok ? null : out.error;
-      }
-      this.writingRoutes = null;
-    })();
+  private keepRoutesForRestart(state: PushedRoutes, whole: boolean): void {
+    this.routesFile.offer(state, whole);
+  }
+
+  private async writeRoutes(s: PushedRoutes): Promise<void> {
+    const out = await writeInitialRoutes(this.paths.dir, s.version, s.table);
+    if (!out.ok && out.error !== this.lastRoutesError)
+      this.log.warn(
+        { file: out.path, error: out.error },
+        "could not keep the routing table for an nginx restart; a restarted nginx answers 404 until the next push",
+      );
+    this.lastRoutesError = out.ok ? null : out.error;
   }
 
   /**
    * As keepForRestart, for pushed certificates: a new master serves TLS at once. The file holds private keys (0600,
    * written by writeInitialCerts); an error names the file, never its content.
    */
-  private keepCertsForRestart(state: PushedCerts): void {
-    this.unwrittenCerts = state;
-    this.writingCerts ??= (async () => {
-      for (let s = this.unwrittenCerts; s !== null; s = this.unwrittenCerts) {
-        this.unwrittenCerts = null;
-        const out = await writeInitialCerts(this.paths.dir, s);
-        const error = out.ok ? null : out.error;
-        if (error !== null && error !== this.lastCertsError)
-          this.log.warn(
-            { file: out.path, error },
-            "could not keep the certificates for an nginx restart; a restarted nginx refuses TLS until the next push",
-          );
-        this.lastCertsError = error;
-      }
-      this.writingCerts = null;
-    })();
+  private keepCertsForRestart(state: PushedCerts, whole: boolean): void {
+    this.certsFile.offer(state, whole);
   }
 
-  /** Resolves once the last pushed sets, table and certificates are on disk (or failed): for shutdown and tests. */
+  private async writeCerts(s: PushedCerts): Promise<void> {
+    const out = await writeInitialCerts(this.paths.dir, s);
+    const error = out.ok ? null : out.error;
+    if (error !== null && error !== this.lastCertsError)
+      this.log.warn(
+        { file: out.path, error },
+        "could not keep the certificates for an nginx restart; a restarted nginx refuses TLS until the next push",
+      );
+    this.lastCertsError = error;
+  }
+
+  /** Writes the last pushed sets, table and certificates now and resolves once they are on disk (or failed). */
   async settled(): Promise<void> {
-    while (this.writingSets || this.writingRoutes || this.writingCerts)
-      await (this.writingSets ?? this.writingRoutes ?? this.writingCerts);
+    await Promise.all([this.setsFile.flush(), this.routesFile.flush(), this.certsFile.flush()]);
   }
 
   /** Test, swap, reload (or start), confirm; restores the last good file on failure. Never throws. */

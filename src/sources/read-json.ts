@@ -47,13 +47,17 @@ export function parseJsonText(text: string): Checked<unknown> {
   return { ok: true, value, warnings };
 }
 
-/** Reads a JSON file; a missing file or a syntax error becomes a problem saying what to fix. */
-export async function readJsonFile(file: string): Promise<Checked<unknown>> {
-  let text: string;
+/** Reads a text file; a missing or unreadable file becomes a problem saying what to fix. */
+export async function readTextFile(file: string): Promise<Checked<string>> {
   try {
-    text = await readFile(file, "utf8");
+    return { ok: true, value: await readFile(file, "utf8"), warnings: [] };
   } catch (e) {
     return { ok: false, errors: [unreadable(e as NodeJS.ErrnoException)], warnings: [] };
   }
-  return parseJsonText(text);
+}
+
+/** Reads a JSON file; a missing file or a syntax error becomes a problem saying what to fix. */
+export async function readJsonFile(file: string): Promise<Checked<unknown>> {
+  const text = await readTextFile(file);
+  return text.ok ? parseJsonText(text.value) : text;
 }

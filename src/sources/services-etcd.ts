@@ -7,7 +7,6 @@
  * version, every other server applies. The keys and their revision are saved in the state dir after every change, so
  * a controller that starts while etcd is down serves the last known table.
  */
-import { createHash } from "node:crypto";
 import type { Problem } from "../model/problem.js";
 import type { Services, TlsInspector } from "../model/services.js";
 import {
@@ -17,6 +16,7 @@ import {
   type TableEntry,
   type ValidServer,
 } from "../model/services-table.js";
+import { shareServers } from "../model/share-servers.js";
 import type { Logger } from "../shared/log.js";
 import type { TableStore } from "../state/store.js";
 import { etcdFailure } from "./etcd-errors.js";
@@ -47,7 +47,10 @@ export class EtcdServicesSource implements ServicesSource {
   private valid: ReadonlyMap<string, ValidServer> = new Map();
   private revision = 0;
   private connected = false;
-  private digest = "";
+  /** The table last published. */
+  private last: Services | null = null;
+  /** A save is queued behind the one running: it takes the entries as they are when it starts. */
+  private saveQueued = false;
   private emitted = false;
   private rejectedDigest = "";
   private saving: Promise<void> = Promise.resolve();
@@ -203,7 +206,9 @@ export class EtcdServicesSource implements ServicesSource {
       options.inspectTls ? { inspectTls: options.inspectTls } : {},
     );
     this.valid = table.valid;
-    const digest = createHash("sha256").update(JSON.stringify(table.services)).digest("hex");
+    // Unchanged keys keep their server objects (buildServicesTable reuses them), so this compares a change's servers
+    // only; equal content read again (a relist) is the previous table itself.
+    const services = shareServers(this.last, table.services);
     const rejectedDigest = JSON.stringify(table.rejected);
     if (rejectedDigest !== this.rejectedDigest)
       for (const r of table.rejected)
@@ -220,26 +225,33 @@ export class EtcdServicesSource implements ServicesSource {
       keys: this.entries.size,
       rejected: table.rejected,
     });
-    if (!this.emitted || digest !== this.digest || connected !== this.connected)
-      emit({ value: table.services, warnings: table.warnings, connected, origin });
+    if (!this.emitted || services !== this.last || connected !== this.connected)
+      emit({ value: services, warnings: table.warnings, connected, origin });
     this.emitted = true;
-    this.digest = digest;
+    this.last = services;
     this.connected = connected;
     if (connected && this.revision !== this.savedRevision) this.save();
   }
 
-  /** Saves the keys and revision; writes are serialised, a failure is logged and the next change tries again. */
+  /**
+   * Saves the keys and revision; writes are serialised and coalesced (changes while one is written are saved together
+   * by the next: the whole table is written each time), a failure is logged and the next change tries again.
+   */
   private save(): void {
     this.savedRevision = this.revision;
-    const table = {
-      version: 1 as const,
-      prefix: this.options.prefix,
-      revision: this.revision,
-      entries: [...this.entries.values()],
-      savedAt: new Date().toISOString(),
-    };
+    if (this.saveQueued) return;
+    this.saveQueued = true;
     this.saving = this.saving
-      .then(() => this.options.store.save(table))
+      .then(() => {
+        this.saveQueued = false;
+        return this.options.store.save({
+          version: 1 as const,
+          prefix: this.options.prefix,
+          revision: this.revision,
+          entries: [...this.entries.values()],
+          savedAt: new Date().toISOString(),
+        });
+      })
       .catch((e: unknown) =>
         this.log.error(
           { file: this.options.store.file, err: (e as Error).message },

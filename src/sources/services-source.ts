@@ -1,9 +1,11 @@
 import type { Problem } from "../model/problem.js";
-import type { Services } from "../model/services.js";
+import type { Services, TlsInspector } from "../model/services.js";
 import { shareServers } from "../model/share-servers.js";
 import type { Logger } from "../shared/log.js";
 import type { ServicesSource, Snapshot } from "./source.js";
-import { loadServicesFile } from "./services-file.js";
+import { nodeTlsInspector } from "../tls/inspect.js";
+import { readTextFile } from "./read-json.js";
+import { readServicesText, type ServicesRead } from "./services-text.js";
 import { watchFile } from "./watch-file.js";
 
 /**
@@ -18,11 +20,14 @@ export class ServicesFileSource implements ServicesSource {
   /** The last read was rejected: the next valid one is news even when it equals `last`. */
   private rejected = false;
   private reading: Promise<void> = Promise.resolve();
+  /** The last read of the file, valid or not: the next read checks again only the servers whose text changed. */
+  private lastRead: ServicesRead | null = null;
 
   constructor(
     readonly file: string,
     private readonly watch = true,
     private readonly log?: Logger,
+    private readonly inspectTls: TlsInspector = nodeTlsInspector,
   ) {}
 
   /** Reads the file now and on every change until the signal aborts. */
@@ -47,7 +52,14 @@ export class ServicesFileSource implements ServicesSource {
   }
 
   private async read(reason: string, asked = false): Promise<void> {
-    const r = await loadServicesFile(this.file);
+    const text = await readTextFile(this.file);
+    if (!text.ok) {
+      this.rejected = true;
+      this.rejectFn?.(text.errors, text.warnings);
+      return;
+    }
+    this.lastRead = readServicesText(text.value, this.lastRead, { inspectTls: this.inspectTls });
+    const r = this.lastRead.result;
     if (!r.ok) {
       this.rejected = true;
       this.rejectFn?.(r.errors, r.warnings);

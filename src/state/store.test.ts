@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ControlStore, resolveControl } from "./control.js";
-import { StateStore } from "./store.js";
+import fc from "fast-check";
+import { encodeState, StateStore, type PersistedState } from "./store.js";
 
 const dirs: string[] = [];
 const dir = async () => {
@@ -79,5 +80,37 @@ describe("resolveControl", () => {
     const out = await resolveControl(new ControlStore(d), {}, undefined, port, token);
     expect(out.unusable).toMatch(/not valid JSON/);
     expect(out.settings).toEqual({ controlPort: 40_001, pushToken: "c".repeat(32) });
+  });
+});
+
+describe("encodeState", () => {
+  it("equals JSON.stringify, with unchanged servers and records taken from earlier saves", () => {
+    const endpoint = fc.record({ weight: fc.integer({ min: 0, max: 100 }) });
+    const records = fc.dictionary(fc.string({ maxLength: 6 }), fc.dictionary(fc.string({ maxLength: 6 }), endpoint));
+    const servers = fc.array(fc.record({ domain: fc.string(), port: fc.nat(), routes: fc.constant([]) }));
+    const encoded = new WeakMap<object, string>();
+    fc.assert(
+      fc.property(servers, records, fc.boolean(), (list, backends, withServices) => {
+        const state = {
+          version: 1 as const,
+          ...(withServices ? { services: { servers: list } } : {}),
+          backends,
+          savedAt: "now",
+        } as unknown as PersistedState;
+        expect(encodeState(state, encoded)).toBe(JSON.stringify(state));
+        // Again with one server and one record replaced by new objects, the rest kept.
+        const next = {
+          ...state,
+          ...(withServices
+            ? { services: { servers: list.map((s, i) => (i === 0 ? { ...s, port: s.port + 1 } : s)) } }
+            : {}),
+          backends: Object.fromEntries(
+            Object.entries(backends).map(([k, v], i) => [k, i === 0 ? { ...v, x: { weight: 1 } } : v]),
+          ),
+        } as unknown as PersistedState;
+        expect(encodeState(next, encoded)).toBe(JSON.stringify(next));
+      }),
+      { numRuns: 200 },
+    );
   });
 });

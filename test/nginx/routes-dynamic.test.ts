@@ -190,6 +190,26 @@ describe("bad pushes are refused and the previous table keeps serving", () => {
 });
 
 describe("a new nginx master", () => {
+  it("finds a whole start-up table: the one before a change until the change is written, then the new one", async () => {
+    const file = join(ngx.dir, "routes.table");
+    const whole = (text: string) => {
+      const lines = text.split("\n");
+      expect(lines[0]).toMatch(/^nginx-lb-routes version=\d+$/);
+      expect(lines.at(-2)).toBe(`end servers=${lines.length - 3}`);
+      expect(lines.at(-1)).toBe("");
+      return text;
+    };
+    await ngx.settled();
+    const before = whole(await readFile(file, "utf8"));
+    await ngx.apply({ services: model({ "*.c.test": { "/": to("c") }, "late.test": { "/": to("a") } }) });
+    // A master that starts now (nginx killed right after the push) loads this file: the table before the change (the
+    // write waits up to a second on a quiet machine), or the new one, never a mix.
+    const now = whole(await readFile(file, "utf8"));
+    expect(now === before || now.includes(" late.test=")).toBe(true);
+    await ngx.settled();
+    expect(whole(await readFile(file, "utf8"))).toContain(" late.test=");
+  });
+
   it("serves the last pushed table from the state dir at once, before any push", async () => {
     await ngx.settled();
     const { dir, desired } = ngx;

@@ -1,0 +1,190 @@
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import type { TlsInspector } from "../model/services.js";
+import { parseServicesText, readServicesText, type ServicesRead } from "./services-text.js";
+
+const PEM_CERT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+const PEM_KEY = "-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n";
+
+/** A stand-in certificate check that counts its calls and warns about one domain (its verdict is part of the result). */
+function countingInspector(): { inspect: TlsInspector; calls: () => number } {
+  let n = 0;
+  return {
+    inspect: (_c, _k, domain) => {
+      n++;
+      return {
+        errors: domain.startsWith("bad") ? [{ field: "ssl_certificate", message: "does not parse" }] : [],
+        warnings: domain.startsWith("old") ? [{ field: "ssl_certificate", message: "expires soon" }] : [],
+      };
+    },
+    calls: () => n,
+  };
+}
+
+const server = (i: number, extra: Record<string, unknown> = {}) => ({
+  domain_name: `s${i}.example.com`,
+  frontend_port: 8080,
+  routes: { "/": { app: `a${i}`, service: "web" } },
+  ...extra,
+});
+const file = (servers: unknown[], pretty = true) =>
+  JSON.stringify({ version: "0.1", servers }, null, pretty ? 2 : undefined);
+
+/** Reads `texts` in turn, each with the previous read, and checks every result equals a whole read of its text. */
+function chain(texts: readonly string[], inspectTls?: TlsInspector): ServicesRead[] {
+  const reads: ServicesRead[] = [];
+  let previous: ServicesRead | null = null;
+  for (const text of texts) {
+    const read = readServicesText(text, previous, inspectTls ? { inspectTls } : {});
+    // The whole read checks certificates with an inspector of its own, so the reads' inspector counts theirs only.
+    expect(read.result).toEqual(parseServicesText(text, inspectTls ? { inspectTls: countingInspector().inspect } : {}));
+    reads.push(read);
+    previous = read;
+  }
+  return reads;
+}
+
+const three = file([server(0), server(1), server(2)]);
+
+describe("readServicesText: equal to a whole read, whatever the previous read", () => {
+  // [what, previous text, new text]
+  const cases: [string, string, string][] = [
+    ["one server changed", three, file([server(0), server(1, { frontend_port: 81 }), server(2)])],
+    ["a server added at the end", three, file([server(0), server(1), server(2), server(3)])],
+    ["a server added at the start", three, file([server(9), server(0), server(1), server(2)])],
+    ["a server removed", three, file([server(0), server(2)])],
+    ["all servers removed", three, file([])],
+    ["servers added to an empty list", file([]), three],
+    ["the version changed (outside the list)", three, three.replace('"0.1"', '"0.2"')],
+    ["a syntax error in a server", three, three.replace('"s1.example.com"', '"s1.example.com",')],
+    ["a syntax error after the list", three, three.slice(0, -1)],
+    ["an unknown field in a server", three, file([server(0), server(1, { extra: 1 }), server(2)])],
+    [
+      "a repeated key in a server",
+      three,
+      three.replace('"frontend_port": 8080', '"frontend_port": 1, "frontend_port": 2'),
+    ],
+    ["a server claimed twice", three, file([server(0), server(0), server(2)])],
+    [
+      "a port of both protocols",
+      three,
+      file([
+        server(0),
+        server(1, { ssl_certificate: PEM_CERT, ssl_certificate_key: PEM_KEY, ssl_port: 8080 }),
+        server(2),
+      ]),
+    ],
+    [
+      "a __proto__ route key",
+      three,
+      three.replace('"routes": {', '"routes": {"__proto__": {"app": "x", "service": "y"},'),
+    ],
+    ["a server that is not an object", three, file([server(0), 7, server(2)])],
+    ["a repeated servers key", three, three.replace('"version": "0.1",', '"version": "0.1", "servers": [],')],
+    ["a byte-order mark", three, `\ufeff${three}`],
+    ["the same text again", three, three],
+    ["back to valid after an error", three.slice(0, -1), three],
+    [
+      "whitespace between servers",
+      file([server(0), server(1)], false),
+      file([server(0), server(1)], false).replace("},{", "} , {"),
+    ],
+    [
+      "a string holding brackets",
+      three,
+      file([server(0), server(1, { routes: { "/a": { app: "x", service: "y]}{[" } } }), server(2)]),
+    ],
+    ["empty text", three, ""],
+  ];
+  test.each(cases)("%s", (_what, before, after) => {
+    chain([before, after, before]);
+  });
+
+  test("a change to one of many servers checks that server only and keeps the others' model values", () => {
+    const tls = { ssl_certificate: PEM_CERT, ssl_certificate_key: PEM_KEY, ssl_port: 8443 };
+    const servers = Array.from({ length: 50 }, (_, i) => server(i, tls));
+    const { inspect, calls } = countingInspector();
+    const changed = [...servers];
+    changed[25] = server(25, { ...tls, frontend_port: 81 });
+    const [first, second] = chain([file(servers), file(changed)], inspect);
+    expect(calls()).toBe(51);
+    const a = first?.result.ok ? first.result.value.servers : [];
+    const b = second?.result.ok ? second.result.value.servers : [];
+    expect(b.filter((s, i) => s === a[i]).length).toBe(49);
+  });
+
+  test("certificate verdicts of kept servers stay in the result, with their current index", () => {
+    const tls = { ssl_certificate: PEM_CERT, ssl_certificate_key: PEM_KEY, ssl_port: 8443 };
+    const { inspect } = countingInspector();
+    const old = { ...server(5, tls), domain_name: "old.example.com" };
+    chain([file([server(1, tls), old]), file([server(0, tls), server(1, tls), old])], inspect);
+    chain([file([old, server(1, tls)]), file([old, { ...server(2, tls), domain_name: "bad.example.com" }])], inspect);
+  });
+});
+
+/** Text edits a config centre or an editor might make, valid or not. */
+const edit = fc.oneof(
+  fc.record({
+    kind: fc.constant("splice" as const),
+    at: fc.nat(),
+    cut: fc.nat({ max: 40 }),
+    put: fc.string({ maxLength: 12 }),
+  }),
+  fc.record({
+    kind: fc.constant("json" as const),
+    at: fc.nat(),
+    cut: fc.nat({ max: 40 }),
+    put: fc.constantFrom(
+      "{",
+      "}",
+      "[",
+      "]",
+      ",",
+      '"',
+      ":",
+      '"__proto__"',
+      '"frontend_port": 1,',
+      '"x": 1,',
+      "\\",
+      "\n",
+    ),
+  }),
+  fc.record({
+    kind: fc.constant("server" as const),
+    at: fc.nat(),
+    server: fc.nat({ max: 30 }),
+    port: fc.constantFrom(80, 8080, 443, 0),
+  }),
+  fc.record({ kind: fc.constant("drop" as const), at: fc.nat() }),
+);
+type Edit = typeof edit extends fc.Arbitrary<infer T> ? T : never;
+
+function apply(servers: unknown[], text: string, e: Edit): { servers: unknown[]; text: string } {
+  if (e.kind === "server") {
+    const next = [...servers];
+    next.splice(e.at % (servers.length + 1), 0, server(e.server, { frontend_port: e.port }));
+    return { servers: next, text: file(next) };
+  }
+  if (e.kind === "drop") {
+    const next = servers.filter((_, i) => i !== e.at % Math.max(servers.length, 1));
+    return { servers: next, text: file(next) };
+  }
+  const at = e.at % (text.length + 1);
+  return { servers, text: text.slice(0, at) + e.put + text.slice(at + e.cut) };
+}
+
+test("property: reading a sequence of edited texts incrementally equals reading each whole", () => {
+  fc.assert(
+    fc.property(fc.array(fc.nat({ max: 30 }), { maxLength: 8 }), fc.array(edit, { maxLength: 6 }), (ids, edits) => {
+      let servers: unknown[] = ids.map((i) => server(i));
+      let text = file(servers);
+      const texts = [text];
+      for (const e of edits) {
+        ({ servers, text } = apply(servers, text, e));
+        texts.push(text);
+      }
+      chain(texts, countingInspector().inspect);
+    }),
+    { numRuns: 300 },
+  );
+});

@@ -1,0 +1,279 @@
+/**
+ * services.json text -> the validated routing model, reading again only what changed since the previous read. A
+ * config centre rewrites the whole file to change one site; at 10,000 sites parsing and checking all of it again
+ * would cost the change hundreds of milliseconds. The previous read keeps where each server's text sits and its
+ * check; the new text is compared with the old one (common head and tail, compared natively), and only the servers
+ * between are parsed, scanned for repeated keys and checked again. The cross-server checks run over all servers,
+ * which is a map lookup each.
+ *
+ * Only a clean file takes this path: valid JSON, no repeated key, nothing the schema warns about, no `__proto__` route
+ * key. Anything else (and any text this reader does not follow) is parsed whole, as `parseServicesText`, so every
+ * error and warning is worded exactly as a whole read words it. The result always equals `parseServicesText(text)`.
+ */
+import { type Checked, withWarnings } from "../model/problem.js";
+import {
+  assembleServers,
+  checkRawServer,
+  cleanFileFields,
+  parseServices,
+  type ParseOptions,
+  type ServerCheck,
+  type Services,
+} from "../model/services.js";
+import { scanJson } from "./json-scan.js";
+import { parseJsonText } from "./read-json.js";
+
+/** Where the servers of a clean file sit in its text (offsets), and each server's check. */
+interface Layout {
+  /** The offset of the servers list's `[` and of its `]`. */
+  readonly open: number;
+  readonly close: number;
+  /** Each server's text is `text.slice(starts[i], ends[i])`. */
+  readonly starts: readonly number[];
+  readonly ends: readonly number[];
+  readonly checks: readonly ServerCheck[];
+}
+
+/** One read: its text and result, and what the next read may reuse (null: the next read parses the whole text). */
+export interface ServicesRead {
+  readonly text: string;
+  readonly result: Checked<Services>;
+  readonly layout: Layout | null;
+}
+
+/** The whole-text parse: JSON (syntax errors with line and column, repeated keys), then every check of the file. */
+export function parseServicesText(text: string, options: ParseOptions = {}): Checked<Services> {
+  const json = parseJsonText(text);
+  if (!json.ok) return json;
+  return withWarnings(parseServices(json.value, options), json.warnings);
+}
+
+/** Reads `text`, reusing the previous read's checks of servers whose text did not change (pure). */
+export function readServicesText(
+  text: string,
+  previous: ServicesRead | null,
+  options: ParseOptions = {},
+): ServicesRead {
+  const layout =
+    previous?.layout && previous.text === text
+      ? previous.layout
+      : previous?.layout
+        ? (changedLayout(previous.text, previous.layout, text, options) ?? freshLayout(text, options))
+        : freshLayout(text, options);
+  if (layout === null) return { text, result: parseServicesText(text, options), layout: null };
+  if (previous?.layout === layout) return { text, result: previous.result, layout };
+  return { text, result: assembleServers(layout.checks), layout };
+}
+
+const WS = /[ \t\n\r]*/y;
+const STRING = /"(?:[^"\\]|\\[^])*"/y;
+const SCALAR = /[^,\]}\s]*/y;
+const STRUCTURE = /[{}[\]"]/g;
+
+function skipWs(text: string, i: number): number {
+  WS.lastIndex = i;
+  WS.exec(text);
+  return WS.lastIndex;
+}
+
+/** The end of the string starting at `i` (a `"`), or -1. */
+function stringEnd(text: string, i: number): number {
+  STRING.lastIndex = i;
+  return STRING.exec(text) === null ? -1 : STRING.lastIndex;
+}
+
+/**
+ * The end of the JSON value starting at `i`, or -1 when it plainly is none. Only finds the extent: what it returns is
+ * validated by JSON.parse afterwards, so text it misreads is refused there, never accepted.
+ */
+function valueEnd(text: string, i: number): number {
+  const c = text[i];
+  if (c === '"') return stringEnd(text, i);
+  if (c !== "{" && c !== "[") {
+    SCALAR.lastIndex = i;
+    SCALAR.exec(text);
+    return SCALAR.lastIndex > i ? SCALAR.lastIndex : -1;
+  }
+  let depth = 0;
+  STRUCTURE.lastIndex = i;
+  for (let m = STRUCTURE.exec(text); m !== null; m = STRUCTURE.exec(text)) {
+    const ch = m[0];
+    if (ch === '"') {
+      const end = stringEnd(text, m.index);
+      if (end < 0) return -1;
+      STRUCTURE.lastIndex = end;
+    } else if (ch === "{" || ch === "[") depth++;
+    else if (--depth === 0) return m.index + 1;
+  }
+  return -1;
+}
+
+/** A server's text checked alone: null unless it is one clean JSON object (see the module comment). */
+function checkSlice(slice: string, options: ParseOptions): ServerCheck | null {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(slice) as unknown;
+  } catch {
+    return null;
+  }
+  const scan = scanJson(slice);
+  if (scan.error !== null || scan.duplicates.length > 0) return null;
+  return checkRawServer(raw, options);
+}
+
+/**
+ * Reads the servers of the list from `i` (just after `[`, or just after a server when `afterServer`) to its `]`,
+ * stopping early where `resync(offset)` says the rest is known. Null when the text is not a list of objects.
+ */
+function readServers(
+  text: string,
+  i: number,
+  afterServer: boolean,
+  options: ParseOptions,
+  resync: (offset: number) => boolean,
+): { starts: number[]; ends: number[]; checks: ServerCheck[]; stop: number; closed: boolean } | null {
+  const starts: number[] = [];
+  const ends: number[] = [];
+  const checks: ServerCheck[] = [];
+  let expectServer = !afterServer;
+  let first = !afterServer;
+  for (;;) {
+    i = skipWs(text, i);
+    if (!expectServer) {
+      if (text[i] === "]") return { starts, ends, checks, stop: i, closed: true };
+      if (text[i] !== ",") return null;
+      i = skipWs(text, i + 1);
+      expectServer = true;
+      first = false;
+    }
+    if (first && text[i] === "]") return { starts, ends, checks, stop: i, closed: true };
+    if (resync(i)) return { starts, ends, checks, stop: i, closed: false };
+    if (text[i] !== "{") return null;
+    const end = valueEnd(text, i);
+    if (end < 0) return null;
+    const check = checkSlice(text.slice(i, end), options);
+    if (check === null) return null;
+    starts.push(i);
+    ends.push(end);
+    checks.push(check);
+    i = end;
+    expectServer = false;
+  }
+}
+
+/** The layout of a clean file read from scratch, or null (see the module comment). */
+function freshLayout(text: string, options: ParseOptions): Layout | null {
+  let i = skipWs(text, text.charCodeAt(0) === 0xfeff ? 1 : 0);
+  if (text[i] !== "{") return null;
+  i = skipWs(text, i + 1);
+  let found: Layout | null = null;
+  while (text[i] === '"') {
+    const keyEnd = stringEnd(text, i);
+    if (keyEnd < 0) return null;
+    let key: unknown;
+    try {
+      key = JSON.parse(text.slice(i, keyEnd));
+    } catch {
+      return null;
+    }
+    i = skipWs(text, keyEnd);
+    if (text[i] !== ":") return null;
+    i = skipWs(text, i + 1);
+    if (key === "servers") {
+      // A repeated "servers" key: JSON.parse keeps the last, and the whole read says so.
+      if (found !== null || text[i] !== "[") return null;
+      const read = readServers(text, i + 1, false, options, () => false);
+      if (read === null) return null;
+      found = { open: i, close: read.stop, starts: read.starts, ends: read.ends, checks: read.checks };
+      i = read.stop + 1;
+    } else {
+      const end = valueEnd(text, i);
+      if (end < 0) return null;
+      i = end;
+    }
+    i = skipWs(text, i);
+    if (text[i] !== ",") break;
+    i = skipWs(text, i + 1);
+  }
+  if (found === null || !cleanSkeleton(text, found)) return null;
+  return found;
+}
+
+/** The file without its servers is valid JSON, repeats no key and passes the schema without a word. */
+function cleanSkeleton(text: string, layout: Layout): boolean {
+  const json = parseJsonText(text.slice(0, layout.open + 1) + text.slice(layout.close));
+  if (!json.ok || json.warnings.length > 0) return false;
+  const raw = json.value;
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return false;
+  const servers = (raw as Record<string, unknown>)["servers"];
+  return Array.isArray(servers) && servers.length === 0 && cleanFileFields(raw as Record<string, unknown>);
+}
+
+/** How many leading characters two texts share (compared in native slices, then one by one). */
+function commonHead(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  for (let step = 1 << 16; step >= 1 && i < n; step >>= 2)
+    while (i + step <= n && a.slice(i, i + step) === b.slice(i, i + step)) i += step;
+  return i;
+}
+
+/** How many trailing characters two texts share, at most `max`. */
+function commonTail(a: string, b: string, max: number): number {
+  let k = 0;
+  for (let step = 1 << 16; step >= 1 && k < max; step >>= 2)
+    while (k + step <= max && a.slice(a.length - k - step, a.length - k) === b.slice(b.length - k - step, b.length - k))
+      k += step;
+  return k;
+}
+
+/** The first index whose value is above `x` in an ascending list. */
+function firstAbove(list: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((list[mid] ?? 0) > x) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/**
+ * The layout of `text` from the previous text's, when they differ only inside the servers list: the servers before
+ * the change and after it are kept (shifted), those between read again. Null when the change reaches outside the list
+ * or the text between is not clean servers (the caller reads the whole text then).
+ */
+function changedLayout(before: string, old: Layout, text: string, options: ParseOptions): Layout | null {
+  const head = commonHead(before, text);
+  const tail = commonTail(before, text, Math.min(before.length, text.length) - head);
+  const oldChangeEnd = before.length - tail;
+  // The `[` must be in the shared head and the `]` in the shared tail: the file's other fields are unchanged.
+  if (head <= old.open || oldChangeEnd > old.close) return null;
+  const delta = text.length - before.length;
+  // Servers ending within the shared head are kept; reading starts after the last of them.
+  const keep = firstAbove(old.ends, head);
+  const from = keep > 0 ? (old.ends[keep - 1] ?? 0) : old.open + 1;
+  // A server that starts within the shared tail starts the rest of the list, unchanged.
+  let resumeAt = -1;
+  const resync = (offset: number) => {
+    const o = offset - delta;
+    if (o < oldChangeEnd) return false;
+    const k = firstAbove(old.starts, o - 1);
+    if (old.starts[k] !== o) return false;
+    resumeAt = k;
+    return true;
+  };
+  const read = readServers(text, from, keep > 0, options, resync);
+  if (read === null) return null;
+  if (read.closed && read.stop - delta !== old.close) return null;
+  const rest = read.closed ? old.starts.length : resumeAt;
+  const shift = (list: readonly number[]) => list.slice(rest).map((x) => x + delta);
+  return {
+    open: old.open,
+    close: old.close + delta,
+    starts: [...old.starts.slice(0, keep), ...read.starts, ...shift(old.starts)],
+    ends: [...old.ends.slice(0, keep), ...read.ends, ...shift(old.ends)],
+    checks: [...old.checks.slice(0, keep), ...read.checks, ...old.checks.slice(rest)],
+  };
+}
