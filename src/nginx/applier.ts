@@ -7,16 +7,16 @@ import type { Rendered } from "../render/index.js";
 import { writeFileAtomic } from "../shared/files.js";
 import type { Logger } from "../shared/log.js";
 import { nginxTest } from "./binary.js";
-import { syncCerts, writeInitialCerts, type CertTable, type PushedCerts } from "./certs-push.js";
+import { pushedCertsVersion, syncCerts, writeInitialCerts, type CertTable, type PushedCerts } from "./certs-push.js";
 import { fetchGeneration, waitForGeneration } from "./control.js";
-import { syncEndpoints, type PushedState } from "./endpoints-push.js";
+import { pushedVersion, syncEndpoints, type PushedState, type PushTarget } from "./endpoints-push.js";
 import { prepareStateDir, writeRenderedFiles } from "./files.js";
 import { writeInitialRoutes } from "./initial-routes.js";
 import { writeInitialSets } from "./initial-sets.js";
 import type { EncodedSets } from "./push-format.js";
 import { bindFailures, summariseNginxError } from "./nginx-errors.js";
 import { describeHolder, findPortHolder } from "./port-holder.js";
-import { syncRoutes, type PushedRoutes } from "./routes-push.js";
+import { pushedRoutesVersion, syncRoutes, type PushedRoutes } from "./routes-push.js";
 import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
 
 /** What one push sends: the sets (and which changed), the routing table (and which servers), the certificates. */
@@ -27,6 +27,13 @@ interface PushWork {
   readonly changedRoutes: readonly string[] | "all";
   /** Pushed certificates (dynamic routes mode), whole: syncCerts sends what differs from what nginx holds. */
   readonly certs: CertTable | null;
+}
+
+/** What a new master was given in the state dir's start-up files before it started (each part that was written). */
+interface Preloaded {
+  readonly sets: PushedState | null;
+  readonly routes: PushedRoutes | null;
+  readonly certs: PushedCerts | null;
 }
 
 /**
@@ -43,6 +50,10 @@ export class NginxApplier implements Applier {
   private version = Date.now();
   /** Sets waiting to be written for the next nginx master to start with, and the write in flight. */
   private unwrittenSets: PushedState | null = null;
+  /** The sets (table, certificates) the start-up file holds now: a push that changed nothing rewrites nothing. */
+  private writtenSets: PushedState | null = null;
+  private writtenRoutes: PushedRoutes | null = null;
+  private writtenCerts: PushedCerts | null = null;
   private writingSets: Promise<void> | null = null;
   private lastSetsError: string | null = null;
   /** Each written set's encoding, by list: the start-up file is rewritten after every push, mostly of the same lists. */
@@ -143,19 +154,80 @@ export class NginxApplier implements Applier {
         0,
         0,
       );
+    // A master about to start loads the start-up files in init_by_lua, before its workers exist: written with the
+    // target first, they make it serve everything from its first request, and the pushes after the start find it
+    // holding them already (parsed once by the master, not sent and parsed again in a worker).
+    const preloaded = master === null && endpoints ? await this.preload(endpoints, routeTable, certs) : null;
     const out = await this.reload(rendered, started);
     if (out.result !== "applied" || !endpoints) return out;
-    // The shared dicts survive a reload but not a start; a whole push after either is always right. Certificates go
-    // whole only to a new master (a partial push to the same master after a reload: a whole one can be ~75 MB).
+    const held = preloaded ? await this.adopt(preloaded) : { sets: false, routes: false };
+    // The shared dicts survive a reload but not a start; a whole push after either is always right, unless the new
+    // master holds the start-up files' versions, which it loaded from what this target wrote. Certificates go whole
+    // only to a new master (a partial push to the same master after a reload: a whole one can be ~75 MB).
     const after = await this.push(
       rendered.generation,
-      { endpoints, changed: "all", routeTable, changedRoutes: "all", certs },
+      { endpoints, changed: held.sets ? [] : "all", routeTable, changedRoutes: held.routes ? [] : "all", certs },
       started,
       out.ms.test,
       out.ms.reload,
     );
     // A failed push keeps action "push", so the reconciler retries it with backoff (the reload itself took).
     return after.result === "applied" ? { ...out, ms: after.ms } : after;
+  }
+
+  /**
+   * Writes the target's sets, table and certificates as the start-up files, under new versions, for the master about
+   * to start. Waits for any write of an older push first, so none replaces these. A part that cannot be written is
+   * null (the old file stays; the master loads that, holds another version, and gets the whole push as before).
+   */
+  private async preload(
+    endpoints: EndpointSets,
+    routeTable: RouteTable | null,
+    certs: CertTable | null,
+  ): Promise<Preloaded> {
+    await this.settled();
+    const sets = { version: ++this.version, sets: endpoints };
+    const routes = routeTable ? { version: ++this.version, table: routeTable } : null;
+    const pushedCerts = certs ? { version: ++this.version, table: certs } : null;
+    const [setsOut, routesOut, certsOut] = await Promise.all([
+      writeInitialSets(this.paths.dir, sets.version, sets.sets, this.encodedSets),
+      routes ? writeInitialRoutes(this.paths.dir, routes.version, routes.table) : null,
+      pushedCerts ? writeInitialCerts(this.paths.dir, pushedCerts) : null,
+    ]);
+    if (setsOut.ok) this.writtenSets = sets;
+    if (routesOut?.ok) this.writtenRoutes = routes;
+    if (certsOut?.ok) this.writtenCerts = pushedCerts;
+    return {
+      sets: setsOut.ok ? sets : null,
+      routes: routesOut?.ok ? routes : null,
+      certs: certsOut?.ok ? pushedCerts : null,
+    };
+  }
+
+  /**
+   * After a start: each part the new master reports holding at the version `preload` wrote is what nginx holds (the
+   * versions are this controller's own and unique to that write), so no push resends it. A part it holds at another
+   * version (a file it refused, or one it did not load) or a failed question leaves that part unknown: pushed whole.
+   */
+  private async adopt(pre: Preloaded): Promise<{ sets: boolean; routes: boolean }> {
+    const master = this.nginx.masterPid;
+    if (master === null) return { sets: false, routes: false };
+    const target = this.pushTarget();
+    const held = async (part: PushedState | PushedRoutes | PushedCerts | null, ask: typeof pushedVersion) =>
+      part !== null && (await ask(target).catch(() => null)) === part.version;
+    const [sets, routes, certs] = await Promise.all([
+      held(pre.sets, pushedVersion),
+      held(pre.routes, pushedRoutesVersion),
+      held(pre.certs, pushedCertsVersion),
+    ]);
+    if (sets && pre.sets) this.pushed = { state: pre.sets, master };
+    if (routes && pre.routes) this.pushedRoutes = { state: pre.routes, master };
+    if (certs && pre.certs) this.pushedCerts = { state: pre.certs, master };
+    return { sets, routes };
+  }
+
+  private pushTarget(): PushTarget {
+    return { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) };
   }
 
   private async push(
@@ -171,7 +243,7 @@ export class NginxApplier implements Applier {
     const t = performance.now();
     let what = "endpoint sets";
     try {
-      const target = { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) };
+      const target = this.pushTarget();
       // Sets of new routes go before the table names them; sets of removed routes go after the table stops naming
       // them, so no request in between finds its route without a set (503).
       const gone = routeTable && changed !== "all" ? changed.filter((n) => endpoints[n] === undefined) : [];
@@ -228,11 +300,13 @@ export class NginxApplier implements Applier {
    * error and never fails the push that nginx already took.
    */
   private keepForRestart(state: PushedState): void {
+    if (state === this.writtenSets && this.writingSets === null) return;
     this.unwrittenSets = state;
     this.writingSets ??= (async () => {
       for (let s = this.unwrittenSets; s !== null; s = this.unwrittenSets) {
         this.unwrittenSets = null;
         const out = await writeInitialSets(this.paths.dir, s.version, s.sets, this.encodedSets);
+        this.writtenSets = out.ok ? s : null;
         if (!out.ok && out.error !== this.lastSetsError)
           this.log.warn(
             { file: out.path, error: out.error },
@@ -246,11 +320,13 @@ export class NginxApplier implements Applier {
 
   /** As keepForRestart, for the routing table (dynamic routes mode): a new master serves every site at once. */
   private keepRoutesForRestart(state: PushedRoutes): void {
+    if (state === this.writtenRoutes && this.writingRoutes === null) return;
     this.unwrittenRoutes = state;
     this.writingRoutes ??= (async () => {
       for (let s = this.unwrittenRoutes; s !== null; s = this.unwrittenRoutes) {
         this.unwrittenRoutes = null;
         const out = await writeInitialRoutes(this.paths.dir, s.version, s.table);
+        this.writtenRoutes = out.ok ? s : null;
         if (!out.ok && out.error !== this.lastRoutesError)
           this.log.warn(
             { file: out.path, error: out.error },
@@ -267,11 +343,13 @@ export class NginxApplier implements Applier {
    * written by writeInitialCerts); an error names the file, never its content.
    */
   private keepCertsForRestart(state: PushedCerts): void {
+    if (state === this.writtenCerts && this.writingCerts === null) return;
     this.unwrittenCerts = state;
     this.writingCerts ??= (async () => {
       for (let s = this.unwrittenCerts; s !== null; s = this.unwrittenCerts) {
         this.unwrittenCerts = null;
         const out = await writeInitialCerts(this.paths.dir, s);
+        this.writtenCerts = out.ok ? s : null;
         const error = out.ok ? null : out.error;
         if (error !== null && error !== this.lastCertsError)
           this.log.warn(
