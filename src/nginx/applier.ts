@@ -416,16 +416,21 @@ export class NginxApplier implements Applier {
         const oldWorkers = running ? await workerPids(this.nginx.masterPid ?? 0) : [];
         if (running) this.nginx.reload();
         else await this.nginx.start();
+        // A new master serves nothing until it answers, and loading 10,000 sites can take it longer than a reload is
+        // given on a busy machine: it is waited for while it lives. Given up on, it would be retried as a reload of a
+        // master still loading, which starts the load over. A master that exits or refuses ends the wait at once.
+        const confirmMs = running ? this.confirmTimeoutMs : Math.max(this.confirmTimeoutMs, START_CONFIRM_MS);
         const taken = await Promise.race([
-          waitForGeneration(this.controlPort, rendered.generation, this.confirmTimeoutMs, gaveUp.signal),
-          refusal(errorLog, logOffset, this.confirmTimeoutMs, gaveUp.signal),
+          waitForGeneration(this.controlPort, rendered.generation, confirmMs, gaveUp.signal),
+          refusal(errorLog, logOffset, confirmMs, gaveUp.signal),
+          ...(running ? [] : [exitedWhileStarting(this.nginx, errorLog, logOffset, gaveUp.signal)]),
         ]);
         gaveUp.abort();
         if (taken !== true)
           error =
             typeof taken === "string"
               ? `nginx refused the new config: ${await explain(taken)}`
-              : `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await explain(await tail(errorLog, logOffset))}`;
+              : `nginx did not take the new config within ${confirmMs} ms: ${await explain(await tail(errorLog, logOffset))}`;
         // Live means every accepting worker runs the new config: old workers accept for a while after a reload.
         else if (!(await waitWorkersRetired(oldWorkers, this.confirmTimeoutMs)))
           this.log.warn({ oldWorkers }, "old nginx workers still accept connections after the reload");
@@ -473,6 +478,23 @@ export class NginxApplier implements Applier {
       // Nothing to prune, or the state dir cannot be written: pruning waits for the next apply.
     }
   }
+}
+
+/** How long a new master may take to answer while it lives (a reload is given the applier's confirm timeout). */
+const START_CONFIRM_MS = 60_000;
+
+/** Resolves with nginx's last errors when the master being started exits; false when `signal` aborts first. */
+async function exitedWhileStarting(
+  nginx: NginxProcess,
+  errorLog: string,
+  from: number,
+  signal: AbortSignal,
+): Promise<string | false> {
+  while (!signal.aborted) {
+    if (nginx.masterPid === null) return `nginx exited while starting: ${await tail(errorLog, from)}`;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
 }
 
 async function exists(file: string): Promise<boolean> {
