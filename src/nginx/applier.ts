@@ -491,7 +491,9 @@ async function exitedWhileStarting(
   signal: AbortSignal,
 ): Promise<string | false> {
   while (!signal.aborted) {
-    if (nginx.masterPid === null) return `nginx exited while starting: ${await tail(errorLog, from)}`;
+    // nginx's own words when it logged why (as `refusal` reads them), else what it logged last.
+    if (nginx.masterPid === null)
+      return (await refusedWith(errorLog, from)) ?? `nginx exited while starting: ${await tail(errorLog, from)}`;
     await new Promise((r) => setTimeout(r, 50));
   }
   return false;
@@ -520,14 +522,20 @@ async function sizeOf(file: string): Promise<number> {
 async function refusal(file: string, from: number, timeoutMs: number, signal: AbortSignal): Promise<string | false> {
   const deadline = Date.now() + timeoutMs;
   while (!signal.aborted && Date.now() < deadline) {
-    const emerg = (await logSince(file, from))
-      .filter((l) => l.includes("[emerg]"))
-      .map((l) => l.replace(/^.*?\[emerg\] \d+#\d+: /, ""));
-    // The distinct causes, the last bind failure (naming the address) first: "bind() to ... failed | still could not".
-    if (emerg.some((l) => !/bind\(\) to .* failed/.test(l))) return [...new Set(emerg)].slice(-2).join(" | ");
+    const refused = await refusedWith(file, from);
+    if (refused !== null) return refused;
     await new Promise((r) => setTimeout(r, 50));
   }
   return false;
+}
+
+/** nginx's words for giving up on a config in its error log after `from` (see `refusal`), or null when none yet. */
+async function refusedWith(file: string, from: number): Promise<string | null> {
+  const emerg = (await logSince(file, from))
+    .filter((l) => l.includes("[emerg]"))
+    .map((l) => l.replace(/^.*?\[emerg\] \d+#\d+: /, ""));
+  // The distinct causes, the last bind failure (naming the address) first: "bind() to ... failed | still could not".
+  return emerg.some((l) => !/bind\(\) to .* failed/.test(l)) ? [...new Set(emerg)].slice(-2).join(" | ") : null;
 }
 
 /**
