@@ -14,6 +14,7 @@ import {
   type Controller,
   type LogLine,
 } from "../../test/helpers/controller.js";
+import { ensureCompiled, runCompiled } from "./build.js";
 import { freePort, onCleanup, sleep, tempDir } from "./procs.js";
 import type { Registry } from "./registry.js";
 
@@ -108,7 +109,9 @@ export async function startLb(o: LbOptions): Promise<Lb> {
   const stateDir = join(dir, "state");
   const port = await freePort();
   await writeServices(servicesFile, servicesJson(o.routes, port));
+  if (runCompiled) await ensureCompiled();
   const options = {
+    compiled: runCompiled,
     services: servicesFile,
     stateDir,
     args: [

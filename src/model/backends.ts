@@ -37,6 +37,11 @@ export function parseEndpointKey(key: string, value: string, prefix: string = DE
   if (parts.length !== 3 || parts[1] !== "ips")
     return { kind: "rejected", reason: `key is not of the form ${base}<app>-<service>/ips/<ip>` };
   const [name = "", , ip = ""] = parts;
+  return readEndpoint(name, ip, () => parseWeight(value));
+}
+
+/** An endpoint from its backend name and address (checked here) and its weight, read only when both pass. */
+function readEndpoint(name: string, ip: string, weightOf: () => { weight: number; warning?: string }): KeyReading {
   if (name === PROTO_KEY)
     return {
       kind: "rejected",
@@ -50,7 +55,7 @@ export function parseEndpointKey(key: string, value: string, prefix: string = DE
       kind: "rejected",
       reason: `${describeValue(ip)} is not a literal IPv4 or IPv6 address (no host names, ports or zones)`,
     };
-  const { weight, warning } = parseWeight(value);
+  const { weight, warning } = weightOf();
   return { kind: "endpoint", name, ip: canonical, endpoint: { weight }, ...(warning ? { warning } : {}) };
 }
 
@@ -62,8 +67,13 @@ export function parseWeight(value: string): { weight: number; warning?: string }
   } catch {
     return { weight: 1, warning: `value ${describeValue(value)} is not JSON; using weight 1` };
   }
+  return weightOf(parsed, () => value);
+}
+
+/** The weight of a parsed value; `text` is the value as written, for the warnings (made only when one is needed). */
+function weightOf(parsed: unknown, text: () => string): { weight: number; warning?: string } {
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
-    return { weight: 1, warning: `value ${describeValue(value)} is not a JSON object; using weight 1` };
+    return { weight: 1, warning: `value ${describeValue(text())} is not a JSON object; using weight 1` };
   const w = (parsed as Record<string, unknown>)["weight"];
   if (w === undefined) return { weight: 1, warning: `value has no "weight"; using weight 1` };
   if (typeof w !== "number" || !Number.isInteger(w) || w < 0 || w > WEIGHT_MAX)
@@ -114,6 +124,16 @@ export function sortBackendSet(set: BackendSet): BackendSet {
 }
 
 /**
+ * One endpoint of the backends file, read as the registry key `<prefix>/<name>/ips/<ip>` with the value `ep` is: a
+ * name or address with a "/" is no such key.
+ */
+function fileEndpoint(name: string, ip: string, ep: unknown): KeyReading {
+  if (name.includes("/") || ip.includes("/"))
+    return { kind: "rejected", reason: `key is not of the form ${keyPrefix(DEFAULT_PREFIX)}<app>-<service>/ips/<ip>` };
+  return readEndpoint(name, ip, () => weightOf(ep ?? null, () => JSON.stringify(ep ?? null)));
+}
+
+/**
  * Validates the embedded registry file `{ "<app>-<service>": { "<ip>": { "weight": 50 } } }` with the same rules as
  * etcd keys. Bad names or addresses are errors (the file is the operator's own); odd weights are warnings.
  */
@@ -132,7 +152,10 @@ export function parseBackendsFile(raw: unknown): Checked<BackendSet> {
       ],
       warnings,
     };
-  const entries: [string, string][] = [];
+  // Read in place with the rules of a registry key (readEndpoint), without making one per endpoint: the file of a
+  // large registry holds 100,000 of them and is read at every start. A Map, as in backendSetFromKeys.
+  const byName = new Map<string, Record<string, Endpoint>>();
+  const rejected: Problem[] = [];
   for (const [name, eps] of Object.entries(raw as Record<string, unknown>)) {
     if (typeof eps !== "object" || eps === null || Array.isArray(eps)) {
       errors.push({
@@ -142,14 +165,20 @@ export function parseBackendsFile(raw: unknown): Checked<BackendSet> {
       });
       continue;
     }
-    for (const [ip, ep] of Object.entries(eps as Record<string, unknown>))
-      entries.push([`${DEFAULT_PREFIX}/${name}/ips/${ip}`, JSON.stringify(ep ?? null)]);
+    for (const [ip, ep] of Object.entries(eps as Record<string, unknown>)) {
+      const r = fileEndpoint(name, ip, ep);
+      const path = () => `[${JSON.stringify(name)}][${JSON.stringify(ip)}]`;
+      if (r.kind === "rejected") {
+        rejected.push({ code: "registry_key_rejected", path: path(), message: r.reason });
+        continue;
+      }
+      if (r.warning) warnings.push({ code: "registry_value", path: path(), message: r.warning });
+      let set = byName.get(r.name);
+      if (!set) byName.set(r.name, (set = {}));
+      set[r.ip] = r.endpoint;
+    }
   }
-  const { set, warnings: w } = backendSetFromKeys(entries);
-  for (const p of w) {
-    const [, name = "", , ip = ""] = p.path.slice(DEFAULT_PREFIX.length).split("/");
-    const problem = { ...p, path: `[${JSON.stringify(name)}][${JSON.stringify(ip)}]` };
-    (p.code === "registry_key_rejected" ? errors : warnings).push(problem);
-  }
+  errors.push(...rejected);
+  const set = sortBackendSet(Object.fromEntries(byName));
   return errors.length > 0 ? { ok: false, errors, warnings } : { ok: true, value: set, warnings };
 }

@@ -7,9 +7,9 @@ import type { Rendered } from "../render/index.js";
 import { writeFileAtomic } from "../shared/files.js";
 import type { Logger } from "../shared/log.js";
 import { nginxTest } from "./binary.js";
-import { syncCerts, writeInitialCerts, type CertTable, type PushedCerts } from "./certs-push.js";
+import { pushedCertsVersion, syncCerts, writeInitialCerts, type CertTable, type PushedCerts } from "./certs-push.js";
 import { fetchGeneration, waitForGeneration } from "./control.js";
-import { syncEndpoints, type PushedState } from "./endpoints-push.js";
+import { pushedVersion, syncEndpoints, type PushedState, type PushTarget } from "./endpoints-push.js";
 import { prepareStateDir, writeRenderedFiles } from "./files.js";
 import { writeInitialRoutes } from "./initial-routes.js";
 import { writeInitialSets } from "./initial-sets.js";
@@ -17,7 +17,7 @@ import { LatestWriter } from "./latest-writer.js";
 import type { EncodedSets } from "./push-format.js";
 import { bindFailures, summariseNginxError } from "./nginx-errors.js";
 import { describeHolder, findPortHolder } from "./port-holder.js";
-import { syncRoutes, type PushedRoutes } from "./routes-push.js";
+import { pushedRoutesVersion, syncRoutes, type PushedRoutes } from "./routes-push.js";
 import { waitWorkersRetired, workerPids, type NginxPaths, type NginxProcess } from "./process.js";
 
 /**
@@ -35,6 +35,13 @@ interface PushWork {
   readonly changedRoutes: readonly string[] | "all";
   /** Pushed certificates (dynamic routes mode), whole: syncCerts sends what differs from what nginx holds. */
   readonly certs: CertTable | null;
+}
+
+/** What a new master was given in the state dir's start-up files before it started (each part that was written). */
+interface Preloaded {
+  readonly sets: PushedState | null;
+  readonly routes: PushedRoutes | null;
+  readonly certs: PushedCerts | null;
 }
 
 /**
@@ -148,19 +155,80 @@ export class NginxApplier implements Applier {
         0,
         0,
       );
+    // A master about to start loads the start-up files in init_by_lua, before its workers exist: written with the
+    // target first, they make it serve everything from its first request, and the pushes after the start find it
+    // holding them already (parsed once by the master, not sent and parsed again in a worker).
+    const preloaded = master === null && endpoints ? await this.preload(endpoints, routeTable, certs) : null;
     const out = await this.reload(rendered, started);
     if (out.result !== "applied" || !endpoints) return out;
-    // The shared dicts survive a reload but not a start; a whole push after either is always right. Certificates go
-    // whole only to a new master (a partial push to the same master after a reload: a whole one can be ~75 MB).
+    const held = preloaded ? await this.adopt(preloaded) : { sets: false, routes: false };
+    // The shared dicts survive a reload but not a start; a whole push after either is always right, unless the new
+    // master holds the start-up files' versions, which it loaded from what this target wrote. Certificates go whole
+    // only to a new master (a partial push to the same master after a reload: a whole one can be ~75 MB).
     const after = await this.push(
       rendered.generation,
-      { endpoints, changed: "all", routeTable, changedRoutes: "all", certs },
+      { endpoints, changed: held.sets ? [] : "all", routeTable, changedRoutes: held.routes ? [] : "all", certs },
       started,
       out.ms.test,
       out.ms.reload,
     );
     // A failed push keeps action "push", so the reconciler retries it with backoff (the reload itself took).
     return after.result === "applied" ? { ...out, ms: after.ms } : after;
+  }
+
+  /**
+   * Writes the target's sets, table and certificates as the start-up files, under new versions, for the master about
+   * to start. Waits for any write of an older push first, so none replaces these. A part that cannot be written is
+   * null (the old file stays; the master loads that, holds another version, and gets the whole push as before).
+   */
+  private async preload(
+    endpoints: EndpointSets,
+    routeTable: RouteTable | null,
+    certs: CertTable | null,
+  ): Promise<Preloaded> {
+    await this.settled();
+    const sets = { version: ++this.version, sets: endpoints };
+    const routes = routeTable ? { version: ++this.version, table: routeTable } : null;
+    const pushedCerts = certs ? { version: ++this.version, table: certs } : null;
+    const [setsOut, routesOut, certsOut] = await Promise.all([
+      writeInitialSets(this.paths.dir, sets.version, sets.sets, this.encodedSets),
+      routes ? writeInitialRoutes(this.paths.dir, routes.version, routes.table) : null,
+      pushedCerts ? writeInitialCerts(this.paths.dir, pushedCerts) : null,
+    ]);
+    if (setsOut.ok) this.setsFile.written(sets);
+    if (routes && routesOut?.ok) this.routesFile.written(routes);
+    if (pushedCerts && certsOut?.ok) this.certsFile.written(pushedCerts);
+    return {
+      sets: setsOut.ok ? sets : null,
+      routes: routesOut?.ok ? routes : null,
+      certs: certsOut?.ok ? pushedCerts : null,
+    };
+  }
+
+  /**
+   * After a start: each part the new master reports holding at the version `preload` wrote is what nginx holds (the
+   * versions are this controller's own and unique to that write), so no push resends it. A part it holds at another
+   * version (a file it refused, or one it did not load) or a failed question leaves that part unknown: pushed whole.
+   */
+  private async adopt(pre: Preloaded): Promise<{ sets: boolean; routes: boolean }> {
+    const master = this.nginx.masterPid;
+    if (master === null) return { sets: false, routes: false };
+    const target = this.pushTarget();
+    const held = async (part: PushedState | PushedRoutes | PushedCerts | null, ask: typeof pushedVersion) =>
+      part !== null && (await ask(target).catch(() => null)) === part.version;
+    const [sets, routes, certs] = await Promise.all([
+      held(pre.sets, pushedVersion),
+      held(pre.routes, pushedRoutesVersion),
+      held(pre.certs, pushedCertsVersion),
+    ]);
+    if (sets && pre.sets) this.pushed = { state: pre.sets, master };
+    if (routes && pre.routes) this.pushedRoutes = { state: pre.routes, master };
+    if (certs && pre.certs) this.pushedCerts = { state: pre.certs, master };
+    return { sets, routes };
+  }
+
+  private pushTarget(): PushTarget {
+    return { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) };
   }
 
   private async push(
@@ -176,7 +244,7 @@ export class NginxApplier implements Applier {
     const t = performance.now();
     let what = "endpoint sets";
     try {
-      const target = { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) };
+      const target = this.pushTarget();
       // Sets of new routes go before the table names them; sets of removed routes go after the table stops naming
       // them, so no request in between finds its route without a set (503).
       const gone = routeTable && changed !== "all" ? changed.filter((n) => endpoints[n] === undefined) : [];
@@ -237,7 +305,7 @@ export class NginxApplier implements Applier {
     this.setsFile.offer(state, whole);
   }
 
-  private async writeSets(s: PushedState): Promise<void> {
+  private async writeSets(s: PushedState): Promise<boolean> {
     const out = await writeInitialSets(this.paths.dir, s.version, s.sets, this.encodedSets);
     if (!out.ok && out.error !== this.lastSetsError)
       this.log.warn(
@@ -245,6 +313,7 @@ export class NginxApplier implements Applier {
         "could not keep the endpoint sets for an nginx restart; a restarted nginx answers 503 until the next push",
       );
     this.lastSetsError = out.ok ? null : out.error;
+    return out.ok;
   }
 
   /** As keepForRestart, for the routing table (dynamic routes mode): a new master serves every site at once. */
@@ -252,7 +321,7 @@ export class NginxApplier implements Applier {
     this.routesFile.offer(state, whole);
   }
 
-  private async writeRoutes(s: PushedRoutes): Promise<void> {
+  private async writeRoutes(s: PushedRoutes): Promise<boolean> {
     const out = await writeInitialRoutes(this.paths.dir, s.version, s.table);
     if (!out.ok && out.error !== this.lastRoutesError)
       this.log.warn(
@@ -260,6 +329,7 @@ export class NginxApplier implements Applier {
         "could not keep the routing table for an nginx restart; a restarted nginx answers 404 until the next push",
       );
     this.lastRoutesError = out.ok ? null : out.error;
+    return out.ok;
   }
 
   /**
@@ -270,7 +340,7 @@ export class NginxApplier implements Applier {
     this.certsFile.offer(state, whole);
   }
 
-  private async writeCerts(s: PushedCerts): Promise<void> {
+  private async writeCerts(s: PushedCerts): Promise<boolean> {
     const out = await writeInitialCerts(this.paths.dir, s);
     const error = out.ok ? null : out.error;
     if (error !== null && error !== this.lastCertsError)
@@ -279,6 +349,7 @@ export class NginxApplier implements Applier {
         "could not keep the certificates for an nginx restart; a restarted nginx refuses TLS until the next push",
       );
     this.lastCertsError = error;
+    return out.ok;
   }
 
   /** Writes the last pushed sets, table and certificates now and resolves once they are on disk (or failed). */
@@ -334,16 +405,21 @@ export class NginxApplier implements Applier {
         const oldWorkers = running ? await workerPids(this.nginx.masterPid ?? 0) : [];
         if (running) this.nginx.reload();
         else await this.nginx.start();
+        // A new master serves nothing until it answers, and loading 10,000 sites can take it longer than a reload is
+        // given on a busy machine: it is waited for while it lives. Given up on, it would be retried as a reload of a
+        // master still loading, which starts the load over. A master that exits or refuses ends the wait at once.
+        const confirmMs = running ? this.confirmTimeoutMs : Math.max(this.confirmTimeoutMs, START_CONFIRM_MS);
         const taken = await Promise.race([
-          waitForGeneration(this.controlPort, rendered.generation, this.confirmTimeoutMs, gaveUp.signal),
-          refusal(errorLog, logOffset, this.confirmTimeoutMs, gaveUp.signal),
+          waitForGeneration(this.controlPort, rendered.generation, confirmMs, gaveUp.signal),
+          refusal(errorLog, logOffset, confirmMs, gaveUp.signal),
+          ...(running ? [] : [exitedWhileStarting(this.nginx, errorLog, logOffset, gaveUp.signal)]),
         ]);
         gaveUp.abort();
         if (taken !== true)
           error =
             typeof taken === "string"
               ? `nginx refused the new config: ${await explain(taken)}`
-              : `nginx did not take the new config within ${this.confirmTimeoutMs} ms: ${await explain(await tail(errorLog, logOffset))}`;
+              : `nginx did not take the new config within ${confirmMs} ms: ${await explain(await tail(errorLog, logOffset))}`;
         // Live means every accepting worker runs the new config: old workers accept for a while after a reload.
         else if (!(await waitWorkersRetired(oldWorkers, this.confirmTimeoutMs)))
           this.log.warn({ oldWorkers }, "old nginx workers still accept connections after the reload");
@@ -393,6 +469,25 @@ export class NginxApplier implements Applier {
   }
 }
 
+/** How long a new master may take to answer while it lives (a reload is given the applier's confirm timeout). */
+const START_CONFIRM_MS = 60_000;
+
+/** Resolves with nginx's last errors when the master being started exits; false when `signal` aborts first. */
+async function exitedWhileStarting(
+  nginx: NginxProcess,
+  errorLog: string,
+  from: number,
+  signal: AbortSignal,
+): Promise<string | false> {
+  while (!signal.aborted) {
+    // nginx's own words when it logged why (as `refusal` reads them), else what it logged last.
+    if (nginx.masterPid === null)
+      return (await refusedWith(errorLog, from)) ?? `nginx exited while starting: ${await tail(errorLog, from)}`;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
 async function exists(file: string): Promise<boolean> {
   return stat(file).then(
     () => true,
@@ -416,14 +511,20 @@ async function sizeOf(file: string): Promise<number> {
 async function refusal(file: string, from: number, timeoutMs: number, signal: AbortSignal): Promise<string | false> {
   const deadline = Date.now() + timeoutMs;
   while (!signal.aborted && Date.now() < deadline) {
-    const emerg = (await logSince(file, from))
-      .filter((l) => l.includes("[emerg]"))
-      .map((l) => l.replace(/^.*?\[emerg\] \d+#\d+: /, ""));
-    // The distinct causes, the last bind failure (naming the address) first: "bind() to ... failed | still could not".
-    if (emerg.some((l) => !/bind\(\) to .* failed/.test(l))) return [...new Set(emerg)].slice(-2).join(" | ");
+    const refused = await refusedWith(file, from);
+    if (refused !== null) return refused;
     await new Promise((r) => setTimeout(r, 50));
   }
   return false;
+}
+
+/** nginx's words for giving up on a config in its error log after `from` (see `refusal`), or null when none yet. */
+async function refusedWith(file: string, from: number): Promise<string | null> {
+  const emerg = (await logSince(file, from))
+    .filter((l) => l.includes("[emerg]"))
+    .map((l) => l.replace(/^.*?\[emerg\] \d+#\d+: /, ""));
+  // The distinct causes, the last bind failure (naming the address) first: "bind() to ... failed | still could not".
+  return emerg.some((l) => !/bind\(\) to .* failed/.test(l)) ? [...new Set(emerg)].slice(-2).join(" | ") : null;
 }
 
 /**

@@ -9,10 +9,15 @@ export class LatestWriter<T> {
   private latest: T | null = null;
   private timer: NodeJS.Timeout | null = null;
   private writing: Promise<void> | null = null;
+  /** The value the file holds (the last successful write), so offering it again writes nothing. */
+  private onDisk: T | null = null;
 
-  /** `write` must not throw (it reports failures itself); `delayMs`: how long an offered value waits at most. */
+  /**
+   * `write` resolves true when the value is on disk and must not throw (it reports failures itself); `delayMs`: how
+   * long an offered value waits at most.
+   */
   constructor(
-    private readonly write: (value: T) => Promise<void>,
+    private readonly write: (value: T) => Promise<boolean>,
     private readonly delayMs: number,
   ) {}
 
@@ -21,10 +26,16 @@ export class LatestWriter<T> {
    * value nothing written before stands in for, as after a start).
    */
   offer(value: T, now = false): void {
+    if (value === this.onDisk && this.latest === null && this.writing === null) return;
     this.latest = value;
     if (now && this.timer !== null) clearTimeout(this.timer);
     if (now) this.run();
     else if (this.timer === null && this.writing === null) this.timer = setTimeout(() => this.run(), this.delayMs);
+  }
+
+  /** Says `value` was written by other means (wait for `flush` first, so no older write lands after it). */
+  written(value: T): void {
+    this.onDisk = value;
   }
 
   /** Writes what waits now and resolves once nothing waits or runs (for shutdown and tests). */
@@ -47,7 +58,8 @@ export class LatestWriter<T> {
     for (let v = this.latest; v !== null; v = this.latest) {
       this.latest = null;
       // A bug in `write` must not escape a timer: the next offer tries again.
-      await this.write(v).catch(() => undefined);
+      const ok = await this.write(v).catch(() => false);
+      this.onDisk = ok ? v : null;
     }
   }
 }

@@ -7,8 +7,7 @@ import type { StatusStore } from "../reconciler/status.js";
 import type { Logger } from "../shared/log.js";
 import { TableStore } from "../state/store.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
-import { sourceOptions, type EtcdOptions } from "./registry.js";
-import { EtcdServicesSource } from "./services-etcd.js";
+import type { EtcdOptions } from "./registry.js";
 import { ServicesFileSource } from "./services-source.js";
 
 /** What `run` does with the routing source afterwards: SIGUSR2 and SIGHUP re-read it. */
@@ -50,6 +49,12 @@ export async function startEtcdRoutes(
   signal: AbortSignal,
   o: { graceMs: number },
 ): Promise<RoutesHandle> {
+  // Loaded here, not at the top: the etcd client (gRPC) takes a second to load on a busy machine, and a controller
+  // with a services file never needs it.
+  const [{ sourceOptions }, { EtcdServicesSource }] = await Promise.all([
+    import("./registry.js"),
+    import("./services-etcd.js"),
+  ]);
   const source = new EtcdServicesSource({
     ...sourceOptions(etcd, log),
     store: new TableStore(dir),

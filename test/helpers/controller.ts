@@ -31,6 +31,11 @@ export interface ControllerOptions {
   readonly env?: Record<string, string>;
   /** Wrap the command (e.g. `unshare --pid --fork --mount-proc`). */
   readonly wrap?: readonly string[];
+  /**
+   * Run the compiled CLI (bin/nginx-lb.js, dist/: what the package's `nginx-lb` runs) instead of the sources through
+   * tsx; the caller builds dist/ first (bench/lib/build.ts). Default false: tests run the sources as they are.
+   */
+  readonly compiled?: boolean;
   /** Wait for this log message before resolving. Default "nginx-lb is running". */
   readonly readyMsg?: string;
 }
@@ -128,9 +133,7 @@ export async function startController(o: ControllerOptions): Promise<Controller>
   const cmd = [
     ...(o.wrap ?? []),
     process.execPath,
-    "--import",
-    "tsx",
-    join(ROOT, "src/cli/main.ts"),
+    ...(o.compiled ? [join(ROOT, "bin/nginx-lb.js")] : ["--import", "tsx", join(ROOT, "src/cli/main.ts")]),
     "run",
     "--services",
     o.services,

@@ -1,9 +1,14 @@
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackendSet } from "../../src/model/backends.js";
 import { plan } from "../../src/model/plan.js";
+import { pushedCertsVersion } from "../../src/nginx/certs-push.js";
+import { pushedVersion } from "../../src/nginx/endpoints-push.js";
 import { encodeRoutes, pushedRoutesVersion } from "../../src/nginx/routes-push.js";
+import { INITIAL_SETS_FILE } from "../../src/render/dynamic.js";
+import { INITIAL_CERTS_FILE } from "../../src/render/tls-dynamic.js";
+import { INITIAL_ROUTES_FILE } from "../../src/render/routes-dynamic.js";
 import { ROUTES_PATH } from "../../src/render/routes-dynamic.js";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
 import { get, postRaw } from "../helpers/http.js";
@@ -220,6 +225,54 @@ describe("a new nginx master", () => {
     expect(r.status).toBe(200);
     expect(r.json<Echo>().backend).toBe("127.0.0.4");
     ngx = fresh;
+  });
+});
+
+/** When a process started (ms since the epoch, to the kernel's 10 ms clock tick), from /proc. */
+/**
+ * When process `pid` started, in epoch ms: its start in clock ticks since boot against /proc/uptime read at the same
+ * moment (both since boot, 10 ms steps; /proc/stat's btime has whole seconds only and drifts on a VM).
+ */
+async function startedAt(pid: number): Promise<number> {
+  const [stat, uptime] = await Promise.all([readFile(`/proc/${pid}/stat`, "utf8"), readFile("/proc/uptime", "utf8")]);
+  const now = Date.now();
+  const ticks = Number(stat.split(") ")[1]?.split(" ")[19]);
+  return now - (Number(uptime.split(" ")[0]) * 1000 - ticks * 10);
+}
+
+/** The version in a start-up file's first line ("nginx-lb-<kind> version=<v>"). */
+async function fileVersion(dir: string, file: string): Promise<number> {
+  return Number(/version=(\d+)/.exec(await readFile(join(dir, file), "utf8"))?.[1]);
+}
+
+describe("a cold start", () => {
+  it("hands the new master the target as start-up files before it starts: it holds their versions, no push follows", async () => {
+    const { desired } = ngx;
+    await ngx.stop();
+    // A new state dir: nothing was ever pushed or written there.
+    const fresh = await serveNginx({ ...desired, mode: "dynamic", routesMode: "dynamic" });
+    ngx = fresh;
+    const files = [INITIAL_SETS_FILE, INITIAL_ROUTES_FILE, INITIAL_CERTS_FILE];
+    const versions = await Promise.all(files.map((f) => fileVersion(fresh.dir, f)));
+    const held = [
+      await pushedVersion(fresh.target),
+      await pushedRoutesVersion(fresh.target),
+      await pushedCertsVersion(fresh.target),
+    ];
+    expect(held).toEqual(versions);
+    // Written before the master started (a push after the start would have written them after it, under the version
+    // it pushed), and not rewritten since.
+    const master = await startedAt(fresh.masterPid);
+    const mtimes = await Promise.all(files.map(async (f) => (await stat(join(fresh.dir, f))).mtimeMs));
+    await fresh.settled();
+    for (const [i, f] of files.entries()) {
+      expect(mtimes[i], f).toBeLessThan(master + 30);
+      expect((await stat(join(fresh.dir, f))).mtimeMs, f).toBe(mtimes[i]);
+      expect(await fileVersion(fresh.dir, f)).toBe(versions[i]);
+    }
+    const r = await get(`http://127.0.0.1:${port}/`, { host: "x.c.test" });
+    expect(r.status).toBe(200);
+    expect(r.json<Echo>().backend).toBe("127.0.0.4");
   });
 });
 

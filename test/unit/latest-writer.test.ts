@@ -6,7 +6,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe("LatestWriter", () => {
   test("values offered within the delay are written once, the latest", async () => {
     const written: number[] = [];
-    const w = new LatestWriter<number>(async (v) => void written.push(v), 30);
+    const w = new LatestWriter<number>(async (v) => written.push(v) > 0, 30);
     for (let i = 1; i <= 5; i++) w.offer(i);
     expect(written).toEqual([]);
     await sleep(200);
@@ -19,6 +19,7 @@ describe("LatestWriter", () => {
     const w = new LatestWriter<number>(async (v) => {
       written.push(v);
       if (v === 1) await new Promise<void>((r) => (release = r));
+      return true;
     }, 10_000);
     w.offer(1);
     const flushed = w.flush();
@@ -37,7 +38,7 @@ describe("LatestWriter", () => {
     const written: number[] = [];
     const w = new LatestWriter<number>(async (v) => {
       if (v === 1) throw new Error("bug");
-      written.push(v);
+      return written.push(v) > 0;
     }, 1);
     w.offer(1);
     await w.flush();
@@ -49,10 +50,32 @@ describe("LatestWriter", () => {
 
 test("LatestWriter: a value offered with `now` is written without the wait", async () => {
   const written: number[] = [];
-  const w = new LatestWriter<number>(async (v) => void written.push(v), 10_000);
+  const w = new LatestWriter<number>(async (v) => written.push(v) > 0, 10_000);
   w.offer(1);
   w.offer(2, true);
   await sleep(50);
   expect(written).toEqual([2]);
   await w.flush();
+});
+
+test("LatestWriter: the value on disk, written here or said written, is not written again; a failed one is", async () => {
+  const written: number[] = [];
+  let fail = false;
+  const w = new LatestWriter<number>(async (v) => !fail && written.push(v) > 0, 1);
+  w.written(1);
+  w.offer(1, true);
+  await w.flush();
+  expect(written).toEqual([]);
+  w.offer(2, true);
+  await w.flush();
+  w.offer(2, true);
+  await w.flush();
+  expect(written).toEqual([2]);
+  fail = true;
+  w.offer(3, true);
+  await w.flush();
+  fail = false;
+  w.offer(3, true);
+  await w.flush();
+  expect(written).toEqual([2, 3]);
 });
