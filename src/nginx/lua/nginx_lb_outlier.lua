@@ -238,11 +238,14 @@ local function last_group(v)
 end
 
 --- log_by_lua: judges each attempt the balancer made for this request (in order: retries first, the last one last).
-function _M.log()
+--- `ctx` is the request's ngx.ctx (looked up once for the log phase's callers).
+function _M.log(ctx)
   if errors == 0 then
     return
   end
-  local ctx = ngx.ctx
+  if ctx == nil then
+    ctx = ngx.ctx
+  end
   local last = ctx.nlb_last
   local set = ctx.nlb_set
   if last == nil or set == nil then
