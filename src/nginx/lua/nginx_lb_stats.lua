@@ -111,13 +111,22 @@ local function keys_of(route)
   return k
 end
 
-local function bucket(ms)
-  for i = 1, NB do
-    if ms <= BOUNDS_MS[i] then
-      return i
+-- Bucket by whole millisecond up to the last bound, built once: the log phase looks a time up instead of looping over
+-- the bounds (a loop on the way keeps LuaJIT from compiling the log phase as one trace).
+local BUCKET_OF = {}
+do
+  local i = 1
+  for ms = 0, BOUNDS_MS[NB] do
+    if ms > BOUNDS_MS[i] then
+      i = i + 1
     end
+    BUCKET_OF[ms] = i
   end
-  return NB + 1
+end
+
+-- The bucket of a time in whole milliseconds (>= 0).
+local function bucket(ms)
+  return BUCKET_OF[ms] or NB + 1
 end
 
 -- An endpoint's keys, kept on its peer (built once per peer: a peer lives as long as its decoded set, of one route).
