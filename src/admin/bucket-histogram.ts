@@ -60,6 +60,12 @@ export class BucketHistogram<T extends string> extends Histogram<T> {
     s.sum += value;
   }
 
+  /** A copy of one label set's per-bucket counts (as addCounts takes them); undefined before its first count. */
+  countsOf(labels: LabelValues<T>): number[] | undefined {
+    const s = this.series.get(this.key(labels));
+    return s ? [...s.counts] : undefined;
+  }
+
   /** Drops a label set (its route or endpoint went away). */
   drop(labels: LabelValues<T>): void {
     this.series.delete(this.key(labels));

@@ -61,12 +61,6 @@ export function parseRecord(line: string): TrafficRecord | null {
 /** Upper bounds (seconds) of the upstream response time histogram; +Inf comes after. */
 export const LATENCY_BOUNDS: readonly number[] = HISTOGRAM_BUCKETS;
 
-/** The histogram bucket an upstream time falls in (an index into a per-bucket count array, +Inf last). */
-export function latencyBucket(seconds: number): number {
-  const i = LATENCY_BOUNDS.findIndex((le) => seconds <= le);
-  return i < 0 ? LATENCY_BOUNDS.length : i;
-}
-
 export const CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
 export type StatusClass = (typeof CLASSES)[number];
 const classOf = (status: number): StatusClass | null => CLASSES[Math.floor(status / 100) - 1] ?? null;
@@ -122,8 +116,6 @@ type RouteLabels = "route" | "upstream";
  */
 export class TrafficStats {
   private routes = new Map<string, RouteTotals>();
-  /** Per route, upstream times counted per histogram bucket (the charts' quantiles come from their changes). */
-  private latency = new Map<string, number[]>();
   /** Per route upstream name: the addresses of its endpoints in the model. */
   private known = new Map<string, ReadonlySet<string>>();
   private readonly requests: Counter<RouteLabels | "class">;
@@ -222,9 +214,6 @@ export class TrafficStats {
       }
     }
     this.routes = next;
-    this.latency = new Map(
-      [...next.keys()].map((u) => [u, this.latency.get(u) ?? new Array<number>(LATENCY_BOUNDS.length + 1).fill(0)]),
-    );
     this.known = known;
   }
 
@@ -250,12 +239,7 @@ export class TrafficStats {
     const labels = { route: totals.label, upstream: r.route };
     this.requests.inc({ ...labels, class: cls });
     this.bytes.inc(labels, r.bytes);
-    if (r.upstreamSeconds !== null) {
-      this.upstreamTime.observeValue(labels, r.upstreamSeconds);
-      const latency = this.latency.get(r.route);
-      const bucket = latencyBucket(r.upstreamSeconds);
-      if (latency) latency[bucket] = (latency[bucket] ?? 0) + 1;
-    }
+    if (r.upstreamSeconds !== null) this.upstreamTime.observeValue(labels, r.upstreamSeconds);
     this.requestTime.observeValue(labels, r.requestSeconds);
     totals.requests++;
     totals.byClass[cls]++;
@@ -291,11 +275,7 @@ export class TrafficStats {
       if (c.other > 0) this.ignored.inc({ reason: "malformed" }, c.other);
       if (c.bytes > 0 || requests > 0) this.bytes.inc(labels, c.bytes);
       totals.bytes += c.bytes;
-      if (c.upstream.some((n) => n > 0)) {
-        this.upstreamTime.addCounts(labels, c.upstream, c.upstreamSeconds);
-        const latency = this.latency.get(upstream);
-        if (latency) for (let i = 0; i < latency.length; i++) latency[i] = (latency[i] ?? 0) + (c.upstream[i] ?? 0);
-      }
+      if (c.upstream.some((n) => n > 0)) this.upstreamTime.addCounts(labels, c.upstream, c.upstreamSeconds);
       if (c.request.some((n) => n > 0)) this.requestTime.addCounts(labels, c.request, c.requestSeconds);
     }
     for (const [upstream, byAddr] of counts.endpoints) {
@@ -326,15 +306,17 @@ export class TrafficStats {
     );
   }
 
-  /** Requests, 5xx answers and upstream times per bucket, by upstream name (copies): what the charts read. */
+  /**
+   * Requests, 5xx answers and upstream times per bucket, by upstream name (copies): what the charts read. The times
+   * are the upstream time histogram's own counts (none before a route's first upstream answer).
+   */
   routeCounts(): Map<string, SeriesCounts> {
     const out = new Map<string, SeriesCounts>();
     for (const [upstream, t] of this.routes)
       out.set(upstream, {
         requests: t.requests,
         errors: t.errors,
-        // Plain arrays: thousands of small typed arrays cost several times their bytes.
-        latency: [...(this.latency.get(upstream) ?? [])],
+        latency: this.upstreamTime.countsOf({ route: t.label, upstream }) ?? [],
       });
     return out;
   }

@@ -121,15 +121,16 @@ export function dynamicHttpLines(options: RenderOptions, dir: string, extraInit 
 
 /**
  * nginx takes one log_by_lua per context: it judges every proxied request's attempts for outlier ejection (a request
- * the balancer did not route returns at once) and, with the traffic counters, counts it. Entering Lua in the log
- * phase costs every request about as much as the counting itself, so with neither the block is left out.
+ * the balancer did not route returns at once) and, with the traffic counters, counts it. Both read what the balancer
+ * left in the request's ngx.ctx, looked up once here. Entering Lua in the log phase costs every request about as much
+ * as the counting itself, so with neither the block is left out.
  */
 function logPhase(options: RenderOptions, o: OutlierSettings): string[] {
   const calls = [
-    ...(o.errors > 0 ? [`require("${OUTLIER}").log()`] : []),
-    ...(options.trafficCounters ? [`require("${STATS}").log()`] : []),
+    ...(o.errors > 0 ? [`require("${OUTLIER}").log(ctx)`] : []),
+    ...(options.trafficCounters ? [`require("${STATS}").log(ctx)`] : []),
   ];
-  return calls.length > 0 ? [`    log_by_lua_block { ${calls.join("; ")} }`] : [];
+  return calls.length > 0 ? [`    log_by_lua_block { local ctx = ngx.ctx; ${calls.join("; ")} }`] : [];
 }
 
 /** The files dynamic mode adds beside nginx.conf (the Lua modules; 0600: the master loads them in init_by_lua). */

@@ -62,7 +62,7 @@ describe("traffic log rendering", () => {
       trafficCounters: true,
     });
     expect([...r.conf.matchAll(/set \$nlb_route (nlb_[0-9a-f]{16});/g)]).toHaveLength(3);
-    expect(r.conf.match(/log_by_lua_block \{[^}\n]*require\("nginx_lb_stats"\)\.log\(\) \}/g)).toHaveLength(1);
+    expect(r.conf.match(/log_by_lua_block \{[^}\n]*require\("nginx_lb_stats"\)\.log\(ctx\) \}/g)).toHaveLength(1);
     expect(r.conf.match(/^ {4}log_by_lua_block/gm)).toHaveLength(1);
     expect(r.conf).toMatch(/^ {4}lua_shared_dict nginx_lb_stats \d+m;$/m);
     expect(r.conf).toContain(`content_by_lua_block { require("nginx_lb_stats").serve("${token}") }`);
@@ -87,11 +87,11 @@ describe("traffic log rendering", () => {
     const http = (o: Partial<Parameters<typeof renderNginxConf>[1]>) =>
       renderNginxConf(desired, { ...base, ...o }).conf.match(/^ {4}log_by_lua_block .*$/gm) ?? [];
     expect(http({ trafficCounters: true })).toEqual([
-      `    log_by_lua_block { require("nginx_lb_outlier").log(); require("nginx_lb_stats").log() }`,
+      `    log_by_lua_block { local ctx = ngx.ctx; require("nginx_lb_outlier").log(ctx); require("nginx_lb_stats").log(ctx) }`,
     ]);
-    expect(http({})).toEqual([`    log_by_lua_block { require("nginx_lb_outlier").log() }`]);
+    expect(http({})).toEqual([`    log_by_lua_block { local ctx = ngx.ctx; require("nginx_lb_outlier").log(ctx) }`]);
     expect(http({ trafficCounters: true, outlier: off })).toEqual([
-      `    log_by_lua_block { require("nginx_lb_stats").log() }`,
+      `    log_by_lua_block { local ctx = ngx.ctx; require("nginx_lb_stats").log(ctx) }`,
     ]);
     expect(http({ outlier: off })).toEqual([]);
   });

@@ -1,7 +1,7 @@
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import { histogramQuantile, SeriesStore, type RouteCounts } from "../../src/admin/series.js";
-import { LATENCY_BOUNDS, latencyBucket, TrafficStats } from "../../src/admin/traffic.js";
+import { LATENCY_BOUNDS, TrafficStats } from "../../src/admin/traffic.js";
 import type { Topology } from "../../src/reconciler/topology.js";
 
 const B = LATENCY_BOUNDS; // 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf
@@ -35,7 +35,11 @@ describe("histogram quantile (Prometheus histogram_quantile: linear inside the b
     [0.0051, 1],
     [10, 10],
     [11, 11],
-  ])("an upstream time of %s s counts in bucket %s (le is inclusive)", (s, i) => expect(latencyBucket(s)).toBe(i));
+  ])("an upstream time of %s s counts in bucket %s (le is inclusive)", (s, i) => {
+    const stats = oneRouteStats();
+    stats.record({ route: R, status: 200, requestSeconds: s, upstreamSeconds: s, bytes: 1, endpoints: [] });
+    expect(stats.routeCounts().get(R)?.latency).toEqual(h({ [i]: 1 }));
+  });
 });
 
 /** TrafficStats with one route, R. */

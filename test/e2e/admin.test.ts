@@ -427,7 +427,7 @@ describe("traffic figures off", () => {
     const conf = await readFile(join(t.dir, "state/nginx.conf"), "utf8");
     expect(conf).not.toMatch(/syslog|nlb_route|traffic|nginx_lb_stats/);
     // The one log-phase call judges attempts for outlier ejection only.
-    expect(conf).toContain(`log_by_lua_block { require("nginx_lb_outlier").log() }`);
+    expect(conf).toContain(`log_by_lua_block { local ctx = ngx.ctx; require("nginx_lb_outlier").log(ctx) }`);
     for (let i = 0; i < 5; i++) expect((await t.site("/")).status).toBe(200);
     const m = (await t.admin("/metrics")).body;
     expect(m).not.toMatch(/^nginx_lb_route_requests_total\{/m);

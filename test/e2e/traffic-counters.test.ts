@@ -98,7 +98,9 @@ describe("traffic counted in nginx (dynamic mode)", () => {
   it("renders the counters, not the record file", async () => {
     const stateDir = join(t.dir, "state");
     const conf = await readFile(join(stateDir, "nginx.conf"), "utf8");
-    expect(conf).toContain(`log_by_lua_block { require("nginx_lb_outlier").log(); require("nginx_lb_stats").log() }`);
+    expect(conf).toContain(
+      `log_by_lua_block { local ctx = ngx.ctx; require("nginx_lb_outlier").log(ctx); require("nginx_lb_stats").log(ctx) }`,
+    );
     expect(conf).not.toContain("traffic.jsonl");
     await expect(stat(join(stateDir, "logs/traffic.jsonl"))).rejects.toThrow(/ENOENT/);
   });

@@ -63,7 +63,9 @@ describe("traffic figures forged by another local user (dynamic endpoints: count
     await chmod(t.dir, 0o755);
     await chmod(stateDir, 0o755);
     const conf = await readFile(join(stateDir, "nginx.conf"), "utf8");
-    expect(conf).toContain(`log_by_lua_block { require("nginx_lb_outlier").log(); require("nginx_lb_stats").log() }`);
+    expect(conf).toContain(
+      `log_by_lua_block { local ctx = ngx.ctx; require("nginx_lb_outlier").log(ctx); require("nginx_lb_stats").log(ctx) }`,
+    );
     expect(conf).not.toContain("traffic.jsonl");
     const control = /listen 127\.0\.0\.1:(\d+);\n\s+access_log off;/.exec(conf)?.[1];
     const token = /require\("nginx_lb_stats"\)\.serve\("([0-9a-f]+)"\)/.exec(conf)?.[1];

@@ -202,7 +202,7 @@ describe("outlier ejection of endpoints that time out or refuse", () => {
     try {
       // Concurrent requests reach the hung endpoint from both workers before either marks it failed.
       const statuses = await Promise.all(
-        Array.from({ length: 12 }, () => hostGet(n.port, HOST, "/").then((r) => r.status)),
+        Array.from({ length: 24 }, () => hostGet(n.port, HOST, "/").then((r) => r.status)),
       );
       expect(new Set(statuses)).toEqual(new Set([200]));
       // The log phase runs once the answer is out: give it a moment.

@@ -7,7 +7,8 @@
 -- weight 0 never chosen, backups only when no primary is usable for this request, a peer that failed to connect
 -- skipped for FAIL_TIMEOUT (max_fails=1 fail_timeout=10s), and a retry on the next peer after a connection error.
 -- Beyond reload mode: a peer ejected by nginx_lb_outlier (failing requests in a row, seen by every worker) is skipped
--- like a failed one, and the log phase learns which peers each request tried (ctx.nlb_last, ctx.nlb_prev).
+-- like a failed one, and the log phase learns the request's set and which peers it tried (ctx.nlb_set, ctx.nlb_last,
+-- ctx.nlb_prev).
 
 local balancer = require("ngx.balancer")
 local layout = require("nginx_lb_sets")
@@ -53,7 +54,8 @@ local function parse_set(name, raw)
       list[#list + 1] = peer
     end
   end
-  return { primaries = primaries, backups = backups, empty = #primaries == 0 and #backups == 0 }
+  -- The name rides along for the log phase: the traffic counters read a request's route from its set.
+  return { name = name, primaries = primaries, backups = backups, empty = #primaries == 0 and #backups == 0 }
 end
 
 -- The current set of an upstream, or nil when none was pushed. Re-reads the dict only when the generation moved,

@@ -223,11 +223,17 @@ local function failure(status, header_time)
 end
 
 -- The part of an upstream variable after the last internal redirect (" : " separates them): this location's attempts.
+-- The common case (no redirect) returns before the loop: a loop on the way keeps LuaJIT from compiling the log phase
+-- as one trace.
 local function last_group(v)
   if v == nil then
     return nil
   end
-  local from = 1
+  local i = find(v, " : ", 1, true)
+  if i == nil then
+    return v
+  end
+  local from = i + 3
   while true do
     local i = find(v, " : ", from, true)
     if i == nil then
@@ -238,11 +244,14 @@ local function last_group(v)
 end
 
 --- log_by_lua: judges each attempt the balancer made for this request (in order: retries first, the last one last).
-function _M.log()
+--- `ctx` is the request's ngx.ctx (looked up once for the log phase's callers).
+function _M.log(ctx)
   if errors == 0 then
     return
   end
-  local ctx = ngx.ctx
+  if ctx == nil then
+    ctx = ngx.ctx
+  end
   local last = ctx.nlb_last
   local set = ctx.nlb_set
   if last == nil or set == nil then

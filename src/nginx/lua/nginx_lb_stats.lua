@@ -10,9 +10,12 @@
 --   us <route>        sum of those upstream times, in milliseconds (nginx measures them in milliseconds)
 --   t <route> <i>     the same buckets for the request time (every request)
 --   ts <route>        sum of request times, in milliseconds
---   n <route> <addr>  attempts sent to an endpoint ($upstream_addr: with retries every endpoint tried)
+--   n <route> <addr>  attempts sent to an endpoint (every peer the balancer chose for the request, retries included),
+--                     <addr> as nginx writes $upstream_addr: ip:port, an IPv6 ip in brackets
 --   x <route> <addr>  of those, errors: a connection error or timeout (the ones nginx retried past), or a 5xx answer
--- <route> is $nlb_route (an upstream name nginx.conf sets per route location), `-` for a request no route matched.
+-- <route> is the upstream name of the request's route: the name of the endpoint set the balancer's access phase gave
+-- the request, else $nlb_route (which nginx.conf sets to the same name per route location: a route that answered 503
+-- for an empty set); `-` for a request no route matched.
 --
 -- Draining rather than cumulative totals: the reader subtracts what it returns with an atomic incr, so a count made
 -- meanwhile is kept for the next read, an nginx restart (empty dict) needs no special case on either side, and a key
@@ -21,7 +24,9 @@
 -- controller absent that long, counts on such keys would expire with them: figures nobody collects.
 --
 -- The per-request path allocates nothing in the common case and takes no lock: every key string is built once per
--- worker per route and endpoint (a reload starts fresh workers), and a request adds to a plain Lua table of its worker.
+-- worker per route and endpoint and kept on the balancer's decoded set and peers (so a routed request reads neither
+-- $nlb_route nor $upstream_addr: nginx variables are the dearest part of the log phase), and a request adds to a
+-- plain Lua table of its worker.
 -- A timer per worker adds that table to the dict every FLUSH_SECONDS (incr: atomic across workers); a worker that is
 -- shutting down (reload, stop) flushes once more (nginx runs pending timers early then) and from then on counts
 -- straight into the dict.
@@ -35,7 +40,7 @@ local now = ngx.now
 local start_time = ngx.req.start_time
 local tonumber = tonumber
 local floor = math.floor
-local find, match, gmatch, format = string.find, string.match, string.gmatch, string.format
+local match, format = string.match, string.format
 
 local _M = {}
 
@@ -45,9 +50,8 @@ local BOUNDS_MS = { 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000 }
 local NB = #BOUNDS_MS
 local IDLE_TTL = 300
 local FLUSH_SECONDS = 0.5
--- Per worker: a hostile or broken config cannot grow the key caches without end; past these they start over.
+-- Per worker: a hostile or broken config cannot grow the route key cache without end; past this it starts over.
 local MAX_ROUTES = 100000
-local MAX_ENDPOINTS_PER_ROUTE = 256
 
 local dict = ngx.shared[_M.DICT]
 
@@ -93,7 +97,7 @@ local function keys_of(route)
     routes = {}
     route_count = 0
   end
-  local k = { class = {}, u = {}, t = {}, b = "b " .. route, us = "us " .. route, ts = "ts " .. route, ep = {}, eps = 0 }
+  local k = { class = {}, u = {}, t = {}, b = "b " .. route, us = "us " .. route, ts = "ts " .. route }
   for c = 0, 5 do
     k.class[c] = "c " .. route .. " " .. c .. "xx"
   end
@@ -107,59 +111,82 @@ local function keys_of(route)
   return k
 end
 
-local function bucket(ms)
-  for i = 1, NB do
-    if ms <= BOUNDS_MS[i] then
-      return i
+-- Bucket by whole millisecond up to the last bound, built once: the log phase looks a time up instead of looping over
+-- the bounds (a loop on the way keeps LuaJIT from compiling the log phase as one trace).
+local BUCKET_OF = {}
+do
+  local i = 1
+  for ms = 0, BOUNDS_MS[NB] do
+    if ms > BOUNDS_MS[i] then
+      i = i + 1
     end
+    BUCKET_OF[ms] = i
   end
-  return NB + 1
 end
 
-local function endpoint_keys(k, addr)
-  local e = k.ep[addr]
-  if e then
-    return e
+-- The bucket of a time in whole milliseconds (>= 0).
+local function bucket(ms)
+  return BUCKET_OF[ms] or NB + 1
+end
+
+-- An endpoint's keys, kept on its peer (built once per peer: a peer lives as long as its decoded set, of one route).
+-- The address is written as nginx writes $upstream_addr and the controller's topology names endpoints: ip:port, an
+-- IPv6 ip in brackets (the balancer's `host`).
+local function peer_keys(k, p)
+  local e = p.nlb_stats
+  if e == nil then
+    local addr = p.host .. ":" .. p.port
+    e = { n = "n " .. k.route .. " " .. addr, x = "x " .. k.route .. " " .. addr }
+    p.nlb_stats = e
   end
-  if k.eps >= MAX_ENDPOINTS_PER_ROUTE then
-    k.ep = {}
-    k.eps = 0
-  end
-  e = { n = "n " .. k.route .. " " .. addr, x = "x " .. k.route .. " " .. addr }
-  k.ep[addr] = e
-  k.eps = k.eps + 1
   return e
 end
 
--- $upstream_addr: one address, or with retries "a, b" (and " : " between internal redirects); every address but the
--- last was left after a connection error or timeout (proxy_next_upstream error timeout).
-local function count_endpoints(count, k, addrs, failed)
-  if not find(addrs, " ", 1, true) then
-    local e = endpoint_keys(k, addrs)
-    count(e.n, 1)
-    if failed then
+-- The attempts the balancer made (ctx.nlb_prev in order, then ctx.nlb_last): every one before the last was left after
+-- a connection error or timeout (nginx retries past nothing else: proxy_next_upstream error timeout).
+local function count_endpoints(count, k, ctx, last, failed)
+  local prev = ctx.nlb_prev
+  if prev ~= nil then
+    local n = #prev
+    if prev[n] == last then
+      -- The balancer found no peer left to retry on: the last attempt is the last failed one.
+      n = n - 1
+      failed = true
+    end
+    for i = 1, n do
+      local e = peer_keys(k, prev[i])
+      count(e.n, 1)
       count(e.x, 1)
     end
-    return
   end
-  local last
-  for addr in gmatch(addrs, "[^ ,]+") do
-    if addr ~= ":" then
-      if last then
-        local e = endpoint_keys(k, last)
-        count(e.n, 1)
-        count(e.x, 1)
-      end
-      last = addr
-    end
-  end
-  if last then
-    count_endpoints(count, k, last, failed)
+  local e = peer_keys(k, last)
+  count(e.n, 1)
+  if failed then
+    count(e.x, 1)
   end
 end
 
---- log_by_lua: counts the request.
-function _M.log()
+-- The request's route keys: from the set the balancer's access phase gave it (the set carries its upstream name, and
+-- the keys are kept on it), else from $nlb_route (a route that answered 503 for an empty set, or no route).
+local function route_keys(ctx)
+  local set = ctx.nlb_set
+  if set ~= nil then
+    local k = set.nlb_stats
+    if k == nil then
+      k = routes[set.name] or keys_of(set.name)
+      set.nlb_stats = k
+    end
+    return k
+  end
+  local route = var.nlb_route
+  if route == nil or route == "" then
+    route = "-"
+  end
+  return routes[route] or keys_of(route)
+end
+
+--- log_by_lua: counts the request. `ctx` is the request's ngx.ctx (looked up once for the log phase's callers).
+function _M.log(ctx)
   local count = add
   if not flushing then
     -- The first request of this worker starts its flush timer.
@@ -175,11 +202,10 @@ function _M.log()
     -- The worker is shutting down and made its final flush: count where the controller reads.
     count = add_now
   end
-  local route = var.nlb_route
-  if route == nil or route == "" then
-    route = "-"
+  if ctx == nil then
+    ctx = ngx.ctx
   end
-  local k = routes[route] or keys_of(route)
+  local k = route_keys(ctx)
   local status = ngx.status
   local c = floor(status / 100)
   if c < 1 or c > 5 then
@@ -198,11 +224,9 @@ function _M.log()
   if ms > 0 then
     count(k.ts, ms)
   end
-  if route == "-" then
-    return
-  end
-  local addrs = var.upstream_addr
-  if addrs == nil then
+  -- No peer chosen: nginx answered itself (no route, an empty set) and there is no upstream to count.
+  local last = ctx.nlb_last
+  if last == nil then
     return
   end
   local times = var.upstream_response_time
@@ -218,7 +242,7 @@ function _M.log()
       count(k.us, ums)
     end
   end
-  count_endpoints(count, k, addrs, status >= 500)
+  count_endpoints(count, k, ctx, last, status >= 500)
 end
 
 local function reply(status, body)
