@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ControlStore, resolveControl } from "./control.js";
-import { StateStore } from "./store.js";
+import fc from "fast-check";
+import { StateStore, stateText, type PersistedState } from "./store.js";
 
 const dirs: string[] = [];
 const dir = async () => {
@@ -79,5 +80,45 @@ describe("resolveControl", () => {
     const out = await resolveControl(new ControlStore(d), {}, undefined, port, token);
     expect(out.unusable).toMatch(/not valid JSON/);
     expect(out.settings).toEqual({ controlPort: 40_001, pushToken: "c".repeat(32) });
+  });
+});
+
+describe("StateStore.save", () => {
+  it("writes JSON.stringify(state) and a newline, given in pieces (any state; property)", () => {
+    const endpoints = fc.dictionary(fc.string(), fc.record({ weight: fc.nat(1000) }), { maxKeys: 4 });
+    const state = fc.record(
+      {
+        version: fc.constant(1 as const),
+        controlPort: fc.nat(65535),
+        services: fc.record({ servers: fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 3 }) }),
+        backends: fc.option(fc.dictionary(fc.string(), endpoints, { maxKeys: 5 }), { nil: undefined }),
+        savedAt: fc.string(),
+      },
+      { requiredKeys: ["version"] },
+    );
+    fc.assert(
+      fc.property(state, (s) => {
+        expect([...stateText(s as PersistedState)].join("")).toBe(`${JSON.stringify(s)}\n`);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("a state larger than a write batch: loaded back as saved, 0600", async () => {
+    const d = await dir();
+    const store = new StateStore(d, at);
+    const backends: Record<string, Record<string, { weight: number }>> = {};
+    for (let i = 0; i < 5000; i++)
+      backends[`app${i}-web`] = Object.fromEntries(
+        Array.from({ length: 10 }, (_, j) => [`10.${i >> 8}.${i & 255}.${j}`, { weight: j }]),
+      );
+    const state = { version: 1 as const, services: { servers: [] }, backends, savedAt: "2026-01-02T03:04:05.678Z" };
+    await store.save(state);
+    const text = await readFile(join(d, "state.json"), "utf8");
+    expect(text.length).toBeGreaterThan(1 << 20);
+    expect(text).toBe(`${JSON.stringify(state)}\n`);
+    expect(await store.load()).toEqual({ kind: "ok", state });
+    expect((await stat(join(d, "state.json"))).mode & 0o777).toBe(0o600);
+    expect(await readdir(d)).toEqual(["state.json"]);
   });
 });

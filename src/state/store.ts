@@ -86,8 +86,33 @@ export class StateStore {
 
   /** Replaces the persisted state atomically. */
   async save(state: PersistedState): Promise<void> {
-    await writeFileAtomic(this.file, `${JSON.stringify(state)}\n`, 0o600);
+    await writeFileAtomic(this.file, stateText(state), 0o600);
   }
+}
+
+/**
+ * `${JSON.stringify(state)}\n` in pieces, each backend's endpoints one piece: at 100,000 endpoints the whole text is
+ * megabytes, which the writer then never holds at once.
+ */
+export function* stateText(state: PersistedState): Generator<string> {
+  let first = true;
+  for (const [key, value] of Object.entries(state)) {
+    if (value === undefined) continue;
+    yield `${first ? "{" : ","}${JSON.stringify(key)}:`;
+    first = false;
+    if (key !== "backends") {
+      yield JSON.stringify(value);
+      continue;
+    }
+    let firstName = true;
+    for (const [name, eps] of Object.entries(value as BackendSet)) {
+      if (eps === undefined) continue;
+      yield `${firstName ? "{" : ","}${JSON.stringify(name)}:${JSON.stringify(eps)}`;
+      firstName = false;
+    }
+    yield firstName ? "{}" : "}";
+  }
+  yield first ? "{}\n" : "}\n";
 }
 
 /** The routing table last read from etcd (`run --services-etcd-prefix`): its keys as etcd held them, and the revision. */
