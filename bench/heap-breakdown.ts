@@ -166,3 +166,18 @@ const walk = (v: number, depth: number) => {
   }
 };
 walk(0, 0);
+// What the tree above leaves out: objects reached from more than one place are dominated by the root itself. Grouped
+// by the name of the property they are held by (their dominator's edge) and their type.
+const groups = new Map<string, [number, number]>();
+for (const [w, name] of edgeName) {
+  if ((retained[w] ?? 0) >= MIN) continue;
+  const t = nodeTypes[snap.nodes[w * NF + nType] ?? 0] ?? "";
+  const k = `${/^\[\d+\]$/.test(name) ? "[i]" : name} ${t === "object" ? label(w).slice(0, 40) : t}`;
+  const g = groups.get(k) ?? [0, 0];
+  g[0] += retained[w] ?? 0;
+  g[1]++;
+  groups.set(k, g);
+}
+process.stdout.write("\nby holding property and type (objects under 1 MiB each):\n");
+for (const [k, [s, c]] of [...groups].sort((a, b) => b[1][0] - a[1][0]).slice(0, 40))
+  process.stdout.write(`${mib(s)} MiB ${String(c).padStart(8)}  ${k}\n`);

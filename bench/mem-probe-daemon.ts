@@ -4,12 +4,13 @@
  * prints the controller's RSS (and peak) and its own heap account after a full GC (through the inspector), and with
  * SNAP=1 has it write a heap snapshot (node --heapsnapshot-signal=SIGPWR: SIGUSR1/SIGUSR2 are the controller's own).
  *
- *   SNAP=1 N=10000 node --import tsx bench/mem-probe-daemon.ts [dynamic|reload] [routes-mode dynamic|reload]
+ *   [PROD=1] SNAP=1 N=10000 node --import tsx bench/mem-probe-daemon.ts [dynamic|reload] [routes-mode dynamic|reload]
  */
 import WebSocket from "ws";
 import { readFile, readdir, stat, mkdir } from "node:fs/promises";
 import { startController, writeServices, type Controller } from "../test/helpers/controller.js";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { scaleInput, PROBE_HOST } from "./figures/scale.js";
 import { servicesJson, type RouteSpec } from "./lib/lb.js";
 import { probe } from "./lib/http.js";
@@ -22,6 +23,7 @@ const CHANGES = Number(process.env["CHANGES"] ?? 4);
 const mode = process.argv[2] === "reload" ? "reload" : "dynamic";
 const routesMode = process.argv[3] === "dynamic" ? "dynamic" : process.argv[3] === "reload" ? "reload" : undefined;
 const DIAG = process.env["DIAG"] ?? "/tmp/mp";
+const BIN = fileURLToPath(new URL("../bin/nginx-lb", import.meta.url));
 
 /** The controller's own account through the inspector: two full GCs, then process.memoryUsage() and heap spaces. */
 async function heapOf(port: number): Promise<string> {
@@ -88,6 +90,11 @@ async function main(): Promise<void> {
     const port = await freePort();
     await writeServices(servicesFile, servicesJson(routes, port));
     const controller = await startController({
+      // PROD=1: the installed command's path (bin/nginx-lb on the compiled dist/, `npm run build` first) instead of
+      // the test helper's tsx, whose compiler and source maps the controller would otherwise carry.
+      ...(process.env["PROD"] === "1"
+        ? { wrap: ["/bin/sh", "-c", `shift 4; exec "${process.execPath}" "${BIN}" "$@"`, "sh"] }
+        : {}),
       services: servicesFile,
       stateDir,
       args: [
