@@ -1,33 +1,33 @@
 /**
- * Controller memory at scale (docs/at-scale.md): the real `nginx-lb run` at N routes x 10 endpoints over etcd, as figure 3 (scale)
- * starts it; after the start and two routing changes, prints the controller's RSS (and peak) and, with SNAP=1, has it
- * write a heap snapshot (node --heapsnapshot-signal=SIGPWR; SIGUSR1/SIGUSR2 are the controller's own signals).
+ * Memory probe for issue 15: the real `nginx-lb run` on the scale figure's input (bench/figures/scale.ts: N routes x
+ * 10 endpoints over etcd), started as the benchmark starts it; after the start and after a few routing changes it
+ * prints the controller's RSS (and peak) and its own heap account after a full GC (through the inspector), and with
+ * SNAP=1 has it write a heap snapshot (node --heapsnapshot-signal=SIGPWR: SIGUSR1/SIGUSR2 are the controller's own).
  *
- *   SNAP=1 node --import tsx bench/mem-probe-daemon.ts dynamic
+ *   [PROD=1] SNAP=1 N=10000 node --import tsx bench/mem-probe-daemon.ts [dynamic|reload] [routes-mode dynamic|reload]
  */
 import WebSocket from "ws";
-import { readFile, readdir, stat } from "node:fs/promises";
-import { writeServices } from "../test/helpers/controller.js";
-import { fillerEndpoints } from "./lib/context.js";
-import { servicesJson, type RouteSpec } from "./lib/lb.js";
-import { startController, type Controller } from "../test/helpers/controller.js";
+import { readFile, readdir, stat, mkdir } from "node:fs/promises";
+import { startController, writeServices, type Controller } from "../test/helpers/controller.js";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { scaleInput, PROBE_HOST } from "./figures/scale.js";
+import { servicesJson, type RouteSpec } from "./lib/lb.js";
+import { probe } from "./lib/http.js";
 import { freePort, killAll, sleep, tempDir } from "./lib/procs.js";
 import { createRegistry } from "./lib/registry.js";
+import { loopbackIps, startBackends } from "../test/helpers/backends.js";
 
 const N = Number(process.env["N"] ?? 10_000);
+const CHANGES = Number(process.env["CHANGES"] ?? 4);
 const mode = process.argv[2] === "reload" ? "reload" : "dynamic";
-const DIAG = "/tmp/mp";
-const INSPECT = 19229;
-process.env["NODE_OPTIONS"] =
-  `--inspect=127.0.0.1:${INSPECT}` +
-  (process.env["SNAP"] === "1" ? ` --heapsnapshot-signal=SIGPWR --diagnostic-dir=${DIAG}` : "");
+const routesMode = process.argv[3] === "dynamic" ? "dynamic" : process.argv[3] === "reload" ? "reload" : undefined;
+const DIAG = process.env["DIAG"] ?? "/tmp/mp";
+const BIN = fileURLToPath(new URL("../bin/nginx-lb", import.meta.url));
 
-/** The controller's own account through the inspector: a full GC, then process.memoryUsage(). */
-async function heapOf(): Promise<string> {
-  const list = (await (await fetch(`http://127.0.0.1:${INSPECT}/json/list`)).json()) as {
-    webSocketDebuggerUrl: string;
-  }[];
+/** The controller's own account through the inspector: two full GCs, then process.memoryUsage() and heap spaces. */
+async function heapOf(port: number): Promise<string> {
+  const list = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { webSocketDebuggerUrl: string }[];
   const ws = new WebSocket(list[0]?.webSocketDebuggerUrl ?? "");
   await new Promise((r, j) => ws.on("open", r).on("error", j));
   let id = 0;
@@ -49,7 +49,7 @@ async function heapOf(): Promise<string> {
   const r = await call("Runtime.evaluate", {
     expression:
       "JSON.stringify({...Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 104857.6) / 10])), " +
-      "spaces: Object.fromEntries(require('v8').getHeapSpaceStatistics().map((s) => [s.space_name, Math.round(s.space_size / 104857.6) / 10]))})",
+      "committed: Math.round(require('v8').getHeapStatistics().total_physical_size / 104857.6) / 10})",
     returnByValue: true,
     includeCommandLineAPI: true,
   });
@@ -63,18 +63,15 @@ async function status(pid: number): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const routes: RouteSpec[] = [];
-  const set: Record<string, Record<string, { weight: number }>> = {};
-  for (let i = 0; i < N; i++) {
-    const name = `scale${i}-web`;
-    routes.push({
-      domain: `s${Math.floor(i / 10)}.scale.bench.test`,
-      prefix: i % 10 ? `/r${i % 10}` : "/",
-      name,
-      port: 8080,
-    });
-    set[name] = fillerEndpoints(i, 10);
-  }
+  const backends = await startBackends(loopbackIps(1));
+  const live = { ip: loopbackIps(1)[0] ?? "", port: backends.port };
+  const { routes, set } = scaleInput(N, live);
+  const inspect = await freePort();
+  await mkdir(DIAG, { recursive: true });
+  process.env["NODE_OPTIONS"] =
+    `--inspect=127.0.0.1:${inspect}` +
+    (process.env["SNAP"] === "1" ? ` --heapsnapshot-signal=SIGPWR --diagnostic-dir=${DIAG}` : "") +
+    (process.env["EXTRA_NODE_OPTIONS"] ? ` ${process.env["EXTRA_NODE_OPTIONS"]}` : "");
   const reg = await createRegistry("etcd");
   let lb: {
     controller: Controller;
@@ -86,19 +83,32 @@ async function main(): Promise<void> {
   try {
     await reg.replace(set);
     const t0 = performance.now();
-    // As startLb, with a start timeout a loaded machine cannot miss (nginx -t alone may take a minute there).
+    // As startLb, with start and wait timeouts a loaded machine cannot miss (nginx -t alone may take a minute there).
     const dir = await tempDir("nginx-lb-memprobe-");
     const servicesFile = join(dir, "services.json");
     const stateDir = join(dir, "state");
     const port = await freePort();
     await writeServices(servicesFile, servicesJson(routes, port));
     const controller = await startController({
+      // PROD=1: the installed command's path (bin/nginx-lb on the compiled dist/, `npm run build` first) instead of
+      // the test helper's tsx, whose compiler and source maps the controller would otherwise carry.
+      ...(process.env["PROD"] === "1"
+        ? { wrap: ["/bin/sh", "-c", `shift 4; exec "${process.execPath}" "${BIN}" "$@"`, "sh"] }
+        : {}),
       services: servicesFile,
       stateDir,
-      args: [...reg.args, "--worker-processes", "2", "--endpoints-mode", mode, "--start-timeout", "600s"],
+      args: [
+        ...reg.args,
+        "--worker-processes",
+        "2",
+        "--endpoints-mode",
+        mode,
+        "--start-timeout",
+        "600s",
+        ...(routesMode ? ["--routes-mode", routesMode] : []),
+      ],
       env: { NGINX_LB_LOG_LEVEL: "info" },
     });
-    await controller.waitFor(/"msg":"(nginx started|config applied)"/, 600_000);
     lb = {
       controller,
       servicesFile,
@@ -111,23 +121,29 @@ async function main(): Promise<void> {
         if (pid > 0) process.kill(pid, "SIGQUIT");
       },
     };
+    for (let i = 0; i < 6000 && (await probe(lb.port, PROBE_HOST)).status !== 200; i++) await sleep(100);
     const pid = lb.controller.child.pid ?? 0;
-    process.stdout.write(`${mode}: started in ${Math.round(performance.now() - t0)} ms; ${await status(pid)}\n`);
-    process.stdout.write(`${await heapOf()}; ${await status(pid)}\n`);
-    await sleep(2000);
+    const load = (await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ");
+    process.stdout.write(
+      `endpoints ${mode}, routes ${routesMode ?? "default"}: serving in ${Math.round(performance.now() - t0)} ms; load ${load}; ${await status(pid)}\n`,
+    );
+    await sleep(3000);
+    process.stdout.write(`start: ${await heapOf(inspect)}; ${await status(pid)}\n`);
     const from = lb.controller.lines.length;
-    for (let k = 1; k <= 2; k++) {
+    for (let k = 1; k <= CHANGES; k++) {
       const extra: RouteSpec = { domain: "extra.scale.bench.test", prefix: "/", name: "scale0-web", port: 8080 };
       const before = lb.appliesSince(from).length;
       await writeServices(lb.servicesFile, servicesJson(k % 2 ? [...routes, extra] : routes, lb.port));
       const deadline = Date.now() + 600_000;
       while (lb.appliesSince(from).length === before && Date.now() < deadline) await sleep(20);
-      await sleep(300);
+      await sleep(500);
+      process.stdout.write(`change ${k}: ${await status(pid)}\n`);
     }
     for (const l of lb.appliesSince(from)) process.stdout.write(`apply ms ${JSON.stringify(l["ms"])}\n`);
     await sleep(3000);
-    process.stdout.write(`${mode}: after 2 routing changes; ${await status(pid)}\n`);
-    process.stdout.write(`${await heapOf()}; ${await status(pid)}\n`);
+    const load2 = (await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ");
+    process.stdout.write(`after ${CHANGES} routing changes: load ${load2}; ${await status(pid)}\n`);
+    process.stdout.write(`${await heapOf(inspect)}; ${await status(pid)}\n`);
     if (process.env["SNAP"] === "1") {
       const before = new Set(await readdir(DIAG));
       process.kill(pid, "SIGPWR");
@@ -150,6 +166,7 @@ async function main(): Promise<void> {
   } finally {
     await lb?.stop();
     await reg.close();
+    await backends.close();
     await killAll();
   }
 }

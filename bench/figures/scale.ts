@@ -33,7 +33,7 @@ export interface ScaleRow {
   readonly error?: string;
 }
 
-const PROBE_HOST = "probe.scale.bench.test";
+export const PROBE_HOST = "probe.scale.bench.test";
 const PROBE_NAME = "scaleprobe-web";
 
 /**
@@ -41,7 +41,7 @@ const PROBE_NAME = "scaleprobe-web";
  * the controller has applied the whole registry (sources emit whole snapshots), so the figures below are for all
  * N x 10 endpoints and not for a registry the controller failed to read.
  */
-function scaleInput(n: number, live: { ip: string; port: number }): { routes: RouteSpec[]; set: BackendSet } {
+export function scaleInput(n: number, live: { ip: string; port: number }): { routes: RouteSpec[]; set: BackendSet } {
   const routes: RouteSpec[] = [];
   const set: Record<string, Record<string, { weight: number }>> = {};
   for (let i = 0; i < n; i++) {

@@ -36,8 +36,10 @@ export function encodeSets(
     const list = sets[name] ?? [];
     let value = encoded?.get(list);
     if (value === undefined) {
-      value = "";
-      for (const e of list) value += `${e.ip} ${e.port} ${e.weight} ${e.backup ? 1 : 0};`;
+      // Joined, not appended: `+=` leaves a tree of a few dozen string pieces per set, which `encoded` keeps alive.
+      const parts: (string | number)[] = [];
+      for (const e of list) parts.push(e.ip, " ", e.port, " ", e.weight, e.backup ? " 1;" : " 0;");
+      value = parts.join("");
       encoded?.set(list, value);
     }
     lines.push(`${name}=${value}`);

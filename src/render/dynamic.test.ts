@@ -3,6 +3,7 @@ import type { Services } from "../model/services.js";
 import { endpointSets, LUA_MODULES } from "./dynamic.js";
 import { bindRoutes, renderNginxConf } from "./index.js";
 import { RenderBug } from "./tokens.js";
+import { fnv1a64 } from "./hash.js";
 
 const model = (prefix: string): Services => ({
   servers: [
@@ -78,5 +79,17 @@ describe("dynamic rendering", () => {
     });
     expect(a.conf.replace(/"[0-9a-f]{16}"/, "")).toBe(b.conf.replace(/"[0-9a-f]{16}"/, ""));
     expect(a.generation).not.toBe(b.generation);
+  });
+});
+
+describe("the generation", () => {
+  it("is the hash of nginx.conf with its mark in place, then each file's path and content (the whole-text reference)", () => {
+    const desired = { services: model("/api"), backends };
+    for (const options of [dynamic, { dir: "/tmp/nlb", controlPort: 9999 }, { dir: "/tmp/nlb" }]) {
+      const r = renderNginxConf(desired, options);
+      const draft = r.conf.replace(`return 200 "${r.generation}";`, `return 200 "@@NGINX_LB_GENERATION@@";`);
+      expect(draft.includes("@@NGINX_LB_GENERATION@@")).toBe(options.controlPort !== undefined);
+      expect(r.generation).toBe(fnv1a64(draft + r.files.map((f) => `${f.path}\n${f.content}`).join("\n")));
+    }
   });
 });

@@ -13,7 +13,7 @@
  * A watch-create answer from another history (etcd restored from an older snapshot, or rebuilt: see `compareCluster`)
  * also means a fresh list: resuming there would wait for revisions that cluster never had.
  */
-import { Etcd3, type IOptions, type IResponseHeader, type IWatchResponse, type Watcher } from "etcd3";
+import { Etcd3, Range, type IOptions, type IResponseHeader, type IWatchResponse, type Watcher } from "etcd3";
 import { keyPrefix } from "../model/backends.js";
 import type { EndpointSource } from "./source.js";
 import { etcdFailure, failedEndpoint } from "./etcd-errors.js";
@@ -306,11 +306,34 @@ async function runV3(
  * Lists `base` into the state and returns only the response's header. Its own function so that nothing keeps the
  * response alive: a local of the long-running source loop would hold its buffers (two per key) until the next list.
  */
-async function listInto(client: Etcd3, base: string, state: RegistryState): Promise<IResponseHeader> {
-  const r = await client.getAll().prefix(base).exec();
-  state.replace(r.kvs.map((kv) => [kv.key.toString(), kv.value.toString()] as const));
-  return r.header;
+export async function listInto(
+  client: Etcd3,
+  base: string,
+  state: RegistryState,
+  pageSize = LIST_PAGE,
+): Promise<IResponseHeader> {
+  // In pages read at the first page's revision (one consistent list), each decoded to strings before the next is
+  // asked for: a whole response at 100,000 keys is an object and two buffers per key at once. The state is replaced
+  // only once every page came, so a list that fails half-way leaves the last known keys.
+  const { end } = Range.prefix(base);
+  const entries: (readonly [string, string])[] = [];
+  let header: IResponseHeader | undefined;
+  for (let start: string | Buffer = base; ;) {
+    const page = client.getAll().inRange({ start, end }).limit(pageSize);
+    const r = await (header ? page.revision(header.revision) : page).exec();
+    header ??= r.header;
+    for (const kv of r.kvs) entries.push([kv.key.toString(), kv.value.toString()]);
+    const last = r.kvs.at(-1);
+    if (!r.more || last === undefined) break;
+    // The smallest key after the last one, in bytes (a key need not be UTF-8).
+    start = Buffer.concat([last.key, Buffer.from([0])]);
+  }
+  state.replace(entries);
+  return header;
 }
+
+/** Keys per page of a list. */
+const LIST_PAGE = 5000;
 
 /**
  * Watches `base` from `revision + 1` until the stream breaks, etcd cancels the watch, the watch-create answer shows a

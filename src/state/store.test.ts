@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ControlStore, resolveControl } from "./control.js";
 import fc from "fast-check";
-import { encodeState, StateStore, type PersistedState } from "./store.js";
+import { StateStore, stateText, type PersistedState } from "./store.js";
 
 const dirs: string[] = [];
 const dir = async () => {
@@ -83,7 +83,7 @@ describe("resolveControl", () => {
   });
 });
 
-describe("encodeState", () => {
+describe("stateText with kept pieces", () => {
   it("equals JSON.stringify, with unchanged servers and records taken from earlier saves", () => {
     const endpoint = fc.record({ weight: fc.integer({ min: 0, max: 100 }) });
     const records = fc.dictionary(fc.string({ maxLength: 6 }), fc.dictionary(fc.string({ maxLength: 6 }), endpoint));
@@ -97,7 +97,7 @@ describe("encodeState", () => {
           backends,
           savedAt: "now",
         } as unknown as PersistedState;
-        expect(encodeState(state, encoded)).toBe(JSON.stringify(state));
+        expect([...stateText(state, encoded)].join("")).toBe(`${JSON.stringify(state)}\n`);
         // Again with one server and one record replaced by new objects, the rest kept.
         const next = {
           ...state,
@@ -108,9 +108,49 @@ describe("encodeState", () => {
             Object.entries(backends).map(([k, v], i) => [k, i === 0 ? { ...v, x: { weight: 1 } } : v]),
           ),
         } as unknown as PersistedState;
-        expect(encodeState(next, encoded)).toBe(JSON.stringify(next));
+        expect([...stateText(next, encoded)].join("")).toBe(`${JSON.stringify(next)}\n`);
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe("StateStore.save", () => {
+  it("writes JSON.stringify(state) and a newline, given in pieces (any state; property)", () => {
+    const endpoints = fc.dictionary(fc.string(), fc.record({ weight: fc.nat(1000) }), { maxKeys: 4 });
+    const state = fc.record(
+      {
+        version: fc.constant(1 as const),
+        controlPort: fc.nat(65535),
+        services: fc.record({ servers: fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 3 }) }),
+        backends: fc.option(fc.dictionary(fc.string(), endpoints, { maxKeys: 5 }), { nil: undefined }),
+        savedAt: fc.string(),
+      },
+      { requiredKeys: ["version"] },
+    );
+    fc.assert(
+      fc.property(state, (s) => {
+        expect([...stateText(s as PersistedState)].join("")).toBe(`${JSON.stringify(s)}\n`);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("a state larger than a write batch: loaded back as saved, 0600", async () => {
+    const d = await dir();
+    const store = new StateStore(d, at);
+    const backends: Record<string, Record<string, { weight: number }>> = {};
+    for (let i = 0; i < 5000; i++)
+      backends[`app${i}-web`] = Object.fromEntries(
+        Array.from({ length: 10 }, (_, j) => [`10.${i >> 8}.${i & 255}.${j}`, { weight: j }]),
+      );
+    const state = { version: 1 as const, services: { servers: [] }, backends, savedAt: "2026-01-02T03:04:05.678Z" };
+    await store.save(state);
+    const text = await readFile(join(d, "state.json"), "utf8");
+    expect(text.length).toBeGreaterThan(1 << 20);
+    expect(text).toBe(`${JSON.stringify(state)}\n`);
+    expect(await store.load()).toEqual({ kind: "ok", state });
+    expect((await stat(join(d, "state.json"))).mode & 0o777).toBe(0o600);
+    expect(await readdir(d)).toEqual(["state.json"]);
   });
 });

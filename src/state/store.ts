@@ -42,37 +42,6 @@ function shapeError(v: unknown): string | null {
   return null;
 }
 
-/**
- * `JSON.stringify(state)`, with the text of each server and each backend's records taken from `encoded` when that
- * object was encoded before (sources keep unchanged servers and records as the same objects): at 10,000 sites a save
- * after one change encodes that change, and joins the rest.
- */
-export function encodeState(state: PersistedState, encoded: WeakMap<object, string>): string {
-  const piece = (v: unknown): string => {
-    if (typeof v !== "object" || v === null) return JSON.stringify(v);
-    let text = encoded.get(v);
-    if (text === undefined) {
-      text = JSON.stringify(v);
-      encoded.set(v, text);
-    }
-    return text;
-  };
-  const parts: string[] = [];
-  for (const [key, value] of Object.entries(state)) {
-    if (value === undefined) continue;
-    let text: string;
-    if (key === "services" && isObject(value) && Object.keys(value).length === 1 && Array.isArray(value["servers"]))
-      text = `{"servers":[${value["servers"].map(piece).join(",")}]}`;
-    else if (key === "backends" && isObject(value) && Object.values(value).every(isObject))
-      text = `{${Object.keys(value)
-        .map((name) => `${JSON.stringify(name)}:${piece(value[name])}`)
-        .join(",")}}`;
-    else text = JSON.stringify(value);
-    parts.push(`${JSON.stringify(key)}:${text}`);
-  }
-  return `{${parts.join(",")}}`;
-}
-
 /** state.json in the state dir; 0600 because the model holds TLS keys. */
 export class StateStore {
   readonly file: string;
@@ -120,8 +89,51 @@ export class StateStore {
 
   /** Replaces the persisted state atomically. */
   async save(state: PersistedState): Promise<void> {
-    await writeFileAtomic(this.file, `${encodeState(state, this.encoded)}\n`, 0o600);
+    await writeFileAtomic(this.file, stateText(state, this.encoded), 0o600);
   }
+}
+
+/**
+ * `${JSON.stringify(state)}\n` in pieces, one per server and per backend's endpoints: at 100,000 endpoints the whole
+ * text is megabytes, which the writer then never holds at once. Each piece is kept by its object in `encoded`, so a
+ * save after one change encodes that change (the model and the registry share unchanged objects between states).
+ */
+export function* stateText(state: PersistedState, encoded = new WeakMap<object, string>()): Generator<string> {
+  const piece = (v: object): string => {
+    let text = encoded.get(v);
+    if (text === undefined) {
+      text = JSON.stringify(v);
+      encoded.set(v, text);
+    }
+    return text;
+  };
+  let first = true;
+  for (const [key, value] of Object.entries(state)) {
+    if (value === undefined) continue;
+    yield `${first ? "{" : ","}${JSON.stringify(key)}:`;
+    first = false;
+    if (key === "services" && isObject(value) && Object.keys(value).length === 1 && Array.isArray(value["servers"])) {
+      const servers = value["servers"] as unknown[];
+      yield '{"servers":[';
+      for (const [i, server] of servers.entries())
+        yield `${i > 0 ? "," : ""}${typeof server === "object" && server !== null ? piece(server) : JSON.stringify(server ?? null)}`;
+      yield "]}";
+      continue;
+    }
+    if (key !== "backends" || !isObject(value)) {
+      yield JSON.stringify(value);
+      continue;
+    }
+    let firstName = true;
+    for (const [name, eps] of Object.entries(value)) {
+      if (eps === undefined) continue;
+      const text = typeof eps === "object" && eps !== null ? piece(eps) : JSON.stringify(eps);
+      yield `${firstName ? "{" : ","}${JSON.stringify(name)}:${text}`;
+      firstName = false;
+    }
+    yield firstName ? "{}" : "}";
+  }
+  yield first ? "{}\n" : "}\n";
 }
 
 /** The routing table last read from etcd (`run --services-etcd-prefix`): its keys as etcd held them, and the revision. */

@@ -4,7 +4,10 @@
  */
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { etcdV3Source } from "../../src/sources/etcd-v3.js";
+import { etcdV3Source, listInto } from "../../src/sources/etcd-v3.js";
+import { RegistryState } from "../../src/sources/registry-state.js";
+import type { BackendSet } from "../../src/model/backends.js";
+import type { Snapshot } from "../../src/sources/source.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { memoryLogger, run } from "../helpers/sources.js";
 
@@ -42,6 +45,36 @@ describe("etcd v3 source: several keys in one revision", () => {
     } finally {
       client.close();
       await src.stop();
+    }
+  });
+});
+
+describe("etcd v3 list in pages", () => {
+  test("every key under the prefix, at the first page's revision, and nothing of a neighbour prefix", async () => {
+    const prefix = "/lb/page-test";
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      const ips = Array.from({ length: 12 }, (_, i) => `10.0.${i % 3}.${i}`);
+      for (const ip of ips) await client.put(`${prefix}/app${ip.split(".")[2]}-web/ips/${ip}`).value('{"weight":2}');
+      await client.put(`${prefix}-old/app0-web/ips/10.9.9.9`).value("{}");
+      await client.put(`${prefix}/bad name/ips/10.0.0.1`).value("{}");
+      const emitted: Snapshot<BackendSet>[] = [];
+      const { logger } = memoryLogger();
+      const state = new RegistryState(prefix, (s) => emitted.push(s), logger, [etcd.endpoint]);
+      const header = await listInto(client, `${prefix}/`, state, 5);
+      state.publish(true, "test");
+      const set = emitted.at(-1)?.value ?? {};
+      expect(Object.keys(set)).toEqual(["app0-web", "app1-web", "app2-web"]);
+      expect(
+        Object.values(set)
+          .flatMap((eps) => Object.keys(eps))
+          .sort(),
+      ).toEqual([...ips].sort());
+      expect(emitted.at(-1)?.warnings.map((w) => w.path)).toEqual([`${prefix}/bad name/ips/10.0.0.1`]);
+      expect(state.keys.size).toBe(13);
+      expect(Number(header.revision)).toBe(Number((await client.get("none").exec()).header.revision));
+    } finally {
+      client.close();
     }
   });
 });
