@@ -91,14 +91,19 @@ describe("render", () => {
       ...["--listen-host", "127.0.0.1", "--worker-processes", "1", "--control-port", String(state.controlPort)],
     ]);
     expect([r.code, r.stderr]).toEqual([0, ""]);
-    const [first, second, ...conf] = lines(r.stdout);
+    const [first, routes, second, ...conf] = lines(r.stdout);
     expect(first).toBe(
       "# nginx-lb render: endpoints mode dynamic (what nginx-lb run chooses here: nginx loads the Lua module); --endpoints-mode to choose.",
+    );
+    expect(routes).toBe(
+      "# nginx-lb render: routes mode dynamic (what nginx-lb run chooses with dynamic endpoints); --routes-mode to choose.",
     );
     expect(second).toBe(
       `# Placeholder: push token ${PLACEHOLDER_TOKEN} stands in for what nginx-lb run keeps in its state dir (render never reads the secret); anyone on this machine could push endpoints with this token: do not serve this file as it is.`,
     );
     expect(served).toContain("balancer_by_lua_block");
+    // Routes pushed: one server per port, no site's name in nginx.conf.
+    expect(served).not.toContain("a.test");
     expect(r.stdout).not.toContain(state.pushToken);
     expect(sameGeneration(`${conf.join("\n")}\n`)).toBe(
       sameGeneration(served.replaceAll(state.pushToken, PLACEHOLDER_TOKEN)),
@@ -108,8 +113,9 @@ describe("render", () => {
   it("--endpoints-mode reload: the endpoints in nginx.conf, no Lua, a placeholder control port", async () => {
     const r = await cli(["render", "--services", services, "--backends", backends, "--endpoints-mode", "reload"]);
     expect([r.code, r.stderr]).toEqual([0, ""]);
-    expect(lines(r.stdout).slice(0, 2)).toEqual([
+    expect(lines(r.stdout).slice(0, 3)).toEqual([
       "# nginx-lb render: endpoints mode reload (as asked); --endpoints-mode to choose.",
+      "# nginx-lb render: routes mode reload (what nginx-lb run chooses here: --endpoints-mode reload: routes are pushed only to the Lua balancer of dynamic endpoints); --routes-mode to choose.",
       "# Placeholder: control port 1 stands in for what nginx-lb run keeps in its state dir.",
     ]);
     expect(r.stdout).toMatch(/^\s+server 127\.0\.0\.2:8000 .*weight=5/m);
