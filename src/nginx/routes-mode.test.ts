@@ -5,7 +5,7 @@ const dyn = (mode: "dynamic" | "reload"): RoutesModeChoice => ({ ok: true, mode 
 const fellBack = (fallback: string): RoutesModeChoice => ({ ok: true, mode: "reload", fallback });
 const refused = (reason: string): RoutesModeChoice => ({ ok: false, reason });
 const NO_LUA = "nginx cannot load the Lua module (install libnginx-mod-http-lua lua-resty-core)";
-const ASKED = "--endpoints-mode reload: routes are pushed only to the Lua balancer of dynamic endpoints";
+const ASKED = "--endpoints-mode reload: pushed routes need dynamic endpoints";
 const NO_LUA_REFUSED =
   "--routes-mode dynamic needs dynamic endpoints, which this nginx cannot run (install libnginx-mod-http-lua lua-resty-core), or pass --routes-mode reload";
 const ASKED_REFUSED =

@@ -22,7 +22,7 @@ export function chooseRoutesMode(
   if (endpoints.mode === "dynamic") return { ok: true, mode: "dynamic" };
   const why =
     endpoints.wanted === "reload"
-      ? "--endpoints-mode reload: routes are pushed only to the Lua balancer of dynamic endpoints"
+      ? "--endpoints-mode reload: pushed routes need dynamic endpoints"
       : `nginx cannot load the Lua module (install ${LUA_PACKAGES})`;
   if (wanted === undefined) return { ok: true, mode: "reload", fallback: why };
   return {
