@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { Controller } from "./controller.js";
 import { ensureAccessLog } from "./nginx/access-log.js";
-import { ensureTlsPlaceholder } from "./nginx/tls-placeholder.js";
+import { ensureTlsPlaceholder, makeTlsPlaceholder } from "./nginx/tls-placeholder.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
@@ -93,13 +93,23 @@ async function endpointsMode(options: RunOptions, nginx: string, log: Logger): P
 
 /**
  * Dynamic routes mode serves TLS ports from one server each with certificates pushed by SNI; nginx still needs a
- * certificate at start for those servers: the state dir's placeholder (never served). A state dir it cannot be
- * written to stops the start.
+ * certificate at start for those servers: the state dir's placeholder (never served). It goes to nginx with the
+ * rendered files; the state dir keeps it only so the generation stays the same across restarts. So a state dir that
+ * cannot hold it now (full, say) does not stop the start: a placeholder made for this run serves, and the apply says
+ * why the state dir fails.
  */
-async function pushedCertsSettings(dir: string): Promise<Pick<NginxSettings, "certsMode" | "tlsPlaceholder">> {
+async function pushedCertsSettings(
+  dir: string,
+  log: Logger,
+): Promise<Pick<NginxSettings, "certsMode" | "tlsPlaceholder">> {
   const made = await ensureTlsPlaceholder(dir);
-  if (!made.ok) throw new Error(made.error);
-  return { certsMode: "pushed", tlsPlaceholder: { cert: made.cert, key: made.key } };
+  if (!made.ok)
+    log.warn(
+      { error: made.error },
+      "TLS placeholder certificate not kept in the state dir: one made for this run stands in (the next start makes another, and reloads nginx once)",
+    );
+  const pair = made.ok ? made : makeTlsPlaceholder();
+  return { certsMode: "pushed", tlsPlaceholder: { cert: pair.cert, key: pair.key } };
 }
 
 export type { Controller } from "./controller.js";
@@ -183,7 +193,7 @@ export async function startController(
   if (routes.fallback !== undefined)
     log.info({ reason: routes.fallback }, `routes mode: reload (${routes.fallback}): routing changes reload nginx`);
   const routesMode = routes.mode;
-  const certs = routesMode === "dynamic" ? await pushedCertsSettings(dir) : {};
+  const certs = routesMode === "dynamic" ? await pushedCertsSettings(dir, log) : {};
   log.info({ endpointsMode: mode, routesMode, certificates: certs.certsMode ?? "files" }, "modes");
   if (mode === "reload" && options.outlier !== undefined && options.outlier.errors > 0)
     log.warn(
