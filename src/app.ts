@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { Controller } from "./controller.js";
 import { ensureAccessLog } from "./nginx/access-log.js";
-import { ensureTlsPlaceholder } from "./nginx/tls-placeholder.js";
+import { ensureTlsPlaceholder, makeTlsPlaceholder } from "./nginx/tls-placeholder.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
 import { NginxProcess } from "./nginx/process.js";
@@ -19,6 +19,7 @@ import { readEjections } from "./nginx/ejections-read.js";
 import { systemClock } from "./reconciler/clock.js";
 import { StatusStore } from "./reconciler/status.js";
 import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
+import { chooseRoutesMode } from "./nginx/routes-mode.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import { startRegistry } from "./sources/first-snapshot.js";
@@ -52,7 +53,10 @@ export interface RunOptions {
   readonly accessLog?: string;
   /** `dynamic`: endpoint changes are pushed to nginx without a reload; `auto` (default) picks it when nginx can. */
   readonly endpointsMode?: "dynamic" | "reload" | "auto";
-  /** `dynamic`: routing changes are pushed to nginx's Lua router (needs dynamic endpoints); default reload. */
+  /**
+   * `dynamic`: routing changes are pushed to nginx's Lua router (needs dynamic endpoints); absent: dynamic wherever
+   * the endpoints mode is, else reload (chooseRoutesMode).
+   */
   readonly routesMode?: "dynamic" | "reload";
   /** Who nginx's workers run as; only when nginx-lb runs as root (resolveRunConfig decides). */
   readonly nginxUser?: WorkerUser;
@@ -89,13 +93,23 @@ async function endpointsMode(options: RunOptions, nginx: string, log: Logger): P
 
 /**
  * Dynamic routes mode serves TLS ports from one server each with certificates pushed by SNI; nginx still needs a
- * certificate at start for those servers: the state dir's placeholder (never served). A state dir it cannot be
- * written to stops the start.
+ * certificate at start for those servers: the state dir's placeholder (never served). It goes to nginx with the
+ * rendered files; the state dir keeps it only so the generation stays the same across restarts. So a state dir that
+ * cannot hold it now (full, say) does not stop the start: a placeholder made for this run serves, and the apply says
+ * why the state dir fails.
  */
-async function pushedCertsSettings(dir: string): Promise<Pick<NginxSettings, "certsMode" | "tlsPlaceholder">> {
+async function pushedCertsSettings(
+  dir: string,
+  log: Logger,
+): Promise<Pick<NginxSettings, "certsMode" | "tlsPlaceholder">> {
   const made = await ensureTlsPlaceholder(dir);
-  if (!made.ok) throw new Error(made.error);
-  return { certsMode: "pushed", tlsPlaceholder: { cert: made.cert, key: made.key } };
+  if (!made.ok)
+    log.warn(
+      { error: made.error },
+      "TLS placeholder certificate not kept in the state dir: one made for this run stands in (the next start makes another, and reloads nginx once)",
+    );
+  const pair = made.ok ? made : makeTlsPlaceholder();
+  return { certsMode: "pushed", tlsPlaceholder: { cert: pair.cert, key: pair.key } };
 }
 
 export type { Controller } from "./controller.js";
@@ -174,15 +188,13 @@ export async function startController(
 
   const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await endpointsMode(options, paths.nginx, log);
-  if (options.routesMode === "dynamic" && mode !== "dynamic")
-    throw new Error(
-      `--routes-mode dynamic needs dynamic endpoints, which this nginx cannot run (install ${LUA_PACKAGES}), or pass --routes-mode reload`,
-    );
-  const certs = options.routesMode === "dynamic" ? await pushedCertsSettings(dir) : {};
-  log.info(
-    { endpointsMode: mode, routesMode: options.routesMode ?? "reload", certificates: certs.certsMode ?? "files" },
-    "modes",
-  );
+  const routes = chooseRoutesMode(options.routesMode, { wanted: options.endpointsMode ?? "auto", mode });
+  if (!routes.ok) throw new Error(routes.reason);
+  if (routes.fallback !== undefined)
+    log.info({ reason: routes.fallback }, `routes mode: reload (${routes.fallback}): routing changes reload nginx`);
+  const routesMode = routes.mode;
+  const certs = routesMode === "dynamic" ? await pushedCertsSettings(dir, log) : {};
+  log.info({ endpointsMode: mode, routesMode, certificates: certs.certsMode ?? "files" }, "modes");
   if (mode === "reload" && options.outlier !== undefined && options.outlier.errors > 0)
     log.warn(
       "--outlier-ejection has no effect in reload mode: nginx's max_fails skips an endpoint after a connection error " +
@@ -193,7 +205,7 @@ export async function startController(
     controlPort,
     pushToken,
     endpointsMode: mode,
-    ...(options.routesMode === "dynamic" ? { routesMode: "dynamic" as const } : {}),
+    ...(routesMode === "dynamic" ? { routesMode } : {}),
     ...certs,
     ...(options.listenHost ? { listenHost: options.listenHost } : {}),
     ...(options.nginxUser ? { user: { name: options.nginxUser.name, group: options.nginxUser.group } } : {}),

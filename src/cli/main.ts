@@ -51,7 +51,8 @@ program
   .addOption(
     new Option(
       "--routes-mode <mode>",
-      "as `run --routes-mode`: dynamic (one server per port, routes pushed) or reload",
+      "as `run --routes-mode`: dynamic (one server per port, routes pushed) or reload; default: what `run` would " +
+        "choose here (dynamic with dynamic endpoints)",
     ).choices(["dynamic", "reload"]),
   )
   .option("--nginx <path>", "nginx binary whose Lua support decides the default mode, as `run --nginx`")
@@ -123,7 +124,7 @@ addEtcdOptions(program.command("run"))
     env(
       "--routes-mode <mode>",
       "dynamic (routing changes pushed to nginx's Lua router: one server per port, no reload; needs dynamic " +
-        `endpoints) or reload (rendered per site)${dflt(RUN_DEFAULTS.routesMode)}`,
+        "endpoints) or reload (rendered per site); default: dynamic where dynamic endpoints run, else reload",
       "ROUTES_MODE",
     ).choices(["dynamic", "reload"]),
   )

@@ -7,6 +7,7 @@ import { loadBackendsFile, loadServicesFile } from "../sources/services-file.js"
 import { prepareStateDir, writeRendered } from "../nginx/files.js";
 import { findNginx } from "../nginx/binary.js";
 import { chooseEndpointsMode, type WantedEndpointsMode } from "../nginx/endpoints-mode.js";
+import { chooseRoutesMode } from "../nginx/routes-mode.js";
 import { nginxPaths, runRenderOptions, type NginxSettings } from "../nginx/render-options.js";
 import { ensureTlsPlaceholder, makeTlsPlaceholder } from "../nginx/tls-placeholder.js";
 import { resolveWorkerUser } from "../nginx/worker-user.js";
@@ -20,7 +21,7 @@ export interface RenderFlags {
   dir?: string;
   /** dynamic, reload, or auto (the default): what `run` would choose on this machine. */
   endpointsMode?: string;
-  /** `--routes-mode dynamic|reload`, as `run`'s (default reload). */
+  /** `--routes-mode dynamic|reload`, as `run`'s (default: what `run` would choose here). */
   routesMode?: string;
   /** The nginx binary whose Lua support decides `auto`, as `run --nginx` takes it. */
   nginx?: string;
@@ -44,13 +45,20 @@ export const PLACEHOLDER_CONTROL_PORT = 1;
  * Comment lines heading the output (nginx.conf comments): the mode rendered and why, and the placeholders standing in
  * for what `run` keeps in its state dir.
  */
-function header(mode: "dynamic" | "reload", why: string, portGiven: boolean): string {
+/** The routes mode rendered, and why: the header's second line. */
+interface RoutesLine {
+  readonly mode: "dynamic" | "reload";
+  readonly why: string;
+}
+
+function header(mode: "dynamic" | "reload", why: string, routes: RoutesLine, portGiven: boolean): string {
   const stand = [
     ...(portGiven ? [] : [`control port ${PLACEHOLDER_CONTROL_PORT}`]),
     ...(mode === "dynamic" ? [`push token ${PLACEHOLDER_PUSH_TOKEN}`] : []),
   ];
   const lines = [
     `# nginx-lb render: endpoints mode ${mode} (${why.replace(/[\r\n]+/g, " ")}); --endpoints-mode to choose.`,
+    `# nginx-lb render: routes mode ${routes.mode} (${routes.why.replace(/[\r\n]+/g, " ")}); --routes-mode to choose.`,
   ];
   if (stand.length > 0)
     lines.push(
@@ -92,8 +100,8 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
     console.error(`error: render: --endpoints-mode: must be one of ${MODES.join(", ")}`);
     return EXIT_USAGE;
   }
-  const routesMode = flags.routesMode ?? "reload";
-  if (routesMode !== "reload" && routesMode !== "dynamic") {
+  const routesWanted = flags.routesMode;
+  if (routesWanted !== undefined && routesWanted !== "reload" && routesWanted !== "dynamic") {
     console.error("error: render: --routes-mode: must be one of dynamic, reload");
     return EXIT_USAGE;
   }
@@ -126,10 +134,18 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
   if (!choice.ok)
     console.error(`warning: render: nginx-lb run would refuse this mode here: ${choice.reason}; rendered anyway`);
   const mode = choice.ok ? choice.mode : choice.wanted;
-  if (routesMode === "dynamic" && mode !== "dynamic") {
-    console.error("error: render: --routes-mode dynamic needs dynamic endpoints (nginx-lb run refuses it here)");
+  const routes = chooseRoutesMode(routesWanted, { wanted, mode });
+  if (!routes.ok) {
+    console.error(`error: render: ${routes.reason} (nginx-lb run refuses it here)`);
     return EXIT_USAGE;
   }
+  const routesMode = routes.mode;
+  const routesWhy =
+    routesWanted !== undefined
+      ? "as asked"
+      : routes.fallback !== undefined
+        ? `what nginx-lb run chooses here: ${routes.fallback}`
+        : "what nginx-lb run chooses with dynamic endpoints";
   const why = !choice.ok
     ? "as asked; nginx here cannot load the Lua module"
     : wanted !== "auto"
@@ -166,7 +182,10 @@ export async function renderCommand(flags: RenderFlags): Promise<number> {
     ...(workerProcesses ? { workerProcesses: workerProcesses === "auto" ? "auto" : Number(workerProcesses) } : {}),
   });
   const plain = renderNginxConf({ services: services.value, backends }, options);
-  const rendered = { ...plain, conf: `${header(mode, why, controlPort !== undefined)}${plain.conf}` };
+  const rendered = {
+    ...plain,
+    conf: `${header(mode, why, { mode: routesMode, why: routesWhy }, controlPort !== undefined)}${plain.conf}`,
+  };
   if (!flags.out) {
     process.stdout.write(rendered.conf);
     return 0;

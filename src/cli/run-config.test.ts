@@ -122,9 +122,11 @@ describe("resolveRunConfig", () => {
     ]);
   });
 
-  test("--routes-mode: reload by default, dynamic when asked; dynamic with --endpoints-mode reload is a usage error", async () => {
+  test("--routes-mode: left to run (chooseRoutesMode) by default, as asked otherwise; dynamic with --endpoints-mode reload is a usage error", async () => {
     const dflt = await resolveRunConfig({}, {}, NOT_ROOT);
     expect(dflt.ok && dflt.value.controller.routesMode).toBeUndefined();
+    const rel = await resolveRunConfig({ routesMode: "reload" }, {}, NOT_ROOT);
+    expect(rel.ok && rel.value.controller.routesMode).toBe("reload");
     const dyn = await resolveRunConfig({ routesMode: "dynamic" }, {}, NOT_ROOT);
     expect(dyn.ok && dyn.value.controller).toMatchObject({ routesMode: "dynamic", endpointsMode: "auto" });
     const bad = await resolveRunConfig({ routesMode: "fast" }, {}, NOT_ROOT);

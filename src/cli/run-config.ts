@@ -58,7 +58,6 @@ export const RUN_DEFAULTS = {
   services: "/etc/csphere-services.json",
   stateDir: "/var/lib/nginx-lb",
   endpointsMode: "auto",
-  routesMode: "reload",
   logLevel: "info",
   accessLog: "off",
   startTimeout: "60s",
@@ -209,9 +208,9 @@ export async function resolveRunConfig(
   const endpointsMode = MODES.find((m) => m === mode);
   if (endpointsMode === undefined)
     errors.push({ code: "invalid_flag", path: "--endpoints-mode", message: `must be one of ${MODES.join(", ")}` });
-  const routesText = flags.routesMode ?? RUN_DEFAULTS.routesMode;
-  const routesMode = ROUTES_MODES.find((m) => m === routesText);
-  if (routesMode === undefined)
+  // Not given: app.ts decides (chooseRoutesMode) once the endpoints mode is known, and says why when it is reload.
+  const routesMode = flags.routesMode === undefined ? undefined : ROUTES_MODES.find((m) => m === flags.routesMode);
+  if (flags.routesMode !== undefined && routesMode === undefined)
     errors.push({ code: "invalid_flag", path: "--routes-mode", message: `must be one of ${ROUTES_MODES.join(", ")}` });
   if (routesMode === "dynamic" && endpointsMode === "reload")
     errors.push({
@@ -276,7 +275,7 @@ export async function resolveRunConfig(
     !etcd.ok ||
     !worker.ok ||
     endpointsMode === undefined ||
-    routesMode === undefined ||
+    (flags.routesMode !== undefined && routesMode === undefined) ||
     startTimeoutMs === null
   )
     return { ok: false, errors, warnings: worker.warnings };
@@ -289,7 +288,7 @@ export async function resolveRunConfig(
     ...(flags.listenHost ? { listenHost: flags.listenHost } : {}),
     watchServices: flags.watch !== false,
     endpointsMode,
-    ...(routesMode === "dynamic" ? { routesMode } : {}),
+    ...(routesMode !== undefined ? { routesMode } : {}),
     ...(flags.controlPort ? { controlPort: Number(flags.controlPort) } : {}),
     ...(flags.workerProcesses
       ? { workerProcesses: flags.workerProcesses === "auto" ? "auto" : Number(flags.workerProcesses) }

@@ -14,6 +14,7 @@ import { prepareStateDir, writeRenderedFiles } from "./files.js";
 import { writeInitialRoutes } from "./initial-routes.js";
 import { writeInitialSets } from "./initial-sets.js";
 import { LatestWriter } from "./latest-writer.js";
+import { newPortsFirst } from "./new-ports.js";
 import type { EncodedSets } from "./push-format.js";
 import { bindFailures, summariseNginxError } from "./nginx-errors.js";
 import { describeHolder, findPortHolder } from "./port-holder.js";
@@ -159,6 +160,7 @@ export class NginxApplier implements Applier {
     // target first, they make it serve everything from its first request, and the pushes after the start find it
     // holding them already (parsed once by the master, not sent and parsed again in a worker).
     const preloaded = master === null && endpoints ? await this.preload(endpoints, routeTable, certs) : null;
+    if (routeTable && endpoints) await this.pushNewPortsFirst(master, endpoints, routeTable, certs);
     const out = await this.reload(rendered, started);
     if (out.result !== "applied" || !endpoints) return out;
     const held = preloaded ? await this.adopt(preloaded) : { sets: false, routes: false };
@@ -229,6 +231,47 @@ export class NginxApplier implements Applier {
 
   private pushTarget(): PushTarget {
     return { port: this.controlPort, ...(this.pushToken ? { token: this.pushToken } : {}) };
+  }
+
+  /**
+   * Routes pushed, before a reload: the servers, sets and certificates of ports the reload opens (newPortsFirst), so
+   * a new port serves its sites from its first request. Best effort: the whole push after the reload sends them
+   * anyway, so a failure here only costs that port's first requests.
+   */
+  private async pushNewPortsFirst(
+    master: number | null,
+    endpoints: EndpointSets,
+    routeTable: RouteTable,
+    certs: CertTable | null,
+  ): Promise<void> {
+    const routes = this.pushedRoutes?.master === master ? this.pushedRoutes.state : null;
+    const sets = this.pushed?.master === master ? this.pushed.state : null;
+    const held = this.pushedCerts?.master === master ? this.pushedCerts.state : null;
+    if (master === null || routes === null || sets === null) return;
+    const first = newPortsFirst(
+      { routes: routes.table, certs: held?.table ?? null, sets: sets.sets },
+      { routes: routeTable, certs, sets: endpoints },
+    );
+    if (first === null) return;
+    const target = this.pushTarget();
+    try {
+      const state = await syncEndpoints(target, sets, first.sets, first.upstreams, ++this.version);
+      this.pushed = { state, master };
+      if (first.certs !== null && held !== null)
+        this.pushedCerts = { state: await syncCerts(target, held, first.certs, ++this.version), master };
+      this.pushedRoutes = {
+        state: await syncRoutes(target, routes, first.routes, first.added, ++this.version),
+        master,
+      };
+    } catch (e) {
+      this.pushed = null;
+      this.pushedCerts = null;
+      this.pushedRoutes = null;
+      this.log.warn(
+        { err: (e as Error).message },
+        "pushing a new port's sites before the reload failed: they are pushed after it (its first requests may get 404)",
+      );
+    }
   }
 
   private async push(

@@ -4,13 +4,14 @@
  * change without applying it (exit 0/1/2), and `--health-listen` serves /readyz and /healthz alone, without a token.
  */
 import { spawn } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { nginxTest } from "../../src/nginx/binary.js";
 import { LUA_MODULES } from "../../src/render/dynamic.js";
+import { ROUTES_LUA_MODULES } from "../../src/render/routes-dynamic.js";
 import { eventually, startController, stopAllControllers, type Controller } from "../helpers/controller.js";
 import { get } from "../helpers/http.js";
 import { cleanupNginx, freePort, freePorts, NGINX, tempDir } from "../helpers/nginx.js";
@@ -91,14 +92,19 @@ describe("render", () => {
       ...["--listen-host", "127.0.0.1", "--worker-processes", "1", "--control-port", String(state.controlPort)],
     ]);
     expect([r.code, r.stderr]).toEqual([0, ""]);
-    const [first, second, ...conf] = lines(r.stdout);
+    const [first, routes, second, ...conf] = lines(r.stdout);
     expect(first).toBe(
       "# nginx-lb render: endpoints mode dynamic (what nginx-lb run chooses here: nginx loads the Lua module); --endpoints-mode to choose.",
+    );
+    expect(routes).toBe(
+      "# nginx-lb render: routes mode dynamic (what nginx-lb run chooses with dynamic endpoints); --routes-mode to choose.",
     );
     expect(second).toBe(
       `# Placeholder: push token ${PLACEHOLDER_TOKEN} stands in for what nginx-lb run keeps in its state dir (render never reads the secret); anyone on this machine could push endpoints with this token: do not serve this file as it is.`,
     );
     expect(served).toContain("balancer_by_lua_block");
+    // Routes pushed: one server per port, no site's name in nginx.conf.
+    expect(served).not.toContain("a.test");
     expect(r.stdout).not.toContain(state.pushToken);
     expect(sameGeneration(`${conf.join("\n")}\n`)).toBe(
       sameGeneration(served.replaceAll(state.pushToken, PLACEHOLDER_TOKEN)),
@@ -108,8 +114,9 @@ describe("render", () => {
   it("--endpoints-mode reload: the endpoints in nginx.conf, no Lua, a placeholder control port", async () => {
     const r = await cli(["render", "--services", services, "--backends", backends, "--endpoints-mode", "reload"]);
     expect([r.code, r.stderr]).toEqual([0, ""]);
-    expect(lines(r.stdout).slice(0, 2)).toEqual([
+    expect(lines(r.stdout).slice(0, 3)).toEqual([
       "# nginx-lb render: endpoints mode reload (as asked); --endpoints-mode to choose.",
+      "# nginx-lb render: routes mode reload (what nginx-lb run chooses here: --endpoints-mode reload: pushed routes need dynamic endpoints); --routes-mode to choose.",
       "# Placeholder: control port 1 stands in for what nginx-lb run keeps in its state dir.",
     ]);
     expect(r.stdout).toMatch(/^\s+server 127\.0\.0\.2:8000 .*weight=5/m);
@@ -120,9 +127,9 @@ describe("render", () => {
     const out = join(dir, "render-out");
     const r = await cli(["render", "--services", services, "--backends", backends, "--out", out]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(
-      new RegExp(`^wrote .*/nginx\\.conf and ${LUA_MODULES.length} files beside it \\(generation [0-9a-f]{16}\\)\n$`),
-    );
+    expect(r.stderr).toMatch(/^wrote .*\/nginx\.conf and \d+ files beside it \(generation [0-9a-f]{16}\)\n$/);
+    // Routes pushed by default here: the router's modules beside the balancer's (and the certificates' module).
+    for (const m of [...LUA_MODULES, ...ROUTES_LUA_MODULES]) await stat(join(out, "lua", `${m}.lua`));
     const conf = join(out, "nginx.conf");
     expect(await readFile(conf, "utf8")).toMatch(/^# nginx-lb render: endpoints mode dynamic /);
     expect(await nginxTest(NGINX, conf, out)).toMatchObject({ ok: true });

@@ -2,7 +2,7 @@
  * Fault: a valid routing change adds a server on a port another process holds. nginx cannot take it; the change must
  * stay pending (status, metrics, one log line), endpoint changes must keep reaching nginx on the routes in force, and
  * once the port is free the new server must serve by itself (no SIGHUP), all without a failed request on the routes
- * in force. Runs the real `nginx-lb run` over a real etcd, in both endpoint modes.
+ * in force. Runs the real `nginx-lb run` over a real etcd, in both endpoint modes and both routes modes.
  */
 import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
@@ -74,9 +74,15 @@ function withLog(lb: Controller, stateDir: string): (e: unknown) => never {
   };
 }
 
-describe.each(["reload", "dynamic"] as const)("a routing change on a held port (%s endpoints)", (mode) => {
+// Routes rendered (reload) in both endpoint modes, and pushed (the default with dynamic endpoints): a new port reloads
+// in every mode, so each must keep the change pending and heal.
+describe.each([
+  ["reload", "reload"],
+  ["dynamic", "reload"],
+  ["dynamic", "dynamic"],
+] as const)("a routing change on a held port (%s endpoints, %s routes)", (mode, routesMode) => {
   it("stays pending while endpoint changes apply on the routes in force, and heals by itself once the port is free", async () => {
-    const prefix = `/faults/${mode}/held`;
+    const prefix = `/faults/${mode}-${routesMode}/held`;
     const key = (ip: string) => `${prefix}/web-api/ips/${ip}`;
     for (const ip of IPS.slice(0, 2)) await etcd.ctl(["put", key(ip), JSON.stringify({ weight: 1 })]);
     const dir = await tempDir("nginx-lb-held-");
@@ -89,6 +95,7 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
       stateDir,
       services,
       args: ["--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix, "--endpoints-mode", mode]
+        .concat(["--routes-mode", routesMode])
         .concat(["--admin-listen", `127.0.0.1:${adminPort}`])
         .concat(["--no-watch"]),
     });
@@ -160,7 +167,7 @@ describe.each(["reload", "dynamic"] as const)("a routing change on a held port (
     expect(traffic.done).toBeGreaterThan(100);
     expect(traffic.failures).toEqual([]);
     console.info(
-      `${mode}: endpoints converged in ${converged} ms, later ${convergedLater} ms, while pending; healed ${healed} ms after the port was freed; ${traffic.done} requests`,
+      `${mode} endpoints, ${routesMode} routes: endpoints converged in ${converged} ms, later ${convergedLater} ms, while pending; healed ${healed} ms after the port was freed; ${traffic.done} requests`,
     );
     await lb.stop();
   });
