@@ -122,7 +122,15 @@ function routesTargets(r: Results): Target[] {
   const rows = (r.figures.routes?.rows ?? []).filter((x) => x.routesMode === "dynamic" && !x.error);
   for (const x of rows.filter((y) => y.sites === 10_000)) {
     out.push(target(`routing change -> served p99, dynamic routes, 10,000 sites`, x.changeMs.p99, "lt", 50, "ms"));
-    out.push(target(`cold start, dynamic routes, 10,000 sites`, x.coldStartMs, "lt", 2000, "ms"));
+    out.push(
+      target(
+        `cold start (controller's first log line -> last site served), dynamic routes, 10,000 sites`,
+        x.coldStartMs - x.cliLoadMs,
+        "lt",
+        2000,
+        "ms",
+      ),
+    );
   }
   for (const x of rows.filter((y) => y.sites === 10 || y.sites === 10_000)) {
     out.push(
@@ -186,8 +194,9 @@ function whyRoutes(t: Target, r: Results, load: string): string | null {
     return `${x.reloads} "config applied" lines with action reload over ${x.changes} changes that add no listening port: those changes were rendered and reloaded, not pushed; ${apply}`;
   if (t.what.startsWith("cold start"))
     return (
-      `of ${fmtInt(x.coldStartMs)} ms, ${fmtInt(x.cliLoadMs)} ms went before the controller's first log line (node` +
-      ` loading the CLI, here through tsx), ${fmtInt(x.startedAtMs - x.cliLoadMs)} ms from there to "nginx started" (reading` +
+      `from its spawn, the controller served the last site after ${fmtInt(x.coldStartMs)} ms, of which` +
+      ` ${fmtInt(x.cliLoadMs)} ms before its first log line (node loading the CLI through tsx, not in the target),` +
+      ` ${fmtInt(x.startedAtMs - x.cliLoadMs)} ms from there to "nginx started" (reading` +
       ` the registry and services.json; the first apply's own account: compile ${fmt(x.startApply.render)} + nginx -t` +
       ` ${fmt(x.startApply.test)} + start ${fmt(x.startApply.reload)} = ${fmt(x.startApply.total)} ms), and` +
       ` ${fmtInt(x.coldStartMs - x.startedAtMs)} ms from there until the last site answered; ${load}`
@@ -825,7 +834,7 @@ function healthSection(he: HealthResult, cores: number): string[] {
 }
 
 function routesSection(ro: RoutesResult, r: Results): string[] {
-  const mem = (m: RoutesRow["memoryBefore"]) => `${fmt(m.rssMiB)} / ${fmt(m.pssMiB)}`;
+  const mem = (m: RoutesRow["memoryBefore"]) => `${fmt(m.rssMiB)} / ${fmt(m.pssMiB)} (${m.processes})`;
   const tp = ro.throughput;
   return [
     `## 10. Routes pushed vs rendered`,
@@ -836,7 +845,7 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
       ` gives) and \`--listen-host 127.0.0.1\`; the run's registry. N sites of one route each (\`/\`), 10 endpoints each;` +
       ` the last site's backend is a static nginx and its key is written last. Cold start: the controller spawned ->` +
       ` the last site answers (a new connection per probe), of which "CLI load" is spawn -> its first log line (node` +
-      ` loading the CLI through tsx; a user runs the compiled \`dist/\`). A routing change: services.json rewritten` +
+      ` loading the CLI through tsx; a user runs the compiled \`dist/\`); the cold start target is the rest. A routing change: services.json rewritten` +
       ` (renamed into place, as a config centre does) with one new site, the previous change's site gone -> the new` +
       ` site's first request answered, ${QUIET_MS} ms apart (a lone change each); the services file watcher waits 50 ms for` +
       ` the writer, which is in every change. Reloads: "config applied" with action reload over the changes. The` +
@@ -856,7 +865,7 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
         "timeouts",
         "reloads",
         "ctl compile / nginx -t / push or reload / total ms",
-        "nginx RSS / PSS MiB before",
+        "nginx RSS / PSS MiB (processes) before",
         "after the changes",
         "controller RSS MiB",
       ],

@@ -96,10 +96,10 @@ export interface RoutesResult {
 
 /** How many changes each run makes: dynamic routes 100 (the memory figure's count), reloads fewer where slow. */
 export function changesFor(routesMode: Mode, sites: number, quick: boolean): number {
-  if (routesMode === "dynamic") return quick ? 20 : 100;
+  if (routesMode === "dynamic") return quick ? 10 : 100;
   // Each reload at 10,000 sites costs seconds: a few are enough for the point.
-  if (sites >= 1000) return quick ? 2 : 3;
-  return quick ? 5 : 20;
+  if (sites >= 1000) return quick ? 1 : 3;
+  return quick ? 3 : 20;
 }
 
 /** N sites of one route each, 10 filler endpoints per site; the last site (its key last in the registry) answers. */
