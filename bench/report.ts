@@ -867,6 +867,7 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
         "ctl compile / nginx -t / push or reload / total ms",
         "nginx RSS / PSS MiB (processes) before",
         "after the changes",
+        `nginx RSS growth % (target, dynamic: ≤ ${RSS_GROWTH_TOLERANCE_PCT}%)`,
         "controller RSS MiB",
       ],
       ro.rows.map((x) => [
@@ -881,6 +882,7 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
         [x.apply.render, x.apply.test, x.apply.reload, x.apply.totalP50].map((v) => fmt(v)).join(" / "),
         mem(x.memoryBefore),
         mem(x.memoryAfter),
+        fmt(growthPct(x.memoryBefore.rssMiB, x.memoryAfter.rssMiB)),
         fmt(x.controllerRssMiB),
       ]),
     ),
