@@ -198,7 +198,7 @@ function whyRoutes(t: Target, r: Results, load: string): string | null {
     return (
       `from its spawn, the controller served the last site after ${fmtInt(x.coldStartMs)} ms, of which` +
       ` ${fmtInt(x.cliLoadMs)} ms before its first log line (node loading the CLI through tsx, not in the target),` +
-      ` ${fmtInt(x.startedAtMs - x.cliLoadMs)} ms from there to "nginx started" (reading` +
+      ` ${fmtInt(x.startedAtMs - x.cliLoadMs)} ms from there to the first apply's log line (reading` +
       ` the registry and services.json; the first apply's own account: compile ${fmt(x.startApply.render)} + nginx -t` +
       ` ${fmt(x.startApply.test)} + start ${fmt(x.startApply.reload)} = ${fmt(x.startApply.total)} ms), and` +
       ` ${fmtInt(x.coldStartMs - x.startedAtMs)} ms from there until the last site answered; ${load}`
