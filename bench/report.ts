@@ -895,8 +895,8 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
     ...(tp
       ? [
           `Requests/s: wrk -t${tp.wrk.threads} -c${tp.wrk.connections}, ${tp.wrk.seconds} s per run, ${tp.wrk.rounds} round(s)` +
-            ` alternating (the order rotated every round) through the last site of two instances running at once, ${fmtInt(tp.sites)}` +
-            ` sites each, same flags as above; one warm-up second each first. Medians over rounds; the ratio within a round.`,
+            ` alternating (the order rotated every round) through the last site of the two ${fmtInt(tp.sites)}-site instances above` +
+            ` (running at once, after their changes); one warm-up second each first. Medians over rounds; the ratio within a round.`,
           ``,
           table(
             ["routes mode", "requests/s", "p99 ms", "failed", "requests/s per round", "dynamic / rendered per round"],

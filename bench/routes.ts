@@ -36,7 +36,7 @@ async function main(): Promise<void> {
       await registry.replace(routesTable(sites, live).set);
       for (const routesMode of values.modes.split(",") as Mode[]) {
         const changes = values.changes ? Number(values.changes) : changesFor(routesMode, sites, false);
-        const row = await routesRun({ registry, routesMode, sites, changes, workers: cpus().length, live, log });
+        const { row } = await routesRun({ registry, routesMode, sites, changes, workers: cpus().length, live, log });
         console.log(JSON.stringify(row));
       }
     } finally {

@@ -14,7 +14,7 @@ import { type Context, fillerEndpoints, round1 } from "../lib/context.js";
 import { probe } from "../lib/http.js";
 import { servicesJson, startLb, type Lb, type Mode, type RouteSpec } from "../lib/lb.js";
 import { childPids, memoryOf, sleep } from "../lib/procs.js";
-import { createRegistry, type Registry, type RegistryKind } from "../lib/registry.js";
+import { createRegistry, type Registry } from "../lib/registry.js";
 import { median, percentile, summarize, type Summary } from "../lib/stats.js";
 import { runWrk, type WrkResult } from "../lib/wrk.js";
 
@@ -149,13 +149,25 @@ export interface RoutesRunOptions {
   readonly changes: number;
   readonly workers: number;
   readonly live: { ip: string; port: number };
+  /** Leave the instance running (when it served) for the caller to measure more and stop. */
+  readonly keep?: boolean;
   log(msg: string): void;
 }
 
-/** One routes mode at one size: start, serve the table, make the changes one at a time, measure. */
-export async function routesRun(o: RoutesRunOptions): Promise<RoutesRow> {
+/**
+ * One routes mode at one size: start, serve the table, make the changes one at a time, measure. The instance is
+ * stopped, unless `keep` asks for it and it served: then it is returned, for the caller to stop.
+ */
+export async function routesRun(o: RoutesRunOptions): Promise<{ row: RoutesRow; lb: Lb | null }> {
+  const held: { lb: Lb | null } = { lb: null };
+  const row = await measure(o, held);
+  if (o.keep && !row.error) return { row, lb: held.lb };
+  await held.lb?.stop();
+  return { row, lb: null };
+}
+
+async function measure(o: RoutesRunOptions, held: { lb: Lb | null }): Promise<RoutesRow> {
   const { routes } = routesTable(o.sites, o.live);
-  let lb: Lb | null = null;
   const failed = (error: string, coldStartMs = NaN): RoutesRow => ({
     routesMode: o.routesMode,
     sites: o.sites,
@@ -178,7 +190,7 @@ export async function routesRun(o: RoutesRunOptions): Promise<RoutesRow> {
     const wall0 = Date.now();
     const t0 = performance.now();
     // The defaults a user runs (admin server on, traffic figures on), dynamic endpoints, the routes mode explicit.
-    lb = await startLb({
+    const lb = await startLb({
       routes,
       registry: o.registry,
       mode: "dynamic",
@@ -186,6 +198,7 @@ export async function routesRun(o: RoutesRunOptions): Promise<RoutesRow> {
       workers: o.workers,
       admin: true,
     });
+    held.lb = lb;
     const port = lb.port;
     const served = await until(async () => (await probe(port, LAST_HOST)).status === 200, SERVE_TIMEOUT_MS);
     const coldStartMs = performance.now() - t0;
@@ -251,8 +264,6 @@ export async function routesRun(o: RoutesRunOptions): Promise<RoutesRow> {
   } catch (e) {
     // The helper's timeout quotes the controller's whole log: its first lines are enough for the report.
     return failed((e as Error).message.slice(0, 600));
-  } finally {
-    await lb?.stop();
   }
 }
 
@@ -262,12 +273,12 @@ export function reloadsIn(lines: readonly LogLine[]): number {
 }
 
 export interface ThroughputOptions {
-  readonly registryKind: RegistryKind;
+  /** The two instances, running at once, each serving the routes table's last site. */
+  readonly lbs: ReadonlyMap<Mode, Lb>;
   readonly sites: number;
   readonly workers: number;
   readonly rounds: number;
   readonly seconds: number;
-  readonly live: { ip: string; port: number };
   log(msg: string): void;
 }
 
@@ -281,44 +292,30 @@ const summary = (runs: WrkResult[]): ThroughputSummary => ({
 /** wrk through the last site of two instances running at once, routes pushed and routes rendered, alternating. */
 export async function routesThroughput(o: ThroughputOptions): Promise<RoutesThroughput> {
   const wrk = { threads: 2, connections: 64, seconds: o.seconds, rounds: o.rounds, workers: o.workers };
-  const { routes, set } = routesTable(o.sites, o.live);
-  const started: { lb: Lb; reg: Registry }[] = [];
-  try {
-    const lbs = new Map<Mode, Lb>();
-    for (const routesMode of ["dynamic", "reload"] as const) {
-      const reg = await createRegistry(o.registryKind);
-      await reg.replace(set);
-      const lb = await startLb({ routes, registry: reg, mode: "dynamic", routesMode, workers: o.workers, admin: true });
-      started.push({ lb, reg });
-      lbs.set(routesMode, lb);
-      if (!(await until(async () => (await probe(lb.port, LAST_HOST)).status === 200, SERVE_TIMEOUT_MS)))
-        throw new Error(`routes mode ${routesMode}: ${LAST_HOST} was not served`);
+  const of = (mode: Mode) => {
+    const lb = o.lbs.get(mode);
+    if (!lb) throw new Error(`no instance with ${mode} routes`);
+    return lb;
+  };
+  const run = (lb: Lb, seconds: number) =>
+    runWrk({ ...wrk, seconds, url: `http://127.0.0.1:${lb.port}/`, host: LAST_HOST });
+  const order: Mode[] = ["dynamic", "reload"];
+  // Warm both (backend connections, Lua code, the router's per-worker copy of the table) before measuring.
+  for (const mode of order) await run(of(mode), 1);
+  const runs: Record<Mode, WrkResult[]> = { dynamic: [], reload: [] };
+  for (let r = 0; r < o.rounds; r++)
+    for (let i = 0; i < order.length; i++) {
+      const mode = order[(i + r) % order.length] ?? "dynamic";
+      o.log(`routes: requests/s round ${r + 1}/${o.rounds}, ${mode} routes`);
+      runs[mode].push(await run(of(mode), o.seconds));
     }
-    const run = (lb: Lb, seconds: number) =>
-      runWrk({ ...wrk, seconds, url: `http://127.0.0.1:${lb.port}/`, host: LAST_HOST });
-    // Warm both (backend connections, Lua code, the router's per-worker copy of the table) before measuring.
-    for (const lb of lbs.values()) await run(lb, 1);
-    const runs: Record<Mode, WrkResult[]> = { dynamic: [], reload: [] };
-    const order: Mode[] = ["dynamic", "reload"];
-    for (let r = 0; r < o.rounds; r++)
-      for (let i = 0; i < order.length; i++) {
-        const mode = order[(i + r) % order.length] ?? "dynamic";
-        o.log(`routes: requests/s round ${r + 1}/${o.rounds}, ${mode} routes`);
-        runs[mode].push(await run(lbs.get(mode) as Lb, o.seconds));
-      }
-    return {
-      wrk,
-      sites: o.sites,
-      dynamic: summary(runs.dynamic),
-      rendered: summary(runs.reload),
-      ratios: runs.dynamic.map((x, i) => x.rps / (runs.reload[i]?.rps ?? NaN)),
-    };
-  } finally {
-    for (const { lb, reg } of started) {
-      await lb.stop();
-      await reg.close();
-    }
-  }
+  return {
+    wrk,
+    sites: o.sites,
+    dynamic: summary(runs.dynamic),
+    rendered: summary(runs.reload),
+    ratios: runs.dynamic.map((x, i) => x.rps / (runs.reload[i]?.rps ?? NaN)),
+  };
 }
 
 export async function routesFigure(ctx: Context): Promise<RoutesResult> {
@@ -329,33 +326,48 @@ export async function routesFigure(ctx: Context): Promise<RoutesResult> {
   }
   const live = { ip: ctx.backends.ips[0] ?? "", port: ctx.backends.port };
   const rows: RoutesRow[] = [];
+  let throughput: RoutesThroughput | undefined;
   for (const sites of ctx.quick ? [10, 1000] : [10, 10_000]) {
     // One registry per size, shared by both modes: writing 100,000 keys to etcd takes a while.
     const registry = await createRegistry(ctx.registry);
+    // At the small size both instances stay up after their changes, for requests/s through each (no more starts).
+    const kept = new Map<Mode, Lb>();
     try {
       await registry.replace(routesTable(sites, live).set);
       for (const routesMode of ["dynamic", "reload"] as const) {
         ctx.log(`routes: ${routesMode} routes, ${sites} sites x 10 endpoints`);
         const changes = changesFor(routesMode, sites, ctx.quick);
-        rows.push(await routesRun({ registry, routesMode, sites, changes, workers: ctx.workers, live, log: ctx.log }));
+        const keep = sites === 10;
+        const { row, lb } = await routesRun({
+          registry,
+          routesMode,
+          sites,
+          changes,
+          workers: ctx.workers,
+          live,
+          keep,
+          log: ctx.log,
+        });
+        rows.push(row);
+        if (lb) kept.set(routesMode, lb);
+      }
+      if (sites === 10) {
+        if (kept.size === 2) {
+          const seconds = ctx.quick ? 2 : 5;
+          throughput = await routesThroughput({
+            lbs: kept,
+            sites,
+            workers: ctx.workers,
+            rounds: ctx.quick ? 1 : 4,
+            seconds,
+            log: ctx.log,
+          });
+        } else notes.push("requests/s not measured: an instance at 10 sites did not serve (see its row)");
       }
     } finally {
+      for (const lb of kept.values()) await lb.stop();
       await registry.close();
     }
   }
-  try {
-    const throughput = await routesThroughput({
-      registryKind: ctx.registry,
-      sites: 10,
-      workers: ctx.workers,
-      rounds: ctx.quick ? 1 : 4,
-      seconds: ctx.quick ? 2 : 5,
-      live,
-      log: ctx.log,
-    });
-    return { rows, throughput, notes };
-  } catch (e) {
-    notes.push(`requests/s not measured: ${(e as Error).message}`);
-    return { rows, notes };
-  }
+  return { rows, ...(throughput ? { throughput } : {}), notes };
 }
