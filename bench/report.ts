@@ -9,6 +9,7 @@ import type { ConvergenceRow } from "./figures/convergence.js";
 import type { CrashRow } from "./figures/crash.js";
 import type { DataPlaneResult } from "./figures/dataplane.js";
 import { PROBE_INTERVAL_S, type HangTrial, type HealthResult } from "./figures/health.js";
+import { QUIET_MS, type RoutesResult, type RoutesRow } from "./figures/routes.js";
 import type { ScaleRow } from "./figures/scale.js";
 import type { ServicesRow } from "./figures/services.js";
 import type { Mode } from "./lib/lb.js";
@@ -36,6 +37,7 @@ export interface Results {
     trafficCost?: TrafficCostResult;
     services?: ServicesRow[];
     health?: HealthResult;
+    routes?: RoutesResult;
   };
 }
 
@@ -60,7 +62,7 @@ function verdict(t: Target): string {
   if (t.met) return "met";
   const diff = t.kind === "min" ? t.limit - t.value : t.value - t.limit;
   const ratio = t.kind === "min" ? t.value / t.limit : t.limit === 0 ? NaN : t.value / t.limit;
-  const digits = t.unit === "x" ? 2 : t.unit === "ms" ? 1 : 0;
+  const digits = t.unit === "x" ? 2 : t.unit === "ms" || t.unit === "%" ? 1 : 0;
   const unit = t.unit === "x" || t.unit === "" ? "" : ` ${t.unit}`;
   return `**missed** by ${fmt(diff, digits)}${unit}${Number.isNaN(ratio) || t.limit === 0 ? "" : ` (${fmt(ratio, 2)}x the target)`}`;
 }
@@ -105,7 +107,110 @@ export function targets(r: Results): Target[] {
     out.push(target(`render of 10,000 routes (in-process)`, s.renderMs, "lt", 1000, "ms"));
   for (const s of big)
     out.push(target(`controller RSS at 10,000 routes, ${s.mode}`, s.controllerRssMiB, "lt", 300, "MiB"));
+  out.push(...routesTargets(r));
   return out;
+}
+
+/** The tolerance on "no growth" of nginx's memory over routing changes: allocator and page-touch noise, not a leak. */
+export const RSS_GROWTH_TOLERANCE_PCT = 5;
+
+const growthPct = (before: number, after: number) => ((after - before) / before) * 100;
+
+/** Issue 15's targets for routes pushed to nginx (the routes figure): at 10,000 sites, and at both sizes for reloads and memory. */
+function routesTargets(r: Results): Target[] {
+  const out: Target[] = [];
+  const rows = (r.figures.routes?.rows ?? []).filter((x) => x.routesMode === "dynamic" && !x.error);
+  for (const x of rows.filter((y) => y.sites === 10_000)) {
+    out.push(target(`routing change -> served p99, dynamic routes, 10,000 sites`, x.changeMs.p99, "lt", 50, "ms"));
+    out.push(
+      target(
+        `cold start (controller's first log line -> last site served), dynamic routes, 10,000 sites`,
+        x.coldStartMs - x.cliLoadMs,
+        "lt",
+        2000,
+        "ms",
+      ),
+    );
+  }
+  for (const x of rows.filter((y) => y.sites === 10 || y.sites === 10_000)) {
+    out.push(
+      target(
+        `reloads over ${x.changes} routing changes, dynamic routes, ${fmtInt(x.sites)} sites`,
+        x.reloads,
+        "max",
+        0,
+        "",
+      ),
+    );
+    out.push(
+      target(
+        `nginx RSS growth over ${x.changes} routing changes (tolerance ${RSS_GROWTH_TOLERANCE_PCT}%), dynamic routes, ${fmtInt(x.sites)} sites`,
+        growthPct(x.memoryBefore.rssMiB, x.memoryAfter.rssMiB),
+        "max",
+        RSS_GROWTH_TOLERANCE_PCT,
+        "%",
+      ),
+    );
+  }
+  const tp = r.figures.routes?.throughput;
+  if (tp) out.push(target(`requests/s, dynamic routes / rendered routes`, median(tp.ratios), "min", 0.9, "x"));
+  return out;
+}
+
+/** The routes figure's row a target names (its routes mode is always dynamic). */
+function routesRowOf(t: Target, r: Results): RoutesRow | undefined {
+  const sites = /, ([\d,]+) sites$/.exec(t.what)?.[1]?.replace(/,/g, "");
+  return r.figures.routes?.rows.find((x) => x.routesMode === "dynamic" && String(x.sites) === sites);
+}
+
+/** What a missed routes target's time or memory went to, from the figure's own numbers. */
+function whyRoutes(t: Target, r: Results, load: string): string | null {
+  const x = routesRowOf(t, r);
+  if (t.what.startsWith("requests/s, dynamic routes")) {
+    const tp = r.figures.routes?.throughput;
+    if (!tp) return null;
+    return (
+      `with routes pushed, our Lua router does per request what the rendered server_name and location blocks do in` +
+      ` nginx's own tables (Host and longest prefix from shared-dict reads and table lookups, the backend URI built in` +
+      ` Lua); medians ${fmtInt(tp.dynamic.rps)}` +
+      ` vs ${fmtInt(tp.rendered.rps)} requests/s, p99 ${fmt(tp.dynamic.p99ms, 2)} vs ${fmt(tp.rendered.p99ms, 2)} ms,` +
+      ` per round ${tp.ratios.map((v) => fmt(v, 3)).join(", ")}; wrk, both nginx instances and the backend share the` +
+      ` cores: ${load}`
+    );
+  }
+  if (!x) return null;
+  const apply =
+    `the controller's own account per change (median over ${x.apply.n} applies): compile ${fmt(x.apply.render)} ms +` +
+    ` nginx -t ${fmt(x.apply.test)} ms + push or reload ${fmt(x.apply.reload)} ms = ${fmt(x.apply.totalP50)} ms` +
+    ` (p99 ${fmt(x.apply.totalP99)} ms)`;
+  if (t.what.startsWith("routing change")) {
+    const outside = x.changeMs.p50 - x.apply.totalP50;
+    return (
+      `changes served in ${fmt(x.changeMs.p50)} ms p50, ${fmt(x.changeMs.p99)} ms p99 (max ${fmt(x.changeMs.max)});` +
+      ` ${apply}; the rest of the median change, ${fmt(outside)} ms, is before and after the apply: the services file` +
+      ` watcher's 50 ms wait for the writer, reading and validating the whole services.json (${fmtInt(x.sites + 1)} sites)` +
+      ` into a new model, and the probe's new connection; ${x.reloads} of the changes reloaded; ${load}`
+    );
+  }
+  if (t.what.startsWith("reloads over"))
+    return `${x.reloads} "config applied" lines with action reload over ${x.changes} changes that add no listening port: those changes were rendered and reloaded, not pushed; ${apply}`;
+  if (t.what.startsWith("cold start"))
+    return (
+      `from its spawn, the controller served the last site after ${fmtInt(x.coldStartMs)} ms, of which` +
+      ` ${fmtInt(x.cliLoadMs)} ms before its first log line (node loading the CLI through tsx, not in the target),` +
+      ` ${fmtInt(x.startedAtMs - x.cliLoadMs)} ms from there to the first apply's log line (reading` +
+      ` the registry and services.json; the first apply's own account: compile ${fmt(x.startApply.render)} + nginx -t` +
+      ` ${fmt(x.startApply.test)} + start ${fmt(x.startApply.reload)} = ${fmt(x.startApply.total)} ms), and` +
+      ` ${fmtInt(x.coldStartMs - x.startedAtMs)} ms from there until the last site answered; ${load}`
+    );
+  if (t.what.startsWith("nginx RSS growth"))
+    return (
+      `nginx (master + ${x.memoryAfter.processes - 1} workers) RSS ${fmt(x.memoryBefore.rssMiB)} -> ${fmt(x.memoryAfter.rssMiB)} MiB,` +
+      ` PSS ${fmt(x.memoryBefore.pssMiB)} -> ${fmt(x.memoryAfter.pssMiB)} MiB over ${x.changes} changes; RSS counts` +
+      ` each shared-dict page (the pushed table lives there) in every process that touched it, PSS splits them, so growth` +
+      ` in RSS alone is pages newly touched by more workers, growth in PSS too is memory newly used`
+    );
+  return null;
 }
 
 /** Per round: requests/s through a dynamic route over the same route as a static upstream (reload mode). */
@@ -148,6 +253,8 @@ function why(t: Target, r: Results): string | null {
       `; on this machine wrk, the proxy and the backend also share the cores, so the ratio moves with the contention: ${load}`
     );
   }
+  const routes = whyRoutes(t, r, load);
+  if (routes !== null) return routes;
   if (t.what.startsWith("reloads per"))
     return `the reconciler applies at most once per ${DEFAULT_MIN_GAP_MS} ms, so a burst that takes longer than that to write costs one reload per ${DEFAULT_MIN_GAP_MS} ms`;
   return null;
@@ -583,6 +690,9 @@ export function renderReport(r: Results): string {
   const he = r.figures.health;
   if (he) out.push(...healthSection(he, r.machine.cores));
 
+  const ro = r.figures.routes;
+  if (ro) out.push(...routesSection(ro, r));
+
   out.push(`Raw figures: \`bench/results/latest.json\`.`, ``);
   return out.join("\n");
 }
@@ -722,5 +832,91 @@ function healthSection(he: HealthResult, cores: number): string[] {
         c.error ? [`**${m.mode} mode, probe cost with checks ${c.variant} failed**: ${c.error}`, ``] : [],
       ),
     ),
+  ];
+}
+
+function routesSection(ro: RoutesResult, r: Results): string[] {
+  const mem = (m: RoutesRow["memoryBefore"]) => `${fmt(m.rssMiB)} / ${fmt(m.pssMiB)} (${m.processes})`;
+  const tp = ro.throughput;
+  return [
+    `## 10. Routes pushed vs rendered`,
+    ``,
+    `\`nginx-lb run\` with its defaults (admin server on, traffic figures on) except \`--routes-mode\` (dynamic: one` +
+      ` server per port, the routing table pushed to the Lua router; reload: a server per site, rendered and reloaded),` +
+      ` \`--endpoints-mode dynamic\` in both (explicit), \`--worker-processes ${r.machine.cores}\` (the cores, as \`auto\`` +
+      ` gives) and \`--listen-host 127.0.0.1\`; the run's registry. N sites of one route each (\`/\`), 10 endpoints each;` +
+      ` the last site's backend is a static nginx and its key is written last. Cold start: the controller spawned ->` +
+      ` the last site answers (a new connection per probe), of which "CLI load" is spawn -> its first log line (node` +
+      ` loading the CLI through tsx; a user runs the compiled \`dist/\`); the cold start target is the rest. A routing change: services.json rewritten` +
+      ` (renamed into place, as a config centre does) with one new site, the previous change's site gone -> the new` +
+      ` site's first request answered, ${QUIET_MS} ms apart (a lone change each); the services file watcher waits 50 ms for` +
+      ` the writer, which is in every change. Reloads: "config applied" with action reload over the changes. The` +
+      ` controller's own account: median compile / nginx -t / push or reload / total per apply. nginx memory: master +` +
+      ` current workers, RSS / PSS MiB, once the table is served and after the changes (old workers of a reload waited` +
+      ` out).` +
+      (r.quick ? ` **--quick: 1,000 sites instead of 10,000 and fewer changes (see the changes column).**` : ``),
+    ``,
+    table(
+      [
+        "routes mode",
+        "sites",
+        "cold start ms (CLI load)",
+        "changes",
+        "change -> served p50 / p99 ms",
+        "min-max ms",
+        "timeouts",
+        "reloads",
+        "ctl compile / nginx -t / push or reload / total ms",
+        "nginx RSS / PSS MiB (processes) before",
+        "after the changes",
+        `nginx RSS growth % (target, dynamic: ≤ ${RSS_GROWTH_TOLERANCE_PCT}%)`,
+        "controller RSS MiB",
+      ],
+      ro.rows.map((x) => [
+        x.routesMode,
+        fmtInt(x.sites),
+        `${fmtInt(x.coldStartMs)} (${fmtInt(x.cliLoadMs)})`,
+        String(x.changes),
+        `${fmt(x.changeMs.p50)} / ${fmt(x.changeMs.p99)}`,
+        `${fmt(x.changeMs.min)}-${fmt(x.changeMs.max)}`,
+        String(x.timeouts),
+        String(x.reloads),
+        [x.apply.render, x.apply.test, x.apply.reload, x.apply.totalP50].map((v) => fmt(v)).join(" / "),
+        mem(x.memoryBefore),
+        mem(x.memoryAfter),
+        fmt(growthPct(x.memoryBefore.rssMiB, x.memoryAfter.rssMiB)),
+        fmt(x.controllerRssMiB),
+      ]),
+    ),
+    ``,
+    ...ro.rows.flatMap((x) =>
+      x.error ? [`**${x.routesMode} routes, ${fmtInt(x.sites)} sites failed**: ${x.error}`, ``] : [],
+    ),
+    ...(tp
+      ? [
+          `Requests/s: wrk -t${tp.wrk.threads} -c${tp.wrk.connections}, ${tp.wrk.seconds} s per run, ${tp.wrk.rounds} round(s)` +
+            ` alternating (the order rotated every round) through the last site of the two ${fmtInt(tp.sites)}-site instances above` +
+            ` (running at once, after their changes); one warm-up second each first. Medians over rounds; the ratio within a round.`,
+          ``,
+          table(
+            ["routes mode", "requests/s", "p99 ms", "failed", "requests/s per round", "dynamic / rendered per round"],
+            (
+              [
+                ["dynamic (pushed)", tp.dynamic],
+                ["reload (rendered)", tp.rendered],
+              ] as const
+            ).map(([label, s], i) => [
+              label,
+              fmtInt(s.rps),
+              fmt(s.p99ms, 2),
+              fmtInt(s.failed),
+              s.runs.map((v) => fmtInt(v.rps)).join(", "),
+              i === 0 ? tp.ratios.map((v) => fmt(v, 3)).join(", ") : "",
+            ]),
+          ),
+          ``,
+        ]
+      : []),
+    ...ro.notes.map((n) => `> ${n}\n`),
   ];
 }

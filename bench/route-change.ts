@@ -2,8 +2,8 @@
  * One routing change at N sites x 10 endpoints in dynamic routes mode, as `nginx-lb run --routes-mode dynamic` does it
  * in-process (no nginx): the services file parsed and validated, its unchanged servers shared with the last model
  * (as the services file source emits it), the first apply compiled, then a change (one new site) compiled against it,
- * planned against what the previous push left in nginx, and the push body encoded. The input is bench/routes.ts's
- * (N sites of one route each).
+ * planned against what the previous push left in nginx, and the push body encoded. The input is the routes figure's
+ * (bench/figures/routes.ts: N sites of one route each).
  *
  *   node --import tsx bench/route-change.ts [N] [rounds]
  *   node --cpu-prof --cpu-prof-dir /tmp/prof --import tsx bench/route-change.ts 10000 3

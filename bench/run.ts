@@ -4,7 +4,7 @@
  *
  *   npm run bench                                  # everything (under 10 minutes on 2 cores)
  *   npm run bench -- --quick                       # a short smoke run of every figure but health
- *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash, traffic, services, health)
+ *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash, traffic, services, health, routes)
  *   npm run bench -- --registry file --modes reload --out /tmp/b
  *
  * The registry is real etcd when this build has the etcd source (else the watched backends file); the endpoint
@@ -25,6 +25,7 @@ import { scale } from "./figures/scale.js";
 import { trafficCost } from "./figures/traffic.js";
 import { services } from "./figures/services.js";
 import { health } from "./figures/health.js";
+import { routesFigure } from "./figures/routes.js";
 import type { Context } from "./lib/context.js";
 import { availableModes, type Mode } from "./lib/lb.js";
 import { machine } from "./lib/machine.js";
@@ -45,6 +46,7 @@ const FIGURES = [
   "traffic",
   "services",
   "health",
+  "routes",
 ] as const;
 type Figure = (typeof FIGURES)[number];
 
@@ -115,6 +117,7 @@ async function main(): Promise<void> {
     if (only.includes("traffic")) results.figures.trafficCost = await trafficCost(ctx);
     if (only.includes("services")) results.figures.services = await services(ctx);
     if (only.includes("health")) results.figures.health = await health(ctx);
+    if (only.includes("routes")) results.figures.routes = await routesFigure(ctx);
   } finally {
     await killAll();
   }

@@ -143,7 +143,8 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     }
   };
   onCleanup(stop);
-  await controller.waitFor(/"msg":"nginx started"/, 120_000);
+  // A first start whose confirmation timed out on a loaded machine is retried as a reload of the nginx it started.
+  await controller.waitFor(/"msg":"(nginx started|config applied)"/, 120_000);
   return {
     get controller() {
       return controller;

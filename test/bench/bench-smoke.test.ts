@@ -66,6 +66,7 @@ describe("npm run bench -- --quick", () => {
       "## 6. Crashes under load",
       "## 7. The cost of traffic figures",
       "## 8. Routing table in etcd",
+      "## 10. Routes pushed vs rendered",
     ])
       expect(md).toContain(heading);
     // Cells are padded: the report is written as the repository's formatter would write it.
@@ -158,6 +159,30 @@ describe("npm run bench -- --quick", () => {
         expect(c.wrk.failed).toBe(0);
         expect(c.probesFailed).toBe(0);
       }
+    }
+  });
+
+  it("measures routes pushed vs rendered: cold start, changes served, reloads, memory, requests/s", () => {
+    const ro = results.figures.routes;
+    const rows = ro?.rows ?? [];
+    // Both routes modes at both sizes, whenever this build has dynamic endpoints (dynamic routes need them).
+    expect(rows.length).toBe(results.modes.includes("dynamic") ? 4 : 0);
+    for (const x of rows) {
+      expect(x.error).toBeUndefined();
+      expect(x.timeouts).toBe(0);
+      expect(x.changeMs.n).toBe(x.changes);
+      expect(x.changeMs.p50).toBeGreaterThan(0);
+      expect(x.changeMs.p50).toBeLessThanOrEqual(x.changeMs.p99);
+      expect(x.coldStartMs).toBeGreaterThan(x.cliLoadMs);
+      expect(x.memoryBefore.rssMiB).toBeGreaterThan(1);
+      expect(x.memoryAfter.processes).toBeGreaterThanOrEqual(2);
+      // Every routing change reloads when routes are rendered; none does when they are pushed.
+      if (x.routesMode === "reload") expect(x.reloads).toBeGreaterThanOrEqual(1);
+      else expect(x.reloads).toBe(0);
+    }
+    if (rows.length > 0) {
+      expect(ro?.throughput?.dynamic.rps).toBeGreaterThan(0);
+      expect(ro?.throughput?.rendered.rps).toBeGreaterThan(0);
     }
   });
 
