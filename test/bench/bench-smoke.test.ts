@@ -36,7 +36,7 @@ beforeAll(async () => {
     execFile(
       process.execPath,
       ["--import", "tsx", join(ROOT, "bench/run.ts"), "--quick", "--out", out],
-      { cwd: ROOT, timeout: 420_000, killSignal: "SIGINT", maxBuffer: 16 << 20 },
+      { cwd: ROOT, timeout: 720_000, killSignal: "SIGINT", maxBuffer: 16 << 20 },
       (err, _stdout, err2) => {
         stderr = err2;
         if (err) reject(new Error(`bench --quick failed: ${err.message}\n${err2}`));
@@ -46,7 +46,7 @@ beforeAll(async () => {
   });
   md = await readFile(join(out, "BENCHMARKS.md"), "utf8");
   results = JSON.parse(await readFile(join(out, "latest.json"), "utf8")) as Results;
-}, 430_000);
+}, 730_000);
 
 afterAll(async () => {
   if (out) await rm(out, { recursive: true, force: true });
