@@ -107,7 +107,9 @@ describe("npm run bench -- --quick", () => {
     for (const s of results.figures.scale ?? []) {
       expect(s.error).toBeUndefined();
       expect(finitePositive(s.renderMs)).toBe(true);
-      expect(finitePositive(s.reload.test)).toBe(true);
+      // Dynamic endpoints push routes by default: a routing change is a push (its time in "reload"), no nginx -t.
+      if (s.mode === "reload") expect(finitePositive(s.reload.test)).toBe(true);
+      else expect(s.reload.test).toBe(0);
       expect(finitePositive(s.reload.reload)).toBe(true);
       expect(s.controllerRssMiB).toBeGreaterThan(10);
       expect(s.controllerRssMiB).toBeLessThan(4096);
