@@ -649,7 +649,7 @@ export function renderReport(r: Results): string {
       `## 8. Routing table in etcd`,
       ``,
       `Two \`nginx-lb run --services-etcd-prefix\` controllers (one nginx worker each, each nginx on its own loopback` +
-        ` address) on the run's etcd (one member); the table written by the real \`nginx-lb services push\` (run under` +
+        ` address; dynamic endpoints when the run has them, so routes pushed, the default) on the run's etcd (one member); the table written by the real \`nginx-lb services push\` (run under` +
         ` tsx, so its start costs about a second). Push: the whole table into an empty prefix; etcd requests are etcd's` +
         ` own counts over it (\`grpc_server_handled_total\` for Txn and Range, \`etcd_server_proposals_committed_total\`;` +
         ` the controllers only watch). Then one route changed per push (a server's backend toggled): commit (seen by a` +

@@ -144,6 +144,7 @@ export async function services(ctx: Context): Promise<ServicesRow[]> {
     };
     const files = [await write("p0.json", "p0"), await write("p1.json", "p1")] as const;
     const controllers: Controller[] = [];
+    const mode = ctx.modes.includes("dynamic") ? "dynamic" : ctx.modes[0];
     const client = new Etcd3({ hosts: etcdUrl });
     try {
       for (const host of HOSTS) {
@@ -156,7 +157,8 @@ export async function services(ctx: Context): Promise<ServicesRow[]> {
             ...reg.args,
             "--services-etcd-prefix",
             prefix,
-            ...(ctx.modes[0] ? ["--endpoints-mode", ctx.modes[0]] : []),
+            // The default a user runs: dynamic endpoints (and so routes pushed) wherever this build offers them.
+            ...(mode ? ["--endpoints-mode", mode] : []),
           ],
           env: { NGINX_LB_LOG_LEVEL: "info" },
         });
