@@ -58,18 +58,25 @@ export class NginxApplier implements Applier {
   private pushed: { state: PushedState; master: number } | null = null;
   private version = Date.now();
   /** The sets to write for the next nginx master to start with (the latest pushed), and the last write's error. */
-  private readonly setsFile = new LatestWriter<PushedState>((s) => this.writeSets(s), STARTUP_WRITE_DELAY_MS);
-  private lastSetsError: string | null = null;
+  private readonly setsFile = this.startupFile<PushedState>(
+    (s) => writeInitialSets(this.paths.dir, s.version, s.sets, this.encodedSets),
+    "could not keep the endpoint sets for an nginx restart; a restarted nginx answers 503 until the next push",
+  );
   /** Each written set's encoding, by list: the start-up file is rewritten after every push, mostly of the same lists. */
   private readonly encodedSets: EncodedSets = new WeakMap();
   /** Dynamic routes mode: the table nginx holds and the master it was pushed to. */
   private pushedRoutes: { state: PushedRoutes; master: number } | null = null;
-  private readonly routesFile = new LatestWriter<PushedRoutes>((s) => this.writeRoutes(s), STARTUP_WRITE_DELAY_MS);
-  private lastRoutesError: string | null = null;
+  private readonly routesFile = this.startupFile<PushedRoutes>(
+    (s) => writeInitialRoutes(this.paths.dir, s.version, s.table),
+    "could not keep the routing table for an nginx restart; a restarted nginx answers 404 until the next push",
+  );
   /** Pushed certificates (dynamic routes mode): what nginx holds and the master it was pushed to. */
   private pushedCerts: { state: PushedCerts; master: number } | null = null;
-  private readonly certsFile = new LatestWriter<PushedCerts>((s) => this.writeCerts(s), STARTUP_WRITE_DELAY_MS);
-  private lastCertsError: string | null = null;
+  /** The file holds private keys (0600, writeInitialCerts); a warning names the file, never its content. */
+  private readonly certsFile = this.startupFile<PushedCerts>(
+    (s) => writeInitialCerts(this.paths.dir, s),
+    "could not keep the certificates for an nginx restart; a restarted nginx refuses TLS until the next push",
+  );
 
   constructor(
     private readonly paths: NginxPaths,
@@ -300,7 +307,7 @@ export class NginxApplier implements Applier {
         const knownCerts = this.pushedCerts?.master === master ? this.pushedCerts.state : null;
         const held = await syncCerts(target, knownCerts, certs, ++this.version);
         this.pushedCerts = master === null ? null : { state: held, master };
-        if (held !== knownCerts) this.keepCertsForRestart(held, knownCerts === null);
+        if (held !== knownCerts) this.certsFile.offer(held, knownCerts === null);
       }
       if (routeTable) {
         what = "the routing table";
@@ -308,14 +315,14 @@ export class NginxApplier implements Applier {
           changedRoutes !== "all" && this.pushedRoutes?.master === master ? this.pushedRoutes.state : null;
         const routes = await syncRoutes(target, knownRoutes, routeTable, changedRoutes, ++this.version);
         this.pushedRoutes = master === null ? null : { state: routes, master };
-        this.keepRoutesForRestart(routes, changedRoutes === "all");
+        this.routesFile.offer(routes, changedRoutes === "all");
         if (gone.length > 0) {
           what = "endpoint sets";
           state = await syncEndpoints(target, state, endpoints, gone, ++this.version);
           this.pushed = master === null ? null : { state, master };
         }
       }
-      this.keepForRestart(state, changed === "all");
+      this.setsFile.offer(state, changed === "all");
       return {
         result: "applied",
         action: "push",
@@ -338,61 +345,24 @@ export class NginxApplier implements Applier {
   }
 
   /**
-   * Keeps the sets nginx now holds in the state dir, where a new master loads them at start (a crash then serves the
-   * last known endpoints instead of 503 until the next push). Off the apply path and coalesced (LatestWriter): with
-   * 10,000 routes an encoding + write + fsync per push would delay the next change; the latest sets win. A failure is
-   * logged once per distinct error and never fails the push that nginx already took. A whole push (after a start or
-   * a reload) is written at once: it is what a master that starts now should load.
+   * Keeps what nginx now holds in a state-dir file a new master loads at start (a crash then serves the last known
+   * sets, table or certificates instead of 503/404 until the next push). Off the apply path and coalesced
+   * (LatestWriter): with 10,000 routes an encoding + write + fsync per push would delay the next change; the latest
+   * wins, a whole push (after a start or a reload) at once. A failure is logged once per distinct error and never fails
+   * the push that nginx already took.
    */
-  private keepForRestart(state: PushedState, whole: boolean): void {
-    this.setsFile.offer(state, whole);
-  }
-
-  private async writeSets(s: PushedState): Promise<boolean> {
-    const out = await writeInitialSets(this.paths.dir, s.version, s.sets, this.encodedSets);
-    if (!out.ok && out.error !== this.lastSetsError)
-      this.log.warn(
-        { file: out.path, error: out.error },
-        "could not keep the endpoint sets for an nginx restart; a restarted nginx answers 503 until the next push",
-      );
-    this.lastSetsError = out.ok ? null : out.error;
-    return out.ok;
-  }
-
-  /** As keepForRestart, for the routing table (dynamic routes mode): a new master serves every site at once. */
-  private keepRoutesForRestart(state: PushedRoutes, whole: boolean): void {
-    this.routesFile.offer(state, whole);
-  }
-
-  private async writeRoutes(s: PushedRoutes): Promise<boolean> {
-    const out = await writeInitialRoutes(this.paths.dir, s.version, s.table);
-    if (!out.ok && out.error !== this.lastRoutesError)
-      this.log.warn(
-        { file: out.path, error: out.error },
-        "could not keep the routing table for an nginx restart; a restarted nginx answers 404 until the next push",
-      );
-    this.lastRoutesError = out.ok ? null : out.error;
-    return out.ok;
-  }
-
-  /**
-   * As keepForRestart, for pushed certificates: a new master serves TLS at once. The file holds private keys (0600,
-   * written by writeInitialCerts); an error names the file, never its content.
-   */
-  private keepCertsForRestart(state: PushedCerts, whole: boolean): void {
-    this.certsFile.offer(state, whole);
-  }
-
-  private async writeCerts(s: PushedCerts): Promise<boolean> {
-    const out = await writeInitialCerts(this.paths.dir, s);
-    const error = out.ok ? null : out.error;
-    if (error !== null && error !== this.lastCertsError)
-      this.log.warn(
-        { file: out.path, error },
-        "could not keep the certificates for an nginx restart; a restarted nginx refuses TLS until the next push",
-      );
-    this.lastCertsError = error;
-    return out.ok;
+  private startupFile<T>(
+    write: (value: T) => Promise<{ ok: true } | { ok: false; path: string; error: string }>,
+    warning: string,
+  ): LatestWriter<T> {
+    let lastError: string | null = null;
+    return new LatestWriter<T>(async (value) => {
+      const out = await write(value);
+      const error = out.ok ? null : out.error;
+      if (!out.ok && error !== lastError) this.log.warn({ file: out.path, error }, warning);
+      lastError = error;
+      return out.ok;
+    }, STARTUP_WRITE_DELAY_MS);
   }
 
   /** Writes the last pushed sets, table and certificates now and resolves once they are on disk (or failed). */
