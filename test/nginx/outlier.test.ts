@@ -214,8 +214,10 @@ describe("outlier ejection of endpoints that time out or refuse", () => {
         async () => (await send("/", 2, n.port), await recordOf(refusing, n)),
         25_000,
       );
-      // The record as first seen: a later read may find it ejected again after its (short) back-off.
-      expect(refused).toMatchObject({ last: "error", level: 1 });
+      // Ejected for connection errors. Its level may already be past 1: the concurrent requests above can eject it
+      // once, and after its 1.5 s back-off the polling requests eject it again before the first read sees it.
+      expect(refused?.last).toBe("error");
+      expect(refused?.level).toBeGreaterThanOrEqual(1);
       expect(new Set(await send("/", 10, n.port))).toEqual(new Set([200]));
     } finally {
       hung.stop();
