@@ -15,6 +15,7 @@ import {
 import { get } from "../helpers/http.js";
 import { load } from "../helpers/load.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
+import { DEFAULT_MIN_GAP_MS } from "../../src/reconciler/reconciler.js";
 
 /** The daemon driven as a user drives it: a real `nginx-lb run` process, real nginx, real backends, a backends file. */
 
@@ -232,7 +233,10 @@ describe.each([
       await writeFile(s.backends, JSON.stringify({ "web-api": set }));
       await sleep(1);
     }
-    expect(Date.now() - started).toBeLessThan(5_000);
+    // Reload mode applies at most once per minimum gap after the previous apply: a burst written within 5 s costs at
+    // most 5 reloads; on a machine so loaded that writing it took longer, the gap bounds the count.
+    const burstMs = Date.now() - started;
+    const reloadBound = burstMs < 5_000 ? 5 : Math.ceil(burstMs / DEFAULT_MIN_GAP_MS) + 1;
     // state.json is written after nginx took the change (reload confirmed, or push acknowledged).
     const applied = async () => {
       const state = JSON.parse(await readFile(join(s.dir, "state/state.json"), "utf8")) as {
@@ -247,7 +251,7 @@ describe.each([
     const reloads = s.lb.applies("reload").length - before;
     if (mode === "reload") {
       expect(reloads).toBeGreaterThanOrEqual(1);
-      expect(reloads).toBeLessThanOrEqual(5);
+      expect(reloads).toBeLessThanOrEqual(reloadBound);
     } else {
       expect(reloads).toBe(0);
       expect(s.lb.applies("push").length).toBeGreaterThanOrEqual(1);

@@ -4,7 +4,7 @@
  * token and a guessed one), the traffic record file, the admin server's event-stream slots, the state dir and the
  * environment of nginx's processes. Every attempt must fail, and what nginx serves must stay what the registry says.
  */
-import { readFile, readdir } from "node:fs/promises";
+import { readFile, readdir, readlink } from "node:fs/promises";
 import http from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -26,12 +26,30 @@ afterAll(async () => {
   await cleanupNginx();
 });
 
-/** Loopback TCP ports in LISTEN state, as any user reads them from /proc/net/tcp. */
-async function loopbackListeners(): Promise<number[]> {
+/**
+ * The loopback TCP ports in LISTEN state that these processes or their descendants hold (sockets matched by inode
+ * through /proc/PID/fd). Not every loopback listener: other test files' echo backends run at the same time and answer
+ * 200 to any request, which says nothing about this instance's doors.
+ */
+async function listenersOf(roots: readonly number[]): Promise<number[]> {
+  const pids = new Set<number>();
+  const visit = async (pid: number): Promise<void> => {
+    if (pids.has(pid)) return;
+    pids.add(pid);
+    const children = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => "");
+    for (const c of children.trim().split(/\s+/).filter(Boolean)) await visit(Number(c));
+  };
+  for (const pid of roots) await visit(pid);
+  const inodes = new Set<string>();
+  for (const pid of pids)
+    for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+      const socket = /^socket:\[(\d+)\]$/.exec(await readlink(`/proc/${pid}/fd/${fd}`).catch(() => ""));
+      if (socket?.[1]) inodes.add(socket[1]);
+    }
   const lines = (await readFile("/proc/net/tcp", "utf8")).split("\n").slice(1);
   const ports = lines
     .map((l) => l.trim().split(/\s+/))
-    .filter((f) => f[3] === "0A" && (f[1] ?? "").startsWith("0100007F:"))
+    .filter((f) => f[3] === "0A" && /^(0100007F|00000000):/.test(f[1] ?? "") && inodes.has(f[9] ?? ""))
     .map((f) => Number.parseInt((f[1] ?? "").split(":")[1] ?? "0", 16));
   return [...new Set(ports)].sort((a, b) => a - b);
 }
@@ -83,9 +101,11 @@ describe.each(["dynamic", "reload"] as const)(
       const want = ["127.0.0.2", "127.0.0.3"];
       expect(await served(t)).toEqual(want);
 
-      // 1. Every loopback port: an emptying push in the line format, without a token and with a guessed one.
+      // 1. Every loopback port of this instance (controller, nginx): an emptying push in the line format, without a token and with a guessed one.
       const emptying = "nginx-lb-sets version=999999\nend upstreams=0\n";
-      const ports = await loopbackListeners();
+      const ports = await listenersOf([t.lb.child.pid ?? 0, ...(await nginxPids(stateDir))]);
+      // The site, nginx's control server and the admin server at least.
+      expect(ports).toEqual(expect.arrayContaining([t.sitePort, t.adminPort]));
       expect(ports.length).toBeGreaterThan(2);
       const answers: string[] = [];
       for (const port of ports)
