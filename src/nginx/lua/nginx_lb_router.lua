@@ -148,6 +148,7 @@ end
 function _M.access(port, tag)
   local var = ngx.var
   if port == nil then
+    -- Not rendered with a port: the port the connection came in on.
     port = var.server_port
   end
   local gen = shared:get(GEN)
