@@ -108,10 +108,6 @@ export function dynamicHttpLines(options: RenderOptions, dir: string, extraInit 
     `    # Dynamic endpoints: sets are pushed to the control server and kept in this dict across reloads.`,
     `    lua_package_path "${tok.file(`${dir}/lua`)}/?.lua;;";`,
     `    lua_shared_dict ${SHARED_DICT};`,
-    // The Lua module's log-phase handler otherwise calls malloc_trim every 1,000 requests: the memory it hands back is
-    // nginx's request pools, which the next requests fault in again, and that cost most of what entering Lua in the
-    // log phase costs per request. malloc still gives back the free top of its heap and large mapped blocks itself.
-    `    lua_malloc_trim 0;`,
     ...certsHttpLines(options),
     // Every module is loaded here, by the master: the files are 0600 to the workers' user.
     `    init_by_lua_block { require("${OUTLIER}").configure(${outlier}); require("${BALANCER}"); require("${PUSH}"); ` +
