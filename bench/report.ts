@@ -611,8 +611,9 @@ export function renderReport(r: Results): string {
         ` \`--no-traffic-log\`; in dynamic mode also \`--no-traffic-log --outlier-ejection off\` ("bare": no Lua in the` +
         ` log phase), so outlier ejection's own cost shows beside; \`--worker-processes ${tc.wrk.workers}\`,` +
         ` \`--endpoints-mode\` explicit. Medians over rounds; ratios are taken within a round.` +
-        ` Dynamic mode counts in nginx's shared dict (a few atomic additions per request in the log phase, read by the` +
-        ` controller once a second); reload mode, without our Lua, has nginx append a record per request to a file.` +
+        ` Dynamic mode counts in the log phase into a per-worker table that each worker adds to nginx's shared dict` +
+        ` twice a second, read by the controller once a second; reload mode, without our Lua, has nginx append a` +
+        ` record per request to a file (buffered: a write per 64 KiB or per second).` +
         ` CPU per request (user + system time of nginx's workers, and of the controller, over a trial and the second` +
         ` after it, divided by the requests) holds better than requests/s on a machine shared with other work.`,
       ``,

@@ -58,6 +58,32 @@ export function parseRecord(line: string): TrafficRecord | null {
   };
 }
 
+type MutableRouteCounts = {
+  byClass: Record<StatusClass, number>;
+  other: number;
+  bytes: number;
+  upstream: number[];
+  upstreamSeconds: number;
+  request: number[];
+  requestSeconds: number;
+};
+
+const emptyCounts = (): MutableRouteCounts => ({
+  byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
+  other: 0,
+  bytes: 0,
+  upstream: new Array<number>(HISTOGRAM_BUCKETS.length + 1).fill(0),
+  upstreamSeconds: 0,
+  request: new Array<number>(HISTOGRAM_BUCKETS.length + 1).fill(0),
+  requestSeconds: 0,
+});
+
+/** A time's histogram bucket as BucketHistogram.observeValue places it: the first bound it does not exceed. */
+const bucketOf = (seconds: number): number => {
+  const i = HISTOGRAM_BUCKETS.findIndex((b) => seconds <= b);
+  return i < 0 ? HISTOGRAM_BUCKETS.length : i;
+};
+
 /** Upper bounds (seconds) of the upstream response time histogram; +Inf comes after. */
 export const LATENCY_BOUNDS: readonly number[] = HISTOGRAM_BUCKETS;
 
@@ -251,6 +277,60 @@ export class TrafficStats {
     });
   }
 
+  /**
+   * Counts a batch of access records (what one read of the record file found) exactly as `record` would one by one,
+   * but as one addition per route and endpoint: labelled counters cost a label lookup per call, which per record was
+   * most of the controller's time per request.
+   */
+  recordAll(records: readonly TrafficRecord[]): void {
+    const routes = new Map<string, MutableRouteCounts>();
+    const endpoints = new Map<string, Map<string, EndpointTotals>>();
+    let noRoute = 0;
+    let unknownRoute = 0;
+    let malformed = 0;
+    for (const r of records) {
+      // The same checks, in the same order, as `record`.
+      if (r.route === "") {
+        noRoute++;
+        continue;
+      }
+      if (!this.routes.has(r.route)) {
+        unknownRoute++;
+        continue;
+      }
+      const cls = classOf(r.status);
+      if (!cls) {
+        malformed++;
+        continue;
+      }
+      let c = routes.get(r.route);
+      if (!c) routes.set(r.route, (c = emptyCounts()));
+      c.byClass[cls]++;
+      c.bytes += r.bytes;
+      if (r.upstreamSeconds !== null) {
+        const u = bucketOf(r.upstreamSeconds);
+        c.upstream[u] = (c.upstream[u] ?? 0) + 1;
+        c.upstreamSeconds += r.upstreamSeconds;
+      }
+      const t = bucketOf(r.requestSeconds);
+      c.request[t] = (c.request[t] ?? 0) + 1;
+      c.requestSeconds += r.requestSeconds;
+      let byAddr = endpoints.get(r.route);
+      if (!byAddr) endpoints.set(r.route, (byAddr = new Map()));
+      const last = r.endpoints.length - 1;
+      r.endpoints.forEach((addr, i) => {
+        let e = byAddr.get(addr);
+        if (!e) byAddr.set(addr, (e = { requests: 0, errors: 0 }));
+        e.requests++;
+        if (i < last || r.status >= 500) e.errors++;
+      });
+    }
+    if (noRoute > 0) this.ignored.inc({ reason: "no_route" }, noRoute);
+    if (unknownRoute > 0) this.ignored.inc({ reason: "unknown_route" }, unknownRoute);
+    if (malformed > 0) this.ignored.inc({ reason: "malformed" }, malformed);
+    this.add({ routes, endpoints });
+  }
+
   /** Adds one read of nginx's counters. */
   add(counts: TrafficCounts): void {
     for (const [upstream, c] of counts.routes) {
@@ -382,12 +462,15 @@ export async function startTrafficReceiver(
   const consume = (chunk: Buffer) => {
     const data = pending.length > 0 ? Buffer.concat([pending, chunk]) : chunk;
     let from = 0;
+    const records: TrafficRecord[] = [];
     for (let nl = data.indexOf(10, from); nl >= 0; nl = data.indexOf(10, from)) {
       const r = parseRecord(data.toString("utf8", from, nl));
-      if (r) stats.record(r);
+      if (r) records.push(r);
       else stats.malformed();
       from = nl + 1;
     }
+    // One addition per route and endpoint for the whole chunk.
+    stats.recordAll(records);
     // A copy: `chunk` is the read buffer, reused by the next read.
     pending = Buffer.from(data.subarray(from));
     if (pending.length > MAX_LINE_BYTES) {

@@ -75,15 +75,19 @@ export function renderSharedUpstream(options: RenderOptions): string {
 
 /**
  * The router's catch-all location: every Host and path goes to the router, which answers 404/503 itself or sets the
- * backend URI ($nlb_uri: proxy_pass with a variable sends it as it is) and the route label. A TLS port's one server
- * (certificates by SNI) takes the same lines.
+ * backend URI ($nlb_uri: proxy_pass with a variable sends it as it is) and, when the access log names it, the route
+ * label. A TLS port's one server (certificates by SNI) takes the same lines. The router is told its server's port
+ * (the table keys servers by it) rather than reading $server_port per request.
  */
-export function routerLocationLines(): string[] {
+export function routerLocationLines(port: number, options: RenderOptions): string[] {
+  // The access log (or a traffic file) writes $nlb_route for every request; the counters take a routed request's
+  // route from its endpoint set, so without a log the router sets it only for a route's own 503.
+  const tag = Boolean(options.accessLog) || options.trafficLogFile !== undefined;
   return [
     `        location / {`,
     `            set $nlb_route "";`,
     `            set $nlb_uri "";`,
-    `            access_by_lua_block { require("${ROUTER}").access() }`,
+    `            access_by_lua_block { require("${ROUTER}").access(${tok.port(port)}${tag ? ", true" : ""}) }`,
     `            proxy_pass http://${SHARED_UPSTREAM}$nlb_uri;`,
     `        }`,
   ];
@@ -95,7 +99,7 @@ export function renderPortServer(port: number, options: RenderOptions): string {
     `    server {`,
     `        listen ${tok.listen(options.listenHost, port)} default_server;`,
     `        server_name _;`,
-    ...routerLocationLines(),
+    ...routerLocationLines(port, options),
     `    }`,
   ].join("\n");
 }
@@ -107,7 +111,7 @@ export function isTlsRouted(options: RenderOptions): boolean {
 
 /** A TLS port's one server: certificates by SNI from the pushed ones, HTTP/2, the router's location for every Host. */
 export function renderTlsRouterServer(port: number, options: RenderOptions): string {
-  return renderTlsPortServer(port, options, routerLocationLines());
+  return renderTlsPortServer(port, options, routerLocationLines(port, options));
 }
 
 /** The routes push endpoint inside the loopback-only control server (token-protected as the endpoints push). */

@@ -41,7 +41,7 @@ describe("traffic log rendering", () => {
     // `/` is one location; `/empty` is two (`/empty/` and `= /empty`), both tagged with the same upstream name.
     expect(sets).toHaveLength(3);
     expect(new Set(sets).size).toBe(2);
-    expect(r.conf).toContain(`access_log ${dir}/logs/traffic.jsonl nlb;`);
+    expect(r.conf).toContain(`access_log ${dir}/logs/traffic.jsonl nlb buffer=64k flush=1s;`);
     expect(r.conf).not.toContain("syslog");
     expect(r.conf).toContain(`access_log ${dir}/logs/access.log nlb_access;`);
     expect(r.conf).not.toMatch(/^ {4}access_log off;$/m);

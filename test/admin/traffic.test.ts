@@ -186,6 +186,46 @@ describe("traffic counts from nginx", () => {
     stats.setTopology(topology([]));
     expect(await series(registry, "nginx_lb_endpoint_requests_total")).toEqual([]);
   });
+
+  it("counts a batch of records exactly as it counts them one by one", async () => {
+    const B = "nlb_000000000000000b";
+    const mk = (r: string, s: number, t: string, u: string, a: string) =>
+      parseRecord(`{"r":"${r}","s":"${s}","t":"${t}","u":"${u}","b":"${s}","a":"${a}"}`);
+    // Every path of `record`: two known routes, retries (a failed attempt before the last), 5xx, no upstream time, a
+    // time on a bucket bound and past the last, an endpoint and a route outside the model, no route, a bad status.
+    const batch = [
+      mk(A, 200, "0.005", "0.004", "127.0.0.2:80"),
+      mk(A, 200, "0.010", "0.010", "127.0.0.3:80"),
+      mk(A, 502, "0.030", "0.001, 0.020", "127.0.0.2:80, 127.0.0.3:80"),
+      mk(A, 503, "0.000", "-", ""),
+      mk(A, 204, "12.5", "11.000", "127.0.0.2:80"),
+      mk(A, 200, "0.002", "0.001", "10.9.9.9:80"),
+      mk(B, 404, "0.001", "0.001", "127.0.0.2:80"),
+      mk(B, 301, "0.3", "0.25", "127.0.0.2:80"),
+      mk("nlb_00000000000000ff", 200, "0.001", "0.001", "127.0.0.2:80"),
+      mk("", 404, "0.000", "-", ""),
+      mk(A, 700, "0.001", "0.001", "127.0.0.2:80"),
+    ].map((r) => {
+      if (!r) throw new Error("a record of the test did not parse");
+      return r;
+    });
+    const one = new Registry();
+    const each = new TrafficStats(one);
+    const all = new Registry();
+    const batched = new TrafficStats(all);
+    for (const s of [each, batched]) s.setTopology(topology([A, B], ["127.0.0.2:80", "127.0.0.3:80"]));
+    for (const r of batch) each.record(r);
+    batched.recordAll(batch.slice(0, 4));
+    batched.recordAll(batch.slice(4));
+    const lines = async (r: Registry) =>
+      (await r.metrics())
+        .split("\n")
+        .filter((l) => l.startsWith("nginx_lb_"))
+        .sort();
+    expect(await lines(all)).toEqual(await lines(one));
+    expect(batched.totals()).toEqual(each.totals());
+    expect(batched.routeCounts()).toEqual(each.routeCounts());
+  });
 });
 
 afterAll(cleanupNginx);

@@ -147,7 +147,7 @@ describe("traffic figures forged by another local user (reload endpoints: the re
     await chmod(stateDir, 0o755);
     const file = join(stateDir, "logs/traffic.jsonl");
     const conf = await readFile(join(stateDir, "nginx.conf"), "utf8");
-    expect(conf).toContain(`access_log ${file} nlb;`);
+    expect(conf).toContain(`access_log ${file} nlb buffer=64k flush=1s;`);
     expect(conf).not.toContain("syslog");
 
     const view = (await t.admin("/api/status")).json<{

@@ -59,9 +59,14 @@ local function parse_set(name, raw)
 end
 
 -- The current set of an upstream, or nil when none was pushed. Re-reads the dict only when the generation moved,
--- and keeps the decoded set (with its round-robin state) when the push did not change this upstream.
-local function current_set(name)
-  local gen = shared:get(GEN)
+-- and keeps the decoded set (with its round-robin state) when the push did not change this upstream. `gen` is the
+-- generation when the caller read it already for this request (the router), else it is read here. The set carries
+-- the generation it was last checked at (`set.gen`): whatever else keys a per-worker cache to the generation
+-- (ejections, failure streaks) compares against it instead of reading the dict again in the same request.
+local function current_set(name, gen)
+  if gen == nil then
+    gen = shared:get(GEN)
+  end
   local entry = sets[name]
   if entry and entry.gen == gen then
     return entry.set
@@ -73,9 +78,11 @@ local function current_set(name)
   end
   if entry and entry.raw == raw then
     entry.gen = gen
+    entry.set.gen = gen
     return entry.set
   end
   local set = parse_set(name, raw)
+  set.gen = gen
   sets[name] = { gen = gen, raw = raw, set = set }
   return set
 end
@@ -112,7 +119,7 @@ end
 
 local function pick(set, tried)
   local t = now()
-  local ejected = outlier.current()
+  local ejected = outlier.current(set.gen)
   return pick_from(set.primaries, tried, t, ejected, false)
     or pick_from(set.backups, tried, t, ejected, false)
     -- Everything is marked failed or ejected: try anyway rather than fail the request; a peer may be back already.
@@ -120,15 +127,30 @@ local function pick(set, tried)
     or pick_from(set.backups, tried, t, ejected, true)
 end
 
+--- The set of upstream `name` for this request, or nil when it has no endpoint (none pushed, or all drained).
+--- `gen`: the generation if the caller read it already.
+function _M.usable(name, gen)
+  local set = current_set(name, gen)
+  if set == nil or set.empty then
+    return nil
+  end
+  return set
+end
+
+--- Answers 503 with `message` (the same text as reload mode): the route has no endpoint.
+function _M.empty(message)
+  ngx.status = 503
+  ngx.header["Content-Type"] = "text/plain"
+  ngx.header["Content-Length"] = #message
+  ngx.print(message)
+  return ngx.exit(ngx.HTTP_OK)
+end
+
 --- access_by_lua: answers 503 with `message` (the same text as reload mode) when the route has no endpoint.
 function _M.access(name, message)
   local set = current_set(name)
   if set == nil or set.empty then
-    ngx.status = 503
-    ngx.header["Content-Type"] = "text/plain"
-    ngx.header["Content-Length"] = #message
-    ngx.print(message)
-    return ngx.exit(ngx.HTTP_OK)
+    return _M.empty(message)
   end
   ngx.ctx.nlb_set = set
 end
@@ -139,7 +161,10 @@ local NONE_TRIED = {}
 --- balancer_by_lua: chooses the peer for this attempt; called again by nginx for each retry.
 function _M.balance(name)
   local ctx = ngx.ctx
-  local set = ctx.nlb_set or current_set(name)
+  local set = ctx.nlb_set
+  if set == nil and name ~= nil then
+    set = current_set(name)
+  end
   if set == nil or set.empty then
     return ngx.exit(503)
   end

@@ -11,8 +11,14 @@
 --   o_list                     every ejection record, one line each (see encode); rewritten under o_lock
 --   o_gen                      bumped after each rewrite of o_list: workers re-read o_list when it moves
 --   o_lock                     held (1 s at most) while o_list is rewritten
--- Ejections are rare, so one list rewritten whole is cheaper than a key per endpoint: a request reads one number
--- (o_gen), and the controller reads the whole state in one GET.
+-- Ejections are rare, so one list rewritten whole is cheaper than a key per endpoint, and the controller reads the
+-- whole state in one GET.
+--
+-- A request reads no key of its own in the common case. Every change here (a rewrite of o_list, a failure counted)
+-- also bumps the endpoint sets' generation (`gen` of nginx_lb_sets), which the balancer reads once per request
+-- anyway; a worker re-reads o_gen only when that generation moved, and a success deletes its endpoint's failure
+-- count only when the generation moved since this worker last saw the count absent. A failure costs every worker a
+-- re-check of the sets it uses next; failures are the rare case.
 
 local layout = require("nginx_lb_sets")
 
@@ -36,8 +42,10 @@ local FAIL_TTL = 3600
 -- Settings, from nginx.conf's init_by_lua (configure); these are the documented defaults.
 local errors, base, max, percent = 5, 30, 300, 50
 
--- Per worker: the o_gen last read, and the records of o_list by "<upstream> <ip> <port>".
+-- Per worker: the o_gen last read, the sets' generation it was read after, and the records of o_list by
+-- "<upstream> <ip> <port>".
 local cache_gen = false
+local checked_at = false
 local records = {}
 
 --- init_by_lua: consecutive failures that eject (0: never eject), the first and the longest ejection in
@@ -73,15 +81,25 @@ local function decode(text)
 end
 
 --- The ejection records by peer key as this worker knows them (re-read when another worker changed them): the
---- balancer skips a peer whose record has `untl` in the future.
-function _M.current()
+--- balancer skips a peer whose record has `untl` in the future. `sets_gen`: the sets' generation this request read
+--- (before this call); when the records were checked at that generation already, nothing changed since.
+function _M.current(sets_gen)
+  if sets_gen ~= nil and sets_gen == checked_at then
+    return records
+  end
   local dict = layout.dict()
   local gen = dict:get(GEN)
   if gen ~= cache_gen then
     records = decode(dict:get(LIST))
     cache_gen = gen
   end
+  checked_at = sets_gen or false
   return records
+end
+
+-- Bumps the sets' generation after any change of the shared state here: what every worker reads first.
+local function moved(dict)
+  dict:incr(layout.GEN, 1, 0)
 end
 
 -- Rewrites o_list with `change(list, t)` applied (when it returns true), under the lock. Another worker holding the lock
@@ -108,6 +126,7 @@ local function rewrite(change)
     local stored, serr = dict:safe_set(LIST, encode(list))
     if stored then
       dict:incr(GEN, 1, 0)
+      moved(dict)
     else
       ngx.log(ngx.ERR, "nginx-lb: cannot store outlier ejections: ", serr, " (raise the shared dict size)")
     end
@@ -182,19 +201,29 @@ local function outcome(set, p, last, t)
     if r and not r.returned and r.untl <= t then
       returned(key)
     end
-    local dict = layout.dict()
-    if dict:get(fkey) then
-      dict:delete(fkey)
+    -- p.nlb_clean: the sets' generation at which this worker last found no failure count for the peer. A failure
+    -- anywhere bumps the generation, so while it stands there is nothing to delete.
+    local gen = set.gen
+    if gen == nil or p.nlb_clean ~= gen then
+      local dict = layout.dict()
+      if dict:get(fkey) then
+        dict:delete(fkey)
+      end
+      p.nlb_clean = gen
     end
     return
   end
+  p.nlb_clean = nil
   if r and r.untl > t then
     return -- a request that started before the ejection: it is out already
   end
   if r and not r.returned then
     return eject(set, p, 1, last, t) -- back from an ejection, and its first result failed
   end
-  local n = layout.dict():incr(fkey, 1, 0, FAIL_TTL)
+  local dict = layout.dict()
+  local n = dict:incr(fkey, 1, 0, FAIL_TTL)
+  -- Every worker's next success of this peer must look at the count again.
+  moved(dict)
   if n and n >= errors then
     eject(set, p, n, last, t)
   end
@@ -257,16 +286,25 @@ function _M.log(ctx)
   if last == nil or set == nil then
     return
   end
+  local t = now()
+  local prev = ctx.nlb_prev
+  if prev == nil then
+    -- The common case, one attempt that got an answer: the client's status is the endpoint's (nothing here rewrites
+    -- it), and a status below 499 came with the endpoint's headers, so it is a success without reading the upstream
+    -- variables (499: the client left; 5xx: maybe nginx's own, for a connection error or timeout).
+    local s = ngx.status
+    if s >= 100 and s < 499 then
+      return outcome(set, last, nil, t)
+    end
+  end
   local var = ngx.var
   local statuses = last_group(var.upstream_status)
   local headers = last_group(var.upstream_header_time)
   if statuses == nil or headers == nil then
     return
   end
-  local t = now()
-  local prev = ctx.nlb_prev
   if prev == nil then
-    -- The common case, one attempt: no table built.
+    -- One attempt: no table built.
     if find(statuses, ",", 1, true) then
       return -- more attempts than peers chosen: not ours to judge
     end

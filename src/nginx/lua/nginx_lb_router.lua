@@ -11,15 +11,18 @@
 --     route maps its prefix to itself; otherwise backend_path + the rest of nginx's decoded, normalised URI, escaped
 --     as nginx escapes it (only when the client's path had a %-escape nginx parsed), then "?" + the raw query.
 --
--- Each worker decodes a server's routes once per table generation, and keeps the decoded form when a push left the
--- server unchanged: a request costs a few shared-dict reads and plain table lookups, no pattern per route.
+-- Each worker decodes a server's routes once per generation, and keeps the decoded form when a push left the
+-- server unchanged. The generation is the endpoint sets' (a routes push bumps it too), so a request reads one
+-- number from the shared dict for the router, the balancer and outlier ejection together, then plain table lookups:
+-- no pattern per route, no key string built once the server is cached.
 
 local layout = require("nginx_lb_routes")
+local sets = require("nginx_lb_sets")
 local balancer = require("nginx_lb_balancer")
 
 local ngx = ngx
 local shared = layout.dict()
-local GEN, PREFIX = layout.GEN, layout.PREFIX
+local GEN, PREFIX = sets.GEN, layout.PREFIX
 local byte, sub, find, gmatch, gsub, format = string.byte, string.sub, string.find, string.gmatch, string.gsub,
   string.format
 
@@ -28,8 +31,8 @@ local _M = {}
 local NO_SITE = "no site is configured for this host name\n"
 local NO_ROUTE = "no route for this path\n"
 
--- Per worker: "<port> <domain>" -> { gen, raw, routes }; only servers that exist (an unknown Host caches nothing, so
--- a client cannot grow it).
+-- Per worker: port -> domain -> { gen, raw, routes }; only servers that exist (an unknown Host caches nothing, so a
+-- client cannot grow it).
 local cache = {}
 
 -- What nginx's ngx_escape_uri(NGX_ESCAPE_URI) escapes: controls, space, " # % < > ? \ ^ ` { | } and bytes >= 0x7f.
@@ -65,14 +68,19 @@ local function decode(raw)
   return routes
 end
 
-local function server(key, gen)
-  local entry = cache[key]
+local function server(port, domain, gen)
+  local domains = cache[port]
+  if domains == nil then
+    domains = {}
+    cache[port] = domains
+  end
+  local entry = domains[domain]
   if entry and entry.gen == gen then
     return entry.routes
   end
-  local raw = shared:get(PREFIX .. key)
+  local raw = shared:get(PREFIX .. port .. " " .. domain)
   if raw == nil then
-    cache[key] = nil
+    domains[domain] = nil
     return nil
   end
   if entry and entry.raw == raw then
@@ -80,19 +88,19 @@ local function server(key, gen)
     return entry.routes
   end
   local routes = decode(raw)
-  cache[key] = { gen = gen, raw = raw, routes = routes }
+  domains[domain] = { gen = gen, raw = raw, routes = routes }
   return routes
 end
 
 -- The server a Host names on this port: the exact name, then `*.` wildcards from the longest suffix down.
 local function lookup(port, host, gen)
-  local routes = server(port .. " " .. host, gen)
+  local routes = server(port, host, gen)
   if routes then
     return routes
   end
   local dot = find(host, ".", 1, true)
   while dot do
-    routes = server(port .. " *" .. sub(host, dot), gen)
+    routes = server(port, "*" .. sub(host, dot), gen)
     if routes then
       return routes
     end
@@ -132,24 +140,38 @@ local function reply(status, text)
   return ngx.exit(ngx.HTTP_OK)
 end
 
---- access_by_lua of a port's catch-all location: picks the route, answers 404/503 as reload mode does, or sets the
---- upstream for the balancer and $nlb_uri for proxy_pass.
-function _M.access()
+--- access_by_lua of a port's catch-all location: picks the route, answers 404/503 as reload mode does, or gives
+--- the balancer the route's set and proxy_pass $nlb_uri. `port`: the port the location's server listens on (the
+--- renderer writes it; the table keys servers by it). `tag`: set $nlb_route for every routed request (the access
+--- log names the route); without it only a route's own 503 sets it (the traffic counters take a routed request's
+--- route from its set).
+function _M.access(port, tag)
+  local var = ngx.var
+  if port == nil then
+    -- Not rendered with a port: the port the connection came in on.
+    port = var.server_port
+  end
   local gen = shared:get(GEN)
-  local routes = lookup(ngx.var.server_port, ngx.var.host, gen)
+  local routes = lookup(port, var.host, gen)
   if routes == nil then
     return reply(404, NO_SITE)
   end
-  local uri = ngx.var.uri
+  local uri = var.uri
   local route, exact = find_route(routes, uri)
   if route == nil then
     return reply(404, NO_ROUTE)
   end
-  local var = ngx.var
-  var.nlb_route = route.upstream
-  -- The same 503 (and the same per-request set) as a rendered route's location.
-  balancer.access(route.upstream, route.message)
-  ngx.ctx.nlb_upstream = route.upstream
+  local upstream = route.upstream
+  local set = balancer.usable(upstream, gen)
+  if set == nil then
+    -- The same 503 as a rendered route's location.
+    var.nlb_route = upstream
+    return balancer.empty(route.message)
+  end
+  if tag then
+    var.nlb_route = upstream
+  end
+  ngx.ctx.nlb_set = set
   local request_uri = var.request_uri
   if route.identity then
     var.nlb_uri = request_uri
@@ -169,9 +191,9 @@ function _M.access()
   var.nlb_uri = target
 end
 
---- balancer_by_lua of the shared upstream: the route access() chose.
+--- balancer_by_lua of the shared upstream: the set of the route access() chose (in ngx.ctx).
 function _M.balance()
-  return balancer.balance(ngx.ctx.nlb_upstream)
+  return balancer.balance(nil)
 end
 
 return _M

@@ -3,7 +3,8 @@
 -- the router (nginx_lb_router).
 --
 -- Shared dict `nginx_lb` (beside the endpoint sets of nginx_lb_sets):
---   rgen                integer bumped after every stored table (what workers compare their cache against)
+--   rgen                integer bumped after every stored table (the sets' `gen` too: what the router's cache is
+--                       checked against)
 --   rversion            the controller's version of the table held (what the push endpoint answers with)
 --   r:<port> <domain>   the server's routes "<prefix> <upstream> <backend_path> <backend>;..." (may be empty)
 --   routes_lock         held while a push writes
@@ -27,6 +28,9 @@ local ipairs = ipairs
 local type = type
 local tostring = tostring
 local byte, sub, find, match, gmatch = string.byte, string.sub, string.find, string.match, string.gmatch
+
+-- The endpoint sets' generation (nginx_lb_sets' GEN): bumped after every stored table as well.
+local SETS_GEN = require("nginx_lb_sets").GEN
 
 local _M = {}
 
@@ -217,6 +221,8 @@ function _M.store(parsed, partial)
   end
   dict:safe_set(_M.VERSION, parsed.version)
   dict:incr(_M.GEN, 1, 0)
+  -- The router checks its cache against the endpoint sets' generation, which it reads for the balancer anyway.
+  dict:incr(SETS_GEN, 1, 0)
   if not partial then
     for _, key in ipairs(dict:get_keys(0)) do
       if sub(key, 1, 2) == _M.PREFIX and parsed.servers[sub(key, 3)] == nil then
