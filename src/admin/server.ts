@@ -134,7 +134,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
   const ticker = setInterval(() => {
     if (!sources) return;
     observeSeries(series, sources.traffic);
-    samples.push({ at: Date.now(), totals: sources.traffic.totals() });
+    samples.push({ at: Date.now(), totals: sources.traffic.totals(true) });
     if (samples.length > RATE_WINDOW_SAMPLES) samples.shift();
     const totals = JSON.stringify([...(samples.at(-1)?.totals ?? [])].map(([k, v]) => [k, v.requests]));
     // Rates also move when traffic stops (the window slides), so push at least every two seconds.
@@ -285,7 +285,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     attach(s) {
       sources = s;
       s.traffic.setTopology(s.status.get().topology);
-      samples.push({ at: Date.now(), totals: s.traffic.totals() });
+      samples.push({ at: Date.now(), totals: s.traffic.totals(true) });
       let topology = s.status.get().topology;
       unsubscribe = s.status.subscribe((snap) => {
         if (snap.topology !== topology) s.traffic.setTopology((topology = snap.topology));

@@ -292,17 +292,24 @@ export class TrafficStats {
     this.ignored.inc({ reason: "malformed" });
   }
 
-  /** The running totals, by upstream name (a copy). */
-  totals(): Map<string, RouteTotals> {
+  /**
+   * The running totals, by upstream name (a copy). `counted`: only routes with a request, an error or an endpoint
+   * counted; a rate against a route left out is a rate against zeros (view.ts `rates`), so the samples of the rate
+   * window keep only these: at 10,000 quiet routes a whole copy per second would be megabytes held and thrown away.
+   */
+  totals(counted = false): Map<string, RouteTotals> {
+    const routes = [...this.routes];
     return new Map(
-      [...this.routes].map(([k, v]) => [
-        k,
-        {
-          ...v,
-          byClass: { ...v.byClass },
-          endpoints: new Map([...v.endpoints].map(([a, e]) => [a, { ...e }])),
-        },
-      ]),
+      (counted ? routes.filter(([, v]) => v.requests > 0 || v.errors > 0 || v.endpoints.size > 0) : routes).map(
+        ([k, v]) => [
+          k,
+          {
+            ...v,
+            byClass: { ...v.byClass },
+            endpoints: new Map([...v.endpoints].map(([a, e]) => [a, { ...e }])),
+          },
+        ],
+      ),
     );
   }
 
