@@ -10,7 +10,6 @@ import { isUpstreamName } from "../render/tokens.js";
 import { SeriesStore } from "./series.js";
 import { LATENCY_BOUNDS, type RouteTotals, type TrafficStats } from "./traffic.js";
 import { probeAnswer } from "./health.js";
-import { servicesApi, readBody } from "./services-api.js";
 import type { TableClient } from "../sources/services-write.js";
 import { rates, safeJson, statusView, type RouteTraffic } from "./view.js";
 
@@ -190,6 +189,8 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
           `(kill -USR2 ${process.pid}). /api/services serves the table of nginx-lb run --services-etcd-prefix\n`,
       );
     }
+    // Loaded here: it writes through the etcd client, which a controller with a services file never needs.
+    const { servicesApi, readBody } = await import("./services-api.js");
     const url = new URL(req.url ?? "/", "http://admin");
     const a = await servicesApi(sources.routesTable, {
       method,
