@@ -102,6 +102,24 @@ describe("traffic records", () => {
     expect(rates({ at: older.at, totals: older.counted }, newer).get(known[1] ?? "")?.requestsPerSecond).toBe(0.5);
   });
 
+  it("keeps a route's counters and endpoints through a topology that kept its view, and follows a new view", () => {
+    const stats = new TrafficStats(new Registry());
+    const A = "nlb_000000000000000a";
+    const first = topology([A, "nlb_000000000000000b"], ["127.0.0.2:80", "127.0.0.3:80"]);
+    stats.setTopology(first);
+    const rec = (addr: string) => parseRecord(line(A, 200).replace("}", `,"a":"${addr}"}`))!;
+    stats.record(rec("127.0.0.3:80"));
+    // The same view objects, as compile keeps them for unchanged routes, under a new topology object.
+    stats.setTopology({ servers: first.servers.map((s) => ({ ...s })) });
+    stats.record(rec("127.0.0.3:80"));
+    expect(stats.totals().get(A)?.endpoints.get("127.0.0.3:80")).toEqual({ requests: 2, errors: 0 });
+    // A new view without that endpoint: its counters go, and a record naming it is not counted.
+    stats.setTopology(topology([A, "nlb_000000000000000b"], ["127.0.0.2:80"]));
+    stats.record(rec("127.0.0.3:80"));
+    expect(stats.totals().get(A)?.endpoints.has("127.0.0.3:80")).toBe(false);
+    expect(stats.totals().get(A)?.requests).toBe(3);
+  });
+
   it("drops the series of routes the model no longer has", async () => {
     const registry = new Registry();
     const stats = new TrafficStats(registry);
