@@ -59,7 +59,9 @@ const options = runRenderOptions(nginxPaths("/tmp/nlb-start-cpu", "/usr/sbin/ngi
 for (let r = 0; r < ROUNDS; r++) {
   const read = phase("services.json read", () => readServicesText(text, null, { inspectTls: nodeTlsInspector }));
   if (!read.result.ok) throw new Error(JSON.stringify(read.result.errors.slice(0, 3)));
-  const services: Services = phase("shareServers", () => shareServers(null, (read.result as { value: Services }).value));
+  const services: Services = phase("shareServers", () =>
+    shareServers(null, (read.result as { value: Services }).value),
+  );
   const index = new BackendIndex();
   phase("registry index (set x keys)", () => {
     for (const [k, v] of kvs) index.set(k, v);
@@ -74,6 +76,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 let total = 0;
 for (const [name, xs] of times) {
   total += median(xs);
-  process.stdout.write(`${name.padEnd(30)} ${median(xs).toFixed(1).padStart(8)} ms cpu  (${xs.map((x) => x.toFixed(0)).join(", ")})\n`);
+  process.stdout.write(
+    `${name.padEnd(30)} ${median(xs).toFixed(1).padStart(8)} ms cpu  (${xs.map((x) => x.toFixed(0)).join(", ")})\n`,
+  );
 }
 process.stdout.write(`${"total".padEnd(30)} ${total.toFixed(1).padStart(8)} ms cpu\n`);
