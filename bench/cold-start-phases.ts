@@ -3,6 +3,7 @@
  * bench/routes.ts, then every controller log line with its offset from the spawn, the first request the last site
  * answers, and nginx's own error-log lines. Not a figure of the suite: a tool to find the slow phase.
  * Usage: npx tsx bench/cold-start-phases.ts [--sites 10000] [--routes-mode dynamic] [--state <dir>] [--runs 1]
+ *   [--registry etcd|file] (default: etcd where the suite uses it, as figure 10 does)
  *   --state reuses a state dir (a warm state dir: the controller's restart after a stop), else a new one per run.
  *   Runs the compiled CLI as bench/lib/build.ts says (NGINX_LB_BENCH_TSX=1: the sources through tsx).
  */
@@ -15,7 +16,7 @@ import { fillerEndpoints } from "./lib/context.js";
 import { probe } from "./lib/http.js";
 import { servicesJson, type RouteSpec } from "./lib/lb.js";
 import { freePort, killAll, onCleanup, sleep, tempDir } from "./lib/procs.js";
-import { createRegistry } from "./lib/registry.js";
+import { createRegistry, etcdSupported } from "./lib/registry.js";
 import { startStaticBackends } from "./lib/static-nginx.js";
 
 const arg = (name: string, dflt: string) => {
@@ -26,6 +27,7 @@ const SITES = Number(arg("sites", "10000"));
 const ROUTES_MODE = arg("routes-mode", "dynamic");
 const RUNS = Number(arg("runs", "1"));
 const STATE = arg("state", "");
+const REGISTRY = arg("registry", etcdSupported() ? "etcd" : "file") === "file" ? "file" : "etcd";
 
 async function main(): Promise<void> {
   onCleanup(stopAllControllers);
@@ -40,7 +42,7 @@ async function main(): Promise<void> {
   }
   routes.push({ domain: "last.bench.test", prefix: "/", name: "live-web", port: live.port });
   set["live-web"] = { [live.ip]: { weight: 1 } };
-  const reg = await createRegistry("file");
+  const reg = await createRegistry(REGISTRY);
   await reg.replace(set);
   const dir = await tempDir("nginx-lb-bench-phases-");
   const services = join(dir, "services.json");

@@ -5,6 +5,9 @@
  * SNAP=1 has it write a heap snapshot (node --heapsnapshot-signal=SIGPWR: SIGUSR1/SIGUSR2 are the controller's own).
  *
  *   [PROD=1] SNAP=1 N=10000 node --import tsx bench/mem-probe-daemon.ts [dynamic|reload] [routes-mode dynamic|reload]
+ *
+ * ADMIN=1 runs it as figure 10 does: the admin server on (a free loopback port), so traffic figures and per-route
+ * metrics too; without it the admin server is off, as the test harness runs it.
  */
 import WebSocket from "ws";
 import { readFile, readdir, stat, mkdir } from "node:fs/promises";
@@ -106,6 +109,7 @@ async function main(): Promise<void> {
         "--start-timeout",
         "600s",
         ...(routesMode ? ["--routes-mode", routesMode] : []),
+        ...(process.env["ADMIN"] === "1" ? ["--admin-listen", `127.0.0.1:${await freePort()}`] : []),
       ],
       env: { NGINX_LB_LOG_LEVEL: "info" },
     });

@@ -197,7 +197,7 @@ function whyRoutes(t: Target, r: Results, load: string): string | null {
   if (t.what.startsWith("cold start"))
     return (
       `from its spawn, the controller served the last site after ${fmtInt(x.coldStartMs)} ms, of which` +
-      ` ${fmtInt(x.cliLoadMs)} ms before its first log line (node loading the CLI through tsx, not in the target),` +
+      ` ${fmtInt(x.cliLoadMs)} ms before its first log line (node loading the compiled CLI, not in the target),` +
       ` ${fmtInt(x.startedAtMs - x.cliLoadMs)} ms from there to the first apply's log line (reading` +
       ` the registry and services.json; the first apply's own account: compile ${fmt(x.startApply.render)} + nginx -t` +
       ` ${fmt(x.startApply.test)} + start ${fmt(x.startApply.reload)} = ${fmt(x.startApply.total)} ms), and` +
@@ -848,7 +848,8 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
       ` gives) and \`--listen-host 127.0.0.1\`; the run's registry. N sites of one route each (\`/\`), 10 endpoints each;` +
       ` the last site's backend is a static nginx and its key is written last. Cold start: the controller spawned ->` +
       ` the last site answers (a new connection per probe), of which "CLI load" is spawn -> its first log line (node` +
-      ` loading the CLI through tsx; a user runs the compiled \`dist/\`); the cold start target is the rest. A routing change: services.json rewritten` +
+      ` loading the compiled CLI, \`bin/nginx-lb.js\` on \`dist/\`, as a user runs it; bench/lib/build.ts); the cold start` +
+      ` target is the rest. A routing change: services.json rewritten` +
       ` (renamed into place, as a config centre does) with one new site, the previous change's site gone -> the new` +
       ` site's first request answered, ${QUIET_MS} ms apart (a lone change each); the services file watcher waits 50 ms for` +
       ` the writer, which is in every change. Reloads: "config applied" with action reload over the changes. The` +

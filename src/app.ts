@@ -270,6 +270,25 @@ export async function startController(
   }
   reconciler.restore(saved, adopted);
 
+  // The registry's list starts first: etcd prepares and sends its pages (another process, another core) while the
+  // routes are read here, instead of after them. Its wait for the first answer (the grace) is awaited below.
+  const registry = source
+    ? startRegistry(
+        source,
+        reconciler,
+        {
+          graceMs: options.startupGraceMs ?? 3000,
+          ...(options.startTimeoutMs !== undefined ? { startTimeoutMs: options.startTimeoutMs } : {}),
+          savedEndpoints: saved.backends !== undefined,
+          signal: abort.signal,
+        },
+        log,
+      ).then(
+        () => null,
+        (e: unknown) => e,
+      )
+    : null;
+
   const services =
     options.etcd && routesPrefix !== undefined
       ? await startEtcdRoutes({ ...options.etcd, prefix: routesPrefix }, dir, reconciler, status, log, abort.signal, {
@@ -284,18 +303,9 @@ export async function startController(
           abort.signal,
         );
 
-  if (source) {
-    await startRegistry(
-      source,
-      reconciler,
-      {
-        graceMs: options.startupGraceMs ?? 3000,
-        ...(options.startTimeoutMs !== undefined ? { startTimeoutMs: options.startTimeoutMs } : {}),
-        savedEndpoints: saved.backends !== undefined,
-        signal: abort.signal,
-      },
-      log,
-    );
+  if (registry) {
+    const failed = await registry;
+    if (failed !== null) throw failed;
   } else {
     reconciler.noRegistry("no --etcd-endpoints and no --backends: every route answers 503");
     log.warn("no registry given (--etcd-endpoints or --backends): every route answers 503 until one is configured");

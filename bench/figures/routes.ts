@@ -37,7 +37,10 @@ export interface RoutesRow {
   readonly endpoints: number;
   /** The controller spawned -> the table's last site (its key written last too) answers, ms. */
   readonly coldStartMs: number;
-  /** Of the cold start: spawn -> the controller's first log line (node loading the CLI, here through tsx). */
+  /**
+   * Of the cold start: spawn -> the controller's first log line (node loading the compiled CLI as a user runs it, or
+   * the sources through tsx with NGINX_LB_BENCH_TSX=1: bench/lib/build.ts).
+   */
   readonly cliLoadMs: number;
   /** Of the cold start: spawn -> the controller's first successful apply ("nginx started"), and its own account. */
   readonly startedAtMs: number;

@@ -9,7 +9,7 @@ import { TrafficStats } from "./traffic.js";
 import { trafficFeed, type TrafficFeed } from "./traffic-feed.js";
 
 import { localTokenPath, writeLocalToken } from "./local-token.js";
-import { tableClient, type TableClient } from "../sources/services-write.js";
+import type { TableClient } from "../sources/services-write.js";
 import { resolve } from "node:path";
 
 export { AdminConfigError } from "./config.js";
@@ -31,7 +31,11 @@ export interface AdminFlags {
 export interface Admin {
   /** Where traffic figures come from, started by the controller once it knows how nginx runs; none with traffic off. */
   readonly traffic: TrafficFeed | undefined;
-  attach(controller: Controller): void;
+  /**
+   * Serves the controller's status, metrics and traffic. Resolves once /api/services can write to the routing table
+   * in etcd too (its client, and the etcd client under it, load only for a controller whose routes are there).
+   */
+  attach(controller: Controller): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -58,9 +62,9 @@ export async function setupAdmin(flags: AdminFlags, log: Logger): Promise<Admin 
   if (!health) return admin;
   return {
     traffic: admin?.traffic,
-    attach(controller) {
-      admin?.attach(controller);
+    async attach(controller) {
       health.attach(controller.status);
+      await admin?.attach(controller);
     },
     close: async () => {
       await Promise.all([admin?.close(), health.close()]);
@@ -103,9 +107,10 @@ async function setupAdminServer(flags: AdminFlags, log: Logger): Promise<Admin |
   let routesTable: TableClient | undefined;
   return {
     traffic: feed,
-    attach(controller) {
+    async attach(controller) {
       createControllerMetrics(controller.status, metrics);
-      routesTable = controller.routesEtcd ? tableClient(controller.routesEtcd) : undefined;
+      const etcd = controller.routesEtcd;
+      routesTable = etcd ? (await import("../sources/services-write.js")).tableClient(etcd) : undefined;
       server.attach({ status: controller.status, traffic, metrics, ...(routesTable ? { routesTable } : {}) });
     },
     close: async () => {

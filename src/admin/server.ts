@@ -10,7 +10,6 @@ import { isUpstreamName } from "../render/tokens.js";
 import { SeriesStore } from "./series.js";
 import { LATENCY_BOUNDS, type RouteTotals, type TrafficStats } from "./traffic.js";
 import { probeAnswer } from "./health.js";
-import { servicesApi, readBody } from "./services-api.js";
 import type { TableClient } from "../sources/services-write.js";
 import { rates, safeJson, statusView, type RouteTraffic } from "./view.js";
 
@@ -134,7 +133,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
   const ticker = setInterval(() => {
     if (!sources) return;
     observeSeries(series, sources.traffic);
-    samples.push({ at: Date.now(), totals: sources.traffic.totals() });
+    samples.push({ at: Date.now(), totals: sources.traffic.totals(true) });
     if (samples.length > RATE_WINDOW_SAMPLES) samples.shift();
     const totals = JSON.stringify([...(samples.at(-1)?.totals ?? [])].map(([k, v]) => [k, v.requests]));
     // Rates also move when traffic stops (the window slides), so push at least every two seconds.
@@ -190,6 +189,8 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
           `(kill -USR2 ${process.pid}). /api/services serves the table of nginx-lb run --services-etcd-prefix\n`,
       );
     }
+    // Loaded here: it writes through the etcd client, which a controller with a services file never needs.
+    const { servicesApi, readBody } = await import("./services-api.js");
     const url = new URL(req.url ?? "/", "http://admin");
     const a = await servicesApi(sources.routesTable, {
       method,
@@ -285,7 +286,7 @@ export async function startAdmin(config: AdminConfig, log: Logger): Promise<Admi
     attach(s) {
       sources = s;
       s.traffic.setTopology(s.status.get().topology);
-      samples.push({ at: Date.now(), totals: s.traffic.totals() });
+      samples.push({ at: Date.now(), totals: s.traffic.totals(true) });
       let topology = s.status.get().topology;
       unsubscribe = s.status.subscribe((snap) => {
         if (snap.topology !== topology) s.traffic.setTopology((topology = snap.topology));

@@ -3,7 +3,7 @@ import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Counter, type Registry } from "prom-client";
 import { BucketHistogram } from "./bucket-histogram.js";
-import type { Topology } from "../reconciler/topology.js";
+import type { Topology, TopologyRoute } from "../reconciler/topology.js";
 import type { Logger } from "../shared/log.js";
 import type { RouteCounts as SeriesCounts } from "./series.js";
 
@@ -144,6 +144,8 @@ export class TrafficStats {
   private routes = new Map<string, RouteTotals>();
   /** Per route upstream name: the addresses of its endpoints in the model. */
   private known = new Map<string, ReadonlySet<string>>();
+  /** Per route upstream name: the topology's view of it that `known` was made from. */
+  private views = new Map<string, TopologyRoute>();
   private readonly requests: Counter<RouteLabels | "class">;
   private readonly bytes: Counter<RouteLabels>;
   private readonly upstreamTime: BucketHistogram<RouteLabels>;
@@ -206,11 +208,21 @@ export class TrafficStats {
   setTopology(topology: Topology | undefined): void {
     const next = new Map<string, RouteTotals>();
     const known = new Map<string, ReadonlySet<string>>();
+    const views = new Map<string, TopologyRoute>();
     for (const server of topology?.servers ?? [])
       for (const r of server.routes) {
+        views.set(r.upstream, r);
+        const old = this.routes.get(r.upstream);
+        const same = this.known.get(r.upstream);
+        // A route whose view is the one of the last topology (compile keeps an unchanged route's view): its endpoints
+        // and counters stand as they are (a change to one of 10,000 sites rebuilds one set, not all of them).
+        if (old !== undefined && same !== undefined && this.views.get(r.upstream) === r) {
+          known.set(r.upstream, same);
+          next.set(r.upstream, old);
+          continue;
+        }
         const addrs = new Set(r.endpoints.map((e) => e.address));
         known.set(r.upstream, addrs);
-        const old = this.routes.get(r.upstream);
         const totals = old ?? {
           label: r.label,
           requests: 0,
@@ -241,6 +253,7 @@ export class TrafficStats {
     }
     this.routes = next;
     this.known = known;
+    this.views = views;
   }
 
   private countEndpoint(upstream: string, totals: RouteTotals, addr: string, requests: number, errors: number) {
@@ -372,17 +385,24 @@ export class TrafficStats {
     this.ignored.inc({ reason: "malformed" });
   }
 
-  /** The running totals, by upstream name (a copy). */
-  totals(): Map<string, RouteTotals> {
+  /**
+   * The running totals, by upstream name (a copy). `counted`: only routes with a request, an error or an endpoint
+   * counted; a rate against a route left out is a rate against zeros (view.ts `rates`), so the samples of the rate
+   * window keep only these: at 10,000 quiet routes a whole copy per second would be megabytes held and thrown away.
+   */
+  totals(counted = false): Map<string, RouteTotals> {
+    const routes = [...this.routes];
     return new Map(
-      [...this.routes].map(([k, v]) => [
-        k,
-        {
-          ...v,
-          byClass: { ...v.byClass },
-          endpoints: new Map([...v.endpoints].map(([a, e]) => [a, { ...e }])),
-        },
-      ]),
+      (counted ? routes.filter(([, v]) => v.requests > 0 || v.errors > 0 || v.endpoints.size > 0) : routes).map(
+        ([k, v]) => [
+          k,
+          {
+            ...v,
+            byClass: { ...v.byClass },
+            endpoints: new Map([...v.endpoints].map(([a, e]) => [a, { ...e }])),
+          },
+        ],
+      ),
     );
   }
 

@@ -58,7 +58,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
     await admin?.close();
     return 1;
   }
-  admin?.attach(controller);
+  await admin?.attach(controller);
   log.info({ pid: process.pid, services: options.services, stateDir: options.stateDir }, "nginx-lb is running");
   return new Promise<number>((resolveExit) => {
     // Sources and nginx watchers hold no ref'd handles; this keeps the daemon alive until it is told to stop.

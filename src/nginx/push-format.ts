@@ -28,9 +28,18 @@ export function encodeSets(
   removed: readonly string[] = [],
   encoded?: EncodedSets,
 ): string {
-  const lines = [
-    base === undefined ? `nginx-lb-sets version=${version}` : `nginx-lb-sets version=${version} base=${base}`,
-  ];
+  return [...setsText(version, sets, base, removed, encoded)].join("");
+}
+
+/** `encodeSets` line by line (each with its newline), for a writer that never holds the whole text at once. */
+export function* setsText(
+  version: number,
+  sets: EndpointSets,
+  base?: number,
+  removed: readonly string[] = [],
+  encoded?: EncodedSets,
+): Generator<string> {
+  yield base === undefined ? `nginx-lb-sets version=${version}\n` : `nginx-lb-sets version=${version} base=${base}\n`;
   let count = 0;
   for (const name in sets) {
     const list = sets[name] ?? [];
@@ -42,14 +51,13 @@ export function encodeSets(
       value = parts.join("");
       encoded?.set(list, value);
     }
-    lines.push(`${name}=${value}`);
+    yield `${name}=${value}\n`;
     count++;
   }
   if (base !== undefined)
     for (const name of removed) {
-      lines.push(name);
+      yield `${name}\n`;
       count++;
     }
-  lines.push(`end upstreams=${count}`, "");
-  return lines.join("\n");
+  yield `end upstreams=${count}\n`;
 }

@@ -17,16 +17,22 @@ export function encodeRoutes(
   table: RouteTable,
   partial?: { readonly base: number; readonly changed: readonly string[] },
 ): string {
-  const lines = [
-    partial ? `nginx-lb-routes version=${version} base=${partial.base}` : `nginx-lb-routes version=${version}`,
-  ];
+  return [...routesText(version, table, partial)].join("");
+}
+
+/** `encodeRoutes` line by line (each with its newline), for a writer that never holds the whole text at once. */
+export function* routesText(
+  version: number,
+  table: RouteTable,
+  partial?: { readonly base: number; readonly changed: readonly string[] },
+): Generator<string> {
+  yield partial ? `nginx-lb-routes version=${version} base=${partial.base}\n` : `nginx-lb-routes version=${version}\n`;
   const keys = partial ? partial.changed : Object.keys(table);
   for (const key of keys) {
     const value = table[key];
-    lines.push(value === undefined ? key : `${key}=${value}`);
+    yield value === undefined ? `${key}\n` : `${key}=${value}\n`;
   }
-  lines.push(`end servers=${keys.length}`, "");
-  return lines.join("\n");
+  yield `end servers=${keys.length}\n`;
 }
 
 /** What the controller last knew nginx to hold: the version and the table; null after a (re)start or a failed push. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseServices } from "../model/services.js";
 import type { Desired } from "../render/index.js";
 import { bindRoutes } from "../render/index.js";
-import { diffRoutes, isEmptyChange } from "./diff.js";
+import { briefChange, briefDiff, diffRoutes, isEmptyChange } from "./diff.js";
 
 const diffDesired = (before: Desired, after: Desired) =>
   diffRoutes(bindRoutes(before.services, before.backends), bindRoutes(after.services, after.backends));
@@ -52,5 +52,40 @@ describe("diffRoutes", () => {
       endpointsAdded: ["x.test:80/b 10.0.0.9:80 w1"],
       endpointsRemoved: ["x.test:80/ 10.0.0.1:80 w1"],
     });
+  });
+});
+
+describe("briefDiff", () => {
+  /** `sites` servers of one route each, `per` endpoints per site (some drained, one site without endpoints). */
+  const bound = (sites: number, per: number) => {
+    const r = parseServices({
+      servers: Array.from({ length: sites }, (_, i) => ({
+        domain_name: `s${i}.test`,
+        routes: { "/": { app: `a${i}`, service: "s" }, ...(i % 3 === 0 ? { "/x": { app: "b", service: "s" } } : {}) },
+      })),
+    });
+    if (!r.ok) throw new Error("invalid");
+    const backends: Record<string, Record<string, { weight: number }>> = {};
+    for (let i = 1; i < sites; i++)
+      backends[`a${i}-s`] = Object.fromEntries(
+        Array.from({ length: per }, (_, k) => [`10.0.${i % 250}.${k + 1}`, { weight: k % 4 }]),
+      );
+    backends["b-s"] = { "10.9.9.9": { weight: 2 } };
+    return bindRoutes(r.value, backends);
+  };
+
+  it("equals the brief of the whole diff, against nothing and against routes, below and above the names kept", () => {
+    for (const [sites, per] of [
+      [1, 0],
+      [3, 2],
+      [40, 2],
+      [101, 1],
+      [150, 10],
+    ] as const) {
+      const routes = bound(sites, per);
+      expect(briefDiff(null, routes)).toEqual(briefChange(diffRoutes(null, routes)));
+      const other = bound(Math.max(1, sites - 1), per + 1);
+      expect(briefDiff(other, routes)).toEqual(briefChange(diffRoutes(other, routes)));
+    }
   });
 });

@@ -98,3 +98,31 @@ export function briefChange(c: Change): Change {
     },
   };
 }
+
+/**
+ * `briefChange(diffRoutes(before, after))`. Against nothing (a first compile) every route and endpoint is added: the
+ * first names and the counts come straight from the routes, without a name per endpoint (100,000 at 10,000 routes)
+ * that the brief would drop again. Labels are unique, and so are a route's members (by address and port).
+ */
+export function briefDiff(before: readonly BoundRoute[] | null, after: readonly BoundRoute[]): Change {
+  if (before !== null) return briefChange(diffRoutes(before, after));
+  const upstreamsAdded: string[] = [];
+  const endpointsAdded: string[] = [];
+  let endpoints = 0;
+  for (const p of after) {
+    if (upstreamsAdded.length <= CHANGE_NAMES) upstreamsAdded.push(label(p));
+    endpoints += p.members.length;
+    if (endpointsAdded.length > CHANGE_NAMES || p.members.length === 0) continue;
+    const route = label(p);
+    for (const e of endpointsOf(p)) if (endpointsAdded.length <= CHANGE_NAMES) endpointsAdded.push(`${route} ${e}`);
+  }
+  const more = (l: string[], n: number) =>
+    n > CHANGE_NAMES ? [...l.slice(0, CHANGE_NAMES), `... and ${n - CHANGE_NAMES} more`] : l;
+  return {
+    upstreamsAdded: more(upstreamsAdded, after.length),
+    upstreamsRemoved: [],
+    endpointsAdded: more(endpointsAdded, endpoints),
+    endpointsRemoved: [],
+    counts: { upstreamsAdded: after.length, upstreamsRemoved: 0, endpointsAdded: endpoints, endpointsRemoved: 0 },
+  };
+}

@@ -18,7 +18,7 @@ import {
 import { certTable, type CertTable } from "../nginx/certs-push.js";
 import type { Server, Services } from "../model/services.js";
 import { NO_HEALTH, type Health } from "../health/targets.js";
-import { briefChange, diffRoutes, type Change } from "./diff.js";
+import { briefDiff, type Change } from "./diff.js";
 import { routeView, topologyOf, type Topology, type TopologyRoute } from "./topology.js";
 
 /** How endpoint changes reach nginx: rendered into nginx.conf (`reload`) or pushed to the Lua balancer (`dynamic`). */
@@ -147,7 +147,7 @@ export function compile(
     views,
     topology: sameRoutes ? previous.topology : topologyOf(desired.services, routes, views),
     health,
-    change: briefChange(diffRoutes(previous?.routes ?? null, routes)),
+    change: briefDiff(previous?.routes ?? null, routes),
   };
 }
 

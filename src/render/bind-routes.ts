@@ -39,6 +39,10 @@ export function members(route: Route, backends: BackendSet): UpstreamMember[] {
  * down by check, the check is ignored for the route (fail open) and `failOpen` says so.
  */
 function bindMembers(route: Route, backends: BackendSet, health: Health): Bound {
+  // Nearly every route: one backend, no check. Its members straight from the record, without the steps below (at
+  // 10,000 routes they are most of a first compile); the result is the same.
+  if (route.backup === undefined && route.primary.healthCheck === undefined)
+    return plainMembers(route.primary, backends);
   const toMembers = (ref: BackendRef, backup: boolean) => {
     const eps: Readonly<Record<string, Endpoint>> | undefined = backends[backendName(ref)];
     const check = ref.healthCheck;
@@ -68,6 +72,21 @@ function bindMembers(route: Route, backends: BackendSet, health: Health): Bound 
     ...(checked ? { health: list.map((m) => m.health) } : {}),
     ...(failOpen ? { failOpen } : {}),
   };
+}
+
+/** The members of a route with one backend and no check (see bindMembers). */
+function plainMembers(ref: BackendRef, backends: BackendSet): Bound {
+  const eps: Readonly<Record<string, Endpoint>> | undefined = backends[backendName(ref)];
+  if (eps === undefined) return { members: [] };
+  const ips = Object.keys(eps).sort();
+  const members: UpstreamMember[] = [];
+  let live = false;
+  for (const ip of ips) {
+    const weight = eps[ip]?.weight ?? 1;
+    live ||= weight > 0;
+    members.push({ ip, port: ref.port, weight, backup: false });
+  }
+  return live ? { members } : { members: [] };
 }
 
 /** A route's upstream name before any collision suffix: a hash of where it is served. */

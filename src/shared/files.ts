@@ -7,7 +7,7 @@ let sequence = 0;
 const WRITE_BATCH = 1 << 20;
 
 /** The pieces joined into strings of about `size` characters (a piece longer than that is one batch of its own). */
-function* batches(pieces: Iterable<string>, size: number): Generator<string> {
+export function* batches(pieces: Iterable<string>, size: number): Generator<string> {
   let parts: string[] = [];
   let length = 0;
   for (const p of pieces) {

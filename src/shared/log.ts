@@ -1,6 +1,6 @@
+import { createRequire } from "node:module";
 import { isatty } from "node:tty";
 import pino, { type Logger } from "pino";
-import pretty from "pino-pretty";
 import { humanLine } from "./log-line.js";
 
 export type { Logger };
@@ -12,7 +12,9 @@ export type { Logger };
 export function createLogger(options: { level?: string; pretty?: boolean; destination?: number } = {}): Logger {
   const level = options.level ?? process.env["NGINX_LB_LOG_LEVEL"] ?? "info";
   const destination = options.destination ?? 2;
-  if (options.pretty ?? isatty(destination))
+  if (options.pretty ?? isatty(destination)) {
+    // Loaded only for a terminal (a daemon's log goes to a file or journald as JSON): it is a tenth of the CLI's load.
+    const pretty = createRequire(import.meta.url)("pino-pretty") as typeof import("pino-pretty");
     return pino(
       // No pid and hostname on every line: one process on one machine; a record naming a pid still shows it.
       { level, base: undefined },
@@ -28,5 +30,6 @@ export function createLogger(options: { level?: string; pretty?: boolean; destin
         messageFormat: (log, messageKey, _level, { colors }) => humanLine(log, messageKey, colors),
       }),
     );
+  }
   return pino({ level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination(destination));
 }

@@ -312,23 +312,28 @@ export async function listInto(
   state: RegistryState,
   pageSize = LIST_PAGE,
 ): Promise<IResponseHeader> {
-  // In pages read at the first page's revision (one consistent list), each decoded to strings before the next is
-  // asked for: a whole response at 100,000 keys is an object and two buffers per key at once. The state is replaced
-  // only once every page came, so a list that fails half-way leaves the last known keys.
+  // In pages read at the first page's revision (one consistent list), each decoded to strings and indexed while etcd
+  // prepares the next (asked for before this one is indexed): a whole response at 100,000 keys is an object and two
+  // buffers per key at once, and etcd's time per page would otherwise add to ours. The keys go into a fresh map,
+  // taken only once every page came, so a list that fails half-way leaves the last known keys.
   const { end } = Range.prefix(base);
-  const entries: (readonly [string, string])[] = [];
+  const keys = state.freshKeys();
+  const page = (start: string | Buffer, revision?: string) => {
+    const range = client.getAll().inRange({ start, end }).limit(pageSize);
+    return (revision !== undefined ? range.revision(revision) : range).exec();
+  };
   let header: IResponseHeader | undefined;
-  for (let start: string | Buffer = base; ;) {
-    const page = client.getAll().inRange({ start, end }).limit(pageSize);
-    const r = await (header ? page.revision(header.revision) : page).exec();
+  for (let next = page(base); ;) {
+    const r = await next;
     header ??= r.header;
-    for (const kv of r.kvs) entries.push([kv.key.toString(), kv.value.toString()]);
     const last = r.kvs.at(-1);
-    if (!r.more || last === undefined) break;
+    const more = r.more && last !== undefined;
     // The smallest key after the last one, in bytes (a key need not be UTF-8).
-    start = Buffer.concat([last.key, Buffer.from([0])]);
+    if (more) next = page(Buffer.concat([last.key, Buffer.from([0])]), header.revision);
+    for (const kv of r.kvs) keys.set(kv.key.toString(), kv.value.toString());
+    if (!more) break;
   }
-  state.replace(entries);
+  state.adopt(keys);
   return header;
 }
 

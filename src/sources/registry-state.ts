@@ -185,9 +185,7 @@ export function advanceMark(last: ClusterMark | undefined, seen: ClusterMark): C
  * snapshots: whole sets only, and nothing emitted unless the set, its warnings or the connected flag changed.
  */
 export class RegistryState {
-  private readonly index: BackendIndex;
-  /** Where the sources write keys: straight into the parsed index, so a watch event costs one key's parse. */
-  readonly keys: RegistryKeys;
+  private index: BackendIndex;
   private connected = false;
   private emitted = false;
   private outage: Set<string> | undefined;
@@ -200,7 +198,11 @@ export class RegistryState {
     private readonly etcdUrls: readonly string[],
   ) {
     this.index = new BackendIndex(prefix);
-    this.keys = this.index;
+  }
+
+  /** Where the sources write keys: straight into the parsed index, so a watch event costs one key's parse. */
+  get keys(): RegistryKeys {
+    return this.index;
   }
 
   /** etcd answered: ends an outage (logged once) and resets the backoff. */
@@ -233,6 +235,19 @@ export class RegistryState {
   replace(entries: Iterable<readonly [string, string]>): void {
     this.keys.clear();
     for (const [k, v] of entries) this.keys.set(k, v);
+  }
+
+  /**
+   * A new map, filled by a list page by page (each page indexed while etcd prepares the next) and taken with
+   * `adopt` only once every page came: a list that fails half-way leaves the last known keys.
+   */
+  freshKeys(): BackendIndex {
+    return new BackendIndex(this.prefix);
+  }
+
+  /** Replaces the whole map with one `freshKeys` gave and a list filled (as `replace` with its keys). */
+  adopt(keys: BackendIndex): void {
+    this.index = keys;
   }
 
   /** Emits the current set if anything a consumer can see changed since the last emission. */

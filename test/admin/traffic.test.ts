@@ -10,6 +10,7 @@ import {
   TrafficStats,
   type RouteCounts,
 } from "../../src/admin/traffic.js";
+import { rates } from "../../src/admin/view.js";
 import { createLogger } from "../../src/shared/log.js";
 import { cleanupNginx, tempDir } from "../helpers/nginx.js";
 import { waitFor } from "../helpers/wait.js";
@@ -82,6 +83,41 @@ describe("traffic records", () => {
       'reason="unknown_route"} 50000',
     );
     expect(stats.totals().get(known[0] ?? "")).toMatchObject({ requests: 501, errors: 1 });
+  });
+
+  it("keeps only counted routes in a sample of the rate window, and rates against it are rates against all", () => {
+    const stats = new TrafficStats(new Registry());
+    const known = ["nlb_000000000000000a", "nlb_000000000000000b", "nlb_000000000000000c"];
+    stats.setTopology(topology(known, ["127.0.0.2:80"]));
+    stats.record(parseRecord(line(known[0] ?? "", 200).replace("}", ',"a":"127.0.0.2:80"}'))!);
+    const older = { at: 1000, all: stats.totals(), counted: stats.totals(true) };
+    expect([...older.counted.keys()]).toEqual([known[0]]);
+    expect(older.all.size).toBe(3);
+    stats.record(parseRecord(line(known[0] ?? "", 502).replace("}", ',"a":"127.0.0.2:80"}'))!);
+    stats.record(parseRecord(line(known[1] ?? "", 200).replace("}", ',"a":"127.0.0.2:80"}'))!);
+    const newer = { at: 3000, totals: stats.totals() };
+    expect(rates({ at: older.at, totals: older.counted }, newer)).toEqual(
+      rates({ at: older.at, totals: older.all }, newer),
+    );
+    expect(rates({ at: older.at, totals: older.counted }, newer).get(known[1] ?? "")?.requestsPerSecond).toBe(0.5);
+  });
+
+  it("keeps a route's counters and endpoints through a topology that kept its view, and follows a new view", () => {
+    const stats = new TrafficStats(new Registry());
+    const A = "nlb_000000000000000a";
+    const first = topology([A, "nlb_000000000000000b"], ["127.0.0.2:80", "127.0.0.3:80"]);
+    stats.setTopology(first);
+    const rec = (addr: string) => parseRecord(line(A, 200).replace("}", `,"a":"${addr}"}`))!;
+    stats.record(rec("127.0.0.3:80"));
+    // The same view objects, as compile keeps them for unchanged routes, under a new topology object.
+    stats.setTopology({ servers: first.servers.map((s) => ({ ...s })) });
+    stats.record(rec("127.0.0.3:80"));
+    expect(stats.totals().get(A)?.endpoints.get("127.0.0.3:80")).toEqual({ requests: 2, errors: 0 });
+    // A new view without that endpoint: its counters go, and a record naming it is not counted.
+    stats.setTopology(topology([A, "nlb_000000000000000b"], ["127.0.0.2:80"]));
+    stats.record(rec("127.0.0.3:80"));
+    expect(stats.totals().get(A)?.endpoints.has("127.0.0.3:80")).toBe(false);
+    expect(stats.totals().get(A)?.requests).toBe(3);
   });
 
   it("drops the series of routes the model no longer has", async () => {

@@ -28,6 +28,28 @@ describe("writeInitialSets", () => {
     expect(await readdir(dir)).toEqual(["endpoints.sets"]);
   });
 
+  it("writes sets larger than a write batch in pieces, byte for byte the push format", async () => {
+    const many: EndpointSets = Object.fromEntries(
+      Array.from({ length: 3000 }, (_, i) => [
+        `nlb_${i.toString(16).padStart(16, "0")}`,
+        Array.from({ length: 10 }, (_, k) => ({
+          ip: `10.${i >> 8}.${i & 255}.${k + 1}`,
+          port: 8080,
+          weight: k,
+          backup: k === 9,
+        })),
+      ]),
+    );
+    const text = encodeSets(7, many);
+    expect(text.length).toBeGreaterThan(3 * (64 << 10));
+    expect(await writeInitialSets(dir, 7, many)).toEqual({
+      ok: true,
+      path: join(dir, "endpoints.sets"),
+      bytes: text.length,
+    });
+    expect(await readFile(join(dir, "endpoints.sets"), "utf8")).toBe(text);
+  });
+
   it("returns why it failed, keeps the old file and leaves no temp file behind", async () => {
     expect((await writeInitialSets(dir, 1, sets)).ok).toBe(true);
     const missing = await writeInitialSets(join(dir, "gone"), 2, sets);
