@@ -18,7 +18,7 @@ import {
   type RenderOptions,
   type Rendered,
 } from "../render/index.js";
-import { certTable, type CertTable } from "../nginx/certs-push.js";
+import { certTable, spliceCertTable, type CertTable } from "../nginx/certs-push.js";
 import type { Server, Services } from "../model/services.js";
 import { NO_HEALTH, type Health } from "../health/targets.js";
 import { briefChange, diffRoutes, type Change } from "./diff.js";
@@ -246,7 +246,12 @@ function spliced(
       table && previous.routeTable
         ? { base: previous.routeTable, keys: changedServerKeys(beforeMiddle, afterMiddle) }
         : null,
-    certs: mode !== "dynamic" || !isTlsRouted(options) ? null : certTable(services, previous.certs ?? undefined),
+    certs:
+      mode !== "dynamic" || !isTlsRouted(options)
+        ? null
+        : previous.certs
+          ? spliceCertTable(previous.certs, before.servers, services, cut)
+          : certTable(services),
     views,
     topology: spliceTopology(previous.topology, before.servers.length, services, cut, bound.after, middleViews),
     health,
