@@ -19,7 +19,7 @@ import {
   type Rendered,
 } from "../render/index.js";
 import { certTable, spliceCertTable, type CertTable } from "../nginx/certs-push.js";
-import type { Server, Services } from "../model/services.js";
+import type { Server } from "../model/services.js";
 import { NO_HEALTH, type Health } from "../health/targets.js";
 import { briefChange, diffRoutes, type Change } from "./diff.js";
 import { routeView, spliceTopology, topologyOf, type Topology, type TopologyRoute } from "./topology.js";
@@ -186,7 +186,8 @@ function changedServerKeys(before: readonly Server[], after: readonly Server[]):
  * from `previous`'s between a common head and tail (serverSplice; shareServers keeps unchanged servers' objects):
  * everything of the head and tail servers is `previous`'s, taken by position (routes, views, topology entries, table
  * entries), and only the servers between are bound, viewed, keyed and compared. What stays proportional to the
- * table is pointer copies, a pass over the routes' names (spliceRoutes) and the endpoint sets by name. Equal to a
+ * table: pointer copies, a pass over the routes' names (spliceRoutes), the ports (confShape), and the two tables
+ * pushed by name (endpoint sets and routing table), built anew in services order since targets are immutable. Equal to a
  * compile without `previous` (target.test.ts checks it); null when that cannot be had this way (a name collision),
  * or when more than the routing model changed: then compile's general path runs.
  */
