@@ -850,9 +850,9 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
       ` the last site answers (a new connection per probe), of which "CLI load" is spawn -> its first log line (node` +
       ` loading the compiled CLI, \`bin/nginx-lb.js\` on \`dist/\`, as a user runs it; bench/lib/build.ts); the cold start` +
       ` target is the rest. A routing change: services.json rewritten` +
-      ` (renamed into place, as a config centre does) with one new site, the previous change's site gone -> the new` +
-      ` site's first request answered, ${QUIET_MS} ms apart (a lone change each); the services file watcher waits 50 ms for` +
-      ` the writer, which is in every change. Reloads: "config applied" with action reload over the changes. The` +
+      ` (renamed into place, as a config centre does) with one new site, the previous change's site gone: its text` +
+      ` written -> the new site's first request answered, ${QUIET_MS} ms apart (a lone change each); the services file` +
+      ` watcher takes a file renamed into place at once (one written in place waits 50 ms for its writer). Reloads: "config applied" with action reload over the changes. The` +
       ` controller's own account: median compile / nginx -t / push or reload / total per apply. nginx memory: master +` +
       ` current workers, RSS / PSS MiB, once the table is served and after the changes (old workers of a reload waited` +
       ` out).` +

@@ -8,7 +8,8 @@
  *  - requests/s through one live site routed by the Lua router against the same site rendered, trials alternating.
  * bench/routes.ts runs the same functions from the command line.
  */
-import { writeServices, type LogLine } from "../../test/helpers/controller.js";
+import { rename, writeFile } from "node:fs/promises";
+import type { LogLine } from "../../test/helpers/controller.js";
 import type { BackendSet } from "../../src/model/backends.js";
 import { type Context, fillerEndpoints, round1 } from "../lib/context.js";
 import { probe } from "../lib/http.js";
@@ -95,6 +96,11 @@ export interface RoutesResult {
   readonly throughput?: RoutesThroughput;
   /** Why a part was not measured (e.g. this build has no dynamic endpoints, which dynamic routes need). */
   readonly notes: string[];
+}
+
+/** services.json's text as test/helpers/controller.ts `writeServices` writes it. */
+function servicesText(routes: readonly RouteSpec[], port: number): string {
+  return JSON.stringify({ version: "0.1", servers: servicesJson(routes, port) }, null, 2);
 }
 
 /** How many changes each run makes: dynamic routes 100 (the memory figure's count), reloads fewer where slow. */
@@ -224,8 +230,11 @@ async function measure(o: RoutesRunOptions, held: { lb: Lb | null }): Promise<Ro
       // A new site each time; the previous change's site goes, so the table's size stays put over the changes.
       const host = `new${k}.bench.test`;
       const extra: RouteSpec = { domain: host, prefix: "/", name: LIVE, port: o.live.port };
+      // The text is ready before the clock starts, as a config centre's is: the figure is the write -> served.
+      const text = servicesText([...routes, extra], port);
       const c0 = performance.now();
-      await writeServices(lb.servicesFile, servicesJson([...routes, extra], port));
+      await writeFile(`${lb.servicesFile}.tmp`, text);
+      await rename(`${lb.servicesFile}.tmp`, lb.servicesFile);
       if (await until(async () => (await probe(port, host)).status === 200, CHANGE_TIMEOUT_MS))
         latencies.push(performance.now() - c0);
       else timeouts++;

@@ -107,6 +107,7 @@ export function plan(running: AppliedState | null, desired: AppliedState, force 
 }
 
 function sameCerts(running: CertIds, desired: CertIds): boolean {
+  if (running === desired) return true;
   if (running.size !== desired.size) return false;
   for (const [key, c] of desired) if (running.get(key)?.id !== c.id) return false;
   return true;

@@ -293,7 +293,8 @@ export function assembleServers(checks: readonly ServerCheck[]): Checked<Service
 
 function assemble(checks: readonly ServerCheck[], errors: Problem[], warnings: Problem[]): Services {
   // Which server claimed each (port, domain), and how each port is used, for nginx's own refusals.
-  const claimed = new Map<string, number>();
+  // By port, then domain: no key string is built per server (a changed services file is assembled again in full).
+  const claimed = new Map<number, Map<string, number>>();
   const portUse = new Map<number, { tls: boolean; at: string }>();
   const servers: Server[] = [];
   checks.forEach(({ server, steps }, i) => {
@@ -307,15 +308,16 @@ function assemble(checks: readonly ServerCheck[], errors: Problem[], warnings: P
         continue;
       }
       const { claim: port, field } = step;
-      const key = `${port} ${server.domain}`;
-      const other = claimed.get(key);
+      let onPort = claimed.get(port);
+      if (onPort === undefined) claimed.set(port, (onPort = new Map()));
+      const other = onPort.get(server.domain);
       if (other !== undefined)
         errors.push({
           code: "duplicate_server",
           path: formatPath(["servers", i, "domain_name"]),
           message: `domain ${server.domain} on port ${port} is already served by servers[${other}]; merge their routes into one server`,
         });
-      else claimed.set(key, i);
+      else onPort.set(server.domain, i);
       const tls = field === "ssl_port";
       const seen = portUse.get(port);
       if (seen === undefined) portUse.set(port, { tls, at: formatPath(["servers", i, field]) });

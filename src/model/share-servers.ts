@@ -23,14 +23,24 @@ const serverKey = (s: Server) => `${s.port} ${s.domain}`;
  */
 export function shareServers(previous: Services | null, next: Services): Services {
   if (previous === null || previous === next) return next;
-  // Servers already shared (a source that keeps unchanged servers' objects) are matched by identity; only the rest
-  // are compared, with the previous servers the next model no longer holds.
-  const kept = new Set(previous.servers);
-  const held = new Set(next.servers);
+  // Servers already shared (a source that keeps unchanged servers' objects) are matched by identity: first the common
+  // head and tail (pointer comparisons, nothing allocated), then, between them, the servers of either side the other
+  // holds. Only the rest are compared, with the previous servers between that the next model no longer holds.
+  const a = previous.servers;
+  const b = next.servers;
+  const max = Math.min(a.length, b.length);
+  let head = 0;
+  while (head < max && a[head] === b[head]) head++;
+  let tail = 0;
+  while (tail < max - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
+  const was = a.slice(head, a.length - tail);
+  const now = b.slice(head, b.length - tail);
+  const kept = new Set(was);
+  const held = new Set(now);
   const before = new Map<string, Server>();
-  for (const s of previous.servers) if (!held.has(s)) before.set(serverKey(s), s);
+  for (const s of was) if (!held.has(s)) before.set(serverKey(s), s);
   let shared = 0;
-  const servers = next.servers.map((s) => {
+  const between = now.map((s) => {
     if (kept.has(s)) {
       shared++;
       return s;
@@ -41,9 +51,12 @@ export function shareServers(previous: Services | null, next: Services): Service
     return old;
   });
   const unchanged =
-    shared === previous.servers.length &&
-    servers.length === previous.servers.length &&
-    servers.every((s, i) => s === previous.servers[i]) &&
+    a.length === b.length &&
+    shared === was.length &&
+    between.every((s, i) => s === was[i]) &&
     same({ ...previous, servers: [] }, { ...next, servers: [] });
-  return unchanged ? previous : servers.every((s, i) => s === next.servers[i]) ? next : { ...next, servers };
+  if (unchanged) return previous;
+  return between.every((s, i) => s === now[i])
+    ? next
+    : { ...next, servers: b.slice(0, head).concat(between, b.slice(b.length - tail)) };
 }

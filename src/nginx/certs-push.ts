@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { formatPath, type Problem } from "../model/problem.js";
-import type { Services } from "../model/services.js";
+import type { Server, Services } from "../model/services.js";
 import { CERTS_MAX_BODY_MB, CERTS_PATH, INITIAL_CERTS_FILE } from "../render/tls-dynamic.js";
 import { tok } from "../render/tokens.js";
 import { inspectTls } from "../tls/inspect.js";
@@ -51,6 +51,34 @@ export function certTable(services: Services, previous?: CertTable): CertTable {
     const id = createHash("sha256").update(certificate).update("\0").update(key).digest("hex").slice(0, 16);
     out.set(k, { port: s.tls.port, name: s.domain, id, certificate, key });
   }
+  return out;
+}
+
+/**
+ * `certTable(services, previous)` given `previous`, the table of `before`, and the splice between the two server lists
+ * (serverSplice): the head and tail servers' entries are `previous`'s, taken by position (its entries are the TLS
+ * servers' in server order, certTable's order), and only the servers between are looked at. `previous` itself when
+ * no server between has TLS on either side.
+ */
+export function spliceCertTable(
+  previous: CertTable,
+  before: readonly Server[],
+  services: Services,
+  cut: { readonly head: number; readonly tail: number },
+): CertTable {
+  const was = before.slice(cut.head, before.length - cut.tail);
+  const now = services.servers.slice(cut.head, services.servers.length - cut.tail);
+  if (!was.some((s) => s.tls) && !now.some((s) => s.tls)) return previous;
+  let headTls = 0;
+  for (let i = 0; i < cut.head; i++) if (before[i]?.tls) headTls++;
+  let tailTls = 0;
+  for (let i = before.length - cut.tail; i < before.length; i++) if (before[i]?.tls) tailTls++;
+  const out = new Map<string, SiteCert>();
+  let i = 0;
+  for (const [k, v] of previous) if (i++ < headTls) out.set(k, v);
+  for (const [k, v] of certTable({ servers: now }, previous)) out.set(k, v);
+  i = 0;
+  for (const [k, v] of previous) if (i++ >= previous.size - tailTls) out.set(k, v);
   return out;
 }
 
@@ -148,6 +176,7 @@ export async function syncCerts(
     table: desired,
   });
   if (!running) return whole();
+  if (running.table === desired) return running;
   const { changed, dropped } = certChanges(running.table, desired);
   if (changed.length === 0 && dropped.length === 0) return running;
   const text = encodeCerts(nextVersion, changed, { base: running.version, drops: dropped });

@@ -269,6 +269,7 @@ describe("compile of a routing change whose unchanged servers are shared (shareS
     tlsPlaceholder: { cert: fakePem("CERTIFICATE", "AAAA"), key: fakePem("PRIVATE KEY", "BBBB") },
   };
   const DOMAINS = ["a.test", "b.test", "c.test", "d.test", "e.test"];
+  const MORE = [...DOMAINS, "f.test", "*.g.test", "h.test"];
   /** One server as services.json has it: its port, optional TLS port and certificate, its routes. */
   const server = fc.record({
     port: fc.constantFrom(80, 8080),
@@ -358,6 +359,79 @@ describe("compile of a routing change whose unchanged servers are shared (shareS
       { numRuns: 150 },
     );
   });
+
+  /** A routing change anywhere in the list: a server inserted, removed, replaced or moved at a position. */
+  const edit = fc.oneof(
+    fc.record({ kind: fc.constant("insert" as const), at: fc.nat(), domain: fc.constantFrom(...MORE), spec: server }),
+    fc.record({ kind: fc.constant("remove" as const), at: fc.nat() }),
+    fc.record({ kind: fc.constant("replace" as const), at: fc.nat(), spec: server }),
+    fc.record({ kind: fc.constant("move" as const), at: fc.nat(), to: fc.nat() }),
+  );
+  const applyEdit = (
+    list: readonly (readonly [string, Spec])[],
+    e: typeof edit extends fc.Arbitrary<infer T> ? T : never,
+  ) => {
+    const out = [...list];
+    const at = out.length === 0 ? 0 : e.at % out.length;
+    if (e.kind === "insert") {
+      if (!out.some(([d]) => d === e.domain)) out.splice(e.at % (out.length + 1), 0, [e.domain, e.spec]);
+    } else if (out.length === 0) return out;
+    else if (e.kind === "remove") out.splice(at, 1);
+    else if (e.kind === "replace") out[at] = [out[at]?.[0] ?? "", e.spec];
+    else {
+      const [moved] = out.splice(at, 1);
+      if (moved) out.splice(e.to % (out.length + 1), 0, moved);
+    }
+    return out;
+  };
+  const filled: BackendSet = Object.fromEntries(
+    NAMES.map((n, i) => [`${n}-s`, { [IPS[i] ?? "10.0.0.1"]: { weight: 1 }, "10.0.0.9": { weight: i } }]),
+  );
+
+  it.each([
+    ["routes and certificates pushed", pushed, "dynamic"],
+    ["dynamic endpoints", OPTIONS, "dynamic"],
+    ["reload", OPTIONS, "reload"],
+  ] as const)(
+    "splices a routing change anywhere in the list: equal to a full compile, the servers around it kept (%s)",
+    (_, options, mode) => {
+      fc.assert(
+        fc.property(
+          fc.uniqueArray(fc.tuple(fc.constantFrom(...MORE), server), { selector: (t) => t[0], maxLength: 6 }),
+          fc.array(fc.array(edit, { minLength: 1, maxLength: 2 }), { minLength: 1, maxLength: 6 }),
+          (first, steps) => {
+            let list: readonly (readonly [string, Spec])[] = first;
+            let target = compile({ services: model(new Map(list)), backends: filled }, null, mode, options);
+            for (const edits of steps) {
+              for (const e of edits) list = applyEdit(list, e);
+              const services = shareServers(target.desired.services, model(new Map(list)));
+              const desired = { services, backends: filled };
+              const incremental = compile(desired, target, mode, options);
+              const full = compile(desired, null, mode, options);
+              expect(withoutChange(incremental)).toEqual(withoutChange(full));
+              expect(Object.keys(incremental.routeTable ?? {})).toEqual(Object.keys(full.routeTable ?? {}));
+              expect(Object.keys(incremental.endpoints ?? {})).toEqual(Object.keys(full.endpoints ?? {}));
+              expect([...(incremental.certs?.keys() ?? [])]).toEqual([...(full.certs?.keys() ?? [])]);
+              expect(incremental.change).toEqual(briefChange(diffRoutes(target.routes, full.routes)));
+              expectSamePlan(target, incremental);
+              // The servers before the first one that differs keep their routes and views by reference.
+              const before = target.desired.services.servers;
+              let head = 0;
+              while (head < before.length && before[head] === services.servers[head]) head++;
+              const kept = before.slice(0, head).reduce((n, s) => n + s.routes.length, 0);
+              for (let i = 0; i < kept; i++) {
+                expect(incremental.routes[i]).toBe(target.routes[i]);
+                expect(incremental.views[i]).toBe(target.views[i]);
+              }
+              if (head > 0) expect(incremental.topology.servers[head - 1]).toBe(target.topology.servers[head - 1]);
+              target = incremental;
+            }
+          },
+        ),
+        { numRuns: 100 },
+      );
+    },
+  );
 
   it("keeps an unchanged server's routes, views and table value, and nginx.conf when the ports stay", () => {
     const specs = new Map<string, Spec>([

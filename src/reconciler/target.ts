@@ -10,16 +10,19 @@ import {
   rebindRoutes,
   renderConf,
   serverKey,
+  serverSplice,
+  spliceRouteTable,
+  spliceRoutes,
   type BoundRoute,
   type Desired,
   type RenderOptions,
   type Rendered,
 } from "../render/index.js";
-import { certTable, type CertTable } from "../nginx/certs-push.js";
-import type { Server, Services } from "../model/services.js";
+import { certTable, spliceCertTable, type CertTable } from "../nginx/certs-push.js";
+import type { Server } from "../model/services.js";
 import { NO_HEALTH, type Health } from "../health/targets.js";
 import { briefDiff, type Change } from "./diff.js";
-import { routeView, topologyOf, type Topology, type TopologyRoute } from "./topology.js";
+import { routeView, spliceTopology, topologyOf, type Topology, type TopologyRoute } from "./topology.js";
 
 /** How endpoint changes reach nginx: rendered into nginx.conf (`reload`) or pushed to the Lua balancer (`dynamic`). */
 export type EndpointsMode = "reload" | "dynamic";
@@ -66,7 +69,7 @@ export interface Target {
  * routes, views and routing-table values (bindServers), and nginx.conf is reused when its shape did not change
  * (confShape: with routes and certificates pushed, the ports). The result equals a compile without `previous`, except
  * for `change`, which is against `previous`. Health verdicts are an input like the endpoints: a changed verdict
- * re-binds only the routes that check that endpoint.
+ * re-binds only the routes that check that endpoint. A routing change alone (spliced) costs what it changes.
  */
 export function compile(
   desired: Desired,
@@ -75,6 +78,8 @@ export function compile(
   options: RenderOptions,
   health: Health = NO_HEALTH,
 ): Target {
+  const only = previous !== null ? spliced(desired, previous, mode, options, health) : null;
+  if (only !== null) return only;
   const sameServices = previous !== null && previous.desired.services === desired.services;
   const shared =
     previous !== null && !sameServices
@@ -135,7 +140,7 @@ export function compile(
       table && previous?.routeTable && (sameServices || keptServers)
         ? {
             base: previous.routeTable,
-            keys: keptServers ? changedServerKeys(previous.desired.services, desired.services, keptServers) : [],
+            keys: keptServers ? changedServerKeys(previous.desired.services.servers, desired.services.servers) : [],
           }
         : null,
     certs:
@@ -162,15 +167,96 @@ function changedUpstreams(before: readonly BoundRoute[], after: readonly BoundRo
   return [...after.filter((r) => !a.has(r)), ...before.filter((r) => !b.has(r))].map((r) => r.upstream);
 }
 
-/** The routing-table keys of the servers only one of two models has (the others kept their value: routeTable). */
-function changedServerKeys(before: Services, after: Services, kept: ReadonlySet<Server>): string[] {
-  const now = new Set(after.servers);
+/** The routing-table keys of the servers only one of two lists has (the others kept their value: routeTable). */
+function changedServerKeys(before: readonly Server[], after: readonly Server[]): string[] {
+  const was = new Set(before);
+  const now = new Set(after);
   const keys: string[] = [];
   const add = (s: Server) => {
     keys.push(serverKey(s.port, s.domain));
     if (s.tls) keys.push(serverKey(s.tls.port, s.domain));
   };
-  for (const s of after.servers) if (!kept.has(s)) add(s);
-  for (const s of before.servers) if (!now.has(s)) add(s);
+  for (const s of after) if (!was.has(s)) add(s);
+  for (const s of before) if (!now.has(s)) add(s);
   return keys;
+}
+
+/**
+ * `compile` of a routing change alone (the same endpoints, health, mode and options as `previous`) whose servers differ
+ * from `previous`'s between a common head and tail (serverSplice; shareServers keeps unchanged servers' objects):
+ * everything of the head and tail servers is `previous`'s, taken by position (routes, views, topology entries, table
+ * entries), and only the servers between are bound, viewed, keyed and compared. What stays proportional to the
+ * table: pointer copies, a pass over the routes' names (spliceRoutes), the ports (confShape), and the two tables
+ * pushed by name (endpoint sets and routing table), built anew in services order since targets are immutable. Equal to a
+ * compile without `previous` (target.test.ts checks it); null when that cannot be had this way (a name collision),
+ * or when more than the routing model changed: then compile's general path runs.
+ */
+function spliced(
+  desired: Desired,
+  previous: Target,
+  mode: EndpointsMode,
+  options: RenderOptions,
+  health: Health,
+): Target | null {
+  const before = previous.desired.services;
+  const services = desired.services;
+  if (
+    before === services ||
+    previous.mode !== mode ||
+    previous.options !== options ||
+    previous.desired.backends !== desired.backends ||
+    previous.health !== health
+  )
+    return null;
+  const cut = serverSplice(before.servers, services.servers);
+  const bound = spliceRoutes(previous.routes, services, cut, desired.backends, health);
+  if (bound === null) return null;
+  const { routes } = bound;
+  const shape = confShape(services, options);
+  const rendered =
+    shape !== null && shape === confShape(before, options)
+      ? previous.rendered
+      : renderConf(services, routes, { ...options, endpointsMode: mode });
+  const keptViews = new Map(bound.before.map((r, i) => [r, previous.views[cut.headRoutes + i]]));
+  const middleViews = bound.after.map((r) => keptViews.get(r) ?? routeView(r));
+  const views = previous.views
+    .slice(0, cut.headRoutes)
+    .concat(middleViews, previous.views.slice(previous.views.length - cut.tailRoutes));
+  const endpoints = mode === "dynamic" ? endpointSets(routes) : null;
+  const table =
+    mode !== "dynamic" || !isRoutesDynamic(options)
+      ? null
+      : previous.routeTable
+        ? spliceRouteTable(previous.routeTable, before.servers, services.servers, cut, bound.after)
+        : routeTable(services.servers, routes);
+  const beforeMiddle = before.servers.slice(cut.head, before.servers.length - cut.tail);
+  const afterMiddle = services.servers.slice(cut.head, services.servers.length - cut.tail);
+  return {
+    desired,
+    mode,
+    options,
+    routes,
+    rendered,
+    endpoints,
+    routeTable: table,
+    endpointsDelta:
+      endpoints && previous.endpoints
+        ? { base: previous.endpoints, keys: changedUpstreams(bound.before, bound.after, false) }
+        : null,
+    routesDelta:
+      table && previous.routeTable
+        ? { base: previous.routeTable, keys: changedServerKeys(beforeMiddle, afterMiddle) }
+        : null,
+    certs:
+      mode !== "dynamic" || !isTlsRouted(options)
+        ? null
+        : previous.certs
+          ? spliceCertTable(previous.certs, before.servers, services, cut)
+          : certTable(services),
+    views,
+    topology: spliceTopology(previous.topology, before.servers.length, services, cut, bound.after, middleViews),
+    health,
+    // Routes kept by reference have nothing to report (briefDiff leaves them out): the head and tail are all such.
+    change: briefDiff(bound.before, bound.after),
+  };
 }

@@ -1,6 +1,6 @@
 import type { EndpointEjection } from "../health/ejections.js";
 import { backendName, type Server, type Services } from "../model/services.js";
-import type { BoundRoute } from "../render/index.js";
+import type { BoundRoute, ServerSplice } from "../render/index.js";
 
 /** An endpoint's active-check verdict: `unknown` until the first one (served meanwhile). */
 export interface TopologyHealth {
@@ -81,6 +81,31 @@ export function topologyOf(
       ...(server.tls ? { tlsPort: server.tls.port } : {}),
       routes: byServer.get(server) ?? [],
     })),
+  };
+}
+
+/**
+ * `topologyOf(services, routes, views)` given `previous`, the topology of a model of `beforeLength` servers, and the
+ * splice between the two (serverSplice): the head and tail servers' entries are `previous`'s, and only the servers
+ * between are built, from `middle` (their routes, in order) and `views` (each one's view).
+ */
+export function spliceTopology(
+  previous: Topology,
+  beforeLength: number,
+  services: Services,
+  cut: ServerSplice,
+  middle: readonly BoundRoute[],
+  views: readonly TopologyRoute[],
+): Topology {
+  const between = topologyOf(
+    { servers: services.servers.slice(cut.head, services.servers.length - cut.tail) },
+    middle,
+    views,
+  );
+  return {
+    servers: previous.servers
+      .slice(0, cut.head)
+      .concat(between.servers, previous.servers.slice(beforeLength - cut.tail, beforeLength)),
   };
 }
 

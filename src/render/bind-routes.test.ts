@@ -2,7 +2,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { BackendSet, Endpoint } from "../model/backends.js";
 import { parseServices, type Services } from "../model/services.js";
-import { bindRoutes, rebindRoutes } from "./bind-routes.js";
+import { NO_HEALTH } from "../health/targets.js";
+import { bindRoutes, rebindRoutes, serverSplice, spliceRoutes } from "./bind-routes.js";
 
 const NAMES = ["a", "b", "c", "d"];
 const IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"];
@@ -71,5 +72,47 @@ describe("bindRoutes", () => {
     expect(p2).toBe(p1);
     expect(q2).not.toBe(q1);
     expect(q2?.members.map((m) => m.ip)).toEqual(["10.0.0.3"]);
+  });
+});
+
+describe("spliceRoutes", () => {
+  const model = (domains: readonly string[]): Services => {
+    const r = parseServices({
+      servers: domains.map((d) => ({ domain_name: d, routes: { "/": { app: "a", service: "s" } } })),
+    });
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.value;
+  };
+  const backends: BackendSet = { "a-s": { "10.0.0.1": { weight: 1 } } };
+  /** `after`'s servers with `before`'s objects where the domain is the same (as shareServers leaves them). */
+  const shared = (before: Services, after: Services): Services => ({
+    servers: after.servers.map((s) => before.servers.find((o) => o.domain === s.domain) ?? s),
+  });
+
+  it("binds only the servers between the splice's head and tail, and equals a full bind", () => {
+    const before = model(["a.test", "b.test", "c.test"]);
+    const previous = bindRoutes(before, backends);
+    const after = shared(before, model(["a.test", "new.test", "c.test"]));
+    const cut = serverSplice(before.servers, after.servers);
+    expect(cut).toEqual({ head: 1, tail: 1, headRoutes: 1, tailRoutes: 1 });
+    const spliced = spliceRoutes(previous, after, cut, backends, NO_HEALTH);
+    expect(spliced?.routes).toEqual(bindRoutes(after, backends));
+    expect(spliced?.routes[0]).toBe(previous[0]);
+    expect(spliced?.routes[2]).toBe(previous[2]);
+    expect(spliced?.before).toEqual([previous[1]]);
+    expect(spliced?.after.map((r) => r.server.domain)).toEqual(["new.test"]);
+  });
+
+  it("gives up where names depend on order: a kept name with a collision suffix, or a new name a kept route holds", () => {
+    const before = model(["a.test", "b.test"]);
+    const bound = bindRoutes(before, backends);
+    const after = shared(before, model(["a.test", "b.test", "new.test"]));
+    const cut = serverSplice(before.servers, after.servers);
+    expect(spliceRoutes(bound, after, cut, backends, NO_HEALTH)).not.toBeNull();
+    const suffixed = bound.map((r, i) => (i === 0 ? { ...r, upstream: `${r.upstream}_2` } : r));
+    expect(spliceRoutes(suffixed, after, cut, backends, NO_HEALTH)).toBeNull();
+    const fresh = bindRoutes(model(["new.test"]), backends)[0]?.upstream ?? "";
+    const taken = bound.map((r, i) => (i === 1 ? { ...r, upstream: fresh } : r));
+    expect(spliceRoutes(taken, after, cut, backends, NO_HEALTH)).toBeNull();
   });
 });

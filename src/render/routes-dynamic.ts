@@ -1,6 +1,6 @@
 import type { RouteTable } from "../model/plan.js";
 import { backendName } from "../model/services.js";
-import type { BoundRoute } from "./bind-routes.js";
+import type { BoundRoute, ServerSplice } from "./bind-routes.js";
 import type { RenderOptions, RenderedFile } from "./options.js";
 import { pushesCerts, renderTlsPortServer } from "./tls-dynamic.js";
 import { RenderBug, tok } from "./tokens.js";
@@ -153,15 +153,58 @@ export function routeTable(
   });
   for (const r of routes) {
     if (previous?.kept.has(r.server)) continue;
-    const key = serverKey(r.server.port, r.server.domain);
-    out[key] +=
-      `${tok.path(r.route.prefix)} ${tok.upstream(r.upstream)} ${tok.path(r.route.backendPath)} ` +
-      `${tok.backend(backendName(r.route.primary))};`;
+    out[serverKey(r.server.port, r.server.domain)] += routeEntry(r);
   }
   // The same routes under the TLS port, for a TLS port served by one server (certificates by SNI): the router keys
   // by the port the request came in on. A port is plain or TLS, never both, so the keys never collide.
   servers.forEach((s, i) => {
     if (s.tls) out[serverKey(s.tls.port, s.domain)] = out[keys[i] ?? ""] ?? "";
   });
+  return out;
+}
+
+/** One route in a server's table value: `<prefix> <upstream> <backend_path> <backend>;`. */
+function routeEntry(r: BoundRoute): string {
+  return (
+    `${tok.path(r.route.prefix)} ${tok.upstream(r.upstream)} ${tok.path(r.route.backendPath)} ` +
+    `${tok.backend(backendName(r.route.primary))};`
+  );
+}
+
+/**
+ * `routeTable(after, routes)` given `previous`, the table of `before`, and the splice between the two server lists
+ * (serverSplice): the entries of the head and tail servers are `previous`'s, taken by position (its keys are every
+ * server's plain-port key in server order, then the TLS-port keys of the TLS servers in server order: routeTable's
+ * order, which this keeps), and only the servers between are keyed and laid out again from `middle`, their routes.
+ * No key of a kept server is built or checked again.
+ */
+export function spliceRouteTable(
+  previous: RouteTable,
+  before: readonly BoundRoute["server"][],
+  after: readonly BoundRoute["server"][],
+  cut: ServerSplice,
+  middle: readonly BoundRoute[],
+): RouteTable {
+  const keys = Object.keys(previous);
+  const out: Record<string, string> = {};
+  const copy = (from: number, to: number) => {
+    for (let i = from; i < to; i++) {
+      const k = keys[i] ?? "";
+      out[k] = previous[k] ?? "";
+    }
+  };
+  const between = after.slice(cut.head, after.length - cut.tail);
+  const value = new Map<BoundRoute["server"], string>(between.map((s) => [s, ""]));
+  for (const r of middle) value.set(r.server, (value.get(r.server) ?? "") + routeEntry(r));
+  copy(0, cut.head);
+  for (const s of between) out[serverKey(s.port, s.domain)] = value.get(s) ?? "";
+  copy(before.length - cut.tail, before.length);
+  let headTls = 0;
+  for (let i = 0; i < cut.head; i++) if (before[i]?.tls) headTls++;
+  let tailTls = 0;
+  for (let i = before.length - cut.tail; i < before.length; i++) if (before[i]?.tls) tailTls++;
+  copy(before.length, before.length + headTls);
+  for (const s of between) if (s.tls) out[serverKey(s.tls.port, s.domain)] = value.get(s) ?? "";
+  copy(keys.length - tailTls, keys.length);
   return out;
 }

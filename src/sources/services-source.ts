@@ -28,6 +28,8 @@ export class ServicesFileSource implements ServicesSource {
     private readonly watch = true,
     private readonly log?: Logger,
     private readonly inspectTls: TlsInspector = nodeTlsInspector,
+    /** How long a write in place must be quiet before the file is read (watchFile). */
+    private readonly writerQuietMs = 50,
   ) {}
 
   /** Reads the file now and on every change until the signal aborts. */
@@ -38,7 +40,14 @@ export class ServicesFileSource implements ServicesSource {
   ): Promise<void> {
     this.emitFn = emit;
     this.rejectFn = reject;
-    if (this.watch) watchFile(this.file, () => void this.reload("file changed"), signal);
+    if (this.watch)
+      watchFile(
+        this.file,
+        () => void this.reload("file changed"),
+        signal,
+        this.writerQuietMs,
+        () => this.whole("file replaced"),
+      );
     await this.reload("start");
   }
 
@@ -47,23 +56,40 @@ export class ServicesFileSource implements ServicesSource {
    * (SIGUSR2), so identical content is said at info level; the file watcher's re-reads of it are debug only.
    */
   reload(reason: string, asked = false): Promise<void> {
-    this.reading = this.reading.then(() => this.read(reason, asked));
+    this.reading = this.reading.then(async () => {
+      await this.read(reason, asked);
+    });
     return this.reading;
   }
 
-  private async read(reason: string, asked = false): Promise<void> {
+  /**
+   * Reads the file at once, as `reload` does, when it is whole and valid (resolves true); otherwise resolves false and
+   * reports nothing: the file may be one still being written (see watchFile), and the read after its writer is done
+   * reports what it holds then.
+   */
+  private whole(reason: string): Promise<boolean> {
+    const read = this.reading.then(() => this.read(reason, false, true));
+    this.reading = read.then(() => undefined);
+    return read;
+  }
+
+  /** `tentative`: a read that fails reports nothing and leaves what the last read knew (see `whole`). */
+  private async read(reason: string, asked = false, tentative = false): Promise<boolean> {
     const text = await readTextFile(this.file);
     if (!text.ok) {
+      if (tentative) return false;
       this.rejected = true;
       this.rejectFn?.(text.errors, text.warnings);
-      return;
+      return false;
     }
-    this.lastRead = readServicesText(text.value, this.lastRead, { inspectTls: this.inspectTls });
-    const r = this.lastRead.result;
+    const read = readServicesText(text.value, this.lastRead, { inspectTls: this.inspectTls });
+    const r = read.result;
+    if (!r.ok && tentative) return false;
+    this.lastRead = read;
     if (!r.ok) {
       this.rejected = true;
       this.rejectFn?.(r.errors, r.warnings);
-      return;
+      return false;
     }
     const value = shareServers(this.last, r.value);
     // A re-read of identical content is still reported (status shows when it was read), but reasons stay honest.
@@ -74,5 +100,6 @@ export class ServicesFileSource implements ServicesSource {
     this.last = value;
     this.rejected = false;
     this.emitFn?.({ value, warnings: r.warnings, connected: true, origin });
+    return true;
   }
 }
