@@ -13,12 +13,14 @@
 local balancer = require("ngx.balancer")
 local layout = require("nginx_lb_sets")
 local outlier = require("nginx_lb_outlier")
+local sweeper = require("nginx_lb_sweep")
 
 local ngx = ngx
 local shared = layout.dict()
 local GEN, PREFIX = layout.GEN, layout.PREFIX
 local now = ngx.now
 local tonumber = tonumber
+local pairs = pairs
 local find = string.find
 
 local _M = {}
@@ -181,11 +183,39 @@ function _M.balance(name)
   end
 end
 
+-- The generation of the dict when `sweep` last ran.
+local swept_gen = nil
+
+--- For the worker's sweep timer (nginx_lb_sweep), once the dict's generation moved: forgets the decoded sets of
+--- upstreams the dict no longer holds (a removed route's; `ttl` tells a key exists without copying its value) and
+--- failures past their timeout. Returns whether it swept.
+function _M.sweep()
+  local gen = shared:get(GEN)
+  if gen == swept_gen then
+    return false
+  end
+  swept_gen = gen
+  for name in pairs(sets) do
+    if shared:ttl(PREFIX .. name) == nil then
+      sets[name] = nil
+    end
+  end
+  local t = now()
+  for key, at in pairs(failed) do
+    if t - at >= FAIL_TIMEOUT then
+      failed[key] = nil
+    end
+  end
+  return true
+end
+
 --- init_worker_by_lua: nothing to load eagerly; sets are decoded on first use from the dict, which survives reloads.
 function _M.init_worker()
   sets = {}
   failed = {}
+  swept_gen = nil
   outlier.init_worker()
+  sweeper.init_worker()
 end
 
 return _M

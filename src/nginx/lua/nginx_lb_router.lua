@@ -18,6 +18,7 @@ local layout = require("nginx_lb_routes")
 local balancer = require("nginx_lb_balancer")
 
 local ngx = ngx
+local pairs = pairs
 local shared = layout.dict()
 local GEN, PREFIX = layout.GEN, layout.PREFIX
 local byte, sub, find, gmatch, gsub, format = string.byte, string.sub, string.find, string.gmatch, string.gsub,
@@ -167,6 +168,25 @@ function _M.access()
     target = target .. "?" .. args
   end
   var.nlb_uri = target
+end
+
+-- The table generation when `sweep` last ran.
+local swept_gen = nil
+
+--- For the worker's sweep timer (nginx_lb_sweep), once the table's generation moved: forgets the servers the dict no
+--- longer holds (a removed site's; `ttl` tells a key exists without copying its value). Returns whether it swept.
+function _M.sweep()
+  local gen = shared:get(GEN)
+  if gen == swept_gen then
+    return false
+  end
+  swept_gen = gen
+  for key in pairs(cache) do
+    if shared:ttl(PREFIX .. key) == nil then
+      cache[key] = nil
+    end
+  end
+  return true
 end
 
 --- balancer_by_lua of the shared upstream: the route access() chose.

@@ -32,6 +32,8 @@
 -- straight into the dict.
 
 local secret = require("nginx_lb_secret")
+-- For `sweep` only: a route is the upstream name of its endpoint set.
+local sets_layout = require("nginx_lb_sets")
 
 local ngx = ngx
 local var = ngx.var
@@ -243,6 +245,31 @@ function _M.log(ctx)
     end
   end
   count_endpoints(count, k, ctx, last, status >= 500)
+end
+
+-- The endpoint sets' generation when `sweep` last ran.
+local swept_gen = nil
+
+--- For the worker's sweep timer (nginx_lb_sweep), once the endpoint sets' generation moved: forgets the key strings
+--- of routes whose upstream the sets dict no longer holds (a removed route's; a request of it builds them again).
+--- Returns whether it swept.
+function _M.sweep()
+  local sets = sets_layout.dict()
+  if sets == nil then
+    return false
+  end
+  local gen = sets:get(sets_layout.GEN)
+  if gen == swept_gen then
+    return false
+  end
+  swept_gen = gen
+  for route in pairs(routes) do
+    if route ~= "-" and sets:ttl(sets_layout.PREFIX .. route) == nil then
+      routes[route] = nil
+      route_count = route_count - 1
+    end
+  end
+  return true
 end
 
 local function reply(status, body)
