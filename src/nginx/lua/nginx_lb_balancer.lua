@@ -188,16 +188,18 @@ local swept_gen = nil
 
 --- For the worker's sweep timer (nginx_lb_sweep), once the dict's generation moved: forgets the decoded sets of
 --- upstreams the dict no longer holds (a removed route's; `ttl` tells a key exists without copying its value) and
---- failures past their timeout. Returns whether it swept.
+--- failures past their timeout. Returns the number of sets forgotten.
 function _M.sweep()
   local gen = shared:get(GEN)
   if gen == swept_gen then
-    return false
+    return 0
   end
   swept_gen = gen
+  local dropped = 0
   for name in pairs(sets) do
     if shared:ttl(PREFIX .. name) == nil then
       sets[name] = nil
+      dropped = dropped + 1
     end
   end
   local t = now()
@@ -206,7 +208,7 @@ function _M.sweep()
       failed[key] = nil
     end
   end
-  return true
+  return dropped
 end
 
 --- init_worker_by_lua: nothing to load eagerly; sets are decoded on first use from the dict, which survives reloads.

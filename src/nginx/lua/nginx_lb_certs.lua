@@ -325,11 +325,17 @@ local function sweep(dict)
 end
 
 --- For the worker's sweep timer (nginx_lb_sweep): the same sweep a handshake makes after a push, so the parsed
---- certificates of removed or rotated sites go even when no handshake follows. Returns whether it swept.
+--- certificates of removed or rotated sites go even when no handshake follows. Returns the number forgotten.
 function _M.sweep()
-  local before = cache_gen
+  local before = 0
+  for _ in pairs(cache) do
+    before = before + 1
+  end
   sweep(_M.dict())
-  return cache_gen ~= before
+  for _ in pairs(cache) do
+    before = before - 1
+  end
+  return before
 end
 
 -- The dict key of the site serving `name` on `port`: the exact name, else the longest `*.` wildcard covering it

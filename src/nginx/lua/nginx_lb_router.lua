@@ -174,19 +174,22 @@ end
 local swept_gen = nil
 
 --- For the worker's sweep timer (nginx_lb_sweep), once the table's generation moved: forgets the servers the dict no
---- longer holds (a removed site's; `ttl` tells a key exists without copying its value). Returns whether it swept.
+--- longer holds (a removed site's; `ttl` tells a key exists without copying its value). Returns the number of
+--- servers forgotten.
 function _M.sweep()
   local gen = shared:get(GEN)
   if gen == swept_gen then
-    return false
+    return 0
   end
   swept_gen = gen
+  local dropped = 0
   for key in pairs(cache) do
     if shared:ttl(PREFIX .. key) == nil then
       cache[key] = nil
+      dropped = dropped + 1
     end
   end
-  return true
+  return dropped
 end
 
 --- balancer_by_lua of the shared upstream: the route access() chose.

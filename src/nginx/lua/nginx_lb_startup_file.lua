@@ -2,10 +2,10 @@
 -- go of what reading and loading it took before the master forks its workers.
 --
 -- LuaJIT's f:read(n) reserves an n-byte temporary buffer before it reads, and that buffer counts as Lua heap until the
--- collector shrinks it, by half per cycle. One read "up to the limit" (16 or 128 MB) left the master, and every worker
--- forked from it, with a heap that looked that large though it was barely touched: the collector paces itself on
--- that size, so each worker let garbage pile up by as much before its first cycle, and its memory grew with every
--- request and push until then. So the file is read in small chunks (the buffer stays small), and `release` collects
+-- collector shrinks it, by half per cycle. One read "up to the limit" (16 or 128 MB) would leave the master, and
+-- every worker forked from it, with a heap that looks that large though it is barely touched: the collector paces
+-- itself on that size, so each worker would let garbage pile up by as much before its first cycle, its memory growing
+-- with every request and push until then. So the file is read in small chunks (the buffer stays small), and `release` collects
 -- until the heap stops shrinking, so the workers start from the master's real heap.
 
 local io = io

@@ -252,24 +252,26 @@ local swept_gen = nil
 
 --- For the worker's sweep timer (nginx_lb_sweep), once the endpoint sets' generation moved: forgets the key strings
 --- of routes whose upstream the sets dict no longer holds (a removed route's; a request of it builds them again).
---- Returns whether it swept.
+--- Returns the number of routes forgotten.
 function _M.sweep()
   local sets = sets_layout.dict()
   if sets == nil then
-    return false
+    return 0
   end
   local gen = sets:get(sets_layout.GEN)
   if gen == swept_gen then
-    return false
+    return 0
   end
   swept_gen = gen
+  local dropped = 0
   for route in pairs(routes) do
     if route ~= "-" and sets:ttl(sets_layout.PREFIX .. route) == nil then
       routes[route] = nil
       route_count = route_count - 1
+      dropped = dropped + 1
     end
   end
-  return true
+  return dropped
 end
 
 local function reply(status, body)
