@@ -19,8 +19,8 @@ const ROUTES_PER_SITE = 150;
 const WARMUP_CHANGES = 40;
 const CHANGES = 150;
 // Kept for the worker's life, the removed sites' entries grow it by ~20 MB here. Without a leak the figure still moves
-// by a few MB between two readings: the changes come faster than on any real system, and the heap's garbage between
-// two collections (a sweep a second) is what the reading catches.
+// by a few MB between two readings: the changes come faster than on any real system, and the reading catches the
+// garbage the collector has not reached yet.
 const MAX_GROWTH_MIB = 8;
 
 let pool: BackendPool;

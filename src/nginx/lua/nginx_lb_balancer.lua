@@ -17,7 +17,7 @@ local sweeper = require("nginx_lb_sweep")
 
 local ngx = ngx
 local shared = layout.dict()
-local GEN, PREFIX = layout.GEN, layout.PREFIX
+local GEN, PREFIX, REMOVED = layout.GEN, layout.PREFIX, layout.REMOVED
 local now = ngx.now
 local tonumber = tonumber
 local pairs = pairs
@@ -183,29 +183,29 @@ function _M.balance(name)
   end
 end
 
--- The generation of the dict when `sweep` last ran.
-local swept_gen = nil
+-- The dict's removal count when `sweep` last looked.
+local swept = nil
 
---- For the worker's sweep timer (nginx_lb_sweep), once the dict's generation moved: forgets the decoded sets of
---- upstreams the dict no longer holds (a removed route's; `ttl` tells a key exists without copying its value) and
---- failures past their timeout. Returns the number of sets forgotten.
+--- For the worker's sweep timer (nginx_lb_sweep): forgets failures past their timeout and, once a push removed
+--- upstreams, the decoded sets of those the dict no longer holds (`ttl` tells a key exists without copying its value).
+--- Returns the number of sets forgotten.
 function _M.sweep()
-  local gen = shared:get(GEN)
-  if gen == swept_gen then
+  local t = now()
+  for key, at in pairs(failed) do
+    if t - at >= FAIL_TIMEOUT then
+      failed[key] = nil
+    end
+  end
+  local removed = shared:get(REMOVED)
+  if removed == swept then
     return 0
   end
-  swept_gen = gen
+  swept = removed
   local dropped = 0
   for name in pairs(sets) do
     if shared:ttl(PREFIX .. name) == nil then
       sets[name] = nil
       dropped = dropped + 1
-    end
-  end
-  local t = now()
-  for key, at in pairs(failed) do
-    if t - at >= FAIL_TIMEOUT then
-      failed[key] = nil
     end
   end
   return dropped
@@ -215,7 +215,7 @@ end
 function _M.init_worker()
   sets = {}
   failed = {}
-  swept_gen = nil
+  swept = nil
   outlier.init_worker()
   sweeper.init_worker()
 end

@@ -170,18 +170,17 @@ function _M.access()
   var.nlb_uri = target
 end
 
--- The table generation when `sweep` last ran.
-local swept_gen = nil
+-- The table's removal count when `sweep` last looked.
+local swept = nil
 
---- For the worker's sweep timer (nginx_lb_sweep), once the table's generation moved: forgets the servers the dict no
---- longer holds (a removed site's; `ttl` tells a key exists without copying its value). Returns the number of
---- servers forgotten.
+--- For the worker's sweep timer (nginx_lb_sweep), once a push removed servers: forgets those the dict no longer holds
+--- (`ttl` tells a key exists without copying its value). Returns the number of servers forgotten.
 function _M.sweep()
-  local gen = shared:get(GEN)
-  if gen == swept_gen then
+  local removed = shared:get(layout.REMOVED)
+  if removed == swept then
     return 0
   end
-  swept_gen = gen
+  swept = removed
   local dropped = 0
   for key in pairs(cache) do
     if shared:ttl(PREFIX .. key) == nil then

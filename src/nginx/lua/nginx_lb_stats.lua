@@ -247,22 +247,21 @@ function _M.log(ctx)
   count_endpoints(count, k, ctx, last, status >= 500)
 end
 
--- The endpoint sets' generation when `sweep` last ran.
-local swept_gen = nil
+-- The endpoint sets' removal count when `sweep` last looked.
+local swept = nil
 
---- For the worker's sweep timer (nginx_lb_sweep), once the endpoint sets' generation moved: forgets the key strings
---- of routes whose upstream the sets dict no longer holds (a removed route's; a request of it builds them again).
---- Returns the number of routes forgotten.
+--- For the worker's sweep timer (nginx_lb_sweep), once a push removed upstreams: forgets the key strings of routes
+--- whose upstream the sets dict no longer holds (a request of it builds them again). Returns the number forgotten.
 function _M.sweep()
   local sets = sets_layout.dict()
   if sets == nil then
     return 0
   end
-  local gen = sets:get(sets_layout.GEN)
-  if gen == swept_gen then
+  local removed = sets:get(sets_layout.REMOVED)
+  if removed == swept then
     return 0
   end
-  swept_gen = gen
+  swept = removed
   local dropped = 0
   for route in pairs(routes) do
     if route ~= "-" and sets:ttl(sets_layout.PREFIX .. route) == nil then

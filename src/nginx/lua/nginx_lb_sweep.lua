@@ -3,28 +3,25 @@
 -- site's parsed certificate. An entry is refreshed when a request asks for its name again, so the entry of a name a
 -- push removed (a site, a route, an upstream) would stay for the worker's life: with routing changes, memory would
 -- grow by every site that ever existed. A timer per worker asks each loaded module to drop what its dict no longer
--- holds; each module does so only when its dict's generation moved since its last sweep, so a tick without a push
--- costs a few shared-dict reads and no request ever pays for it.
+-- holds; each module walks its cache only after a push removed names (the dicts count removals), so a tick costs a
+-- few shared-dict reads and no request ever pays for it.
 --
--- When a sweep dropped something, the worker runs a full collection: the dropped entries and the pushes' parsing
--- garbage go at once, instead of piling up until the collector's pace (a cycle per doubling of the heap) comes round,
--- so the worker's memory after a burst of routing changes is its live heap again. It costs a pass over the live heap
--- once per second at most, and only while pushes remove names; endpoint changes (no name removed) never trigger it.
+-- What is dropped is left to the collector's own pace (a cycle per doubling of the live heap, its work spread over
+-- allocations): a forced full collection here would stall the worker for a pass over its whole live heap, which with
+-- thousands of sites served is tens of MB.
 
 local ngx = ngx
 local ipairs, pcall, type = ipairs, pcall, type
 local loaded = package.loaded
-local collectgarbage = collectgarbage
 
 local _M = {}
 
--- How soon after a push a removed name's memory is freed.
+-- How soon after a push a removed name's cached entries are dropped.
 local INTERVAL = 1
 -- The modules with caches by name, when loaded (the router and the certificates only in the modes that use them).
 local MODULES = { "nginx_lb_balancer", "nginx_lb_router", "nginx_lb_stats", "nginx_lb_certs" }
 
---- One pass: every loaded module drops what its dict no longer names, then a full collection if anything went.
---- Returns the number of entries dropped.
+--- One pass: every loaded module drops what its dict no longer names. Returns the number of entries dropped.
 function _M.sweep()
   local dropped = 0
   for _, name in ipairs(MODULES) do
@@ -37,9 +34,6 @@ function _M.sweep()
         dropped = dropped + res
       end
     end
-  end
-  if dropped > 0 then
-    collectgarbage("collect")
   end
   return dropped
 end
