@@ -6,22 +6,27 @@
 -- holds; each module walks its cache only after a push removed names (the dicts count removals), so a tick costs a
 -- few shared-dict reads and no request ever pays for it.
 --
--- What is dropped is left to the collector's own pace (a cycle per doubling of the live heap, its work spread over
--- allocations): a forced full collection here would stall the worker for a pass over its whole live heap, which with
--- thousands of sites served is tens of MB.
+-- What is dropped goes with the pushes' parsing garbage at once, in a full collection, while the worker's heap is
+-- small (up to FULL_COLLECT_KB): then a pass over it is cheap, and the garbage the collector's own pace would let pile
+-- up (a cycle per doubling of the live heap) is as large as the heap itself. A larger heap (thousands of sites served)
+-- is left to that pace: a full pass over tens of MB would stall the worker's requests.
 
 local ngx = ngx
 local ipairs, pcall, type = ipairs, pcall, type
 local loaded = package.loaded
+local collectgarbage = collectgarbage
 
 local _M = {}
 
 -- How soon after a push a removed name's cached entries are dropped.
 local INTERVAL = 1
+-- A full collection after a sweep that dropped entries, while the heap is under this size.
+local FULL_COLLECT_KB = 8192
 -- The modules with caches by name, when loaded (the router and the certificates only in the modes that use them).
 local MODULES = { "nginx_lb_balancer", "nginx_lb_router", "nginx_lb_stats", "nginx_lb_certs" }
 
---- One pass: every loaded module drops what its dict no longer names. Returns the number of entries dropped.
+--- One pass: every loaded module drops what its dict no longer names, then a full collection if anything went and the
+--- heap is small. Returns the number of entries dropped.
 function _M.sweep()
   local dropped = 0
   for _, name in ipairs(MODULES) do
@@ -34,6 +39,9 @@ function _M.sweep()
         dropped = dropped + res
       end
     end
+  end
+  if dropped > 0 and collectgarbage("count") < FULL_COLLECT_KB then
+    collectgarbage("collect")
   end
   return dropped
 end
