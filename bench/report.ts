@@ -116,6 +116,13 @@ export const RSS_GROWTH_TOLERANCE_PCT = 5;
 
 const growthPct = (before: number, after: number) => ((after - before) / before) * 100;
 
+/** The routes row's memory growth the target judges: over the measured changes, from after the warm-up when one ran. */
+const routesGrowthPct = (x: RoutesRow) =>
+  growthPct((x.warmupChanges > 0 ? x.memoryWarm : x.memoryBefore).rssMiB, x.memoryAfter.rssMiB);
+
+/** "after W warm-up changes " when the row had a warm-up. */
+const afterWarmup = (x: RoutesRow) => (x.warmupChanges > 0 ? `after ${x.warmupChanges} warm-up changes ` : "");
+
 /** Issue 15's targets for routes pushed to nginx (the routes figure): at 10,000 sites, and at both sizes for reloads and memory. */
 function routesTargets(r: Results): Target[] {
   const out: Target[] = [];
@@ -144,8 +151,8 @@ function routesTargets(r: Results): Target[] {
     );
     out.push(
       target(
-        `nginx RSS growth over ${x.changes} routing changes (tolerance ${RSS_GROWTH_TOLERANCE_PCT}%), dynamic routes, ${fmtInt(x.sites)} sites`,
-        growthPct(x.memoryBefore.rssMiB, x.memoryAfter.rssMiB),
+        `nginx RSS growth over ${x.changes} routing changes ${afterWarmup(x)}(tolerance ${RSS_GROWTH_TOLERANCE_PCT}%), dynamic routes, ${fmtInt(x.sites)} sites`,
+        routesGrowthPct(x),
         "max",
         RSS_GROWTH_TOLERANCE_PCT,
         "%",
@@ -205,8 +212,9 @@ function whyRoutes(t: Target, r: Results, load: string): string | null {
     );
   if (t.what.startsWith("nginx RSS growth"))
     return (
-      `nginx (master + ${x.memoryAfter.processes - 1} workers) RSS ${fmt(x.memoryBefore.rssMiB)} -> ${fmt(x.memoryAfter.rssMiB)} MiB,` +
-      ` PSS ${fmt(x.memoryBefore.pssMiB)} -> ${fmt(x.memoryAfter.pssMiB)} MiB over ${x.changes} changes; RSS counts` +
+      `nginx (master + ${x.memoryAfter.processes - 1} workers) RSS ${fmt(x.memoryBefore.rssMiB)} (served) ->` +
+      ` ${fmt(x.memoryWarm.rssMiB)} (after ${x.warmupChanges} warm-up changes) -> ${fmt(x.memoryAfter.rssMiB)} MiB,` +
+      ` PSS ${fmt(x.memoryBefore.pssMiB)} -> ${fmt(x.memoryWarm.pssMiB)} -> ${fmt(x.memoryAfter.pssMiB)} MiB over ${x.changes} changes; RSS counts` +
       ` each shared-dict page (the pushed table lives there) in every process that touched it, PSS splits them, so growth` +
       ` in RSS alone is pages newly touched by more workers, growth in PSS too is memory newly used`
     );
@@ -854,8 +862,13 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
       ` written -> the new site's first request answered, ${QUIET_MS} ms apart (a lone change each); the services file` +
       ` watcher takes a file renamed into place at once (one written in place waits 50 ms for its writer). Reloads: "config applied" with action reload over the changes. The` +
       ` controller's own account: median compile / nginx -t / push or reload / total per apply. nginx memory: master +` +
-      ` current workers, RSS / PSS MiB, once the table is served and after the changes (old workers of a reload waited` +
-      ` out).` +
+      ` current workers, RSS / PSS MiB, once the table is served, after a warm-up (routes pushed: as many changes as` +
+      ` measured, before them), and after the changes (old workers of a reload waited out). The growth target is over` +
+      ` the measured changes, after the warm-up: in the warm-up each worker first touches the pages of the shared dict` +
+      ` holding the table (RSS counts a shared page in every process that touched it; PSS does not grow by it) and` +
+      ` writes to the Lua heap pages it shares with the master; a second hundred changes then moves RSS by well under` +
+      ` the tolerance; the traffic counters' keys of removed routes stay in their dict until 5 minutes idle. The` +
+      ` warm-up's own growth is in the table, not hidden.` +
       (r.quick ? ` **--quick: 1,000 sites instead of 10,000 and fewer changes (see the changes column).**` : ``),
     ``,
     table(
@@ -870,6 +883,7 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
         "reloads",
         "ctl compile / nginx -t / push or reload / total ms",
         "nginx RSS / PSS MiB (processes) before",
+        "after the warm-up (changes)",
         "after the changes",
         `nginx RSS growth % (target, dynamic: ≤ ${RSS_GROWTH_TOLERANCE_PCT}%)`,
         "controller RSS MiB",
@@ -885,8 +899,9 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
         String(x.reloads),
         [x.apply.render, x.apply.test, x.apply.reload, x.apply.totalP50].map((v) => fmt(v)).join(" / "),
         mem(x.memoryBefore),
+        x.warmupChanges > 0 ? `${mem(x.memoryWarm)} (${x.warmupChanges})` : "-",
         mem(x.memoryAfter),
-        fmt(growthPct(x.memoryBefore.rssMiB, x.memoryAfter.rssMiB)),
+        fmt(routesGrowthPct(x)),
         fmt(x.controllerRssMiB),
       ]),
     ),

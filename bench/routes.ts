@@ -2,14 +2,16 @@
  * The routes figure (bench/figures/routes.ts, figure 10 of `npm run bench -- --only routes`) from the command line,
  * for one size or one routes mode at a time: one JSON row per run on stdout.
  *
- *   node --import tsx bench/routes.ts [--sizes 10,10000] [--modes dynamic,reload] [--changes N] [--registry file|etcd]
+ *   node --import tsx bench/routes.ts [--sizes 10,10000] [--modes dynamic,reload] [--changes N] [--warmup N]
+ *                                     [--registry file|etcd]
  *
- * Without --changes, each run makes the figure's number of changes (dynamic routes 100; reload fewer where slow).
+ * Without --changes and --warmup, each run makes the figure's numbers (dynamic routes 100 after 100 for warm-up;
+ * reload fewer where slow, no warm-up).
  */
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
 import { loopbackIps } from "../test/helpers/backends.js";
-import { changesFor, routesRun, routesTable } from "./figures/routes.js";
+import { changesFor, routesRun, routesTable, warmupFor } from "./figures/routes.js";
 import type { Mode } from "./lib/lb.js";
 import { availableModes } from "./lib/lb.js";
 import { killAll } from "./lib/procs.js";
@@ -22,6 +24,7 @@ async function main(): Promise<void> {
       sizes: { type: "string", default: "10,10000" },
       modes: { type: "string", default: "dynamic,reload" },
       changes: { type: "string" },
+      warmup: { type: "string" },
       registry: { type: "string" },
     },
   });
@@ -36,7 +39,9 @@ async function main(): Promise<void> {
       await registry.replace(routesTable(sites, live).set);
       for (const routesMode of values.modes.split(",") as Mode[]) {
         const changes = values.changes ? Number(values.changes) : changesFor(routesMode, sites, false);
-        const { row } = await routesRun({ registry, routesMode, sites, changes, workers: cpus().length, live, log });
+        const warmup = values.warmup ? Number(values.warmup) : warmupFor(routesMode, sites, false);
+        const workers = cpus().length;
+        const { row } = await routesRun({ registry, routesMode, sites, changes, warmup, workers, live, log });
         console.log(JSON.stringify(row));
       }
     } finally {

@@ -4,7 +4,8 @@
  *  - at a small and a large table (N sites of one route each, x 10 endpoints): cold start (controller start -> the
  *    last site of the table answers), then routing changes (a new site written to services.json, as a config centre
  *    does) -> that site's first request served, and the reloads they cost;
- *  - nginx's memory (master + workers, RSS and PSS) before and after those changes;
+ *  - nginx's memory (master + workers, RSS and PSS) once the table is served, after a warm-up of as many changes (routes
+ *    pushed), and after the changes;
  *  - requests/s through one live site routed by the Lua router against the same site rendered, trials alternating.
  * bench/routes.ts runs the same functions from the command line.
  */
@@ -68,8 +69,15 @@ export interface RoutesRow {
     readonly totalP50: number;
     readonly totalP99: number;
   };
-  /** nginx (master + current workers) once the table is served, and after the changes. */
+  /**
+   * Changes made before the measured ones (routes pushed): each worker first touches the pages of the shared dict
+   * holding the table (RSS counts a shared page in every process that touched it) and writes to the Lua heap pages it
+   * shares with the master, then stays put. The growth target is over the measured changes, after these.
+   */
+  readonly warmupChanges: number;
+  /** nginx (master + current workers) once the table is served, after the warm-up, and after the changes. */
   readonly memoryBefore: NginxMemory;
+  readonly memoryWarm: NginxMemory;
   readonly memoryAfter: NginxMemory;
   readonly controllerRssMiB: number;
   readonly error?: string;
@@ -109,6 +117,11 @@ export function changesFor(routesMode: Mode, sites: number, quick: boolean): num
   // Each reload at 10,000 sites costs seconds: a few are enough for the point.
   if (sites >= 1000) return quick ? 1 : 3;
   return quick ? 3 : 20;
+}
+
+/** Warm-up changes before the measured ones: routes pushed as many as measured, none for reloads (new workers each). */
+export function warmupFor(routesMode: Mode, sites: number, quick: boolean): number {
+  return routesMode === "dynamic" ? changesFor(routesMode, sites, quick) : 0;
 }
 
 /** N sites of one route each, 10 filler endpoints per site; the last site (its key last in the registry) answers. */
@@ -156,6 +169,8 @@ export interface RoutesRunOptions {
   readonly routesMode: Mode;
   readonly sites: number;
   readonly changes: number;
+  /** Changes made (not measured) between the first memory reading and the second; default none. */
+  readonly warmup?: number;
   readonly workers: number;
   readonly live: { ip: string; port: number };
   /** Leave the instance running (when it served) for the caller to measure more and stop. */
@@ -190,7 +205,9 @@ async function measure(o: RoutesRunOptions, held: { lb: Lb | null }): Promise<Ro
     timeouts: 0,
     reloads: 0,
     apply: { n: 0, render: NaN, test: NaN, reload: NaN, totalP50: NaN, totalP99: NaN },
+    warmupChanges: 0,
     memoryBefore: NO_MEMORY,
+    memoryWarm: NO_MEMORY,
     memoryAfter: NO_MEMORY,
     controllerRssMiB: NaN,
     error,
@@ -222,23 +239,35 @@ async function measure(o: RoutesRunOptions, held: { lb: Lb | null }): Promise<Ro
     const startMs = (key: string) => Number((started?.["ms"] as Record<string, number> | undefined)?.[key]);
     await sleep(QUIET_MS);
     const memoryBefore = await nginxMemory(lb, o.workers);
-    const from = lb.controller.lines.length;
-    const latencies: number[] = [];
-    let timeouts = 0;
-    for (let k = 0; k < o.changes; k++) {
-      if (k % 20 === 0) o.log(`routes: ${o.routesMode} routes, ${o.sites} sites, change ${k + 1}/${o.changes}`);
+    // A new site each time; the previous change's site goes, so the table's size stays put over the changes. The
+    // time to served, or null when it was not served within CHANGE_TIMEOUT_MS.
+    const change = async (host: string): Promise<number | null> => {
       // A new site each time; the previous change's site goes, so the table's size stays put over the changes.
-      const host = `new${k}.bench.test`;
       const extra: RouteSpec = { domain: host, prefix: "/", name: LIVE, port: o.live.port };
       // The text is ready before the clock starts, as a config centre's is: the figure is the write -> served.
       const text = servicesText([...routes, extra], port);
       const c0 = performance.now();
       await writeFile(`${lb.servicesFile}.tmp`, text);
       await rename(`${lb.servicesFile}.tmp`, lb.servicesFile);
-      if (await until(async () => (await probe(port, host)).status === 200, CHANGE_TIMEOUT_MS))
-        latencies.push(performance.now() - c0);
-      else timeouts++;
+      const ok = await until(async () => (await probe(port, host)).status === 200, CHANGE_TIMEOUT_MS);
+      const ms = performance.now() - c0;
       await sleep(QUIET_MS);
+      return ok ? ms : null;
+    };
+    const warmup = o.warmup ?? 0;
+    for (let k = 0; k < warmup; k++) {
+      if (k % 20 === 0) o.log(`routes: ${o.routesMode} routes, ${o.sites} sites, warm-up change ${k + 1}/${warmup}`);
+      await change(`warm${k}.bench.test`);
+    }
+    const memoryWarm = warmup > 0 ? await nginxMemory(lb, o.workers) : memoryBefore;
+    const from = lb.controller.lines.length;
+    const latencies: number[] = [];
+    let timeouts = 0;
+    for (let k = 0; k < o.changes; k++) {
+      if (k % 20 === 0) o.log(`routes: ${o.routesMode} routes, ${o.sites} sites, change ${k + 1}/${o.changes}`);
+      const ms = await change(`new${k}.bench.test`);
+      if (ms === null) timeouts++;
+      else latencies.push(ms);
     }
     const lines = lb.controller.lines.slice(from);
     const memoryAfter = await nginxMemory(lb, o.workers);
@@ -269,7 +298,9 @@ async function measure(o: RoutesRunOptions, held: { lb: Lb | null }): Promise<Ro
         totalP50: median(ms("total")),
         totalP99: percentile(ms("total"), 99),
       },
+      warmupChanges: warmup,
       memoryBefore,
+      memoryWarm,
       memoryAfter,
       controllerRssMiB: round1((await memoryOf(lb.controller.child.pid ?? 0)).rss),
     };
@@ -352,12 +383,14 @@ export async function routesFigure(ctx: Context): Promise<RoutesResult> {
       for (const routesMode of ["dynamic", "reload"] as const) {
         ctx.log(`routes: ${routesMode} routes, ${sites} sites x 10 endpoints`);
         const changes = changesFor(routesMode, sites, ctx.quick);
+        const warmup = warmupFor(routesMode, sites, ctx.quick);
         const keep = sites === 10;
         const { row, lb } = await routesRun({
           registry,
           routesMode,
           sites,
           changes,
+          warmup,
           workers: ctx.workers,
           live,
           keep,

@@ -16,7 +16,8 @@ export const ENDPOINTS_PATH = "/nginx-lb/endpoints";
 export const EJECTIONS_PATH = "/nginx-lb/ejections";
 /**
  * The Lua modules nginx.conf names, one job each: balancing, the push endpoint, the start-up sets, their layout,
- * outlier ejection, the control server's token check, the traffic counters.
+ * outlier ejection, the control server's token check, the traffic counters, reading a start-up file, the per-worker
+ * sweep of cached entries a push removed.
  */
 export const LUA_MODULES = [
   "nginx_lb_balancer",
@@ -27,6 +28,8 @@ export const LUA_MODULES = [
   "nginx_lb_secret",
   "nginx_lb_stats",
   "nginx_lb_outlier",
+  "nginx_lb_startup_file",
+  "nginx_lb_sweep",
 ] as const;
 export type LuaModules = Readonly<Record<(typeof LUA_MODULES)[number], string>>;
 const BALANCER = "nginx_lb_balancer";

@@ -89,7 +89,7 @@ describe("dynamic endpoints rendering", () => {
     expect(dynamic.conf).not.toContain("127.0.0.9");
     expect(dynamic.conf).toContain("balancer_by_lua_block");
     expect(dynamic.files.map((f) => f.path).sort()).toEqual(
-      ["balancer", "control", "initial", "outlier", "push", "secret", "sets", "stats"].map(
+      ["balancer", "control", "initial", "outlier", "push", "secret", "sets", "startup_file", "stats", "sweep"].map(
         (m) => `lua/nginx_lb_${m}.lua`,
       ),
     );

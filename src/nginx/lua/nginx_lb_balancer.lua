@@ -13,12 +13,14 @@
 local balancer = require("ngx.balancer")
 local layout = require("nginx_lb_sets")
 local outlier = require("nginx_lb_outlier")
+local sweeper = require("nginx_lb_sweep")
 
 local ngx = ngx
 local shared = layout.dict()
-local GEN, PREFIX = layout.GEN, layout.PREFIX
+local GEN, PREFIX, REMOVED = layout.GEN, layout.PREFIX, layout.REMOVED
 local now = ngx.now
 local tonumber = tonumber
+local pairs = pairs
 local find = string.find
 
 local _M = {}
@@ -206,11 +208,41 @@ function _M.balance(name)
   end
 end
 
+-- The dict's removal count when `sweep` last looked.
+local swept = nil
+
+--- For the worker's sweep timer (nginx_lb_sweep): forgets failures past their timeout and, once a push removed
+--- upstreams, the decoded sets of those the dict no longer holds (`ttl` tells a key exists without copying its value).
+--- Returns the number of sets forgotten.
+function _M.sweep()
+  local t = now()
+  for key, at in pairs(failed) do
+    if t - at >= FAIL_TIMEOUT then
+      failed[key] = nil
+    end
+  end
+  local removed = shared:get(REMOVED)
+  if removed == swept then
+    return 0
+  end
+  swept = removed
+  local dropped = 0
+  for name in pairs(sets) do
+    if shared:ttl(PREFIX .. name) == nil then
+      sets[name] = nil
+      dropped = dropped + 1
+    end
+  end
+  return dropped
+end
+
 --- init_worker_by_lua: nothing to load eagerly; sets are decoded on first use from the dict, which survives reloads.
 function _M.init_worker()
   sets = {}
   failed = {}
+  swept = nil
   outlier.init_worker()
+  sweeper.init_worker()
 end
 
 return _M

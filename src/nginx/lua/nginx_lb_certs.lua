@@ -22,10 +22,10 @@
 
 local ssl = require("ngx.ssl")
 local control = require("nginx_lb_control")
+local startup_file = require("nginx_lb_startup_file")
 local ffi = require("ffi")
 
 local ngx = ngx
-local io = io
 local pairs = pairs
 local pcall = pcall
 local tonumber = tonumber
@@ -48,7 +48,6 @@ local MAX_KEY = 16384
 local MAX_NAME = 253
 -- The start-up file holds one whole push; pushes are capped by client_max_body_size (the renderer's figure).
 local MAX_FILE = 128 * 1024 * 1024
-local ENOENT = 2
 
 -- OpenSSL's own check that a private key belongs to a certificate, on the objects ngx.ssl parsed (the first
 -- certificate of the chain is the site's). nginx links libcrypto, so the symbols are there; if a build hides them,
@@ -325,6 +324,20 @@ local function sweep(dict)
   cache_gen = gen
 end
 
+--- For the worker's sweep timer (nginx_lb_sweep): the same sweep a handshake makes after a push, so the parsed
+--- certificates of removed or rotated sites go even when no handshake follows. Returns the number forgotten.
+function _M.sweep()
+  local before = 0
+  for _ in pairs(cache) do
+    before = before + 1
+  end
+  sweep(_M.dict())
+  for _ in pairs(cache) do
+    before = before - 1
+  end
+  return before
+end
+
 -- The dict key of the site serving `name` on `port`: the exact name, else the longest `*.` wildcard covering it
 -- (any number of labels deep), as nginx picks a server_name; nil when none.
 local function find_site(dict, port, name)
@@ -457,32 +470,12 @@ function _M.receive(token)
   return control.serve_versioned(token, STORE)
 end
 
-local function read(path)
-  local f, err, code = io.open(path, "rb")
-  if f == nil then
-    if code == ENOENT then
-      return nil, nil -- nothing pushed ever: not an error
-    end
-    return nil, err
-  end
-  -- One byte past the limit tells an oversized file without trusting its size (a directory reports a huge one).
-  local text, rerr = f:read(MAX_FILE + 1)
-  f:close()
-  if text == nil then
-    return nil, rerr or "empty file"
-  end
-  if #text > MAX_FILE then
-    return nil, "larger than " .. MAX_FILE .. " bytes"
-  end
-  return text
-end
-
 local function load(path)
   local dict = _M.dict()
   if dict:get(VERSION) ~= nil then
     return -- a reload: the dict holds what was pushed since, newer than any file
   end
-  local text, rerr = read(path)
+  local text, rerr = startup_file.read(path, MAX_FILE)
   if text == nil then
     if rerr then
       ngx.log(ngx.ERR, "nginx-lb: ignoring the start-up certificates in ", path, " (", rerr, "); TLS handshakes ",
@@ -514,9 +507,8 @@ function _M.load(path)
   if not ok then
     ngx.log(ngx.ERR, "nginx-lb: ignoring the start-up certificates in ", path, ": ", err)
   end
-  -- The file's text and its parsed form (megabytes with 10,000 sites) are garbage now: collected here, in the master,
-  -- before the workers are forked, or every worker would inherit them and copy the pages when its own GC runs.
-  collectgarbage("collect")
+  -- The file's text and its parsed form (megabytes with 10,000 sites) are garbage now.
+  startup_file.release()
 end
 
 return _M

@@ -4,43 +4,22 @@
 -- survives with what was pushed since, which is newer than any file, so the file is left alone.
 
 local sets = require("nginx_lb_sets")
+local startup_file = require("nginx_lb_startup_file")
 
 local ngx = ngx
-local io = io
 local pcall = pcall
 
 local _M = {}
 
 -- A push body is capped at 16 MB by client_max_body_size; the file holds the same text.
 local MAX_BYTES = 16 * 1024 * 1024
-local ENOENT = 2
-
-local function read(path)
-  local f, err, code = io.open(path, "rb")
-  if f == nil then
-    if code == ENOENT then
-      return nil, nil -- no file yet (nothing pushed ever): not an error
-    end
-    return nil, err
-  end
-  -- One byte past the limit tells an oversized file without trusting its size (a directory reports a huge one).
-  local text, rerr = f:read(MAX_BYTES + 1)
-  f:close()
-  if text == nil then
-    return nil, rerr or "empty file"
-  end
-  if #text > MAX_BYTES then
-    return nil, "larger than " .. MAX_BYTES .. " bytes"
-  end
-  return text
-end
 
 local function load(path)
   local dict = sets.dict()
   if dict:get(sets.VERSION) ~= nil then
     return
   end
-  local text, rerr = read(path)
+  local text, rerr = startup_file.read(path, MAX_BYTES)
   if text == nil then
     if rerr then
       ngx.log(ngx.ERR, "nginx-lb: ignoring the start-up endpoint sets in ", path, " (", rerr, "); routes answer ",
@@ -75,9 +54,8 @@ function _M.load(path)
   if not ok then
     ngx.log(ngx.ERR, "nginx-lb: ignoring the start-up endpoint sets in ", path, ": ", err)
   end
-  -- The file's text and its parsed form (megabytes with 10,000 sites) are garbage now: collected here, in the master,
-  -- before the workers are forked, or every worker would inherit them and copy the pages when its own GC runs.
-  collectgarbage("collect")
+  -- The file's text and its parsed form (megabytes with 10,000 sites) are garbage now.
+  startup_file.release()
 end
 
 return _M

@@ -21,6 +21,7 @@ local sets = require("nginx_lb_sets")
 local balancer = require("nginx_lb_balancer")
 
 local ngx = ngx
+local pairs = pairs
 local shared = layout.dict()
 local GEN, PREFIX = sets.GEN, layout.PREFIX
 local byte, sub, find, gmatch, gsub, format = string.byte, string.sub, string.find, string.gmatch, string.gsub,
@@ -189,6 +190,29 @@ function _M.access(port, tag)
     target = target .. "?" .. args
   end
   var.nlb_uri = target
+end
+
+-- The table's removal count when `sweep` last looked.
+local swept = nil
+
+--- For the worker's sweep timer (nginx_lb_sweep), once a push removed servers: forgets those the dict no longer holds
+--- (`ttl` tells a key exists without copying its value). Returns the number of servers forgotten.
+function _M.sweep()
+  local removed = shared:get(layout.REMOVED)
+  if removed == swept then
+    return 0
+  end
+  swept = removed
+  local dropped = 0
+  for port, domains in pairs(cache) do
+    for domain in pairs(domains) do
+      if shared:ttl(PREFIX .. port .. " " .. domain) == nil then
+        domains[domain] = nil
+        dropped = dropped + 1
+      end
+    end
+  end
+  return dropped
 end
 
 --- balancer_by_lua of the shared upstream: the set of the route access() chose (in ngx.ctx).

@@ -8,6 +8,7 @@
 --   rversion            the controller's version of the table held (what the push endpoint answers with)
 --   r:<port> <domain>   the server's routes "<prefix> <upstream> <backend_path> <backend>;..." (may be empty)
 --   routes_lock         held while a push writes
+--   rremoved            integer bumped after a push removed servers (workers then drop what they cached of them)
 --
 -- One server a line; the value is stored as it came, after every field passed its grammar here (the start-up file
 -- is read by a new master with no controller around):
@@ -37,6 +38,7 @@ local _M = {}
 _M.GEN = "rgen"
 _M.VERSION = "rversion"
 _M.LOCK = "routes_lock"
+_M.REMOVED = "rremoved"
 _M.PREFIX = "r:"
 
 local MAX_SERVERS = 100000
@@ -206,15 +208,21 @@ function _M.parse(text)
 end
 
 --- Writes the servers, then the version, then bumps the generation, then (unless `partial`) forgets servers no longer
---- listed. Returns the number of server lines stored, or nil and why (the dict is full).
+--- listed; bumps `rremoved` when it deleted any. Returns the number of server lines stored, or nil and why (the dict
+--- is full).
 function _M.store(parsed, partial)
   local dict = _M.dict()
+  local removed = 0
   for name, value in pairs(parsed.servers) do
     if value == false then
       dict:delete(_M.PREFIX .. name)
+      removed = removed + 1
     else
       local ok, err = dict:safe_set(_M.PREFIX .. name, value)
       if not ok then
+        if removed > 0 then
+          dict:incr(_M.REMOVED, 1, 0)
+        end
         return nil, "storing " .. name .. ": " .. tostring(err) .. " (raise the shared dict size)"
       end
     end
@@ -227,8 +235,12 @@ function _M.store(parsed, partial)
     for _, key in ipairs(dict:get_keys(0)) do
       if sub(key, 1, 2) == _M.PREFIX and parsed.servers[sub(key, 3)] == nil then
         dict:delete(key)
+        removed = removed + 1
       end
     end
+  end
+  if removed > 0 then
+    dict:incr(_M.REMOVED, 1, 0)
   end
   return parsed.count
 end

@@ -6,6 +6,7 @@
 --   version      the controller's version of the sets held (what the push endpoint answers with)
 --   u:<upstream> "ip port weight backup;..." (backup 0/1); absent = no endpoint
 --   push_lock    held while a push writes, so two pushes never interleave their keys
+--   removed      integer bumped after a push removed upstreams (workers then drop what they cached of them)
 --
 -- The format is the dict's own value format, one upstream a line, rather than JSON: the controller already validated
 -- every value, the packaged lua-nginx-module ships without cjson, and a validated line is stored as it came, with no
@@ -31,6 +32,7 @@ local _M = {}
 _M.GEN = "gen"
 _M.VERSION = "version"
 _M.LOCK = "push_lock"
+_M.REMOVED = "removed"
 _M.PREFIX = "u:"
 
 local WEIGHT_MAX = 1000
@@ -220,17 +222,22 @@ function _M.parse(text)
 end
 
 --- Writes the sets, then the version, then bumps the generation, then (unless `partial`) forgets upstreams no longer
---- listed: a reader never sees a listed upstream missing, only the old or the new set. Returns the number stored, or
---- nil and why (the dict is full).
+--- listed: a reader never sees a listed upstream missing, only the old or the new set; bumps `removed` when it deleted
+--- any. Returns the number stored, or nil and why (the dict is full).
 function _M.store(parsed, partial)
   local dict = _M.dict()
+  local removed = 0
   for name, value in pairs(parsed.sets) do
     if value == false then
       dict:delete(_M.PREFIX .. name)
+      removed = removed + 1
     else
       -- safe_set: fail rather than silently evict other upstreams' sets when the dict is full.
       local ok, err = dict:safe_set(_M.PREFIX .. name, value)
       if not ok then
+        if removed > 0 then
+          dict:incr(_M.REMOVED, 1, 0)
+        end
         return nil, "storing " .. name .. ": " .. tostring(err) .. " (raise the shared dict size)"
       end
     end
@@ -241,8 +248,12 @@ function _M.store(parsed, partial)
     for _, key in ipairs(dict:get_keys(0)) do
       if sub(key, 1, 2) == _M.PREFIX and parsed.sets[sub(key, 3)] == nil then
         dict:delete(key)
+        removed = removed + 1
       end
     end
+  end
+  if removed > 0 then
+    dict:incr(_M.REMOVED, 1, 0)
   end
   return parsed.count
 end

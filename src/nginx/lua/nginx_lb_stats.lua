@@ -32,6 +32,8 @@
 -- straight into the dict.
 
 local secret = require("nginx_lb_secret")
+-- For `sweep` only: a route is the upstream name of its endpoint set.
+local sets_layout = require("nginx_lb_sets")
 
 local ngx = ngx
 local var = ngx.var
@@ -243,6 +245,32 @@ function _M.log(ctx)
     end
   end
   count_endpoints(count, k, ctx, last, status >= 500)
+end
+
+-- The endpoint sets' removal count when `sweep` last looked.
+local swept = nil
+
+--- For the worker's sweep timer (nginx_lb_sweep), once a push removed upstreams: forgets the key strings of routes
+--- whose upstream the sets dict no longer holds (a request of it builds them again). Returns the number forgotten.
+function _M.sweep()
+  local sets = sets_layout.dict()
+  if sets == nil then
+    return 0
+  end
+  local removed = sets:get(sets_layout.REMOVED)
+  if removed == swept then
+    return 0
+  end
+  swept = removed
+  local dropped = 0
+  for route in pairs(routes) do
+    if route ~= "-" and sets:ttl(sets_layout.PREFIX .. route) == nil then
+      routes[route] = nil
+      route_count = route_count - 1
+      dropped = dropped + 1
+    end
+  end
+  return dropped
 end
 
 local function reply(status, body)
