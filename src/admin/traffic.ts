@@ -68,7 +68,8 @@ type MutableRouteCounts = {
   requestSeconds: number;
 };
 
-const emptyCounts = (): MutableRouteCounts => ({
+/** A route's counts before any request. */
+export const emptyCounts = (): MutableRouteCounts => ({
   byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
   other: 0,
   bytes: 0,

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Histogram, Registry } from "prom-client";
 import { afterAll, describe, expect, it } from "vitest";
 import {
+  emptyCounts,
   HISTOGRAM_BUCKETS,
   parseRecord,
   startTrafficReceiver,
@@ -134,16 +135,7 @@ describe("traffic records", () => {
   });
 });
 
-const routeCounts = (o: Partial<RouteCounts> = {}): RouteCounts => ({
-  byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
-  other: 0,
-  bytes: 0,
-  upstream: new Array<number>(HISTOGRAM_BUCKETS.length + 1).fill(0),
-  upstreamSeconds: 0,
-  request: new Array<number>(HISTOGRAM_BUCKETS.length + 1).fill(0),
-  requestSeconds: 0,
-  ...o,
-});
+const routeCounts = (o: Partial<RouteCounts> = {}): RouteCounts => ({ ...emptyCounts(), ...o });
 
 describe("traffic counts from nginx", () => {
   const A = "nlb_000000000000000a";
