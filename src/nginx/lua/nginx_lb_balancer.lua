@@ -208,12 +208,11 @@ function _M.balance(name)
   end
 end
 
--- The dict's removal count when `sweep` last looked.
-local swept = nil
+-- Whether a push removed upstreams since the last sweep (created on first use: the dict is known by then).
+local removals = nil
 
 --- For the worker's sweep timer (nginx_lb_sweep): forgets failures past their timeout and, once a push removed
---- upstreams, the decoded sets of those the dict no longer holds (`ttl` tells a key exists without copying its value).
---- Returns the number of sets forgotten.
+--- upstreams, the decoded sets of those the dict no longer holds. Returns the number of sets forgotten.
 function _M.sweep()
   local t = now()
   for key, at in pairs(failed) do
@@ -221,26 +220,20 @@ function _M.sweep()
       failed[key] = nil
     end
   end
-  local removed = shared:get(REMOVED)
-  if removed == swept then
+  removals = removals or sweeper.removals(shared, REMOVED)
+  if not removals() then
     return 0
   end
-  swept = removed
-  local dropped = 0
-  for name in pairs(sets) do
-    if shared:ttl(PREFIX .. name) == nil then
-      sets[name] = nil
-      dropped = dropped + 1
-    end
-  end
-  return dropped
+  return sweeper.drop_missing(sets, shared, function(name)
+    return PREFIX .. name
+  end)
 end
 
 --- init_worker_by_lua: nothing to load eagerly; sets are decoded on first use from the dict, which survives reloads.
 function _M.init_worker()
   sets = {}
   failed = {}
-  swept = nil
+  removals = nil
   outlier.init_worker()
   sweeper.init_worker()
 end

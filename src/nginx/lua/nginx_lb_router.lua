@@ -19,6 +19,7 @@
 local layout = require("nginx_lb_routes")
 local sets = require("nginx_lb_sets")
 local balancer = require("nginx_lb_balancer")
+local sweeper = require("nginx_lb_sweep")
 
 local ngx = ngx
 local pairs = pairs
@@ -192,25 +193,21 @@ function _M.access(port, tag)
   var.nlb_uri = target
 end
 
--- The table's removal count when `sweep` last looked.
-local swept = nil
+-- Whether a push removed servers since the last sweep.
+local removals = nil
 
---- For the worker's sweep timer (nginx_lb_sweep), once a push removed servers: forgets those the dict no longer holds
---- (`ttl` tells a key exists without copying its value). Returns the number of servers forgotten.
+--- For the worker's sweep timer (nginx_lb_sweep), once a push removed servers: forgets those the dict no longer
+--- holds. Returns the number of servers forgotten.
 function _M.sweep()
-  local removed = shared:get(layout.REMOVED)
-  if removed == swept then
+  removals = removals or sweeper.removals(shared, layout.REMOVED)
+  if not removals() then
     return 0
   end
-  swept = removed
   local dropped = 0
   for port, domains in pairs(cache) do
-    for domain in pairs(domains) do
-      if shared:ttl(PREFIX .. port .. " " .. domain) == nil then
-        domains[domain] = nil
-        dropped = dropped + 1
-      end
-    end
+    dropped = dropped + sweeper.drop_missing(domains, shared, function(domain)
+      return PREFIX .. port .. " " .. domain
+    end)
   end
   return dropped
 end

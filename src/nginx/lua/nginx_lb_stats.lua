@@ -34,6 +34,7 @@
 local secret = require("nginx_lb_secret")
 -- For `sweep` only: a route is the upstream name of its endpoint set.
 local sets_layout = require("nginx_lb_sets")
+local sweeper = require("nginx_lb_sweep")
 
 local ngx = ngx
 local var = ngx.var
@@ -247,8 +248,8 @@ function _M.log(ctx)
   count_endpoints(count, k, ctx, last, status >= 500)
 end
 
--- The endpoint sets' removal count when `sweep` last looked.
-local swept = nil
+-- Whether a push removed upstreams since the last sweep.
+local removals = nil
 
 --- For the worker's sweep timer (nginx_lb_sweep), once a push removed upstreams: forgets the key strings of routes
 --- whose upstream the sets dict no longer holds (a request of it builds them again). Returns the number forgotten.
@@ -257,19 +258,14 @@ function _M.sweep()
   if sets == nil then
     return 0
   end
-  local removed = sets:get(sets_layout.REMOVED)
-  if removed == swept then
+  removals = removals or sweeper.removals(sets, sets_layout.REMOVED)
+  if not removals() then
     return 0
   end
-  swept = removed
-  local dropped = 0
-  for route in pairs(routes) do
-    if route ~= "-" and sets:ttl(sets_layout.PREFIX .. route) == nil then
-      routes[route] = nil
-      route_count = route_count - 1
-      dropped = dropped + 1
-    end
-  end
+  local dropped = sweeper.drop_missing(routes, sets, function(route)
+    return route ~= "-" and sets_layout.PREFIX .. route or nil
+  end)
+  route_count = route_count - dropped
   return dropped
 end
 

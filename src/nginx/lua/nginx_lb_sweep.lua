@@ -12,7 +12,7 @@
 -- is left to that pace: a full pass over tens of MB would stall the worker's requests.
 
 local ngx = ngx
-local ipairs, pcall, type = ipairs, pcall, type
+local ipairs, pairs, pcall, type = ipairs, pairs, pcall, type
 local loaded = package.loaded
 local collectgarbage = collectgarbage
 
@@ -42,6 +42,34 @@ function _M.sweep()
   end
   if dropped > 0 and collectgarbage("count") < FULL_COLLECT_KB then
     collectgarbage("collect")
+  end
+  return dropped
+end
+
+--- For a module's `sweep`: a function that answers true once `dict`'s removal count (`removed_key`) moved since it
+--- last answered, so a module walks its cache only after a push removed names.
+function _M.removals(dict, removed_key)
+  local seen = nil
+  return function()
+    local removed = dict:get(removed_key)
+    if removed == seen then
+      return false
+    end
+    seen = removed
+    return true
+  end
+end
+
+--- Drops the entries of `cache` whose dict key (`key_of(name)`; nil keeps the entry) `dict` no longer holds (`ttl`
+--- tells a key exists without copying its value). Returns the number dropped.
+function _M.drop_missing(cache, dict, key_of)
+  local dropped = 0
+  for name in pairs(cache) do
+    local key = key_of(name)
+    if key ~= nil and dict:ttl(key) == nil then
+      cache[name] = nil
+      dropped = dropped + 1
+    end
   end
   return dropped
 end
