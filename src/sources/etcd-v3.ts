@@ -17,6 +17,8 @@ import { Etcd3, Range, type IOptions, type IResponseHeader, type IWatchResponse,
 import { keyPrefix } from "../model/backends.js";
 import type { EndpointSource } from "./source.js";
 import { etcdFailure, failedEndpoint } from "./etcd-errors.js";
+import { RangeEtcd3 } from "./etcd-range-client.js";
+import type { RangePage } from "./etcd-range-page.js";
 import {
   advanceMark,
   compareCluster,
@@ -192,8 +194,8 @@ export function sourceClient(
   options: Pick<EtcdSourceOptions, "etcdUrls" | "auth">,
   tls: EtcdTlsOptions | undefined,
   signal: AbortSignal,
-): { readonly client: Etcd3; dispose(): void } {
-  const client = new Etcd3({
+): { readonly client: RangeEtcd3; dispose(): void } {
+  const client = new RangeEtcd3({
     ...etcd3ClientOptions({ ...options, tls }),
     faultHandling: { host: () => passThrough, global: passThrough, watchBackoff: shortWatchBackoff as never },
     defaultCallOptions: callsCancelledBy(signal),
@@ -230,7 +232,7 @@ async function runV3(
     while (!signal.aborted) {
       try {
         if (needList) {
-          const header = await listInto(client, base, state);
+          const header = await listInto(bytesPages(client), base, state);
           if (signal.aborted) break;
           revision = Number(header.revision);
           // A list is the whole truth whatever came before; it only starts the history followed from here.
@@ -302,35 +304,73 @@ async function runV3(
   }
 }
 
+/** One page of a range: from `start` (inclusive) to `end`, at most `limit` keys, at `revision` when given. */
+export interface PageRequest {
+  readonly start: Buffer;
+  readonly end: Buffer;
+  readonly limit: number;
+  readonly revision?: string;
+}
+export type PageReader = (request: PageRequest) => Promise<RangePage>;
+
+const rangeRequest = (r: PageRequest) => ({
+  key: r.start,
+  range_end: r.end,
+  limit: r.limit,
+  ...(r.revision !== undefined ? { revision: r.revision } : {}),
+});
+
+/** Pages read from etcd's bytes (etcd-range-client.ts): what a source lists with. */
+export const bytesPages =
+  (client: RangeEtcd3): PageReader =>
+  (request) =>
+    client.rangePage(rangeRequest(request));
+
+/** Pages through the client's own decoding: the reference the byte reader is tested against. */
+export const clientPages =
+  (client: Etcd3): PageReader =>
+  async (request) => {
+    const r = await client.kv.range(rangeRequest(request));
+    return {
+      header: r.header,
+      keys: r.kvs.map((kv) => kv.key.toString()),
+      values: r.kvs.map((kv) => kv.value.toString()),
+      lastKey: r.kvs.at(-1)?.key,
+      more: r.more,
+    };
+  };
+
 /**
  * Lists `base` into the state and returns only the response's header. Its own function so that nothing keeps the
- * response alive: a local of the long-running source loop would hold its buffers (two per key) until the next list.
+ * response alive: a local of the long-running source loop would hold its buffers until the next list.
  */
 export async function listInto(
-  client: Etcd3,
+  read: PageReader,
   base: string,
   state: RegistryState,
   pageSize = LIST_PAGE,
 ): Promise<IResponseHeader> {
-  // In pages read at the first page's revision (one consistent list), each decoded to strings and indexed while etcd
-  // prepares the next (asked for before this one is indexed): a whole response at 100,000 keys is an object and two
-  // buffers per key at once, and etcd's time per page would otherwise add to ours. The keys go into a fresh map,
-  // taken only once every page came, so a list that fails half-way leaves the last known keys.
-  const { end } = Range.prefix(base);
+  // In pages read at the first page's revision (one consistent list), each indexed while etcd prepares the next
+  // (asked for before this one is indexed): a whole response at 100,000 keys is two strings per key at once, and
+  // etcd's time per page would otherwise add to ours. The keys go into a fresh map, taken only once every page came,
+  // so a list that fails half-way leaves the last known keys.
+  const { start, end } = Range.prefix(base);
   const keys = state.freshKeys();
-  const page = (start: string | Buffer, revision?: string) => {
-    const range = client.getAll().inRange({ start, end }).limit(pageSize);
-    return (revision !== undefined ? range.revision(revision) : range).exec();
-  };
   let header: IResponseHeader | undefined;
-  for (let next = page(base); ;) {
+  let from = start;
+  for (let next = read({ start, end, limit: pageSize }); ;) {
     const r = await next;
     header ??= r.header;
-    const last = r.kvs.at(-1);
-    const more = r.more && last !== undefined;
-    // The smallest key after the last one, in bytes (a key need not be UTF-8).
-    if (more) next = page(Buffer.concat([last.key, Buffer.from([0])]), header.revision);
-    for (const kv of r.kvs) keys.set(kv.key.toString(), kv.value.toString());
+    const more = r.more && r.lastKey !== undefined;
+    if (more && r.lastKey) {
+      // A page ending before where it started would be asked for again and again.
+      if (Buffer.compare(r.lastKey, from) < 0)
+        throw new Error("etcd's range page ended before its start; listing again");
+      // The smallest key after the last one, in bytes (a key need not be UTF-8).
+      from = Buffer.concat([r.lastKey, Buffer.from([0])]);
+      next = read({ start: from, end, limit: pageSize, revision: header.revision });
+    }
+    for (let i = 0; i < r.keys.length; i++) keys.set(r.keys[i] as string, r.values[i] as string);
     if (!more) break;
   }
   state.adopt(keys);

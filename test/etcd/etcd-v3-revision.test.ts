@@ -4,7 +4,7 @@
  */
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { etcdV3Source, listInto } from "../../src/sources/etcd-v3.js";
+import { clientPages, etcdV3Source, listInto } from "../../src/sources/etcd-v3.js";
 import { RegistryState } from "../../src/sources/registry-state.js";
 import type { BackendSet } from "../../src/model/backends.js";
 import type { Snapshot } from "../../src/sources/source.js";
@@ -61,7 +61,7 @@ describe("etcd v3 list in pages", () => {
       const emitted: Snapshot<BackendSet>[] = [];
       const { logger } = memoryLogger();
       const state = new RegistryState(prefix, (s) => emitted.push(s), logger, [etcd.endpoint]);
-      const header = await listInto(client, `${prefix}/`, state, 5);
+      const header = await listInto(clientPages(client), `${prefix}/`, state, 5);
       state.publish(true, "test");
       const set = emitted.at(-1)?.value ?? {};
       expect(Object.keys(set)).toEqual(["app0-web", "app1-web", "app2-web"]);
