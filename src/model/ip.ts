@@ -3,12 +3,14 @@
  * renderer tests). Only the canonical spellings nginx accepts in `server` lines: no zones, no ports, no names.
  */
 
-const DEC_OCTET = /^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$/;
+const DEC_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+// One pattern for the whole address: a registry list checks 100,000 of them, and a split per address costs more
+// than the match.
+const IPV4 = new RegExp(`^${DEC_OCTET}(?:\\.${DEC_OCTET}){3}$`);
 
 /** True for a dotted-quad IPv4 address without leading zeros. */
 export function isIPv4(text: string): boolean {
-  const parts = text.split(".");
-  return parts.length === 4 && parts.every((p) => DEC_OCTET.test(p));
+  return IPV4.test(text);
 }
 
 const HEXTET = /^[0-9A-Fa-f]{1,4}$/;

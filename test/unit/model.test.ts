@@ -178,6 +178,40 @@ describe("registry keys and weights", () => {
     expect(r.warning !== undefined).toBe(warns);
   });
 
+  it("a plain weight value reads as JSON.parse reads it (the shortcut for registrars' spelling)", () => {
+    // The reference: the value through JSON.parse, as every value not spelled exactly {"weight":N} is read.
+    // (Its warnings quote the value, so only the weight and whether there is a warning are compared.)
+    const read = (value: string) => {
+      const r = parseWeight(value);
+      return { weight: r.weight, warns: r.warning !== undefined };
+    };
+    const viaJson = (value: string) => read(value.replace("{", "{ "));
+    const spelled = fc.oneof(
+      fc.integer({ min: -5, max: 12_000 }).map(String),
+      fc.stringMatching(/^-?0[0-9]{1,4}$/),
+      fc.constantFrom("1e2", "1.0", "10.5", "", " 7", "7 "),
+    );
+    fc.assert(
+      fc.property(spelled, (n) => {
+        const value = `{"weight":${n}}`;
+        expect(read(value)).toEqual(viaJson(value));
+      }),
+      { numRuns: 2000 },
+    );
+    for (let n = 0; n <= 1001; n++) expect(read(`{"weight":${n}}`)).toEqual(viaJson(`{"weight":${n}}`));
+  });
+
+  it("IPv4 addresses as node:net reads them (every dotted text of up to 4 parts of 0-3 digits)", () => {
+    const part = fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.stringMatching(/^[0-9]{0,3}$/));
+    fc.assert(
+      fc.property(fc.array(part, { minLength: 1, maxLength: 5 }), (parts) => {
+        const text = parts.join(".");
+        expect(ipFamily(text) === 4).toBe(isIP(text) === 4);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
   it("builds a sorted set; the last value of a key wins; rejected keys are warnings", () => {
     const { set, warnings } = backendSetFromKeys([
       ["/lb/backends/b-x/ips/10.0.0.2", '{"weight":2}'],
