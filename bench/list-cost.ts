@@ -3,6 +3,7 @@
  * into a fresh registry state again and again, alternating the variants, printing wall and CPU per list.
  * Not a figure of the suite: a tool to compare ways of listing.
  * Usage: node --import tsx bench/list-cost.ts [--sites 10000] [--rounds 5] [--variants client,bytes] [--page 5000] [--profile out.cpuprofile]
+ *   A variant may name its page size: bytes:20000.
  *   client: pages decoded by the etcd3 client; bytes: pages read from their bytes (what the source uses).
  */
 import { writeFile } from "node:fs/promises";
@@ -51,8 +52,9 @@ async function main(): Promise<void> {
       await client.get("warm-up").string();
       const cpu = process.cpuUsage();
       const t0 = performance.now();
-      const read = variant === "client" ? clientPages(client) : bytesPages(client);
-      await listInto(read, keyPrefix(prefix), state, PAGE);
+      const [kind, page] = variant.split(":");
+      const read = kind === "client" ? clientPages(client) : bytesPages(client);
+      await listInto(read, keyPrefix(prefix), state, Number(page ?? PAGE));
       const wall = performance.now() - t0;
       const used = process.cpuUsage(cpu);
       console.log(

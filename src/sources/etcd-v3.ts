@@ -378,7 +378,7 @@ export async function listInto(
 }
 
 /** Keys per page of a list. */
-const LIST_PAGE = 5000;
+const LIST_PAGE = 20_000;
 
 /**
  * Watches `base` from `revision + 1` until the stream breaks, etcd cancels the watch, the watch-create answer shows a
