@@ -195,6 +195,13 @@ describe("dynamic endpoints through real nginx", () => {
       ["backup not 0/1", one(`127.0.0.2 ${port} 1 yes;`)],
       ["a field too many", one(`127.0.0.2 ${port} 1 0 0;`)],
       ["double space", one(`127.0.0.2  ${port} 1 0;`)],
+      ["octet with a leading zero", one(`127.0.0.02 ${port} 1 0;`)],
+      ["four-digit octet", one(`127.0.0.1000 ${port} 1 0;`)],
+      ["port 65536", one("127.0.0.2 65536 1 0;")],
+      ["weight with a leading zero", one(`127.0.0.2 ${port} 01 0;`)],
+      ["backup 2", one(`127.0.0.2 ${port} 1 2;`)],
+      ["a good endpoint, then a bad one", one(`${ok}127.0.0.2 ${port} 1001 0;`)],
+      ["an IPv6 endpoint, then a bad one", one(`::1 ${port} 1 0;127.0.0.2 ${port} 1 0 ;`)],
       ["endpoint without its ';'", one(`127.0.0.2 ${port} 1 0`)],
       ["empty endpoint", one(`;${ok}`)],
       ["bad upstream name", `nginx-lb-sets version=1\nevil\u0001name"=${ok}\nend upstreams=1\n`],
@@ -258,6 +265,10 @@ describe("dynamic endpoints through real nginx", () => {
           ipFamily(ip) !== null,
         );
       }
+      // Every field at its bounds, IPv4 and IPv6 mixed in one set.
+      const bounds = `nginx-lb-sets version=${++version}\nnlb_0123456789abcdef=0.0.0.0 1 0 1;::1 65535 1000 0;255.255.255.255 65535 1000 0;\nend upstreams=1\n`;
+      const r = await postRaw(ng.controlPort, bounds, undefined, undefined, ng.target.token);
+      expect(r.status, r.body).toBe(200);
     } finally {
       await ng.stop();
     }

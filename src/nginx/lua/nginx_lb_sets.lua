@@ -112,36 +112,90 @@ local function int(text, lo, hi)
   return n
 end
 
+-- The decimal digits text[i .. j-1] as a number from lo to hi: canonical (no leading zero) and at most 5 digits;
+-- nil otherwise. Reads bytes, so checking an endpoint makes no strings.
+local function digits(text, i, j, lo, hi)
+  local len = j - i
+  if len < 1 or len > 5 or (len > 1 and byte(text, i) == 48) then
+    return nil
+  end
+  local n = 0
+  for k = i, j - 1 do
+    n = n * 10 + byte(text, k) - 48
+  end
+  if n < lo or n > hi then
+    return nil
+  end
+  return n
+end
+
+-- An IPv4 endpoint as the controller writes it, "<a.b.c.d> <port> <weight> <0|1>;" at `pos`, matched by position
+-- only (no captured strings: a start-up file holds 100,000 of them). Returns the position after its ';', or nil
+-- when the entry is anything else; the caller then checks it the general way (and names what is wrong).
+local IPV4_ENTRY = "^%d%d?%d?()%.%d%d?%d?()%.%d%d?%d?()%.%d%d?%d?() %d+() %d+() [01];"
+
+local function plain_ipv4_entry(value, pos)
+  local _, e, a, b, c, d, port, weight = find(value, IPV4_ENTRY, pos)
+  if e == nil
+    or digits(value, pos, a, 0, 255) == nil
+    or digits(value, a + 1, b, 0, 255) == nil
+    or digits(value, b + 1, c, 0, 255) == nil
+    or digits(value, c + 1, d, 0, 255) == nil
+    or digits(value, d + 1, port, 1, 65535) == nil
+    or digits(value, port + 1, weight, 0, WEIGHT_MAX) == nil
+  then
+    return nil
+  end
+  return e + 1
+end
+
+-- Checks one endpoint ("ip port weight backup", without its ';'); returns true or nil and why.
+local function check_entry(entry, n)
+  local ip, port, weight, backup = match(entry, "^([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+)$")
+  if ip == nil then
+    return nil, "endpoint " .. n .. ": must be '<ip> <port> <weight> <0|1>'"
+  end
+  if not (is_ipv4(ip) or is_ipv6(ip)) then
+    return nil, "endpoint " .. n .. ": must be a literal IPv4 or IPv6 address"
+  end
+  if int(port, 1, 65535) == nil then
+    return nil, "endpoint " .. n .. ": port must be an integer from 1 to 65535"
+  end
+  if int(weight, 0, WEIGHT_MAX) == nil then
+    return nil, "endpoint " .. n .. ": weight must be an integer from 0 to " .. WEIGHT_MAX
+  end
+  if backup ~= "0" and backup ~= "1" then
+    return nil, "endpoint " .. n .. ": backup must be 0 or 1"
+  end
+  return true
+end
+
 -- Checks one set's value ("ip port weight backup;..."); returns true or nil and why.
 local function check_set(value)
   if value == "" then
     return true
   end
-  if byte(value, #value) ~= 59 then -- every endpoint ends in ';', so "a;b" cannot drop a silent "b"
+  local len = #value
+  if byte(value, len) ~= 59 then -- every endpoint ends in ';', so "a;b" cannot drop a silent "b"
     return nil, "endpoints must each end in ';'"
   end
-  local n = 0
-  for entry in gmatch(value, "([^;]*);") do
+  local n, pos = 0, 1
+  while pos <= len do
     n = n + 1
     if n > MAX_ENDPOINTS then
       return nil, "more than " .. MAX_ENDPOINTS .. " endpoints"
     end
-    local ip, port, weight, backup = match(entry, "^([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+)$")
-    if ip == nil then
-      return nil, "endpoint " .. n .. ": must be '<ip> <port> <weight> <0|1>'"
+    local after = plain_ipv4_entry(value, pos)
+    if after == nil then
+      -- The value ends in ';', so there is one.
+      local semi = find(value, ";", pos, true)
+      local ok, err = check_entry(sub(value, pos, semi - 1), n)
+      if not ok then
+        return nil, err
+      end
+      after = semi + 1
     end
-    if not (is_ipv4(ip) or is_ipv6(ip)) then
-      return nil, "endpoint " .. n .. ": must be a literal IPv4 or IPv6 address"
-    end
-    if int(port, 1, 65535) == nil then
-      return nil, "endpoint " .. n .. ": port must be an integer from 1 to 65535"
-    end
-    if int(weight, 0, WEIGHT_MAX) == nil then
-      return nil, "endpoint " .. n .. ": weight must be an integer from 0 to " .. WEIGHT_MAX
-    end
-    if backup ~= "0" and backup ~= "1" then
-      return nil, "endpoint " .. n .. ": backup must be 0 or 1"
-    end
+    pos = after
   end
   return true
 end
