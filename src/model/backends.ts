@@ -33,11 +33,11 @@ export function keyPrefix(prefix: string): string {
 export function parseEndpointKey(key: string, value: string, prefix: string = DEFAULT_PREFIX): KeyReading {
   const base = keyPrefix(prefix);
   if (!key.startsWith(base)) return { kind: "rejected", reason: `key is outside the prefix ${base}` };
-  const parts = key.slice(base.length).split("/");
-  if (parts.length !== 3 || parts[1] !== "ips")
+  // Exactly `<name>/ips/<ip>` after the prefix, found by position (a list reads 100,000 keys: no array per key).
+  const slash = key.indexOf("/", base.length);
+  if (slash < 0 || !key.startsWith("/ips/", slash) || key.indexOf("/", slash + 5) >= 0)
     return { kind: "rejected", reason: `key is not of the form ${base}<app>-<service>/ips/<ip>` };
-  const [name = "", , ip = ""] = parts;
-  return readEndpoint(name, ip, () => parseWeight(value));
+  return readEndpoint(key.slice(base.length, slash), key.slice(slash + 5), () => parseWeight(value));
 }
 
 /** An endpoint from its backend name and address (checked here) and its weight, read only when both pass. */

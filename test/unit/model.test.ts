@@ -178,6 +178,23 @@ describe("registry keys and weights", () => {
     expect(r.warning !== undefined).toBe(warns);
   });
 
+  it("a key is an endpoint exactly when it splits into <prefix><name>/ips/<ip>", () => {
+    const base = "/lb/backends/";
+    const segment = fc.constantFrom("", "ips", "a-b", "10.0.0.1", "::1", "ips/", "/", "x");
+    fc.assert(
+      fc.property(fc.array(segment, { maxLength: 6 }), fc.boolean(), (segments, inside) => {
+        const key = (inside ? base : "/lb/other/") + segments.join("/");
+        const parts = key.slice(base.length).split("/");
+        const r = parseEndpointKey(key, '{"weight":3}');
+        const splits = key.startsWith(base) && parts.length === 3 && parts[1] === "ips";
+        if (!splits) expect(r.kind).toBe("rejected");
+        else if (r.kind === "endpoint") expect([r.name, r.ip]).toEqual([parts[0], parts[2]]);
+        else expect(r.reason).not.toMatch(/is not of the form/);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
   it("a plain weight value reads as JSON.parse reads it (the shortcut for registrars' spelling)", () => {
     // The reference: the value through JSON.parse, as every value not spelled exactly {"weight":N} is read.
     // (Its warnings quote the value, so only the weight and whether there is a warning are compared.)
