@@ -60,6 +60,38 @@ async function heapOf(port: number): Promise<string> {
   return `after GC (MiB): ${(r["result"] as { value: string }).value}`;
 }
 
+async function session(port: number) {
+  const list = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { webSocketDebuggerUrl: string }[];
+  const ws = new WebSocket(list[0]?.webSocketDebuggerUrl ?? "");
+  await new Promise((r, j) => ws.on("open", r).on("error", j));
+  let id = 0;
+  const call = (method: string, params: object = {}) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const my = ++id;
+      const on = (d: Buffer) => {
+        const m = JSON.parse(String(d)) as { id?: number; result?: Record<string, unknown> };
+        if (m.id === my) {
+          ws.off("message", on);
+          resolve(m.result ?? {});
+        }
+      };
+      ws.on("message", on);
+      ws.send(JSON.stringify({ id: my, method, params }));
+    });
+  return { call, close: () => ws.close() };
+}
+interface PNode { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: PNode[] }
+function topSites(root: PNode): string {
+  const by = new Map<string, number>();
+  const walk = (n: PNode, stack: string) => {
+    const here = `${n.callFrame.functionName || "(anon)"} ${n.callFrame.url.split("/").slice(-2).join("/")}:${n.callFrame.lineNumber + 1}`;
+    if (n.selfSize > 0) by.set(here + "  <- " + stack, (by.get(here + "  <- " + stack) ?? 0) + n.selfSize);
+    for (const c of n.children) walk(c, here.split(" ")[0] + (stack ? " < " + stack.split(" < ").slice(0, 3).join(" < ") : ""));
+  };
+  walk(root, "");
+  return [...by].sort((a, b) => b[1] - a[1]).slice(0, 40).map(([k, v]) => `${(v / 1048576).toFixed(1).padStart(8)} MiB  ${k}`).join("\n");
+}
+
 async function status(pid: number): Promise<string> {
   const s = await readFile(`/proc/${pid}/status`, "utf8");
   return ["VmRSS", "VmHWM"].map((k) => s.match(new RegExp(`${k}:\\s+(\\d+)`))?.[0] ?? "").join(" ");
@@ -133,6 +165,8 @@ async function main(): Promise<void> {
     );
     await sleep(3000);
     process.stdout.write(`start: ${await heapOf(inspect)}; ${await status(pid)}\n`);
+    const sampler = process.env["SAMPLE"] === "1" ? await session(inspect) : null;
+    await sampler?.call("HeapProfiler.startSampling", { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
     const from = lb.controller.lines.length;
     for (let k = 1; k <= CHANGES; k++) {
       const extra: RouteSpec = { domain: "extra.scale.bench.test", prefix: "/", name: "scale0-web", port: 8080 };
@@ -142,6 +176,11 @@ async function main(): Promise<void> {
       while (lb.appliesSince(from).length === before && Date.now() < deadline) await sleep(20);
       await sleep(500);
       process.stdout.write(`change ${k}: ${await status(pid)}\n`);
+    }
+    if (sampler) {
+      const prof = (await sampler.call("HeapProfiler.stopSampling"))["profile"] as { head: PNode };
+      process.stdout.write(`allocation sites over the changes (sampled, incl. garbage):\n${topSites(prof.head)}\n`);
+      sampler.close();
     }
     for (const l of lb.appliesSince(from)) process.stdout.write(`apply ms ${JSON.stringify(l["ms"])}\n`);
     await sleep(3000);

@@ -2,16 +2,13 @@ import { open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { EndpointSets } from "../model/plan.js";
 import { INITIAL_SETS_FILE } from "../render/dynamic.js";
-import { batches } from "../shared/files.js";
+import { writePieces } from "../shared/files.js";
 import { setsText, type EncodedSets } from "./push-format.js";
 
 /** What writing the start-up sets did: the file and its size, or why it could not (nothing is left behind then). */
 export type InitialSetsOutcome =
   | { readonly ok: true; readonly path: string; readonly bytes: number }
   | { readonly ok: false; readonly path: string; readonly error: string };
-
-/** How much of a start-up file given in pieces is joined and written at once. */
-const STARTUP_WRITE_BATCH = 64 << 10;
 
 /**
  * Keeps the sets nginx holds at `version` in `<dir>/endpoints.sets` (0600, the push format), which a new nginx master
@@ -36,9 +33,9 @@ export async function writeInitialSets(
 
 /**
  * Writes what a new master loads at start (`text` at `path`, 0600) atomically: temp file, fsync, rename. `what` and
- * `otherwise` word the error (what the file is, what a restart does without it). Text given in pieces is written a
- * batch at a time: these files are rewritten after pushes, and a whole table as one string of megabytes would go to
- * V8's large-object space, freed only by a full collection, after each of them.
+ * `otherwise` word the error (what the file is, what a restart does without it). Text given in pieces is encoded
+ * into one buffer (`writePieces`): these files are rewritten after pushes, and a whole table as one string of
+ * megabytes would go to V8's large-object space, freed only by a full collection, after each of them.
  */
 export async function writeStartupFile(
   path: string,
@@ -54,11 +51,7 @@ export async function writeStartupFile(
     const fh = await open(tmp, "wx", 0o600);
     let bytes = 0;
     try {
-      for (const batch of typeof text === "string" ? [text] : batches(text, STARTUP_WRITE_BATCH)) {
-        // From the current position: the batches follow each other.
-        await fh.writeFile(batch);
-        bytes += Buffer.byteLength(batch);
-      }
+      bytes = await writePieces(fh, typeof text === "string" ? [text] : text);
       await fh.sync();
     } finally {
       await fh.close();

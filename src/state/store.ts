@@ -125,7 +125,9 @@ export function* stateText(state: PersistedState, encoded = new WeakMap<object, 
       continue;
     }
     let firstName = true;
-    for (const [name, eps] of Object.entries(value)) {
+    // Names, not entries: an entry is a pair array per backend, garbage at every save.
+    for (const name of Object.keys(value)) {
+      const eps = value[name];
       if (eps === undefined) continue;
       const text = typeof eps === "object" && eps !== null ? piece(eps) : JSON.stringify(eps);
       yield `${firstName ? "{" : ","}${JSON.stringify(name)}:${text}`;
