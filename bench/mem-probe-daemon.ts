@@ -6,6 +6,9 @@
  *
  *   [PROD=1] SNAP=1 N=10000 node --import tsx bench/mem-probe-daemon.ts [dynamic|reload] [routes-mode dynamic|reload]
  *
+ * SAMPLE=1 prints the allocation sites over the routing changes (the inspector's sampling heap profiler, garbage
+ * included): what a change allocates, which RSS between collections follows.
+ *
  * ADMIN=1 runs it as figure 10 does: the admin server on (a free loopback port), so traffic figures and per-route
  * metrics too; without it the admin server is off, as the test harness runs it.
  */
@@ -80,16 +83,25 @@ async function session(port: number) {
     });
   return { call, close: () => ws.close() };
 }
-interface PNode { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: PNode[] }
+interface PNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: PNode[];
+}
 function topSites(root: PNode): string {
   const by = new Map<string, number>();
   const walk = (n: PNode, stack: string) => {
     const here = `${n.callFrame.functionName || "(anon)"} ${n.callFrame.url.split("/").slice(-2).join("/")}:${n.callFrame.lineNumber + 1}`;
     if (n.selfSize > 0) by.set(here + "  <- " + stack, (by.get(here + "  <- " + stack) ?? 0) + n.selfSize);
-    for (const c of n.children) walk(c, here.split(" ")[0] + (stack ? " < " + stack.split(" < ").slice(0, 3).join(" < ") : ""));
+    for (const c of n.children)
+      walk(c, here.split(" ")[0] + (stack ? " < " + stack.split(" < ").slice(0, 3).join(" < ") : ""));
   };
   walk(root, "");
-  return [...by].sort((a, b) => b[1] - a[1]).slice(0, 40).map(([k, v]) => `${(v / 1048576).toFixed(1).padStart(8)} MiB  ${k}`).join("\n");
+  return [...by]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 40)
+    .map(([k, v]) => `${(v / 1048576).toFixed(1).padStart(8)} MiB  ${k}`)
+    .join("\n");
 }
 
 async function status(pid: number): Promise<string> {
@@ -166,7 +178,11 @@ async function main(): Promise<void> {
     await sleep(3000);
     process.stdout.write(`start: ${await heapOf(inspect)}; ${await status(pid)}\n`);
     const sampler = process.env["SAMPLE"] === "1" ? await session(inspect) : null;
-    await sampler?.call("HeapProfiler.startSampling", { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    await sampler?.call("HeapProfiler.startSampling", {
+      samplingInterval: 16384,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
     const from = lb.controller.lines.length;
     for (let k = 1; k <= CHANGES; k++) {
       const extra: RouteSpec = { domain: "extra.scale.bench.test", prefix: "/", name: "scale0-web", port: 8080 };
