@@ -96,6 +96,11 @@ export interface LbOptions {
   readonly admin?: boolean;
   /** `--routes-mode`: dynamic pushes routing changes to the Lua router (needs the dynamic endpoints mode). */
   readonly routesMode?: Mode;
+  /**
+   * The controller's environment beside the log level, and the level itself: info unless a tool reads the debug
+   * lines (bench/change-phases.ts).
+   */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 let registered = false;
@@ -125,7 +130,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
       ...(o.routesMode ? ["--routes-mode", o.routesMode] : []),
     ],
     // Debug lines cost the controller time on every change; a user runs at info.
-    env: { NGINX_LB_LOG_LEVEL: "info" },
+    env: { NGINX_LB_LOG_LEVEL: "info", ...o.env },
   };
   let controller = await startController(options);
   const nginxPid = async () => Number((await readFile(join(stateDir, "nginx.pid"), "utf8").catch(() => "0")).trim());

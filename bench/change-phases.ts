@@ -1,0 +1,154 @@
+/**
+ * Where a routing change's time goes (figure 10's change, `--routes-mode dynamic`): the real `nginx-lb run` at debug
+ * level on the routes figure's table, then changes made as the figure makes them (the new site's services.json
+ * renamed into place, the site probed until it answers), each split by the controller's own log lines:
+ *
+ *   watch    services.json renamed into place -> the controller starts reading it (fs.watch, the event loop)
+ *   read     reading + checking the file + sharing unchanged servers ("services.json read")
+ *   queue    read -> the apply starts (the reconciler's debounce and minimum gap)
+ *   compile  the apply's compile ("endpoints pushed" ms.render)
+ *   push     the pushes to nginx's control server (ms.reload)
+ *   serve    the push answered -> the new site's first 200 (a worker's first request on the new table, and the probe
+ *            loop's granularity: `lag` is the push answered -> the start of the probe that got the 200)
+ *
+ * and, with --trace-gc, the controller's GC pauses between the write and the push (V8's --trace-gc lines on its
+ * stdout). Not a figure of the suite: a tool to find the slow phase. Times across the two processes are wall clock
+ * (the controller logs milliseconds).
+ *
+ *   node --import tsx bench/change-phases.ts [--sites 10000] [--changes 40] [--warmup 10] [--trace-gc]
+ *                                            [--registry file|etcd] [--probe-gap-ms 2]
+ */
+import { rename, writeFile } from "node:fs/promises";
+import { cpus } from "node:os";
+import { parseArgs } from "node:util";
+import { loopbackIps } from "../test/helpers/backends.js";
+import type { LogLine } from "../test/helpers/controller.js";
+import { LAST_HOST, QUIET_MS, routesTable } from "./figures/routes.js";
+import { probe } from "./lib/http.js";
+import { servicesJson, startLb, type RouteSpec } from "./lib/lb.js";
+import { killAll, sleep } from "./lib/procs.js";
+import { createRegistry, etcdSupported, type RegistryKind } from "./lib/registry.js";
+import { median, percentile } from "./lib/stats.js";
+import { startStaticBackends } from "./lib/static-nginx.js";
+
+const PHASES = ["watch", "read", "queue", "compile", "push", "applyOther", "serve", "lag", "gc", "total"] as const;
+type Phase = (typeof PHASES)[number];
+
+const wall = () => performance.timeOrigin + performance.now();
+const timeOf = (l: LogLine) => Date.parse(String(l["time"]));
+const msOf = (l: LogLine, k: string) => Number((l["ms"] as Record<string, number> | undefined)?.[k] ?? NaN);
+
+/** V8's --trace-gc line: "[pid:0x..]   1234 ms: Scavenge 80.1 (90.2) -> 79.0 (91.2) MB, 1.23 / 0.00 ms ..." */
+function gcPause(line: LogLine): number {
+  const m = /: (Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)[^,]*, ([\d.]+) \//.exec(line.msg);
+  return m && line.level === 0 ? Number(m[2]) : 0;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      sites: { type: "string", default: "10000" },
+      changes: { type: "string", default: "40" },
+      warmup: { type: "string", default: "10" },
+      registry: { type: "string" },
+      "trace-gc": { type: "boolean", default: false },
+      "probe-gap-ms": { type: "string", default: "2" },
+    },
+  });
+  const sites = Number(values.sites);
+  const gap = Number(values["probe-gap-ms"]);
+  const kind = (values.registry ?? (etcdSupported() ? "etcd" : "file")) as RegistryKind;
+  const backends = await startStaticBackends(loopbackIps(1), 1);
+  const live = { ip: backends.ips[0] ?? "", port: backends.port };
+  const registry = await createRegistry(kind);
+  const log = (msg: string) => process.stderr.write(`${msg}\n`);
+  try {
+    const { routes, set } = routesTable(sites, live);
+    await registry.replace(set);
+    const lb = await startLb({
+      routes,
+      registry,
+      mode: "dynamic",
+      routesMode: "dynamic",
+      workers: cpus().length,
+      admin: true,
+      env: { NGINX_LB_LOG_LEVEL: "debug", ...(values["trace-gc"] ? { NODE_OPTIONS: "--trace-gc" } : {}) },
+    });
+    try {
+      for (let i = 0; i < 60_000 && (await probe(lb.port, LAST_HOST)).status !== 200; i++) await sleep(5);
+      await sleep(QUIET_MS);
+      const rows: Record<Phase, number>[] = [];
+      const warmup = Number(values.warmup);
+      const changes = Number(values.changes);
+      for (let k = 0; k < warmup + changes; k++) {
+        const host = `${k < warmup ? "warm" : "new"}${k}.bench.test`;
+        const extra: RouteSpec = { domain: host, prefix: "/", name: "live-web", port: live.port };
+        const text = JSON.stringify(
+          { version: "0.1", servers: servicesJson([...routes, extra], lb.port) },
+          null,
+          2,
+        );
+        const from = lb.controller.lines.length;
+        const c0 = wall();
+        await writeFile(`${lb.servicesFile}.tmp`, text);
+        await rename(`${lb.servicesFile}.tmp`, lb.servicesFile);
+        let okStart = NaN;
+        let served = NaN;
+        for (let i = 0; i < 30_000; i++) {
+          const s = wall();
+          if ((await probe(lb.port, host)).status === 200) {
+            okStart = s;
+            served = wall();
+            break;
+          }
+          await sleep(gap);
+        }
+        await sleep(QUIET_MS);
+        if (k < warmup) continue;
+        const lines = lb.controller.lines.slice(from);
+        const read = lines.find((l) => l.msg === "services.json read");
+        const applied = lines.find((l) => l.msg === "endpoints pushed" || l.msg === "config applied");
+        if (!read || !applied) {
+          log(`change ${k}: no read or apply line`);
+          continue;
+        }
+        const readMs = msOf(read, "read") + msOf(read, "check") + msOf(read, "share");
+        const readEnd = timeOf(read);
+        const applyEnd = timeOf(applied);
+        const applyStart = applyEnd - msOf(applied, "total");
+        const upTo = lines.indexOf(applied);
+        rows.push({
+          watch: readEnd - readMs - c0,
+          read: readMs,
+          queue: applyStart - readEnd,
+          compile: msOf(applied, "render"),
+          push: msOf(applied, "reload"),
+          applyOther: msOf(applied, "total") - msOf(applied, "render") - msOf(applied, "reload"),
+          serve: served - applyEnd,
+          lag: okStart - applyEnd,
+          gc: lines.slice(0, upTo).reduce((s, l) => s + gcPause(l), 0),
+          total: served - c0,
+        });
+      }
+      const out: Record<string, { p50: number; p99: number; max: number }> = {};
+      const r1 = (x: number) => Math.round(x * 10) / 10;
+      for (const p of PHASES) {
+        const xs = rows.map((r) => r[p]).filter(Number.isFinite);
+        out[p] = { p50: r1(median(xs)), p99: r1(percentile(xs, 99)), max: r1(Math.max(...xs)) };
+      }
+      console.log(JSON.stringify({ sites, changes: rows.length, probeGapMs: gap, phases: out }));
+      if (process.env["PHASES_ROWS"] === "1") for (const r of rows) console.log(JSON.stringify(r));
+    } finally {
+      await lb.stop();
+    }
+  } finally {
+    await registry.close();
+  }
+}
+
+main()
+  .catch((e: unknown) => {
+    console.error(e);
+    process.exitCode = 1;
+  })
+  .finally(() => killAll());
