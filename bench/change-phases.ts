@@ -3,12 +3,14 @@
  * level on the routes figure's table, then changes made as the figure makes them (the new site's services.json
  * renamed into place, the site probed until it answers), each split by the controller's own log lines:
  *
+ *   write    the bench writes the new text (1.1 MB at 10,000 sites) to a temporary file and renames it into place
  *   watch    services.json renamed into place -> the controller starts reading it (fs.watch, the event loop)
  *   read     reading + checking the file + sharing unchanged servers ("services.json read")
  *   queue    read -> the apply starts (the reconciler's debounce and minimum gap)
  *   compile  the apply's compile ("endpoints pushed" ms.render)
  *   push     the pushes to nginx's control server (ms.reload)
- *   serve    the push answered -> the new site's first 200 (a worker's first request on the new table, and the probe
+ *   applyOther  the apply's start ("apply started") -> its log line, less compile and push
+ *   serve    the push answered (apply start + compile + push) -> the new site's first 200 (a worker's first request on the new table, and the probe
  *            loop's granularity: `lag` is the push answered -> the start of the probe that got the 200)
  *
  * and, with --trace-gc, the controller's GC pauses between the write and the push (V8's --trace-gc lines on its
@@ -16,7 +18,7 @@
  * (the controller logs milliseconds).
  *
  *   node --import tsx bench/change-phases.ts [--sites 10000] [--changes 40] [--warmup 10] [--trace-gc]
- *                                            [--registry file|etcd] [--probe-gap-ms 2]
+ *                                            [--registry file|etcd] [--probe-gap-ms 2] [--node-flag=--cpu-prof ...]
  */
 import { rename, writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
@@ -31,10 +33,11 @@ import { createRegistry, etcdSupported, type RegistryKind } from "./lib/registry
 import { median, percentile } from "./lib/stats.js";
 import { startStaticBackends } from "./lib/static-nginx.js";
 
-const PHASES = ["watch", "read", "queue", "compile", "push", "applyOther", "serve", "lag", "gc", "total"] as const;
+const PHASES = ["write", "watch", "read", "queue", "compile", "push", "applyOther", "serve", "lag", "gc", "total"] as const;
 type Phase = (typeof PHASES)[number];
 
-const wall = () => performance.timeOrigin + performance.now();
+// The controller's log times are Date.now(): the same clock here (performance.timeOrigin + now() drifts from it).
+const wall = () => Date.now();
 const timeOf = (l: LogLine) => Date.parse(String(l["time"]));
 const msOf = (l: LogLine, k: string) => Number((l["ms"] as Record<string, number> | undefined)?.[k] ?? NaN);
 
@@ -53,9 +56,13 @@ async function main(): Promise<void> {
       registry: { type: "string" },
       "trace-gc": { type: "boolean", default: false },
       "probe-gap-ms": { type: "string", default: "2" },
+      "node-flag": { type: "string", multiple: true, default: [] },
     },
   });
   const sites = Number(values.sites);
+  // Flags for the controller's node (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof: written when it stops).
+  const nodeFlags = [...(values["trace-gc"] ? ["--trace-gc"] : []), ...values["node-flag"]];
+  if (nodeFlags.some((f) => !/^--[a-z-]+(=[\w./-]+)?$/.test(f))) throw new Error("--node-flag: --name[=value] only");
   const gap = Number(values["probe-gap-ms"]);
   const kind = (values.registry ?? (etcdSupported() ? "etcd" : "file")) as RegistryKind;
   const backends = await startStaticBackends(loopbackIps(1), 1);
@@ -72,7 +79,9 @@ async function main(): Promise<void> {
       routesMode: "dynamic",
       workers: cpus().length,
       admin: true,
-      env: { NGINX_LB_LOG_LEVEL: "debug", ...(values["trace-gc"] ? { NODE_OPTIONS: "--trace-gc" } : {}) },
+      env: { NGINX_LB_LOG_LEVEL: "debug" },
+      // V8's GC trace goes to stdout, which the harness ignores: onto stderr, among the log lines, in order.
+      ...(nodeFlags.length > 0 ? { wrap: ["sh", "-c", `exec "$0" ${nodeFlags.join(" ")} "$@" 1>&2`] } : {}),
     });
     try {
       for (let i = 0; i < 60_000 && (await probe(lb.port, LAST_HOST)).status !== 200; i++) await sleep(5);
@@ -92,6 +101,7 @@ async function main(): Promise<void> {
         const c0 = wall();
         await writeFile(`${lb.servicesFile}.tmp`, text);
         await rename(`${lb.servicesFile}.tmp`, lb.servicesFile);
+        const renamed = wall();
         let okStart = NaN;
         let served = NaN;
         for (let i = 0; i < 30_000; i++) {
@@ -115,17 +125,21 @@ async function main(): Promise<void> {
         const readMs = msOf(read, "read") + msOf(read, "check") + msOf(read, "share");
         const readEnd = timeOf(read);
         const applyEnd = timeOf(applied);
-        const applyStart = applyEnd - msOf(applied, "total");
+        const started = lines.find((l) => l.msg === "apply started");
+        const applyStart = started ? timeOf(started) : NaN;
         const upTo = lines.indexOf(applied);
+        const pushEnd = applyStart + msOf(applied, "render") + msOf(applied, "reload");
         rows.push({
-          watch: readEnd - readMs - c0,
+          write: renamed - c0,
+          watch: readEnd - readMs - renamed,
           read: readMs,
           queue: applyStart - readEnd,
           compile: msOf(applied, "render"),
           push: msOf(applied, "reload"),
-          applyOther: msOf(applied, "total") - msOf(applied, "render") - msOf(applied, "reload"),
-          serve: served - applyEnd,
-          lag: okStart - applyEnd,
+          // The apply's own account ends at the push's answer; the rest until its log line (status, routing state).
+          applyOther: applyEnd - applyStart - msOf(applied, "render") - msOf(applied, "reload"),
+          serve: served - pushEnd,
+          lag: okStart - pushEnd,
           gc: lines.slice(0, upTo).reduce((s, l) => s + gcPause(l), 0),
           total: served - c0,
         });

@@ -101,6 +101,8 @@ export interface LbOptions {
    * lines (bench/change-phases.ts).
    */
   readonly env?: Readonly<Record<string, string>>;
+  /** Wrap the controller's command (test/helpers/controller.ts `wrap`), e.g. to give node a flag. */
+  readonly wrap?: readonly string[];
 }
 
 let registered = false;
@@ -131,6 +133,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     ],
     // Debug lines cost the controller time on every change; a user runs at info.
     env: { NGINX_LB_LOG_LEVEL: "info", ...o.env },
+    ...(o.wrap ? { wrap: o.wrap } : {}),
   };
   let controller = await startController(options);
   const nginxPid = async () => Number((await readFile(join(stateDir, "nginx.pid"), "utf8").catch(() => "0")).trim());
