@@ -33,7 +33,19 @@ import { createRegistry, etcdSupported, type RegistryKind } from "./lib/registry
 import { median, percentile } from "./lib/stats.js";
 import { startStaticBackends } from "./lib/static-nginx.js";
 
-const PHASES = ["write", "watch", "read", "queue", "compile", "push", "applyOther", "serve", "lag", "gc", "total"] as const;
+const PHASES = [
+  "write",
+  "watch",
+  "read",
+  "queue",
+  "compile",
+  "push",
+  "applyOther",
+  "serve",
+  "lag",
+  "gc",
+  "total",
+] as const;
 type Phase = (typeof PHASES)[number];
 
 // The controller's log times are Date.now(): the same clock here (performance.timeOrigin + now() drifts from it).
@@ -92,11 +104,7 @@ async function main(): Promise<void> {
       for (let k = 0; k < warmup + changes; k++) {
         const host = `${k < warmup ? "warm" : "new"}${k}.bench.test`;
         const extra: RouteSpec = { domain: host, prefix: "/", name: "live-web", port: live.port };
-        const text = JSON.stringify(
-          { version: "0.1", servers: servicesJson([...routes, extra], lb.port) },
-          null,
-          2,
-        );
+        const text = JSON.stringify({ version: "0.1", servers: servicesJson([...routes, extra], lb.port) }, null, 2);
         const from = lb.controller.lines.length;
         const c0 = wall();
         await writeFile(`${lb.servicesFile}.tmp`, text);
