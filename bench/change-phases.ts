@@ -19,6 +19,10 @@
  *
  *   node --import tsx bench/change-phases.ts [--sites 10000] [--changes 40] [--warmup 10] [--trace-gc]
  *                                            [--registry file|etcd] [--probe-gap-ms 2] [--node-flag=--cpu-prof ...]
+ *                                            [--compare <another checkout, its dist/ built>]
+ *
+ * --compare runs this tree's controller and the other build's side by side (both at info, as figure 10 runs them),
+ * changes alternating between them, and reports each one's change -> served and apply account, and the ratio of p50s.
  */
 import { rename, writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
@@ -27,7 +31,7 @@ import { loopbackIps } from "../test/helpers/backends.js";
 import type { LogLine } from "../test/helpers/controller.js";
 import { LAST_HOST, QUIET_MS, routesTable } from "./figures/routes.js";
 import { probe } from "./lib/http.js";
-import { servicesJson, startLb, type RouteSpec } from "./lib/lb.js";
+import { servicesJson, startLb, type Lb, type RouteSpec } from "./lib/lb.js";
 import { killAll, sleep } from "./lib/procs.js";
 import { createRegistry, etcdSupported, type RegistryKind } from "./lib/registry.js";
 import { median, percentile } from "./lib/stats.js";
@@ -59,6 +63,72 @@ function gcPause(line: LogLine): number {
   return m && line.level === 0 ? Number(m[2]) : 0;
 }
 
+interface Change {
+  readonly c0: number;
+  readonly renamed: number;
+  /** When the probe that got the 200 was sent, and its answer; NaN when not served within the loop's bound. */
+  readonly okStart: number;
+  readonly served: number;
+  readonly lines: LogLine[];
+}
+
+/** One change as figure 10 makes it: a new site (the previous change's gone) written, renamed, probed until served. */
+async function change(lb: Lb, routes: readonly RouteSpec[], host: string, livePort: number, gap: number) {
+  const extra: RouteSpec = { domain: host, prefix: "/", name: "live-web", port: livePort };
+  const text = JSON.stringify({ version: "0.1", servers: servicesJson([...routes, extra], lb.port) }, null, 2);
+  const from = lb.controller.lines.length;
+  const c0 = wall();
+  await writeFile(`${lb.servicesFile}.tmp`, text);
+  await rename(`${lb.servicesFile}.tmp`, lb.servicesFile);
+  const renamed = wall();
+  let okStart = NaN;
+  let served = NaN;
+  for (let i = 0; i < 30_000; i++) {
+    const s = wall();
+    if ((await probe(lb.port, host)).status === 200) {
+      okStart = s;
+      served = wall();
+      break;
+    }
+    await sleep(gap);
+  }
+  await sleep(QUIET_MS);
+  return { c0, renamed, okStart, served, lines: lb.controller.lines.slice(from) } satisfies Change;
+}
+
+/** A change split by the controller's debug lines, or null when they are missing. */
+function phasesOf(c: Change): Record<Phase, number> | null {
+  const { lines } = c;
+  const read = lines.find((l) => l.msg === "services.json read");
+  const started = lines.find((l) => l.msg === "apply started");
+  const applied = lines.find((l) => l.msg === "endpoints pushed" || l.msg === "config applied");
+  if (!read || !started || !applied) return null;
+  const readMs = msOf(read, "read") + msOf(read, "check") + msOf(read, "share");
+  const readEnd = timeOf(read);
+  const applyStart = timeOf(started);
+  const pushEnd = applyStart + msOf(applied, "render") + msOf(applied, "reload");
+  return {
+    write: c.renamed - c.c0,
+    watch: readEnd - readMs - c.renamed,
+    read: readMs,
+    queue: applyStart - readEnd,
+    compile: msOf(applied, "render"),
+    push: msOf(applied, "reload"),
+    // The apply's own account ends at the push's answer; the rest until its log line (status, routing state).
+    applyOther: timeOf(applied) - applyStart - msOf(applied, "render") - msOf(applied, "reload"),
+    serve: c.served - pushEnd,
+    lag: c.okStart - pushEnd,
+    gc: lines.slice(0, lines.indexOf(applied)).reduce((s, l) => s + gcPause(l), 0),
+    total: c.served - c.c0,
+  };
+}
+
+const r1 = (x: number) => Math.round(x * 10) / 10;
+const summary = (xs: number[]) => {
+  const ok = xs.filter(Number.isFinite);
+  return { p50: r1(median(ok)), p95: r1(percentile(ok, 95)), p99: r1(percentile(ok, 99)), max: r1(Math.max(...ok)) };
+};
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -69,6 +139,7 @@ async function main(): Promise<void> {
       "trace-gc": { type: "boolean", default: false },
       "probe-gap-ms": { type: "string", default: "2" },
       "node-flag": { type: "string", multiple: true, default: [] },
+      compare: { type: "string" },
     },
   });
   const sites = Number(values.sites);
@@ -81,89 +152,75 @@ async function main(): Promise<void> {
   const live = { ip: backends.ips[0] ?? "", port: backends.port };
   const registry = await createRegistry(kind);
   const log = (msg: string) => process.stderr.write(`${msg}\n`);
+  const lbs: Lb[] = [];
   try {
     const { routes, set } = routesTable(sites, live);
     await registry.replace(set);
-    const lb = await startLb({
-      routes,
-      registry,
-      mode: "dynamic",
-      routesMode: "dynamic",
-      workers: cpus().length,
-      admin: true,
-      env: { NGINX_LB_LOG_LEVEL: "debug" },
-      // V8's GC trace goes to stdout, which the harness ignores: onto stderr, among the log lines, in order.
-      ...(nodeFlags.length > 0 ? { wrap: ["sh", "-c", `exec "$0" ${nodeFlags.join(" ")} "$@" 1>&2`] } : {}),
-    });
-    try {
+    // --compare: this tree's controller and another build's, both at info as figure 10 runs them, changes alternating.
+    const roots = values.compare ? [undefined, values.compare] : [undefined];
+    for (const root of roots) {
+      const lb = await startLb({
+        routes,
+        registry,
+        mode: "dynamic",
+        routesMode: "dynamic",
+        workers: cpus().length,
+        admin: true,
+        env: { NGINX_LB_LOG_LEVEL: values.compare ? "info" : "debug" },
+        // V8's GC trace goes to stdout, which the harness ignores: onto stderr, among the log lines, in order.
+        ...(nodeFlags.length > 0 ? { wrap: ["sh", "-c", `exec "$0" ${nodeFlags.join(" ")} "$@" 1>&2`] } : {}),
+        ...(root ? { root } : {}),
+      });
+      lbs.push(lb);
       for (let i = 0; i < 60_000 && (await probe(lb.port, LAST_HOST)).status !== 200; i++) await sleep(5);
-      await sleep(QUIET_MS);
-      const rows: Record<Phase, number>[] = [];
-      const warmup = Number(values.warmup);
-      const changes = Number(values.changes);
-      for (let k = 0; k < warmup + changes; k++) {
-        const host = `${k < warmup ? "warm" : "new"}${k}.bench.test`;
-        const extra: RouteSpec = { domain: host, prefix: "/", name: "live-web", port: live.port };
-        const text = JSON.stringify({ version: "0.1", servers: servicesJson([...routes, extra], lb.port) }, null, 2);
-        const from = lb.controller.lines.length;
-        const c0 = wall();
-        await writeFile(`${lb.servicesFile}.tmp`, text);
-        await rename(`${lb.servicesFile}.tmp`, lb.servicesFile);
-        const renamed = wall();
-        let okStart = NaN;
-        let served = NaN;
-        for (let i = 0; i < 30_000; i++) {
-          const s = wall();
-          if ((await probe(lb.port, host)).status === 200) {
-            okStart = s;
-            served = wall();
-            break;
-          }
-          await sleep(gap);
-        }
-        await sleep(QUIET_MS);
-        if (k < warmup) continue;
-        const lines = lb.controller.lines.slice(from);
-        const read = lines.find((l) => l.msg === "services.json read");
-        const applied = lines.find((l) => l.msg === "endpoints pushed" || l.msg === "config applied");
-        if (!read || !applied) {
-          log(`change ${k}: no read or apply line`);
-          continue;
-        }
-        const readMs = msOf(read, "read") + msOf(read, "check") + msOf(read, "share");
-        const readEnd = timeOf(read);
-        const applyEnd = timeOf(applied);
-        const started = lines.find((l) => l.msg === "apply started");
-        const applyStart = started ? timeOf(started) : NaN;
-        const upTo = lines.indexOf(applied);
-        const pushEnd = applyStart + msOf(applied, "render") + msOf(applied, "reload");
-        rows.push({
-          write: renamed - c0,
-          watch: readEnd - readMs - renamed,
-          read: readMs,
-          queue: applyStart - readEnd,
-          compile: msOf(applied, "render"),
-          push: msOf(applied, "reload"),
-          // The apply's own account ends at the push's answer; the rest until its log line (status, routing state).
-          applyOther: applyEnd - applyStart - msOf(applied, "render") - msOf(applied, "reload"),
-          serve: served - pushEnd,
-          lag: okStart - pushEnd,
-          gc: lines.slice(0, upTo).reduce((s, l) => s + gcPause(l), 0),
-          total: served - c0,
-        });
-      }
-      const out: Record<string, { p50: number; p99: number; max: number }> = {};
-      const r1 = (x: number) => Math.round(x * 10) / 10;
-      for (const p of PHASES) {
-        const xs = rows.map((r) => r[p]).filter(Number.isFinite);
-        out[p] = { p50: r1(median(xs)), p99: r1(percentile(xs, 99)), max: r1(Math.max(...xs)) };
-      }
-      console.log(JSON.stringify({ sites, changes: rows.length, probeGapMs: gap, phases: out }));
-      if (process.env["PHASES_ROWS"] === "1") for (const r of rows) console.log(JSON.stringify(r));
-    } finally {
-      await lb.stop();
     }
+    await sleep(QUIET_MS);
+    const warmup = Number(values.warmup);
+    const changes = Number(values.changes);
+    const made: Change[][] = lbs.map(() => []);
+    for (let k = 0; k < warmup + changes; k++) {
+      if (k % 20 === 0) log(`change-phases: change ${k + 1}/${warmup + changes} (${warmup} warm-up)`);
+      // Alternating which variant goes first, so neither always follows the other's change.
+      const order = lbs.map((_, i) => (i + k) % lbs.length);
+      for (const i of order) {
+        const lb = lbs[i];
+        if (!lb) continue;
+        const c = await change(lb, routes, `${k < warmup ? "warm" : "new"}${k}.bench.test`, live.port, gap);
+        if (k >= warmup) made[i]?.push(c);
+      }
+    }
+    if (values.compare) {
+      const variant = (cs: Change[]) => {
+        const applies = cs.flatMap((c) => c.lines.filter((l) => l.msg === "endpoints pushed"));
+        return {
+          changeMs: summary(cs.map((c) => c.served - c.c0)),
+          applyTotalMs: summary(applies.map((l) => msOf(l, "total"))),
+          compileMs: summary(applies.map((l) => msOf(l, "render"))),
+          pushMs: summary(applies.map((l) => msOf(l, "reload"))),
+          timeouts: cs.filter((c) => !Number.isFinite(c.served)).length,
+        };
+      };
+      const [mine = [], base = []] = made;
+      const ratio = (a: number[], b: number[]) => r1((median(a) / median(b)) * 100) / 100;
+      const totals = (cs: Change[]) => cs.map((c) => c.served - c.c0).filter(Number.isFinite);
+      console.log(
+        JSON.stringify({
+          sites,
+          changes,
+          this: variant(mine),
+          compared: { root: values.compare, ...variant(base) },
+          p50Ratio: ratio(totals(mine), totals(base)),
+        }),
+      );
+      return;
+    }
+    const rows = (made[0] ?? []).map(phasesOf).filter((r): r is Record<Phase, number> => r !== null);
+    const out: Record<string, ReturnType<typeof summary>> = {};
+    for (const p of PHASES) out[p] = summary(rows.map((r) => r[p]));
+    console.log(JSON.stringify({ sites, changes: rows.length, probeGapMs: gap, phases: out }));
+    if (process.env["PHASES_ROWS"] === "1") for (const r of rows) console.log(JSON.stringify(r));
   } finally {
+    for (const lb of lbs) await lb.stop();
     await registry.close();
   }
 }

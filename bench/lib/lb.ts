@@ -103,6 +103,8 @@ export interface LbOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** Wrap the controller's command (test/helpers/controller.ts `wrap`), e.g. to give node a flag. */
   readonly wrap?: readonly string[];
+  /** Another checkout's compiled CLI (its dist/ built), to compare with this one's. */
+  readonly root?: string;
 }
 
 let registered = false;
@@ -134,6 +136,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     // Debug lines cost the controller time on every change; a user runs at info.
     env: { NGINX_LB_LOG_LEVEL: "info", ...o.env },
     ...(o.wrap ? { wrap: o.wrap } : {}),
+    ...(o.root ? { root: o.root } : {}),
   };
   let controller = await startController(options);
   const nginxPid = async () => Number((await readFile(join(stateDir, "nginx.pid"), "utf8").catch(() => "0")).trim());
