@@ -47,10 +47,14 @@ export function parseJsonText(text: string): Checked<unknown> {
   return { ok: true, value, warnings };
 }
 
-/** Reads a text file; a missing or unreadable file becomes a problem saying what to fix. */
+/**
+ * Reads a text file; a missing or unreadable file becomes a problem saying what to fix. Decoded in one piece: node's
+ * readFile with an encoding decodes chunk by chunk into a string of joined parts, which the first comparison or match
+ * over it then copies again (services.json is compared with the previous read before anything else).
+ */
 export async function readTextFile(file: string): Promise<Checked<string>> {
   try {
-    return { ok: true, value: await readFile(file, "utf8"), warnings: [] };
+    return { ok: true, value: (await readFile(file)).toString("utf8"), warnings: [] };
   } catch (e) {
     return { ok: false, errors: [unreadable(e as NodeJS.ErrnoException)], warnings: [] };
   }
