@@ -58,8 +58,11 @@ export function readServicesText(
   options: ParseOptions = {},
 ): ServicesRead {
   const old = previous?.layout ?? null;
-  if (previous && old && previous.text === text) return { text, result: previous.result, layout: old };
-  const edit = previous && old ? changedLayout(previous.text, old, text, options) : null;
+  // The shared head, found once: `===` on two long texts that differ near their ends compares them in full as well.
+  const head = previous && old ? commonHead(previous.text, text) : 0;
+  if (previous && old && head === text.length && head === previous.text.length)
+    return { text, result: previous.result, layout: old };
+  const edit = previous && old ? changedLayout(previous.text, old, text, head, options) : null;
   const layout = edit?.layout ?? freshLayout(text, options);
   if (layout === null) return { text, result: parseServicesText(text, options), layout: null };
   // A clean file stays clean unless a changed server's claims meet another's: then the servers are the result.
@@ -248,18 +251,19 @@ function firstAbove(list: readonly number[], x: number): number {
 }
 
 /**
- * The layout of `text` from the previous text's, when they differ only inside the servers list: the servers before
- * the change and after it are kept (shifted), those between read again (`removed` the old checks between, `added` the
- * new ones). Null when the change reaches outside the list or the text between is not clean servers (the caller reads
- * the whole text then). The layout's claims are left for the caller (null).
+ * The layout of `text` from the previous text's (`head`: how many leading characters they share), when they differ
+ * only inside the servers list: the servers before the change and after it are kept (shifted), those between read
+ * again (`removed` the old checks between, `added` the new ones). Null when the change reaches outside the list or the
+ * text between is not clean servers (the caller reads the whole text then). The layout's claims are left for the
+ * caller (null).
  */
 function changedLayout(
   before: string,
   old: Layout,
   text: string,
+  head: number,
   options: ParseOptions,
 ): { layout: Layout; removed: readonly ServerCheck[]; added: readonly ServerCheck[] } | null {
-  const head = commonHead(before, text);
   const tail = commonTail(before, text, Math.min(before.length, text.length) - head);
   const oldChangeEnd = before.length - tail;
   // The `[` must be in the shared head and the `]` in the shared tail: the file's other fields are unchanged.
