@@ -75,7 +75,10 @@ interface Change {
 /** One change as figure 10 makes it: a new site (the previous change's gone) written, renamed, probed until served. */
 async function change(lb: Lb, routes: readonly RouteSpec[], host: string, livePort: number, gap: number) {
   const extra: RouteSpec = { domain: host, prefix: "/", name: "live-web", port: livePort };
-  const text = JSON.stringify({ version: "0.1", servers: servicesJson([...routes, extra], lb.port) }, null, 2);
+  // As figure 10: the bytes ready before the clock starts.
+  const text = Buffer.from(
+    JSON.stringify({ version: "0.1", servers: servicesJson([...routes, extra], lb.port) }, null, 2),
+  );
   const from = lb.controller.lines.length;
   const c0 = wall();
   await writeFile(`${lb.servicesFile}.tmp`, text);
