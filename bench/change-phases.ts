@@ -201,6 +201,10 @@ async function main(): Promise<void> {
           compileMs: summary(applies.map((l) => msOf(l, "render"))),
           pushMs: summary(applies.map((l) => msOf(l, "reload"))),
           timeouts: cs.filter((c) => !Number.isFinite(c.served)).length,
+          slowest: cs
+            .map((c) => c.served - c.c0)
+            .sort((a, b) => b - a)
+            .slice(0, 5),
         };
       };
       const [mine = [], base = []] = made;
