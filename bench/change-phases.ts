@@ -3,19 +3,21 @@
  * level on the routes figure's table, then changes made as the figure makes them (the new site's services.json
  * renamed into place, the site probed until it answers), each split by the controller's own log lines:
  *
- *   write    the bench writes the new text (1.1 MB at 10,000 sites) to a temporary file and renames it into place
+ *   write    the bench writes the new text (2 MB at 10,000 sites, encoded before) to a temporary file and renames it into place
  *   watch    services.json renamed into place -> the controller starts reading it (fs.watch, the event loop)
  *   read     reading + checking the file + sharing unchanged servers ("services.json read")
  *   queue    read -> the apply starts (the reconciler's debounce and minimum gap)
  *   compile  the apply's compile ("endpoints pushed" ms.render)
  *   push     the pushes to nginx's control server (ms.reload)
  *   applyOther  the apply's start ("apply started") -> its log line, less compile and push
- *   serve    the push answered (apply start + compile + push) -> the new site's first 200 (a worker's first request on the new table, and the probe
- *            loop's granularity: `lag` is the push answered -> the start of the probe that got the 200)
+ *   serve    the push answered (apply start + compile + push) -> the new site's first 200 (a worker's first request
+ *            on the new table, and the probe loop's granularity: `lag` is the push answered -> the start of the probe
+ *            that got the 200)
  *
- * and, with --trace-gc, the controller's GC pauses between the write and the push (V8's --trace-gc lines on its
- * stdout). Not a figure of the suite: a tool to find the slow phase. Times across the two processes are wall clock
- * (the controller logs milliseconds).
+ * the benchmark's own GC pauses within the change (benchGc: its stalls are in the measure too), and, with --trace-gc,
+ * the controller's GC pauses between the write and the push (V8's --trace-gc lines on its stdout). Not a figure of
+ * the suite: a tool to find the slow phase. Times across the two processes are wall clock (the controller logs
+ * milliseconds).
  *
  *   node --import tsx bench/change-phases.ts [--sites 10000] [--changes 40] [--warmup 10] [--trace-gc]
  *                                            [--registry file|etcd] [--probe-gap-ms 2] [--node-flag=--cpu-prof ...]
@@ -26,6 +28,7 @@
  */
 import { rename, writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
+import { PerformanceObserver } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { loopbackIps } from "../test/helpers/backends.js";
 import type { LogLine } from "../test/helpers/controller.js";
@@ -48,6 +51,7 @@ const PHASES = [
   "serve",
   "lag",
   "gc",
+  "benchGc",
   "total",
 ] as const;
 type Phase = (typeof PHASES)[number];
@@ -62,6 +66,12 @@ function gcPause(line: LogLine): number {
   const m = /: (Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)[^,]*, ([\d.]+) \//.exec(line.msg);
   return m && line.level === 0 ? Number(m[2]) : 0;
 }
+
+/** The benchmark's own GC pauses (wall-clock start, ms), to tell its stalls from the controller's. */
+const benchGcs: { at: number; ms: number }[] = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) benchGcs.push({ at: performance.timeOrigin + e.startTime, ms: e.duration });
+}).observe({ entryTypes: ["gc"] });
 
 interface Change {
   readonly c0: number;
@@ -122,6 +132,7 @@ function phasesOf(c: Change): Record<Phase, number> | null {
     serve: c.served - pushEnd,
     lag: c.okStart - pushEnd,
     gc: lines.slice(0, lines.indexOf(applied)).reduce((s, l) => s + gcPause(l), 0),
+    benchGc: benchGcs.filter((g) => g.at >= c.c0 - 1 && g.at <= c.served).reduce((s, g) => s + g.ms, 0),
     total: c.served - c.c0,
   };
 }
