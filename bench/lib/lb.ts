@@ -96,6 +96,15 @@ export interface LbOptions {
   readonly admin?: boolean;
   /** `--routes-mode`: dynamic pushes routing changes to the Lua router (needs the dynamic endpoints mode). */
   readonly routesMode?: Mode;
+  /**
+   * The controller's environment beside the log level, and the level itself: info unless a tool reads the debug
+   * lines (bench/change-phases.ts).
+   */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Wrap the controller's command (test/helpers/controller.ts `wrap`), e.g. to give node a flag. */
+  readonly wrap?: readonly string[];
+  /** Another checkout's compiled CLI (its dist/ built), to compare with this one's. */
+  readonly root?: string;
 }
 
 let registered = false;
@@ -125,7 +134,9 @@ export async function startLb(o: LbOptions): Promise<Lb> {
       ...(o.routesMode ? ["--routes-mode", o.routesMode] : []),
     ],
     // Debug lines cost the controller time on every change; a user runs at info.
-    env: { NGINX_LB_LOG_LEVEL: "info" },
+    env: { NGINX_LB_LOG_LEVEL: "info", ...o.env },
+    ...(o.wrap ? { wrap: o.wrap } : {}),
+    ...(o.root ? { root: o.root } : {}),
   };
   let controller = await startController(options);
   const nginxPid = async () => Number((await readFile(join(stateDir, "nginx.pid"), "utf8").catch(() => "0")).trim());

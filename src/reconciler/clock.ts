@@ -8,9 +8,18 @@ export interface Clock {
   clearTimeout(handle: unknown): void;
 }
 
+/** A wait of no time: the end of this turn of the event loop (node's setTimeout waits at least 1 ms, then a turn). */
+interface Soon {
+  readonly immediate: NodeJS.Immediate;
+}
+
+const isSoon = (h: unknown): h is Soon => typeof h === "object" && h !== null && "immediate" in h;
+
 export const systemClock: Clock = {
   now: () => performance.now(),
   date: () => new Date(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  // A lone change with no debounce (dynamic mode) is applied at once, after the I/O callbacks of this turn.
+  setTimeout: (fn, ms) => (ms > 0 ? setTimeout(fn, ms) : ({ immediate: setImmediate(fn) } satisfies Soon)),
+  clearTimeout: (handle) =>
+    isSoon(handle) ? clearImmediate(handle.immediate) : clearTimeout(handle as NodeJS.Timeout),
 };

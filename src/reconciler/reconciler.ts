@@ -279,6 +279,7 @@ export class Reconciler {
     const { status, log, applier } = this.deps;
 
     const t0 = this.clock.now();
+    log.debug({ reason }, "apply started");
     let target: Target;
     try {
       target = compile(desired, this.applied, this.deps.mode, this.deps.renderOptions, this.health);

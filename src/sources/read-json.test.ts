@@ -1,6 +1,10 @@
+import fc from "fast-check";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { formatProblem } from "../model/problem.js";
-import { parseJsonText } from "./read-json.js";
+import { parseJsonText, readTextFile } from "./read-json.js";
 
 const problems = (text: string) => {
   const r = parseJsonText(text);
@@ -26,5 +30,45 @@ describe("parseJsonText", () => {
     const p = problems(`{${Array.from({ length: 30 }, () => '"k":1').join(",")}}`);
     expect(p).toHaveLength(21);
     expect(p[20]).toBe("(file): has 9 more repeated keys");
+  });
+});
+
+describe("readTextFile", () => {
+  // Node's readFile with an encoding decodes 512 KiB chunks one after another; readTextFile decodes the whole buffer.
+  const CHUNK = 512 * 1024;
+  // Bytes around the chunk boundaries: multi-byte characters whole, cut, overlong or stray, and a byte-order mark.
+  const piece = fc.oneof(
+    fc.constantFrom("é", "€", "😀", "\uFEFF", "a").map((c) => Buffer.from(c)),
+    fc.uint8Array({ minLength: 1, maxLength: 4 }).map((b) => Buffer.from(b)),
+  );
+
+  it("property: any bytes read as readFile(file, 'utf8') reads them, across its chunk boundaries", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "nlb-read-text-"));
+    try {
+      const file = join(dir, "f.json");
+      await fc.assert(
+        fc.asyncProperty(
+          fc.constantFrom(0, 1, 2, 3),
+          fc.array(piece, { maxLength: 8 }),
+          fc.array(piece, { maxLength: 8 }),
+          async (chunks, before, after) => {
+            // A body of ASCII up to just before a boundary (or none), then the pieces around it.
+            const head = Buffer.alloc(chunks === 0 ? 0 : chunks * CHUNK - 3, 0x61);
+            const bytes = Buffer.concat([head, ...before, ...after]);
+            await writeFile(file, bytes);
+            const got = await readTextFile(file);
+            expect(got.ok && got.value === (await readFile(file, "utf8"))).toBe(true);
+          },
+        ),
+        { numRuns: 60 },
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a missing file is a problem naming it", async () => {
+    const r = await readTextFile(join(tmpdir(), "nlb-no-such-dir", "services.json"));
+    expect(r.ok).toBe(false);
   });
 });

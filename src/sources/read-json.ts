@@ -48,9 +48,9 @@ export function parseJsonText(text: string): Checked<unknown> {
 }
 
 /**
- * Reads a text file; a missing or unreadable file becomes a problem saying what to fix. Read as bytes, then decoded
- * once: decoding while reading joins the chunks into a rope that the first slice or search copies flat again, a
- * second copy of a megabyte file (services.json at 10,000 sites) in V8's large-object space at every change.
+ * Reads a text file; a missing or unreadable file becomes a problem saying what to fix. Decoded in one piece: node's
+ * readFile with an encoding decodes chunk by chunk into a string of joined parts, which the first comparison or match
+ * over it then copies again (services.json is compared with the previous read before anything else).
  */
 export async function readTextFile(file: string): Promise<Checked<string>> {
   try {

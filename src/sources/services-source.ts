@@ -8,6 +8,8 @@ import { readTextFile } from "./read-json.js";
 import { readServicesText, type ServicesRead } from "./services-text.js";
 import { watchFile } from "./watch-file.js";
 
+const ms = (x: number) => Math.round(x * 10) / 10;
+
 /**
  * services.json: read at start, on `reload()` (SIGUSR2, the original contract with the config centre) and when the
  * file changes on disk. An invalid file is reported through `reject` and never emitted, so the last valid model stays.
@@ -75,7 +77,9 @@ export class ServicesFileSource implements ServicesSource {
 
   /** `tentative`: a read that fails reports nothing and leaves what the last read knew (see `whole`). */
   private async read(reason: string, asked = false, tentative = false): Promise<boolean> {
+    const t0 = performance.now();
     const text = await readTextFile(this.file);
+    const t1 = performance.now();
     if (!text.ok) {
       if (tentative) return false;
       this.rejected = true;
@@ -91,6 +95,7 @@ export class ServicesFileSource implements ServicesSource {
       this.rejectFn?.(r.errors, r.warnings);
       return false;
     }
+    const t2 = performance.now();
     const value = shareServers(this.last, r.value);
     // A re-read of identical content is still reported (status shows when it was read), but reasons stay honest.
     const unchanged = value === this.last && !this.rejected;
@@ -99,6 +104,11 @@ export class ServicesFileSource implements ServicesSource {
       this.log?.[asked ? "info" : "debug"]({ file: this.file, reason }, "services.json unchanged: nothing to apply");
     this.last = value;
     this.rejected = false;
+    // Where a routing change's time goes before the reconciler sees it (bench/change-phases.ts reads this line).
+    this.log?.debug(
+      { reason, ms: { read: ms(t1 - t0), check: ms(t2 - t1), share: ms(performance.now() - t2) } },
+      "services.json read",
+    );
     this.emitFn?.({ value, warnings: r.warnings, connected: true, origin });
     return true;
   }

@@ -188,3 +188,59 @@ test("property: reading a sequence of edited texts incrementally equals reading 
     { numRuns: 300 },
   );
 });
+
+/** A server of a small set of domains, plain or TLS, on a few ports: edits of these often claim a taken (port, domain). */
+const claimant = fc.record({
+  id: fc.nat({ max: 6 }),
+  port: fc.constantFrom(80, 8080, 8443),
+  ssl: fc.option(fc.constantFrom(443, 8443, 8080), { nil: undefined }),
+});
+type Claimant = typeof claimant extends fc.Arbitrary<infer T> ? T : never;
+const claimantServer = (c: Claimant) =>
+  server(c.id, {
+    frontend_port: c.port,
+    ...(c.ssl === undefined ? {} : { ssl_certificate: PEM_CERT, ssl_certificate_key: PEM_KEY, ssl_port: c.ssl }),
+  });
+
+describe("readServicesText: a clean file's claims checked against the changed servers only (server-claims.ts)", () => {
+  test("property: servers added and removed one edit at a time, clean or claiming a taken port or domain, equal a whole read", () => {
+    const step = fc.oneof(
+      fc.record({ add: claimant, at: fc.nat() }),
+      fc.record({ drop: fc.nat() }),
+      fc.record({ replace: claimant, at: fc.nat() }),
+    );
+    fc.assert(
+      fc.property(fc.array(claimant, { maxLength: 6 }), fc.array(step, { maxLength: 30 }), (start, steps) => {
+        let servers: unknown[] = start.map(claimantServer);
+        const texts = [file(servers)];
+        for (const s of steps) {
+          const next = [...servers];
+          if ("add" in s) next.splice(s.at % (next.length + 1), 0, claimantServer(s.add));
+          else if ("drop" in s) next.splice(s.drop % Math.max(next.length, 1), 1);
+          else next.splice(s.at % Math.max(next.length, 1), 1, claimantServer(s.replace));
+          servers = next;
+          texts.push(file(servers));
+        }
+        chain(texts, countingInspector().inspect);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  test("a clean file's edits keep its claims (no full assemble), past the edits an index holds, and equal a whole read", () => {
+    const servers = Array.from({ length: 40 }, (_, i) => server(i));
+    const texts = [file(servers)];
+    // 300 changes of the last server (the figure's change: a new site, the previous one gone), one at a time.
+    for (let k = 0; k < 300; k++) texts.push(file([...servers, server(1000 + k)]));
+    const reads = chain(texts);
+    expect(reads.every((r) => r.layout?.claims)).toBe(true);
+  });
+
+  test("a change that claims a taken (port, domain) is worded by the whole check, and the next clean file is clean again", () => {
+    const servers = [server(0), server(1), server(2)];
+    const reads = chain([file(servers), file([...servers, server(1)]), file([...servers, server(3)])]);
+    expect(reads[1]?.result.ok).toBe(false);
+    expect(reads[1]?.layout?.claims).toBeNull();
+    expect(reads[2]?.result.ok).toBe(true);
+  });
+});

@@ -22,6 +22,7 @@ import {
 } from "../model/services.js";
 import { scanJson } from "./json-scan.js";
 import { parseJsonText } from "./read-json.js";
+import { indexClaims, nextClaims, type ClaimIndex } from "./server-claims.js";
 
 /** Where the servers of a clean file sit in its text (offsets), and each server's check. */
 interface Layout {
@@ -32,6 +33,8 @@ interface Layout {
   readonly starts: readonly number[];
   readonly ends: readonly number[];
   readonly checks: readonly ServerCheck[];
+  /** The servers' claims when the file is clean (server-claims.ts), else null. */
+  readonly claims: ClaimIndex | null;
 }
 
 /** One read: its text and result, and what the next read may reuse (null: the next read parses the whole text). */
@@ -54,15 +57,23 @@ export function readServicesText(
   previous: ServicesRead | null,
   options: ParseOptions = {},
 ): ServicesRead {
-  const layout =
-    previous?.layout && previous.text === text
-      ? previous.layout
-      : previous?.layout
-        ? (changedLayout(previous.text, previous.layout, text, options) ?? freshLayout(text, options))
-        : freshLayout(text, options);
+  const old = previous?.layout ?? null;
+  // The shared head, found once: `===` on two long texts that differ near their ends compares them in full as well.
+  const head = previous && old ? commonHead(previous.text, text) : 0;
+  if (previous && old && head === text.length && head === previous.text.length)
+    return { text, result: previous.result, layout: old };
+  const edit = previous && old ? changedLayout(previous.text, old, text, head, options) : null;
+  const layout = edit?.layout ?? freshLayout(text, options);
   if (layout === null) return { text, result: parseServicesText(text, options), layout: null };
-  if (previous?.layout === layout) return { text, result: previous.result, layout };
-  return { text, result: assembleServers(layout.checks), layout };
+  // A clean file stays clean unless a changed server's claims meet another's: then the servers are the result.
+  const claims = edit && old?.claims ? nextClaims(old.claims, edit.removed, edit.added, layout.checks.length) : null;
+  if (claims !== null) {
+    const value: Services = { servers: layout.checks.map((c) => c.server) };
+    return { text, result: { ok: true, value, warnings: [] }, layout: { ...layout, claims } };
+  }
+  const result = assembleServers(layout.checks);
+  const clean = result.ok && result.warnings.length === 0;
+  return { text, result, layout: { ...layout, claims: clean ? indexClaims(layout.checks) : null } };
 }
 
 const WS = /[ \t\n\r]*/y;
@@ -184,7 +195,7 @@ function freshLayout(text: string, options: ParseOptions): Layout | null {
       if (found !== null || text[i] !== "[") return null;
       const read = readServers(text, i + 1, false, options, () => false);
       if (read === null) return null;
-      found = { open: i, close: read.stop, starts: read.starts, ends: read.ends, checks: read.checks };
+      found = { open: i, close: read.stop, starts: read.starts, ends: read.ends, checks: read.checks, claims: null };
       i = read.stop + 1;
     } else {
       const end = valueEnd(text, i);
@@ -240,12 +251,19 @@ function firstAbove(list: readonly number[], x: number): number {
 }
 
 /**
- * The layout of `text` from the previous text's, when they differ only inside the servers list: the servers before
- * the change and after it are kept (shifted), those between read again. Null when the change reaches outside the list
- * or the text between is not clean servers (the caller reads the whole text then).
+ * The layout of `text` from the previous text's (`head`: how many leading characters they share), when they differ
+ * only inside the servers list: the servers before the change and after it are kept (shifted), those between read
+ * again (`removed` the old checks between, `added` the new ones). Null when the change reaches outside the list or the
+ * text between is not clean servers (the caller reads the whole text then). The layout's claims are left for the
+ * caller (null).
  */
-function changedLayout(before: string, old: Layout, text: string, options: ParseOptions): Layout | null {
-  const head = commonHead(before, text);
+function changedLayout(
+  before: string,
+  old: Layout,
+  text: string,
+  head: number,
+  options: ParseOptions,
+): { layout: Layout; removed: readonly ServerCheck[]; added: readonly ServerCheck[] } | null {
   const tail = commonTail(before, text, Math.min(before.length, text.length) - head);
   const oldChangeEnd = before.length - tail;
   // The `[` must be in the shared head and the `]` in the shared tail: the file's other fields are unchanged.
@@ -269,11 +287,13 @@ function changedLayout(before: string, old: Layout, text: string, options: Parse
   if (read.closed && read.stop - delta !== old.close) return null;
   const rest = read.closed ? old.starts.length : resumeAt;
   const shift = (list: readonly number[]) => list.slice(rest).map((x) => x + delta);
-  return {
+  const layout: Layout = {
     open: old.open,
     close: old.close + delta,
     starts: [...old.starts.slice(0, keep), ...read.starts, ...shift(old.starts)],
     ends: [...old.ends.slice(0, keep), ...read.ends, ...shift(old.ends)],
     checks: [...old.checks.slice(0, keep), ...read.checks, ...old.checks.slice(rest)],
+    claims: null,
   };
+  return { layout, removed: old.checks.slice(keep, rest), added: read.checks };
 }

@@ -36,6 +36,11 @@ export interface ControllerOptions {
    * tsx; the caller builds dist/ first (bench/lib/build.ts). Default false: tests run the sources as they are.
    */
   readonly compiled?: boolean;
+  /**
+   * The checkout whose CLI runs (default this one): a benchmark compares this tree's controller with another build's
+   * (bench/change-phases.ts --compare).
+   */
+  readonly root?: string;
   /** Wait for this log message before resolving. Default "nginx-lb is running". */
   readonly readyMsg?: string;
 }
@@ -133,7 +138,9 @@ export async function startController(o: ControllerOptions): Promise<Controller>
   const cmd = [
     ...(o.wrap ?? []),
     process.execPath,
-    ...(o.compiled ? [join(ROOT, "bin/nginx-lb.js")] : ["--import", "tsx", join(ROOT, "src/cli/main.ts")]),
+    ...(o.compiled
+      ? [join(o.root ?? ROOT, "bin/nginx-lb.js")]
+      : ["--import", "tsx", join(o.root ?? ROOT, "src/cli/main.ts")]),
     "run",
     "--services",
     o.services,
@@ -147,7 +154,7 @@ export async function startController(o: ControllerOptions): Promise<Controller>
   ];
   const [bin = "", ...args] = cmd;
   const child = spawn(bin, args, {
-    cwd: ROOT,
+    cwd: o.root ?? ROOT,
     stdio: ["ignore", "ignore", "pipe"],
     // Concurrent test controllers would race for the default admin port 127.0.0.1:9180 (and so render different
     // configs run to run): admin tests pass --admin-listen with a free port, which overrides this.
