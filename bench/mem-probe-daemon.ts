@@ -31,38 +31,7 @@ const routesMode = process.argv[3] === "dynamic" ? "dynamic" : process.argv[3] =
 const DIAG = process.env["DIAG"] ?? "/tmp/mp";
 const BIN = fileURLToPath(new URL("../bin/nginx-lb", import.meta.url));
 
-/** The controller's own account through the inspector: two full GCs, then process.memoryUsage() and heap spaces. */
-async function heapOf(port: number): Promise<string> {
-  const list = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { webSocketDebuggerUrl: string }[];
-  const ws = new WebSocket(list[0]?.webSocketDebuggerUrl ?? "");
-  await new Promise((r, j) => ws.on("open", r).on("error", j));
-  let id = 0;
-  const call = (method: string, params: object = {}) =>
-    new Promise<Record<string, unknown>>((resolve) => {
-      const my = ++id;
-      const on = (d: Buffer) => {
-        const m = JSON.parse(String(d)) as { id?: number; result?: Record<string, unknown> };
-        if (m.id === my) {
-          ws.off("message", on);
-          resolve(m.result ?? {});
-        }
-      };
-      ws.on("message", on);
-      ws.send(JSON.stringify({ id: my, method, params }));
-    });
-  await call("HeapProfiler.collectGarbage");
-  await call("HeapProfiler.collectGarbage");
-  const r = await call("Runtime.evaluate", {
-    expression:
-      "JSON.stringify({...Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 104857.6) / 10])), " +
-      "committed: Math.round(require('v8').getHeapStatistics().total_physical_size / 104857.6) / 10})",
-    returnByValue: true,
-    includeCommandLineAPI: true,
-  });
-  ws.close();
-  return `after GC (MiB): ${(r["result"] as { value: string }).value}`;
-}
-
+/** An inspector session with the controller: a call per DevTools protocol method, answered by id. */
 async function session(port: number) {
   const list = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { webSocketDebuggerUrl: string }[];
   const ws = new WebSocket(list[0]?.webSocketDebuggerUrl ?? "");
@@ -83,11 +52,29 @@ async function session(port: number) {
     });
   return { call, close: () => ws.close() };
 }
+/** The controller's own account through the inspector: two full GCs, then process.memoryUsage() and heap spaces. */
+async function heapOf(port: number): Promise<string> {
+  const { call, close } = await session(port);
+  await call("HeapProfiler.collectGarbage");
+  await call("HeapProfiler.collectGarbage");
+  const r = await call("Runtime.evaluate", {
+    expression:
+      "JSON.stringify({...Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 104857.6) / 10])), " +
+      "committed: Math.round(require('v8').getHeapStatistics().total_physical_size / 104857.6) / 10})",
+    returnByValue: true,
+    includeCommandLineAPI: true,
+  });
+  close();
+  return `after GC (MiB): ${(r["result"] as { value: string }).value}`;
+}
+
+/** A node of the sampling heap profiler's tree. */
 interface PNode {
   callFrame: { functionName: string; url: string; lineNumber: number };
   selfSize: number;
   children: PNode[];
 }
+/** The allocation sites with the most bytes sampled, each with its three nearest callers. */
 function topSites(root: PNode): string {
   const by = new Map<string, number>();
   const walk = (n: PNode, stack: string) => {
