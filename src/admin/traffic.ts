@@ -141,14 +141,17 @@ type RouteLabels = "route" | "upstream";
  * (`add`) or by access records (`record`). Label sets are bounded by the current model: counts naming a route or an
  * endpoint the model does not have are counted once, unlabelled, as ignored.
  */
+/** A route as the model has it: the topology's view, its endpoints' addresses, the last `setTopology` (epoch) with it. */
+interface ModelRoute {
+  readonly view: TopologyRoute;
+  readonly addrs: ReadonlySet<string>;
+  seen: number;
+}
+
 export class TrafficStats {
   private readonly routes = new Map<string, RouteTotals>();
-  /** Per route upstream name: the addresses of its endpoints in the model. */
-  private readonly known = new Map<string, ReadonlySet<string>>();
-  /** Per route upstream name: the topology's view of it that `known` was made from. */
-  private readonly views = new Map<string, TopologyRoute>();
-  /** Per route upstream name: the last `setTopology` call (its `epoch`) whose topology had the route. */
-  private readonly seen = new Map<string, number>();
+  /** Per route upstream name: what the model says of the route (kept with `routes`: the same keys). */
+  private readonly model = new Map<string, ModelRoute>();
   private epoch = 0;
   private readonly requests: Counter<RouteLabels | "class">;
   private readonly bytes: Counter<RouteLabels>;
@@ -216,14 +219,16 @@ export class TrafficStats {
     for (const server of topology?.servers ?? [])
       for (const r of server.routes) {
         const upstream = r.upstream;
-        this.seen.set(upstream, epoch);
         const old = this.routes.get(upstream);
+        const known = this.model.get(upstream);
         // A route whose view is the one of the last topology (compile keeps an unchanged route's view): its endpoints
         // and counters stand as they are (a change to one of 10,000 sites rebuilds one set, not all of them).
-        if (old !== undefined && this.known.has(upstream) && this.views.get(upstream) === r) continue;
-        this.views.set(upstream, r);
+        if (old !== undefined && known !== undefined && known.view === r) {
+          known.seen = epoch;
+          continue;
+        }
         const addrs = new Set(r.endpoints.map((e) => e.address));
-        this.known.set(upstream, addrs);
+        this.model.set(upstream, { view: r, addrs, seen: epoch });
         const totals = old ?? {
           label: r.label,
           requests: 0,
@@ -243,7 +248,7 @@ export class TrafficStats {
     // By key: an entries iterator makes a pair array per route, 10,000 of them per change.
     for (const upstream of this.routes.keys()) {
       const old = this.routes.get(upstream);
-      if (old === undefined || this.seen.get(upstream) === epoch) continue;
+      if (old === undefined || this.model.get(upstream)?.seen === epoch) continue;
       const labels = { route: old.label, upstream };
       for (const c of CLASSES) this.requests.remove({ ...labels, class: c });
       this.bytes.remove(labels);
@@ -255,14 +260,13 @@ export class TrafficStats {
       }
       // Deleting the entry being visited is safe: a Map's iteration continues with the entries after it.
       this.routes.delete(upstream);
-      this.known.delete(upstream);
-      this.views.delete(upstream);
-      this.seen.delete(upstream);
+      this.model.delete(upstream);
     }
   }
 
   private countEndpoint(upstream: string, totals: RouteTotals, addr: string, requests: number, errors: number) {
-    if (!this.known.get(upstream)?.has(addr)) return void this.ignored.inc({ reason: "unknown_endpoint" }, requests);
+    if (!this.model.get(upstream)?.addrs.has(addr))
+      return void this.ignored.inc({ reason: "unknown_endpoint" }, requests);
     let e = totals.endpoints.get(addr);
     if (!e) totals.endpoints.set(addr, (e = { requests: 0, errors: 0 }));
     e.requests += requests;
