@@ -116,14 +116,13 @@ export function compile(
     mode !== "dynamic" ? null : sameRoutes && previous.endpoints ? previous.endpoints : endpointSets(routes);
   const keptServers = shared && previous ? new Set(previous.desired.services.servers) : null;
   // The table depends on the routing model only (endpoints travel in the sets).
-  const table =
-    mode !== "dynamic" || !isRoutesDynamic(options)
-      ? null
-      : sameServices && previous.routeTable
-        ? previous.routeTable
-        : keptServers && previous?.routeTable
-          ? routeTable(desired.services.servers, routes, { table: previous.routeTable, kept: keptServers })
-          : routeTable(desired.services.servers, routes);
+  const table = !pushesRoutes(mode, options)
+    ? null
+    : sameServices && previous.routeTable
+      ? previous.routeTable
+      : keptServers && previous?.routeTable
+        ? routeTable(desired.services.servers, routes, { table: previous.routeTable, kept: keptServers })
+        : routeTable(desired.services.servers, routes);
   return {
     desired,
     mode,
@@ -143,17 +142,26 @@ export function compile(
             keys: keptServers ? changedServerKeys(previous.desired.services.servers, desired.services.servers) : [],
           }
         : null,
-    certs:
-      mode !== "dynamic" || !isTlsRouted(options)
-        ? null
-        : sameServices && previous.certs
-          ? previous.certs
-          : certTable(desired.services, previous?.certs ?? undefined),
+    certs: !pushesCerts(mode, options)
+      ? null
+      : sameServices && previous.certs
+        ? previous.certs
+        : certTable(desired.services, previous?.certs ?? undefined),
     views,
     topology: sameRoutes ? previous.topology : topologyOf(desired.services, routes, views),
     health,
     change: briefDiff(previous?.routes ?? null, routes),
   };
+}
+
+/** Whether the routing table is pushed (routes pushed, which needs dynamic endpoints), else nginx.conf holds the routes. */
+function pushesRoutes(mode: EndpointsMode, options: RenderOptions): boolean {
+  return mode === "dynamic" && isRoutesDynamic(options);
+}
+
+/** Whether certificates are pushed (served by SNI from shared memory), else nginx.conf names their files. */
+function pushesCerts(mode: EndpointsMode, options: RenderOptions): boolean {
+  return mode === "dynamic" && isTlsRouted(options);
 }
 
 /**
@@ -223,12 +231,11 @@ function spliced(
     .slice(0, cut.headRoutes)
     .concat(middleViews, previous.views.slice(previous.views.length - cut.tailRoutes));
   const endpoints = mode === "dynamic" ? endpointSets(routes) : null;
-  const table =
-    mode !== "dynamic" || !isRoutesDynamic(options)
-      ? null
-      : previous.routeTable
-        ? spliceRouteTable(previous.routeTable, before.servers, services.servers, cut, bound.after)
-        : routeTable(services.servers, routes);
+  const table = !pushesRoutes(mode, options)
+    ? null
+    : previous.routeTable
+      ? spliceRouteTable(previous.routeTable, before.servers, services.servers, cut, bound.after)
+      : routeTable(services.servers, routes);
   const beforeMiddle = before.servers.slice(cut.head, before.servers.length - cut.tail);
   const afterMiddle = services.servers.slice(cut.head, services.servers.length - cut.tail);
   return {
@@ -247,12 +254,11 @@ function spliced(
       table && previous.routeTable
         ? { base: previous.routeTable, keys: changedServerKeys(beforeMiddle, afterMiddle) }
         : null,
-    certs:
-      mode !== "dynamic" || !isTlsRouted(options)
-        ? null
-        : previous.certs
-          ? spliceCertTable(previous.certs, before.servers, services, cut)
-          : certTable(services),
+    certs: !pushesCerts(mode, options)
+      ? null
+      : previous.certs
+        ? spliceCertTable(previous.certs, before.servers, services, cut)
+        : certTable(services),
     views,
     topology: spliceTopology(previous.topology, before.servers.length, services, cut, bound.after, middleViews),
     health,
