@@ -9,6 +9,8 @@
  * SAMPLE=1 prints the allocation sites over the routing changes (the inspector's sampling heap profiler, garbage
  * included): what a change allocates, which RSS between collections follows.
  *
+ * SMAPS=1 adds RssAnon/RssFile and the RSS of each mapping group (the node binary, anonymous memory, malloc heap).
+ *
  * ADMIN=1 runs it as figure 10 does: the admin server on (a free loopback port), so traffic figures and per-route
  * metrics too; without it the admin server is off, as the test harness runs it.
  */
@@ -93,7 +95,27 @@ function topSites(root: PNode): string {
 
 async function status(pid: number): Promise<string> {
   const s = await readFile(`/proc/${pid}/status`, "utf8");
-  return ["VmRSS", "VmHWM"].map((k) => s.match(new RegExp(`${k}:\\s+(\\d+)`))?.[0] ?? "").join(" ");
+  const base = ["VmRSS", "VmHWM", "RssAnon", "RssFile"]
+    .map((k) => s.match(new RegExp(`${k}:\\s+(\\d+)`))?.[0] ?? "")
+    .join(" ");
+  if (!process.env["SMAPS"]) return base;
+  const smaps = await readFile(`/proc/${pid}/smaps`, "utf8");
+  const groups = new Map<string, number>();
+  let name = "";
+  for (const line of smaps.split("\n")) {
+    const head = line.match(/^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/);
+    if (head) {
+      name = head[1] || "[anon]";
+      continue;
+    }
+    const rss = line.match(/^Rss:\s+(\d+)/);
+    if (rss) groups.set(name, (groups.get(name) ?? 0) + Number(rss[1]));
+  }
+  const top = [...groups]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 8)
+    .map(([k, v]) => `${k.split("/").pop()}=${Math.round(v / 1024)}M`);
+  return `${base} | ${top.join(" ")}`;
 }
 
 async function main(): Promise<void> {
