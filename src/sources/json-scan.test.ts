@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { scanJson } from "./json-scan.js";
+import { tree, ws, write, type Tree } from "../../test/helpers/json-trees.js";
 
 const parses = (text: string): boolean => {
   try {
@@ -15,25 +16,6 @@ const err = (text: string) => {
   return e && `${e.line}:${e.column} ${e.message}`;
 };
 
-/** A JSON object tree written as entry lists, so keys can repeat (a JS object could not hold them). */
-type Tree = number | string | { arr: Tree[] } | { obj: [string, Tree][] };
-const KEYS = ["a", "b", "\\u0061", "__proto__", "a b", "é"];
-const { tree } = fc.letrec<{ tree: Tree }>((t) => ({
-  tree: fc.oneof(
-    { depthSize: "small", withCrossShrink: true },
-    fc.integer(),
-    fc.string(),
-    fc.record({ arr: fc.array(t("tree"), { maxLength: 4 }) }),
-    fc.record({ obj: fc.array(fc.tuple(fc.constantFrom(...KEYS), t("tree")), { maxLength: 4 }) }),
-  ),
-}));
-const ws = fc.constantFrom("", " ", "\n", "\r\n\t ");
-const write = (t: Tree, space: string): string =>
-  typeof t === "number" || typeof t === "string"
-    ? JSON.stringify(t)
-    : "arr" in t
-      ? `[${space}${t.arr.map((x) => write(x, space)).join(`,${space}`)}${space}]`
-      : `{${space}${t.obj.map(([k, v]) => `"${k}"${space}:${space}${write(v, space)}`).join(`,${space}`)}${space}}`;
 /** The paths of repeated keys, in text order, decoding keys as JSON does. */
 const repeated = (t: Tree, path: (string | number)[] = []): string[] => {
   if (typeof t !== "object") return [];

@@ -20,8 +20,8 @@ import {
   type ServerCheck,
   type Services,
 } from "../model/services.js";
-import { scanJson } from "./json-scan.js";
 import { parseJsonText } from "./read-json.js";
+import { repeatsKey } from "./repeated-key.js";
 import { indexClaims, nextClaims, type ClaimIndex } from "./server-claims.js";
 
 /** Where the servers of a clean file sit in its text (offsets), and each server's check. */
@@ -127,8 +127,8 @@ function checkSlice(slice: string, options: ParseOptions): ServerCheck | null {
   } catch {
     return null;
   }
-  const scan = scanJson(slice);
-  if (scan.error !== null || scan.duplicates.length > 0) return null;
+  // A repeated key is left to the whole read, which says where it is.
+  if (repeatsKey(slice, raw)) return null;
   return checkRawServer(raw, options);
 }
 
