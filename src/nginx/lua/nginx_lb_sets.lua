@@ -112,41 +112,60 @@ local function int(text, lo, hi)
   return n
 end
 
--- The decimal digits text[i .. j-1] as a number from lo to hi: canonical (no leading zero) and at most 5 digits;
--- nil otherwise. Reads bytes, so checking an endpoint makes no strings.
-local function digits(text, i, j, lo, hi)
-  local len = j - i
-  if len < 1 or len > 5 or (len > 1 and byte(text, i) == 48) then
+-- The canonical decimal (no leading zero, at most `maxlen` digits) at `pos` that ends at the byte `stop`: its value
+-- and the position of `stop`, or nil. Only string.byte and arithmetic, which LuaJIT compiles: a pattern with
+-- captures would not be, and a start-up file holds 100,000 endpoints.
+local function number_until(value, pos, stop, maxlen)
+  local b = byte(value, pos)
+  if b == nil or b < 48 or b > 57 then
     return nil
   end
-  local n = 0
-  for k = i, j - 1 do
-    n = n * 10 + byte(text, k) - 48
+  local n, i = b - 48, pos + 1
+  b = byte(value, i)
+  while b ~= stop do
+    if b == nil or b < 48 or b > 57 or n == 0 or i - pos >= maxlen then
+      return nil
+    end
+    n = n * 10 + b - 48
+    i = i + 1
+    b = byte(value, i)
   end
-  if n < lo or n > hi then
-    return nil
-  end
-  return n
+  return n, i
 end
 
--- An IPv4 endpoint as the controller writes it, "<a.b.c.d> <port> <weight> <0|1>;" at `pos`, matched by position
--- only (no captured strings: a start-up file holds 100,000 of them). Returns the position after its ';', or nil
--- when the entry is anything else; the caller then checks it the general way (and names what is wrong).
-local IPV4_ENTRY = "^%d%d?%d?()%.%d%d?%d?()%.%d%d?%d?()%.%d%d?%d?() %d+() %d+() [01];"
-
+-- An IPv4 endpoint as the controller writes it, "<a.b.c.d> <port> <weight> <0|1>;" at `pos`, read byte by byte (no
+-- strings made). Returns the position after its ';', or nil when the entry is anything else; the caller then checks
+-- it the general way (and names what is wrong).
 local function plain_ipv4_entry(value, pos)
-  local _, e, a, b, c, d, port, weight = find(value, IPV4_ENTRY, pos)
-  if e == nil
-    or digits(value, pos, a, 0, 255) == nil
-    or digits(value, a + 1, b, 0, 255) == nil
-    or digits(value, b + 1, c, 0, 255) == nil
-    or digits(value, c + 1, d, 0, 255) == nil
-    or digits(value, d + 1, port, 1, 65535) == nil
-    or digits(value, port + 1, weight, 0, WEIGHT_MAX) == nil
-  then
+  local n, i = number_until(value, pos, 46, 3) -- "."
+  if n == nil or n > 255 then
     return nil
   end
-  return e + 1
+  n, i = number_until(value, i + 1, 46, 3)
+  if n == nil or n > 255 then
+    return nil
+  end
+  n, i = number_until(value, i + 1, 46, 3)
+  if n == nil or n > 255 then
+    return nil
+  end
+  n, i = number_until(value, i + 1, 32, 3) -- " "
+  if n == nil or n > 255 then
+    return nil
+  end
+  n, i = number_until(value, i + 1, 32, 5)
+  if n == nil or n < 1 or n > 65535 then
+    return nil
+  end
+  n, i = number_until(value, i + 1, 32, 5)
+  if n == nil or n > WEIGHT_MAX then
+    return nil
+  end
+  local b = byte(value, i + 1)
+  if (b ~= 48 and b ~= 49) or byte(value, i + 2) ~= 59 then
+    return nil
+  end
+  return i + 3
 end
 
 -- Checks one endpoint ("ip port weight backup", without its ';'); returns true or nil and why.
