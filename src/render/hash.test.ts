@@ -9,6 +9,27 @@ describe("fnv1a64", () => {
     expect(fnv1a64("foobar")).toBe("bf3553e6f73967e8");
   });
 
+  test("is FNV-1a 64 over each code unit's bytes, with its signed carry, for any text (property)", () => {
+    const M = 0xffffffffffffffffn;
+    const reference = (text: string) => {
+      let h = 0xcbf29ce484222325n;
+      for (let i = 0; i < text.length; i++) {
+        const c = text.charCodeAt(i);
+        h ^= BigInt(c & 0xff) | (BigInt(c >>> 8) << 32n);
+        const negative = (h & 0x80000000n) !== 0n;
+        h = (h * 0x100000001b3n - (negative ? 0x1b3n << 32n : 0n)) & M;
+      }
+      return h.toString(16).padStart(16, "0");
+    };
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 64 }), (text) => {
+        expect(fnv1a64(text)).toBe(reference(text));
+      }),
+      { numRuns: 1000 },
+    );
+    expect(fnv1a64("\uffff\u00ff\u0100")).toBe(reference("\uffff\u00ff\u0100"));
+  });
+
   test("a list hashes as its concatenation, however the text is cut (property)", () => {
     fc.assert(
       fc.property(fc.array(fc.string({ unit: "grapheme", maxLength: 40 }), { maxLength: 12 }), (parts) => {
