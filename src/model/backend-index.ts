@@ -1,3 +1,4 @@
+import { sortStrings } from "../shared/sort.js";
 import {
   type BackendSet,
   type Endpoint,
@@ -181,7 +182,7 @@ export class BackendIndex {
       for (const e of eps.values()) if ((noted = isNoted(e))) break;
       if (!noted) {
         // Every key's address is canonical (nearly always): the addresses are the record's keys as they are.
-        for (const ip of [...eps.keys()].sort()) record[ip] = eps.get(ip) as Endpoint;
+        for (const ip of sortStrings([...eps.keys()])) record[ip] = eps.get(ip) as Endpoint;
         this.records.set(name, record);
         continue;
       }

@@ -3,6 +3,7 @@ import type { PushedEndpoint } from "../model/plan.js";
 import { backendName, type BackendRef, type Route, type Server, type Services } from "../model/services.js";
 import { NO_HEALTH, healthKey, type EndpointHealth, type Health } from "../health/targets.js";
 import { fnv1a64 } from "./hash.js";
+import { sortStrings } from "../shared/sort.js";
 
 /** An endpoint as an upstream `server` line needs it: the same record dynamic mode pushes to the balancer. */
 export type UpstreamMember = PushedEndpoint;
@@ -78,7 +79,7 @@ function bindMembers(route: Route, backends: BackendSet, health: Health): Bound 
 function plainMembers(ref: BackendRef, backends: BackendSet): Bound {
   const eps: Readonly<Record<string, Endpoint>> | undefined = backends[backendName(ref)];
   if (eps === undefined) return { members: [] };
-  const ips = Object.keys(eps).sort();
+  const ips = sortStrings(Object.keys(eps));
   const members: UpstreamMember[] = [];
   let live = false;
   for (const ip of ips) {

@@ -38,7 +38,9 @@ local function load(path)
       parsed.base, "); routes answer 503 until the controller pushes")
     return
   end
-  local count, serr = sets.store(parsed, false)
+  -- Stored without forgetting unlisted sets (a walk of every key in the dict): a dict with no version holds none,
+  -- or what a push that failed half-way left, which the controller's next whole push forgets.
+  local count, serr = sets.store(parsed, true)
   if count == nil then
     ngx.log(ngx.ERR, "nginx-lb: could not load the start-up endpoint sets in ", path, " (", serr, ")")
     return

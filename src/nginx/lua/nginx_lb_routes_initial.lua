@@ -33,7 +33,9 @@ local function load(path)
     end
     return
   end
-  local count, serr = routes.store(parsed, false)
+  -- Stored without forgetting unlisted servers (a walk of every key in the dict): a dict with no version holds none,
+  -- or what a push that failed half-way left, which the controller's next whole push forgets.
+  local count, serr = routes.store(parsed, true)
   if count == nil then
     ngx.log(ngx.ERR, "nginx-lb: could not load the start-up routing table in ", path, " (", serr, ")")
     return
