@@ -185,6 +185,17 @@ describe("bad pushes are refused and the previous table keeps serving", () => {
       [encodeRoutes(1, { [`${port} evil.test`]: "/ evil / a-web;" }), /upstream/],
       [encodeRoutes(1, { [`${port} evil.test`]: '/ nlb_0123456789abcdef / a"web;' }), /backend/],
       [encodeRoutes(1, { [`${port} evil.test`]: "/ nlb_0 / a-web;/ nlb_1 / a-web;" }), /twice/],
+      // Near misses of the plainest route shape, which the Lua reads on a fast path.
+      [encodeRoutes(1, { [`${port} evil.test`]: "/x//y nlb_0123456789abcdef / a-web;" }), /prefix/],
+      [encodeRoutes(1, { [`${port} evil.test`]: "/x nlb_0123456789abcdef_ / a-web;" }), /upstream/],
+      [encodeRoutes(1, { [`${port} evil.test`]: `/x nlb_${"0".repeat(61)} / a-web;` }), /upstream/],
+      [encodeRoutes(1, { [`${port} evil.test`]: "/x nlb_0123456789abcdef /y a/web;" }), /backend/],
+      [encodeRoutes(1, { [`${port} evil.test`]: "/x nlb_0123456789abcdef /y a-web;;" }), /route 2/],
+      [encodeRoutes(1, { [`${port} evil.test`]: "/x  nlb_0123456789abcdef /y a-web;" }), /route 1: must be/],
+      [
+        encodeRoutes(1, { [`${port} evil.test`]: `/x nlb_0123456789abcdef /${"y".repeat(1024)} a-web;` }),
+        /backend_path/,
+      ],
       [`nginx-lb-routes version=2\n${port} evil.test\nend servers=1\n`, /only allowed in a partial push/],
     ];
     for (const [body, why] of bad) {
