@@ -5,6 +5,8 @@
  * Usage: npx tsx bench/cold-start-phases.ts [--sites 10000] [--routes-mode dynamic] [--state <dir>] [--runs 1]
  *   [--registry etcd|file] (default: etcd where the suite uses it, as figure 10 does)
  *   --state reuses a state dir (a warm state dir: the controller's restart after a stop), else a new one per run.
+ *   --compare <checkout>: odd runs start another checkout's compiled CLI (its dist/ built beforehand), so two builds
+ *   alternate on the same machine; a summary of first log line -> last site served per build ends the output.
  *   Runs the compiled CLI as bench/lib/build.ts says (NGINX_LB_BENCH_TSX=1: the sources through tsx).
  */
 import { readFile } from "node:fs/promises";
@@ -28,6 +30,7 @@ const ROUTES_MODE = arg("routes-mode", "dynamic");
 const RUNS = Number(arg("runs", "1"));
 const STATE = arg("state", "");
 const REGISTRY = arg("registry", etcdSupported() ? "etcd" : "file") === "file" ? "file" : "etcd";
+const COMPARE = arg("compare", "");
 
 async function main(): Promise<void> {
   onCleanup(stopAllControllers);
@@ -51,8 +54,10 @@ async function main(): Promise<void> {
   for (let run = 0; run < RUNS; run++) {
     const stateDir = STATE || join(dir, `state-${run}`);
     const t0 = Date.now();
+    const other = COMPARE !== "" && run % 2 === 1;
     const c = await startController({
-      compiled: runCompiled,
+      compiled: runCompiled || other,
+      ...(other ? { root: COMPARE } : {}),
       services,
       stateDir,
       // A wrapper script (e.g. one that adds --cpu-prof, or runs the compiled CLI): it gets `node --import tsx main.ts ...`.
@@ -83,6 +88,9 @@ async function main(): Promise<void> {
       console.log(`${String(at).padStart(6)} ms  ${l.msg}  ${JSON.stringify(rest).slice(0, 300)}`);
     }
     console.log(`${String(servedMs).padStart(6)} ms  << last site answered (served=${served})`);
+    const first = c.lines[0] ? Date.parse(String(c.lines[0]["time"])) - t0 : NaN;
+    const build = other ? COMPARE : "this tree";
+    fromFirstLine.set(build, [...(fromFirstLine.get(build) ?? []), servedMs - first]);
     const errors = await readFile(join(stateDir, "logs/error.log"), "utf8").catch(() => "");
     for (const l of errors.split("\n").filter((x) => /nginx-lb|start worker|signal/.test(x)))
       console.log(`  nginx: ${l.slice(0, 200)}`);
@@ -90,7 +98,12 @@ async function main(): Promise<void> {
     await sleep(500);
   }
   await reg.close();
+  for (const [build, ms] of fromFirstLine)
+    console.log(`first log line -> last site served, ${build}: ${ms.map((x) => Math.round(x)).join(", ")} ms`);
 }
+
+/** Per build: first log line -> last site served, ms, per run. */
+const fromFirstLine = new Map<string, number[]>();
 
 main()
   .catch((e: unknown) => {

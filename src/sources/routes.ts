@@ -9,6 +9,7 @@ import { TableStore } from "../state/store.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
 import type { EtcdOptions } from "./registry.js";
 import { ServicesFileSource } from "./services-source.js";
+import type { FirstRead } from "./first-read.js";
 
 /** What `run` does with the routing source afterwards: SIGUSR2 and SIGHUP re-read it. */
 export interface RoutesHandle {
@@ -25,9 +26,10 @@ export async function startFileRoutes(
   status: StatusStore,
   log: Logger,
   signal: AbortSignal,
+  first: Promise<FirstRead | null> | null = null,
 ): Promise<RoutesHandle> {
   status.update(() => ({ routes: { kind: "file", file } }));
-  const services = new ServicesFileSource(file, watch, log);
+  const services = new ServicesFileSource(file, watch, log, nodeTlsInspector, undefined, first);
   await services.start(
     signal,
     (snap) => reconciler.setServices(snap),

@@ -1,0 +1,88 @@
+/**
+ * The first read of services.json on a thread of its own. At start the controller's thread loads the etcd client and
+ * indexes the registry's list, and reading and checking 10,000 sites takes about as long again: on another core the
+ * two overlap, and the first apply comes that much sooner. The worker calls the function the source calls
+ * (`readServicesText`); what comes back is the same value, copied between threads.
+ *
+ * The read is taken only for the file as it still is: the worker sends the bytes it read, and the source, once its
+ * watcher is set up, reads the file's bytes again and compares (a copy and a compare of a few megabytes), so a write
+ * in between is read again, as it would have been. Anything else (no worker thread, an error in it, a file that
+ * changed) gives null, and the source reads the file itself.
+ */
+import { readFile, stat } from "node:fs/promises";
+import { extname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import type { ServicesRead } from "./services-text.js";
+
+/** What the worker posts: the bytes it read and its read of them, or null when the file could not be read. */
+export type WorkerRead = {
+  readonly bytes: Uint8Array;
+  readonly read: ServicesRead;
+  readonly ms: { readonly read: number; readonly check: number };
+} | null;
+
+/** A read the source may take when the file still holds `bytes`. */
+export type FirstRead = NonNullable<WorkerRead>;
+
+/** The worker's module beside this one: `.js` when compiled, `.ts` when run from the sources. */
+const EXT = extname(fileURLToPath(import.meta.url));
+const WORKER = new URL(`./services-read-worker${EXT}`, import.meta.url);
+
+function startWorker(file: string): Worker {
+  const workerData = { file };
+  if (EXT !== ".ts") return new Worker(WORKER, { workerData });
+  // From the sources (the CLI through tsx, or vitest): a worker thread does not inherit the loader that reads
+  // TypeScript, so it registers tsx's before it loads the module.
+  const api = import.meta.resolve("tsx/esm/api");
+  const load = `import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER.href)}); })`;
+  return new Worker(load, { eval: true, workerData });
+}
+
+/**
+ * Below this size the worker's own start (a thread, the modules that read and check) takes longer than reading the
+ * file here: about 5,000 sites.
+ */
+export const WORKER_MIN_BYTES = 1 << 20;
+
+/**
+ * Starts reading `file` on a worker thread when it is large enough to pay off; resolves null when it is not or when
+ * that does not work out (see the module comment).
+ */
+export async function readServicesInWorker(file: string, minBytes = WORKER_MIN_BYTES): Promise<FirstRead | null> {
+  const size = await stat(file).then(
+    (s) => s.size,
+    () => -1,
+  );
+  return size >= minBytes ? inWorker(file) : null;
+}
+
+function inWorker(file: string): Promise<FirstRead | null> {
+  return new Promise((resolve) => {
+    let worker: Worker;
+    try {
+      worker = startWorker(file);
+    } catch {
+      resolve(null);
+      return;
+    }
+    worker.once("message", (m: WorkerRead) => {
+      resolve(m);
+      void worker.terminate();
+    });
+    worker.once("error", () => resolve(null));
+    worker.once("exit", () => resolve(null));
+  });
+}
+
+/** The worker's read when `file` still holds the bytes it read, else null. */
+export async function stillCurrent(file: string, first: FirstRead | null): Promise<ServicesRead | null> {
+  if (first === null) return null;
+  try {
+    return Buffer.from(first.bytes.buffer, first.bytes.byteOffset, first.bytes.byteLength).equals(await readFile(file))
+      ? first.read
+      : null;
+  } catch {
+    return null;
+  }
+}
