@@ -23,7 +23,7 @@ import { chooseRoutesMode } from "./nginx/routes-mode.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import { startRegistry } from "./sources/first-snapshot.js";
-import { readServicesInWorker, type FirstRead } from "./sources/first-read.js";
+import { readServicesInWorker, type TakeFirstRead } from "./sources/first-read.js";
 import type { EtcdOptions } from "./sources/registry.js";
 import type { WorkerUser } from "./nginx/worker-user.js";
 import type { TrafficFeed } from "./admin/traffic-feed.js";
@@ -38,7 +38,7 @@ export interface RunOptions {
    * services.json's first read, already started on another thread (`run` starts it before it loads the admin
    * server); without it the controller starts one itself.
    */
-  readonly firstRead?: Promise<FirstRead | null>;
+  readonly firstRead?: TakeFirstRead;
   readonly services: string;
   readonly stateDir: string;
   readonly nginx?: string;

@@ -30,7 +30,7 @@ describe("services.json's first read on a worker thread", () => {
     it(`equals the read on this thread (${what} file), with the bytes it read`, async () => {
       const file = join(dir, `${what}.json`);
       await writeFile(file, text);
-      const first = await readServicesInWorker(file, 0);
+      const first = await readServicesInWorker(file, 0)();
       expect(first).not.toBeNull();
       expect(Buffer.from(first?.bytes ?? []).toString("utf8")).toBe(text);
       expect(first?.read).toEqual(readServicesText(text, null, { inspectTls: nodeTlsInspector }));
@@ -40,20 +40,23 @@ describe("services.json's first read on a worker thread", () => {
   it("is not taken once the file changed, and is null for a file it cannot read", async () => {
     const file = join(dir, "changing.json");
     await writeFile(file, files.clean);
-    const first = await readServicesInWorker(file, 0);
+    const first = await readServicesInWorker(file, 0)();
     expect(first).not.toBeNull();
     // Same size, one byte apart: only the bytes tell.
     await writeFile(file, files.clean.replace("s1.example", "s2.example"));
     expect(await stillCurrent(file, first)).toBeNull();
     await rm(file);
     expect(await stillCurrent(file, first)).toBeNull();
-    expect(await readServicesInWorker(join(dir, "missing.json"), 0)).toBeNull();
+    expect(await readServicesInWorker(join(dir, "missing.json"), 0)()).toBeNull();
   });
 
   it("is not started for a file smaller than the worker's own start is worth", async () => {
     const file = join(dir, "small.json");
     await writeFile(file, files.clean);
-    expect(await readServicesInWorker(file)).toBeNull();
-    expect(await readServicesInWorker(file, files.clean.length)).not.toBeNull();
+    expect(await readServicesInWorker(file)()).toBeNull();
+    const take = readServicesInWorker(file, files.clean.length);
+    expect(await take()).not.toBeNull();
+    // Taken once: the handle keeps nothing of the read.
+    expect(await take()).toBeNull();
   });
 });

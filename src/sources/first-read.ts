@@ -46,15 +46,25 @@ function startWorker(file: string): Worker {
 export const WORKER_MIN_BYTES = 1 << 20;
 
 /**
- * Starts reading `file` on a worker thread when it is large enough to pay off; resolves null when it is not or when
- * that does not work out (see the module comment).
+ * Takes a first read, once: later calls resolve null, and nothing of the read stays reachable through the function
+ * (a whole model of the file and its bytes, which the source replaces at the next change).
  */
-export async function readServicesInWorker(file: string, minBytes = WORKER_MIN_BYTES): Promise<FirstRead | null> {
-  const size = await stat(file).then(
-    (s) => s.size,
-    () => -1,
+export type TakeFirstRead = () => Promise<FirstRead | null>;
+
+/**
+ * Starts reading `file` on a worker thread when it is large enough to pay off; the read resolves null when it is not
+ * or when that does not work out (see the module comment).
+ */
+export function readServicesInWorker(file: string, minBytes = WORKER_MIN_BYTES): TakeFirstRead {
+  let pending: Promise<FirstRead | null> | null = stat(file).then(
+    (s) => (s.size >= minBytes ? inWorker(file) : null),
+    () => null,
   );
-  return size >= minBytes ? inWorker(file) : null;
+  return () => {
+    const taken = pending ?? Promise.resolve(null);
+    pending = null;
+    return taken;
+  };
 }
 
 function inWorker(file: string): Promise<FirstRead | null> {

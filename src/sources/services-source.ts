@@ -6,7 +6,7 @@ import type { ServicesSource, Snapshot } from "./source.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
 import { readTextFile } from "./read-json.js";
 import { readServicesText, type ServicesRead } from "./services-text.js";
-import { stillCurrent, type FirstRead } from "./first-read.js";
+import { stillCurrent, type TakeFirstRead } from "./first-read.js";
 import { watchFile } from "./watch-file.js";
 
 const ms = (x: number) => Math.round(x * 10) / 10;
@@ -34,7 +34,7 @@ export class ServicesFileSource implements ServicesSource {
     /** How long a write in place must be quiet before the file is read (watchFile). */
     private readonly writerQuietMs = 50,
     /** The file read at start on another thread (first-read.ts), taken by the first read if the file still holds it. */
-    private first: Promise<FirstRead | null> | null = null,
+    private first: TakeFirstRead | null = null,
   ) {}
 
   /** Reads the file now and on every change until the signal aborts. */
@@ -84,7 +84,7 @@ export class ServicesFileSource implements ServicesSource {
     const first = this.first;
     this.first = null;
     // Taken only here, after the watcher is set up: a write since the worker's read is either seen now or reported.
-    const early = first ? await stillCurrent(this.file, await first) : null;
+    const early = first ? await stillCurrent(this.file, await first()) : null;
     let read: ServicesRead;
     let t1: number;
     if (early !== null) {
