@@ -76,14 +76,21 @@ function inWorker(file: string): Promise<FirstRead | null> {
       resolve(null);
       return;
     }
-    worker.once("message", (m: WorkerRead) => {
-      resolve(m);
+    const end = (read: FirstRead | null) => {
+      clearTimeout(timer);
+      resolve(read);
       void worker.terminate();
-    });
-    worker.once("error", () => resolve(null));
-    worker.once("exit", () => resolve(null));
+    };
+    // A worker that never answers must not hold the start: the source then reads the file itself.
+    const timer = setTimeout(() => end(null), WORKER_TIMEOUT_MS);
+    worker.once("message", (m: WorkerRead) => end(m));
+    worker.once("error", () => end(null));
+    worker.once("exit", () => end(null));
   });
 }
+
+/** Far longer than the read of any file the schema allows takes. */
+const WORKER_TIMEOUT_MS = 60_000;
 
 /** The worker's read when `file` still holds the bytes it read, else null. */
 export async function stillCurrent(file: string, first: FirstRead | null): Promise<ServicesRead | null> {
