@@ -89,7 +89,7 @@ function inWorker(file: string): Promise<FirstRead | null> {
   });
 }
 
-/** Far longer than the read of any file the schema allows takes. */
+/** Many times what reading and checking 10,000 sites takes on a busy machine. */
 const WORKER_TIMEOUT_MS = 60_000;
 
 /** The worker's read when `file` still holds the bytes it read, else null. */
