@@ -23,7 +23,6 @@ import { chooseRoutesMode } from "./nginx/routes-mode.js";
 import type { Logger } from "./shared/log.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import { startRegistry } from "./sources/first-snapshot.js";
-import { readServicesInWorker, type TakeFirstRead } from "./sources/first-read.js";
 import type { EtcdOptions } from "./sources/registry.js";
 import type { WorkerUser } from "./nginx/worker-user.js";
 import type { TrafficFeed } from "./admin/traffic-feed.js";
@@ -34,11 +33,6 @@ import { StateStore, type PersistedState } from "./state/store.js";
 
 /** Everything `nginx-lb run` is told. */
 export interface RunOptions {
-  /**
-   * services.json's first read, already started on another thread (`run` starts it before it loads the admin
-   * server); without it the controller starts one itself.
-   */
-  readonly firstRead?: TakeFirstRead;
   readonly services: string;
   readonly stateDir: string;
   readonly nginx?: string;
@@ -163,11 +157,6 @@ export async function startController(
   log: Logger,
   hooks: ControllerHooks = {},
 ): Promise<Controller> {
-  // services.json is read and checked on another thread meanwhile: this one loads the etcd client and lists the registry.
-  const firstRead =
-    options.etcd && options.servicesEtcdPrefix !== undefined
-      ? null
-      : (options.firstRead ?? readServicesInWorker(resolve(options.services)));
   const dir = resolve(options.stateDir);
   await ensureSecureStateDir(dir, log, options.nginxUser ?? null);
   // Created by us (0600) before nginx opens it: nginx would create it readable by every local user.
@@ -312,7 +301,6 @@ export async function startController(
           status,
           log,
           abort.signal,
-          firstRead,
         );
 
   if (registry) {

@@ -1,11 +1,9 @@
-import { resolve } from "node:path";
 import { startController, type Controller } from "../app.js";
 import { PRIVILEGED_PORT_HINT } from "../nginx/nginx-errors.js";
 import { describeHolder, findPortHolder } from "../nginx/port-holder.js";
 import { ownChildren } from "../shared/children.js";
 import { createLogger } from "../shared/log.js";
 import { startReaper } from "../shared/reaper.js";
-import { readServicesInWorker } from "../sources/first-read.js";
 import { printProblems } from "./report.js";
 import { resolveRunConfig, startFileProblems, USAGE, type RunFlags } from "./run-config.js";
 
@@ -24,12 +22,7 @@ export async function runCommand(flags: RunFlags): Promise<number> {
     printProblems("nginx-lb run", missing, config.warnings, null);
     return 1;
   }
-  const { controller: resolved, logLevel } = config.value;
-  // The services file's first read starts on another thread now, while this one loads the admin server and the rest.
-  const options =
-    resolved.etcd && resolved.servicesEtcdPrefix !== undefined
-      ? resolved
-      : { ...resolved, firstRead: readServicesInWorker(resolve(resolved.services)) };
+  const { controller: options, logLevel } = config.value;
   const log = createLogger({ level: logLevel });
   for (const w of config.warnings) log.warn({ flag: w.path }, w.message);
 

@@ -9,7 +9,6 @@ import { TableStore } from "../state/store.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
 import type { EtcdOptions } from "./registry.js";
 import { ServicesFileSource } from "./services-source.js";
-import type { TakeFirstRead } from "./first-read.js";
 
 /** What `run` does with the routing source afterwards: SIGUSR2 and SIGHUP re-read it. */
 export interface RoutesHandle {
@@ -26,10 +25,9 @@ export async function startFileRoutes(
   status: StatusStore,
   log: Logger,
   signal: AbortSignal,
-  first: TakeFirstRead | null = null,
 ): Promise<RoutesHandle> {
   status.update(() => ({ routes: { kind: "file", file } }));
-  const services = new ServicesFileSource(file, watch, log, nodeTlsInspector, undefined, first);
+  const services = new ServicesFileSource(file, watch, log);
   await services.start(
     signal,
     (snap) => reconciler.setServices(snap),

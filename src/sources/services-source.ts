@@ -6,7 +6,6 @@ import type { ServicesSource, Snapshot } from "./source.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
 import { readTextFile } from "./read-json.js";
 import { readServicesText, type ServicesRead } from "./services-text.js";
-import { stillCurrent, type TakeFirstRead } from "./first-read.js";
 import { watchFile } from "./watch-file.js";
 
 const ms = (x: number) => Math.round(x * 10) / 10;
@@ -33,8 +32,6 @@ export class ServicesFileSource implements ServicesSource {
     private readonly inspectTls: TlsInspector = nodeTlsInspector,
     /** How long a write in place must be quiet before the file is read (watchFile). */
     private readonly writerQuietMs = 50,
-    /** The file read at start on another thread (first-read.ts), taken by the first read if the file still holds it. */
-    private first: TakeFirstRead | null = null,
   ) {}
 
   /** Reads the file now and on every change until the signal aborts. */
@@ -81,26 +78,15 @@ export class ServicesFileSource implements ServicesSource {
   /** `tentative`: a read that fails reports nothing and leaves what the last read knew (see `whole`). */
   private async read(reason: string, asked = false, tentative = false): Promise<boolean> {
     const t0 = performance.now();
-    const first = this.first;
-    this.first = null;
-    // Taken only here, after the watcher is set up: a write since the worker's read is either seen now or reported.
-    const early = first ? await stillCurrent(this.file, await first()) : null;
-    let read: ServicesRead;
-    let t1: number;
-    if (early !== null) {
-      read = early;
-      t1 = performance.now();
-    } else {
-      const text = await readTextFile(this.file);
-      t1 = performance.now();
-      if (!text.ok) {
-        if (tentative) return false;
-        this.rejected = true;
-        this.rejectFn?.(text.errors, text.warnings);
-        return false;
-      }
-      read = readServicesText(text.value, this.lastRead, { inspectTls: this.inspectTls });
+    const text = await readTextFile(this.file);
+    const t1 = performance.now();
+    if (!text.ok) {
+      if (tentative) return false;
+      this.rejected = true;
+      this.rejectFn?.(text.errors, text.warnings);
+      return false;
     }
+    const read = readServicesText(text.value, this.lastRead, { inspectTls: this.inspectTls });
     const r = read.result;
     if (!r.ok && tentative) return false;
     this.lastRead = read;
@@ -120,11 +106,7 @@ export class ServicesFileSource implements ServicesSource {
     this.rejected = false;
     // Where a routing change's time goes before the reconciler sees it (bench/change-phases.ts reads this line).
     this.log?.debug(
-      {
-        reason,
-        ms: { read: ms(t1 - t0), check: ms(t2 - t1), share: ms(performance.now() - t2) },
-        ...(early !== null ? { thread: "worker" } : {}),
-      },
+      { reason, ms: { read: ms(t1 - t0), check: ms(t2 - t1), share: ms(performance.now() - t2) } },
       "services.json read",
     );
     this.emitFn?.({ value, warnings: r.warnings, connected: true, origin });
