@@ -9,6 +9,11 @@
  * SAMPLE=1 prints the allocation sites over the routing changes (the inspector's sampling heap profiler, garbage
  * included): what a change allocates, which RSS between collections follows.
  *
+ * SURVIVORS=1 (with SAMPLE=1) leaves out what a young-generation collection freed.
+ *
+ * SPACES=1 adds, after each change, each heap space's used/physical MiB and the memory outside the heap (no collection
+ * first); GAP=ms is the pause after each change is applied (500 by default).
+ *
  * SMAPS=1 adds RssAnon/RssFile and the RSS of each mapping group (the node binary, anonymous memory, malloc heap).
  *
  * ADMIN=1 runs it as figure 10 does: the admin server on (a free loopback port), so traffic figures and per-route
@@ -91,6 +96,19 @@ function topSites(root: PNode): string {
     .slice(0, 40)
     .map(([k, v]) => `${(v / 1048576).toFixed(1).padStart(8)} MiB  ${k}`)
     .join("\n");
+}
+
+/** The heap's spaces and memory outside it as they are, no collection first (MiB). */
+async function spacesOf(s: Awaited<ReturnType<typeof session>>): Promise<string> {
+  const r = await s.call("Runtime.evaluate", {
+    expression:
+      "(() => { const m = (v) => Math.round(v / 1048576); const u = process.memoryUsage(); " +
+      "return require('v8').getHeapSpaceStatistics().map((x) => x.space_name.replace('_space', '') + '=' + m(x.space_used_size) + '/' + m(x.physical_space_size)).join(' ') + " +
+      "' ext=' + m(u.external) + ' ab=' + m(u.arrayBuffers); })()",
+    returnByValue: true,
+    includeCommandLineAPI: true,
+  });
+  return (r["result"] as { value: string }).value;
 }
 
 async function status(pid: number): Promise<string> {
@@ -190,8 +208,11 @@ async function main(): Promise<void> {
     await sampler?.call("HeapProfiler.startSampling", {
       samplingInterval: 16384,
       includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true,
+      // SURVIVORS=1: only what outlived a young-generation collection (promoted, or large objects kept), which is
+      // what grows the old generation between full collections.
+      includeObjectsCollectedByMinorGC: process.env["SURVIVORS"] !== "1",
     });
+    const spaces = process.env["SPACES"] === "1" ? await session(inspect) : null;
     const from = lb.controller.lines.length;
     for (let k = 1; k <= CHANGES; k++) {
       const extra: RouteSpec = { domain: "extra.scale.bench.test", prefix: "/", name: "scale0-web", port: 8080 };
@@ -199,8 +220,8 @@ async function main(): Promise<void> {
       await writeServices(lb.servicesFile, servicesJson(k % 2 ? [...routes, extra] : routes, lb.port));
       const deadline = Date.now() + 600_000;
       while (lb.appliesSince(from).length === before && Date.now() < deadline) await sleep(20);
-      await sleep(500);
-      process.stdout.write(`change ${k}: ${await status(pid)}\n`);
+      await sleep(Number(process.env["GAP"] ?? 500));
+      process.stdout.write(`change ${k}: ${await status(pid)}${spaces ? ` | ${await spacesOf(spaces)}` : ""}\n`);
     }
     if (sampler) {
       const prof = (await sampler.call("HeapProfiler.stopSampling"))["profile"] as { head: PNode };
