@@ -114,11 +114,26 @@ local function is_domain(d)
   end
 end
 
--- Byte classes of the plain route's fields: 1 a letter or digit, 2 also '_' or '-' (a path also takes '/').
-local PLAIN = {}
+-- Byte classes of the plain route's fields: a path's bytes besides '/' (letters, digits, '_', '-'), a registry name's
+-- (those and '.'), lower-case hex digits and decimal digits.
+local PATH_BYTE, NAME_BYTE, HEX, DIGIT = {}, {}, {}, {}
 for b = 0, 255 do
   local c = string.char(b)
-  PLAIN[b] = find(c, "^%w$") and 1 or ((c == "_" or c == "-") and 2 or false)
+  PATH_BYTE[b] = find(c, "^[%w_-]$") ~= nil
+  NAME_BYTE[b] = find(c, "^[%w._-]$") ~= nil
+  HEX[b] = find(c, "^[0-9a-f]$") ~= nil
+  DIGIT[b] = find(c, "^%d$") ~= nil
+end
+
+-- The position after the run of bytes `class` holds from `i`, and the run's length.
+local function run_of(value, i, class)
+  local from = i
+  local b = byte(value, i)
+  while b ~= nil and class[b] do
+    i = i + 1
+    b = byte(value, i)
+  end
+  return i, i - from
 end
 
 -- The end of a plain path at `pos` (a '/', then letters, digits, '_', '-' and single '/'s; no '.', so no dot segment)
@@ -130,7 +145,7 @@ local function plain_path(value, pos, stop)
   local i, prev = pos + 1, 47
   local b = byte(value, i)
   while b ~= stop do
-    if b == nil or (b == 47 and prev == 47) or (b ~= 47 and not PLAIN[b]) or i - pos >= MAX_PATH then
+    if b == nil or (b == 47 and prev == 47) or (b ~= 47 and not PATH_BYTE[b]) or i - pos >= MAX_PATH then
       return nil
     end
     prev = b
@@ -145,58 +160,36 @@ end
 -- nearly every server of a 10,000-site start-up table is. True only for text check_routes accepts; false sends the
 -- text to check_routes, which decides and names what is wrong.
 local function plain_route(value)
-  local len = #value
   local i = plain_path(value, 1, 32)
   if i == nil or (i > 2 and byte(value, i - 1) == 47) then
     return false
   end
-  -- nlb_<hex>[_<digits>]
+  -- nlb_<hex>[_<digits>], at most 64 bytes
   local start = i + 1
   if sub(value, start, start + 3) ~= "nlb_" then
     return false
   end
-  i = start + 4
-  local b, hex = byte(value, i), 0
-  while b ~= nil and ((b >= 48 and b <= 57) or (b >= 97 and b <= 102)) do
-    hex = hex + 1
-    i = i + 1
-    b = byte(value, i)
-  end
-  if hex == 0 then
+  local n
+  i, n = run_of(value, start + 4, HEX)
+  if n == 0 then
     return false
   end
-  if b == 95 then
-    i = i + 1
-    b = byte(value, i)
-    local digits = 0
-    while b ~= nil and b >= 48 and b <= 57 do
-      digits = digits + 1
-      i = i + 1
-      b = byte(value, i)
-    end
-    if digits == 0 then
+  if byte(value, i) == 95 then
+    i, n = run_of(value, i + 1, DIGIT)
+    if n == 0 then
       return false
     end
   end
-  if b ~= 32 or i - start > 64 then
+  if byte(value, i) ~= 32 or i - start > 64 then
     return false
   end
   i = plain_path(value, i + 1, 32)
   if i == nil then
     return false
   end
-  -- The backend: letters, digits, '.', '_', '-', then the one ';' that ends the value.
-  start = i + 1
-  i = start
-  b = byte(value, i)
-  while b ~= 59 do
-    if b == nil or not (PLAIN[b] or b == 46) then
-      return false
-    end
-    i = i + 1
-    b = byte(value, i)
-  end
-  return i > start and i - start <= MAX_BACKEND and i == len
+  -- The backend, then the one ';' that ends the value.
+  i, n = run_of(value, i + 1, NAME_BYTE)
+  return n > 0 and n <= MAX_BACKEND and byte(value, i) == 59 and i == #value
 end
 
 -- Checks one server's routes; returns true or nil and why.
