@@ -136,11 +136,6 @@ export interface RouteTotals {
 
 type RouteLabels = "route" | "upstream";
 
-/**
- * Per-route (and, one upstream per route, per-upstream) and per-endpoint traffic counters, fed by nginx's counters
- * (`add`) or by access records (`record`). Label sets are bounded by the current model: counts naming a route or an
- * endpoint the model does not have are counted once, unlabelled, as ignored.
- */
 /** A route as the model has it: the topology's view, its endpoints' addresses, the last `setTopology` (epoch) with it. */
 interface ModelRoute {
   readonly view: TopologyRoute;
@@ -148,6 +143,11 @@ interface ModelRoute {
   seen: number;
 }
 
+/**
+ * Per-route (and, one upstream per route, per-upstream) and per-endpoint traffic counters, fed by nginx's counters
+ * (`add`) or by access records (`record`). Label sets are bounded by the current model: counts naming a route or an
+ * endpoint the model does not have are counted once, unlabelled, as ignored.
+ */
 export class TrafficStats {
   private readonly routes = new Map<string, RouteTotals>();
   /** Per route upstream name: what the model says of the route (kept with `routes`: the same keys). */

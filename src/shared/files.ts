@@ -18,8 +18,7 @@ export async function writePieces(fh: FileHandle, pieces: Iterable<string>, size
   let used = 0;
   let total = 0;
   const flush = async () => {
-    for (let at = 0; at < used;) at += (await fh.write(buf, at, used - at)).bytesWritten;
-    total += used;
+    total += await writeAll(fh, buf, used);
     used = 0;
   };
   for (const p of pieces) {
@@ -28,8 +27,7 @@ export async function writePieces(fh: FileHandle, pieces: Iterable<string>, size
     if (p.length * 3 > size) {
       // Longer than the buffer: written as it is (one string the caller already holds).
       const whole = Buffer.from(p);
-      for (let at = 0; at < whole.length;) at += (await fh.write(whole, at, whole.length - at)).bytesWritten;
-      total += whole.length;
+      total += await writeAll(fh, whole, whole.length);
       continue;
     }
     used += buf.write(p, used);
@@ -38,11 +36,18 @@ export async function writePieces(fh: FileHandle, pieces: Iterable<string>, size
   return total;
 }
 
+/** Writes `buf`'s first `length` bytes at the handle's position, however many writes that takes; returns `length`. */
+async function writeAll(fh: FileHandle, buf: Buffer, length: number): Promise<number> {
+  for (let at = 0; at < length;) at += (await fh.write(buf, at, length - at)).bytesWritten;
+  return length;
+}
+
 /**
  * Writes a file atomically (temp file, fsync, rename) with the given mode, so readers never see half a file. Content
  * given as pieces is encoded into one buffer a part at a time (`writePieces`), so a large file (state.json at 100,000
- * endpoints) never exists as one string. On any failure (a full or read-only disk) the temp file is removed: a retried write must not fill the disk further. Owner
- * only by default: what we write (nginx.conf with its push token, state) is for our user and nginx's master alone.
+ * endpoints) never exists as one string. On any failure (a full or read-only disk) the temp file is removed: a retried
+ * write must not fill the disk further. Owner only by default: what we write (nginx.conf with its push token, state)
+ * is for our user and nginx's master alone.
  */
 export async function writeFileAtomic(file: string, content: string | Iterable<string>, mode = 0o600): Promise<void> {
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
