@@ -17,6 +17,7 @@ import type { Machine } from "./lib/machine.js";
 import type { RegistryKind } from "./lib/registry.js";
 import { fmt, median } from "./lib/stats.js";
 import type { TrafficCostResult } from "./figures/traffic.js";
+import type { TrafficInstructionsResult } from "./figures/traffic-instructions.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS } from "../src/reconciler/reconciler.js";
 
 export interface Results {
@@ -35,6 +36,7 @@ export interface Results {
     churn?: ChurnRow[];
     crash?: CrashRow[];
     trafficCost?: TrafficCostResult;
+    trafficInstructions?: TrafficInstructionsResult;
     services?: ServicesRow[];
     health?: HealthResult;
     routes?: RoutesResult;
@@ -647,6 +649,32 @@ export function renderReport(r: Results): string {
           `${fmt(m.default.controllerCpuUsPerRequest, 2)} / ${fmt(m.noTrafficLog.controllerCpuUsPerRequest, 2)}`,
           m.ratios.map((x) => fmt(x, 3)).join(", "),
           m.outlierRatios ? m.outlierRatios.map((x) => fmt(x, 3)).join(", ") : "n/a",
+        ]),
+      ),
+      ``,
+    );
+
+  const ti = r.figures.trafficInstructions;
+  if (ti && "skipped" in ti) out.push(`Figure 7b (instructions) was skipped: ${ti.skipped}.`, ``);
+  else if (ti)
+    out.push(
+      `### 7b. The same, in instructions`,
+      ``,
+      `Dynamic mode, one route, \`nginx-lb run\` with its defaults and with \`--no-traffic-log\` (\`--worker-processes` +
+        ` ${ti.workers}\`), nginx run under valgrind's callgrind through \`--nginx\` (a wrapper): the instructions` +
+        ` nginx's workers executed over ${fmtInt(ti.requests)} keep-alive requests (${ti.concurrency} connections)` +
+        ` after ${fmtInt(ti.warmup)} warm-up requests: each variant runs twice, with those requests and with an idle` +
+        ` wait as long instead, and the workers' totals (written by callgrind when they exit) are subtracted.` +
+        ` An instruction count does not move with the machine's other work, unlike requests/s above; it is not time` +
+        ` (memory stalls and system calls weigh differently), so it judges the counters' own cost, not throughput.`,
+      ``,
+      table(
+        ["round", "default, instructions per request", "--no-traffic-log", "default / off"],
+        ti.ratios.map((ratio, round) => [
+          String(round + 1),
+          fmtInt(ti.trials.find((t) => t.round === round && t.label === "default")?.perRequest ?? NaN),
+          fmtInt(ti.trials.find((t) => t.round === round && t.label === "--no-traffic-log")?.perRequest ?? NaN),
+          fmt(ratio, 3),
         ]),
       ),
       ``,

@@ -23,6 +23,7 @@ import { crash } from "./figures/crash.js";
 import { dataPlane } from "./figures/dataplane.js";
 import { scale } from "./figures/scale.js";
 import { trafficCost } from "./figures/traffic.js";
+import { trafficInstructions } from "./figures/traffic-instructions.js";
 import { services } from "./figures/services.js";
 import { health } from "./figures/health.js";
 import { routesFigure } from "./figures/routes.js";
@@ -114,7 +115,10 @@ async function main(): Promise<void> {
     if (only.includes("dataplane")) results.figures.dataPlane = await dataPlane(ctx);
     if (only.includes("churn")) results.figures.churn = await churn(ctx);
     if (only.includes("crash")) results.figures.crash = await crash(ctx);
-    if (only.includes("traffic")) results.figures.trafficCost = await trafficCost(ctx);
+    if (only.includes("traffic")) {
+      results.figures.trafficCost = await trafficCost(ctx);
+      results.figures.trafficInstructions = await trafficInstructions(ctx);
+    }
     if (only.includes("services")) results.figures.services = await services(ctx);
     if (only.includes("health")) results.figures.health = await health(ctx);
     if (only.includes("routes")) results.figures.routes = await routesFigure(ctx);

@@ -12,6 +12,7 @@
  *
  * Two paths serve large bodies (nginx's temp files): `GET /nginx-lb-test/bytes/<n>` answers n bytes of `bulkBytes(n)`,
  * and any request to `/nginx-lb-test/digest` answers `{ "bytes": n, "sha256": hex }` of the body it received.
+ * `GET /nginx-lb-test/delay/<ms>` answers `delayed` after `ms` milliseconds (timed figures).
  *
  * The health-check path `/healthz` (any query) answers as `setCheck` says: `ok` (200, the default), `500`, `hang`
  * (accepts, never answers) or `flap` (200 and 500 by turns), and with `hang-all` no request at all is answered (a hung
@@ -88,6 +89,12 @@ function bulk(url: string, req: IncomingMessage, res: ServerResponse): boolean {
     req.resume();
     res.setHeader("content-type", "application/octet-stream");
     res.end(bulkBytes(Number(bytes[1])));
+    return true;
+  }
+  const delay = /^\/nginx-lb-test\/delay\/(\d+)$/.exec(url);
+  if (delay) {
+    req.resume();
+    setTimeout(() => res.end("delayed"), Number(delay[1]));
     return true;
   }
   if (url !== "/nginx-lb-test/digest") return false;

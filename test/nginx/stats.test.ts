@@ -35,7 +35,19 @@ afterAll(async () => {
 
 /** Route and endpoint totals summed over every read so far (each read drains what it returns). */
 interface Totals {
-  readonly routes: Map<string, { requests: number[]; bytes: number; upstream: number; request: number }>;
+  readonly routes: Map<
+    string,
+    {
+      requests: number[];
+      bytes: number;
+      upstream: number;
+      request: number;
+      upstreamBuckets: number[];
+      requestBuckets: number[];
+      upstreamMs: number;
+      requestMs: number;
+    }
+  >;
   readonly endpoints: Map<string, { requests: number; errors: number }>;
 }
 
@@ -50,13 +62,26 @@ async function readInto(ng: ServedNginx, totals: Totals): Promise<void> {
   if (!parsed.ok) throw new Error(parsed.error);
   const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
   for (const [name, c] of parsed.counts.routes) {
-    const t = totals.routes.get(name) ?? { requests: [0, 0, 0, 0, 0, 0], bytes: 0, upstream: 0, request: 0 };
+    const t = totals.routes.get(name) ?? {
+      requests: [0, 0, 0, 0, 0, 0],
+      bytes: 0,
+      upstream: 0,
+      request: 0,
+      upstreamBuckets: c.upstream.map(() => 0),
+      requestBuckets: c.request.map(() => 0),
+      upstreamMs: 0,
+      requestMs: 0,
+    };
     totals.routes.set(name, t);
     (["1xx", "2xx", "3xx", "4xx", "5xx"] as const).forEach((k, i) => add(t.requests, i + 1, c.byClass[k]));
     add(t.requests, 0, c.other);
     t.bytes += c.bytes;
     t.upstream += sum(c.upstream);
     t.request += sum(c.request);
+    c.upstream.forEach((n, i) => add(t.upstreamBuckets, i, n));
+    c.request.forEach((n, i) => add(t.requestBuckets, i, n));
+    t.upstreamMs += Math.round(c.upstreamSeconds * 1000);
+    t.requestMs += Math.round(c.requestSeconds * 1000);
   }
   for (const [name, byAddr] of parsed.counts.endpoints)
     for (const [addr, e] of byAddr) {
@@ -161,6 +186,25 @@ describe.each(["reload", "dynamic"] as const)(
       // Only this route's: the reads themselves (the control server) are not traffic.
       expect([...totals.routes.keys()]).toEqual([route]);
       expect([...totals.endpoints.keys()].every((k) => k.startsWith(`${route} `))).toBe(true);
+    });
+
+    it("times the upstream and the request: an answer after 120 ms falls in the 100-250 ms buckets", async () => {
+      await ng.push(set([OK]));
+      await readInto(ng, newTotals());
+      const totals = newTotals();
+      const route = upstreamOf("/");
+      for (let i = 0; i < 3; i++) {
+        const r = await get(ng.port, HOST, "/nginx-lb-test/delay/120");
+        expect(r.status).toBe(200);
+      }
+      await readUntil(ng, totals, "the three counted", (t) => (t.routes.get(route)?.request ?? 0) >= 3);
+      const r = totals.routes.get(route);
+      // Buckets up to 5, 10, 25, 50, 100, 250, ... ms: index 5 holds 100 < t <= 250. The sums are whole milliseconds.
+      expect(r?.upstreamBuckets).toEqual([0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0]);
+      expect(r?.requestBuckets).toEqual([0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0]);
+      expect(r?.upstreamMs).toBeGreaterThanOrEqual(3 * 119);
+      expect(r?.upstreamMs).toBeLessThan(3 * 250);
+      expect(r?.requestMs).toBeGreaterThanOrEqual(r?.upstreamMs ?? Infinity);
     });
 
     it("counts a route's own 503 under its name and a request no route matched as `-`, with no endpoint", async () => {

@@ -7,8 +7,8 @@
 -- weight 0 never chosen, backups only when no primary is usable for this request, a peer that failed to connect
 -- skipped for FAIL_TIMEOUT (max_fails=1 fail_timeout=10s), and a retry on the next peer after a connection error.
 -- Beyond reload mode: a peer ejected by nginx_lb_outlier (failing requests in a row, seen by every worker) is skipped
--- like a failed one, and the log phase learns the request's set and which peers it tried (ctx.nlb_set, ctx.nlb_last,
--- ctx.nlb_prev).
+-- like a failed one, and the log phase learns the request's set, which peers it tried and when the last attempt began
+-- (ctx.nlb_set, ctx.nlb_last, ctx.nlb_prev, ctx.nlb_at).
 
 local balancer = require("ngx.balancer")
 local layout = require("nginx_lb_sets")
@@ -201,6 +201,8 @@ function _M.balance(name)
     return ngx.exit(502)
   end
   ctx.nlb_last = peer
+  -- When this attempt began, for the log phase's upstream time (nginx times $upstream_response_time from here too).
+  ctx.nlb_at = now()
   local ok, err = balancer.set_current_peer(peer.host, peer.port)
   if not ok then
     ngx.log(ngx.ERR, "nginx-lb: cannot use peer ", peer.host, ":", peer.port, ": ", err)

@@ -23,13 +23,15 @@
 -- again at the next read, so only keys idle for IDLE_TTL (an endpoint or route that went away) expire. Were the
 -- controller absent that long, counts on such keys would expire with them: figures nobody collects.
 --
--- The per-request path allocates nothing in the common case and takes no lock: every key string is built once per
--- worker per route and endpoint and kept on the balancer's decoded set and peers (so a routed request reads neither
--- $nlb_route nor $upstream_addr: nginx variables are the dearest part of the log phase), and a request adds to a
--- plain Lua table of its worker.
--- A timer per worker adds that table to the dict every FLUSH_SECONDS (incr: atomic across workers); a worker that is
--- shutting down (reload, stop) flushes once more (nginx runs pending timers early then) and from then on counts
--- straight into the dict.
+-- The per-request path allocates nothing in the common case, takes no lock and reads one nginx variable
+-- ($bytes_sent): each route and each endpoint has a cell per worker, its key strings and an array of amounts in the
+-- same order, built once and kept on the balancer's decoded set and peers (so a routed request reads neither
+-- $nlb_route nor $upstream_addr), and a request adds to its cells' arrays. The last upstream's time is measured from
+-- the balancer's choice of that peer (ctx.nlb_at, nginx's cached clock, as nginx times $upstream_response_time)
+-- rather than read from that variable: a variable read costs more than all of the counting.
+-- A timer per worker adds the cells counted since the last flush to the dict every FLUSH_SECONDS (incr: atomic across
+-- workers); a worker that is shutting down (reload, stop) flushes once more (nginx runs pending timers early then)
+-- and from then on flushes after every request.
 
 local secret = require("nginx_lb_secret")
 -- For `sweep` only: a route is the upstream name of its endpoint set.
@@ -38,12 +40,12 @@ local sweeper = require("nginx_lb_sweep")
 
 local ngx = ngx
 local var = ngx.var
-local pairs, ipairs, type = pairs, ipairs, type
+local ipairs, type = ipairs, type
 local now = ngx.now
 local start_time = ngx.req.start_time
 local tonumber = tonumber
 local floor = math.floor
-local match, format = string.match, string.format
+local format = string.format
 
 local _M = {}
 
@@ -58,19 +60,47 @@ local MAX_ROUTES = 100000
 
 local dict = ngx.shared[_M.DICT]
 
--- Per worker: key -> amount counted since the last flush.
-local pending = {}
+-- Per worker: the cells counted since the last flush, in the order of their first count.
+local dirty = {}
+local ndirty = 0
 local flushing = false
--- Set by the final (premature) flush: from then on requests count straight into the dict.
+-- Set by the final (premature) flush: from then on every request is flushed at once.
 local closing = false
 
+-- A cell: `keys[i]` is the dict key of the amount `v[i]`.
+local function cell(keys)
+  local v = {}
+  for i = 1, #keys do
+    v[i] = 0
+  end
+  return { keys = keys, v = v, dirty = false }
+end
+
+-- Puts a cell on the flush list on its first count since the last flush.
+local function touch(c)
+  if not c.dirty then
+    c.dirty = true
+    ndirty = ndirty + 1
+    dirty[ndirty] = c
+  end
+end
+
 local function flush()
-  local batch = pending
-  pending = {}
-  for key, n in pairs(batch) do
-    local ok, err = dict:incr(key, n, 0)
-    if not ok then
-      ngx.log(ngx.WARN, "nginx-lb: traffic counter ", key, " lost ", n, ": ", err)
+  local list, n = dirty, ndirty
+  dirty, ndirty = {}, 0
+  for i = 1, n do
+    local c = list[i]
+    c.dirty = false
+    local keys, v = c.keys, c.v
+    for j = 1, #keys do
+      local amount = v[j]
+      if amount ~= 0 then
+        v[j] = 0
+        local ok, err = dict:incr(keys[j], amount, 0)
+        if not ok then
+          ngx.log(ngx.WARN, "nginx-lb: traffic counter ", keys[j], " lost ", amount, ": ", err)
+        end
+      end
     end
   end
 end
@@ -83,15 +113,16 @@ local function on_timer(premature)
   flush()
 end
 
-local function add(key, n)
-  pending[key] = (pending[key] or 0) + n
-end
+-- A route cell's amounts, by index: the status classes 0..5 at CLASS + c, then bytes, the two sums, and the two
+-- histograms' buckets 1..NB + 1 at U + i and T + i.
+local CLASS = 1
+local B = 7
+local US = 8
+local TS = 9
+local U = 9
+local T = U + NB + 1
 
-local function add_now(key, n)
-  dict:incr(key, n, 0)
-end
-
--- Per worker: route -> its key strings.
+-- Per worker: route -> its cell.
 local routes = {}
 local route_count = 0
 
@@ -100,14 +131,18 @@ local function keys_of(route)
     routes = {}
     route_count = 0
   end
-  local k = { class = {}, u = {}, t = {}, b = "b " .. route, us = "us " .. route, ts = "ts " .. route }
+  local keys = {}
   for c = 0, 5 do
-    k.class[c] = "c " .. route .. " " .. c .. "xx"
+    keys[CLASS + c] = "c " .. route .. " " .. c .. "xx"
   end
+  keys[B] = "b " .. route
+  keys[US] = "us " .. route
+  keys[TS] = "ts " .. route
   for i = 1, NB + 1 do
-    k.u[i] = "u " .. route .. " " .. i
-    k.t[i] = "t " .. route .. " " .. i
+    keys[U + i] = "u " .. route .. " " .. i
+    keys[T + i] = "t " .. route .. " " .. i
   end
+  local k = cell(keys)
   k.route = route
   routes[route] = k
   route_count = route_count + 1
@@ -132,22 +167,23 @@ local function bucket(ms)
   return BUCKET_OF[ms] or NB + 1
 end
 
--- An endpoint's keys, kept on its peer (built once per peer: a peer lives as long as its decoded set, of one route).
--- The address is written as nginx writes $upstream_addr and the controller's topology names endpoints: ip:port, an
--- IPv6 ip in brackets (the balancer's `host`).
-local function peer_keys(k, p)
+-- An endpoint's cell (attempts, then errors), kept on its peer (built once per peer: a peer lives as long as its
+-- decoded set, of one route). The address is written as nginx writes $upstream_addr and the controller's topology
+-- names endpoints: ip:port, an IPv6 ip in brackets (the balancer's `host`).
+local function peer_cell(k, p)
   local e = p.nlb_stats
   if e == nil then
     local addr = p.host .. ":" .. p.port
-    e = { n = "n " .. k.route .. " " .. addr, x = "x " .. k.route .. " " .. addr }
+    e = cell({ "n " .. k.route .. " " .. addr, "x " .. k.route .. " " .. addr })
     p.nlb_stats = e
   end
-  return e
+  touch(e)
+  return e.v
 end
 
 -- The attempts the balancer made (ctx.nlb_prev in order, then ctx.nlb_last): every one before the last was left after
 -- a connection error or timeout (nginx retries past nothing else: proxy_next_upstream error timeout).
-local function count_endpoints(count, k, ctx, last, failed)
+local function count_endpoints(k, ctx, last, failed)
   local prev = ctx.nlb_prev
   if prev ~= nil then
     local n = #prev
@@ -157,21 +193,21 @@ local function count_endpoints(count, k, ctx, last, failed)
       failed = true
     end
     for i = 1, n do
-      local e = peer_keys(k, prev[i])
-      count(e.n, 1)
-      count(e.x, 1)
+      local v = peer_cell(k, prev[i])
+      v[1] = v[1] + 1
+      v[2] = v[2] + 1
     end
   end
-  local e = peer_keys(k, last)
-  count(e.n, 1)
+  local v = peer_cell(k, last)
+  v[1] = v[1] + 1
   if failed then
-    count(e.x, 1)
+    v[2] = v[2] + 1
   end
 end
 
--- The request's route keys: from the set the balancer's access phase gave it (the set carries its upstream name, and
--- the keys are kept on it), else from $nlb_route (a route that answered 503 for an empty set, or no route).
-local function route_keys(ctx)
+-- The request's route cell: from the set the balancer's access phase gave it (the set carries its upstream name, and
+-- the cell is kept on it), else from $nlb_route (a route that answered 503 for an empty set, or no route).
+local function route_cell(ctx)
   local set = ctx.nlb_set
   if set ~= nil then
     local k = set.nlb_stats
@@ -188,64 +224,57 @@ local function route_keys(ctx)
   return routes[route] or keys_of(route)
 end
 
+-- Whole milliseconds from `since` (seconds, nginx's cached clock) to now.
+local function ms_since(since)
+  local ms = floor((now() - since) * 1000 + 0.5)
+  if ms < 0 then
+    return 0
+  end
+  return ms
+end
+
 --- log_by_lua: counts the request. `ctx` is the request's ngx.ctx (looked up once for the log phase's callers).
 function _M.log(ctx)
-  local count = add
   if not flushing then
     -- The first request of this worker starts its flush timer.
     flushing = true
     local ok, err = ngx.timer.every(FLUSH_SECONDS, on_timer)
     if not ok then
-      flushing = false
+      -- Without the timer every request is flushed at once: slower, but nothing is lost.
+      closing = true
       ngx.log(ngx.ERR, "nginx-lb: cannot start the traffic counters' flush timer: ", err)
-      count = add_now
     end
-  end
-  if closing then
-    -- The worker is shutting down and made its final flush: count where the controller reads.
-    count = add_now
   end
   if ctx == nil then
     ctx = ngx.ctx
   end
-  local k = route_keys(ctx)
-  local status = ngx.status
-  local c = floor(status / 100)
+  local k = route_cell(ctx)
+  touch(k)
+  local v = k.v
+  local c = floor(ngx.status / 100)
   if c < 1 or c > 5 then
     c = 0
   end
-  count(k.class[c], 1)
+  v[CLASS + c] = v[CLASS + c] + 1
   local bytes = tonumber(var.bytes_sent)
   if bytes and bytes > 0 then
-    count(k.b, bytes)
+    v[B] = v[B] + bytes
   end
-  local ms = floor((now() - start_time()) * 1000 + 0.5)
-  if ms < 0 then
-    ms = 0
-  end
-  count(k.t[bucket(ms)], 1)
-  if ms > 0 then
-    count(k.ts, ms)
-  end
+  local ms = ms_since(start_time())
+  v[T + bucket(ms)] = v[T + bucket(ms)] + 1
+  v[TS] = v[TS] + ms
   -- No peer chosen: nginx answered itself (no route, an empty set) and there is no upstream to count.
   local last = ctx.nlb_last
-  if last == nil then
-    return
+  if last ~= nil then
+    local ums = ms_since(ctx.nlb_at)
+    v[U + bucket(ums)] = v[U + bucket(ums)] + 1
+    v[US] = v[US] + ums
+    count_endpoints(k, ctx, last, ngx.status >= 500)
   end
-  local times = var.upstream_response_time
-  local up = tonumber(times)
-  if up == nil and times then
-    -- With retries: the time of the last upstream tried.
-    up = tonumber(match(times, "([^ ,:]+)$"))
+  if closing then
+    -- The worker is shutting down and made its final flush (or has no timer): count where the controller reads.
+    flush()
   end
-  if up then
-    local ums = floor(up * 1000 + 0.5)
-    count(k.u[bucket(ums)], 1)
-    if ums > 0 then
-      count(k.us, ums)
-    end
-  end
-  count_endpoints(count, k, ctx, last, status >= 500)
 end
 
 -- Whether a push removed upstreams since the last sweep.
