@@ -2,7 +2,8 @@
 # Installs what nginx-lb's commands need and is missing: npm dependencies, then Debian's nginx (with the Lua module
 # for reload-free endpoints), etcd, wrk, promtool (alert rules test) and chromium (dashboard test). Without root it
 # says what to install instead. Idempotent and quiet. NGINX_LB_NEED_ETCD=0, NGINX_LB_NEED_PROMTOOL=0 and
-# NGINX_LB_NEED_BROWSER=0 leave out what only the tests need.
+# NGINX_LB_NEED_BROWSER=0 leave out what only the tests need; NGINX_LB_NEED_VALGRIND=1 (the benchmark suite) adds
+# valgrind, whose callgrind counts nginx's instructions per request (figure 7b).
 set -e
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,9 @@ fi
 # The dashboard test drives a real headless Chromium (through playwright-core).
 if [ "${NGINX_LB_NEED_BROWSER:-1}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+fi
+if [ "${NGINX_LB_NEED_VALGRIND:-0}" = 1 ]; then
+  command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"
 fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
