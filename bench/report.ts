@@ -9,7 +9,7 @@ import type { ConvergenceRow } from "./figures/convergence.js";
 import type { CrashRow } from "./figures/crash.js";
 import type { DataPlaneResult } from "./figures/dataplane.js";
 import { PROBE_INTERVAL_S, type HangTrial, type HealthResult } from "./figures/health.js";
-import { QUIET_MS, type RoutesResult, type RoutesRow } from "./figures/routes.js";
+import { IDLE_MS, QUIET_MS, type RoutesResult, type RoutesRow } from "./figures/routes.js";
 import type { ScaleRow } from "./figures/scale.js";
 import type { ServicesRow } from "./figures/services.js";
 import type { Mode } from "./lib/lb.js";
@@ -914,7 +914,7 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
         "after the warm-up (changes)",
         "after the changes",
         `nginx RSS growth % (target, dynamic: ≤ ${RSS_GROWTH_TOLERANCE_PCT}%)`,
-        "controller RSS MiB",
+        `controller RSS MiB after the changes / after ${IDLE_MS / 1000} s idle`,
       ],
       ro.rows.map((x) => [
         x.routesMode,
@@ -930,7 +930,7 @@ function routesSection(ro: RoutesResult, r: Results): string[] {
         x.warmupChanges > 0 ? `${mem(x.memoryWarm)} (${x.warmupChanges})` : "-",
         mem(x.memoryAfter),
         fmt(routesGrowthPct(x)),
-        fmt(x.controllerRssMiB),
+        `${fmt(x.controllerRssMiB)} / ${fmt(x.controllerRssIdleMiB)}`,
       ]),
     ),
     ``,

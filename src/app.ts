@@ -21,6 +21,7 @@ import { StatusStore } from "./reconciler/status.js";
 import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
 import { chooseRoutesMode } from "./nginx/routes-mode.js";
 import type { Logger } from "./shared/log.js";
+import { collectWhenIdle } from "./shared/idle-gc.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import { startRegistry } from "./sources/first-snapshot.js";
 import type { EtcdOptions } from "./sources/registry.js";
@@ -222,6 +223,7 @@ export async function startController(
     new Date(),
   );
   const abort = new AbortController();
+  const idleCollection = collectWhenIdle((l) => status.subscribe(l), log, systemClock);
   const nginx = new NginxProcess(paths, log, (why) => supervisor.exited(why));
   const applier = new NginxApplier(paths, nginx, controlPort, log, pushToken);
   const checker = new HealthChecker({
@@ -325,6 +327,7 @@ export async function startController(
     stop: async (stopNginx) => {
       supervisor.stop();
       abort.abort();
+      idleCollection.stop();
       checker.stop();
       ejections?.stop();
       reconciler.stop();

@@ -25,6 +25,14 @@ export const LAST_HOST = "last.bench.test";
 const LIVE = "live-web";
 /** A lone change waits neither for the reconciler's minimum gap between reload applies (250 ms) nor its debounce. */
 export const QUIET_MS = 300;
+/** How long the controller is left without a change before its idle RSS is read. */
+export const IDLE_MS = 15_000;
+
+/** A process's RSS (MiB) after IDLE_MS. */
+async function rssIdle(pid: number): Promise<number> {
+  await sleep(IDLE_MS);
+  return round1((await memoryOf(pid)).rss);
+}
 const CHANGE_TIMEOUT_MS = 60_000;
 const SERVE_TIMEOUT_MS = 120_000;
 
@@ -80,7 +88,10 @@ export interface RoutesRow {
   readonly memoryBefore: NginxMemory;
   readonly memoryWarm: NginxMemory;
   readonly memoryAfter: NginxMemory;
+  /** Right after the last change (and QUIET_MS). */
   readonly controllerRssMiB: number;
+  /** After IDLE_MS more with no change: what an operator reads between changes (V8 collects an idle heap). */
+  readonly controllerRssIdleMiB: number;
   readonly error?: string;
 }
 
@@ -211,6 +222,7 @@ async function measure(o: RoutesRunOptions, held: { lb: Lb | null }): Promise<Ro
     memoryWarm: NO_MEMORY,
     memoryAfter: NO_MEMORY,
     controllerRssMiB: NaN,
+    controllerRssIdleMiB: NaN,
     error,
   });
   try {
@@ -308,6 +320,7 @@ async function measure(o: RoutesRunOptions, held: { lb: Lb | null }): Promise<Ro
       memoryWarm,
       memoryAfter,
       controllerRssMiB: round1((await memoryOf(lb.controller.child.pid ?? 0)).rss),
+      controllerRssIdleMiB: await rssIdle(lb.controller.child.pid ?? 0),
     };
   } catch (e) {
     // The helper's timeout quotes the controller's whole log: its first lines are enough for the report.

@@ -381,3 +381,31 @@ describe.each([
     expect(masters(join(dir, "state"))).toBe(0);
   });
 });
+
+describe("nginx-lb run when nothing changes", () => {
+  beforeAll(() => {
+    mode = "dynamic";
+    routes = "dynamic";
+  });
+
+  it("collects its heap once per quiet spell (5 s after the last activity), and serves on", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    const collected = () => s.lb.lines.filter((l) => l.msg === "heap collected while idle");
+    const first = await s.lb.waitFor(/heap collected while idle/, 20_000);
+    expect(first["ms"]).toEqual(expect.any(Number));
+    expect(first["heapMiB"]).toEqual({
+      used: expect.any(Number),
+      committed: expect.any(Number),
+      external: expect.any(Number),
+    });
+    // Nothing happened since: no second collection.
+    await sleep(6_000);
+    expect(collected()).toHaveLength(1);
+    expect(await who(s.url())).toBe("127.0.0.2");
+    // A change is activity: one more collection once it has been quiet again.
+    await writeFile(s.backends, JSON.stringify({ "web-api": { "127.0.0.3": { weight: 1 } } }));
+    await eventually(async () => (await who(s.url())) === "127.0.0.3", 10_000, "traffic on 127.0.0.3");
+    await eventually(async () => collected().length === 2, 15_000, "a second collection after the change");
+    await s.lb.stop();
+  }, 60_000);
+});
