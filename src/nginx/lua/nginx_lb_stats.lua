@@ -261,13 +261,15 @@ function _M.log(ctx)
     v[B] = v[B] + bytes
   end
   local ms = ms_since(start_time())
-  v[T + bucket(ms)] = v[T + bucket(ms)] + 1
+  local t = T + bucket(ms)
+  v[t] = v[t] + 1
   v[TS] = v[TS] + ms
   -- No peer chosen: nginx answered itself (no route, an empty set) and there is no upstream to count.
   local last = ctx.nlb_last
   if last ~= nil then
     local ums = ms_since(ctx.nlb_at)
-    v[U + bucket(ums)] = v[U + bucket(ums)] + 1
+    local u = U + bucket(ums)
+    v[u] = v[u] + 1
     v[US] = v[US] + ums
     count_endpoints(k, ctx, last, ngx.status >= 500)
   end
