@@ -30,6 +30,7 @@ import type { TrafficFeed } from "./admin/traffic-feed.js";
 import { startEtcdRoutes, startFileRoutes } from "./sources/routes.js";
 import type { EndpointSource } from "./sources/source.js";
 import { ControlStore, resolveControl } from "./state/control.js";
+import { declaredPorts } from "./sources/declared-ports.js";
 import { StateStore, type PersistedState } from "./state/store.js";
 
 /** Everything `nginx-lb run` is told. */
@@ -170,9 +171,20 @@ export async function startController(
       "state.json is unreadable and was moved aside: the last applied routes and endpoints are unknown; a running nginx keeps serving what it had until the registry answers",
     );
   const saved = loaded.state;
-  const control = await resolveControl(new ControlStore(dir), saved, options.controlPort, freePort, () =>
-    randomBytes(16).toString("hex"),
+  const routesFile = options.etcd && options.servicesEtcdPrefix !== undefined ? undefined : resolve(options.services);
+  const control = await resolveControl(
+    new ControlStore(dir),
+    saved,
+    options.controlPort,
+    freePort,
+    () => randomBytes(16).toString("hex"),
+    await declaredPorts(routesFile, saved.services),
   );
+  if (control.moved !== undefined)
+    log.warn(
+      { from: control.moved, to: control.settings.controlPort },
+      "the routing table now claims the control port: moved the control port (the next apply reloads nginx with it)",
+    );
   if (control.unusable !== undefined)
     log.error(
       { file: join(dir, "control.json"), error: control.unusable },
@@ -243,6 +255,16 @@ export async function startController(
     // A push costs about a millisecond and no reload: in dynamic mode changes go out almost at once.
     debounceMs: options.debounceMs ?? (mode === "dynamic" ? 0 : DEFAULT_DEBOUNCE_MS),
     minGapMs: options.minGapMs ?? (mode === "dynamic" ? 10 : DEFAULT_MIN_GAP_MS),
+    reservedPorts: [
+      {
+        port: controlPort,
+        use: `nginx-lb's control port (nginx's internal server on 127.0.0.1:${controlPort})`,
+        remedy:
+          options.controlPort !== undefined
+            ? "choose another port for this server, or run nginx-lb with another --control-port"
+            : "choose another port for this server, or restart nginx-lb: a restart moves the control port off every port services.json names",
+      },
+    ],
     ...(options.startTimeoutMs !== undefined
       ? {
           startTimeoutMs: options.startTimeoutMs,

@@ -2,6 +2,7 @@ import { NO_HEALTH, type Health } from "../health/targets.js";
 import type { BackendSet } from "../model/backends.js";
 import { formatProblem, type Problem } from "../model/problem.js";
 import type { Services } from "../model/services.js";
+import { reservedPortProblems, type ReservedPort } from "../model/reserved-ports.js";
 import type { Desired, RenderOptions } from "../render/index.js";
 import type { Logger } from "../shared/log.js";
 import type { Snapshot } from "../sources/source.js";
@@ -32,6 +33,8 @@ export interface ReconcilerDeps {
    */
   readonly startTimeoutMs?: number;
   readonly gaveUp?: (error: string) => void;
+  /** Ports nginx-lb listens on itself: a routing table whose servers claim one is refused, as an invalid file is. */
+  readonly reservedPorts?: readonly ReservedPort[];
 }
 
 export const DEFAULT_DEBOUNCE_MS = 20;
@@ -99,7 +102,15 @@ export class Reconciler {
     saved: { readonly services?: Services | undefined; readonly backends?: BackendSet | undefined },
     nginxAdopted = false,
   ): void {
-    if (saved.services) this.routing = { wanted: saved.services, inForce: saved.services, pending: null };
+    // Saved routes that claim a port reserved since (a new --control-port) would render a config nginx accepts and
+    // then answers the controller from a frontend server: they are dropped, and services.json says why when read.
+    const clash = saved.services ? reservedPortProblems(saved.services, this.deps.reservedPorts ?? []) : [];
+    if (clash.length > 0)
+      this.deps.log.warn(
+        { errors: clash.map(formatProblem) },
+        "the last applied routes claim a port nginx-lb now uses itself: they are not restored",
+      );
+    else if (saved.services) this.routing = { wanted: saved.services, inForce: saved.services, pending: null };
     if (saved.backends) this.backends = saved.backends;
     else if (nginxAdopted) {
       this.waiting = WAITING_FOR_REGISTRY;
@@ -118,6 +129,11 @@ export class Reconciler {
 
   /** A valid services.json: records it in the status and applies it. */
   setServices(snap: Snapshot<Services>): void {
+    const clash = reservedPortProblems(snap.value, this.deps.reservedPorts ?? []);
+    if (clash.length > 0) {
+      this.servicesRejected(clash, snap.warnings);
+      return;
+    }
     const { status, log } = this.deps;
     const file = status.get().services.file;
     status.update(() => ({

@@ -54,11 +54,19 @@ export interface ResolvedControl {
   readonly unusable?: string;
   /** A failed write of control.json (the settings hold for this run; a restart would make new ones). */
   readonly saveError?: string;
+  /** The saved control port, given up because the routing table now claims it (a new one was chosen). */
+  readonly moved?: number;
 }
+
+/** How many ports the kernel is asked for before one outside the routing table's is taken anyway. */
+const PICKS = 32;
 
 /**
  * The control port and push token of this start: `--control-port` first, then control.json, then an older
  * state.json's copy (moved into control.json), else new ones. control.json is written only when they change.
+ * `taken`: the ports the routing table claims. A new port is never one of them (the kernel hands out any port that is
+ * free now, and a frontend port is free until nginx starts), and a saved one that is moves; a requested one stays
+ * (the reconciler then refuses the servers that claim it).
  */
 export async function resolveControl(
   store: ControlStore,
@@ -66,11 +74,14 @@ export async function resolveControl(
   requestedPort: number | undefined,
   freePort: () => Promise<number>,
   newToken: () => string,
+  taken: ReadonlySet<number> = new Set(),
 ): Promise<ResolvedControl> {
   const found = await store.load();
   const saved = found !== null && !("error" in found) ? found : null;
+  const known = saved?.controlPort ?? legacy.controlPort;
+  const moved = requestedPort === undefined && known !== undefined && taken.has(known) ? { moved: known } : {};
   const settings: ControlSettings = {
-    controlPort: requestedPort ?? saved?.controlPort ?? legacy.controlPort ?? (await freePort()),
+    controlPort: requestedPort ?? (known !== undefined && !taken.has(known) ? known : await pickPort(freePort, taken)),
     pushToken: saved?.pushToken ?? (legacy.pushToken && TOKEN.test(legacy.pushToken) ? legacy.pushToken : newToken()),
   };
   const unusable = found !== null && "error" in found ? { unusable: found.error } : {};
@@ -78,8 +89,14 @@ export async function resolveControl(
     return { settings, ...unusable };
   try {
     await store.save(settings);
-    return { settings, ...unusable };
+    return { settings, ...unusable, ...moved };
   } catch (e) {
-    return { settings, ...unusable, saveError: (e as Error).message };
+    return { settings, ...unusable, ...moved, saveError: (e as Error).message };
   }
+}
+
+async function pickPort(freePort: () => Promise<number>, taken: ReadonlySet<number>): Promise<number> {
+  let port = await freePort();
+  for (let i = 1; i < PICKS && taken.has(port); i++) port = await freePort();
+  return port;
 }

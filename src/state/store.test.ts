@@ -74,6 +74,24 @@ describe("resolveControl", () => {
     expect(JSON.parse(await readFile(join(d, "control.json"), "utf8"))).toEqual(out.settings);
   });
 
+  it("a new port is never one the routing table claims", async () => {
+    const handed = [40_001, 40_001, 40_005];
+    const next = async () => handed.shift() ?? 0;
+    const out = await resolveControl(new ControlStore(await dir()), {}, undefined, next, token, new Set([40_001]));
+    expect(out).toEqual({ settings: { controlPort: 40_005, pushToken: "c".repeat(32) } });
+  });
+
+  it("a saved port the routing table now claims moves; a requested one stays", async () => {
+    const d = await dir();
+    await new ControlStore(d).save({ controlPort: 40_002, pushToken: "a".repeat(32) });
+    const claimed = new Set([40_002]);
+    const out = await resolveControl(new ControlStore(d), {}, undefined, port, token, claimed);
+    expect(out).toEqual({ settings: { controlPort: 40_001, pushToken: "a".repeat(32) }, moved: 40_002 });
+    expect(JSON.parse(await readFile(join(d, "control.json"), "utf8"))).toEqual(out.settings);
+    const kept = await resolveControl(new ControlStore(d), {}, 40_002, port, token, claimed);
+    expect(kept).toEqual({ settings: { controlPort: 40_002, pushToken: "a".repeat(32) } });
+  });
+
   it("an unusable control.json is reported and replaced", async () => {
     const d = await dir();
     await writeFile(join(d, "control.json"), "{");

@@ -197,6 +197,39 @@ describe.each([
     await s.lb.stop();
   });
 
+  it("a server on the control port is refused while running, and a restart moves the control port off it", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    const stateDir = join(s.dir, "state");
+    const controlPort = async () =>
+      (JSON.parse(await readFile(join(stateDir, "control.json"), "utf8")) as { controlPort: number }).controlPort;
+    const taken = await controlPort();
+    const claiming = { ...server(taken, { "/": route("web", pool.port) }), domain_name: "b.test" };
+    await writeServices(s.services, [server(s.port, { "/": route("web", pool.port) }), claiming]);
+    const refused = await s.lb.waitFor(/services.json is invalid/);
+    expect(JSON.stringify(refused["errors"])).toContain(
+      `servers[1].frontend_port: port ${taken} is nginx-lb's control port`,
+    );
+    expect(await who(s.url())).toBe("127.0.0.2");
+    await s.lb.stop();
+
+    const lb = await startController({
+      env: modeEnv(),
+      stateDir,
+      services: s.services,
+      args: ["--backends", s.backends],
+    });
+    await lb.waitFor(/moved the control port/);
+    await lb.waitFor(/nginx started|config applied/);
+    expect(await controlPort()).not.toBe(taken);
+    await eventually(
+      async () => (await get(`http://127.0.0.1:${taken}/`, { host: "b.test" })).json<Echo>().backend === "127.0.0.2",
+      10_000,
+      "b.test served on the old control port",
+    );
+    expect(await who(s.url())).toBe("127.0.0.2");
+    await lb.stop();
+  });
+
   it("a controller SIGKILLed and restarted under load drops no request and leaves one nginx master", async () => {
     const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 }, "127.0.0.3": { weight: 1 } } });
     const stateDir = join(s.dir, "state");

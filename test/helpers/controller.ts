@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { sleep } from "./wait.js";
@@ -51,6 +51,8 @@ export class Controller {
   constructor(
     readonly child: ChildProcess,
     private readonly wrapped = false,
+    /** Its state dir: a failed wait shows the end of nginx's error.log too. */
+    private readonly stateDir?: string,
   ) {
     let buf = "";
     child.stderr?.setEncoding("utf8");
@@ -92,11 +94,14 @@ export class Controller {
       if (hit) return hit;
       await sleep(20);
     }
+    const nginxLog = this.stateDir
+      ? await readFile(join(this.stateDir, "logs/error.log"), "utf8").catch((e: Error) => e.message)
+      : "";
     throw new Error(
       `no log line matching ${re} within ${timeoutMs} ms; log:\n${this.lines
         .map((l) => JSON.stringify(l))
         .join("\n")
-        .slice(-3000)}`,
+        .slice(-3000)}${this.stateDir ? `\nnginx's error.log:\n${nginxLog.slice(-1500)}` : ""}`,
     );
   }
 
@@ -160,7 +165,7 @@ export async function startController(o: ControllerOptions): Promise<Controller>
     // configs run to run): admin tests pass --admin-listen with a free port, which overrides this.
     env: { ...process.env, NGINX_LB_LOG_LEVEL: "debug", NGINX_LB_ADMIN_LISTEN: "off", ...o.env },
   });
-  const c = new Controller(child, (o.wrap ?? []).length > 0);
+  const c = new Controller(child, (o.wrap ?? []).length > 0, o.stateDir);
   running.add(c);
   await c.waitFor(new RegExp(o.readyMsg ?? "nginx-lb is running"), 30_000);
   return c;
