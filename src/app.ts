@@ -353,6 +353,7 @@ export async function startController(
       checker.stop();
       ejections?.stop();
       reconciler.stop();
+      applier.stop();
       await reconciler.idle();
       await applier.settled();
       if (stopNginx) await nginx.stop();

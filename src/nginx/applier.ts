@@ -88,6 +88,17 @@ export class NginxApplier implements Applier {
     private readonly confirmTimeoutMs = 5_000,
   ) {}
 
+  /** Aborted when the controller stops: a wait for nginx to take a config ends at once instead of timing out. */
+  private readonly stopping = new AbortController();
+
+  /**
+   * Ends any wait for a new master to take its config, now and later. A stop asked for while a large config loads (up
+   * to a minute) must not wait it out: an orchestrator kills a controller that ignores its SIGTERM.
+   */
+  stop(): void {
+    this.stopping.abort();
+  }
+
   /** The generation nginx was last confirmed to serve. */
   get liveGeneration(): string | null {
     return this.live;
@@ -425,10 +436,18 @@ export class NginxApplier implements Applier {
         const taken = await Promise.race([
           waitForGeneration(this.controlPort, rendered.generation, confirmMs, gaveUp.signal),
           refusal(errorLog, logOffset, confirmMs, gaveUp.signal),
-          ...(running ? [] : [exitedWhileStarting(this.nginx, errorLog, logOffset, gaveUp.signal)]),
+          // A reload is waited for (it is short, and the files on disk must say what the master loads).
+          ...(running
+            ? []
+            : [
+                exitedWhileStarting(this.nginx, errorLog, logOffset, gaveUp.signal),
+                aborted(this.stopping.signal, gaveUp.signal),
+              ]),
         ]);
         gaveUp.abort();
-        if (taken !== true)
+        if (taken === STOPPING)
+          error = "the controller is stopping: nginx's start was not waited for (nginx is stopped next)";
+        else if (taken !== true)
           error =
             typeof taken === "string"
               ? `nginx refused the new config: ${await explain(taken)}`
@@ -480,6 +499,16 @@ export class NginxApplier implements Applier {
       // Nothing to prune, or the state dir cannot be written: pruning waits for the next apply.
     }
   }
+}
+
+const STOPPING = Symbol("stopping");
+
+/** Resolves STOPPING when `stop` aborts (at once if it has); never when `done` aborts first. */
+function aborted(stop: AbortSignal, done: AbortSignal): Promise<typeof STOPPING> {
+  return new Promise((resolve) => {
+    if (stop.aborted) resolve(STOPPING);
+    else stop.addEventListener("abort", () => resolve(STOPPING), { once: true, signal: done });
+  });
 }
 
 /** How long a new master may take to answer while it lives (a reload is given the applier's confirm timeout). */

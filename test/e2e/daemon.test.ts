@@ -14,7 +14,7 @@ import {
 } from "../helpers/controller.js";
 import { get } from "../helpers/http.js";
 import { load } from "../helpers/load.js";
-import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
+import { cleanupNginx, freePort, NGINX, tempDir } from "../helpers/nginx.js";
 import { DEFAULT_MIN_GAP_MS } from "../../src/reconciler/reconciler.js";
 
 /** The daemon driven as a user drives it: a real `nginx-lb run` process, real nginx, real backends, a backends file. */
@@ -441,4 +441,43 @@ describe("nginx-lb run when nothing changes", () => {
     await eventually(async () => collected().length === 2, 15_000, "a second collection after the change");
     await s.lb.stop();
   }, 60_000);
+});
+
+describe("nginx-lb run stopped while nginx starts", () => {
+  it("SIGTERM ends the wait for a new master that has not answered yet: the controller exits and stops nginx", async () => {
+    const dir = await tempDir("nginx-lb-daemon-");
+    // nginx as it is, except that the started master's control server never names the generation it was given: the
+    // controller waits for it as it waits for a master loading 10,000 sites.
+    const wrapper = join(dir, "nginx-unconfirmed");
+    await writeFile(
+      wrapper,
+      [
+        "#!/bin/bash",
+        'args=("$@")',
+        'for i in "${!args[@]}"; do',
+        '  if [[ ${args[i]} == -c && "$*" == *"daemon off;"* ]]; then',
+        "    c=${args[i+1]}",
+        '    sed -E \'/location = \\/nginx-lb\\/generation/,/}/ s|return 200 "[^"]*"|return 200 "never"|\' "$c" > "$c.unconfirmed"',
+        '    args[i+1]="$c.unconfirmed"',
+        "  fi",
+        "done",
+        `exec ${NGINX} "\${args[@]}"`,
+        "",
+      ].join("\n"),
+      { mode: 0o755 },
+    );
+    const services = join(dir, "services.json");
+    await writeServices(services, [server(await freePort(), { "/": route("web", pool.port) })]);
+    const lb = await startController({ stateDir: join(dir, "state"), services, args: ["--nginx", wrapper] });
+    await lb.waitFor(/^started nginx$/);
+    await sleep(1_000);
+    expect(lb.applies()).toEqual([]);
+    const asked = Date.now();
+    lb.signal("SIGTERM");
+    const code = await Promise.race([lb.exited, sleep(15_000).then(() => "still running after 15 s")]);
+    expect(code).toBe(0);
+    // nginx drains for up to 10 s on a stop; the start's own wait is a minute.
+    expect(Date.now() - asked).toBeLessThan(12_000);
+    expect(masters(join(dir, "state"))).toBe(0);
+  });
 });
