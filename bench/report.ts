@@ -12,6 +12,7 @@ import { PROBE_INTERVAL_S, type HangTrial, type HealthResult } from "./figures/h
 import { IDLE_MS, QUIET_MS, type RoutesResult, type RoutesRow } from "./figures/routes.js";
 import type { ScaleRow } from "./figures/scale.js";
 import type { ServicesRow } from "./figures/services.js";
+import type { InstructionsResult } from "./lib/instructions.js";
 import type { Mode } from "./lib/lb.js";
 import type { Machine } from "./lib/machine.js";
 import type { RegistryKind } from "./lib/registry.js";
@@ -37,6 +38,7 @@ export interface Results {
     crash?: CrashRow[];
     trafficCost?: TrafficCostResult;
     trafficInstructions?: TrafficInstructionsResult;
+    routerInstructions?: InstructionsResult;
     services?: ServicesRow[];
     health?: HealthResult;
     routes?: RoutesResult;
@@ -655,29 +657,16 @@ export function renderReport(r: Results): string {
     );
 
   const ti = r.figures.trafficInstructions;
-  if (ti && "skipped" in ti) out.push(`Figure 7b (instructions) was skipped: ${ti.skipped}.`, ``);
-  else if (ti)
+  if (ti)
     out.push(
-      `### 7b. The same, in instructions`,
-      ``,
-      `Dynamic mode, one route, \`nginx-lb run\` with its defaults and with \`--no-traffic-log\` (\`--worker-processes` +
-        ` ${ti.workers}\`), nginx run under valgrind's callgrind through \`--nginx\` (a wrapper): the instructions` +
-        ` nginx's workers executed over ${fmtInt(ti.requests)} keep-alive requests (${ti.concurrency} connections)` +
-        ` after ${fmtInt(ti.warmup)} warm-up requests: each variant runs twice, with those requests and with an idle` +
-        ` wait as long instead, and the workers' totals (written by callgrind when they exit) are subtracted.` +
-        ` An instruction count does not move with the machine's other work, unlike requests/s above; it is not time` +
-        ` (memory stalls and system calls weigh differently), so it judges the counters' own cost, not throughput.`,
-      ``,
-      table(
-        ["round", "default, instructions per request", "--no-traffic-log", "default / off"],
-        ti.ratios.map((ratio, round) => [
-          String(round + 1),
-          fmtInt(ti.trials.find((t) => t.round === round && t.label === "default")?.perRequest ?? NaN),
-          fmtInt(ti.trials.find((t) => t.round === round && t.label === "--no-traffic-log")?.perRequest ?? NaN),
-          fmt(ratio, 3),
-        ]),
+      ...instructionsSection(
+        "7b. The same, in instructions",
+        "Figure 7b (instructions)",
+        "Dynamic mode, one route, `nginx-lb run` with its defaults and with `--no-traffic-log`",
+        "default",
+        "--no-traffic-log",
+        ti,
       ),
-      ``,
     );
 
   const sv = r.figures.services;
@@ -729,9 +718,55 @@ export function renderReport(r: Results): string {
 
   const ro = r.figures.routes;
   if (ro) out.push(...routesSection(ro, r));
+  const ri = r.figures.routerInstructions;
+  if (ri)
+    out.push(
+      ...instructionsSection(
+        "10b. The router, in instructions",
+        "Figure 10b (instructions)",
+        "One site, dynamic endpoints, `nginx-lb run` with its defaults (admin server on), its routes pushed to the Lua router and rendered (`--routes-mode reload`)",
+        "routes pushed",
+        "routes rendered",
+        ri,
+      ),
+    );
 
   out.push(`Raw figures: \`bench/results/latest.json\`.`, ``);
   return out.join("\n");
+}
+
+/** A figure counted by bench/lib/instructions.ts: `first` / `second` per round. */
+function instructionsSection(
+  title: string,
+  name: string,
+  what: string,
+  first: string,
+  second: string,
+  ri: InstructionsResult,
+): string[] {
+  if ("skipped" in ri) return [`${name} was skipped: ${ri.skipped}.`, ``];
+  const at = (round: number, label: string) => ri.trials.find((t) => t.round === round && t.label === label);
+  return [
+    `### ${title}`,
+    ``,
+    `${what} (\`--worker-processes ${ri.workers}\`), nginx run under valgrind's callgrind through \`--nginx\` (a` +
+      ` wrapper): the instructions nginx's workers executed over ${fmtInt(ri.requests)} keep-alive requests` +
+      ` (${ri.concurrency} connections) after ${fmtInt(ri.warmup)} warm-up requests: each variant runs twice, with those` +
+      ` requests and with an idle wait as long instead, and the workers' totals (written by callgrind when they exit)` +
+      ` are subtracted. An instruction count does not move with the machine's other work, unlike requests/s; it is not` +
+      ` time (memory stalls and system calls weigh differently), so it judges the code's own cost, not throughput.`,
+    ``,
+    table(
+      ["round", `${first}, instructions per request`, second, `${first} / ${second}`],
+      ri.ratios.map((ratio, round) => [
+        String(round + 1),
+        fmtInt(at(round, first)?.perRequest ?? NaN),
+        fmtInt(at(round, second)?.perRequest ?? NaN),
+        fmt(ratio, 3),
+      ]),
+    ),
+    ``,
+  ];
 }
 
 /** Seconds after the hang for a table cell: the median and the spread over rounds. */

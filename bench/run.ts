@@ -4,7 +4,7 @@
  *
  *   npm run bench                                  # everything (under 10 minutes on 2 cores)
  *   npm run bench -- --quick                       # a short smoke run of every figure but health
- *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash, traffic, services, health, routes)
+ *   npm run bench -- --only convergence,scale      # a subset (convergence, bursts, scale, dataplane, churn, crash, traffic, services, health, routes, router)
  *   npm run bench -- --registry file --modes reload --out /tmp/b
  *
  * The registry is real etcd when this build has the etcd source (else the watched backends file); the endpoint
@@ -24,6 +24,7 @@ import { dataPlane } from "./figures/dataplane.js";
 import { scale } from "./figures/scale.js";
 import { trafficCost } from "./figures/traffic.js";
 import { trafficInstructions } from "./figures/traffic-instructions.js";
+import { routerInstructions } from "./figures/router-instructions.js";
 import { services } from "./figures/services.js";
 import { health } from "./figures/health.js";
 import { routesFigure } from "./figures/routes.js";
@@ -48,6 +49,7 @@ const FIGURES = [
   "services",
   "health",
   "routes",
+  "router",
 ] as const;
 type Figure = (typeof FIGURES)[number];
 
@@ -122,6 +124,7 @@ async function main(): Promise<void> {
     if (only.includes("services")) results.figures.services = await services(ctx);
     if (only.includes("health")) results.figures.health = await health(ctx);
     if (only.includes("routes")) results.figures.routes = await routesFigure(ctx);
+    if (only.includes("router")) results.figures.routerInstructions = await routerInstructions(ctx);
   } finally {
     await killAll();
   }
