@@ -179,6 +179,23 @@ const PATHS = [
   "/empty/x",
   "/emptyish",
   "/a/../../etc/passwd",
+  "/foo?a#b",
+  "/foo?a=1#",
+  "/foo#a?b",
+  "/foo?a?b#c?d",
+  "/suburl/x?a#b",
+  "/suburl/x#a?b",
+  "/suburl/%41?x#y",
+  "/suburl/%41#x?y",
+  "/suburl/a%2Fb?#",
+  "http://d.test/suburl/x?q=1",
+  "http://d.test/foo?a#b",
+  "http://d.test?x",
+  "http://other.test?x",
+  "http://other.test",
+  "http://other.test/a%2Fb?c#d",
+  "http://other.test/a/../b?c",
+  "http://other.test/a#b?c",
 ];
 
 describe("dynamic routes send what reload mode sends", () => {

@@ -134,6 +134,21 @@ local function quoted(raw)
   return q ~= nil and byte(raw, q) == 37
 end
 
+-- nginx's $args, from the request URI already read (a variable read costs more than this scan): the bytes after the
+-- first '?', up to a '#' (nginx's parser ends the query there), and none when a '#' comes first; nil when empty.
+local function query(raw)
+  local q = find(raw, "?", 1, true)
+  if q == nil then
+    return nil
+  end
+  local h = find(raw, "#", 1, true)
+  if h ~= nil and h < q then
+    return nil
+  end
+  local args = sub(raw, q + 1, (h or 0) - 1)
+  return args ~= "" and args or nil
+end
+
 local function reply(status, text)
   ngx.status = status
   ngx.header["Content-Type"] = "text/plain"
@@ -143,7 +158,7 @@ local function reply(status, text)
 end
 
 --- access_by_lua of a port's catch-all location: picks the route, answers 404/503 as reload mode does, or gives
---- the balancer the route's set and proxy_pass $nlb_uri. `port`: the port the location's server listens on (the
+--- the balancer the route's set and proxy_pass $nlb_uri (left empty for a route that maps its prefix to itself). `port`: the port the location's server listens on (the
 --- renderer writes it; the table keys servers by it). `tag`: set $nlb_route for every routed request (the access
 --- log names the route); without it only a route's own 503 sets it (the traffic counters take a routed request's
 --- route from its set).
@@ -174,11 +189,12 @@ function _M.access(port, tag)
     var.nlb_route = upstream
   end
   ngx.ctx.nlb_set = set
-  local request_uri = var.request_uri
   if route.identity then
-    var.nlb_uri = request_uri
+    -- $nlb_uri stays empty: proxy_pass then sends what it sends without a URI part (the client's request URI, or
+    -- nginx's normalised one where it has no valid unparsed one), as reload mode's location does for this route.
     return
   end
+  local request_uri = var.request_uri
   local target
   if exact then
     target = route.exact
@@ -186,8 +202,8 @@ function _M.access(port, tag)
     local rest = sub(uri, route.cut)
     target = route.slash .. (quoted(request_uri) and gsub(rest, ESCAPE_SET, ESCAPED) or rest)
   end
-  local args = var.args
-  if args ~= nil and args ~= "" then
+  local args = query(request_uri)
+  if args ~= nil then
     target = target .. "?" .. args
   end
   var.nlb_uri = target
