@@ -368,6 +368,11 @@ export class Reconciler {
         this.deps.gaveUp?.(out.error ?? "nginx did not start");
         return;
       }
+      // The controller is stopping (an apply in flight when stop() came, cut short by it): nothing to retry or alarm.
+      if (!this.started) {
+        log.info({ reason, error: out.error }, "an apply in flight did not complete: the controller is stopping");
+        return;
+      }
       const pending = this.routing.pending;
       if (refused && pending !== null && pending !== pendingBefore) {
         this.routingRefused(reason, ms);
