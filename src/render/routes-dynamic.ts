@@ -76,9 +76,9 @@ export function renderSharedUpstream(options: RenderOptions): string {
 /**
  * The router's catch-all location: every Host and path goes to the router, which answers 404/503 itself or sets the
  * backend URI ($nlb_uri: proxy_pass with a variable sends it as it is; left empty, proxy_pass sends the client's URI
- * as it does without a URI part) and, when the access log names it, the route
- * label. A TLS port's one server (certificates by SNI) takes the same lines. The router is told its server's port
- * (the table keys servers by it) rather than reading $server_port per request.
+ * as it does without a URI part) and, when the access log names it, the route label. A TLS port's one server
+ * (certificates by SNI) takes the same lines. The router is told its server's port (the table keys servers by it)
+ * rather than reading $server_port per request.
  */
 export function routerLocationLines(port: number, options: RenderOptions): string[] {
   // The access log (or a traffic file) writes $nlb_route for every request; the counters take a routed request's

@@ -158,10 +158,10 @@ local function reply(status, text)
 end
 
 --- access_by_lua of a port's catch-all location: picks the route, answers 404/503 as reload mode does, or gives
---- the balancer the route's set and proxy_pass $nlb_uri (left empty for a route that maps its prefix to itself). `port`: the port the location's server listens on (the
---- renderer writes it; the table keys servers by it). `tag`: set $nlb_route for every routed request (the access
---- log names the route); without it only a route's own 503 sets it (the traffic counters take a routed request's
---- route from its set).
+--- the balancer the route's set and proxy_pass $nlb_uri (left empty for a route that maps its prefix to itself).
+--- `port`: the port the location's server listens on (the renderer writes it; the table keys servers by it). `tag`:
+--- set $nlb_route for every routed request (the access log names the route); without it only a route's own 503 sets
+--- it (the traffic counters take a routed request's route from its set).
 function _M.access(port, tag)
   local var = ngx.var
   if port == nil then
