@@ -31,7 +31,7 @@ import { startEtcdRoutes, startFileRoutes } from "./sources/routes.js";
 import type { EndpointSource } from "./sources/source.js";
 import { ControlStore, resolveControl } from "./state/control.js";
 import { declaredPorts } from "./sources/declared-ports.js";
-import { StateStore, type PersistedState } from "./state/store.js";
+import { StateStore, TableStore, type PersistedState } from "./state/store.js";
 
 /** Everything `nginx-lb run` is told. */
 export interface RunOptions {
@@ -171,7 +171,9 @@ export async function startController(
       "state.json is unreadable and was moved aside: the last applied routes and endpoints are unknown; a running nginx keeps serving what it had until the registry answers",
     );
   const saved = loaded.state;
-  const routesFile = options.etcd && options.servicesEtcdPrefix !== undefined ? undefined : resolve(options.services);
+  // Routes in etcd: the state dir's copy of the last table read (TableStore's file) names their ports.
+  const routesFile =
+    options.etcd && options.servicesEtcdPrefix !== undefined ? new TableStore(dir).file : resolve(options.services);
   const control = await resolveControl(
     new ControlStore(dir),
     saved,
@@ -262,7 +264,7 @@ export async function startController(
         remedy:
           options.controlPort !== undefined
             ? "choose another port for this server, or run nginx-lb with another --control-port"
-            : "choose another port for this server, or restart nginx-lb: a restart moves the control port off every port services.json names",
+            : "choose another port for this server, or restart nginx-lb: a restart moves the control port off every port the routing table names",
       },
     ],
     ...(options.startTimeoutMs !== undefined

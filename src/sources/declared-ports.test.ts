@@ -15,6 +15,13 @@ describe("declaredPorts", () => {
     expect([...(await declaredPorts(file, saved))].sort()).toEqual([7000, 8080, 8443, 9001]);
   });
 
+  it("reads the ports of servers held as JSON text (the state dir's copy of a table in etcd)", async () => {
+    const file = join(await tempDir("nginx-lb-ports-"), "services-etcd.json");
+    const value = JSON.stringify({ domain_name: "a.test", frontend_port: 8081, ssl_port: 8444, routes: {} });
+    await writeFile(file, JSON.stringify({ version: 1, entries: [{ key: "/t/a.test:8081", value }] }));
+    expect([...(await declaredPorts(file, undefined))].sort()).toEqual([8081, 8444]);
+  });
+
   it("an unreadable file adds nothing", async () => {
     expect([...(await declaredPorts("/nonexistent/services.json", undefined))]).toEqual([]);
   });
