@@ -31,6 +31,7 @@ import { startEtcdRoutes, startFileRoutes } from "./sources/routes.js";
 import type { EndpointSource } from "./sources/source.js";
 import { ControlStore, resolveControl } from "./state/control.js";
 import { declaredPorts } from "./sources/declared-ports.js";
+import { controlPortReserved } from "./model/reserved-ports.js";
 import { StateStore, TableStore, type PersistedState } from "./state/store.js";
 
 /** Everything `nginx-lb run` is told. */
@@ -257,16 +258,7 @@ export async function startController(
     // A push costs about a millisecond and no reload: in dynamic mode changes go out almost at once.
     debounceMs: options.debounceMs ?? (mode === "dynamic" ? 0 : DEFAULT_DEBOUNCE_MS),
     minGapMs: options.minGapMs ?? (mode === "dynamic" ? 10 : DEFAULT_MIN_GAP_MS),
-    reservedPorts: [
-      {
-        port: controlPort,
-        use: `nginx-lb's control port (nginx's internal server on 127.0.0.1:${controlPort})`,
-        remedy:
-          options.controlPort !== undefined
-            ? "choose another port for this server, or run nginx-lb with another --control-port"
-            : "choose another port for this server, or restart nginx-lb: a restart moves the control port off every port the routing table names",
-      },
-    ],
+    reservedPorts: controlPortReserved(controlPort, options.listenHost, options.controlPort !== undefined),
     ...(options.startTimeoutMs !== undefined
       ? {
           startTimeoutMs: options.startTimeoutMs,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { reservedPortProblems, type ReservedPort } from "./reserved-ports.js";
+import { controlPortReserved, reservedPortProblems, type ReservedPort } from "./reserved-ports.js";
 import type { Server, Services } from "./services.js";
 
 const server = (port: number, sslPort?: number): Server => ({
@@ -35,5 +35,25 @@ describe("reservedPortProblems", () => {
         message: "port 9000 is the control port: pick another",
       },
     ]);
+  });
+});
+
+describe("controlPortReserved", () => {
+  it.each([
+    [undefined, true],
+    ["*", true],
+    ["0.0.0.0", true],
+    ["127.0.0.1", true],
+    ["127.0.0.10", false],
+    ["10.0.0.5", false],
+    ["::1", false],
+    ["::", false],
+  ] as const)("--listen-host %s: reserved %s", (host, reserved) => {
+    expect(controlPortReserved(9000, host, false).map((r) => r.port)).toEqual(reserved ? [9000] : []);
+  });
+
+  it("a requested port's remedy names --control-port; a chosen one's, a restart", () => {
+    expect(controlPortReserved(9000, undefined, true)[0]?.remedy).toMatch(/another --control-port/);
+    expect(controlPortReserved(9000, undefined, false)[0]?.remedy).toMatch(/restart nginx-lb/);
   });
 });

@@ -36,3 +36,24 @@ export function reservedPortProblems(services: Services, reserved: readonly Rese
   });
   return out;
 }
+
+/**
+ * The control port as a reserved port, when frontend servers listening on `listenHost` (`--listen-host`; absent:
+ * every IPv4 address) also take connections to 127.0.0.1, where the control server listens. Another address,
+ * loopback ones such as 127.0.0.2 included, or IPv6 (nginx listens IPv6-only there) is another socket: the port is
+ * then free for a frontend server too. `requested`: `--control-port` chose it (a restart does not move it).
+ */
+export function controlPortReserved(port: number, listenHost: string | undefined, requested: boolean): ReservedPort[] {
+  const sharesLoopback =
+    listenHost === undefined || listenHost === "*" || listenHost === "0.0.0.0" || listenHost === "127.0.0.1";
+  if (!sharesLoopback) return [];
+  return [
+    {
+      port,
+      use: `nginx-lb's control port (nginx's internal server on 127.0.0.1:${port})`,
+      remedy: requested
+        ? "choose another port for this server, or run nginx-lb with another --control-port"
+        : "choose another port for this server, or restart nginx-lb: a restart moves the control port off every port the routing table names",
+    },
+  ];
+}

@@ -443,6 +443,31 @@ describe("nginx-lb run when nothing changes", () => {
   }, 60_000);
 });
 
+describe("nginx-lb run with its frontends on another address", () => {
+  beforeAll(() => {
+    mode = "dynamic";
+    routes = "dynamic";
+  });
+
+  it("serves a server on the control port's number: 127.0.0.20:P is another socket than the control server's", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } }, ["--listen-host", "127.0.0.20"]);
+    const controlPort = (
+      JSON.parse(await readFile(join(s.dir, "state/control.json"), "utf8")) as { controlPort: number }
+    ).controlPort;
+    const onControl = { ...server(controlPort, { "/": route("web", pool.port) }), domain_name: "b.test" };
+    await writeServices(s.services, [server(s.port, { "/": route("web", pool.port) }), onControl]);
+    await eventually(
+      async () =>
+        (await get(`http://127.0.0.20:${controlPort}/`, { host: "b.test" }).catch(() => null))?.json<Echo>().backend ===
+        "127.0.0.2",
+      15_000,
+      "b.test on 127.0.0.20 at the control port's number",
+    );
+    expect(s.lb.find(/services.json is invalid/)).toEqual([]);
+    await s.lb.stop();
+  });
+});
+
 describe("nginx-lb run stopped while nginx starts", () => {
   it("SIGTERM ends the wait for a new master that has not answered yet: the controller exits and stops nginx", async () => {
     const dir = await tempDir("nginx-lb-daemon-");
