@@ -123,9 +123,25 @@ export class Controller {
       this.child.kill("SIGTERM");
     }
     const code = await Promise.race([this.exited, sleep(15_000).then(() => "timeout" as const)]);
-    if (code === "timeout") this.child.kill("SIGKILL");
+    if (code === "timeout") {
+      this.child.kill("SIGKILL");
+      // nginx runs in its own process group, as in production: a controller killed here leaves it serving, holding
+      // its ports for every test after this one. Its master names this state dir (pids are reused).
+      this.killNginx();
+    }
     running.delete(this);
     return code === "timeout" ? null : code;
+  }
+
+  private killNginx(): void {
+    if (!this.stateDir) return;
+    try {
+      const pid = Number(readFileSync(join(this.stateDir, "nginx.pid"), "utf8").trim());
+      if (pid > 1 && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(this.stateDir))
+        process.kill(-pid, "SIGKILL");
+    } catch {
+      // No pid file, or the master is gone already.
+    }
   }
 }
 
