@@ -663,8 +663,6 @@ export function renderReport(r: Results): string {
         "7b. The same, in instructions",
         "Figure 7b (instructions)",
         "Dynamic mode, one route, `nginx-lb run` with its defaults and with `--no-traffic-log`",
-        "default",
-        "--no-traffic-log",
         ti,
       ),
     );
@@ -725,8 +723,6 @@ export function renderReport(r: Results): string {
         "10b. The router, in instructions",
         "Figure 10b (instructions)",
         "One site, dynamic endpoints, `nginx-lb run` with its defaults (admin server on), its routes pushed to the Lua router and rendered (`--routes-mode reload`)",
-        "routes pushed",
-        "routes rendered",
         ri,
       ),
     );
@@ -735,16 +731,10 @@ export function renderReport(r: Results): string {
   return out.join("\n");
 }
 
-/** A figure counted by bench/lib/instructions.ts: `first` / `second` per round. */
-function instructionsSection(
-  title: string,
-  name: string,
-  what: string,
-  first: string,
-  second: string,
-  ri: InstructionsResult,
-): string[] {
+/** A figure counted by bench/lib/instructions.ts: its first variant over its second, per round. */
+function instructionsSection(title: string, name: string, what: string, ri: InstructionsResult): string[] {
   if ("skipped" in ri) return [`${name} was skipped: ${ri.skipped}.`, ``];
+  const [first, second] = ri.labels;
   const at = (round: number, label: string) => ri.trials.find((t) => t.round === round && t.label === label);
   return [
     `### ${title}`,

@@ -39,6 +39,8 @@ export type InstructionsResult =
       readonly warmup: number;
       readonly concurrency: number;
       readonly workers: number;
+      /** The two variants' labels, in the order of `ratios`. */
+      readonly labels: readonly [string, string];
       readonly trials: InstructionsTrial[];
       /** The first variant's instructions per request over the second's, per round. */
       readonly ratios: number[];
@@ -171,6 +173,7 @@ export async function instructionsPerRequest(
     warmup,
     concurrency,
     workers: ctx.workers,
+    labels: [variants[0].label, variants[1].label],
     trials,
     ratios: per(variants[0].label).map((t, i) => t.perRequest / (second[i]?.perRequest ?? NaN)),
   };

@@ -133,6 +133,24 @@ describe("npm run bench -- --quick", () => {
     for (const r of dp?.ratios ?? []) for (const x of [...r.ba, ...r.bc]) expect(finitePositive(x)).toBe(true);
   });
 
+  it("counts instructions per request for 7b and 10b, or says why not (valgrind missing)", () => {
+    for (const [key, heading] of [
+      ["trafficInstructions", "### 7b."],
+      ["routerInstructions", "### 10b."],
+    ] as const) {
+      const f = results.figures[key];
+      if (f === undefined) throw new Error(`no ${key} in latest.json`);
+      if ("skipped" in f) {
+        expect(md).toContain(f.skipped);
+        continue;
+      }
+      expect(md).toContain(heading);
+      expect(f.trials.map((t) => t.label).sort()).toEqual([...f.labels].sort());
+      for (const t of f.trials) expect(finitePositive(t.perRequest)).toBe(true);
+      for (const x of f.ratios) expect(finitePositive(x)).toBe(true);
+    }
+  });
+
   it("runs load through endpoint churn", () => {
     for (const c of results.figures.churn ?? []) {
       expect(c.ticks).toBeGreaterThan(5);
