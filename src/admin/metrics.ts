@@ -54,9 +54,12 @@ export function createControllerMetrics(status: StatusStore, metrics: Registry =
     collect() {
       this.reset();
       for (const server of status.get().topology?.servers ?? [])
-        for (const r of server.routes)
+        for (const r of server.routes) {
+          // Read once: a route's endpoints are made on each read (topology.ts).
+          const endpoints = r.endpoints;
           for (const role of ["primary", "backup", "down"] as const)
-            this.set({ upstream: r.upstream, route: r.label, role }, r.endpoints.filter((e) => e.role === role).length);
+            this.set({ upstream: r.upstream, route: r.label, role }, endpoints.filter((e) => e.role === role).length);
+        }
     },
   });
   new Gauge({

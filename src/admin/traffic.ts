@@ -130,18 +130,33 @@ export interface RouteTotals {
   errors: number;
   bytes: number;
   readonly byClass: Record<StatusClass, number>;
-  /** By endpoint address, for the route's current endpoints. */
-  readonly endpoints: Map<string, EndpointTotals>;
+  /** By endpoint address, for the route's current endpoints that traffic reached. */
+  readonly endpoints: ReadonlyMap<string, EndpointTotals>;
 }
+
+/** A route's totals as TrafficStats keeps them: the endpoints' map is made when the first endpoint is counted. */
+type OwnRouteTotals = Omit<RouteTotals, "endpoints"> & { endpoints: Map<string, EndpointTotals> };
+
+/**
+ * The endpoints of a route no request reached yet, shared: at 10,000 routes a map each would be megabytes of empty
+ * hash tables held for as long as the routes live. Never written: `countEndpoint` gives the route its own map first.
+ */
+const NO_ENDPOINTS: Map<string, EndpointTotals> = new Map();
 
 type RouteLabels = "route" | "upstream";
 
-/** A route as the model has it: the topology's view, its endpoints' addresses, the last `setTopology` (epoch) with it. */
+/**
+ * A route as the model has it: the topology's view, the last `setTopology` (epoch) with it, and its endpoints'
+ * addresses once traffic named one of them (a set per route for 10,000 routes that see no traffic would hold as much
+ * again as the views themselves).
+ */
 interface ModelRoute {
   readonly view: TopologyRoute;
-  readonly addrs: ReadonlySet<string>;
+  addrs: ReadonlySet<string> | null;
   seen: number;
 }
+
+const addressesOf = (view: TopologyRoute): ReadonlySet<string> => new Set(view.endpoints.map((e) => e.address));
 
 /**
  * Per-route (and, one upstream per route, per-upstream) and per-endpoint traffic counters, fed by nginx's counters
@@ -149,7 +164,7 @@ interface ModelRoute {
  * endpoint the model does not have are counted once, unlabelled, as ignored.
  */
 export class TrafficStats {
-  private readonly routes = new Map<string, RouteTotals>();
+  private readonly routes = new Map<string, OwnRouteTotals>();
   /** Per route upstream name: what the model says of the route (kept with `routes`: the same keys). */
   private readonly model = new Map<string, ModelRoute>();
   private epoch = 0;
@@ -227,18 +242,19 @@ export class TrafficStats {
           known.seen = epoch;
           continue;
         }
-        const addrs = new Set(r.endpoints.map((e) => e.address));
-        this.model.set(upstream, { view: r, addrs, seen: epoch });
         const totals = old ?? {
           label: r.label,
           requests: 0,
           errors: 0,
           bytes: 0,
           byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
-          endpoints: new Map<string, EndpointTotals>(),
+          endpoints: NO_ENDPOINTS,
         };
-        for (const addr of [...totals.endpoints.keys()])
-          if (!addrs.has(addr)) {
+        const addrs = totals.endpoints.size > 0 ? addressesOf(r) : null;
+        this.model.set(upstream, { view: r, addrs, seen: epoch });
+        if (addrs)
+          for (const addr of [...totals.endpoints.keys()]) {
+            if (addrs.has(addr)) continue;
             totals.endpoints.delete(addr);
             this.endpointRequests.remove({ route: totals.label, endpoint: addr });
             this.endpointErrors.remove({ route: totals.label, endpoint: addr });
@@ -264,9 +280,11 @@ export class TrafficStats {
     }
   }
 
-  private countEndpoint(upstream: string, totals: RouteTotals, addr: string, requests: number, errors: number) {
-    if (!this.model.get(upstream)?.addrs.has(addr))
-      return void this.ignored.inc({ reason: "unknown_endpoint" }, requests);
+  private countEndpoint(upstream: string, totals: OwnRouteTotals, addr: string, requests: number, errors: number) {
+    const known = this.model.get(upstream);
+    if (known) known.addrs ??= addressesOf(known.view);
+    if (!known?.addrs?.has(addr)) return void this.ignored.inc({ reason: "unknown_endpoint" }, requests);
+    if (totals.endpoints === NO_ENDPOINTS) totals.endpoints = new Map();
     let e = totals.endpoints.get(addr);
     if (!e) totals.endpoints.set(addr, (e = { requests: 0, errors: 0 }));
     e.requests += requests;

@@ -109,26 +109,53 @@ export function spliceTopology(
   };
 }
 
-/** One route as the status API, metrics and dashboard show it. */
-export function routeView(r: BoundRoute): TopologyRoute {
-  const server = r.server;
-  return {
-    prefix: r.route.prefix,
-    label: `${server.domain}:${server.port}${r.route.prefix}`,
-    upstream: r.upstream,
-    backend: `${backendName(r.route.primary)}:${r.route.primary.port}`,
-    backendPath: r.route.backendPath,
-    ...(r.route.backup ? { backup: `${backendName(r.route.backup)}:${r.route.backup.port}` } : {}),
-    endpoints: r.members.map((m, i) => {
+/**
+ * One route as the status API, metrics and dashboard show it. Its endpoints are made from the bound route each time
+ * they are read: held, they would repeat the endpoint sets (at 10,000 routes x 10 endpoints, 100,000 objects and
+ * their address strings for as long as the routes live), while only a status request or a scrape reads them. A class
+ * rather than a literal with a getter: V8 gives each such literal a dictionary of its own (several times the size).
+ * The bound route is a private field, so neither a spread nor JSON reaches the server it names (its keys); `toJSON`
+ * gives the plain route with its endpoints, and a spread must set `endpoints` itself (view.ts does).
+ */
+class BoundRouteView implements TopologyRoute {
+  readonly #bound: BoundRoute;
+  readonly prefix: string;
+  readonly label: string;
+  readonly upstream: string;
+  readonly backend: string;
+  readonly backendPath: string;
+  declare readonly backup?: string;
+  declare readonly failOpen?: string;
+
+  constructor(r: BoundRoute) {
+    const server = r.server;
+    this.#bound = r;
+    this.prefix = r.route.prefix;
+    this.label = `${server.domain}:${server.port}${r.route.prefix}`;
+    this.upstream = r.upstream;
+    this.backend = `${backendName(r.route.primary)}:${r.route.primary.port}`;
+    this.backendPath = r.route.backendPath;
+    if (r.route.backup) this.backup = `${backendName(r.route.backup)}:${r.route.backup.port}`;
+    if (r.failOpen) this.failOpen = FAIL_OPEN;
+  }
+
+  get endpoints(): TopologyEndpoint[] {
+    const r = this.#bound;
+    return r.members.map((m, i) => {
       const health = r.health?.[i];
       return {
-        // Joined, not a template: one flat string per endpoint rather than pieces (100,000 at 10,000 routes).
-        address: (m.ip.includes(":") ? ["[", m.ip, "]:", m.port] : [m.ip, ":", m.port]).join(""),
+        address: m.ip.includes(":") ? `[${m.ip}]:${m.port}` : `${m.ip}:${m.port}`,
         weight: m.weight,
         role: m.weight === 0 ? ("down" as const) : m.backup ? ("backup" as const) : ("primary" as const),
         ...(health ? { health: { ...health } } : {}),
       };
-    }),
-    ...(r.failOpen ? { failOpen: FAIL_OPEN } : {}),
-  };
+    });
+  }
+
+  toJSON(): TopologyRoute {
+    return { ...this, endpoints: this.endpoints };
+  }
 }
+
+/** One route as the status API, metrics and dashboard show it (its endpoints made when read). */
+export const routeView = (r: BoundRoute): TopologyRoute => new BoundRouteView(r);

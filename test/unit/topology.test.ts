@@ -38,5 +38,17 @@ describe("topologyOf", () => {
     ]);
     expect(t.servers[2]?.routes[1]).toMatchObject({ backend: "a-y:80", backendPath: "/v2" });
     expect(JSON.stringify(t)).not.toContain('"k"');
+    // The endpoints are made when read (not held per route); JSON and the status view's spread still carry them.
+    const json = JSON.parse(JSON.stringify(t)) as typeof t;
+    expect(json.servers[2]?.routes[0]).toEqual({
+      prefix: "/a",
+      label: "one.test:8080/a",
+      upstream: t.servers[2]?.routes[0]?.upstream,
+      backend: "a-x:80",
+      backendPath: "/",
+      backup: "a-y:80",
+      endpoints: t.servers[2]?.routes[0]?.endpoints,
+    });
+    expect(t.servers[2]?.routes[0]?.endpoints).not.toBe(t.servers[2]?.routes[0]?.endpoints);
   });
 });
