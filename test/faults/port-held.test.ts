@@ -170,5 +170,7 @@ describe.each([
       `${mode} endpoints, ${routesMode} routes: endpoints converged in ${converged} ms, later ${convergedLater} ms, while pending; healed ${healed} ms after the port was freed; ${traffic.done} requests`,
     );
     await lb.stop();
-  });
+    // Its own waits are each bounded (the heal's by the retry backoff's 30 s ceiling): a budget above their sum, so a
+    // slow step fails at that step's check, with the controller's log, rather than as a bare test timeout.
+  }, 150_000);
 });

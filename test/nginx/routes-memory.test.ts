@@ -19,9 +19,10 @@ const ROUTES_PER_SITE = 150;
 const WARMUP_CHANGES = 40;
 const CHANGES = 400;
 // Kept for the worker's life, the removed sites' entries grow it by ~50 MB here (the router's alone: 46 MB). Without a
-// leak the figure still moves by 5-14 MB between two readings: the changes come faster than on any real system, and
-// the reading catches the garbage the collector has not reached yet. The bound sits between that noise and a leak.
-const MAX_GROWTH_MIB = 20;
+// leak the figure still moves by 5-23 MB between two readings (the most on a machine running the rest of the suite
+// beside it): the changes come faster than on any real system, and the reading catches the garbage the collector has
+// not reached yet. The bound sits between that noise and a leak.
+const MAX_GROWTH_MIB = 32;
 
 let pool: BackendPool;
 let ngx: ServedNginx;
