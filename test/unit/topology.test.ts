@@ -38,7 +38,8 @@ describe("topologyOf", () => {
     ]);
     expect(t.servers[2]?.routes[1]).toMatchObject({ backend: "a-y:80", backendPath: "/v2" });
     expect(JSON.stringify(t)).not.toContain('"k"');
-    // The endpoints are made when read (not held per route); JSON and the status view's spread still carry them.
+    // The endpoints are made when read (not held per route): JSON carries them, a fresh array per read. A spread does
+    // not (the getter is the class's), which is why the status view (admin/view.ts) sets them itself.
     const json = JSON.parse(JSON.stringify(t)) as typeof t;
     expect(json.servers[2]?.routes[0]).toEqual({
       prefix: "/a",
