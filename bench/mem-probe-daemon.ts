@@ -25,6 +25,7 @@ import { startController, writeServices, type Controller } from "../test/helpers
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { scaleInput, PROBE_HOST } from "./figures/scale.js";
+import { LAST_HOST, routesTable } from "./figures/routes.js";
 import { servicesJson, type RouteSpec } from "./lib/lb.js";
 import { probe } from "./lib/http.js";
 import { freePort, killAll, sleep, tempDir } from "./lib/procs.js";
@@ -139,7 +140,10 @@ async function status(pid: number): Promise<string> {
 async function main(): Promise<void> {
   const backends = await startBackends(loopbackIps(1));
   const live = { ip: loopbackIps(1)[0] ?? "", port: backends.port };
-  const { routes, set } = scaleInput(N, live);
+  // TABLE=routes: figure 10's table (N sites of one route each) and its changes (a new site each, the last one gone).
+  const byRoutes = process.env["TABLE"] === "routes";
+  const { routes, set } = byRoutes ? routesTable(N, live) : scaleInput(N, live);
+  const probeHost = byRoutes ? LAST_HOST : PROBE_HOST;
   const inspect = await freePort();
   await mkdir(DIAG, { recursive: true });
   process.env["NODE_OPTIONS"] =
@@ -196,7 +200,7 @@ async function main(): Promise<void> {
         if (pid > 0) process.kill(pid, "SIGQUIT");
       },
     };
-    for (let i = 0; i < 6000 && (await probe(lb.port, PROBE_HOST)).status !== 200; i++) await sleep(100);
+    for (let i = 0; i < 6000 && (await probe(lb.port, probeHost)).status !== 200; i++) await sleep(100);
     const pid = lb.controller.child.pid ?? 0;
     const load = (await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ");
     process.stdout.write(
@@ -215,11 +219,14 @@ async function main(): Promise<void> {
     const spaces = process.env["SPACES"] === "1" ? await session(inspect) : null;
     const from = lb.controller.lines.length;
     for (let k = 1; k <= CHANGES; k++) {
-      const extra: RouteSpec = { domain: "extra.scale.bench.test", prefix: "/", name: "scale0-web", port: 8080 };
+      const extra: RouteSpec = byRoutes
+        ? { domain: `new${k}.bench.test`, prefix: "/", name: "live-web", port: live.port }
+        : { domain: "extra.scale.bench.test", prefix: "/", name: "scale0-web", port: 8080 };
       const before = lb.appliesSince(from).length;
-      await writeServices(lb.servicesFile, servicesJson(k % 2 ? [...routes, extra] : routes, lb.port));
+      await writeServices(lb.servicesFile, servicesJson(byRoutes || k % 2 ? [...routes, extra] : routes, lb.port));
       const deadline = Date.now() + 600_000;
       while (lb.appliesSince(from).length === before && Date.now() < deadline) await sleep(20);
+      if (byRoutes) while ((await probe(lb.port, extra.domain)).status !== 200 && Date.now() < deadline) await sleep(2);
       await sleep(Number(process.env["GAP"] ?? 500));
       process.stdout.write(`change ${k}: ${await status(pid)}${spaces ? ` | ${await spacesOf(spaces)}` : ""}\n`);
     }

@@ -22,6 +22,7 @@ import { chooseEndpointsMode, LUA_PACKAGES } from "./nginx/endpoints-mode.js";
 import { chooseRoutesMode } from "./nginx/routes-mode.js";
 import type { Logger } from "./shared/log.js";
 import { collectWhenIdle } from "./shared/idle-gc.js";
+import { boundHeapGrowth } from "./shared/heap-growth.js";
 import { BackendsFileSource } from "./sources/backends-file.js";
 import { startRegistry } from "./sources/first-snapshot.js";
 import type { EtcdOptions } from "./sources/registry.js";
@@ -160,6 +161,8 @@ export async function startController(
   log: Logger,
   hooks: ControllerHooks = {},
 ): Promise<Controller> {
+  // Before the first services read: the heap's peak in a burst of changes stays near its live size.
+  boundHeapGrowth();
   const dir = resolve(options.stateDir);
   await ensureSecureStateDir(dir, log, options.nginxUser ?? null);
   // Created by us (0600) before nginx opens it: nginx would create it readable by every local user.
