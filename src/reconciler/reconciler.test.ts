@@ -6,7 +6,7 @@ import { parseServices, type Services } from "../model/services.js";
 import type { Desired } from "../render/index.js";
 import type { Applier, ApplyOutcome } from "./applier.js";
 import type { Clock } from "./clock.js";
-import { MAX_RETRY_MS, Reconciler } from "./reconciler.js";
+import { DEFAULT_SAVE_GAP_MS, MAX_RETRY_MS, Reconciler } from "./reconciler.js";
 import { StatusStore } from "./status.js";
 import type { Target } from "./target.js";
 
@@ -278,7 +278,7 @@ describe("Reconciler", () => {
     expect(lines.filter((l) => l.msg.includes("a bug in nginx-lb"))).toEqual([]);
   });
 
-  it("coalesces saves: one in flight, then only the latest", async () => {
+  it("coalesces saves: one in flight, then only the latest, a save gap after it", async () => {
     const pending: (() => void)[] = [];
     const saved: Desired[] = [];
     const { clock, reconciler } = setup({
@@ -302,10 +302,33 @@ describe("Reconciler", () => {
     expect(pending).toHaveLength(1);
     pending.shift()?.();
     await settle();
+    // The latest waits out the gap after the save that just ended, however many changes came meanwhile.
+    await clock.advance(DEFAULT_SAVE_GAP_MS - 1);
+    expect(pending).toHaveLength(0);
+    await clock.advance(1);
+    expect(pending).toHaveLength(1);
     pending.shift()?.();
     await settle();
     await reconciler.idle();
     expect(saved.map((d) => d.backends)).toEqual([{}, backends("10.0.0.5")]);
+  });
+
+  it("saves the first change after a quiet spell at once, and on stop what the gap held back", async () => {
+    const { clock, reconciler, saved } = setup({ debounceMs: 0, minGapMs: 0 });
+    reconciler.setServices(snap(model()));
+    reconciler.start();
+    await clock.advance(1);
+    expect(saved).toHaveLength(1);
+    await clock.advance(DEFAULT_SAVE_GAP_MS);
+    reconciler.setBackends(backends("10.0.0.1"), "put 1");
+    await clock.advance(1);
+    expect(saved.map((d) => d.backends)).toEqual([{}, backends("10.0.0.1")]);
+    reconciler.setBackends(backends("10.0.0.2"), "put 2");
+    await clock.advance(1);
+    expect(saved).toHaveLength(2);
+    reconciler.stop();
+    await reconciler.idle();
+    expect(saved.map((d) => d.backends)).toEqual([{}, backends("10.0.0.1"), backends("10.0.0.2")]);
   });
 
   it("reports a failing save in the status, logs it once, retries it, and keeps applying", async () => {

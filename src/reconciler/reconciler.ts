@@ -28,6 +28,11 @@ export interface ReconcilerDeps {
   /** At least this long between the end of one apply and the start of the next: bursts cost few reloads. */
   readonly minGapMs?: number;
   /**
+   * At least this long between the end of one save of state.json and the start of the next (DEFAULT_SAVE_GAP_MS): the
+   * first change after a quiet spell is saved at once, the changes of a burst once per gap, the latest wins.
+   */
+  readonly saveGapMs?: number;
+  /**
    * How long failed first starts of nginx (a port still held by a draining predecessor) are retried after start();
    * then `gaveUp` is told nginx's error once and no further start is tried. Unbounded when absent.
    */
@@ -39,6 +44,13 @@ export interface ReconcilerDeps {
 
 export const DEFAULT_DEBOUNCE_MS = 20;
 export const DEFAULT_MIN_GAP_MS = 250;
+/**
+ * state.json is the whole routing table and registry (megabytes at 10,000 sites): written after every change of a
+ * burst, its encoding, write and fsync would take the controller's CPU from the changes that follow. It is read only
+ * when the controller starts without its sources, so a state up to this much older loses nothing nginx serves: a stop
+ * writes the latest first (stop), and the start-up files nginx itself loads are held back as long (applier.ts).
+ */
+export const DEFAULT_SAVE_GAP_MS = 1_000;
 /** The longest wait before retrying a failed apply or save. */
 export const MAX_RETRY_MS = 10_000;
 
@@ -80,6 +92,8 @@ export class Reconciler {
   private saveRetryMs = 0;
   private saveError: string | null = null;
   private saveFailingSince: string | null = null;
+  /** When the last save ended (saved or failed); the next starts `saveGapMs` after it at the earliest. */
+  private lastSaveEnd = -Infinity;
   private idleWaiters: (() => void)[] = [];
   private readonly clock: Clock;
   /** When start() allowed applies; the start timeout counts from here. */
@@ -254,6 +268,9 @@ export class Reconciler {
     this.timer = null;
     this.saveTimer = null;
     this.pendingTimer = null;
+    // A save held back by the gap is written now (started is false: at once): a stop must not lose the last applied
+    // state. One waiting for the retry of a failed save is not: the disk said no, and a stop must not wait on it.
+    if (this.unsaved !== null && this.saveError === null) this.save(this.unsaved);
     this.wake();
   }
 
@@ -508,28 +525,39 @@ export class Reconciler {
 
   /** Persists what nginx now serves, endpoints of keys no route uses included, for the next start. */
   private save(desired: Desired): void {
-    // Off the apply path and coalesced: with 10,000 endpoints a write + fsync would delay the next change. While a
-    // failed save waits for its retry, the retry takes the latest state.
+    // Off the apply path and coalesced: one save in flight or waiting, and it takes the latest state when it starts.
+    // While a failed save waits for its retry, the retry takes the latest state.
     this.unsaved = desired;
     if (this.saving || this.saveTimer !== null) return;
-    this.saving = this.saveLoop().finally(() => {
+    const wait = this.lastSaveEnd + (this.deps.saveGapMs ?? DEFAULT_SAVE_GAP_MS) - this.clock.now();
+    if (wait > 0 && this.started) {
+      this.saveTimer = this.clock.setTimeout(() => {
+        this.saveTimer = null;
+        if (this.unsaved) this.save(this.unsaved);
+      }, wait);
+      return;
+    }
+    this.saving = this.saveOnce().finally(() => {
       this.saving = null;
+      this.lastSaveEnd = this.clock.now();
+      // What arrived meanwhile waits for the gap (a failed save's retry timer is already set).
+      if (this.unsaved !== null && this.saveTimer === null && this.saveError === null) this.save(this.unsaved);
       this.wake();
     });
   }
 
-  private async saveLoop(): Promise<void> {
-    for (let d = this.unsaved; d !== null; d = this.unsaved) {
-      this.unsaved = null;
-      try {
-        await this.deps.persist(d);
-      } catch (e) {
-        this.unsaved ??= d;
-        this.saveFailed(message(e));
-        return;
-      }
-      this.saveWorked();
+  private async saveOnce(): Promise<void> {
+    const d = this.unsaved;
+    if (d === null) return;
+    this.unsaved = null;
+    try {
+      await this.deps.persist(d);
+    } catch (e) {
+      this.unsaved ??= d;
+      this.saveFailed(message(e));
+      return;
     }
+    this.saveWorked();
   }
 
   private saveFailed(error: string): void {

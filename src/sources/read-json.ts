@@ -53,8 +53,14 @@ export function parseJsonText(text: string): Checked<unknown> {
  * over it then copies again (services.json is compared with the previous read before anything else).
  */
 export async function readTextFile(file: string): Promise<Checked<string>> {
+  const bytes = await readBytesFile(file);
+  return bytes.ok ? { ok: true, value: bytes.value.toString("utf8"), warnings: [] } : bytes;
+}
+
+/** Reads a file's bytes; a missing or unreadable file becomes a problem saying what to fix (as readTextFile). */
+export async function readBytesFile(file: string): Promise<Checked<Buffer>> {
   try {
-    return { ok: true, value: (await readFile(file)).toString("utf8"), warnings: [] };
+    return { ok: true, value: await readFile(file), warnings: [] };
   } catch (e) {
     return { ok: false, errors: [unreadable(e as NodeJS.ErrnoException)], warnings: [] };
   }

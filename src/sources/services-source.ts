@@ -4,8 +4,8 @@ import { shareServers } from "../model/share-servers.js";
 import type { Logger } from "../shared/log.js";
 import type { ServicesSource, Snapshot } from "./source.js";
 import { nodeTlsInspector } from "../tls/inspect.js";
-import { readTextFile } from "./read-json.js";
-import { readServicesText, type ServicesRead } from "./services-text.js";
+import { readBytesFile } from "./read-json.js";
+import { readServicesFile, type ServicesRead } from "./services-text.js";
 import { watchFile } from "./watch-file.js";
 
 const ms = (x: number) => Math.round(x * 10) / 10;
@@ -78,15 +78,15 @@ export class ServicesFileSource implements ServicesSource {
   /** `tentative`: a read that fails reports nothing and leaves what the last read knew (see `whole`). */
   private async read(reason: string, asked = false, tentative = false): Promise<boolean> {
     const t0 = performance.now();
-    const text = await readTextFile(this.file);
+    const bytes = await readBytesFile(this.file);
     const t1 = performance.now();
-    if (!text.ok) {
+    if (!bytes.ok) {
       if (tentative) return false;
       this.rejected = true;
-      this.rejectFn?.(text.errors, text.warnings);
+      this.rejectFn?.(bytes.errors, bytes.warnings);
       return false;
     }
-    const read = readServicesText(text.value, this.lastRead, { inspectTls: this.inspectTls });
+    const read = readServicesFile(bytes.value, this.lastRead, { inspectTls: this.inspectTls });
     const r = read.result;
     if (!r.ok && tentative) return false;
     this.lastRead = read;

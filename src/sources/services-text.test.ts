@@ -1,7 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import type { TlsInspector } from "../model/services.js";
-import { parseServicesText, readServicesText, type ServicesRead } from "./services-text.js";
+import type { ParseOptions } from "../model/services.js";
+import { parseServicesText, readServicesFile, readServicesText, type ServicesRead } from "./services-text.js";
 
 const PEM_CERT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
 const PEM_KEY = "-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n";
@@ -30,12 +31,21 @@ const server = (i: number, extra: Record<string, unknown> = {}) => ({
 const file = (servers: unknown[], pretty = true) =>
   JSON.stringify({ version: "0.1", servers }, null, pretty ? 2 : undefined);
 
+type Reader = (text: string, previous: ServicesRead | null, options: ParseOptions) => ServicesRead;
+/** The file as the controller reads it: its bytes (compared as bytes when ASCII). */
+const fileReader: Reader = (text, previous, options) => readServicesFile(Buffer.from(text), previous, options);
+/** Both readers, each case run through each. */
+const readers: [string, Reader][] = [
+  ["bytes", fileReader],
+  ["text", readServicesText],
+];
+
 /** Reads `texts` in turn, each with the previous read, and checks every result equals a whole read of its text. */
-function chain(texts: readonly string[], inspectTls?: TlsInspector): ServicesRead[] {
+function chain(texts: readonly string[], inspectTls?: TlsInspector, reader: Reader = fileReader): ServicesRead[] {
   const reads: ServicesRead[] = [];
   let previous: ServicesRead | null = null;
   for (const text of texts) {
-    const read = readServicesText(text, previous, inspectTls ? { inspectTls } : {});
+    const read = reader(text, previous, inspectTls ? { inspectTls } : {});
     // The whole read checks certificates with an inspector of its own, so the reads' inspector counts theirs only.
     expect(read.result).toEqual(parseServicesText(text, inspectTls ? { inspectTls: countingInspector().inspect } : {}));
     reads.push(read);
@@ -95,9 +105,13 @@ describe("readServicesText: equal to a whole read, whatever the previous read", 
       file([server(0), server(1, { routes: { "/a": { app: "x", service: "y]}{[" } } }), server(2)]),
     ],
     ["empty text", three, ""],
+    ["a name of two-byte characters (not ASCII)", three, three.replace('"a1"', '"a\u00e9\u4e2d"')],
+    ["a change next to the list's end", three, three.replace('"a2"', '"a22"')],
+    ["a change next to the list's start", three, three.replace('"s0.example.com"', '"s00.example.com"')],
   ];
-  test.each(cases)("%s", (_what, before, after) => {
-    chain([before, after, before]);
+  const both = readers.flatMap(([name, reader]) => cases.map((c) => [name, ...c, reader] as const));
+  test.each(both)("%s: %s", (_reader, _what, before, after, reader) => {
+    chain([before, after, before], undefined, reader);
   });
 
   test("a change to one of many servers checks that server only and keeps the others' model values", () => {
@@ -112,6 +126,35 @@ describe("readServicesText: equal to a whole read, whatever the previous read", 
     const b = second?.result.ok ? second.result.value.servers : [];
     expect(b.filter((s, i) => s === a[i]).length).toBe(49);
   });
+
+  test.each(readers)(
+    "%s: a site added at the end, at the start or between, and one removed, each checks that server and at most the next",
+    (_name, reader) => {
+      const tls = { ssl_certificate: PEM_CERT, ssl_certificate_key: PEM_KEY, ssl_port: 8443 };
+      const servers = Array.from({ length: 50 }, (_, i) => server(i, tls));
+      const { inspect, calls } = countingInspector();
+      chain(
+        [
+          file([...servers, server(1000, tls)]),
+          file([...servers, server(1001, tls)]),
+          file([server(1002, tls), ...servers, server(1001, tls)]),
+          file([
+            server(1002, tls),
+            ...servers.slice(0, 20),
+            server(1003, tls),
+            ...servers.slice(20),
+            server(1001, tls),
+          ]),
+          file([server(1002, tls), ...servers.slice(0, 20), ...servers.slice(20), server(1001, tls)]),
+        ],
+        inspect,
+        reader,
+      );
+      // A server inserted before another shares its text's tail ("...example.com", the certificates): the shared tail
+      // then ends inside the next server, which is read again; the same for the server after a removed one.
+      expect(calls()).toBe(51 + 1 + 2 + 2 + 1);
+    },
+  );
 
   test("certificate verdicts of kept servers stay in the result, with their current index", () => {
     const tls = { ssl_certificate: PEM_CERT, ssl_certificate_key: PEM_KEY, ssl_port: 8443 };
@@ -183,7 +226,7 @@ test("property: reading a sequence of edited texts incrementally equals reading 
         ({ servers, text } = apply(servers, text, e));
         texts.push(text);
       }
-      chain(texts, countingInspector().inspect);
+      for (const [, reader] of readers) chain(texts, countingInspector().inspect, reader);
     }),
     { numRuns: 300 },
   );
@@ -221,7 +264,7 @@ describe("readServicesText: a clean file's claims checked against the changed se
           servers = next;
           texts.push(file(servers));
         }
-        chain(texts, countingInspector().inspect);
+        for (const [, reader] of readers) chain(texts, countingInspector().inspect, reader);
       }),
       { numRuns: 400 },
     );

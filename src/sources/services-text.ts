@@ -9,7 +9,13 @@
  * Only a clean file takes this path: valid JSON, no repeated key, nothing the schema warns about, no `__proto__` route
  * key. Anything else (and any text this reader does not follow) is parsed whole, as `parseServicesText`, so every
  * error and warning is worded exactly as a whole read words it. The result always equals `parseServicesText(text)`.
+ *
+ * The file as read (`readServicesFile`) is compared as bytes when it is ASCII, as config centres write it: the new
+ * bytes are compared with the previous read's natively, and only the part between the shared head and tail is made a
+ * string. Making the whole file a string again (megabytes, in V8's large-object space, on fresh pages) would cost the
+ * change more than reading its changed server, and leave that much garbage per change. Other files are read as text.
  */
+import { isAscii } from "node:buffer";
 import { type Checked, withWarnings } from "../model/problem.js";
 import {
   assembleServers,
@@ -37,9 +43,14 @@ interface Layout {
   readonly claims: ClaimIndex | null;
 }
 
-/** One read: its text and result, and what the next read may reuse (null: the next read parses the whole text). */
+/**
+ * One read: what was read, its result, and what the next read may reuse (null: the next read parses the whole text).
+ * A read of text keeps the text (`layout` offsets are UTF-16 units); a read of an ASCII file keeps its bytes
+ * (offsets are bytes, the same units there), and the next read of the file compares bytes.
+ */
 export interface ServicesRead {
-  readonly text: string;
+  readonly text: string | null;
+  readonly bytes: Buffer | null;
   readonly result: Checked<Services>;
   readonly layout: Layout | null;
 }
@@ -57,23 +68,80 @@ export function readServicesText(
   previous: ServicesRead | null,
   options: ParseOptions = {},
 ): ServicesRead {
-  const old = previous?.layout ?? null;
+  const before = previous?.text ?? null;
+  const old = before !== null ? (previous?.layout ?? null) : null;
   // The shared head, found once: `===` on two long texts that differ near their ends compares them in full as well.
-  const head = previous && old ? commonHead(previous.text, text) : 0;
-  if (previous && old && head === text.length && head === previous.text.length)
-    return { text, result: previous.result, layout: old };
-  const edit = previous && old ? changedLayout(previous.text, old, text, head, options) : null;
-  const layout = edit?.layout ?? freshLayout(text, options);
-  if (layout === null) return { text, result: parseServicesText(text, options), layout: null };
+  const head = before !== null && old ? commonHead(before, text) : 0;
+  if (previous && before !== null && old && head === text.length && head === before.length)
+    return { ...previous, text };
+  const edit =
+    before !== null && old
+      ? changedLayout(
+          old,
+          before.length,
+          text.length,
+          head,
+          commonTail(before, text, Math.min(before.length, text.length) - head),
+          () => ({ text, base: 0 }),
+          options,
+        )
+      : null;
+  return finish(edit, old, () => text, options, { text, bytes: null });
+}
+
+/**
+ * `readServicesText` of the file's bytes (UTF-8), with the same result (pure). An ASCII file is compared with the
+ * previous read's bytes and only its changed part is made a string (see the module comment).
+ */
+export function readServicesFile(
+  bytes: Buffer,
+  previous: ServicesRead | null,
+  options: ParseOptions = {},
+): ServicesRead {
+  if (!isAscii(bytes)) return readServicesText(bytes.toString("utf8"), previous, options);
+  const before = previous?.bytes ?? null;
+  const old = before !== null ? (previous?.layout ?? null) : null;
+  const head = before !== null && old ? commonHeadBytes(before, bytes) : 0;
+  if (previous && before !== null && old && head === bytes.length && head === before.length)
+    return { ...previous, bytes };
+  const edit =
+    before !== null && old
+      ? changedLayout(
+          old,
+          before.length,
+          bytes.length,
+          head,
+          commonTailBytes(before, bytes, Math.min(before.length, bytes.length) - head),
+          (from, until) => ({ text: bytes.toString("latin1", from, Math.min(until, bytes.length)), base: from }),
+          options,
+        )
+      : null;
+  return finish(edit, old, () => bytes.toString("utf8"), options, { text: null, bytes });
+}
+
+/** The read from an edit of the previous layout, or (no edit) from the whole text. */
+function finish(
+  edit: { layout: Layout; removed: readonly ServerCheck[]; added: readonly ServerCheck[] } | null,
+  old: Layout | null,
+  whole: () => string,
+  options: ParseOptions,
+  read: { readonly text: string | null; readonly bytes: Buffer | null },
+): ServicesRead {
+  let layout = edit?.layout ?? null;
+  if (layout === null) {
+    const text = whole();
+    layout = freshLayout(text, options);
+    if (layout === null) return { ...read, result: parseServicesText(text, options), layout: null };
+  }
   // A clean file stays clean unless a changed server's claims meet another's: then the servers are the result.
   const claims = edit && old?.claims ? nextClaims(old.claims, edit.removed, edit.added, layout.checks.length) : null;
   if (claims !== null) {
     const value: Services = { servers: layout.checks.map((c) => c.server) };
-    return { text, result: { ok: true, value, warnings: [] }, layout: { ...layout, claims } };
+    return { ...read, result: { ok: true, value, warnings: [] }, layout: { ...layout, claims } };
   }
   const result = assembleServers(layout.checks);
   const clean = result.ok && result.warnings.length === 0;
-  return { text, result, layout: { ...layout, claims: clean ? indexClaims(layout.checks) : null } };
+  return { ...read, result, layout: { ...layout, claims: clean ? indexClaims(layout.checks) : null } };
 }
 
 const WS = /[ \t\n\r]*/y;
@@ -229,6 +297,24 @@ function commonHead(a: string, b: string): number {
   return i;
 }
 
+/** How many leading bytes two buffers share (compared natively, in ranges that shrink). */
+function commonHeadBytes(a: Buffer, b: Buffer): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  for (let step = 1 << 16; step >= 1 && i < n; step >>= 2)
+    while (i + step <= n && a.compare(b, i, i + step, i, i + step) === 0) i += step;
+  return i;
+}
+
+/** How many trailing bytes two buffers share, at most `max`. */
+function commonTailBytes(a: Buffer, b: Buffer, max: number): number {
+  let k = 0;
+  for (let step = 1 << 16; step >= 1 && k < max; step >>= 2)
+    while (k + step <= max && b.compare(a, a.length - k - step, a.length - k, b.length - k - step, b.length - k) === 0)
+      k += step;
+  return k;
+}
+
 /** How many trailing characters two texts share, at most `max`. */
 function commonTail(a: string, b: string, max: number): number {
   let k = 0;
@@ -251,24 +337,26 @@ function firstAbove(list: readonly number[], x: number): number {
 }
 
 /**
- * The layout of `text` from the previous text's (`head`: how many leading characters they share), when they differ
- * only inside the servers list: the servers before the change and after it are kept (shifted), those between read
- * again (`removed` the old checks between, `added` the new ones). Null when the change reaches outside the list or the
- * text between is not clean servers (the caller reads the whole text then). The layout's claims are left for the
- * caller (null).
+ * The layout of the new text from the previous text's (`head` and `tail`: how many leading and trailing characters
+ * they share), when they differ only inside the servers list: the servers before the change and after it are kept
+ * (shifted), those between read again (`removed` the old checks between, `added` the new ones). `read(from, until)`
+ * gives the new text from `from` on, at least to `until` (or its end), as a string and the offset it starts at. Null
+ * when the change reaches outside the list or the text between is not clean servers (the caller reads the whole text
+ * then). The layout's claims are left for the caller (null).
  */
 function changedLayout(
-  before: string,
   old: Layout,
-  text: string,
+  beforeLength: number,
+  afterLength: number,
   head: number,
+  tail: number,
+  read: (from: number, until: number) => { readonly text: string; readonly base: number },
   options: ParseOptions,
 ): { layout: Layout; removed: readonly ServerCheck[]; added: readonly ServerCheck[] } | null {
-  const tail = commonTail(before, text, Math.min(before.length, text.length) - head);
-  const oldChangeEnd = before.length - tail;
+  const oldChangeEnd = beforeLength - tail;
   // The `[` must be in the shared head and the `]` in the shared tail: the file's other fields are unchanged.
   if (head <= old.open || oldChangeEnd > old.close) return null;
-  const delta = text.length - before.length;
+  const delta = afterLength - beforeLength;
   // Servers ending within the shared head are kept; reading starts after the last of them.
   const keep = firstAbove(old.ends, head);
   const from = keep > 0 ? (old.ends[keep - 1] ?? 0) : old.open + 1;
@@ -282,18 +370,24 @@ function changedLayout(
     resumeAt = k;
     return true;
   };
-  const read = readServers(text, from, keep > 0, options, resync);
-  if (read === null) return null;
-  if (read.closed && read.stop - delta !== old.close) return null;
-  const rest = read.closed ? old.starts.length : resumeAt;
+  // The read ends where the rest resumes: the first old server starting in the shared tail, or the list's `]`. Text
+  // that does not resume there runs past `until` and is refused (null), as text the reader does not follow.
+  const next = firstAbove(old.starts, oldChangeEnd - 1);
+  const until = (next < old.starts.length ? (old.starts[next] ?? 0) : old.close) + delta + 1;
+  const { text, base } = read(from, until);
+  const got = readServers(text, from - base, keep > 0, options, (offset) => resync(offset + base));
+  if (got === null) return null;
+  const stop = got.stop + base;
+  if (got.closed && stop - delta !== old.close) return null;
+  const rest = got.closed ? old.starts.length : resumeAt;
   const shift = (list: readonly number[]) => list.slice(rest).map((x) => x + delta);
   const layout: Layout = {
     open: old.open,
     close: old.close + delta,
-    starts: [...old.starts.slice(0, keep), ...read.starts, ...shift(old.starts)],
-    ends: [...old.ends.slice(0, keep), ...read.ends, ...shift(old.ends)],
-    checks: [...old.checks.slice(0, keep), ...read.checks, ...old.checks.slice(rest)],
+    starts: [...old.starts.slice(0, keep), ...got.starts.map((x) => x + base), ...shift(old.starts)],
+    ends: [...old.ends.slice(0, keep), ...got.ends.map((x) => x + base), ...shift(old.ends)],
+    checks: [...old.checks.slice(0, keep), ...got.checks, ...old.checks.slice(rest)],
     claims: null,
   };
-  return { layout, removed: old.checks.slice(keep, rest), added: read.checks };
+  return { layout, removed: old.checks.slice(keep, rest), added: got.checks };
 }
