@@ -46,9 +46,10 @@ export const DEFAULT_DEBOUNCE_MS = 20;
 export const DEFAULT_MIN_GAP_MS = 250;
 /**
  * state.json is the whole routing table and registry (megabytes at 10,000 sites): written after every change of a
- * burst, its encoding, write and fsync would take the controller's CPU from the changes that follow. It is read only
- * when the controller starts without its sources, so a state up to this much older loses nothing nginx serves: a stop
- * writes the latest first (stop), and the start-up files nginx itself loads are held back as long (applier.ts).
+ * burst, its encoding, write and fsync would take the controller's CPU from the changes that follow. It is used only
+ * when the controller starts without its sources: a controller killed (SIGKILL) in a burst and restarted while its
+ * sources are down serves up to this much less recent a state until they answer. A stop writes the latest first
+ * (stop); the start-up files nginx itself loads are held back as long (applier.ts).
  */
 export const DEFAULT_SAVE_GAP_MS = 1_000;
 /** The longest wait before retrying a failed apply or save. */
