@@ -15,7 +15,7 @@ import {
 import { get } from "../helpers/http.js";
 import { load } from "../helpers/load.js";
 import { cleanupNginx, freePort, NGINX, tempDir } from "../helpers/nginx.js";
-import { DEFAULT_MIN_GAP_MS } from "../../src/reconciler/reconciler.js";
+import { DEFAULT_MIN_GAP_MS, DEFAULT_SAVE_GAP_MS } from "../../src/reconciler/reconciler.js";
 
 /** The daemon driven as a user drives it: a real `nginx-lb run` process, real nginx, real backends, a backends file. */
 
@@ -346,6 +346,24 @@ describe.each([
     expect(masters(join(s.dir, "state"))).toBe(1);
     expect(await s.lb.stop()).toBe(0);
     expect(masters(join(s.dir, "state"))).toBe(0);
+  });
+
+  it("SIGTERM right after a change leaves that change in state.json (a save the save gap held back)", async () => {
+    const s = await setup({ "web-api": { "127.0.0.2": { weight: 1 } } });
+    const file = join(s.dir, "state/state.json");
+    const saved = async () =>
+      (JSON.parse(await readFile(file, "utf8")) as { backends: Record<string, Record<string, unknown>> }).backends;
+    const handled = () => s.lb.find(/^(config applied|config unchanged: no reload|endpoints pushed)$/).length;
+    // A quiet spell, so the first change is saved at once; the second comes within the save gap after that save.
+    await sleep(DEFAULT_SAVE_GAP_MS + 100);
+    const web = { "127.0.0.2": { weight: 1 }, "127.0.0.3": { weight: 1 } };
+    await writeFile(s.backends, JSON.stringify({ "web-api": web }));
+    await eventually(async () => "127.0.0.3" in ((await saved())["web-api"] ?? {}), 5_000, "the first change saved");
+    const before = handled();
+    await writeFile(s.backends, JSON.stringify({ "web-api": web, "other-svc": { "10.9.9.9": { weight: 5 } } }));
+    await eventually(async () => handled() > before, 5_000, "the second change handled");
+    expect(await s.lb.stop()).toBe(0);
+    expect(Object.keys(await saved())).toContain("other-svc");
   });
 
   it("without a registry every route answers 503 and the log says why", async () => {
