@@ -8,6 +8,7 @@
  */
 import { execFile } from "node:child_process";
 import { Agent } from "node:http";
+import { Table } from "../src/model/table.js";
 import type { BackendSet } from "../src/model/backends.js";
 import type { Services } from "../src/model/services.js";
 import { partialPushBody, pushEndpoints } from "../src/nginx/endpoints-push.js";
@@ -70,7 +71,7 @@ async function convergence(routes: number, port: number, partial: boolean): Prom
     // the render options this nginx runs on.
     const options = ng.renderOptions;
     let compiled = compile({ services: routing, backends: desired(A) }, null, "dynamic", options);
-    let running = compiled.endpoints ?? {};
+    let running = compiled.endpoints ?? Table.empty();
     await pushEndpoints(target, { version, upstreams: running });
     const workers = await ng.workerPids();
     const total: number[] = [];
@@ -83,7 +84,7 @@ async function convergence(routes: number, port: number, partial: boolean): Prom
       // Partial: compile against the previous target, plan, push only the sets that differ.
       const after = desired(ip);
       if (partial) compiled = compile({ services: routing, backends: after }, compiled, "dynamic", options);
-      const next = partial ? (compiled.endpoints ?? {}) : endpointSets(bindRoutes(routing, after));
+      const next = partial ? (compiled.endpoints ?? Table.empty()) : endpointSets(bindRoutes(routing, after));
       const whole = { version: version + 1, upstreams: next };
       const decision = partial
         ? plan(

@@ -11,6 +11,7 @@ import { cpuUsage } from "node:process";
 import { loopbackIps } from "../test/helpers/backends.js";
 import { routesTable } from "./figures/routes.js";
 import { servicesJson } from "./lib/lb.js";
+import { Table } from "../src/model/table.js";
 import { BackendIndex } from "../src/model/backend-index.js";
 import { readServicesText } from "../src/sources/services-text.js";
 import { compile } from "../src/reconciler/target.js";
@@ -68,8 +69,8 @@ for (let r = 0; r < ROUNDS; r++) {
   });
   const backends = phase("registry snapshot", () => index.snapshot().set);
   const target = phase("compile (previous null)", () => compile({ services, backends }, null, "dynamic", options));
-  phase("encodeSets", () => encodeSets(1, target.endpoints ?? {}));
-  phase("encodeRoutes", () => encodeRoutes(2, target.routeTable ?? {}));
+  phase("encodeSets", () => encodeSets(1, target.endpoints ?? []));
+  phase("encodeRoutes", () => encodeRoutes(2, target.routeTable ?? Table.empty()));
   phase("state.json text", () => JSON.stringify({ version: 1, services, backends }));
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;

@@ -1,26 +1,30 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { plan, type AppliedState, type EndpointSets } from "./plan.js";
+import { plan, type AppliedState, type PushedEndpoint } from "./plan.js";
+import { Table } from "./table.js";
+
+/** The cases write sets as records; plan reads Tables. */
+type Sets = Readonly<Record<string, readonly PushedEndpoint[]>>;
 
 const U1 = "nlb_0000000000000001";
 const U2 = "nlb_0000000000000002";
-const sets = (w: number): EndpointSets => ({
+const sets = (w: number): Sets => ({
   [U1]: [
     { ip: "127.0.0.2", port: 80, weight: w, backup: false },
     { ip: "127.0.0.3", port: 80, weight: 1, backup: true },
   ],
   [U2]: [],
 });
-const fewer: EndpointSets = { [U1]: sets(1)[U1] ?? [] };
-const reordered: EndpointSets = Object.fromEntries(Object.entries(sets(1)).reverse());
-const edit = (f: (e: EndpointSets[string][number]) => object): EndpointSets => ({
+const fewer: Sets = { [U1]: sets(1)[U1] ?? [] };
+const reordered: Sets = Object.fromEntries(Object.entries(sets(1)).reverse());
+const edit = (f: (e: PushedEndpoint) => object): Sets => ({
   ...sets(1),
   [U1]: (sets(1)[U1] ?? []).map((e) => ({ ...e, ...f(e) })),
 });
-const dyn = (generation: string, endpoints: EndpointSets | null): AppliedState => ({
+const dyn = (generation: string, endpoints: Sets | null): AppliedState => ({
   mode: "dynamic",
   generation,
-  endpoints,
+  endpoints: endpoints && Table.of(endpoints),
 });
 const rel = (generation: string): AppliedState => ({ mode: "reload", generation, endpoints: null });
 
@@ -74,7 +78,7 @@ describe("plan with pushed certificates (dynamic routes)", () => {
   const ids = (...pairs: [string, string][]) => new Map(pairs.map(([k, id]) => [k, { id }]));
   const state = (generation: string, certs: ReturnType<typeof ids> | null): AppliedState => ({
     ...dyn(generation, sets(1)),
-    routes: table,
+    routes: Table.of(table),
     certs,
   });
   const a1 = ids(["443 a.test", "00000000000000a1"]);
@@ -115,16 +119,11 @@ describe("plan with deltas (a routing change compiled against the last target)",
   const KEYS = ["80 a.test", "80 b.test", "443 a.test", "80 c.test"];
   const NAMES = [U1, U2, "nlb_0000000000000003"];
   const table = fc.dictionary(fc.constantFrom(...KEYS), fc.constantFrom("/ u1 / a-web;", "/p u2 / b-web;", ""));
-  const endpoints = fc.dictionary(
-    fc.constantFrom(...NAMES),
-    fc.constantFrom(sets(1)[U1] ?? [], sets(2)[U1] ?? [], []),
-  ) as fc.Arbitrary<EndpointSets>;
+  const endpoints = fc.dictionary(fc.constantFrom(...NAMES), fc.constantFrom(sets(1)[U1] ?? [], sets(2)[U1] ?? [], []));
   /** `after` described against `before`: the keys where they differ, plus any others (a delta may say more). */
-  const delta = <T extends object>(before: T, after: T, extra: readonly string[]) => ({
+  const delta = <T>(before: Table<T>, after: Table<T>, extra: readonly string[]) => ({
     base: before,
-    keys: [...new Set([...Object.keys(before), ...Object.keys(after)])]
-      .filter((k) => (before as Record<string, unknown>)[k] !== (after as Record<string, unknown>)[k])
-      .concat(extra),
+    keys: [...new Set([...before.keys(), ...after.keys()])].filter((k) => before.get(k) !== after.get(k)).concat(extra),
   });
   const sorted = (l: readonly string[] | "all" | undefined) => (Array.isArray(l) ? [...l].sort() : l);
 
@@ -138,13 +137,14 @@ describe("plan with deltas (a routing change compiled against the last target)",
         fc.array(fc.constantFrom(...KEYS, ...NAMES), { maxLength: 3 }),
         fc.boolean(),
         (t1, t2, e1, e2, extra, holdsBase) => {
-          const running: AppliedState = { ...dyn("g1", e1), routes: t1 };
-          const desired: AppliedState = { ...dyn("g1", e2), routes: t2 };
-          const base = holdsBase ? running : { ...running, routes: { ...t1 }, endpoints: { ...e1 } };
+          const running = { ...dyn("g1", e1), routes: Table.of(t1), endpoints: Table.of(e1) };
+          const desired = { ...dyn("g1", e2), routes: Table.of(t2), endpoints: Table.of(e2) };
+          // Equal tables, but not the ones nginx holds: the deltas must not be trusted.
+          const base = holdsBase ? running : { routes: Table.of(t1), endpoints: Table.of(e1) };
           const withDeltas: AppliedState = {
             ...desired,
-            routesDelta: delta(base.routes ?? {}, t2, extra),
-            endpointsDelta: delta(base.endpoints ?? {}, e2, extra),
+            routesDelta: delta(base.routes, desired.routes, extra),
+            endpointsDelta: delta(base.endpoints, desired.endpoints, extra),
           };
           const a = plan(running, withDeltas);
           const b = plan(running, desired);

@@ -1,3 +1,5 @@
+import type { Table } from "./table.js";
+
 /** One endpoint as the dynamic balancer receives it. */
 export interface PushedEndpoint {
   readonly ip: string;
@@ -6,14 +8,17 @@ export interface PushedEndpoint {
   readonly backup: boolean;
 }
 
-/** Every route's endpoint set by upstream name; an empty list means the route answers 503. */
-export type EndpointSets = Readonly<Record<string, readonly PushedEndpoint[]>>;
+/**
+ * Every route's endpoint set by upstream name; an empty list means the route answers 503. A Table: a change's sets
+ * share every unchanged set's entry with the previous target's.
+ */
+export type EndpointSets = Table<readonly PushedEndpoint[]>;
 
 /**
  * Dynamic routes mode: every plain-port server's routes by `<port> <domain>`, each value the pushed line format (see
  * render/routes-dynamic.ts), so comparing two tables is comparing strings.
  */
-export type RouteTable = Readonly<Record<string, string>>;
+export type RouteTable = Table<string>;
 
 /**
  * Dynamic routes mode with pushed certificates: each TLS site's certificate id by `<tls port> <domain>` (the id
@@ -120,10 +125,10 @@ function sameCerts(running: CertIds, desired: CertIds): boolean {
  */
 function namedChanges(running: EndpointSets, desired: EndpointSets, delta?: Delta<EndpointSets> | null): string[] {
   if (delta && delta.base === running)
-    return [...new Set(delta.keys)].filter((name) => !sameSet(running[name], desired[name]));
+    return [...new Set(delta.keys)].filter((name) => !sameSet(running.get(name), desired.get(name)));
   const changed: string[] = [];
-  for (const name in desired) if (!sameList(running[name], desired[name])) changed.push(name);
-  for (const name in running) if (desired[name] === undefined) changed.push(name);
+  for (const [name, list] of desired) if (!sameList(running.get(name), list)) changed.push(name);
+  for (const name of running.keys()) if (!desired.has(name)) changed.push(name);
   return changed;
 }
 
@@ -133,10 +138,11 @@ const sameSet = (a: readonly PushedEndpoint[] | undefined, b: readonly PushedEnd
 
 /** The servers added, removed or changed between two routing tables (with `delta`: as namedChanges). */
 function changedServers(running: RouteTable, desired: RouteTable, delta?: Delta<RouteTable> | null): string[] {
-  if (delta && delta.base === running) return [...new Set(delta.keys)].filter((key) => running[key] !== desired[key]);
+  if (delta && delta.base === running)
+    return [...new Set(delta.keys)].filter((key) => running.get(key) !== desired.get(key));
   const changed: string[] = [];
-  for (const key in desired) if (running[key] !== desired[key]) changed.push(key);
-  for (const key in running) if (desired[key] === undefined) changed.push(key);
+  for (const [key, value] of desired) if (running.get(key) !== value) changed.push(key);
+  for (const key of running.keys()) if (!desired.has(key)) changed.push(key);
   return changed;
 }
 
@@ -145,13 +151,11 @@ function changedServers(running: RouteTable, desired: RouteTable, delta?: Delta<
  * order, both sides come from the same sorted join), or null when the two do not name the same upstreams.
  */
 function changedUpstreams(running: EndpointSets, desired: EndpointSets): string[] | null {
-  const names = Object.keys(desired);
-  if (names.length !== Object.keys(running).length) return null;
+  if (desired.size !== running.size) return null;
   const changed: string[] = [];
-  for (const name of names) {
-    const a = running[name];
-    const b = desired[name];
-    if (a === undefined || b === undefined) return null;
+  for (const [name, b] of desired) {
+    const a = running.get(name);
+    if (a === undefined) return null;
     if (!sameList(a, b)) changed.push(name);
   }
   return changed;

@@ -308,8 +308,8 @@ export class NginxApplier implements Applier {
       const target = this.pushTarget();
       // Sets of new routes go before the table names them; sets of removed routes go after the table stops naming
       // them, so no request in between finds its route without a set (503).
-      const gone = routeTable && changed !== "all" ? changed.filter((n) => endpoints[n] === undefined) : [];
-      const first = gone.length > 0 && changed !== "all" ? changed.filter((n) => endpoints[n] !== undefined) : changed;
+      const gone = routeTable && changed !== "all" ? changed.filter((n) => !endpoints.has(n)) : [];
+      const first = gone.length > 0 && changed !== "all" ? changed.filter((n) => endpoints.has(n)) : changed;
       let state = await syncEndpoints(target, known, endpoints, first, ++this.version);
       this.pushed = master === null ? null : { state, master };
       // Certificates before the table: a new TLS site's handshakes work by the time a route names it.

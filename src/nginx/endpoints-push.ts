@@ -1,5 +1,6 @@
 import { request } from "node:http";
-import type { EndpointSets } from "../model/plan.js";
+import type { EndpointSets, PushedEndpoint } from "../model/plan.js";
+import { Table } from "../model/table.js";
 import { ENDPOINTS_PATH, endpointSets } from "../render/dynamic.js";
 import type { BoundRoute } from "../render/bind-routes.js";
 import { encodeSets, PUSH_CONTENT_TYPE } from "./push-format.js";
@@ -29,14 +30,14 @@ export function partialPushBody(
   desired: EndpointSets,
   changed: readonly string[],
 ): PushBody {
-  const upstreams: Record<string, EndpointSets[string]> = {};
+  const upstreams: [string, readonly PushedEndpoint[]][] = [];
   const removed: string[] = [];
   for (const name of changed) {
-    const set = desired[name];
-    if (set) upstreams[name] = set;
+    const set = desired.get(name);
+    if (set) upstreams.push([name, set]);
     else removed.push(name);
   }
-  return { version, base, upstreams, ...(removed.length > 0 ? { removed } : {}) };
+  return { version, base, upstreams: Table.from(upstreams), ...(removed.length > 0 ? { removed } : {}) };
 }
 
 export interface PushTarget {

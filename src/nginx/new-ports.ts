@@ -35,18 +35,16 @@ export function newPortsFirst(
   held: HeldBeforeReload,
   desired: { readonly routes: RouteTable; readonly certs: CertTable | null; readonly sets: EndpointSets },
 ): NewPortsFirst | null {
-  const open = new Set(Object.keys(held.routes).map(portOf));
-  const added = Object.keys(desired.routes).filter((k) => !open.has(portOf(k)));
+  const open = new Set([...held.routes.keys()].map(portOf));
+  const added = [...desired.routes.keys()].filter((k) => !open.has(portOf(k)));
   if (added.length === 0) return null;
-  const routes: Record<string, string> = { ...held.routes };
-  for (const k of added) routes[k] = desired.routes[k] ?? "";
+  const routes = held.routes.with(added.map((k) => [k, desired.routes.get(k) ?? ""]));
   const newTls: [string, SiteCert][] =
     held.certs === null || desired.certs === null
       ? []
       : [...desired.certs].filter(([k]) => !open.has(portOf(k)) && held.certs?.has(k) !== true);
-  const upstreams = Object.keys(desired.sets).filter((u) => held.sets[u] === undefined);
-  const sets: Record<string, EndpointSets[string]> = { ...held.sets };
-  for (const u of upstreams) sets[u] = desired.sets[u] ?? [];
+  const upstreams = [...desired.sets.keys()].filter((u) => !held.sets.has(u));
+  const sets = held.sets.with(upstreams.map((u) => [u, desired.sets.get(u) ?? []]));
   return {
     routes,
     added,

@@ -1,4 +1,4 @@
-import type { EndpointSets, PushedEndpoint } from "../model/plan.js";
+import type { PushedEndpoint } from "../model/plan.js";
 
 /**
  * The text an endpoint push carries, and the start-up sets file holds: the shared dict's own line format, so the Lua
@@ -23,7 +23,7 @@ export type EncodedSets = WeakMap<readonly PushedEndpoint[], string>;
  */
 export function encodeSets(
   version: number,
-  sets: EndpointSets,
+  sets: Iterable<readonly [string, readonly PushedEndpoint[]]>,
   base?: number,
   removed: readonly string[] = [],
   encoded?: EncodedSets,
@@ -34,15 +34,14 @@ export function encodeSets(
 /** `encodeSets` line by line (each with its newline), for a writer that never holds the whole text at once. */
 export function* setsText(
   version: number,
-  sets: EndpointSets,
+  sets: Iterable<readonly [string, readonly PushedEndpoint[]]>,
   base?: number,
   removed: readonly string[] = [],
   encoded?: EncodedSets,
 ): Generator<string> {
   yield base === undefined ? `nginx-lb-sets version=${version}\n` : `nginx-lb-sets version=${version} base=${base}\n`;
   let count = 0;
-  for (const name in sets) {
-    const list = sets[name] ?? [];
+  for (const [name, list] of sets) {
     let value = encoded?.get(list);
     if (value === undefined) {
       // Joined, not appended: `+=` leaves a tree of a few dozen string pieces per set, which `encoded` keeps alive.

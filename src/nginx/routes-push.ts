@@ -27,12 +27,13 @@ export function* routesText(
   partial?: { readonly base: number; readonly changed: readonly string[] },
 ): Generator<string> {
   yield partial ? `nginx-lb-routes version=${version} base=${partial.base}\n` : `nginx-lb-routes version=${version}\n`;
-  const keys = partial ? partial.changed : Object.keys(table);
-  for (const key of keys) {
-    const value = table[key];
-    yield value === undefined ? `${key}\n` : `${key}=${value}\n`;
-  }
-  yield `end servers=${keys.length}\n`;
+  if (partial)
+    for (const key of partial.changed) {
+      const value = table.get(key);
+      yield value === undefined ? `${key}\n` : `${key}=${value}\n`;
+    }
+  else for (const [key, value] of table) yield `${key}=${value}\n`;
+  yield `end servers=${partial ? partial.changed.length : table.size}\n`;
 }
 
 /** What the controller last knew nginx to hold: the version and the table; null after a (re)start or a failed push. */

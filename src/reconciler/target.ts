@@ -112,16 +112,26 @@ export function compile(
   const views = sameServices
     ? routes.map((r, i) => (r === previous.routes[i] ? (previous.views[i] ?? routeView(r)) : routeView(r)))
     : routes.map((r) => keptViews?.get(r) ?? routeView(r));
+  // The sets of routes kept by reference are the previous target's: only the others are set or removed.
+  const setChanges =
+    previous?.endpoints && (sameServices || shared) ? upstreamChanges(previous.routes, routes, sameServices) : null;
   const endpoints =
-    mode !== "dynamic" ? null : sameRoutes && previous.endpoints ? previous.endpoints : endpointSets(routes);
-  const keptServers = shared && previous ? new Set(previous.desired.services.servers) : null;
+    mode !== "dynamic"
+      ? null
+      : sameRoutes && previous.endpoints
+        ? previous.endpoints
+        : setChanges && previous?.endpoints
+          ? previous.endpoints.with(setChanges)
+          : endpointSets(routes);
+  const servers =
+    shared && previous ? changedServers(previous.desired.services.servers, desired.services.servers) : null;
   // The table depends on the routing model only (endpoints travel in the sets).
   const table = !pushesRoutes(mode, options)
     ? null
     : sameServices && previous.routeTable
       ? previous.routeTable
-      : keptServers && previous?.routeTable
-        ? routeTable(desired.services.servers, routes, { table: previous.routeTable, kept: keptServers })
+      : servers && previous?.routeTable
+        ? spliceRouteTable(previous.routeTable, servers.gone, servers.added, routesOf(routes, servers.added))
         : routeTable(desired.services.servers, routes);
   return {
     desired,
@@ -132,15 +142,12 @@ export function compile(
     endpoints,
     routeTable: table,
     endpointsDelta:
-      endpoints && previous?.endpoints && (sameServices || shared)
-        ? { base: previous.endpoints, keys: changedUpstreams(previous.routes, routes, sameServices) }
+      endpoints && previous?.endpoints && setChanges
+        ? { base: previous.endpoints, keys: setChanges.map(([k]) => k) }
         : null,
     routesDelta:
-      table && previous?.routeTable && (sameServices || keptServers)
-        ? {
-            base: previous.routeTable,
-            keys: keptServers ? changedServerKeys(previous.desired.services.servers, desired.services.servers) : [],
-          }
+      table && previous?.routeTable && (sameServices || servers)
+        ? { base: previous.routeTable, keys: servers ? serverKeys([...servers.added, ...servers.gone]) : [] }
         : null,
     certs: !pushesCerts(mode, options)
       ? null
@@ -165,28 +172,43 @@ function pushesCerts(mode: EndpointsMode, options: RenderOptions): boolean {
 }
 
 /**
- * The upstreams whose sets may differ between two bound route lists where unchanged routes are kept by reference: at
- * the same index (`aligned`: the same routing model), or anywhere (a routing change, bindServers).
+ * The endpoint-set changes between two bound route lists where unchanged routes are kept by reference (at the same
+ * index when `aligned`: the same routing model; anywhere for a routing change, bindServers): each other route's set,
+ * after the removal of each route gone (upstream names are unique, so a name in both is set again). Their names are
+ * the upstreams whose sets may differ.
  */
-function changedUpstreams(before: readonly BoundRoute[], after: readonly BoundRoute[], aligned: boolean): string[] {
-  if (aligned) return after.filter((r, i) => r !== before[i]).map((r) => r.upstream);
+function upstreamChanges(
+  before: readonly BoundRoute[],
+  after: readonly BoundRoute[],
+  aligned: boolean,
+): [string, BoundRoute["members"] | undefined][] {
+  if (aligned) return after.filter((r, i) => r !== before[i]).map((r) => [r.upstream, r.members]);
   const a = new Set(before);
   const b = new Set(after);
-  return [...after.filter((r) => !a.has(r)), ...before.filter((r) => !b.has(r))].map((r) => r.upstream);
+  return [
+    ...before.filter((r) => !b.has(r)).map((r): [string, undefined] => [r.upstream, undefined]),
+    ...after.filter((r) => !a.has(r)).map((r): [string, BoundRoute["members"]] => [r.upstream, r.members]),
+  ];
 }
 
-/** The routing-table keys of the servers only one of two lists has (the others kept their value: routeTable). */
-function changedServerKeys(before: readonly Server[], after: readonly Server[]): string[] {
+/** The servers only one of two lists has (shareServers keeps the others' objects, and their routes bindServers). */
+function changedServers(before: readonly Server[], after: readonly Server[]): { gone: Server[]; added: Server[] } {
   const was = new Set(before);
   const now = new Set(after);
-  const keys: string[] = [];
-  const add = (s: Server) => {
-    keys.push(serverKey(s.port, s.domain));
-    if (s.tls) keys.push(serverKey(s.tls.port, s.domain));
-  };
-  for (const s of after) if (!was.has(s)) add(s);
-  for (const s of before) if (!now.has(s)) add(s);
-  return keys;
+  return { gone: before.filter((s) => !now.has(s)), added: after.filter((s) => !was.has(s)) };
+}
+
+/** The routes of `servers` among `routes`, in their order. */
+function routesOf(routes: readonly BoundRoute[], servers: readonly Server[]): BoundRoute[] {
+  const wanted = new Set(servers);
+  return routes.filter((r) => wanted.has(r.server));
+}
+
+/** The routing-table keys of `servers`: each one's plain-port key, and its TLS-port key when it has TLS. */
+function serverKeys(servers: readonly Server[]): string[] {
+  return servers.flatMap((s) =>
+    s.tls ? [serverKey(s.port, s.domain), serverKey(s.tls.port, s.domain)] : [serverKey(s.port, s.domain)],
+  );
 }
 
 /**
@@ -230,14 +252,16 @@ function spliced(
   const views = previous.views
     .slice(0, cut.headRoutes)
     .concat(middleViews, previous.views.slice(previous.views.length - cut.tailRoutes));
-  const endpoints = mode === "dynamic" ? endpointSets(routes) : null;
+  const setChanges = upstreamChanges(bound.before, bound.after, false);
+  const endpoints =
+    mode !== "dynamic" ? null : previous.endpoints ? previous.endpoints.with(setChanges) : endpointSets(routes);
+  const beforeMiddle = before.servers.slice(cut.head, before.servers.length - cut.tail);
+  const afterMiddle = services.servers.slice(cut.head, services.servers.length - cut.tail);
   const table = !pushesRoutes(mode, options)
     ? null
     : previous.routeTable
-      ? spliceRouteTable(previous.routeTable, before.servers, services.servers, cut, bound.after)
+      ? spliceRouteTable(previous.routeTable, beforeMiddle, afterMiddle, bound.after)
       : routeTable(services.servers, routes);
-  const beforeMiddle = before.servers.slice(cut.head, before.servers.length - cut.tail);
-  const afterMiddle = services.servers.slice(cut.head, services.servers.length - cut.tail);
   return {
     desired,
     mode,
@@ -247,12 +271,10 @@ function spliced(
     endpoints,
     routeTable: table,
     endpointsDelta:
-      endpoints && previous.endpoints
-        ? { base: previous.endpoints, keys: changedUpstreams(bound.before, bound.after, false) }
-        : null,
+      endpoints && previous.endpoints ? { base: previous.endpoints, keys: setChanges.map(([k]) => k) } : null,
     routesDelta:
       table && previous.routeTable
-        ? { base: previous.routeTable, keys: changedServerKeys(beforeMiddle, afterMiddle) }
+        ? { base: previous.routeTable, keys: serverKeys([...afterMiddle, ...beforeMiddle]) }
         : null,
     certs: !pushesCerts(mode, options)
       ? null

@@ -52,7 +52,7 @@ describe("dynamic rendering", () => {
   it("pushes exactly the members reload mode renders as server lines", () => {
     const plans = bindRoutes(model("/api"), backends);
     const sets = endpointSets(plans);
-    expect(sets).toEqual({
+    expect(sets.toRecord()).toEqual({
       [plans[0]?.upstream ?? ""]: [
         { ip: "10.0.0.1", port: 9000, weight: 3, backup: false },
         { ip: "10.0.0.2", port: 9001, weight: 1, backup: true },

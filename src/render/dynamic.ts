@@ -1,4 +1,5 @@
 import type { EndpointSets } from "../model/plan.js";
+import { Table } from "../model/table.js";
 import { backendName } from "../model/services.js";
 import type { OutlierSettings, RenderOptions, RenderedFile } from "./options.js";
 import type { BoundRoute } from "./bind-routes.js";
@@ -221,8 +222,6 @@ export function statsHttpLines(options: RenderOptions): string[] {
 
 /** Every route's endpoint set by upstream name, from the same bound routes reload mode renders `server` lines from. */
 export function endpointSets(routes: readonly BoundRoute[]): EndpointSets {
-  const out: Record<string, BoundRoute["members"]> = {};
   // Members are plain readonly data already: shared, not copied (10,000 routes per endpoint change).
-  for (const r of routes) out[r.upstream] = r.members;
-  return out;
+  return Table.from(routes.map((r) => [r.upstream, r.members] as const));
 }

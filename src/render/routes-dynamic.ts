@@ -1,6 +1,7 @@
 import type { RouteTable } from "../model/plan.js";
+import { Table } from "../model/table.js";
 import { backendName } from "../model/services.js";
-import type { BoundRoute, ServerSplice } from "./bind-routes.js";
+import type { BoundRoute } from "./bind-routes.js";
 import type { RenderOptions, RenderedFile } from "./options.js";
 import { pushesCerts, renderTlsPortServer } from "./tls-dynamic.js";
 import { RenderBug, tok } from "./tokens.js";
@@ -138,29 +139,26 @@ export function serverKey(port: number, domain: string): string {
 /**
  * The routing table pushed to nginx, from the same bound routes reload mode renders locations from: per plain-port
  * server, its routes as `<prefix> <upstream> <backend_path> <backend>;` (the grammar nginx_lb_routes.lua checks).
- * Every server is in it; servers without routes have an empty value. With `previous`, a table built from routes
- * that kept the BoundRoutes of every server in `previous.kept` (bindServers), those servers keep their value.
+ * Every server is in it; servers without routes have an empty value.
  */
-export function routeTable(
-  servers: readonly BoundRoute["server"][],
-  routes: readonly BoundRoute[],
-  previous?: { readonly table: RouteTable; readonly kept: ReadonlySet<BoundRoute["server"]> },
-): RouteTable {
-  const out: Record<string, string> = {};
-  const keys = servers.map((s) => serverKey(s.port, s.domain));
-  servers.forEach((s, i) => {
-    const key = keys[i] ?? "";
-    out[key] = previous?.kept.has(s) ? (previous.table[key] ?? "") : "";
-  });
-  for (const r of routes) {
-    if (previous?.kept.has(r.server)) continue;
-    out[serverKey(r.server.port, r.server.domain)] += routeEntry(r);
+export function routeTable(servers: readonly BoundRoute["server"][], routes: readonly BoundRoute[]): RouteTable {
+  return Table.from(serverEntries(servers, routes));
+}
+
+/**
+ * The table entries of `servers`, whose routes are `routes`: each server's plain-port key, and the same value under
+ * its TLS port for a TLS port served by one server (certificates by SNI), since the router keys by the port the
+ * request came in on. A port is plain or TLS, never both, so the keys never collide.
+ */
+function serverEntries(servers: readonly BoundRoute["server"][], routes: readonly BoundRoute[]): [string, string][] {
+  const value = new Map<BoundRoute["server"], string>(servers.map((s) => [s, ""]));
+  for (const r of routes) value.set(r.server, (value.get(r.server) ?? "") + routeEntry(r));
+  const out: [string, string][] = [];
+  for (const s of servers) {
+    const v = value.get(s) ?? "";
+    out.push([serverKey(s.port, s.domain), v]);
+    if (s.tls) out.push([serverKey(s.tls.port, s.domain), v]);
   }
-  // The same routes under the TLS port, for a TLS port served by one server (certificates by SNI): the router keys
-  // by the port the request came in on. A port is plain or TLS, never both, so the keys never collide.
-  servers.forEach((s, i) => {
-    if (s.tls) out[serverKey(s.tls.port, s.domain)] = out[keys[i] ?? ""] ?? "";
-  });
   return out;
 }
 
@@ -173,39 +171,22 @@ function routeEntry(r: BoundRoute): string {
 }
 
 /**
- * `routeTable(after, routes)` given `previous`, the table of `before`, and the splice between the two server lists
- * (serverSplice): the entries of the head and tail servers are `previous`'s, taken by position (its keys are every
- * server's plain-port key in server order, then the TLS-port keys of the TLS servers in server order: routeTable's
- * order, which this keeps), and only the servers between are keyed and laid out again from `middle`, their routes.
- * No key of a kept server is built or checked again.
+ * `previous` (a routing table) without the servers `gone`, and with the servers `added`, whose routes are `routes`:
+ * what `routeTable` of the new server list gives when every other server kept its routes (serverSplice between a
+ * head and a tail, or bindServers). The kept servers' entries are shared with `previous` (Table), so none of their
+ * keys is built, checked or copied again.
  */
 export function spliceRouteTable(
   previous: RouteTable,
-  before: readonly BoundRoute["server"][],
-  after: readonly BoundRoute["server"][],
-  cut: ServerSplice,
-  middle: readonly BoundRoute[],
+  gone: readonly BoundRoute["server"][],
+  added: readonly BoundRoute["server"][],
+  routes: readonly BoundRoute[],
 ): RouteTable {
-  const keys = Object.keys(previous);
-  const out: Record<string, string> = {};
-  const copy = (from: number, to: number) => {
-    for (let i = from; i < to; i++) {
-      const k = keys[i] ?? "";
-      out[k] = previous[k] ?? "";
-    }
-  };
-  const between = after.slice(cut.head, after.length - cut.tail);
-  const value = new Map<BoundRoute["server"], string>(between.map((s) => [s, ""]));
-  for (const r of middle) value.set(r.server, (value.get(r.server) ?? "") + routeEntry(r));
-  copy(0, cut.head);
-  for (const s of between) out[serverKey(s.port, s.domain)] = value.get(s) ?? "";
-  copy(before.length - cut.tail, before.length);
-  let headTls = 0;
-  for (let i = 0; i < cut.head; i++) if (before[i]?.tls) headTls++;
-  let tailTls = 0;
-  for (let i = before.length - cut.tail; i < before.length; i++) if (before[i]?.tls) tailTls++;
-  copy(before.length, before.length + headTls);
-  for (const s of between) if (s.tls) out[serverKey(s.tls.port, s.domain)] = value.get(s) ?? "";
-  copy(keys.length - tailTls, keys.length);
-  return out;
+  const changes: [string, string | undefined][] = [];
+  // Removals first: a key of a removed server that an added one has too is set again after.
+  for (const s of gone) {
+    changes.push([serverKey(s.port, s.domain), undefined]);
+    if (s.tls) changes.push([serverKey(s.tls.port, s.domain), undefined]);
+  }
+  return previous.with([...changes, ...serverEntries(added, routes)]);
 }

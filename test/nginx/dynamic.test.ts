@@ -1,3 +1,4 @@
+import { Table } from "../../src/model/table.js";
 import { execFile } from "node:child_process";
 import { request } from "node:http";
 import { connect } from "node:net";
@@ -150,7 +151,7 @@ describe("dynamic endpoints through real nginx", () => {
   it("never serves through the control API on a frontend port, and the control port is loopback-only", async () => {
     await dyn.push(set({ "127.0.0.2": 1 }));
     const stored = await pushedVersion(dyn.target);
-    const body = encodeSets(999, {});
+    const body = encodeSets(999, Table.of({}));
     const viaFrontend = await postRaw(dyn.port, body, "/nginx-lb/endpoints", HOST, dyn.target.token);
     expect(viaFrontend.body).toBe("127.0.0.2"); // the route's backend answered, not the push endpoint
     expect(await pushedVersion(dyn.target)).toBe(stored);
@@ -263,7 +264,10 @@ describe("dynamic endpoints through real nginx", () => {
       ];
       let version = 1;
       for (const ip of addresses) {
-        const body = encodeSets(++version, { nlb_0123456789abcdef: [{ ip, port: 80, weight: 1, backup: false }] });
+        const body = encodeSets(
+          ++version,
+          Table.of({ nlb_0123456789abcdef: [{ ip, port: 80, weight: 1, backup: false }] }),
+        );
         const r = await postRaw(ng.controlPort, body, undefined, undefined, ng.target.token);
         expect(r.status === 200, `${JSON.stringify(ip)}: nginx answered ${r.status} ${r.body}`).toBe(
           ipFamily(ip) !== null,
@@ -279,7 +283,10 @@ describe("dynamic endpoints through real nginx", () => {
   });
 
   it("accepts IPv6 literals and answers with the version it stored", async () => {
-    const body = encodeSets(777, { nlb_0123456789abcdef: [{ ip: "::1", port: 80, weight: 1, backup: false }] });
+    const body = encodeSets(
+      777,
+      Table.of({ nlb_0123456789abcdef: [{ ip: "::1", port: 80, weight: 1, backup: false }] }),
+    );
     const r = await postRaw(dyn.controlPort, body, undefined, undefined, dyn.target.token);
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body)).toMatchObject({ version: 777 });
@@ -295,7 +302,7 @@ describe("dynamic endpoints through real nginx", () => {
     expect(await pushEndpoints(target, pushBody(5000, bindRoutes(routes, v1)))).toBe(5000);
     const diff = changed(sets(v1), sets(v2));
     const partial = diff === "all" ? null : partialPushBody(5001, 5000, sets(v2), diff);
-    expect(Object.keys(partial?.upstreams ?? {}).length).toBe(1); // only /empty's set changed
+    expect(partial?.upstreams.size).toBe(1); // only /empty's set changed
     // Against a version nginx does not hold: refused, nothing changes.
     const stale = { ...(partial ?? pushBody(0, [])), base: 4999 };
     await expect(pushEndpoints(target, stale)).rejects.toMatchObject({ status: 409 });

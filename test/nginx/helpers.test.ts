@@ -1,3 +1,4 @@
+import { Table } from "../../src/model/table.js";
 import { readdir, readFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -72,7 +73,7 @@ describe("nginx helper", () => {
     expect(conf).toContain(ngx.pushToken);
     expect(conf).toContain(`pid ${join(ngx.dir, "nginx.pid")};`);
     expect(conf).toContain(`127.0.0.1:${ngx.controlPort}`);
-    const body = encodeSets(5, {});
+    const body = encodeSets(5, Table.of({}));
     expect((await postRaw(ngx.controlPort, body)).status).toBe(401);
     expect(await postRaw(ngx.controlPort, body, undefined, undefined, ngx.pushToken)).toMatchObject({ status: 200 });
   });

@@ -1,3 +1,5 @@
+import { Table } from "../../src/model/table.js";
+import type { PushedEndpoint } from "../../src/model/plan.js";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -161,7 +163,7 @@ describe("bad pushes are refused and the previous table keeps serving", () => {
     expect(version).not.toBeNull();
     const post = (body: string, token = ngx.target.token) =>
       postRaw(ngx.controlPort, body, ROUTES_PATH, "127.0.0.1", token);
-    const good = encodeRoutes(1, { [`${port} evil.test`]: "/ nlb_0123456789abcdef / a-web;" });
+    const good = encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/ nlb_0123456789abcdef / a-web;" }));
     expect((await post(good, "0".repeat(32))).status).toBe(401);
     expect((await postRaw(ngx.controlPort, good, ROUTES_PATH)).status).toBe(401);
     const bad: [string, RegExp][] = [
@@ -171,7 +173,7 @@ describe("bad pushes are refused and the previous table keeps serving", () => {
       [good.replace("end servers=1", "end servers=2"), /end servers=1/],
       [good.replace("\nend servers=1\n", "\n"), /missing the final/],
       [good + "more\n", /data after/],
-      [encodeRoutes(1, { [`${port} EVIL.test`]: "" }), /lower-case domain/],
+      [encodeRoutes(1, Table.of({ [`${port} EVIL.test`]: "" })), /lower-case domain/],
       ...[
         "-evil.test",
         "evil-.test",
@@ -183,25 +185,28 @@ describe("bad pushes are refused and the previous table keeps serving", () => {
         "*.*.test",
         "ev_il.test",
         "*.",
-      ].map((domain): [string, RegExp] => [encodeRoutes(1, { [`${port} ${domain}`]: "" }), /lower-case domain/]),
-      [encodeRoutes(1, { [`0 evil.test`]: "" }), /port/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/ nlb_0123456789abcdef /x/. a-web;" }), /backend_path/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/ nlb_0123456789abcdef / a-web" }), /end in ';'/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/x/ nlb_0123456789abcdef / a-web;" }), /trailing/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/../x nlb_0123456789abcdef / a-web;" }), /prefix/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/ nlb_0123456789abcdef /a%20b a-web;" }), /backend_path/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/ evil / a-web;" }), /upstream/],
-      [encodeRoutes(1, { [`${port} evil.test`]: '/ nlb_0123456789abcdef / a"web;' }), /backend/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/ nlb_0 / a-web;/ nlb_1 / a-web;" }), /twice/],
+      ].map((domain): [string, RegExp] => [
+        encodeRoutes(1, Table.of({ [`${port} ${domain}`]: "" })),
+        /lower-case domain/,
+      ]),
+      [encodeRoutes(1, Table.of({ [`0 evil.test`]: "" })), /port/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/ nlb_0123456789abcdef /x/. a-web;" })), /backend_path/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/ nlb_0123456789abcdef / a-web" })), /end in ';'/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/x/ nlb_0123456789abcdef / a-web;" })), /trailing/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/../x nlb_0123456789abcdef / a-web;" })), /prefix/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/ nlb_0123456789abcdef /a%20b a-web;" })), /backend_path/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/ evil / a-web;" })), /upstream/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: '/ nlb_0123456789abcdef / a"web;' })), /backend/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/ nlb_0 / a-web;/ nlb_1 / a-web;" })), /twice/],
       // Near misses of the plainest route shape, which the Lua reads on a fast path.
-      [encodeRoutes(1, { [`${port} evil.test`]: "/x//y nlb_0123456789abcdef / a-web;" }), /prefix/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/x nlb_0123456789abcdef_ / a-web;" }), /upstream/],
-      [encodeRoutes(1, { [`${port} evil.test`]: `/x nlb_${"0".repeat(61)} / a-web;` }), /upstream/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/x nlb_0123456789abcdef /y a/web;" }), /backend/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/x nlb_0123456789abcdef /y a-web;;" }), /route 2/],
-      [encodeRoutes(1, { [`${port} evil.test`]: "/x  nlb_0123456789abcdef /y a-web;" }), /route 1: must be/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/x//y nlb_0123456789abcdef / a-web;" })), /prefix/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/x nlb_0123456789abcdef_ / a-web;" })), /upstream/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: `/x nlb_${"0".repeat(61)} / a-web;` })), /upstream/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/x nlb_0123456789abcdef /y a/web;" })), /backend/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/x nlb_0123456789abcdef /y a-web;;" })), /route 2/],
+      [encodeRoutes(1, Table.of({ [`${port} evil.test`]: "/x  nlb_0123456789abcdef /y a-web;" })), /route 1: must be/],
       [
-        encodeRoutes(1, { [`${port} evil.test`]: `/x nlb_0123456789abcdef /${"y".repeat(1024)} a-web;` }),
+        encodeRoutes(1, Table.of({ [`${port} evil.test`]: `/x nlb_0123456789abcdef /${"y".repeat(1024)} a-web;` })),
         /backend_path/,
       ],
       [`nginx-lb-routes version=2\n${port} evil.test\nend servers=1\n`, /only allowed in a partial push/],
@@ -216,7 +221,7 @@ describe("bad pushes are refused and the previous table keeps serving", () => {
     const refused = await postRaw(ngx.controlPort, setsRemoval, "/nginx-lb/endpoints", "127.0.0.1", ngx.target.token);
     expect(refused.status).toBe(400);
     expect(refused.body).toMatch(/only allowed in a partial push/);
-    const stale = encodeRoutes(9, {}, { base: (version ?? 0) + 1000, changed: [`${port} x.c.test`] });
+    const stale = encodeRoutes(9, Table.of({}), { base: (version ?? 0) + 1000, changed: [`${port} x.c.test`] });
     expect((await post(stale)).status).toBe(409);
     const huge = `nginx-lb-routes version=3\n${"x".repeat(17 * 1024 * 1024)}`;
     expect((await post(huge)).status).toBe(413);
@@ -334,7 +339,12 @@ describe("a route that comes and goes under load", () => {
 
 describe("plan", () => {
   const state = (routes: Record<string, string> | null) =>
-    ({ mode: "dynamic", generation: "g", endpoints: {}, routes }) as const;
+    ({
+      mode: "dynamic",
+      generation: "g",
+      endpoints: Table.empty<readonly PushedEndpoint[]>(),
+      routes: routes && Table.of(routes),
+    }) as const;
   it("pushes only the servers whose routes differ; a generation change reloads", () => {
     expect(plan(state({ a: "1", b: "2" }), state({ a: "1", b: "2" }))).toEqual({ action: "none" });
     expect(plan(state({ a: "1", b: "2" }), state({ a: "1", c: "3" }))).toEqual({
@@ -344,7 +354,7 @@ describe("plan", () => {
     });
     expect(plan(state(null), state({ a: "1" }))).toEqual({ action: "push", upstreams: [], routes: "all" });
     // Upstreams come and go with routes, without a reload: named in a partial push (a removed one: forgotten).
-    const sets = (names: string[]) => Object.fromEntries(names.map((n) => [n, []]));
+    const sets = (names: string[]) => Table.from(names.map((n) => [n, []]));
     expect(
       plan(
         { ...state({ a: "1" }), endpoints: sets(["u1", "u2"]) },

@@ -3,10 +3,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { EndpointSets } from "../../src/model/plan.js";
+import { Table } from "../../src/model/table.js";
 import { writeInitialSets } from "../../src/nginx/initial-sets.js";
 import { encodeSets } from "../../src/nginx/push-format.js";
 
-const sets: EndpointSets = { nlb_0123456789abcdef: [{ ip: "10.0.0.1", port: 80, weight: 1, backup: false }] };
+const sets: EndpointSets = Table.of({ nlb_0123456789abcdef: [{ ip: "10.0.0.1", port: 80, weight: 1, backup: false }] });
 let dir = "";
 
 beforeEach(async () => {
@@ -18,8 +19,8 @@ afterEach(async () => {
 
 describe("writeInitialSets", () => {
   it("writes the push format at mode 0600, and replaces an older file whole", async () => {
-    const first = await writeInitialSets(dir, 1, {});
-    expect(first).toEqual({ ok: true, path: join(dir, "endpoints.sets"), bytes: encodeSets(1, {}).length });
+    const first = await writeInitialSets(dir, 1, Table.empty());
+    expect(first).toEqual({ ok: true, path: join(dir, "endpoints.sets"), bytes: encodeSets(1, []).length });
     // A file someone left readable is replaced by a 0600 one, not rewritten in place.
     await writeFile(join(dir, "endpoints.sets"), "old", { mode: 0o644 });
     expect((await writeInitialSets(dir, 2, sets)).ok).toBe(true);
@@ -29,7 +30,7 @@ describe("writeInitialSets", () => {
   });
 
   it("writes sets larger than a write batch in pieces, byte for byte the push format", async () => {
-    const many: EndpointSets = Object.fromEntries(
+    const many: EndpointSets = Table.from(
       Array.from({ length: 3000 }, (_, i) => [
         `nlb_${i.toString(16).padStart(16, "0")}`,
         Array.from({ length: 10 }, (_, k) => ({

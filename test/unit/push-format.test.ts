@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { EndpointSets } from "../../src/model/plan.js";
+import { Table } from "../../src/model/table.js";
 import { encodeSets, type EncodedSets } from "../../src/nginx/push-format.js";
 
 const A = "nlb_0123456789abcdef";
@@ -25,21 +26,21 @@ function decode(text: string): { version: number; base?: number; sets: Record<st
 
 describe("push format", () => {
   it("lays out a whole push: header, one upstream a line, the count", () => {
-    const sets: EndpointSets = {
+    const sets: EndpointSets = Table.of({
       [A]: [
         { ip: "10.0.0.1", port: 8080, weight: 3, backup: false },
         { ip: "fd00::2", port: 8080, weight: 0, backup: true },
       ],
       [B]: [],
-    };
+    });
     expect(encodeSets(17, sets)).toBe(
       `nginx-lb-sets version=17\n${A}=10.0.0.1 8080 3 0;fd00::2 8080 0 1;\n${B}=\nend upstreams=2\n`,
     );
   });
 
   it("names the base version of a partial push, and encodes no upstream as a count of 0", () => {
-    expect(encodeSets(9, {}, 8)).toBe("nginx-lb-sets version=9 base=8\nend upstreams=0\n");
-    expect(encodeSets(0, {})).toBe("nginx-lb-sets version=0\nend upstreams=0\n");
+    expect(encodeSets(9, [], 8)).toBe("nginx-lb-sets version=9 base=8\nend upstreams=0\n");
+    expect(encodeSets(0, [])).toBe("nginx-lb-sets version=0\nend upstreams=0\n");
   });
 
   it("keeps every set and endpoint, in order, for any sets", () => {
@@ -55,20 +56,20 @@ describe("push format", () => {
         fc.dictionary(name, fc.array(endpoint, { maxLength: 5 })),
         fc.nat(),
         fc.option(fc.nat(), { nil: undefined }),
-        (sets, version, base) => {
+        (record, version, base) => {
+          const sets = Table.of(record);
           const got = decode(encodeSets(version, sets, base));
           expect(got.version).toBe(version);
           expect(got.base).toBe(base);
-          expect(Object.keys(got.sets).sort()).toEqual(Object.keys(sets).sort());
-          for (const [n, list] of Object.entries(sets))
+          expect(Object.keys(got.sets).sort()).toEqual(Object.keys(record).sort());
+          for (const [n, list] of Object.entries(record))
             expect(got.sets[n]).toEqual(list.map((e) => `${e.ip} ${e.port} ${e.weight} ${e.backup ? 1 : 0}`));
           // With the encodings of earlier writes kept by list: the same text, also once some lists are new.
           const encoded: EncodedSets = new WeakMap();
           const plain = encodeSets(version, sets, base);
           expect(encodeSets(version, sets, base, [], encoded)).toBe(plain);
           expect(encodeSets(version, sets, base, [], encoded)).toBe(plain);
-          const names = Object.keys(sets);
-          const half = Object.fromEntries(names.map((n, i) => [n, i % 2 ? [...(sets[n] ?? [])] : (sets[n] ?? [])]));
+          const half = [...sets].map(([n, list], i) => [n, i % 2 ? [...list] : list] as const);
           expect(encodeSets(version, half, base, [], encoded)).toBe(plain);
         },
       ),

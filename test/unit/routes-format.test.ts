@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { Table } from "../../src/model/table.js";
 import { encodeRoutes } from "../../src/nginx/routes-push.js";
 import { bindRoutes, routeTable } from "../../src/render/index.js";
 import { mustDesired } from "../helpers/model.js";
@@ -22,14 +23,14 @@ describe("the routing table pushed to nginx", () => {
   it("keys each server by port and lower-case domain; a route is prefix, upstream, backend_path, backend", () => {
     const table = routeTable(services.servers, routes);
     const [root, api] = routes.map((r) => r.upstream);
-    expect(table).toEqual({
+    expect(table.toRecord()).toEqual({
       "8080 shop.example.org": `/ ${String(root)} /v2 shop-web;/api ${String(api)} / shop-api;`,
       "8080 *.apps.example.org": "",
     });
   });
 
   it("encodes a whole table, and a partial one whose removed servers are lines without '='", () => {
-    const table = { "80 a.test": "/ nlb_0123456789abcdef / a-web;", "80 b.test": "" };
+    const table = Table.of({ "80 a.test": "/ nlb_0123456789abcdef / a-web;", "80 b.test": "" });
     expect(encodeRoutes(3, table)).toBe(
       "nginx-lb-routes version=3\n80 a.test=/ nlb_0123456789abcdef / a-web;\n80 b.test=\nend servers=2\n",
     );
