@@ -156,6 +156,20 @@ describe("readServicesText: equal to a whole read, whatever the previous read", 
     },
   );
 
+  test("a read keeps what the next compares with: an ASCII file its bytes, other files and texts their text", () => {
+    const ascii = Buffer.from(three);
+    const wide = Buffer.from(three.replace('"a1"', '"a\u00e9"'));
+    for (const previous of [null, readServicesText(three, null)]) {
+      expect(readServicesFile(ascii, previous)).toMatchObject({ text: null, bytes: ascii });
+      expect(readServicesFile(wide, previous)).toMatchObject({ text: wide.toString("utf8"), bytes: null });
+      expect(readServicesText(three, previous)).toMatchObject({ text: three, bytes: null });
+    }
+    // The same bytes again keep the new buffer, not the previous read's.
+    const again = readServicesFile(ascii, readServicesFile(Buffer.from(three), null));
+    expect(again.text).toBeNull();
+    expect(again.bytes).toBe(ascii);
+  });
+
   test("certificate verdicts of kept servers stay in the result, with their current index", () => {
     const tls = { ssl_certificate: PEM_CERT, ssl_certificate_key: PEM_KEY, ssl_port: 8443 };
     const { inspect } = countingInspector();

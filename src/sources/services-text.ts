@@ -68,25 +68,16 @@ export function readServicesText(
   previous: ServicesRead | null,
   options: ParseOptions = {},
 ): ServicesRead {
-  const before = previous?.text ?? null;
-  const old = before !== null ? (previous?.layout ?? null) : null;
-  // The shared head, found once: `===` on two long texts that differ near their ends compares them in full as well.
-  const head = before !== null && old ? commonHead(before, text) : 0;
-  if (previous && before !== null && old && head === text.length && head === before.length)
-    return { ...previous, text };
-  const edit =
-    before !== null && old
-      ? changedLayout(
-          old,
-          before.length,
-          text.length,
-          head,
-          commonTail(before, text, Math.min(before.length, text.length) - head),
-          () => ({ text, base: 0 }),
-          options,
-        )
-      : null;
-  return finish(edit, old, () => text, options, { text, bytes: null });
+  const source: Source<string> = {
+    now: text,
+    before: previous?.text ?? null,
+    head: commonHead,
+    tail: commonTail,
+    window: () => ({ text, base: 0 }),
+    whole: () => text,
+    kept: { text, bytes: null },
+  };
+  return readSource(source, previous, options);
 }
 
 /**
@@ -99,24 +90,54 @@ export function readServicesFile(
   options: ParseOptions = {},
 ): ServicesRead {
   if (!isAscii(bytes)) return readServicesText(bytes.toString("utf8"), previous, options);
-  const before = previous?.bytes ?? null;
-  const old = before !== null ? (previous?.layout ?? null) : null;
-  const head = before !== null && old ? commonHeadBytes(before, bytes) : 0;
-  if (previous && before !== null && old && head === bytes.length && head === before.length)
-    return { ...previous, bytes };
-  const edit =
-    before !== null && old
-      ? changedLayout(
-          old,
-          before.length,
-          bytes.length,
-          head,
-          commonTailBytes(before, bytes, Math.min(before.length, bytes.length) - head),
-          (from, until) => ({ text: bytes.toString("latin1", from, Math.min(until, bytes.length)), base: from }),
-          options,
-        )
-      : null;
-  return finish(edit, old, () => bytes.toString("utf8"), options, { text: null, bytes });
+  const source: Source<Buffer> = {
+    now: bytes,
+    before: previous?.bytes ?? null,
+    head: commonHeadBytes,
+    tail: commonTailBytes,
+    // One byte a character in ASCII: byte offsets are the string's offsets.
+    window: (from, until) => ({ text: bytes.toString("latin1", from, Math.min(until, bytes.length)), base: from }),
+    whole: () => bytes.toString("utf8"),
+    kept: { text: null, bytes },
+  };
+  return readSource(source, previous, options);
+}
+
+/**
+ * What a read compares and reads: the new file and the previous read's of the same kind (null when that read kept
+ * none), as text or as ASCII bytes. Offsets are in the units of both.
+ */
+interface Source<T extends string | Buffer> {
+  readonly now: T;
+  readonly before: T | null;
+  /** How many leading units `a` and `b` share. */
+  head(a: T, b: T): number;
+  /** How many trailing units `a` and `b` share, at most `max`. */
+  tail(a: T, b: T, max: number): number;
+  /** The new file from `from` on, at least to `until` (or its end), as a string and the offset it starts at. */
+  window(from: number, until: number): { readonly text: string; readonly base: number };
+  /** The whole new file as a string. */
+  whole(): string;
+  /** What the read keeps for the next one to compare with. */
+  readonly kept: { readonly text: string | null; readonly bytes: Buffer | null };
+}
+
+/** The read of `source`, reusing the previous read's layout when that read kept the same kind of file (pure). */
+function readSource<T extends string | Buffer>(
+  source: Source<T>,
+  previous: ServicesRead | null,
+  options: ParseOptions,
+): ServicesRead {
+  const { now, before } = source;
+  const old = previous?.layout ?? null;
+  if (previous === null || before === null || old === null)
+    return finish(null, null, source.whole, options, source.kept);
+  // The shared head, found once: `===` on two long texts that differ near their ends compares them in full as well.
+  const head = source.head(before, now);
+  if (head === now.length && head === before.length) return { ...previous, ...source.kept };
+  const tail = source.tail(before, now, Math.min(before.length, now.length) - head);
+  const edit = changedLayout(old, before.length, now.length, head, tail, source.window, options);
+  return finish(edit, old, source.whole, options, source.kept);
 }
 
 /** The read from an edit of the previous layout, or (no edit) from the whole text. */
