@@ -392,6 +392,7 @@ export class NginxApplier implements Applier {
     let reloadMs = 0;
     let swapped = false;
     let hadConf = false;
+    let cutShort = false;
     let error: string | undefined;
     // Which step a thrown error comes from, so the status says what to fix ("writing the candidate: ENOSPC ...").
     let step = "preparing the state dir";
@@ -445,8 +446,8 @@ export class NginxApplier implements Applier {
               ]),
         ]);
         gaveUp.abort();
-        if (taken === STOPPING)
-          error = "the controller is stopping: nginx's start was not waited for (nginx is stopped next)";
+        cutShort = taken === STOPPING;
+        if (cutShort) error = "the controller is stopping: nginx's start was not waited for (nginx is stopped next)";
         else if (taken !== true)
           error =
             typeof taken === "string"
@@ -481,7 +482,15 @@ export class NginxApplier implements Applier {
           this.log.error({ error }, "could not restore the last good nginx.conf");
         }
       }
-      return { result: "failed", action, generation: rendered.generation, error, ...(retry ? { retry } : {}), ms };
+      return {
+        result: "failed",
+        action,
+        generation: rendered.generation,
+        error,
+        ...(retry ? { retry } : {}),
+        ...(cutShort ? { cutShort } : {}),
+        ms,
+      };
     }
     this.live = rendered.generation;
     await this.pruneFiles(rendered);

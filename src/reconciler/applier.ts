@@ -12,6 +12,11 @@ export interface ApplyOutcome {
    * A config nginx rejects is not retried: it waits for the next change.
    */
   readonly retry?: boolean;
+  /**
+   * The controller's stop ended the wait for nginx to confirm a config it had been given (a master started on it):
+   * nginx may be serving it, so the reconciler keeps it as the last applied state.
+   */
+  readonly cutShort?: boolean;
   readonly ms: { readonly test: number; readonly reload: number; readonly total: number };
 }
 

@@ -362,6 +362,36 @@ describe("Reconciler", () => {
     expect(lines.filter((l) => l.msg === "state.json saved again")).toHaveLength(1);
   });
 
+  it.each([
+    ["saves a start the stop cut short (nginx was given it)", true, 1],
+    ["saves nothing of another apply a stop interrupted", false, 0],
+  ])("%s", async (_, cutShort, expected) => {
+    const { clock, applier, reconciler, saved } = setup({ debounceMs: 0, minGapMs: 0 });
+    let release = () => {};
+    applier.answer = () =>
+      new Promise((resolve) => {
+        release = () =>
+          resolve({
+            result: "failed",
+            action: "start",
+            generation: "g",
+            error: "the controller is stopping",
+            ...(cutShort ? { cutShort } : {}),
+            ms: { test: 0, reload: 0, total: 0 },
+          });
+      });
+    reconciler.setServices(snap(model()));
+    reconciler.setBackends(backends("10.0.0.7"), "put");
+    reconciler.start();
+    await clock.advance(1);
+    expect(applier.calls).toHaveLength(1);
+    reconciler.stop();
+    release();
+    await settle();
+    await reconciler.idle();
+    expect(saved.map((d) => d.backends)).toEqual(expected ? [backends("10.0.0.7")] : []);
+  });
+
   it("stops without waiting for a save that keeps failing", async () => {
     const { clock, reconciler } = setup({
       debounceMs: 0,

@@ -387,8 +387,17 @@ export class Reconciler {
         return;
       }
       // The controller is stopping (an apply in flight when stop() came, cut short by it): nothing to retry or alarm.
+      // A start whose confirmation the stop cut short had nginx load this target, and its endpoints came from the
+      // registry: saved, so a restart that finds the registry down serves them rather than 503 (etcd.test.ts, "a
+      // stop during the first start").
       if (!this.started) {
-        log.info({ reason, error: out.error }, "an apply in flight did not complete: the controller is stopping");
+        if (out.cutShort) this.save(desired);
+        log.info(
+          { reason, error: out.error },
+          out.cutShort
+            ? "the controller is stopping: nginx's start was not confirmed; its routes and endpoints are saved"
+            : "an apply in flight did not complete: the controller is stopping",
+        );
         return;
       }
       const pending = this.routing.pending;

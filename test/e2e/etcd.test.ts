@@ -3,7 +3,7 @@
  * 127.0.0.x, keys written with etcdctl (v3, and v2 with `etcdctl set`) or by `nginx-lb register`.
  */
 import { spawn } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { Etcd3 } from "etcd3";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +12,7 @@ import { eventually, sleep, startController, stopAllControllers, writeServices }
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get } from "../helpers/http.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
+import { waitFor } from "../helpers/wait.js";
 
 let pool: BackendPool;
 let etcd: EtcdServer;
@@ -57,10 +58,12 @@ async function servedBy(url: string, ips: string[], what: string, timeoutMs = 15
       const seen = new Set<string>();
       for (let i = 0; i < 12; i++) {
         const b = await who(url);
-        if (!ips.includes(b)) return false;
+        // Thrown, not false: a timeout then says what was served last.
+        if (!ips.includes(b)) throw new Error(`served by ${b}`);
         seen.add(b);
       }
-      return seen.size === ips.length;
+      if (seen.size !== ips.length) throw new Error(`served by ${[...seen].join(", ")} only`);
+      return true;
     },
     timeoutMs,
     what,
@@ -114,6 +117,43 @@ describe.each(["reload", "dynamic"] as const)("nginx-lb run over etcd v3 (%s end
       const again = await daemon("web", prefix, [], first.dir);
       await again.lb.waitFor(/serving the last known endpoints/);
       await servedBy(again.url, ["127.0.0.3"], "last known endpoint while etcd is down");
+      await again.lb.stop();
+    } finally {
+      await etcd.start();
+    }
+  });
+
+  it("a stop during the first start keeps what nginx was started with: a restart with etcd down serves it", async () => {
+    const prefix = `/e2e/${mode}/cut-short`;
+    await etcd.ctl(["put", `${prefix}/web-api/ips/127.0.0.4`, w(1)]);
+    // SIGTERM as soon as nginx's master has written its pid, before the controller has heard it answer. The answer
+    // may still win the race: a few tries, each a fresh state dir, until one stop cut the start short.
+    let first: Awaited<ReturnType<typeof daemon>> | null = null;
+    for (let i = 0; i < 5; i++) {
+      const d = await daemon("web", prefix);
+      const pidFile = join(d.dir, "state/nginx.pid");
+      await waitFor(
+        "nginx's pid file",
+        () =>
+          stat(pidFile).then(
+            () => true,
+            () => false,
+          ),
+        15_000,
+        2,
+      );
+      await d.lb.stop();
+      if (d.lb.find(/start was not confirmed/).length > 0) {
+        first = d;
+        break;
+      }
+    }
+    if (first === null) throw new Error("no stop in 5 tries came between nginx's start and its confirmation");
+    await etcd.stop();
+    try {
+      const again = await daemon("web", prefix, [], first.dir);
+      await again.lb.waitFor(/serving the last known endpoints/);
+      await servedBy(again.url, ["127.0.0.4"], "the endpoint the cut-short start had, while etcd is down");
       await again.lb.stop();
     } finally {
       await etcd.start();

@@ -5,7 +5,7 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /**
  * Polls `check` every `intervalMs` until it returns a truthy value, and returns that value; throws naming `what` (and
- * the last error `check` threw) after `timeoutMs`.
+ * the error `check` threw on its last call, if it threw) after `timeoutMs`.
  */
 export async function waitFor<T>(
   what: string,
@@ -19,6 +19,8 @@ export async function waitFor<T>(
     try {
       const v = await check();
       if (v) return v;
+      // A falsy answer after a throw: the earlier error no longer says why the wait goes on.
+      last = undefined;
     } catch (e) {
       last = e;
     }
