@@ -3,7 +3,7 @@
  * 127.0.0.x, keys written with etcdctl (v3, and v2 with `etcdctl set`) or by `nginx-lb register`.
  */
 import { spawn } from "node:child_process";
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { Etcd3 } from "etcd3";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,8 +11,7 @@ import { startBackends, type BackendPool, type Echo } from "../helpers/backends.
 import { eventually, sleep, startController, stopAllControllers, writeServices } from "../helpers/controller.js";
 import { startEtcd, type EtcdServer } from "../helpers/etcd.js";
 import { get } from "../helpers/http.js";
-import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
-import { waitFor } from "../helpers/wait.js";
+import { cleanupNginx, freePort, tempDir, unconfirmedNginx } from "../helpers/nginx.js";
 
 let pool: BackendPool;
 let etcd: EtcdServer;
@@ -126,32 +125,16 @@ describe.each(["reload", "dynamic"] as const)("nginx-lb run over etcd v3 (%s end
   it("a stop during the first start keeps what nginx was started with: a restart with etcd down serves it", async () => {
     const prefix = `/e2e/${mode}/cut-short`;
     await etcd.ctl(["put", `${prefix}/web-api/ips/127.0.0.4`, w(1)]);
-    // SIGTERM as soon as nginx's master has written its pid, before the controller has heard it answer. The answer
-    // may still win the race: a few tries, each a fresh state dir, until one stop cut the start short.
-    let first: Awaited<ReturnType<typeof daemon>> | null = null;
-    for (let i = 0; i < 5; i++) {
-      const d = await daemon("web", prefix);
-      const pidFile = join(d.dir, "state/nginx.pid");
-      await waitFor(
-        "nginx's pid file",
-        () =>
-          stat(pidFile).then(
-            () => true,
-            () => false,
-          ),
-        15_000,
-        2,
-      );
-      await d.lb.stop();
-      if (d.lb.find(/start was not confirmed/).length > 0) {
-        first = d;
-        break;
-      }
-    }
-    if (first === null) throw new Error("no stop in 5 tries came between nginx's start and its confirmation");
+    const dir = await tempDir("nginx-lb-etcd-e2e-");
+    // A master that never confirms its config: the stop comes while the controller waits for it, every time.
+    const first = await daemon("web", prefix, ["--nginx", await unconfirmedNginx(dir)], dir);
+    await first.lb.waitFor(/^started nginx$/);
+    expect(first.lb.applies()).toEqual([]);
+    await first.lb.stop();
+    await first.lb.waitFor(/nginx's start was not confirmed; its routes and endpoints are saved/);
     await etcd.stop();
     try {
-      const again = await daemon("web", prefix, [], first.dir);
+      const again = await daemon("web", prefix, [], dir);
       await again.lb.waitFor(/serving the last known endpoints/);
       await servedBy(again.url, ["127.0.0.4"], "the endpoint the cut-short start had, while etcd is down");
       await again.lb.stop();

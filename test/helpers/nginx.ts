@@ -506,3 +506,30 @@ export async function cleanupNginx(): Promise<void> {
 process.once("exit", () => {
   for (const n of running) if (n.masterPid) killGroup(n.masterPid, "SIGTERM");
 });
+
+/**
+ * Writes `<dir>/nginx-unconfirmed`, an nginx binary for `--nginx`: nginx as it is, except that a master it starts has
+ * a control server that never names the generation it was given, so the controller waits for it as for a master still
+ * loading 10,000 sites (a start that a stop can cut short, every time).
+ */
+export async function unconfirmedNginx(dir: string): Promise<string> {
+  const wrapper = join(dir, "nginx-unconfirmed");
+  await writeFile(
+    wrapper,
+    [
+      "#!/bin/bash",
+      'args=("$@")',
+      'for i in "${!args[@]}"; do',
+      '  if [[ ${args[i]} == -c && "$*" == *"daemon off;"* ]]; then',
+      "    c=${args[i+1]}",
+      '    sed -E \'/location = \\/nginx-lb\\/generation/,/}/ s|return 200 "[^"]*"|return 200 "never"|\' "$c" > "$c.unconfirmed"',
+      '    args[i+1]="$c.unconfirmed"',
+      "  fi",
+      "done",
+      `exec ${NGINX} "\${args[@]}"`,
+      "",
+    ].join("\n"),
+    { mode: 0o755 },
+  );
+  return wrapper;
+}
