@@ -48,7 +48,7 @@ const trimSlash = (s: string) => (s.length > 1 ? s.replace(/\/+$/, "") : s);
  * Whether a master's command line names our prefix (`-p <dir>/`) or our config (`-c <dir>/nginx.conf`, or a
  * relative `-c` under `-p <dir>`). Our dir grammar has no spaces, so splitting on spaces is exact for our paths.
  */
-function namesPrefix(cmdline: string, prefix: Prefix): boolean {
+export function namesPrefix(cmdline: string, prefix: Pick<Prefix, "dir" | "conf">): boolean {
   const argv = cmdline.split(" ");
   const after = (flag: string) => {
     const i = argv.indexOf(flag);

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { childEnv, ownChildren, trackChild } from "../shared/children.js";
 import type { Logger } from "../shared/log.js";
-import { realRetireDeps, retireOrphans } from "./orphans.js";
+import { namesPrefix, realRetireDeps, retireOrphans, type Prefix } from "./orphans.js";
 
 /** Where a managed nginx keeps its files. */
 export interface NginxPaths {
@@ -23,14 +23,17 @@ export async function readPid(pidFile: string): Promise<number | null> {
   }
 }
 
-/** True when pid is a live (not zombie) nginx master process. */
-export async function isNginxMaster(pid: number): Promise<boolean> {
+/**
+ * True when pid is a live (not zombie) nginx master process; with `prefix`, only one whose command line names that
+ * state dir or its config (namesPrefix).
+ */
+export async function isNginxMaster(pid: number, prefix?: Pick<Prefix, "dir" | "conf">): Promise<boolean> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, "utf8");
     const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
     if (state === "Z" || state === "X") return false;
-    const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).replace(/\0/g, " ");
-    return /nginx: master process|nginx\b.*-c /.test(cmdline);
+    const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).replace(/\0+$/, "").replace(/\0/g, " ");
+    return /nginx: master process|nginx\b.*-c /.test(cmdline) && (!prefix || namesPrefix(cmdline, prefix));
   } catch {
     return false;
   }
@@ -105,10 +108,22 @@ export class NginxProcess {
     return this.pid;
   }
 
-  /** Adopts a running master from the pid file. True when one was found. */
+  /**
+   * Adopts a running master from the pid file. True when one was found. Only a master of this state dir: after a
+   * SIGKILL of ours its pid may be reused, and a master of another prefix (the system's nginx, another instance) must
+   * never be signalled, reloaded or stopped by this controller.
+   */
   async adopt(): Promise<boolean> {
     const pid = await readPid(this.paths.pidFile);
-    if (pid === null || !(await isNginxMaster(pid))) return false;
+    if (pid === null) return false;
+    if (!(await isNginxMaster(pid, this.paths))) {
+      if (await isNginxMaster(pid))
+        this.log.warn(
+          { pid, pidFile: this.paths.pidFile },
+          "the pid file names an nginx master of another state dir: not adopted (a stale pid file, its pid reused)",
+        );
+      return false;
+    }
     this.pid = pid;
     this.stopping = false;
     this.watchAdopted();
@@ -197,7 +212,7 @@ export class NginxProcess {
     if (this.pollTimer) clearInterval(this.pollTimer);
     const pid = this.pid;
     this.pollTimer = setInterval(() => {
-      void isNginxMaster(pid ?? 0).then((alive) => {
+      void isNginxMaster(pid ?? 0, this.paths).then((alive) => {
         if (alive || this.pid !== pid) return;
         if (this.pollTimer) clearInterval(this.pollTimer);
         this.pollTimer = null;
@@ -227,8 +242,9 @@ export class NginxProcess {
       return;
     }
     const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline && (await isNginxMaster(pid))) await sleep(50);
-    if (await isNginxMaster(pid)) process.kill(pid, "SIGTERM");
+    // Our master only: once it is gone its pid may name another process.
+    while (Date.now() < deadline && (await isNginxMaster(pid, this.paths))) await sleep(50);
+    if (await isNginxMaster(pid, this.paths)) process.kill(pid, "SIGTERM");
     this.pid = null;
   }
 

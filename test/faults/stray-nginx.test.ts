@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBackends, type BackendPool, type Echo } from "../helpers/backends.js";
@@ -106,5 +106,32 @@ describe("a stray nginx master of our state dir", () => {
     expect(masters(s.stateDir)).toEqual([]);
     await otherLb.stop();
     expect(masters(other.stateDir)).toEqual([]);
+  });
+
+  it("a pid file naming another state dir's master (its pid reused) is not adopted, and that master is untouched", async () => {
+    const other = await site("foreign", { "127.0.0.3": { weight: 1 } });
+    const otherLb = await other.start();
+    await eventually(async () => (await served(other.url, 4)).join() === "127.0.0.3", 15_000, "the other site");
+    const [foreign] = masters(other.stateDir);
+    expect(foreign).toBeGreaterThan(1);
+
+    // Our nginx was SIGKILLed and its pid reused by another state dir's master: the pid file names that one now.
+    const s = await site("reused", { "127.0.0.2": { weight: 1 } });
+    await mkdir(s.stateDir, { recursive: true, mode: 0o700 });
+    await writeFile(join(s.stateDir, "nginx.pid"), `${foreign}\n`);
+    const lb = await s.start();
+    await lb.waitFor(/names an nginx master of another state dir: not adopted/);
+    await eventually(async () => (await served(s.url, 4)).join() === "127.0.0.2", 15_000, "our own nginx");
+    expect(lb.find(/adopted the running nginx master/)).toEqual([]);
+    expect(masters(s.stateDir)).toHaveLength(1);
+    expect(masters(s.stateDir)).not.toContain(foreign);
+
+    // Stopping ours never signals the foreign master: it kept serving its own site throughout.
+    await lb.stop();
+    expect(masters(s.stateDir)).toEqual([]);
+    expect(alive(foreign ?? 0)).toBe(true);
+    expect(masters(other.stateDir)).toEqual([foreign]);
+    expect(await served(other.url, 4)).toEqual(["127.0.0.3"]);
+    await otherLb.stop();
   });
 });
