@@ -7,7 +7,7 @@ import { ensureAccessLog } from "./nginx/access-log.js";
 import { ensureTlsPlaceholder, makeTlsPlaceholder } from "./nginx/tls-placeholder.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
-import { NginxProcess } from "./nginx/process.js";
+import { isNginxMaster, NginxProcess, readPid } from "./nginx/process.js";
 import { NginxSupervisor } from "./nginx/supervisor.js";
 import { nginxPaths, runRenderOptions, type NginxSettings } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
@@ -129,6 +129,21 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** Whether an nginx master of this state dir runs (it holds the saved control port, and is adopted). */
+async function ourMasterRuns(dir: string): Promise<boolean> {
+  const pid = await readPid(join(dir, "nginx.pid"));
+  return pid !== null && isNginxMaster(pid, { dir, conf: join(dir, "nginx.conf") });
+}
+
+/** Whether nginx's control server could listen on 127.0.0.1:port now. */
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolveBind) => {
+    const srv = createServer();
+    srv.once("error", () => resolveBind(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolveBind(true)));
+  });
+}
+
 async function endpointSource(options: RunOptions, log: Logger): Promise<EndpointSource | null> {
   if (options.etcd) {
     const { createEndpointSource } = await import("./sources/registry.js");
@@ -185,11 +200,14 @@ export async function startController(
     freePort,
     () => randomBytes(16).toString("hex"),
     await declaredPorts(routesFile, saved.services),
+    async (port) => !(await ourMasterRuns(dir)) && !(await bindable(port)),
   );
   if (control.moved !== undefined)
     log.warn(
       { from: control.moved, to: control.settings.controlPort },
-      "the routing table now claims the control port: moved the control port (the next apply reloads nginx with it)",
+      control.held
+        ? "another process holds the saved control port and no nginx of this state dir runs: moved the control port"
+        : "the routing table now claims the control port: moved the control port (the next apply reloads nginx with it)",
     );
   if (control.unusable !== undefined)
     log.error(

@@ -54,8 +54,12 @@ export interface ResolvedControl {
   readonly unusable?: string;
   /** A failed write of control.json (the settings hold for this run; a restart would make new ones). */
   readonly saveError?: string;
-  /** The saved control port, given up because the routing table now claims it (a new one was chosen). */
+  /**
+   * The saved control port, given up because the routing table now claims it, or because another process holds it
+   * (`held`) while no nginx of this state dir runs to keep it: a new one was chosen.
+   */
   readonly moved?: number;
+  readonly held?: true;
 }
 
 /** How many ports the kernel is asked for before one outside the routing table's is taken anyway. */
@@ -66,7 +70,9 @@ const PICKS = 32;
  * state.json's copy (moved into control.json), else new ones. control.json is written only when they change.
  * `taken`: the ports the routing table claims. A new port is never one of them (the kernel hands out any port that is
  * free now, and a frontend port is free until nginx starts), and a saved one that is moves; a requested one stays
- * (the reconciler then refuses the servers that claim it).
+ * (the reconciler then refuses the servers that claim it). A saved port is kept for the nginx that serves on it; when
+ * `held` says another process holds it and no nginx of ours does (a saved port is one the kernel handed out once, and
+ * after a restart of the host any client's connection may have it), nginx could not start on it: it moves too.
  */
 export async function resolveControl(
   store: ControlStore,
@@ -75,13 +81,19 @@ export async function resolveControl(
   freePort: () => Promise<number>,
   newToken: () => string,
   taken: ReadonlySet<number> = new Set(),
+  held: (port: number) => Promise<boolean> = async () => false,
 ): Promise<ResolvedControl> {
   const found = await store.load();
   const saved = found !== null && !("error" in found) ? found : null;
   const known = saved?.controlPort ?? legacy.controlPort;
-  const moved = requestedPort === undefined && known !== undefined && taken.has(known) ? { moved: known } : {};
+  const isHeld = requestedPort === undefined && known !== undefined && !taken.has(known) && (await held(known));
+  const moved =
+    requestedPort === undefined && known !== undefined && (taken.has(known) || isHeld)
+      ? { moved: known, ...(isHeld ? { held: true as const } : {}) }
+      : {};
   const settings: ControlSettings = {
-    controlPort: requestedPort ?? (known !== undefined && !taken.has(known) ? known : await pickPort(freePort, taken)),
+    controlPort:
+      requestedPort ?? (known !== undefined && !taken.has(known) && !isHeld ? known : await pickPort(freePort, taken)),
     pushToken: saved?.pushToken ?? (legacy.pushToken && TOKEN.test(legacy.pushToken) ? legacy.pushToken : newToken()),
   };
   const unusable = found !== null && "error" in found ? { unusable: found.error } : {};

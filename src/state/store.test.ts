@@ -92,6 +92,22 @@ describe("resolveControl", () => {
     expect(kept).toEqual({ settings: { controlPort: 40_002, pushToken: "a".repeat(32) } });
   });
 
+  it("a saved port another process holds moves (no nginx of ours keeps it); one nobody holds stays", async () => {
+    const d = await dir();
+    await new ControlStore(d).save({ controlPort: 40_002, pushToken: "a".repeat(32) });
+    const free = await resolveControl(new ControlStore(d), {}, undefined, port, token, new Set(), async () => false);
+    expect(free).toEqual({ settings: { controlPort: 40_002, pushToken: "a".repeat(32) } });
+    const asked: number[] = [];
+    const held = async (p: number) => (asked.push(p), p === 40_002);
+    const out = await resolveControl(new ControlStore(d), {}, undefined, port, token, new Set(), held);
+    expect(out).toEqual({ settings: { controlPort: 40_001, pushToken: "a".repeat(32) }, moved: 40_002, held: true });
+    expect(asked).toEqual([40_002]);
+    expect(JSON.parse(await readFile(join(d, "control.json"), "utf8"))).toEqual(out.settings);
+    // A requested port is the operator's: never moved.
+    const requested = await resolveControl(new ControlStore(d), {}, 40_002, port, token, new Set(), held);
+    expect(requested.settings.controlPort).toBe(40_002);
+  });
+
   it("an unusable control.json is reported and replaced", async () => {
     const d = await dir();
     await writeFile(join(d, "control.json"), "{");

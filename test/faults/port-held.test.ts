@@ -174,3 +174,36 @@ describe.each([
     // slow step fails at that step's check, with the controller's log, rather than as a bare test timeout.
   }, 150_000);
 });
+
+describe("the saved control port held by another process at a restart", () => {
+  it("moves it when no nginx of the state dir runs, and serves every site", async () => {
+    const prefix = "/faults/held-control";
+    await etcd.ctl(["put", `${prefix}/web-api/ips/127.0.0.2`, JSON.stringify({ weight: 1 })]);
+    const dir = await tempDir("nginx-lb-held-control-");
+    const [port = 0] = await freePorts(1);
+    const services = join(dir, "services.json");
+    await writeServices(services, [
+      { domain_name: "a.test", frontend_port: port, routes: { "/": { app: "web", service: "api", port: pool.port } } },
+    ]);
+    const stateDir = join(dir, "state");
+    const start = () =>
+      startController({ stateDir, services, args: ["--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix] });
+    const controlPort = () =>
+      (JSON.parse(readFileSync(join(stateDir, "control.json"), "utf8")) as { controlPort: number }).controlPort;
+    const first = await start();
+    await eventually(async () => (await servedOn(port, "a.test")).join() === "127.0.0.2", 15_000, "the first run");
+    const saved = controlPort();
+    await first.stop();
+    // After the stop (nginx stopped with it), another process takes the port control.json names.
+    const holder = await hold(saved);
+    try {
+      const again = await start();
+      await again.waitFor(/another process holds the saved control port/);
+      await eventually(async () => (await servedOn(port, "a.test")).join() === "127.0.0.2", 15_000, "the restart");
+      expect(controlPort()).not.toBe(saved);
+      await again.stop();
+    } finally {
+      holder.close();
+    }
+  });
+});
