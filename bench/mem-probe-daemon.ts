@@ -197,7 +197,12 @@ async function main(): Promise<void> {
       stop: async () => {
         const pid = Number((await readFile(join(stateDir, "nginx.pid"), "utf8").catch(() => "0")).trim());
         await controller.stop();
-        if (pid > 0) process.kill(pid, "SIGQUIT");
+        // A controller's stop stops its nginx too: this only catches one it left behind.
+        try {
+          if (pid > 0) process.kill(pid, "SIGQUIT");
+        } catch {
+          // Gone already.
+        }
       },
     };
     for (let i = 0; i < 6000 && (await probe(lb.port, probeHost)).status !== 200; i++) await sleep(100);
