@@ -9,7 +9,7 @@ import {
   routeTable,
   rebindRoutes,
   renderConf,
-  serverKey,
+  serverKeys,
   serverSplice,
   spliceRouteTable,
   spliceRoutes,
@@ -202,13 +202,6 @@ function changedServers(before: readonly Server[], after: readonly Server[]): { 
 function routesOf(routes: readonly BoundRoute[], servers: readonly Server[]): BoundRoute[] {
   const wanted = new Set(servers);
   return routes.filter((r) => wanted.has(r.server));
-}
-
-/** The routing-table keys of `servers`: each one's plain-port key, and its TLS-port key when it has TLS. */
-function serverKeys(servers: readonly Server[]): string[] {
-  return servers.flatMap((s) =>
-    s.tls ? [serverKey(s.port, s.domain), serverKey(s.tls.port, s.domain)] : [serverKey(s.port, s.domain)],
-  );
 }
 
 /**

@@ -11,4 +11,4 @@ export {
   type UpstreamMember,
 } from "./bind-routes.js";
 export { endpointSets } from "./dynamic.js";
-export { routeTable, spliceRouteTable, serverKey, isRoutesDynamic, isTlsRouted } from "./routes-dynamic.js";
+export { routeTable, spliceRouteTable, serverKey, serverKeys, isRoutesDynamic, isTlsRouted } from "./routes-dynamic.js";

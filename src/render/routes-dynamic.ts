@@ -182,11 +182,14 @@ export function spliceRouteTable(
   added: readonly BoundRoute["server"][],
   routes: readonly BoundRoute[],
 ): RouteTable {
-  const changes: [string, string | undefined][] = [];
   // Removals first: a key of a removed server that an added one has too is set again after.
-  for (const s of gone) {
-    changes.push([serverKey(s.port, s.domain), undefined]);
-    if (s.tls) changes.push([serverKey(s.tls.port, s.domain), undefined]);
-  }
-  return previous.with([...changes, ...serverEntries(added, routes)]);
+  const removals = serverKeys(gone).map((k): [string, undefined] => [k, undefined]);
+  return previous.with([...removals, ...serverEntries(added, routes)]);
+}
+
+/** The table keys of `servers`: each one's plain-port key, and its TLS-port key when it has TLS. */
+export function serverKeys(servers: readonly BoundRoute["server"][]): string[] {
+  return servers.flatMap((s) =>
+    s.tls ? [serverKey(s.port, s.domain), serverKey(s.tls.port, s.domain)] : [serverKey(s.port, s.domain)],
+  );
 }
