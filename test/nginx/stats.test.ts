@@ -1,3 +1,4 @@
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { httpCounterRead, parseCounters } from "../../src/admin/traffic-counters.js";
 import type { BackendSet } from "../../src/model/backends.js";
@@ -32,6 +33,20 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.close();
 });
+
+/** Every byte of one answer (status line, headers, body), as the client received it over its own connection. */
+function rawBytes(port: number, host: string, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let n = 0;
+    const sock = connect(port, "127.0.0.1", () =>
+      sock.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
+    );
+    sock.setTimeout(10_000, () => sock.destroy(new Error(`no answer to ${path} within 10 s`)));
+    sock.on("data", (d: Buffer) => (n += d.length));
+    sock.on("end", () => resolve(n));
+    sock.on("error", reject);
+  });
+}
 
 /** Route and endpoint totals summed over every read so far (each read drains what it returns). */
 interface Totals {
@@ -205,6 +220,21 @@ describe.each(["reload", "dynamic"] as const)(
       expect(r?.upstreamMs).toBeGreaterThanOrEqual(3 * 119);
       expect(r?.upstreamMs).toBeLessThan(3 * 250);
       expect(r?.requestMs).toBeGreaterThanOrEqual(r?.upstreamMs ?? Infinity);
+    });
+
+    it("counts the bytes each client received, to the byte, from one byte to a body of megabytes", async () => {
+      await ng.push(set([OK]));
+      await readInto(ng, newTotals());
+      const totals = newTotals();
+      const route = upstreamOf("/");
+      let received = 0;
+      const sizes = [1, 777, 65_537, 3_000_001];
+      for (const n of sizes) received += await rawBytes(ng.port, HOST, `/nginx-lb-test/bytes/${n}`);
+      expect(received).toBeGreaterThan(sizes.reduce((a, b) => a + b));
+      await readUntil(ng, totals, "the four counted", (t) => (t.routes.get(route)?.request ?? 0) >= sizes.length);
+      await new Promise((r) => setTimeout(r, 1200));
+      await readInto(ng, totals);
+      expect(totals.routes.get(route)).toMatchObject({ request: sizes.length, bytes: received });
     });
 
     it("counts a route's own 503 under its name and a request no route matched as `-`, with no endpoint", async () => {

@@ -24,15 +24,19 @@
 -- controller absent that long, counts on such keys would expire with them: figures nobody collects.
 --
 -- The per-request path allocates nothing in the common case, takes no lock and reads one nginx variable
--- ($bytes_sent): each route and each endpoint has a cell per worker, its key strings and an array of amounts in the
--- same order, built once and kept on the balancer's decoded set and peers (so a routed request reads neither
--- $nlb_route nor $upstream_addr), and a request adds to its cells' arrays. The last upstream's time is measured from
+-- ($bytes_sent, as a number: see `bytes_sent`): each route and each endpoint has a cell per worker, its key strings
+-- and an array of amounts in the same order, built once and kept on the balancer's decoded set and peers (so a routed
+-- request reads neither $nlb_route nor $upstream_addr), and a request adds to its cells' arrays. The last upstream's time is measured from
 -- the balancer's choice of that peer (ctx.nlb_at, nginx's cached clock, as nginx times $upstream_response_time)
 -- rather than read from that variable: a variable read costs more than all of the counting.
 -- A timer per worker adds the cells counted since the last flush to the dict every FLUSH_SECONDS (incr: atomic across
 -- workers); a worker that is shutting down (reload, stop) flushes once more (nginx runs pending timers early then)
 -- and from then on flushes after every request.
 
+local ffi = require("ffi")
+local base = require("resty.core.base")
+-- Declares ngx_http_lua_ffi_var_get (lua-resty-core ships with the Lua module, and ngx.var is its caller).
+require("resty.core.var")
 local secret = require("nginx_lb_secret")
 -- For `sweep` only: a route is the upstream name of its endpoint set.
 local sets_layout = require("nginx_lb_sets")
@@ -40,7 +44,7 @@ local sweeper = require("nginx_lb_sweep")
 
 local ngx = ngx
 local var = ngx.var
-local ipairs, type = ipairs, type
+local ipairs, pcall, type = ipairs, pcall, type
 local now = ngx.now
 local start_time = ngx.req.start_time
 local tonumber = tonumber
@@ -224,6 +228,51 @@ local function route_cell(ctx)
   return routes[route] or keys_of(route)
 end
 
+-- $bytes_sent as a number. `tonumber(ngx.var.bytes_sent)` makes a Lua string of the value on every request, and
+-- interning it and scanning it cost more than the rest of the counting: this asks lua-resty-core's own reader of
+-- variables (the function ngx.var calls) for the value and has libc's strtoll read the digits from a copy ended by a
+-- NUL (nginx's value is not). Where a build lacks either function it falls back to ngx.var. nginx_lb_stats's test
+-- (test/nginx/stats.test.ts) pins the count to the bytes a client received.
+local bytes_sent
+do
+  local NAME = "bytes_sent"
+  local ok = pcall(ffi.cdef, "long long strtoll(const char *nptr, char **endptr, int base);")
+  local C = ffi.C
+  local found = ok
+    and pcall(function()
+      return C.strtoll ~= nil and C.ngx_http_lua_ffi_var_get ~= nil
+    end)
+  if found then
+    local get_request = base.get_request
+    local var_get = C.ngx_http_lua_ffi_var_get
+    local strtoll = C.strtoll
+    local copy = ffi.copy
+    local lowcase = ffi.new("char[?]", #NAME)
+    local value = ffi.new("char *[1]")
+    local len = ffi.new("size_t[1]")
+    local err = ffi.new("char *[1]")
+    -- An off_t in decimal has at most 19 digits.
+    local digits = ffi.new("char[24]")
+    bytes_sent = function()
+      local r = get_request()
+      if r == nil or var_get(r, NAME, #NAME, lowcase, 0, value, len, err) ~= 0 then
+        return 0
+      end
+      local n = tonumber(len[0])
+      if n < 1 or n > 20 then
+        return 0
+      end
+      copy(digits, value[0], n)
+      digits[n] = 0
+      return tonumber(strtoll(digits, nil, 10))
+    end
+  else
+    bytes_sent = function()
+      return tonumber(var.bytes_sent) or 0
+    end
+  end
+end
+
 -- Whole milliseconds from `since` (seconds, nginx's cached clock) to now.
 local function ms_since(since)
   local ms = floor((now() - since) * 1000 + 0.5)
@@ -256,8 +305,8 @@ function _M.log(ctx)
     c = 0
   end
   v[CLASS + c] = v[CLASS + c] + 1
-  local bytes = tonumber(var.bytes_sent)
-  if bytes and bytes > 0 then
+  local bytes = bytes_sent()
+  if bytes > 0 then
     v[B] = v[B] + bytes
   end
   local ms = ms_since(start_time())
