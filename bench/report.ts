@@ -744,7 +744,9 @@ function instructionsSection(title: string, name: string, what: string, ri: Inst
       ` (${ri.concurrency} connections) after ${fmtInt(ri.warmup)} warm-up requests: each variant runs twice, with those` +
       ` requests and with an idle wait as long instead, and the workers' totals (written by callgrind when they exit)` +
       ` are subtracted. An instruction count does not move with the machine's other work, unlike requests/s; it is not` +
-      ` time (memory stalls and system calls weigh differently), so it judges the code's own cost, not throughput.`,
+      ` time: it counts the workers' own code only, not the kernel's work for each request (system calls, loopback` +
+      ` TCP), so an addition in user space is a larger share here than of the CPU time in figure 7, and memory stalls` +
+      ` weigh differently. It judges the code's own cost, not throughput.`,
     ``,
     table(
       ["round", `${first}, instructions per request`, second, `${first} / ${second}`],
