@@ -47,7 +47,7 @@ local var = ngx.var
 local ipairs, pcall, type = ipairs, pcall, type
 local now = ngx.now
 local start_time = ngx.req.start_time
-local tonumber = tonumber
+local tonumber, tostring = tonumber, tostring
 local floor = math.floor
 local format = string.format
 
@@ -229,11 +229,16 @@ local function route_cell(ctx)
 end
 
 -- $bytes_sent as a number. `tonumber(ngx.var.bytes_sent)` makes a Lua string of the value on every request, and
--- interning it and scanning it cost more than the rest of the counting: this asks lua-resty-core's own reader of
+-- interning it and scanning it cost more than the rest of the counting: `direct` asks lua-resty-core's own reader of
 -- variables (the function ngx.var calls) for the value and has libc's strtoll read the digits from a copy ended by a
--- NUL (nginx's value is not). Where a build lacks either function it falls back to ngx.var. nginx_lb_stats's test
--- (test/nginx/stats.test.ts) pins the count to the bytes a client received.
-local bytes_sent
+-- NUL (nginx's value is not). That reader is lua-resty-core's, not a documented API: each worker's first counted
+-- request checks `direct` against ngx.var, and a build where it fails or differs reads through ngx.var from then on
+-- (logged once). nginx_lb_stats's test (test/nginx/stats.test.ts) pins the count to the bytes a client received.
+local function via_var()
+  return tonumber(var.bytes_sent) or 0
+end
+
+local direct
 do
   local NAME = "bytes_sent"
   local ok = pcall(ffi.cdef, "long long strtoll(const char *nptr, char **endptr, int base);")
@@ -253,7 +258,7 @@ do
     local err = ffi.new("char *[1]")
     -- An off_t in decimal has at most 19 digits.
     local digits = ffi.new("char[24]")
-    bytes_sent = function()
+    direct = function()
       local r = get_request()
       if r == nil or var_get(r, NAME, #NAME, lowcase, 0, value, len, err) ~= 0 then
         return 0
@@ -266,11 +271,25 @@ do
       digits[n] = 0
       return tonumber(strtoll(digits, nil, 10))
     end
-  else
-    bytes_sent = function()
-      return tonumber(var.bytes_sent) or 0
-    end
   end
+end
+
+local bytes_sent
+-- The first counted request of this worker: chooses the reader for the rest.
+bytes_sent = function()
+  local want = via_var()
+  local ok, got = false, "no direct reader in this build"
+  if direct ~= nil then
+    ok, got = pcall(direct)
+  end
+  if ok and got == want then
+    bytes_sent = direct
+  else
+    bytes_sent = via_var
+    ngx.log(ngx.WARN, "nginx-lb: traffic counters read $bytes_sent through ngx.var (the direct reader gave ",
+      tostring(got), " for ", want, ")")
+  end
+  return want
 end
 
 -- Whole milliseconds from `since` (seconds, nginx's cached clock) to now.
