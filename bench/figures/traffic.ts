@@ -89,7 +89,7 @@ export async function trafficCost(ctx: Context): Promise<TrafficCostResult> {
       const conf = await readFile(join(on.stateDir, "nginx.conf"), "utf8");
       const how = conf.includes("nginx_lb_stats")
         ? "counters in nginx's shared dict"
-        : conf.includes("traffic.jsonl")
+        : conf.includes("traffic.tsv")
           ? "a record file nginx appends to"
           : "none";
       const runs: Record<Variant, Trial[]> = { on: [], off: [], bare: [] };

@@ -10,7 +10,7 @@ import type { RouteCounts as SeriesCounts } from "./series.js";
 /** The histogram bounds (seconds), the same in nginx's counters (src/nginx/lua/nginx_lb_stats.lua, in ms). */
 export const HISTOGRAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
 
-/** One request as nginx reports it (the `nlb` log_format). */
+/** One request as nginx reports it (the `nlb` log_format of src/render/nginx-conf.ts). */
 export interface TrafficRecord {
   /** The route's upstream name; empty for requests no route matched (unknown host). */
   readonly route: string;
@@ -23,37 +23,38 @@ export interface TrafficRecord {
   readonly endpoints: readonly string[];
 }
 
-const num = (v: unknown): number | null => {
-  if (typeof v !== "string" || v === "" || v === "-") return null;
+/** A number as nginx writes one (digits, maybe a fraction); null for anything else, `-` (none) included. */
+const num = (v: string | undefined): number | null => {
+  if (v === undefined || !/^\d+(\.\d+)?$/.test(v)) return null;
   const n = Number(v);
-  return Number.isFinite(n) && n >= 0 ? n : null;
+  return Number.isFinite(n) ? n : null;
 };
 
-/** Parses one access record line from nginx (`{json}`); null when it is not a record we wrote. */
+/** The fields of a record line, in the `nlb` log_format's order, separated by tabs. */
+const RECORD_FIELDS = 6;
+
+/**
+ * Parses one record line from nginx: route, status, request time, upstream times, bytes sent, upstream addresses,
+ * tab-separated, each as nginx writes it (`-` for a value nginx does not have). Null when it is not a record we wrote.
+ */
 export function parseRecord(line: string): TrafficRecord | null {
-  const start = line.indexOf("{");
-  if (start < 0) return null;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(line.slice(start));
-  } catch {
-    return null;
-  }
-  if (typeof raw !== "object" || raw === null) return null;
-  const o = raw as Record<string, unknown>;
-  const status = num(o["s"]);
-  const requestSeconds = num(o["t"]);
-  if (typeof o["r"] !== "string" || status === null || requestSeconds === null) return null;
+  const f = line.split("\t");
+  if (f.length !== RECORD_FIELDS) return null;
+  const [route = "", s, t, u = "", b, a = ""] = f;
+  const status = num(s);
+  const requestSeconds = num(t);
+  if (status === null || requestSeconds === null) return null;
   // With retries nginx lists every upstream tried ("0.001, 0.004"); the last one is the one that answered.
-  const tried = typeof o["u"] === "string" ? o["u"].split(/[,:]/).map((s) => s.trim()) : [];
+  const tried = u.split(/[,:]/).map((x) => x.trim());
   // Addresses: "a, b" after retries, " : " between internal redirects; an IPv6 address has colons of its own.
-  const addrs = typeof o["a"] === "string" ? o["a"].split(/[ ,]+/).filter((a) => a !== "" && a !== ":") : [];
+  const addrs = a.split(/[ ,]+/).filter((x) => x !== "" && x !== ":" && x !== "-");
   return {
-    route: o["r"],
+    // A request no route matched: the route is empty (nginx writes an empty value as nothing, a missing one as `-`).
+    route: route === "-" ? "" : route,
     status,
     requestSeconds,
     upstreamSeconds: num(tried.at(-1)),
-    bytes: num(o["b"]) ?? 0,
+    bytes: num(b) ?? 0,
     endpoints: addrs,
   };
 }
@@ -455,7 +456,7 @@ export class TrafficStats {
 }
 
 /** Where nginx appends the access records: inside the state dir, which only the controller's user can enter. */
-export const trafficLogPath = (stateDir: string): string => join(stateDir, "logs", "traffic.jsonl");
+export const trafficLogPath = (stateDir: string): string => join(stateDir, "logs", "traffic.tsv");
 
 /** Follows the traffic record file. */
 export interface TrafficReceiver {

@@ -83,7 +83,7 @@ const ACCESS_FORMAT =
 
 /**
  * What nginx logs per request: nothing by default; the traffic counters (dynamic mode: our Lua adds to counters in a
- * shared dict that the controller drains through the control server); else the traffic records (one JSON record per
+ * shared dict that the controller drains through the control server); else the traffic records (one tab-separated record per
  * request appended to a file in the state dir that the controller reads; the nginx master opens it before its workers
  * drop privileges, so the records can come from nginx only); the operator's access log. All name the route by
  * $nlb_route, which every route location sets; requests outside any route (unknown host) log an empty route.
@@ -98,7 +98,11 @@ function logLines(options: RenderOptions): string[] {
     ...statsHttpLines(options),
     ...(traffic !== undefined
       ? [
-          `    log_format nlb escape=json '{"r":"$nlb_route","s":"$status","t":"$request_time","u":"$upstream_response_time","b":"$bytes_sent","a":"$upstream_addr"}';`,
+          // Tab-separated and unescaped: no field can hold a tab or a line end (the route is one of our upstream
+          // names, the rest are nginx's numbers and the peers' addresses), so nginx writes each value as it is
+          // instead of escaping it, and the controller splits the line rather than parsing JSON (parseRecord checks
+          // every field).
+          `    log_format nlb escape=none '$nlb_route\t$status\t$request_time\t$upstream_response_time\t$bytes_sent\t$upstream_addr';`,
         ]
       : []),
     ...(accessLog

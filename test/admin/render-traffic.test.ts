@@ -34,14 +34,14 @@ describe("traffic log rendering", () => {
     const dir = await tempDir("nginx-lb-traffic-render-");
     const r = renderNginxConf(desired, {
       dir,
-      trafficLogFile: `${dir}/logs/traffic.jsonl`,
+      trafficLogFile: `${dir}/logs/traffic.tsv`,
       accessLog: `${dir}/logs/access.log`,
     });
     const sets = [...r.conf.matchAll(/set \$nlb_route (nlb_[0-9a-f]{16});/g)].map((m) => m[1]);
     // `/` is one location; `/empty` is two (`/empty/` and `= /empty`), both tagged with the same upstream name.
     expect(sets).toHaveLength(3);
     expect(new Set(sets).size).toBe(2);
-    expect(r.conf).toContain(`access_log ${dir}/logs/traffic.jsonl nlb buffer=64k flush=1s;`);
+    expect(r.conf).toContain(`access_log ${dir}/logs/traffic.tsv nlb buffer=64k flush=1s;`);
     expect(r.conf).not.toContain("syslog");
     expect(r.conf).toContain(`access_log ${dir}/logs/access.log nlb_access;`);
     expect(r.conf).not.toMatch(/^ {4}access_log off;$/m);
@@ -66,7 +66,7 @@ describe("traffic log rendering", () => {
     expect(r.conf.match(/^ {4}log_by_lua_block/gm)).toHaveLength(1);
     expect(r.conf).toMatch(/^ {4}lua_shared_dict nginx_lb_stats \d+m;$/m);
     expect(r.conf).toContain(`content_by_lua_block { require("nginx_lb_stats").serve("${token}") }`);
-    expect(r.conf).not.toMatch(/log_format nlb |traffic\.jsonl/);
+    expect(r.conf).not.toMatch(/log_format nlb |traffic\.tsv/);
     // No log file either: without this nginx writes every request to its built-in access log.
     expect(r.conf).toMatch(/^ {4}access_log off;$/m);
     expect(r.files.map((f) => f.path)).toContain("lua/nginx_lb_stats.lua");
@@ -101,7 +101,7 @@ describe("traffic log rendering", () => {
   });
 
   it("refuses a record file path nginx would read differently", () => {
-    for (const bad of ["relative/traffic.jsonl", "/state dir/traffic.jsonl", "/x;access_log /etc/passwd", "/x'y"])
+    for (const bad of ["relative/traffic.tsv", "/state dir/traffic.tsv", "/x;access_log /etc/passwd", "/x'y"])
       expect(() => renderNginxConf(desired, { dir: "/var/lib/nginx-lb", trafficLogFile: bad })).toThrow(/file path/);
   });
 });

@@ -33,8 +33,8 @@ const topology = (upstreams: string[], endpoints: string[] = []): Topology => ({
     },
   ],
 });
-const line = (route: string, status: number, u = "0.004") =>
-  `{"r":"${route}","s":"${status}","t":"0.005","u":"${u}","b":"120"}`;
+/** A record line as the `nlb` log_format writes it (tab-separated; `a` is $upstream_addr, `-` for none). */
+const line = (route: string, status: number, u = "0.004", a = "-") => [route, status, "0.005", u, "120", a].join("\t");
 
 /** Every label set of a metric family in the registry's output. */
 async function series(registry: Registry, name: string): Promise<string[]> {
@@ -52,13 +52,25 @@ describe("traffic records", () => {
       endpoints: [],
     });
     // The endpoints tried, IPv6 included, across retries (", ") and internal redirects (" : ").
-    const tried = parseRecord(
-      line("nlb_0123456789abcdef", 200).replace("}", ',"a":"127.0.0.2:80, [::1]:80 : 127.0.0.3:80"}'),
-    );
+    const tried = parseRecord(line("nlb_0123456789abcdef", 200, "0.004", "127.0.0.2:80, [::1]:80 : 127.0.0.3:80"));
     expect(tried?.endpoints).toEqual(["127.0.0.2:80", "[::1]:80", "127.0.0.3:80"]);
-    expect(parseRecord(line("", 404, ""))?.upstreamSeconds).toBeNull();
+    // A request no route matched, answered by nginx: no route, no upstream time, no endpoint.
+    expect(parseRecord(line("", 404, "-"))).toMatchObject({ route: "", upstreamSeconds: null, endpoints: [] });
+    expect(parseRecord(line("-", 404, "-"))?.route).toBe("");
     expect(parseRecord("garbage")).toBeNull();
-    expect(parseRecord('{"r":1}')).toBeNull();
+    expect(parseRecord('{"r":"nlb_0123456789abcdef","s":"200","t":"0.005"}')).toBeNull();
+    // A field short, a field more, a status or time that is not nginx's number.
+    const good = line("nlb_0123456789abcdef", 200).split("\t");
+    expect(parseRecord(good.slice(0, 5).join("\t"))).toBeNull();
+    expect(parseRecord([...good, "x"].join("\t"))).toBeNull();
+    for (const [i, bad] of [
+      [1, "2e2"],
+      [1, " 200"],
+      [1, "-"],
+      [2, "0x10"],
+      [2, ""],
+    ] as const)
+      expect(parseRecord(good.map((v, j) => (j === i ? bad : v)).join("\t"))).toBeNull();
   });
 
   it("keeps the per-route label set bounded by the model whatever routes the records name", async () => {
@@ -90,12 +102,12 @@ describe("traffic records", () => {
     const stats = new TrafficStats(new Registry());
     const known = ["nlb_000000000000000a", "nlb_000000000000000b", "nlb_000000000000000c"];
     stats.setTopology(topology(known, ["127.0.0.2:80"]));
-    stats.record(parseRecord(line(known[0] ?? "", 200).replace("}", ',"a":"127.0.0.2:80"}'))!);
+    stats.record(parseRecord(line(known[0] ?? "", 200, "0.004", "127.0.0.2:80"))!);
     const older = { at: 1000, all: stats.totals(), counted: stats.totals(true) };
     expect([...older.counted.keys()]).toEqual([known[0]]);
     expect(older.all.size).toBe(3);
-    stats.record(parseRecord(line(known[0] ?? "", 502).replace("}", ',"a":"127.0.0.2:80"}'))!);
-    stats.record(parseRecord(line(known[1] ?? "", 200).replace("}", ',"a":"127.0.0.2:80"}'))!);
+    stats.record(parseRecord(line(known[0] ?? "", 502, "0.004", "127.0.0.2:80"))!);
+    stats.record(parseRecord(line(known[1] ?? "", 200, "0.004", "127.0.0.2:80"))!);
     const newer = { at: 3000, totals: stats.totals() };
     expect(rates({ at: older.at, totals: older.counted }, newer)).toEqual(
       rates({ at: older.at, totals: older.all }, newer),
@@ -108,7 +120,7 @@ describe("traffic records", () => {
     const A = "nlb_000000000000000a";
     const first = topology([A, "nlb_000000000000000b"], ["127.0.0.2:80", "127.0.0.3:80"]);
     stats.setTopology(first);
-    const rec = (addr: string) => parseRecord(line(A, 200).replace("}", `,"a":"${addr}"}`))!;
+    const rec = (addr: string) => parseRecord(line(A, 200, "0.004", addr))!;
     stats.record(rec("127.0.0.3:80"));
     // The same view objects, as compile keeps them for unchanged routes, under a new topology object.
     stats.setTopology({ servers: first.servers.map((s) => ({ ...s })) });
@@ -218,7 +230,7 @@ describe("traffic counts from nginx", () => {
   it("counts a batch of records exactly as it counts them one by one", async () => {
     const B = "nlb_000000000000000b";
     const mk = (r: string, s: number, t: string, u: string, a: string) =>
-      parseRecord(`{"r":"${r}","s":"${s}","t":"${t}","u":"${u}","b":"${s}","a":"${a}"}`);
+      parseRecord([r, s, t, u, s, a === "" ? "-" : a].join("\t"));
     // Every path of `record`: two known routes, retries (a failed attempt before the last), 5xx, no upstream time, a
     // time on a bucket bound and past the last, an endpoint and a route outside the model, no route, a bad status.
     const batch = [

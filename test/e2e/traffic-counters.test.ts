@@ -11,11 +11,14 @@ import { eventually } from "../helpers/wait.js";
  * Traffic figures counted by nginx itself (dynamic mode: the Lua log phase adds to a shared dict the controller
  * drains once a second), through the real `nginx-lb run`: a route over two endpoints, one answering 500. What the
  * client saw must equal /metrics per route and per endpoint, after a reload (the dict is kept) and after nginx is
- * killed and started again (an empty dict: nothing counted twice, nothing negative).
+ * killed and started again (an empty dict: nothing counted twice, nothing negative). Reload endpoints mode reports
+ * the same figures through its record file, which nginx writes out when a reload retires its workers.
  */
 
 let pool: BackendPool;
 let t: AdminLb;
+/** The same route in reload endpoints mode (nginx appends a record per request to a file). */
+let rl: AdminLb;
 const GOOD = "127.0.0.2";
 const BAD = "127.0.0.3";
 
@@ -23,18 +26,21 @@ beforeAll(async () => {
   pool = await startBackends([GOOD, BAD]);
   // The backends answer their check path as told: through the route, /healthz is 200 from one and 500 from the other.
   pool.get(BAD).setCheck("500");
-  t = await startAdminLb({
-    pool,
-    endpoints: { "web-api": { [GOOD]: { weight: 1 }, [BAD]: { weight: 1 } } },
-    servers: (sitePort) => [
-      {
-        domain_name: "a.test",
-        frontend_port: sitePort,
-        routes: { "/": { app: "web", service: "api", port: pool.port } },
-      },
-    ],
-    args: ["--endpoints-mode", "dynamic", "--worker-processes", "2"],
-  });
+  const start = (mode: "dynamic" | "reload") =>
+    startAdminLb({
+      pool,
+      endpoints: { "web-api": { [GOOD]: { weight: 1 }, [BAD]: { weight: 1 } } },
+      servers: (sitePort) => [
+        {
+          domain_name: "a.test",
+          frontend_port: sitePort,
+          routes: { "/": { app: "web", service: "api", port: pool.port } },
+        },
+      ],
+      args: ["--endpoints-mode", mode, "--worker-processes", "2"],
+    });
+  t = await start("dynamic");
+  rl = await start("reload");
 }, 60_000);
 afterAll(async () => {
   await stopAllControllers();
@@ -53,22 +59,22 @@ function tally(status: number, body: string, seen: Seen): void {
   else throw new Error(`unexpected status ${status}: ${body}`);
 }
 
-async function send(n: number, seen: Seen): Promise<void> {
+async function send(n: number, seen: Seen, lb = t): Promise<void> {
   for (let i = 0; i < n; i++) {
-    const r = await t.site(CHECK_PATH);
+    const r = await lb.site(CHECK_PATH);
     tally(r.status, r.body, seen);
   }
 }
 
 /** /metrics once every figure equals what the client saw (each counter read is at most a second behind). */
-async function metricsMatching(seen: Seen, label: string): Promise<string> {
-  const route = "a.test:" + String(t.sitePort) + "/";
+async function metricsMatching(seen: Seen, label: string, lb = t): Promise<string> {
+  const route = "a.test:" + String(lb.sitePort) + "/";
   const ep = (ip: string) => ({ route, endpoint: `${ip}:${pool.port}` });
   let last = "";
   try {
     return await eventually(
       async () => {
-        const m = (last = (await t.admin("/metrics")).body);
+        const m = (last = (await lb.admin("/metrics")).body);
         const figures = [
           sample(m, "nginx_lb_route_requests_total", { route, class: "2xx" }) ?? 0,
           sample(m, "nginx_lb_route_requests_total", { route, class: "5xx" }) ?? 0,
@@ -101,8 +107,8 @@ describe("traffic counted in nginx (dynamic mode)", () => {
     expect(conf).toContain(
       `log_by_lua_block { local ctx = ngx.ctx; require("nginx_lb_outlier").log(ctx); require("nginx_lb_stats").log(ctx) }`,
     );
-    expect(conf).not.toContain("traffic.jsonl");
-    await expect(stat(join(stateDir, "logs/traffic.jsonl"))).rejects.toThrow(/ENOENT/);
+    expect(conf).not.toContain("traffic.tsv");
+    await expect(stat(join(stateDir, "logs/traffic.tsv"))).rejects.toThrow(/ENOENT/);
   });
 
   it("counts per route and per endpoint exactly what the client saw, across a reload and an nginx restart", async () => {
@@ -150,5 +156,32 @@ describe("traffic counted in nginx (dynamic mode)", () => {
     );
     await send(20, seen);
     await metricsMatching(seen, "the requests after the restart in /metrics");
+  });
+});
+
+describe("traffic records (reload endpoints mode)", () => {
+  it("counts per route and per endpoint exactly what the client saw, across a reload, from nginx's record file", async () => {
+    const stateDir = join(rl.dir, "state");
+    const conf = await readFile(join(stateDir, "nginx.conf"), "utf8");
+    expect(conf).toContain(`access_log ${join(stateDir, "logs/traffic.tsv")} nlb buffer=64k flush=1s;`);
+    expect(conf).not.toContain("log_by_lua");
+    const seen: Seen = { ok: 0, failed: 0 };
+    await send(40, seen, rl);
+    expect(seen.ok).toBeGreaterThan(0);
+    expect(seen.failed).toBeGreaterThan(0);
+    const m = await metricsMatching(seen, "the first 40 requests in /metrics", rl);
+    // Every answer here is a few hundred bytes with its headers.
+    const route = `a.test:${rl.sitePort}/`;
+    expect(sample(m, "nginx_lb_route_response_bytes_total", { route })).toBeGreaterThan(40 * 100);
+    expect(sample(m, "nginx_lb_route_upstream_response_seconds_sum", { route })).toBeGreaterThan(0);
+    expect(sample(m, "nginx_lb_traffic_records_ignored_total", { reason: "malformed" }) ?? 0).toBe(0);
+
+    // A reload retires the workers, which write out their buffered records first.
+    const reloads = rl.lb.applies("reload").length;
+    await send(10, seen, rl);
+    rl.lb.signal("SIGHUP");
+    await eventually(async () => rl.lb.applies("reload").length > reloads, 15_000, "the reload");
+    await send(20, seen, rl);
+    await metricsMatching(seen, "the requests around the reload in /metrics", rl);
   });
 });

@@ -122,7 +122,7 @@ describe.each(["dynamic", "reload"] as const)(
       expect(await served(t)).toEqual(want);
 
       // 2. The traffic record file: nobody cannot append a forged record (nor create one in the state dir).
-      const forged = await asNobodyShell('printf "%s\\n" forged >> "$1"', join(stateDir, "logs/traffic.jsonl"));
+      const forged = await asNobodyShell('printf "%s\\n" forged >> "$1"', join(stateDir, "logs/traffic.tsv"));
       expect(forged.code).not.toBe(0);
 
       // 3. The admin server: nobody holds as many event streams as it can get, from many loopback source addresses;

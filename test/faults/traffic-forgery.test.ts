@@ -66,7 +66,7 @@ describe("traffic figures forged by another local user (dynamic endpoints: count
     expect(conf).toContain(
       `log_by_lua_block { local ctx = ngx.ctx; require("nginx_lb_outlier").log(ctx); require("nginx_lb_stats").log(ctx) }`,
     );
-    expect(conf).not.toContain("traffic.jsonl");
+    expect(conf).not.toContain("traffic.tsv");
     const control = /listen 127\.0\.0\.1:(\d+);\n\s+access_log off;/.exec(conf)?.[1];
     const token = /require\("nginx_lb_stats"\)\.serve\("([0-9a-f]+)"\)/.exec(conf)?.[1];
     expect(control).toBeDefined();
@@ -145,7 +145,7 @@ describe("traffic figures forged by another local user (reload endpoints: the re
     // stay closed to them by itself.
     await chmod(t.dir, 0o755);
     await chmod(stateDir, 0o755);
-    const file = join(stateDir, "logs/traffic.jsonl");
+    const file = join(stateDir, "logs/traffic.tsv");
     const conf = await readFile(join(stateDir, "nginx.conf"), "utf8");
     expect(conf).toContain(`access_log ${file} nlb buffer=64k flush=1s;`);
     expect(conf).not.toContain("syslog");
@@ -156,7 +156,7 @@ describe("traffic figures forged by another local user (reload endpoints: the re
     const route = view.servers[0]?.routes[0];
     expect(route).toBeDefined();
     const labels = { route: route?.label ?? "", upstream: route?.upstream ?? "" };
-    const forged = `{"r":"${labels.upstream}","s":"500","t":"0.001","u":"0.001","b":"1"}`;
+    const forged = [labels.upstream, "500", "0.001", "0.001", "1", "-"].join("\t");
 
     // 1. The file itself.
     const direct = await asNobodyShell(
@@ -209,7 +209,7 @@ describe("traffic figures forged by another local user (reload endpoints: the re
 
     // The control: the same record appended by the controller's own user is counted, so the refusals above are
     // what kept the forged ones out.
-    await appendFile(file, `${forged.replace('"500"', '"404"')}\n`);
+    await appendFile(file, `${forged.replace("\t500\t", "\t404\t")}\n`);
     await eventually(
       async () =>
         sample((await t.admin("/metrics")).body, "nginx_lb_route_requests_total", { ...labels, class: "4xx" }) === 1,
