@@ -83,9 +83,9 @@ const ACCESS_FORMAT =
 
 /**
  * What nginx logs per request: nothing by default; the traffic counters (dynamic mode: our Lua adds to counters in a
- * shared dict that the controller drains through the control server); else the traffic records (one tab-separated record per
- * request appended to a file in the state dir that the controller reads; the nginx master opens it before its workers
- * drop privileges, so the records can come from nginx only); the operator's access log. All name the route by
+ * shared dict that the controller drains through the control server); else the traffic records (one tab-separated
+ * record per request appended to a file in the state dir that the controller reads; the nginx master opens it before
+ * its workers drop privileges, so the records can come from nginx only); the operator's access log. All name the route by
  * $nlb_route, which every route location sets; requests outside any route (unknown host) log an empty route.
  */
 function logLines(options: RenderOptions): string[] {

@@ -26,9 +26,9 @@
 -- The per-request path allocates nothing in the common case, takes no lock and reads one nginx variable
 -- ($bytes_sent, as a number: see `bytes_sent`): each route and each endpoint has a cell per worker, its key strings
 -- and an array of amounts in the same order, built once and kept on the balancer's decoded set and peers (so a routed
--- request reads neither $nlb_route nor $upstream_addr), and a request adds to its cells' arrays. The last upstream's time is measured from
--- the balancer's choice of that peer (ctx.nlb_at, nginx's cached clock, as nginx times $upstream_response_time)
--- rather than read from that variable: a variable read costs more than all of the counting.
+-- request reads neither $nlb_route nor $upstream_addr), and a request adds to its cells' arrays. The last upstream's
+-- time is measured from the balancer's choice of that peer (ctx.nlb_at, nginx's cached clock, as nginx times
+-- $upstream_response_time) rather than read from that variable: a variable read costs more than all of the counting.
 -- A timer per worker adds the cells counted since the last flush to the dict every FLUSH_SECONDS (incr: atomic across
 -- workers); a worker that is shutting down (reload, stop) flushes once more (nginx runs pending timers early then)
 -- and from then on flushes after every request.
