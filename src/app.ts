@@ -7,7 +7,7 @@ import { ensureAccessLog } from "./nginx/access-log.js";
 import { ensureTlsPlaceholder, makeTlsPlaceholder } from "./nginx/tls-placeholder.js";
 import { NginxApplier } from "./nginx/applier.js";
 import { findNginx } from "./nginx/binary.js";
-import { isNginxMaster, NginxProcess, readPid } from "./nginx/process.js";
+import { isNginxMaster, NginxProcess, readPid, type NginxPaths } from "./nginx/process.js";
 import { NginxSupervisor } from "./nginx/supervisor.js";
 import { nginxPaths, runRenderOptions, type NginxSettings } from "./nginx/render-options.js";
 import { DEFAULT_DEBOUNCE_MS, DEFAULT_MIN_GAP_MS, Reconciler } from "./reconciler/reconciler.js";
@@ -118,30 +118,32 @@ async function pushedCertsSettings(
 
 export type { Controller } from "./controller.js";
 
-async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
+/** Listens on 127.0.0.1:port (0: a port the kernel picks) and closes again: the port it got, null when it could not. */
+function listenOnce(port: number): Promise<number | null> {
+  return new Promise((resolvePort) => {
     const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
+    srv.once("error", () => resolvePort(null));
+    srv.listen(port, "127.0.0.1", () => {
       const addr = srv.address();
-      srv.close(() => resolvePort(typeof addr === "object" && addr ? addr.port : 0));
+      srv.close(() => resolvePort(typeof addr === "object" && addr ? addr.port : null));
     });
   });
 }
 
-/** Whether an nginx master of this state dir runs (it holds the saved control port, and is adopted). */
-async function ourMasterRuns(dir: string): Promise<boolean> {
-  const pid = await readPid(join(dir, "nginx.pid"));
-  return pid !== null && isNginxMaster(pid, { dir, conf: join(dir, "nginx.conf") });
+async function freePort(): Promise<number> {
+  const port = await listenOnce(0);
+  if (port === null) throw new Error("no free loopback port to listen on");
+  return port;
 }
 
-/** Whether nginx's control server could listen on 127.0.0.1:port now. */
-function bindable(port: number): Promise<boolean> {
-  return new Promise((resolveBind) => {
-    const srv = createServer();
-    srv.once("error", () => resolveBind(false));
-    srv.listen(port, "127.0.0.1", () => srv.close(() => resolveBind(true)));
-  });
+/**
+ * Whether another process holds the saved control port: it cannot be bound, and no nginx master of this state dir
+ * runs (that one holds it, and is adopted).
+ */
+async function heldByAnother(port: number, paths: NginxPaths): Promise<boolean> {
+  if ((await listenOnce(port)) !== null) return false;
+  const pid = await readPid(paths.pidFile);
+  return pid === null || !(await isNginxMaster(pid, paths));
 }
 
 async function endpointSource(options: RunOptions, log: Logger): Promise<EndpointSource | null> {
@@ -193,6 +195,7 @@ export async function startController(
   // Routes in etcd: the state dir's copy of the last table read (TableStore's file) names their ports.
   const routesFile =
     options.etcd && options.servicesEtcdPrefix !== undefined ? new TableStore(dir).file : resolve(options.services);
+  const paths = nginxPaths(dir, findNginx(options.nginx));
   const control = await resolveControl(
     new ControlStore(dir),
     saved,
@@ -200,7 +203,7 @@ export async function startController(
     freePort,
     () => randomBytes(16).toString("hex"),
     await declaredPorts(routesFile, saved.services),
-    async (port) => !(await ourMasterRuns(dir)) && !(await bindable(port)),
+    (port) => heldByAnother(port, paths),
   );
   if (control.moved !== undefined)
     log.warn(
@@ -223,7 +226,6 @@ export async function startController(
   const persisted = (desired: { services?: PersistedState["services"]; backends?: PersistedState["backends"] }) =>
     store.save({ version: 1, ...desired, savedAt: new Date().toISOString() });
 
-  const paths = nginxPaths(dir, findNginx(options.nginx));
   const mode = await endpointsMode(options, paths.nginx, log);
   const routes = chooseRoutesMode(options.routesMode, { wanted: options.endpointsMode ?? "auto", mode });
   if (!routes.ok) throw new Error(routes.reason);

@@ -86,14 +86,10 @@ export async function resolveControl(
   const found = await store.load();
   const saved = found !== null && !("error" in found) ? found : null;
   const known = saved?.controlPort ?? legacy.controlPort;
-  const isHeld = requestedPort === undefined && known !== undefined && !taken.has(known) && (await held(known));
-  const moved =
-    requestedPort === undefined && known !== undefined && (taken.has(known) || isHeld)
-      ? { moved: known, ...(isHeld ? { held: true as const } : {}) }
-      : {};
+  const lost = requestedPort === undefined && known !== undefined ? await givenUp(known, taken, held) : null;
+  const moved = lost !== null ? { moved: known, ...(lost === "held" ? { held: true as const } : {}) } : {};
   const settings: ControlSettings = {
-    controlPort:
-      requestedPort ?? (known !== undefined && !taken.has(known) && !isHeld ? known : await pickPort(freePort, taken)),
+    controlPort: requestedPort ?? (known !== undefined && lost === null ? known : await pickPort(freePort, taken)),
     pushToken: saved?.pushToken ?? (legacy.pushToken && TOKEN.test(legacy.pushToken) ? legacy.pushToken : newToken()),
   };
   const unusable = found !== null && "error" in found ? { unusable: found.error } : {};
@@ -105,6 +101,16 @@ export async function resolveControl(
   } catch (e) {
     return { settings, ...unusable, ...moved, saveError: (e as Error).message };
   }
+}
+
+/** Why a saved (not requested) control port is given up, if it is: the routing table claims it, or another holds it. */
+async function givenUp(
+  port: number,
+  taken: ReadonlySet<number>,
+  held: (port: number) => Promise<boolean>,
+): Promise<"taken" | "held" | null> {
+  if (taken.has(port)) return "taken";
+  return (await held(port)) ? "held" : null;
 }
 
 async function pickPort(freePort: () => Promise<number>, taken: ReadonlySet<number>): Promise<number> {
