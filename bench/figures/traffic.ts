@@ -7,6 +7,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { trafficLogPath } from "../../src/admin/traffic.js";
 import type { Context } from "../lib/context.js";
 import { startLb, type Lb, type Mode, type RouteSpec } from "../lib/lb.js";
 import { cpuUs } from "../lib/procs.js";
@@ -89,7 +90,7 @@ export async function trafficCost(ctx: Context): Promise<TrafficCostResult> {
       const conf = await readFile(join(on.stateDir, "nginx.conf"), "utf8");
       const how = conf.includes("nginx_lb_stats")
         ? "counters in nginx's shared dict"
-        : conf.includes("traffic.tsv")
+        : conf.includes(trafficLogPath(on.stateDir))
           ? "a record file nginx appends to"
           : "none";
       const runs: Record<Variant, Trial[]> = { on: [], off: [], bare: [] };
