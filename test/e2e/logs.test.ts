@@ -5,13 +5,12 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { lstat, readFile, symlink, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startBackends, type BackendPool } from "../helpers/backends.js";
 import { eventually, sleep, startController, stopAllControllers, writeServices } from "../helpers/controller.js";
-import { get } from "../helpers/http.js";
+import { get, rawGet } from "../helpers/http.js";
 import { cleanupNginx, freePort, tempDir } from "../helpers/nginx.js";
 import { cli } from "../helpers/sources.js";
 
@@ -85,20 +84,6 @@ function onTerminal(args: string[], env: Record<string, string>) {
   return { child, raw: () => raw, lines, exited, waitLine, pid };
 }
 
-/** One HTTP/1.1 request with the request target exactly as given; resolves with the response head and body. */
-function rawGet(port: number, target: string, host: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, "127.0.0.1", () =>
-      socket.write(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
-    );
-    let out = "";
-    socket.setTimeout(5_000, () => socket.destroy(new Error("no answer within 5 s")));
-    socket.on("data", (d: Buffer) => (out += d.toString()));
-    socket.once("end", () => resolve(out));
-    socket.once("error", reject);
-  });
-}
-
 describe("nginx-lb run on a terminal", () => {
   it("says each apply in one line (what changed, how long), starts nginx in one line, says SIGUSR2 changed nothing, and ends with a stopped line", async () => {
     const s = await site(one("127.0.0.2"));
@@ -151,7 +136,7 @@ describe("nginx-lb run piped, with --access-log", () => {
     const url = `http://127.0.0.1:${s.port}`;
     const uri = `/a"b\\c?q=<x>&y=1`;
     // Sent raw: a URL parser would escape the quote and the backslash that nginx must escape in the log.
-    expect(await rawGet(s.port, uri, "a.test")).toMatch(/^HTTP\/1\.1 200 /);
+    expect((await rawGet(s.port, uri, "a.test")).toString()).toMatch(/^HTTP\/1\.1 200 /);
     expect((await get(`${url}/`, { host: "unknown.test" })).status).toBe(404);
     await eventually(async () => (await readFile(accessLog, "utf8")).split("\n").length > 2, 10_000, "2 access lines");
     const records = (await readFile(accessLog, "utf8"))

@@ -10,9 +10,12 @@
  *
  * The balancer tests' short forms, on the same client: `hostGet(port, host, path)` (status, body, content type),
  * `tally(port, host, n)` (who answered n requests) and `postRaw(port, body, path, host, token)` (a hand-made push).
+ * `rawGet(port, target, host)` sends a request line exactly as given on a connection of its own and gives back every
+ * byte of the answer (`rawExchange` for any request text).
  */
 import http, { type IncomingHttpHeaders } from "node:http";
 import http2 from "node:http2";
+import { connect } from "node:net";
 import https from "node:https";
 import tls from "node:tls";
 import { ENDPOINTS_PATH } from "../../src/render/dynamic.js";
@@ -169,4 +172,21 @@ export async function postRaw(
     timeoutMs: 10_000,
   });
   return { status: r.status, body: r.body };
+}
+
+/** Writes `request` as it is on a new connection to 127.0.0.1:port and resolves with every byte read until nginx closes. */
+export function rawExchange(port: number, request: Buffer | string, timeoutMs = 5_000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect(port, "127.0.0.1", () => socket.write(request));
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    socket.on("data", (d: Buffer) => chunks.push(d));
+    socket.once("end", () => resolve(Buffer.concat(chunks)));
+    socket.once("error", reject);
+  });
+}
+
+/** One HTTP/1.1 GET with the request target exactly as given (Connection: close): the whole answer, head and body. */
+export function rawGet(port: number, target: string, host: string, timeoutMs = 5_000): Promise<Buffer> {
+  return rawExchange(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`, timeoutMs);
 }

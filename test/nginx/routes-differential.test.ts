@@ -1,5 +1,6 @@
-import { connect, createServer, type Server } from "node:net";
+import { createServer, type Server } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rawExchange } from "../helpers/http.js";
 import { mustDesired } from "../helpers/model.js";
 import { cleanupNginx, freePorts, serveNginx, type ServedNginx } from "../helpers/nginx.js";
 
@@ -35,20 +36,12 @@ function rawBackend(): Promise<Server> {
 }
 
 /** One raw request: the request line's target as bytes (latin1), the Host header (none: HTTP/1.0 without Host). */
-function raw(port: number, target: string, host: string | null): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: "127.0.0.1", port });
-    const chunks: Buffer[] = [];
-    s.setTimeout(5_000, () => s.destroy(new Error(`timeout: ${target}`)));
-    s.on("data", (d: Buffer) => chunks.push(d));
-    s.on("end", () => resolve(Buffer.concat(chunks).toString("latin1")));
-    s.on("error", reject);
-    const head =
-      host === null
-        ? `GET ${target} HTTP/1.0\r\n\r\n`
-        : `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
-    s.write(Buffer.from(head, "latin1"));
-  });
+async function raw(port: number, target: string, host: string | null): Promise<string> {
+  const head =
+    host === null
+      ? `GET ${target} HTTP/1.0\r\n\r\n`
+      : `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+  return (await rawExchange(port, Buffer.from(head, "latin1"))).toString("latin1");
 }
 
 /** What a client and the backend saw: status, content type and body (the backend's echo of its request line). */

@@ -1,10 +1,9 @@
-import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { httpCounterRead, parseCounters } from "../../src/admin/traffic-counters.js";
 import type { BackendSet } from "../../src/model/backends.js";
 import { bindRoutes } from "../../src/render/index.js";
 import { startBackends, type BackendPool } from "../helpers/backends.js";
-import { hostGet as get } from "../helpers/http.js";
+import { hostGet as get, rawGet } from "../helpers/http.js";
 import { services } from "../helpers/model.js";
 import { serveNginx, type ServedNginx } from "../helpers/nginx.js";
 import { waitFor } from "../helpers/wait.js";
@@ -33,20 +32,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.close();
 });
-
-/** Every byte of one answer (status line, headers, body), as the client received it over its own connection. */
-function rawBytes(port: number, host: string, path: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let n = 0;
-    const sock = connect(port, "127.0.0.1", () =>
-      sock.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
-    );
-    sock.setTimeout(10_000, () => sock.destroy(new Error(`no answer to ${path} within 10 s`)));
-    sock.on("data", (d: Buffer) => (n += d.length));
-    sock.on("end", () => resolve(n));
-    sock.on("error", reject);
-  });
-}
 
 /** Route and endpoint totals summed over every read so far (each read drains what it returns). */
 interface Totals {
@@ -229,7 +214,7 @@ describe.each(["reload", "dynamic"] as const)(
       const route = upstreamOf("/");
       let received = 0;
       const sizes = [1, 777, 65_537, 3_000_001];
-      for (const n of sizes) received += await rawBytes(ng.port, HOST, `/nginx-lb-test/bytes/${n}`);
+      for (const n of sizes) received += (await rawGet(ng.port, `/nginx-lb-test/bytes/${n}`, HOST, 10_000)).length;
       expect(received).toBeGreaterThan(sizes.reduce((a, b) => a + b));
       await readUntil(ng, totals, "the four counted", (t) => (t.routes.get(route)?.request ?? 0) >= sizes.length);
       await new Promise((r) => setTimeout(r, 1200));
